@@ -1,0 +1,92 @@
+"""`create_app(settings)`: the FastAPI app, its lifespan and its routes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import orjson
+import structlog
+from arq.connections import ArqRedis
+from fastapi import FastAPI
+from redis.asyncio import BlockingConnectionPool
+
+from ..config import Settings
+from ..eventlog import EventLog, LiveHub
+from ..jobstore import JobStore
+from ..keys import Keys
+from .errors import install_error_handlers
+from .middleware import AssumeJson, BodySizeLimit
+from .routes import chat, documents, health, jobs
+from .state import AppState
+
+log = structlog.get_logger(__name__)
+
+
+def connect_redis(settings: Settings) -> ArqRedis:
+    """A bounded pool that makes callers wait for a free connection instead of failing."""
+    if not settings.redis_url:
+        raise ValueError("RAG_REDIS_URL is not set")
+    pool = BlockingConnectionPool.from_url(
+        settings.redis_url,
+        max_connections=settings.redis_max_connections,
+        timeout=5,
+        socket_connect_timeout=2,
+        health_check_interval=30,
+    )
+    return ArqRedis(
+        pool,
+        job_serializer=orjson.dumps,
+        job_deserializer=orjson.loads,
+        default_queue_name=settings.queue_name,
+    )
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, AppState]]:
+        redis = connect_redis(settings)
+        keys = Keys(settings.key_prefix)
+        hub = LiveHub(redis, keys)
+        state = AppState(
+            settings=settings,
+            keys=keys,
+            redis=redis,
+            jobs=JobStore(redis, keys, settings.result_ttl),
+            events=EventLog(redis, keys, settings.result_ttl),
+            hub=hub,
+        )
+        log.info("api ready", redis=redact(settings.redis_url or ""))
+        try:
+            yield {"rag": state}
+        finally:
+            await hub.close()
+            await redis.aclose()
+
+    app = FastAPI(
+        title="rag-async",
+        summary="Ask questions about your documents; answers are computed by background "
+        "workers and streamed back.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.add_middleware(
+        BodySizeLimit,
+        default_limit=64 * 1024 + 4 * settings.max_query_chars,
+        limits={"/documents": 2 * settings.max_document_bytes + 64 * 1024},
+    )
+    app.add_middleware(AssumeJson)
+    for module in (chat, jobs, documents, health):
+        app.include_router(module.router)
+    return app
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for logs and error messages."""
+    scheme, sep, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    if not at:
+        return url
+    user = credentials.partition(":")[0]
+    return f"{scheme}{sep}{user + ':***' if user else '***'}@{host}"

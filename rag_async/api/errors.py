@@ -1,0 +1,68 @@
+"""One JSON error shape for every 4xx/5xx: {"error": {"code", "message", "details"?}}."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import ORJSONResponse
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..errors import Overloaded, RagError
+
+log = structlog.get_logger(__name__)
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    details: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> ORJSONResponse:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if details:
+        error["details"] = details
+    return ORJSONResponse({"error": error}, status_code=status, headers=headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RagError)
+    async def rag_error(_: Request, error: RagError) -> ORJSONResponse:
+        headers = {"Retry-After": str(error.retry_after)} if isinstance(error, Overloaded) else None
+        return error_response(error.status_code, error.code, error.message, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, error: RequestValidationError) -> ORJSONResponse:
+        details = [
+            {
+                "field": ".".join(str(p) for p in e["loc"] if p != "body") or "body",
+                "problem": e["msg"],
+            }
+            for e in error.errors()
+        ]
+        summary = "; ".join(f"{d['field']}: {d['problem']}" for d in details)
+        return error_response(
+            422, "invalid_request", f"the request is not valid: {summary}", details
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, error: StarletteHTTPException) -> ORJSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
+        headers = dict(error.headers) if error.headers else None
+        return error_response(error.status_code, code, str(error.detail), headers=headers)
+
+    @app.exception_handler(RedisConnectionError)
+    @app.exception_handler(RedisTimeoutError)
+    async def redis_down(_: Request, error: Exception) -> ORJSONResponse:
+        log.warning("redis unreachable", error=str(error))
+        return error_response(
+            503,
+            "service_unavailable",
+            "the job store (Redis/Valkey) cannot be reached right now; try again shortly",
+            headers={"Retry-After": "2"},
+        )

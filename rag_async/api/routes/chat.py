@@ -1,0 +1,35 @@
+"""POST /chat: accept a question, enqueue it, answer 202 at once."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from ...errors import BadRequest
+from ...jobstore import new_job_id
+from ...schemas import ChatRequest, ErrorBody, JobAccepted
+from ..enqueue import accepted, enqueue
+from ..state import State
+
+router = APIRouter(tags=["questions"])
+
+
+@router.post(
+    "/chat",
+    status_code=202,
+    response_model=JobAccepted,
+    responses={422: {"model": ErrorBody}, 429: {"model": ErrorBody}, 503: {"model": ErrorBody}},
+)
+async def chat(body: ChatRequest, request: Request, state: State) -> JobAccepted:
+    """Queue a question. Follow it at `events_url` (SSE) or poll `status_url`."""
+    query = body.query.strip()
+    limit = state.settings.max_query_chars
+    if not query:
+        raise BadRequest("query is empty: ask a question", code="empty_query")
+    if len(query) > limit:
+        raise BadRequest(
+            f"query is {len(query)} characters long; the limit is {limit}", code="query_too_long"
+        )
+    job_id = new_job_id()
+    fields = {"query": query, "request_id": request.headers.get("x-request-id", job_id[:12])}
+    await enqueue(state, "answer_question", job_id, "chat", fields)
+    return accepted(JobAccepted, job_id)

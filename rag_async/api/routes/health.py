@@ -1,0 +1,27 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import ORJSONResponse
+
+from ..state import State
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """The process is up (it does not look at Redis)."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(state: State) -> ORJSONResponse:
+    """Ready to take work: Redis answers. 503 otherwise."""
+    try:
+        await state.redis.ping()
+        queued = await state.redis.zcard(state.keys.queue)
+    except Exception as error:  # any failure means "not ready"; say which
+        return ORJSONResponse({"status": "unavailable", "redis": str(error)}, status_code=503)
+    return ORJSONResponse({"status": "ready", "redis": "ok", "queued": queued})

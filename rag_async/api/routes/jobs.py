@@ -1,0 +1,72 @@
+"""Reading a job: poll its record, or stream its events."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Path, Query, Request, Response
+from sse_starlette import EventSourceResponse
+
+from ...errors import BadRequest, NotFound
+from ...jobstore import JobRecord, is_job_id
+from ...schemas import ErrorBody, JobView
+from ..state import AppState, State
+from ..stream import follow_job
+from ..views import job_view
+
+router = APIRouter(tags=["jobs"])
+
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorBody}}
+
+
+async def _load(state: AppState, job_id: str) -> JobRecord:
+    if not is_job_id(job_id):
+        raise NotFound(f"{job_id[:80]!r} is not a job id (job ids are 32 hex characters)")
+    record = await state.jobs.get(job_id)
+    if record is None:
+        raise NotFound(f"no job {job_id}: it never existed, or its result has expired")
+    return record
+
+
+@router.get("/job-status", response_model=JobView, responses=_NOT_FOUND)
+async def job_status(state: State, job_id: Annotated[str, Query()]) -> JobView:
+    """Status, stage, partial or final answer, sources, timings, attempts and error."""
+    return await job_view(state, await _load(state, job_id))
+
+
+@router.get("/jobs/{job_id}", response_model=JobView, responses=_NOT_FOUND)
+async def get_job(state: State, job_id: Annotated[str, Path()]) -> JobView:
+    return await job_view(state, await _load(state, job_id))
+
+
+@router.get(
+    "/jobs/{job_id}/events",
+    responses={200: {"content": {"text/event-stream": {}}}, 204: {}, **_NOT_FOUND},
+)
+async def job_events(
+    request: Request,
+    state: State,
+    job_id: Annotated[str, Path()],
+    last_event_id_header: Annotated[str | None, Header(alias="last-event-id")] = None,
+    last_event_id: Annotated[str | None, Query()] = None,
+) -> Response:
+    """The job's events as Server-Sent Events, from after Last-Event-ID (header, or the
+    `last_event_id` query parameter for EventSource), then live until the job ends."""
+    record = await _load(state, job_id)
+    after = _parse_last_event_id(last_event_id_header or last_event_id)
+    if record.status in ("complete", "failed", "cancelled") and after >= record.last_event_id:
+        # The client has everything. 204 also tells EventSource to stop reconnecting.
+        return Response(status_code=204)
+    return EventSourceResponse(
+        follow_job(state, job_id, after),
+        ping=int(max(1, state.settings.sse_ping_interval)),
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+def _parse_last_event_id(value: str | None) -> int:
+    if value is None or value == "":
+        return 0
+    if not value.isdigit():
+        raise BadRequest(f"Last-Event-ID must be a whole number, not {value[:40]!r}")
+    return int(value)

@@ -1,0 +1,62 @@
+"""The SSE generator: replay a job's log after Last-Event-ID, then follow it live.
+
+Defensive by design: sse-starlette notices a client that left and cancels us (the `finally`
+of the subscription then releases the channel), pings keep idle connections alive, a
+connection's life is capped (the client reconnects with its Last-Event-ID and loses nothing),
+and a finished job's stream always ends with its final event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from sse_starlette import ServerSentEvent
+
+from ..eventlog import RESYNC, LoggedEvent
+from ..events import event_type_of
+from .state import AppState
+
+_TERMINAL = frozenset({"done", "error", "cancelled"})
+
+
+async def follow_job(state: AppState, job_id: str, after: int) -> AsyncIterator[ServerSentEvent]:
+    last = after
+    async with state.hub.subscribe(job_id) as live:
+        # Subscribed first, replayed second: whatever is published from here on is queued,
+        # so nothing falls between the replay and the live feed.
+        for event in await state.events.replay(job_id, last):
+            yield _frame(event)
+            last = event.id
+            if _is_terminal(event):
+                return
+        try:
+            async with asyncio.timeout(state.settings.sse_max_duration):
+                while True:
+                    event = await live.get()
+                    if event is RESYNC or event.id > last + 1:
+                        # Missed something on the live channel: the log has it.
+                        for missed in await state.events.replay(job_id, last):
+                            yield _frame(missed)
+                            last = missed.id
+                            if _is_terminal(missed):
+                                return
+                        continue
+                    if event.id <= last:
+                        continue  # already sent during the replay
+                    yield _frame(event)
+                    last = event.id
+                    if _is_terminal(event):
+                        return
+        except TimeoutError:
+            return  # the connection's life is up; the client resumes from `last`
+
+
+def _frame(event: LoggedEvent) -> ServerSentEvent:
+    return ServerSentEvent(
+        data=event.data.decode(), event=event_type_of(event.data), id=str(event.id)
+    )
+
+
+def _is_terminal(event: LoggedEvent) -> bool:
+    return event_type_of(event.data) in _TERMINAL

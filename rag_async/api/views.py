@@ -1,0 +1,53 @@
+"""The job record as the API shows it. A running answer's partial text is read from the
+event log, so polling and streaming tell exactly the same story."""
+
+from __future__ import annotations
+
+import orjson
+
+from ..events import Source, event_type_of
+from ..jobstore import JobRecord
+from ..schemas import JobView
+from .state import AppState
+
+
+async def job_view(state: AppState, record: JobRecord) -> JobView:
+    answer = record.text("answer")
+    partial = False
+    if record.kind == "chat" and record.status == "in_progress":
+        answer = await _partial_answer(state, record)
+        partial = True
+    chunks = record.text("chunks")
+    return JobView(
+        job_id=record.job_id,
+        kind=record.kind,
+        status=record.status,
+        stage=record.text("stage"),
+        attempt=record.attempt,
+        query=record.text("query"),
+        answer=answer,
+        answer_is_partial=partial,
+        sources=[Source.model_validate(s) for s in record.json("sources") or []],
+        timings=record.json("timings") or {},
+        providers=record.json("providers") or {},
+        error=record.text("error"),
+        document_id=record.text("document_id"),
+        chunks=int(chunks) if chunks else None,
+        created_at=record.number("created_at"),
+        started_at=record.number("started_at"),
+        finished_at=record.number("finished_at"),
+        last_event_id=record.last_event_id,
+        events_url=f"/jobs/{record.job_id}/events",
+    )
+
+
+async def _partial_answer(state: AppState, record: JobRecord) -> str:
+    """The text streamed so far by the current attempt (a dead attempt's text is dropped)."""
+    parts: list[str] = []
+    for event in await state.events.replay(record.job_id):
+        kind = event_type_of(event.data)
+        if kind == "status":
+            parts.clear()  # a new attempt or stage: text before it is not this attempt's
+        elif kind == "token":
+            parts.append(orjson.loads(event.data)["text"])
+    return "".join(parts)

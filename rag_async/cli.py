@@ -1,0 +1,176 @@
+"""The `rag-async` command: run the service, or talk to one."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from redis import Redis
+from redis.exceptions import RedisError
+
+from .config import Settings
+from .errors import ConfigurationError
+from .logs import configure_logging
+
+app = typer.Typer(
+    help="Asynchronous RAG: ask questions about your documents.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValueError as error:  # pydantic's message names the bad variable
+        _fail(f"invalid configuration: {error}")
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    typer.secho(f"error: {message}", fg="red", err=True)
+    raise typer.Exit(code)
+
+
+def _check_redis(url: str | None) -> None:
+    """Fail at start, naming the URL, rather than with a connection traceback later."""
+    from .api.app import redact
+
+    if not url:
+        _fail("RAG_REDIS_URL is not set (or use `rag-async up`, which starts a Valkey)")
+    try:
+        Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2).ping()
+    except (RedisError, OSError, ValueError) as error:
+        _fail(f"cannot reach Redis/Valkey at {redact(url)}: {error}")
+
+
+@app.command()
+def up() -> None:
+    """Run everything here: embedded Valkey and Qdrant (unless their URLs are set), the API
+    and one worker; ingests the demo corpus on first run. Ctrl-C stops it."""
+    from .supervisor import run_up
+
+    settings = _settings()
+    configure_logging(settings.log_level, json=settings.log_json, process="up")
+    raise typer.Exit(run_up(settings))
+
+
+@app.command()
+def api() -> None:
+    """Serve the HTTP API (needs RAG_REDIS_URL)."""
+    import uvicorn
+
+    from .api import create_app
+
+    settings = _settings()
+    configure_logging(settings.log_level, json=settings.log_json, process="api")
+    _check_redis(settings.redis_url)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        access_log=False,  # one line per request and per SSE stream is noise at this rate
+        timeout_graceful_shutdown=5,
+    )
+
+
+@app.command()
+def worker() -> None:
+    """Run a worker process that takes questions and documents from the queue."""
+    from workers.settings import create_worker
+
+    settings = _settings()
+    configure_logging(settings.log_level, json=settings.log_json, process="worker")
+    _check_redis(settings.redis_url)
+    try:
+        create_worker(settings).run()
+    except ConfigurationError as error:
+        _fail(error.message, code=2)
+
+
+@app.command()
+def ask(
+    question: Annotated[str, typer.Argument(help="The question to ask.")],
+) -> None:
+    """Ask a question; the answer streams as it is written, then its sources."""
+    from .client import ApiError, RagClient
+
+    settings = _settings()
+
+    async def run() -> int:
+        async with RagClient(settings.api_base_url) as client:
+            accepted = await client.ask(question)
+            attempt = 0
+            printed = False
+            sources: list[dict[str, Any]] = []
+            async for event in client.follow(accepted["job_id"]):
+                if event.type == "status" and event.data.get("attempt", 0) > attempt:
+                    if printed and attempt:
+                        typer.echo("\n[the worker restarted this answer]")
+                        printed = False
+                    attempt = event.data["attempt"]
+                elif event.type == "sources":
+                    sources = event.data["sources"]
+                elif event.type == "token":
+                    sys.stdout.write(event.data["text"])
+                    sys.stdout.flush()
+                    printed = True
+                elif event.type == "error":
+                    typer.echo()
+                    typer.secho(f"error: {event.data['message']}", fg="red", err=True)
+                    return 1
+                elif event.type == "done":
+                    typer.echo("\n")
+                    for source in sources:
+                        score = f"{source['score']:.3f}"
+                        typer.echo(
+                            f"  [{source['n']}] {source['title']} "
+                            f"(chunk {source['chunk']}, score {score})"
+                        )
+            return 0
+
+    try:
+        raise typer.Exit(asyncio.run(run()))
+    except ApiError as error:
+        _fail(error.message)
+    except OSError as error:
+        _fail(f"cannot reach the API at {settings.api_base_url}: {error}")
+
+
+@app.command()
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="Files or folders (text, Markdown).")],
+) -> None:
+    """Add documents: uploads them, shows progress until they are searchable."""
+    import httpx
+
+    from .ingest_client import find_documents, ingest_texts, read_documents
+
+    settings = _settings()
+    files, skipped = find_documents(paths)
+    for note in skipped:
+        typer.secho(f"skipped {note}", fg="yellow", err=True)
+    documents, failures = read_documents(files)
+    if not documents:
+        _fail("no text or Markdown files to ingest", code=2)
+    try:
+        failures += ingest_texts(settings.api_base_url, documents)
+    except httpx.HTTPError as error:
+        _fail(f"cannot reach the API at {settings.api_base_url}: {error}")
+    ok = len(documents) - len(failures)
+    typer.echo(f"{ok} of {len(files)} documents ingested")
+    for failure in failures:
+        typer.secho(f"failed: {failure}", fg="red", err=True)
+    raise typer.Exit(1 if failures or skipped else 0)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,118 @@
+"""A small async client of the rag-async HTTP API, used by the CLI (and handy in scripts).
+
+Following a job reads its SSE stream and resumes with Last-Event-ID if the connection drops,
+so a caller sees every event exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import orjson
+from httpx_sse import aconnect_sse
+
+TERMINAL = frozenset({"done", "error", "cancelled"})
+
+
+class ApiError(Exception):
+    """The API answered with an error; `message` is its human-readable explanation."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{message} (HTTP {status}, {code})")
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class JobEvent:
+    id: int
+    type: str
+    data: dict[str, Any]
+
+
+class RagClient:
+    def __init__(self, base_url: str, *, timeout: float = 30.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url,
+            timeout=httpx.Timeout(timeout, read=None),  # streams may idle between events
+            limits=httpx.Limits(max_connections=1000, max_keepalive_connections=1000),
+        )
+
+    async def __aenter__(self) -> RagClient:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def ask(self, query: str) -> dict[str, Any]:
+        """Submit a question; returns the 202 body (job_id, status_url, events_url)."""
+        return await self._post("/chat", {"query": query})
+
+    async def add_document(
+        self, text: str, *, title: str | None = None, source: str | None = None
+    ) -> dict[str, Any]:
+        return await self._post("/documents", {"text": text, "title": title, "source": source})
+
+    async def job(self, job_id: str) -> dict[str, Any]:
+        response = await self._http.get(f"/jobs/{job_id}")
+        return _json_or_raise(response)
+
+    async def follow(self, job_id: str, after: int = 0) -> AsyncIterator[JobEvent]:
+        """Every event of the job after `after`, until its final one, across reconnects."""
+        last = after
+        failures = 0
+        while True:
+            try:
+                headers = {"Last-Event-ID": str(last)} if last else {}
+                async with aconnect_sse(
+                    self._http, "GET", f"/jobs/{job_id}/events", headers=headers
+                ) as source:
+                    if source.response.status_code == 204:
+                        return  # nothing after `last` and the job is over
+                    if source.response.status_code >= 400:
+                        await source.response.aread()
+                        _json_or_raise(source.response)
+                    async for sse in source.aiter_sse():
+                        failures = 0
+                        event = JobEvent(int(sse.id), sse.event, orjson.loads(sse.data))
+                        last = event.id
+                        yield event
+                        if event.type in TERMINAL:
+                            return
+            except (httpx.TransportError, httpx.RemoteProtocolError):
+                failures += 1
+                if failures > 20:
+                    raise
+                await asyncio.sleep(min(0.1 * 2**failures, 2.0))
+
+    async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        response = await self._http.post(
+            path, content=orjson.dumps(body), headers={"content-type": "application/json"}
+        )
+        return _json_or_raise(response)
+
+
+def _json_or_raise(response: httpx.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if response.status_code >= 400:
+        error = body.get("error", {}) if isinstance(body, dict) else {}
+        raise ApiError(
+            response.status_code,
+            str(error.get("code", "http_error")),
+            str(error.get("message", response.text[:200] or response.reason_phrase)),
+        )
+    if not isinstance(body, dict):
+        raise ApiError(response.status_code, "bad_response", "the API did not answer with JSON")
+    return body

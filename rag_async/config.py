@@ -1,0 +1,82 @@
+"""The one Settings class. This is the only module that reads the environment.
+
+Entry points (the API factory, the worker's startup, the CLI) build a `Settings()`; tests
+pass their own. Nothing here is instantiated at import time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of rag-async, read from `RAG_*` environment variables (or a `.env` file)."""
+
+    model_config = SettingsConfigDict(env_prefix="RAG_", env_file=".env", extra="ignore")
+
+    # Where things live. With no URL set, `rag-async up` runs an embedded Valkey and an
+    # embedded Qdrant inside `data_dir`.
+    data_dir: Path = Path(".rag-async")
+    redis_url: str | None = None
+    qdrant_url: str | None = None
+    qdrant_api_key: str | None = None
+    key_prefix: str = "rag:"
+    collection: str = "rag_chunks"
+
+    # The HTTP API.
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_url: str | None = None  # what the CLI talks to; defaults to http://host:port
+    max_query_chars: int = Field(default=4000, ge=1)
+    max_document_bytes: int = Field(default=5_000_000, ge=1)
+    max_queue_depth: int = Field(default=10_000, ge=1)
+    redis_max_connections: int = Field(default=64, ge=4)
+
+    # The worker.
+    worker_max_jobs: int = Field(default=100, ge=1)
+    # Measured in docs/benchmarks.md: 20 ms keeps queue wait near 10 ms at a small idle cost.
+    worker_poll_delay: float = Field(default=0.02, gt=0)
+    job_timeout: float = Field(default=300.0, gt=0)
+    job_max_tries: int = Field(default=3, ge=1)
+    result_ttl: int = Field(default=24 * 3600, ge=60)
+
+    # Retrieval.
+    top_k: int = Field(default=4, ge=1, le=50)
+    chunk_tokens: int = Field(default=120, ge=16)
+    chunk_overlap: int = Field(default=24, ge=0)
+    embed_model: str | None = None
+    embed_base_url: str | None = None
+    embed_api_key: str | None = None
+
+    # Generation. With neither a base URL nor a key, the offline extractive answerer runs.
+    llm_base_url: str | None = None
+    llm_api_key: str | None = Field(
+        default=None, validation_alias=AliasChoices("RAG_LLM_API_KEY", "OPENAI_API_KEY")
+    )
+    llm_model: str = "gpt-4o-mini"
+    llm_max_tokens: int = Field(default=512, ge=1)
+    llm_timeout: float = Field(default=120.0, gt=0)
+
+    # Streaming. Tokens are coalesced so Redis and browsers see tens of events per second.
+    token_flush_interval: float = Field(default=0.05, ge=0)
+    sse_ping_interval: float = Field(default=10.0, gt=0)
+    sse_max_duration: float = Field(default=3600.0, gt=0)
+
+    log_level: str = "INFO"
+    log_json: bool = False
+    demo_corpus: bool = True
+
+    @property
+    def api_base_url(self) -> str:
+        return (self.api_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    @property
+    def llm_configured(self) -> bool:
+        return bool(self.llm_base_url or self.llm_api_key)
+
+    @property
+    def queue_name(self) -> str:
+        return f"{self.key_prefix}queue"

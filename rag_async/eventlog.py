@@ -1,0 +1,195 @@
+"""A job's events in Redis: durable append and replay, and live delivery.
+
+Each event is appended to a per-job Stream whose entry ids are `0-1`, `0-2`, ... so the stream
+id *is* the event id, and announced on the job's pub/sub channel, in one Lua call (one round
+trip, atomic, and the id is assigned by Redis, so two writers can never reuse one). The same
+call can update fields of the job record, so `/job-status` and the stream never disagree.
+
+An API process holds ONE pub/sub connection for all its SSE clients (`LiveHub`); a client first
+subscribes, then replays the log after its Last-Event-ID, then follows live, skipping what it
+has seen and re-reading the log whenever it notices a gap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+
+import structlog
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from .events import _Event, encode_event
+from .keys import Keys
+
+log = structlog.get_logger(__name__)
+
+# KEYS: job hash, event stream, live channel. ARGV: payload, ttl, then field/value pairs for the
+# job record. The seq counter lives in the job record so a retried attempt continues numbering.
+_APPEND = """
+local n = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+redis.call('XADD', KEYS[2], '0-' .. n, 'e', ARGV[1])
+if #ARGV > 2 then
+  redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+end
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+redis.call('PUBLISH', KEYS[3], n .. ' ' .. ARGV[1])
+return n
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedEvent:
+    id: int
+    data: bytes  # the encoded event, as `events.encode_event` made it
+
+
+class EventLog:
+    """Append and replay a job's events. Used by workers (append) and the API (replay)."""
+
+    def __init__(self, redis: Redis, keys: Keys, ttl: int) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._ttl = ttl
+        self._append = redis.register_script(_APPEND)
+
+    async def append(
+        self, job_id: str, event: _Event, record: Mapping[str, str | int | float] | None = None
+    ) -> int:
+        """Append `event` to the job's log, publish it, update `record` fields; return its id."""
+        args: list[str | int | float | bytes] = [encode_event(event), self._ttl]
+        for field, value in (record or {}).items():
+            args += [field, value]
+        keys = [self._keys.job(job_id), self._keys.events(job_id), self._keys.live(job_id)]
+        return int(await self._append(keys=keys, args=args))
+
+    async def replay(self, job_id: str, after: int = 0) -> list[LoggedEvent]:
+        """Every logged event with an id greater than `after`, in order."""
+        entries = await self._redis.xrange(self._keys.events(job_id), min=f"0-{after + 1}")
+        return [LoggedEvent(_event_id(entry_id), fields[b"e"]) for entry_id, fields in entries]
+
+
+def _event_id(stream_id: bytes | str) -> int:
+    text = stream_id.decode() if isinstance(stream_id, bytes) else stream_id
+    return int(text.partition("-")[2])
+
+
+# Put in every subscriber's queue after the live connection was lost and re-established:
+# events published meanwhile were missed, so each follower re-reads the log.
+RESYNC = LoggedEvent(-1, b"")
+
+
+class LiveHub:
+    """One pub/sub connection shared by every SSE client of this process.
+
+    `subscribe(job_id)` yields a queue of `LoggedEvent`s published for that job from the moment
+    Redis confirmed the subscription, so a replay done afterwards cannot miss anything.
+    """
+
+    def __init__(self, redis: Redis, keys: Keys) -> None:
+        self._keys = keys
+        self._pubsub: PubSub = redis.pubsub()
+        self._queues: dict[str, set[asyncio.Queue[LoggedEvent]]] = {}
+        self._confirmations: dict[str, asyncio.Future[None]] = {}
+        self._reader: asyncio.Task[None] | None = None
+        self._subscription_lock = asyncio.Lock()
+
+    @property
+    def channels(self) -> int:
+        return len(self._queues)
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        with contextlib.suppress(Exception):
+            await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self, job_id: str) -> AsyncIterator[asyncio.Queue[LoggedEvent]]:
+        channel = self._keys.live(job_id)
+        queue: asyncio.Queue[LoggedEvent] = asyncio.Queue()
+        try:
+            async with self._subscription_lock:
+                followers = self._queues.setdefault(channel, set())
+                followers.add(queue)
+                if len(followers) == 1:
+                    confirmed = asyncio.get_running_loop().create_future()
+                    self._confirmations[channel] = confirmed
+                    await self._pubsub.subscribe(channel)
+                    self._ensure_reader()
+                else:
+                    confirmed = self._confirmations.get(channel) or _done_future()
+            await asyncio.wait_for(asyncio.shield(confirmed), timeout=5.0)
+            yield queue
+        finally:
+            await self._leave(channel, queue)
+
+    async def _leave(self, channel: str, queue: asyncio.Queue[LoggedEvent]) -> None:
+        async with self._subscription_lock:
+            followers = self._queues.get(channel)
+            if followers is None:
+                return
+            followers.discard(queue)
+            if followers:
+                return
+            del self._queues[channel]
+            self._confirmations.pop(channel, None)
+            with contextlib.suppress(RedisConnectionError, RedisTimeoutError):
+                await self._pubsub.unsubscribe(channel)
+
+    def _ensure_reader(self) -> None:
+        if self._reader is None or self._reader.done():
+            self._reader = asyncio.create_task(self._read_forever(), name="live-hub-reader")
+
+    async def _read_forever(self) -> None:
+        lost = False
+        while True:
+            try:
+                message = await self._pubsub.get_message(timeout=None)
+            except (RedisConnectionError, RedisTimeoutError, OSError) as error:
+                if not lost:
+                    log.warning("live pub/sub connection lost; reconnecting", error=str(error))
+                lost = True
+                await asyncio.sleep(0.5)
+                continue
+            if lost:
+                # Reconnected (redis-py re-subscribes our channels on connect): anything
+                # published meanwhile is only in the logs, so every follower re-reads.
+                lost = False
+                log.info("live pub/sub connection re-established")
+                for queues in self._queues.values():
+                    for queue in queues:
+                        queue.put_nowait(RESYNC)
+            if message is not None:
+                self._dispatch(message)
+
+    def _dispatch(self, message: dict[str, object]) -> None:
+        kind = message["type"]
+        channel = message["channel"]
+        channel = channel.decode() if isinstance(channel, bytes) else str(channel)
+        if kind == b"subscribe" or kind == "subscribe":
+            confirmed = self._confirmations.get(channel)
+            if confirmed is not None and not confirmed.done():
+                confirmed.set_result(None)
+            return
+        if kind not in (b"message", "message"):
+            return
+        data = message["data"]
+        if not isinstance(data, bytes):
+            return
+        event_id, _, payload = data.partition(b" ")
+        event = LoggedEvent(int(event_id), payload)
+        for queue in self._queues.get(channel, ()):
+            queue.put_nowait(event)
+
+
+def _done_future() -> asyncio.Future[None]:
+    future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    future.set_result(None)
+    return future

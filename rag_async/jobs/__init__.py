@@ -1,0 +1,8 @@
+"""The functions a worker runs. They are thin: retrieval, the LLM and the event log do the work
+and know nothing of arq."""
+
+from .answer import answer_question
+from .context import Services, WorkerContext
+from .ingest import ingest_document
+
+__all__ = ["Services", "WorkerContext", "answer_question", "ingest_document"]

@@ -1,0 +1,120 @@
+"""Answer one question: retrieve, stream the LLM, and tell the story as events."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+import structlog
+from arq import Retry
+
+from ..errors import RagError
+from ..events import DoneEvent, ErrorEvent, SourcesEvent, StatusEvent, TokenEvent
+from ..jobstore import dumps
+from .context import Services, WorkerContext
+
+log = structlog.get_logger(__name__)
+
+
+async def answer_question(ctx: WorkerContext, job_id: str) -> None:
+    """The arq job. arq delivers at least once: an attempt on a finished job does nothing."""
+    services = ctx["services"]
+    record = await services.jobs.get(job_id)
+    if record is None:
+        log.warning("job record missing (expired?), dropping", job_id=job_id)
+        return
+    if record.status in ("complete", "failed", "cancelled"):
+        return
+    created_at = record.number("created_at") or time.time()
+    query = record.text("query") or ""
+    structlog.contextvars.bind_contextvars(job_id=job_id, request_id=record.text("request_id"))
+    try:
+        await _answer(services, job_id, query, created_at)
+    except RagError as error:
+        tries_left = ctx.get("job_try", 1) < services.settings.job_max_tries
+        if error.retryable and tries_left:
+            log.warning("attempt failed, will retry", error=error.message)
+            raise Retry(defer=ctx.get("job_try", 1) * 2) from error
+        log.error("job failed", error=error.message)
+        await services.events.append(
+            job_id,
+            ErrorEvent(message=error.message, code=error.code),
+            {"status": "failed", "error": error.message, "finished_at": f"{time.time():.6f}"},
+        )
+        await services.jobs.keep(job_id)
+    finally:
+        structlog.contextvars.unbind_contextvars("job_id", "request_id")
+
+
+async def _answer(services: Services, job_id: str, query: str, created_at: float) -> None:
+    events = services.events
+    attempt = await services.jobs.start_attempt(job_id)
+    started = time.time()
+    timings = {"queue_wait": started - created_at}
+    await events.append(
+        job_id,
+        StatusEvent(status="in_progress", stage="retrieving", attempt=attempt),
+        {"status": "in_progress", "stage": "retrieving", "started_at": f"{started:.6f}"},
+    )
+
+    sources = await services.retriever.search(query, services.settings.top_k)
+    timings["retrieval"] = time.time() - started
+    await events.append(
+        job_id,
+        SourcesEvent(sources=sources),
+        {"sources": dumps([s.model_dump() for s in sources])},
+    )
+    await events.append(
+        job_id,
+        StatusEvent(status="in_progress", stage="generating", attempt=attempt),
+        {"stage": "generating"},
+    )
+
+    generation_started = time.time()
+    parts: list[str] = []
+    async for batch in coalesce(
+        services.llm.stream(query, sources), services.settings.token_flush_interval
+    ):
+        if not parts:
+            timings["time_to_first_token"] = time.time() - created_at
+        parts.append(batch)
+        await events.append(job_id, TokenEvent(text=batch))
+
+    finished = time.time()
+    timings["generation"] = finished - generation_started
+    timings["total"] = finished - created_at
+    answer = "".join(parts)
+    await events.append(
+        job_id,
+        DoneEvent(answer=answer, timings=timings, providers=services.providers),
+        {
+            "status": "complete",
+            "stage": "done",
+            "answer": answer,
+            "timings": dumps(timings),
+            "providers": dumps(services.providers),
+            "finished_at": f"{finished:.6f}",
+        },
+    )
+    await services.jobs.keep(job_id)
+    log.info("answered", total_ms=round(timings["total"] * 1000, 1), chars=len(answer))
+
+
+async def coalesce(pieces: AsyncIterator[str], interval: float) -> AsyncIterator[str]:
+    """Join streamed pieces into batches at most one per `interval` seconds.
+
+    The first piece goes out at once (time to first token is what users feel); later ones
+    wait until `interval` has passed since the last batch. A piece is only ever held until the
+    next one arrives or the stream ends, so nothing is delayed by more than one gap.
+    """
+    buffer: list[str] = []
+    last_flush = 0.0
+    async for piece in pieces:
+        buffer.append(piece)
+        now = time.monotonic()
+        if now - last_flush >= interval:
+            yield "".join(buffer)
+            buffer.clear()
+            last_flush = now
+    if buffer:
+        yield "".join(buffer)

@@ -1,0 +1,96 @@
+"""What a worker process holds: the clients, built once at startup and closed at shutdown."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TypedDict
+
+import openai
+from qdrant_client import AsyncQdrantClient
+from redis.asyncio import Redis
+
+from ..config import Settings
+from ..eventlog import EventLog
+from ..jobstore import JobStore
+from ..keys import Keys
+from ..llm import LLM, ExtractiveAnswerer, OpenAIChat
+from ..retrieval import ChunkStore, LexicalEncoder, OpenAIEmbedder, Retriever, open_qdrant
+
+
+@dataclass(slots=True)
+class Services:
+    settings: Settings
+    keys: Keys
+    jobs: JobStore
+    events: EventLog
+    retriever: Retriever
+    llm: LLM
+    qdrant: AsyncQdrantClient
+    http: openai.DefaultAsyncHttpxClient
+
+    @property
+    def providers(self) -> dict[str, str]:
+        return {"retrieval": self.retriever.name, "llm": self.llm.name}
+
+    @classmethod
+    async def open(cls, settings: Settings, redis: Redis) -> Services:
+        keys = Keys(settings.key_prefix)
+        # One pooled HTTP client for every provider call this process makes (the SDK's own
+        # client class, whose pool defaults to 1,000 connections).
+        http = openai.DefaultAsyncHttpxClient()
+        qdrant = await open_qdrant(settings)
+        lexical = LexicalEncoder()
+        embedder = None
+        if settings.embed_model:
+            embed_client = openai.AsyncOpenAI(
+                base_url=settings.embed_base_url or settings.llm_base_url,
+                api_key=settings.embed_api_key or settings.llm_api_key or "not-needed",
+                http_client=http,
+                timeout=settings.llm_timeout,
+            )
+            embedder = OpenAIEmbedder(embed_client, settings.embed_model)
+        retriever = Retriever(
+            ChunkStore(qdrant, settings.collection),
+            lexical,
+            embedder,
+            chunk_tokens=settings.chunk_tokens,
+            chunk_overlap=settings.chunk_overlap,
+        )
+        await retriever.ensure_collection()
+        llm: LLM
+        if settings.llm_configured:
+            chat_client = openai.AsyncOpenAI(
+                base_url=settings.llm_base_url,
+                api_key=settings.llm_api_key or "not-needed",
+                http_client=http,
+                timeout=settings.llm_timeout,
+            )
+            llm = OpenAIChat(chat_client, settings.llm_model, max_tokens=settings.llm_max_tokens)
+        else:
+            llm = ExtractiveAnswerer(lexical.terms)
+        return cls(
+            settings=settings,
+            keys=keys,
+            jobs=JobStore(redis, keys, settings.result_ttl),
+            events=EventLog(redis, keys, settings.result_ttl),
+            retriever=retriever,
+            llm=llm,
+            qdrant=qdrant,
+            http=http,
+        )
+
+    async def close(self) -> None:
+        await self.http.aclose()
+        await self.qdrant.close()
+
+
+class WorkerContext(TypedDict, total=False):
+    """arq's per-job `ctx`, with what our startup adds."""
+
+    redis: Redis
+    settings: Settings
+    services: Services
+    job_id: str
+    job_try: int
+    enqueue_time: object
+    score: int

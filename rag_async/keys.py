@@ -1,0 +1,35 @@
+"""Every Redis key and channel name, built from one prefix so deployments can share a server.
+
+arq's own keys (`arq:job:<id>`, `arq:in-progress:<id>`, ...) have a fixed prefix inside arq; the
+queue name is ours, and job ids are random, so two deployments still never collide.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    prefix: str = "rag:"
+
+    def job(self, job_id: str) -> str:
+        """Hash: the job record (status, stage, answer, timings, ...)."""
+        return f"{self.prefix}job:{job_id}"
+
+    def events(self, job_id: str) -> str:
+        """Stream: the job's event log, entry ids `0-1`, `0-2`, ... matching the event ids."""
+        return f"{self.prefix}events:{job_id}"
+
+    def live(self, job_id: str) -> str:
+        """Pub/sub channel: the job's events as they happen."""
+        return f"{self.prefix}live:{job_id}"
+
+    def upload(self, job_id: str) -> str:
+        """String: a document's text waiting for its ingestion job."""
+        return f"{self.prefix}upload:{job_id}"
+
+    @property
+    def queue(self) -> str:
+        """The arq queue (a sorted set of job ids)."""
+        return f"{self.prefix}queue"

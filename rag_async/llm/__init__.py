@@ -1,0 +1,8 @@
+"""LLM providers behind one small protocol: stream answer text for a question and its sources."""
+
+from .base import LLM
+from .extractive import ExtractiveAnswerer
+from .openai_chat import OpenAIChat
+from .prompt import build_messages
+
+__all__ = ["LLM", "ExtractiveAnswerer", "OpenAIChat", "build_messages"]

@@ -1,0 +1,53 @@
+"""The offline answerer: no model, it quotes the sentences of the sources that best match the
+question and cites them. It says what it is, so nobody mistakes it for a generated answer."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Callable, Sequence
+
+from ..events import Source
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9`\"'(])")
+_PIECE = re.compile(r"\S+\s*")
+
+
+class ExtractiveAnswerer:
+    name = "extractive (offline: quotes the best-matching sentences)"
+
+    def __init__(self, terms: Callable[[str], list[str]], *, max_sentences: int = 3) -> None:
+        self._terms = terms
+        self._max_sentences = max_sentences
+
+    async def stream(self, question: str, sources: Sequence[Source]) -> AsyncIterator[str]:
+        # Word-sized pieces, like a model's tokens, so clients exercise the same code path.
+        for piece in _PIECE.findall(self.answer(question, sources)):
+            yield piece
+
+    def answer(self, question: str, sources: Sequence[Source]) -> str:
+        wanted = set(self._terms(question))
+        scored: list[tuple[float, int, str, int]] = []
+        seen: set[str] = set()  # overlapping chunks repeat sentences: quote each once
+        for rank, source in enumerate(sources):
+            for sentence in _sentences(source.text):
+                if sentence in seen or not sentence[0].isupper():
+                    continue  # a repeat, or a fragment cut at a chunk's start
+                seen.add(sentence)
+                overlap = len(wanted.intersection(self._terms(sentence)))
+                if overlap:
+                    # Prefer matches from higher-ranked sources when overlap ties.
+                    scored.append((overlap - rank * 0.01, -len(scored), sentence, source.n))
+        if not scored:
+            return "I could not find anything about that in the documents."
+        best = sorted(scored, reverse=True)[: self._max_sentences]
+        best.sort(key=lambda item: -item[1])  # back into reading order
+        quoted = " ".join(f"{sentence} [{n}]" for _, _, sentence, n in best)
+        return f"From the documents: {quoted}"
+
+    async def aclose(self) -> None:
+        return None
+
+
+def _sentences(text: str) -> list[str]:
+    flat = " ".join(text.split())
+    return [s.strip() for s in _SENTENCE_END.split(flat) if len(s.strip()) > 20]

@@ -1,0 +1,110 @@
+"""What a job calls to search and to index. It knows nothing of arq or Redis."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from qdrant_client import models
+
+from rag_async.events import Source
+from rag_async.retrieval.chunking import Chunk, chunk_text
+from rag_async.retrieval.embedders import EMBED_BATCH_SIZE, Embedder
+from rag_async.retrieval.lexical import LexicalEncoder
+from rag_async.retrieval.store import ChunkStore
+
+ProgressCallback = Callable[[str, int, int], Awaitable[None]]
+
+# Embedding a one-word text learns the embedder's dimension without a setting for it.
+_DIMENSION_PROBE = "dimension"
+
+
+class Retriever:
+    """Chunks, encodes and stores documents; turns a question into numbered sources.
+
+    Lexical (BM25) retrieval always runs; with an embedder the search is hybrid.
+    """
+
+    def __init__(
+        self,
+        store: ChunkStore,
+        lexical: LexicalEncoder,
+        embedder: Embedder | None,
+        *,
+        chunk_tokens: int,
+        chunk_overlap: int,
+    ) -> None:
+        self._store = store
+        self._lexical = lexical
+        self._embedder = embedder
+        self._chunk_tokens = chunk_tokens
+        self._chunk_overlap = chunk_overlap
+
+    @property
+    def name(self) -> str:
+        if self._embedder is None:
+            return self._lexical.name
+        return f"hybrid: lexical-bm25 + {self._embedder.name} (RRF)"
+
+    async def ensure_collection(self) -> None:
+        """Create the collection if needed, sized for the embedder's vectors (if any)."""
+        dense_dim = None
+        if self._embedder is not None:
+            dense_dim = len((await self._embedder.embed([_DIMENSION_PROBE]))[0])
+        await self._store.ensure_collection(dense_dim)
+
+    async def search(self, query: str, top_k: int) -> list[Source]:
+        sparse = self._lexical.query(query)  # a handful of terms: cheap enough for the loop
+        dense = None
+        if self._embedder is not None:
+            dense = (await self._embedder.embed([query]))[0]
+        # With a Qdrant server this is a network call. Embedded Qdrant scores every point in
+        # Python, on this event loop: fine for a demo corpus of a few hundred chunks (see the
+        # timing in the report of tests/test_retrieval.py), not for a real corpus. A Qdrant
+        # server (RAG_QDRANT_URL) is the scaling answer, not a thread pool here.
+        return await self._store.search(sparse, dense, top_k)
+
+    async def index(
+        self,
+        document_id: str,
+        title: str,
+        source: str | None,
+        text: str,
+        on_progress: ProgressCallback | None = None,
+    ) -> int:
+        """Chunk, encode (and embed) a document and write it under `document_id`, replacing
+        any earlier version. Returns the number of chunks."""
+
+        async def progress(stage: str, done: int, total: int) -> None:
+            if on_progress is not None:
+                await on_progress(stage, done, total)
+
+        # Chunking and encoding a large document takes long enough (tens of milliseconds per
+        # 100 KB) to stall every other job on this worker's loop: run it in a thread.
+        chunks, contexts, sparse = await asyncio.to_thread(self._encode, title, text)
+        total = len(chunks)
+        await progress("chunked", total, total)
+
+        dense: list[list[float]] | None = None
+        if self._embedder is not None:
+            dense = []
+            for start in range(0, total, EMBED_BATCH_SIZE):
+                batch = contexts[start : start + EMBED_BATCH_SIZE]
+                dense.extend(await self._embedder.embed(batch))
+                await progress("embedded", len(dense), total)
+
+        written = await self._store.upsert_document(
+            document_id, title, source, chunks, sparse, dense
+        )
+        await progress("upserted", written, total)
+        return written
+
+    def _encode(
+        self, title: str, text: str
+    ) -> tuple[list[Chunk], list[str], list[models.SparseVector]]:
+        chunks = chunk_text(text, max_tokens=self._chunk_tokens, overlap=self._chunk_overlap)
+        # A chunk is encoded with its heading path (or the title) in front: the middle of a
+        # section about exceptions often never says "exception", yet is about one. The stored
+        # and cited text stays the chunk itself.
+        contexts = [f"{chunk.heading or title}\n\n{chunk.text}" for chunk in chunks]
+        return chunks, contexts, [self._lexical.document(context) for context in contexts]

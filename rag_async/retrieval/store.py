@@ -1,0 +1,225 @@
+"""The Qdrant side: opening the client, and one collection of chunks.
+
+A point is one chunk. It carries a sparse vector "lexical" (BM25 weights; Qdrant applies the
+IDF) and, when an embedder is configured, a dense vector "dense". Point ids are derived from
+the document id and the chunk index, so indexing the same document again overwrites instead
+of duplicating: an ingestion job retried after a crash is harmless.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from qdrant_client import AsyncQdrantClient, models
+from qdrant_client.http.exceptions import UnexpectedResponse
+
+from rag_async.config import Settings
+from rag_async.errors import ConfigurationError
+from rag_async.events import Source
+from rag_async.retrieval.chunking import Chunk
+
+LEXICAL_VECTOR = "lexical"
+DENSE_VECTOR = "dense"
+# Seconds for one call to a Qdrant server. Searches take milliseconds; an upsert batch of a big
+# document may take a few seconds on a loaded server.
+QDRANT_TIMEOUT = 30
+UPSERT_BATCH = 256
+# Each branch of a hybrid search hands this many candidates per result to the fusion, so a
+# chunk ranked well by one branch only still gets its chance.
+PREFETCH_FACTOR = 4
+
+_POINT_NAMESPACE = uuid.UUID("6f1f7a8e-43b1-5c0e-9d1a-2b7c3f0d5e41")
+
+
+async def open_qdrant(settings: Settings) -> AsyncQdrantClient:
+    """The Qdrant client of this process: a server when `RAG_QDRANT_URL` is set, else the
+    embedded (local) mode on disk under `data_dir`, which one process only may open."""
+    if settings.qdrant_url:
+        return AsyncQdrantClient(
+            url=settings.qdrant_url, api_key=settings.qdrant_api_key, timeout=QDRANT_TIMEOUT
+        )
+    path = settings.data_dir / "qdrant"
+    try:
+        # Loads the stored points into memory: a blocking read, done once at startup, before
+        # any job runs.
+        return AsyncQdrantClient(path=str(path))
+    except RuntimeError as exc:
+        # qdrant-client holds an exclusive file lock on the folder and reports a conflict as
+        # a bare RuntimeError; say what it means for this deployment instead.
+        if "already accessed" in str(exc):
+            raise ConfigurationError(
+                f"Another process holds the embedded Qdrant at {path}. Embedded Qdrant can be "
+                "opened by one process only: more than one worker process (or an API and a "
+                "worker in separate processes) needs a Qdrant server: set RAG_QDRANT_URL."
+            ) from None
+        raise ConfigurationError(f"Cannot open the embedded Qdrant at {path}: {exc}") from None
+
+
+def point_id(document_id: str, chunk_index: int) -> str:
+    """The same id for the same chunk of the same document, in every process and run."""
+    return str(uuid.uuid5(_POINT_NAMESPACE, f"{document_id}\x00{chunk_index}"))
+
+
+class ChunkStore:
+    """One Qdrant collection of chunks: create it, write and delete documents, search."""
+
+    def __init__(self, client: AsyncQdrantClient, collection: str) -> None:
+        self._client = client
+        self._collection = collection
+
+    async def ensure_collection(self, dense_dim: int | None) -> None:
+        """Create the collection if missing; check that an existing one fits `dense_dim`."""
+        if await self._client.collection_exists(self._collection):
+            await self._check_dense(dense_dim)
+            return
+        try:
+            await self._client.create_collection(
+                self._collection,
+                vectors_config=(
+                    {
+                        DENSE_VECTOR: models.VectorParams(
+                            size=dense_dim, distance=models.Distance.COSINE
+                        )
+                    }
+                    if dense_dim
+                    else {}
+                ),
+                sparse_vectors_config={
+                    LEXICAL_VECTOR: models.SparseVectorParams(modifier=models.Modifier.IDF)
+                },
+            )
+        except UnexpectedResponse as exc:
+            # Two workers starting at once against one server: the loser sees 409, and the
+            # collection it wanted exists.
+            if exc.status_code != 409:
+                raise
+            await self._check_dense(dense_dim)
+            return
+        # Deleting or trimming a document filters on these; on a server an index makes that
+        # cheap (local mode keeps the schema and scans anyway).
+        await self._client.create_payload_index(
+            self._collection, "document_id", models.PayloadSchemaType.KEYWORD
+        )
+        await self._client.create_payload_index(
+            self._collection, "chunk", models.PayloadSchemaType.INTEGER
+        )
+
+    async def _check_dense(self, dense_dim: int | None) -> None:
+        if not dense_dim:
+            return  # lexical search works on any collection of ours
+        info = await self._client.get_collection(self._collection)
+        vectors = info.config.params.vectors
+        params = vectors.get(DENSE_VECTOR) if isinstance(vectors, dict) else None
+        if params is None or params.size != dense_dim:
+            found = "no dense vectors" if params is None else f"dense vectors of size {params.size}"
+            raise ConfigurationError(
+                f"Qdrant collection {self._collection!r} holds {found}, but the embedder makes "
+                f"vectors of size {dense_dim}. Set RAG_COLLECTION to a new name (and ingest "
+                "again), or delete the collection."
+            )
+
+    async def upsert_document(
+        self,
+        document_id: str,
+        title: str,
+        source: str | None,
+        chunks: Sequence[Chunk],
+        sparse: Sequence[models.SparseVector],
+        dense: Sequence[list[float]] | None,
+    ) -> int:
+        """Write a document's chunks and drop any chunks left from a longer earlier version.
+        Returns the number of chunks written."""
+        if len(sparse) != len(chunks) or (dense is not None and len(dense) != len(chunks)):
+            raise ValueError("one sparse (and dense, if any) vector per chunk is required")
+        points = []
+        for i, chunk in enumerate(chunks):
+            vector: dict[str, Any] = {LEXICAL_VECTOR: sparse[i]}
+            if dense is not None:
+                vector[DENSE_VECTOR] = dense[i]
+            payload = {
+                "document_id": document_id,
+                "title": title,
+                "source": source,
+                "chunk": chunk.index,
+                "heading": chunk.heading,
+                "start": chunk.start,
+                "end": chunk.end,
+                "text": chunk.text,
+            }
+            points.append(
+                models.PointStruct(
+                    id=point_id(document_id, chunk.index), vector=vector, payload=payload
+                )
+            )
+        for start in range(0, len(points), UPSERT_BATCH):
+            await self._client.upsert(
+                self._collection, points=points[start : start + UPSERT_BATCH], wait=True
+            )
+        # Upsert first, then trim: the document stays searchable throughout a re-index.
+        await self._delete(document_id, from_chunk=len(chunks))
+        return len(chunks)
+
+    async def delete_document(self, document_id: str) -> None:
+        await self._delete(document_id, from_chunk=0)
+
+    async def _delete(self, document_id: str, *, from_chunk: int) -> None:
+        conditions: list[models.Condition] = [
+            models.FieldCondition(key="document_id", match=models.MatchValue(value=document_id))
+        ]
+        if from_chunk > 0:
+            conditions.append(
+                models.FieldCondition(key="chunk", range=models.Range(gte=from_chunk))
+            )
+        await self._client.delete(
+            self._collection,
+            points_selector=models.FilterSelector(filter=models.Filter(must=conditions)),
+            wait=True,
+        )
+
+    async def search(
+        self, sparse: models.SparseVector, dense: list[float] | None, limit: int
+    ) -> list[Source]:
+        """The best `limit` chunks, numbered 1..k in rank order.
+
+        With a dense vector the search is hybrid: a lexical and a dense candidate list, fused
+        by reciprocal rank (RRF), which needs no calibration between the two kinds of score.
+        """
+        if dense is None and not sparse.indices:
+            return []  # only stopwords: a lexical search has nothing to match
+        if dense is None:
+            response = await self._client.query_points(
+                self._collection, query=sparse, using=LEXICAL_VECTOR, limit=limit
+            )
+        else:
+            candidates = limit * PREFETCH_FACTOR
+            prefetch = [models.Prefetch(query=dense, using=DENSE_VECTOR, limit=candidates)]
+            if sparse.indices:
+                prefetch.append(
+                    models.Prefetch(query=sparse, using=LEXICAL_VECTOR, limit=candidates)
+                )
+            response = await self._client.query_points(
+                self._collection,
+                prefetch=prefetch,
+                query=models.FusionQuery(fusion=models.Fusion.RRF),
+                limit=limit,
+            )
+        return [_source(n, point) for n, point in enumerate(response.points, start=1)]
+
+    async def count(self) -> int:
+        result = await self._client.count(self._collection, exact=True)
+        return result.count
+
+
+def _source(n: int, point: models.ScoredPoint) -> Source:
+    payload = point.payload or {}
+    return Source(
+        n=n,
+        document_id=str(payload.get("document_id", "")),
+        title=str(payload.get("title", "")),
+        chunk=int(payload.get("chunk", 0)),
+        score=point.score,
+        text=str(payload.get("text", "")),
+        source=payload.get("source"),
+    )

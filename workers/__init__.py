@@ -1,0 +1,1 @@
+"""The arq worker entry point: `rag-async worker`, or `arq workers.settings.WorkerSettings`."""

@@ -1,0 +1,102 @@
+"""arq WorkerSettings: startup builds the clients, shutdown closes them.
+
+Jobs are JSON (orjson), never pickle: the API's pool and the worker use the same serializer.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import orjson
+import structlog
+from arq.connections import RedisSettings
+from arq.worker import Worker, func
+
+from rag_async.config import Settings
+from rag_async.jobs import Services, WorkerContext, answer_question, ingest_document
+from rag_async.logs import configure_logging
+
+log = structlog.get_logger(__name__)
+
+
+def redis_settings(url: str) -> RedisSettings:
+    settings = RedisSettings.from_dsn(url)
+    # arq retries a failed connect `conn_retries` times, a second apart: long enough to ride
+    # out a Valkey restart, short enough that a wrong URL fails at start within seconds.
+    settings.conn_retries = 3
+    return settings
+
+
+async def startup(ctx: WorkerContext) -> None:
+    settings = ctx["settings"]
+    ctx["services"] = await Services.open(settings, ctx["redis"])
+    log.info(
+        "worker ready",
+        pid=os.getpid(),
+        max_jobs=settings.worker_max_jobs,
+        providers=ctx["services"].providers,
+    )
+
+
+async def shutdown(ctx: WorkerContext) -> None:
+    services = ctx.get("services")
+    if services is not None:
+        await services.close()
+
+
+def worker_options(settings: Settings) -> dict[str, Any]:
+    """Everything arq's Worker takes, built from our one Settings."""
+    if not settings.redis_url:
+        raise ValueError("RAG_REDIS_URL is not set: the worker needs a Redis/Valkey server")
+    return {
+        "functions": [
+            # arq types `ctx` as a plain dict; ours is a TypedDict of the same thing.
+            func(
+                answer_question,
+                name="answer_question",  # type: ignore[arg-type]
+                timeout=settings.job_timeout,
+                max_tries=settings.job_max_tries,
+            ),
+            func(
+                ingest_document,
+                name="ingest_document",  # type: ignore[arg-type]
+                timeout=settings.job_timeout,
+                max_tries=settings.job_max_tries,
+            ),
+        ],
+        "on_startup": startup,
+        "on_shutdown": shutdown,
+        "ctx": {"settings": settings},
+        "redis_settings": redis_settings(settings.redis_url),
+        "queue_name": settings.queue_name,
+        "max_jobs": settings.worker_max_jobs,
+        "poll_delay": settings.worker_poll_delay,
+        "job_timeout": settings.job_timeout,
+        "max_tries": settings.job_max_tries,
+        "keep_result": 60,
+        "job_serializer": orjson.dumps,
+        "job_deserializer": orjson.loads,
+    }
+
+
+def create_worker(settings: Settings, **overrides: Any) -> Worker:
+    return Worker(**{**worker_options(settings), **overrides})
+
+
+def _settings_for_arq_cli() -> type:
+    # `arq workers.settings.WorkerSettings` reads a class's attributes, so this entry point
+    # builds Settings from the environment when arq imports it. Everything else passes its own.
+    try:
+        options = worker_options(Settings())
+    except ValueError:
+        return type("WorkerSettings", (), {})
+    configure_logging(process="worker")
+    return type("WorkerSettings", (), options)
+
+
+def __getattr__(name: str) -> Any:
+    # Lazily, so importing this module (tests, `rag-async worker`) reads no environment.
+    if name == "WorkerSettings":
+        return _settings_for_arq_cli()
+    raise AttributeError(name)
