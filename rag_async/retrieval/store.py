@@ -74,18 +74,15 @@ class ChunkStore:
         if await self._client.collection_exists(self._collection):
             await self._check_dense(dense_dim)
             return
+        dense_config: dict[str, models.VectorParams] = {}
+        if dense_dim:
+            dense_config[DENSE_VECTOR] = models.VectorParams(
+                size=dense_dim, distance=models.Distance.COSINE
+            )
         try:
             await self._client.create_collection(
                 self._collection,
-                vectors_config=(
-                    {
-                        DENSE_VECTOR: models.VectorParams(
-                            size=dense_dim, distance=models.Distance.COSINE
-                        )
-                    }
-                    if dense_dim
-                    else {}
-                ),
+                vectors_config=dense_config,
                 sparse_vectors_config={
                     LEXICAL_VECTOR: models.SparseVectorParams(modifier=models.Modifier.IDF)
                 },
@@ -97,14 +94,14 @@ class ChunkStore:
                 raise
             await self._check_dense(dense_dim)
             return
-        # Deleting or trimming a document filters on these; on a server an index makes that
-        # cheap (local mode keeps the schema and scans anyway).
-        await self._client.create_payload_index(
-            self._collection, "document_id", models.PayloadSchemaType.KEYWORD
-        )
-        await self._client.create_payload_index(
-            self._collection, "chunk", models.PayloadSchemaType.INTEGER
-        )
+        if not _is_embedded(self._client):
+            # Deleting or trimming a document filters on these: on a server, an index makes
+            # that cheap. Local mode scans anyway (and warns that indexes have no effect).
+            for field, schema in (
+                ("document_id", models.PayloadSchemaType.KEYWORD),
+                ("chunk", models.PayloadSchemaType.INTEGER),
+            ):
+                await self._client.create_payload_index(self._collection, field, schema)
 
     async def _check_dense(self, dense_dim: int | None) -> None:
         if not dense_dim:
@@ -210,6 +207,11 @@ class ChunkStore:
     async def count(self) -> int:
         result = await self._client.count(self._collection, exact=True)
         return result.count
+
+
+def _is_embedded(client: AsyncQdrantClient) -> bool:
+    options = client.init_options
+    return options.get("path") is not None or options.get("location") == ":memory:"
 
 
 def _source(n: int, point: models.ScoredPoint) -> Source:

@@ -1,0 +1,395 @@
+"""An OpenAI-compatible server for the tests and the load benchmark.
+
+It speaks the wire format of the OpenAI API closely enough that the real ``openai`` SDK works
+against it unchanged, with a configurable time to first token and token rate. It is a raw ASGI
+app with pre-encoded chunk frames because the benchmark pushes thousands of chunks per second
+through it on the same small machine as the service under test: its CPU must stay negligible.
+"""
+
+from __future__ import annotations
+
+import argparse
+import array
+import asyncio
+import base64
+import contextlib
+import math
+import re
+import signal
+import socket
+import time
+import zlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import asdict, dataclass, fields
+from functools import lru_cache
+from itertools import count
+from typing import Any
+
+import orjson
+import uvicorn
+
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+_PREAMBLE = ("Based", " on", " [1],")  # the answer cites a source, as a grounded LLM would
+_WORD = re.compile(r"\w+")
+_JSON = [(b"content-type", b"application/json")]
+_SSE = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")]
+_DONE = b"data: [DONE]\n\n"
+
+
+@dataclass
+class ServerConfig:
+    """Behaviour of the server; read afresh on every request, so tests may change it live."""
+
+    ttft: float = 0.0
+    tokens: int = 40
+    tokens_per_second: float = 100.0  # 0 = every token at once
+    embedding_dim: int = 64
+    model: str = "test-model"
+
+
+@dataclass
+class Stats:
+    """What the server saw, so a test can assert on what the service actually sent."""
+
+    chat_requests: int = 0
+    streamed_requests: int = 0
+    embedding_requests: int = 0
+    embedded_inputs: int = 0
+    errors: int = 0
+    disconnects: int = 0
+    active_streams: int = 0
+    peak_streams: int = 0
+    last_chat_request: dict[str, Any] | None = None
+    last_embedding_request: dict[str, Any] | None = None
+
+    def reset(self) -> None:
+        """Forget everything (tests share one server)."""
+        for f in fields(self):
+            setattr(self, f.name, f.default)
+
+
+def token(i: int) -> str:
+    """The i-th content token: the citing preamble, then filler words."""
+    return _PREAMBLE[i] if i < len(_PREAMBLE) else f" word{i}"
+
+
+def expected_answer(tokens: int) -> str:
+    """The exact text a client must reassemble from a completion of ``tokens`` chunks."""
+    return "".join(token(i) for i in range(tokens))
+
+
+@lru_cache(maxsize=4096)
+def _content_delta(i: int) -> bytes:
+    return b'{"content":' + orjson.dumps(token(i)) + b"}"
+
+
+def embed(text: str, dim: int) -> list[float]:
+    """A hashed bag of lowercase words, L2-normalised: texts sharing words are similar.
+
+    crc32 rather than ``hash()`` so that vectors agree across processes and runs.
+    """
+    vec = [0.0] * dim
+    for word in _WORD.findall(text.lower()):
+        h = zlib.crc32(word.encode())
+        vec[h % dim] += 1.0 if (h >> 31) & 1 else -1.0
+    norm = math.sqrt(sum(v * v for v in vec))
+    if norm == 0.0:
+        vec[0], norm = 1.0, 1.0  # no words: still a valid unit vector
+    return [v / norm for v in vec]
+
+
+class ApiError(Exception):
+    """An error answered in OpenAI's shape: ``{"error": {"message", "type", "code"}}``."""
+
+    def __init__(self, status: int, message: str, code: str) -> None:
+        super().__init__(message)
+        self.status, self.code = status, code
+
+    def body(self) -> bytes:
+        error = {"message": str(self), "type": "invalid_request_error", "param": None}
+        return orjson.dumps({"error": {**error, "code": self.code}})
+
+
+class OpenAIApp:
+    """The ASGI app, and what ``serve_openai`` yields: tests read ``stats``, set ``config``."""
+
+    def __init__(self, config: ServerConfig | None = None) -> None:
+        self.config = config or ServerConfig()
+        self.stats = Stats()
+        self.base_url = ""  # set once listening
+        self._ids = count(1)
+        self._routes: dict[tuple[str, str], Callable[..., Awaitable[None]]] = {
+            ("POST", "/v1/chat/completions"): self._chat,
+            ("POST", "/v1/embeddings"): self._embeddings,
+            ("GET", "/v1/models"): self._models,
+            ("GET", "/_stats"): self._stats,
+        }
+
+    async def __call__(self, scope: Message, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        started = asyncio.get_running_loop().time()  # ttft counts from here, not from parsing
+        route = self._routes.get((scope["method"], scope["path"]))
+        try:
+            if route is None:
+                raise ApiError(404, f"Invalid URL ({scope['method']} {scope['path']})", "not_found")
+            await route(scope, receive, send, started)
+        except ApiError as exc:
+            self.stats.errors += 1
+            await _respond(send, exc.body(), exc.status)
+
+    async def _chat(self, scope: Message, receive: Receive, send: Send, started: float) -> None:
+        body = await _read_json(receive)
+        if not isinstance(body.get("messages"), list):
+            raise ApiError(400, "'messages' is a required list", "invalid_messages")
+        ttft, tokens, tps = _overrides(scope, self.config)
+        self.stats.chat_requests += 1
+        self.stats.last_chat_request = body
+        model = str(body.get("model") or self.config.model)
+        cid, created = f"chatcmpl-test{next(self._ids)}", int(time.time())
+        usage = _usage(body["messages"], tokens)
+        with _cancel_on_disconnect(receive, self.stats):
+            if not body.get("stream"):
+                await _sleep_until(started + ttft + (max(tokens - 1, 0) / tps if tps else 0.0))
+                text = expected_answer(tokens)
+                message = {"role": "assistant", "content": text, "refusal": None}
+                choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": "stop"}
+                head = {"id": cid, "object": "chat.completion", "created": created, "model": model}
+                await _respond(send, orjson.dumps({**head, "choices": [choice], "usage": usage}))
+                return
+            self.stats.streamed_requests += 1
+            self.stats.active_streams += 1
+            self.stats.peak_streams = max(self.stats.peak_streams, self.stats.active_streams)
+            include_usage = (body.get("stream_options") or {}).get("include_usage")
+            head = {
+                "id": cid,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+            }
+            try:
+                await _stream(
+                    send, head, usage if include_usage else None, started + ttft, tokens, tps
+                )
+            finally:
+                self.stats.active_streams -= 1
+
+    async def _embeddings(self, scope: Message, receive: Receive, send: Send, _: float) -> None:
+        body = await _read_json(receive)
+        texts = body.get("input")
+        texts = [texts] if isinstance(texts, str) else texts
+        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+            raise ApiError(400, "'input' must be a string or a list of strings", "invalid_input")
+        self.stats.embedding_requests += 1
+        self.stats.embedded_inputs += len(texts)
+        self.stats.last_embedding_request = body
+        dim = int(body.get("dimensions") or self.config.embedding_dim)
+        as_base64 = body.get("encoding_format") == "base64"
+        data = []
+        for index, text in enumerate(texts):
+            vec: Any = embed(text, dim)
+            if as_base64:  # what the SDK asks for by default: little-endian float32
+                vec = base64.b64encode(array.array("f", vec).tobytes()).decode()
+            data.append({"object": "embedding", "index": index, "embedding": vec})
+        n = sum(len(_WORD.findall(t)) for t in texts)
+        reply = {"object": "list", "data": data, "model": body.get("model") or "test-embedding"}
+        await _respond(
+            send, orjson.dumps({**reply, "usage": {"prompt_tokens": n, "total_tokens": n}})
+        )
+
+    async def _models(self, scope: Message, receive: Receive, send: Send, _: float) -> None:
+        model = {"id": self.config.model, "object": "model", "created": 0, "owned_by": "tests"}
+        await _respond(send, orjson.dumps({"object": "list", "data": [model]}))
+
+    async def _stats(self, scope: Message, receive: Receive, send: Send, _: float) -> None:
+        # cpu_seconds lets the benchmark charge this process's CPU apart from the service's
+        stats = {**asdict(self.stats), "cpu_seconds": time.process_time()}
+        await _respond(send, orjson.dumps(stats))
+
+
+async def _stream(
+    send: Send, head: Message, usage: Message | None, first_at: float, tokens: int, tps: float
+) -> None:
+    """Send the role chunk now, then token i at ``first_at + i / tps``.
+
+    Chunks are paced on an absolute schedule, so a slow write does not stretch the stream, and
+    every chunk already due goes out in one write, so a busy loop catches up instead of lagging.
+    """
+    prefix = b"data: " + orjson.dumps(head)[:-1] + b',"choices":[{"index":0,"delta":'
+    tail = b',"logprobs":null,"finish_reason":null}]' + (b',"usage":null' if usage else b"")
+    tail += b"}\n\n"
+    role = prefix + b'{"role":"assistant","content":""}' + tail
+    await send({"type": "http.response.start", "status": 200, "headers": _SSE})
+    await send({"type": "http.response.body", "body": role, "more_body": True})
+    loop, sent, frames = asyncio.get_running_loop(), 0, b""
+    await _sleep_until(first_at)
+    while sent < tokens:
+        if (delay := first_at + sent / tps - loop.time() if tps else 0.0) > 0:
+            await asyncio.sleep(delay)
+        due = min(tokens, int((loop.time() - first_at) * tps) + 1) if tps else tokens
+        due = max(due, sent + 1)  # float rounding must not stall the schedule
+        frames = b"".join([prefix + _content_delta(i) + tail for i in range(sent, due)])
+        sent = due
+        if sent < tokens:
+            await send({"type": "http.response.body", "body": frames, "more_body": True})
+    # the last tokens, the stop chunk, the usage chunk and [DONE] share one write
+    choice = {"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}
+    stop = {**head, "choices": [choice], **({"usage": None} if usage else {})}
+    last = [frames, b"data: ", orjson.dumps(stop), b"\n\n"]
+    if usage:
+        last += [b"data: ", orjson.dumps({**head, "choices": [], "usage": usage}), b"\n\n"]
+    await send({"type": "http.response.body", "body": b"".join([*last, _DONE]), "more_body": False})
+
+
+@contextlib.contextmanager
+def _cancel_on_disconnect(receive: Receive, stats: Stats) -> Iterator[None]:
+    """Stop working for a client that left (uvicorn's ``send`` just drops the bytes).
+
+    One watcher task per request, not per chunk; without it an abandoned long ttft would keep
+    the task alive and hold up the server's shutdown. Completing the response also ends
+    ``receive``, but the watcher is retired on the way out before it can run.
+    """
+    task = asyncio.current_task()
+    assert task is not None
+
+    async def watch() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        stats.disconnects += 1
+        task.cancel()
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        yield
+    except asyncio.CancelledError:
+        if not watcher.done() or watcher.cancelled():
+            raise  # cancelled by someone else, e.g. the server shutting down
+        task.uncancel()
+    finally:
+        watcher.cancel()
+
+
+async def _sleep_until(deadline: float) -> None:
+    delay = deadline - asyncio.get_running_loop().time()
+    if delay > 0:
+        await asyncio.sleep(delay)
+
+
+async def _read_json(receive: Receive) -> dict[str, Any]:
+    chunks, more = [], True
+    while more:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        more = message.get("more_body", False)
+    try:
+        body = orjson.loads(b"".join(chunks))
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, f"The body is not valid JSON: {exc}", "invalid_json") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "The request body must be a JSON object", "invalid_json")
+    return body
+
+
+def _overrides(scope: Message, config: ServerConfig) -> tuple[float, int, float]:
+    """ttft, tokens and tps for one request: the config, overridden by x-test-* headers."""
+    ttft, tokens, tps = config.ttft, config.tokens, config.tokens_per_second
+    for name, value in scope["headers"]:
+        if not name.startswith(b"x-test-"):
+            continue
+        try:
+            if name == b"x-test-ttft":
+                ttft = float(value)
+            elif name == b"x-test-tokens":
+                tokens = int(value)
+            elif name == b"x-test-tps":
+                tps = float(value)
+        except ValueError:
+            raise ApiError(400, f"Bad {name.decode()}: {value.decode()!r}", "bad_header") from None
+    return ttft, max(tokens, 0), max(tps, 0.0)
+
+
+def _usage(messages: list[Any], completion: int) -> dict[str, int]:
+    contents = [m.get("content") for m in messages if isinstance(m, dict)]
+    prompt = sum(len(_WORD.findall(c)) for c in contents if isinstance(c, str))
+    return dict(
+        prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion
+    )
+
+
+async def _respond(send: Send, body: bytes, status: int = 200) -> None:
+    headers = [*_JSON, (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+class _QuietServer(uvicorn.Server):
+    """A uvicorn server that leaves signal handling to its host (pytest, or our CLI)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Any:
+        yield
+
+
+@contextlib.asynccontextmanager
+async def serve_openai(
+    config: ServerConfig | None = None, port: int = 0
+) -> AsyncIterator[OpenAIApp]:
+    """Run the server in the current event loop on 127.0.0.1 (a free port when 0)."""
+    app = OpenAIApp(config)
+    sock = socket.create_server(("127.0.0.1", port), backlog=2048)
+    # http="auto" is httptools when installed; after 2 s of shutdown uvicorn cancels the rest
+    options = {
+        "lifespan": "off",
+        "log_level": "warning",
+        "access_log": False,
+        "proxy_headers": False,
+    }
+    server = _QuietServer(uvicorn.Config(app, timeout_graceful_shutdown=2, **options))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        while not server.started:
+            if task.done():
+                task.result()  # raises what went wrong
+                raise RuntimeError("the OpenAI test server exited during startup")
+            await asyncio.sleep(0.005)
+        app.base_url = f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+        yield app
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()
+
+
+async def _main(config: ServerConfig, port: int) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with serve_openai(config, port) as server:
+        print(f"READY {server.base_url}", flush=True)
+        await stop.wait()
+
+
+def main() -> None:
+    """CLI: run as a separate process so the benchmark measures its CPU apart."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--ttft", type=float, default=0.0)
+    parser.add_argument("--tokens", type=int, default=40)
+    parser.add_argument("--tps", type=float, default=100.0)
+    parser.add_argument("--dim", type=int, default=64)
+    args = parser.parse_args()
+    config = ServerConfig(args.ttft, args.tokens, args.tps, args.dim)
+    try:
+        from uvloop import new_event_loop as loop_factory
+    except ImportError:
+        loop_factory = None  # type: ignore[assignment]
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(_main(config, args.port))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,168 @@
+"""A question's whole path over HTTP, against the real app, worker, Valkey, Qdrant and SDK."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import httpx
+import orjson
+from httpx_sse import aconnect_sse
+
+from tests.conftest import Stack, ingest, running_stack
+from tests.support.openai_server import expected_answer
+
+
+async def _raw_events(base_url: str, job_id: str, **headers: str) -> list[tuple[int, str, Any]]:
+    """Read a job's SSE stream to its end, as (id, event, data) triples."""
+    events = []
+    async with (
+        httpx.AsyncClient(base_url=base_url, timeout=30) as http,
+        aconnect_sse(http, "GET", f"/jobs/{job_id}/events", headers=headers) as source,
+    ):
+        async for sse in source.aiter_sse():
+            events.append((int(sse.id), sse.event, orjson.loads(sse.data)))
+            if sse.event in ("done", "error"):
+                break
+    return events
+
+
+async def test_question_streams_and_poll_tells_the_same_story(stack: Stack, llm: Any) -> None:
+    await ingest(stack)
+    llm.config.tokens, llm.config.tokens_per_second = 30, 100  # ~0.3 s of streaming
+    async with httpx.AsyncClient(base_url=stack.base_url) as http:
+        response = await http.post("/chat", json={"query": "How long do I brew green tea?"})
+        assert response.status_code == 202
+        accepted = response.json()
+        assert accepted["status_url"] == f"/job-status?job_id={accepted['job_id']}"
+        job_id = accepted["job_id"]
+
+        events = await _raw_events(stack.base_url, job_id)
+        kinds = [kind for _, kind, _ in events]
+        assert [i for i, _, _ in events] == list(range(1, len(events) + 1))  # ids 1, 2, 3...
+        assert kinds[0] == "status" and kinds[-1] == "done"
+        assert "sources" in kinds
+        assert kinds.count("token") >= 2, "tokens arrive in several batches, before done"
+        assert kinds.count("token") < 30, "tokens are coalesced, not one event per token"
+        streamed = "".join(data["text"] for _, kind, data in events if kind == "token")
+        assert streamed == expected_answer(30)
+
+        sources = next(data["sources"] for _, kind, data in events if kind == "sources")
+        assert sources[0]["title"] == "Tea" and sources[0]["n"] == 1
+        assert "80 degrees" in "".join(s["text"] for s in sources)
+        # The LLM was given those numbered sources in its prompt.
+        prompt = llm.stats.last_chat_request["messages"][-1]["content"]
+        assert "[1] Tea" in prompt and "How long do I brew green tea?" in prompt
+
+        status = (await http.get(accepted["status_url"])).json()
+        assert status["status"] == "complete" and status["stage"] == "done"
+        assert status["answer"] == streamed and not status["answer_is_partial"]
+        assert status["sources"] == sources
+        assert status["attempt"] == 1
+        assert set(status["timings"]) >= {"queue_wait", "retrieval", "time_to_first_token", "total"}
+        assert status["providers"]["llm"].startswith("openai-compatible:")
+        assert status["providers"]["retrieval"].startswith("lexical")
+        assert (await http.get(f"/jobs/{job_id}")).json() == status
+
+
+async def test_poll_shows_progress_while_the_answer_streams(stack: Stack, llm: Any) -> None:
+    llm.config.ttft, llm.config.tokens, llm.config.tokens_per_second = 0.0, 40, 40  # ~1 s
+    accepted = await stack.client.ask("what is in the documents?")
+    seen: set[tuple[str, str | None]] = set()
+    partial_seen = False
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        view = await stack.client.job(accepted["job_id"])
+        seen.add((view["status"], view["stage"]))
+        if view["answer_is_partial"] and view["answer"]:
+            assert expected_answer(40).startswith(view["answer"])
+            partial_seen = True
+        if view["status"] == "complete":
+            break
+        await asyncio.sleep(0.02)
+    assert ("in_progress", "generating") in seen
+    assert partial_seen, "a running job's poll shows the text streamed so far"
+    assert view["answer"] == expected_answer(40)
+
+
+async def test_resume_mid_stream_loses_and_repeats_nothing(stack: Stack, llm: Any) -> None:
+    llm.config.tokens, llm.config.tokens_per_second = 40, 50  # ~0.8 s, many batches
+    job_id = (await stack.client.ask("tell me about tea"))["job_id"]
+    first: list[tuple[int, str, Any]] = []
+    async with (
+        httpx.AsyncClient(base_url=stack.base_url, timeout=30) as http,
+        aconnect_sse(http, "GET", f"/jobs/{job_id}/events") as source,
+    ):
+        async for sse in source.aiter_sse():
+            first.append((int(sse.id), sse.event, orjson.loads(sse.data)))
+            if sse.event == "token" and sum(kind == "token" for _, kind, _ in first) == 2:
+                break  # drop the connection mid-answer
+    assert first[-1][1] == "token"
+    rest = await _raw_events(stack.base_url, job_id, **{"Last-Event-ID": str(first[-1][0])})
+    everything = first + rest
+    assert [i for i, _, _ in everything] == list(range(1, len(everything) + 1))
+    assert rest[-1][1] == "done"
+    assert "".join(d["text"] for _, k, d in everything if k == "token") == expected_answer(40)
+
+
+async def test_resume_after_completion(stack: Stack) -> None:
+    job_id = (await stack.client.ask("tell me about tea"))["job_id"]
+    full = await _raw_events(stack.base_url, job_id)
+    last = full[-1][0]
+    # Header form, and the query form EventSource needs: the rest, exactly.
+    assert await _raw_events(stack.base_url, job_id, **{"Last-Event-ID": "2"}) == full[2:]
+    async with httpx.AsyncClient(base_url=stack.base_url) as http:
+        async with aconnect_sse(http, "GET", f"/jobs/{job_id}/events?last_event_id=3") as source:
+            replayed = [int(sse.id) async for sse in source.aiter_sse()]
+        assert replayed == list(range(4, last + 1))
+        # Everything seen: 204, which also stops EventSource from reconnecting.
+        caught_up = await http.get(f"/jobs/{job_id}/events", headers={"Last-Event-ID": str(last)})
+        assert caught_up.status_code == 204
+
+
+async def test_keep_alive_comments_while_queued(settings: Any) -> None:
+    settings.sse_ping_interval = 1.0
+    async with running_stack(settings, with_worker=False) as stack:  # nobody takes the job
+        job_id = (await stack.client.ask("anyone there?"))["job_id"]
+        async with (
+            httpx.AsyncClient(base_url=stack.base_url, timeout=10) as http,
+            http.stream("GET", f"/jobs/{job_id}/events") as response,
+        ):
+            assert response.headers["content-type"].startswith("text/event-stream")
+            received = b""
+            async for chunk in response.aiter_bytes():
+                received += chunk
+                if b": ping" in received:
+                    break
+        assert received.startswith(b": ping"), received
+
+
+async def test_many_jobs_overlap_in_one_worker(stack: Stack, llm: Any) -> None:
+    llm.config.ttft, llm.config.tokens, llm.config.tokens_per_second = 1.0, 5, 0  # ~1 s each
+    started = time.monotonic()
+    accepted = await asyncio.gather(*(stack.client.ask(f"question {i}") for i in range(20)))
+
+    async def finish(job_id: str) -> str:
+        return [event async for event in stack.client.follow(job_id)][-1].type
+
+    results = await asyncio.gather(*(finish(a["job_id"]) for a in accepted))
+    elapsed = time.monotonic() - started
+    assert results == ["done"] * 20
+    # Sequentially this would take 20 s; overlapping, about 1 s plus overhead.
+    assert elapsed < 5, f"20 one-second jobs took {elapsed:.1f} s: they did not overlap"
+
+
+async def test_offline_providers_answer_from_the_documents(valkey: Any, tmp_path: Any) -> None:
+    from tests.conftest import make_settings
+
+    settings = make_settings(valkey, tmp_path)  # no LLM configured: the offline defaults
+    async with running_stack(settings) as stack:
+        await ingest(stack)
+        job_id = (await stack.client.ask("How long should black tea brew?"))["job_id"]
+        events = [event async for event in stack.client.follow(job_id)]
+        done = events[-1]
+        assert done.type == "done"
+        assert "four minutes" in done.data["answer"] and "[1]" in done.data["answer"]
+        assert done.data["providers"]["llm"].startswith("extractive (offline")
+        assert done.data["providers"]["retrieval"].startswith("lexical")
