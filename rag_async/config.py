@@ -15,7 +15,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class Settings(BaseSettings):
     """Every knob of rag-async, read from `RAG_*` environment variables (or a `.env` file)."""
 
-    model_config = SettingsConfigDict(env_prefix="RAG_", env_file=".env", extra="ignore")
+    # An empty variable means "not set": compose files and manifests pass optional ones through
+    # as `${VAR:-}`, and an empty RAG_LLM_API_KEY must not hide OPENAI_API_KEY.
+    model_config = SettingsConfigDict(
+        env_prefix="RAG_", env_file=".env", extra="ignore", env_ignore_empty=True
+    )
 
     # Where things live. With no URL set, `rag-async up` runs an embedded Valkey and an
     # embedded Qdrant inside `data_dir`.

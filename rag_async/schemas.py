@@ -48,6 +48,9 @@ class JobView(BaseModel):
     status: str
     stage: str | None = None
     attempt: int = 0
+    worker: str | None = Field(
+        default=None, description='Who runs (or ran) the latest attempt, as "hostname:pid".'
+    )
     query: str | None = None
     answer: str | None = None
     answer_is_partial: bool = False

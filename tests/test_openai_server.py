@@ -16,11 +16,12 @@ import httpx
 import openai
 import pytest
 from openai import AsyncOpenAI
+from openai.types.chat import ChatCompletionMessageParam
 
 from tests.support.openai_server import OpenAIApp, ServerConfig, expected_answer, serve_openai
 
 REPO = Path(__file__).resolve().parents[1]
-QUESTION = [
+QUESTION: list[ChatCompletionMessageParam] = [
     {"role": "system", "content": "Answer from the sources. [1] Valkey keeps the queue."},
     {"role": "user", "content": "Where is the queue kept?"},
 ]

@@ -6,11 +6,12 @@ Jobs are JSON (orjson), never pickle: the API's pool and the worker use the same
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import structlog
 from arq.connections import RedisSettings
+from arq.typing import WorkerCoroutine
 from arq.worker import Worker, func
 
 from rag_async.config import Settings
@@ -50,17 +51,17 @@ def worker_options(settings: Settings) -> dict[str, Any]:
     if not settings.redis_url:
         raise ValueError("RAG_REDIS_URL is not set: the worker needs a Redis/Valkey server")
     return {
+        # arq types `ctx` as a plain dict; ours is a TypedDict of the same thing.
         "functions": [
-            # arq types `ctx` as a plain dict; ours is a TypedDict of the same thing.
             func(
-                answer_question,
-                name="answer_question",  # type: ignore[arg-type]
+                cast(WorkerCoroutine, answer_question),
+                name="answer_question",
                 timeout=settings.job_timeout,
                 max_tries=settings.job_max_tries,
             ),
             func(
-                ingest_document,
-                name="ingest_document",  # type: ignore[arg-type]
+                cast(WorkerCoroutine, ingest_document),
+                name="ingest_document",
                 timeout=settings.job_timeout,
                 max_tries=settings.job_max_tries,
             ),
@@ -87,11 +88,17 @@ def create_worker(settings: Settings, **overrides: Any) -> Worker:
 def _settings_for_arq_cli() -> type:
     # `arq workers.settings.WorkerSettings` reads a class's attributes, so this entry point
     # builds Settings from the environment when arq imports it. Everything else passes its own.
+    # A bad environment stops here with a message: an empty class would let arq start a
+    # worker on its default Redis and queue, which serves none of our jobs.
     try:
-        options = worker_options(Settings())
-    except ValueError:
-        return type("WorkerSettings", (), {})
-    configure_logging(process="worker")
+        settings = Settings()
+    except ValueError as error:  # pydantic's message names the bad variable
+        raise SystemExit(f"error: invalid configuration: {error}") from None
+    try:
+        options = worker_options(settings)
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from None
+    configure_logging(settings.log_level, json=settings.log_json, process="worker")
     return type("WorkerSettings", (), options)
 
 

@@ -33,6 +33,7 @@ def connect_redis(settings: Settings) -> ArqRedis:
         timeout=5,
         socket_connect_timeout=2,
         health_check_interval=30,
+        client_name="rag-api",  # so CLIENT LIST shows which connections are the API's
     )
     return ArqRedis(
         pool,

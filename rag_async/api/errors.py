@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import ORJSONResponse
+from fastapi.responses import Response
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -23,42 +24,44 @@ def error_response(
     message: str,
     details: list[dict[str, Any]] | None = None,
     headers: dict[str, str] | None = None,
-) -> ORJSONResponse:
+) -> Response:
     error: dict[str, Any] = {"code": code, "message": message}
     if details:
         error["details"] = details
-    return ORJSONResponse({"error": error}, status_code=status, headers=headers)
+    return json_response({"error": error}, status=status, headers=headers)
+
+
+def json_response(
+    body: dict[str, Any], *, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    return Response(orjson.dumps(body), status, headers, media_type="application/json")
 
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RagError)
-    async def rag_error(_: Request, error: RagError) -> ORJSONResponse:
+    async def rag_error(_: Request, error: RagError) -> Response:
         headers = {"Retry-After": str(error.retry_after)} if isinstance(error, Overloaded) else None
         return error_response(error.status_code, error.code, error.message, headers=headers)
 
     @app.exception_handler(RequestValidationError)
-    async def invalid_request(_: Request, error: RequestValidationError) -> ORJSONResponse:
-        details = [
-            {
-                "field": ".".join(str(p) for p in e["loc"] if p != "body") or "body",
-                "problem": e["msg"],
-            }
-            for e in error.errors()
-        ]
+    async def invalid_request(_: Request, error: RequestValidationError) -> Response:
+        details = [_detail(e) for e in error.errors()]
         summary = "; ".join(f"{d['field']}: {d['problem']}" for d in details)
         return error_response(
             422, "invalid_request", f"the request is not valid: {summary}", details
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, error: StarletteHTTPException) -> ORJSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
+    async def http_error(_: Request, error: StarletteHTTPException) -> Response:
+        code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(
+            error.status_code, "http_error"
+        )
         headers = dict(error.headers) if error.headers else None
         return error_response(error.status_code, code, str(error.detail), headers=headers)
 
     @app.exception_handler(RedisConnectionError)
     @app.exception_handler(RedisTimeoutError)
-    async def redis_down(_: Request, error: Exception) -> ORJSONResponse:
+    async def redis_down(_: Request, error: Exception) -> Response:
         log.warning("redis unreachable", error=str(error))
         return error_response(
             503,
@@ -66,3 +69,15 @@ def install_error_handlers(app: FastAPI) -> None:
             "the job store (Redis/Valkey) cannot be reached right now; try again shortly",
             headers={"Retry-After": "2"},
         )
+
+
+def _detail(error: dict[str, Any]) -> dict[str, Any]:
+    if error["type"] == "json_invalid":
+        # FastAPI puts the character position where a field name goes: say what it means.
+        reason = error.get("ctx", {}).get("error", "cannot be parsed")
+        position = error["loc"][-1]
+        return {"field": "body", "problem": f"not valid JSON: {reason} at character {position}"}
+    return {
+        "field": ".".join(str(p) for p in error["loc"] if p != "body") or "body",
+        "problem": error["msg"],
+    }

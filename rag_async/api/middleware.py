@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import orjson
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
@@ -35,7 +36,7 @@ class BodySizeLimit:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise _BodyTooLarge
+                    raise _BodyTooLarge(limit)
             return message
 
         try:
@@ -44,18 +45,22 @@ class BodySizeLimit:
             await _too_large(send, limit)
 
 
-class _BodyTooLarge(Exception):
-    pass
+class _BodyTooLarge(HTTPException):
+    """An HTTPException, because FastAPI turns any other exception raised while it reads the
+    body into a 400; this one reaches the app's error handler as the 413 it is."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, _too_large_message(limit))
+        self.limit = limit
+
+
+def _too_large_message(limit: int) -> str:
+    return f"the request body is larger than this endpoint takes ({limit} bytes)"
 
 
 async def _too_large(send: Send, limit: int) -> None:
     body = orjson.dumps(
-        {
-            "error": {
-                "code": "payload_too_large",
-                "message": f"the request body is larger than this endpoint takes ({limit} bytes)",
-            }
-        }
+        {"error": {"code": "payload_too_large", "message": _too_large_message(limit)}}
     )
     await send(
         {

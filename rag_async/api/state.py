@@ -24,7 +24,8 @@ class AppState:
     hub: LiveHub
 
 
-def get_state(request: Request) -> AppState:
+async def get_state(request: Request) -> AppState:
+    # async: FastAPI runs a plain `def` dependency in a thread pool, a hand-off per request.
     state: AppState = request.state.rag
     return state
 

@@ -24,6 +24,7 @@ async def job_view(state: AppState, record: JobRecord) -> JobView:
         status=record.status,
         stage=record.text("stage"),
         attempt=record.attempt,
+        worker=record.text("worker"),
         query=record.text("query"),
         answer=answer,
         answer_is_partial=partial,

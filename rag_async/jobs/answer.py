@@ -54,7 +54,12 @@ async def _answer(services: Services, job_id: str, query: str, created_at: float
     await events.append(
         job_id,
         StatusEvent(status="in_progress", stage="retrieving", attempt=attempt),
-        {"status": "in_progress", "stage": "retrieving", "started_at": f"{started:.6f}"},
+        {
+            "status": "in_progress",
+            "stage": "retrieving",
+            "started_at": f"{started:.6f}",
+            "worker": services.worker,
+        },
     )
 
     sources = await services.retriever.search(query, services.settings.top_k)

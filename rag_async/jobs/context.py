@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+import socket
+from dataclasses import dataclass, field
 from typing import TypedDict
 
 import openai
@@ -27,6 +29,8 @@ class Services:
     llm: LLM
     qdrant: AsyncQdrantClient
     http: openai.DefaultAsyncHttpxClient
+    # Who runs a job, as its record and logs tell it: "hostname:pid".
+    worker: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
 
     @property
     def providers(self) -> dict[str, str]:

@@ -36,7 +36,12 @@ async def ingest_document(ctx: WorkerContext, job_id: str) -> None:
     await events.append(
         job_id,
         StatusEvent(status="in_progress", stage="ingesting", attempt=attempt),
-        {"status": "in_progress", "stage": "ingesting", "started_at": f"{started:.6f}"},
+        {
+            "status": "in_progress",
+            "stage": "ingesting",
+            "started_at": f"{started:.6f}",
+            "worker": services.worker,
+        },
     )
 
     async def on_progress(stage: str, done: int, total: int) -> None:

@@ -1,14 +1,15 @@
 """Any OpenAI-compatible chat-completions server (OpenAI, vLLM, Ollama, llama.cpp server).
 
 The SDK does what it is good at: configuration, auth, the request and its errors. The stream
-itself is read from the SDK's raw streaming response and parsed line by line with orjson:
-the typed chunk objects cost about three times the CPU per token (docs/benchmarks.md).
+itself is read from the SDK's raw streaming response as bytes and parsed line by line with
+orjson: the typed chunk objects cost about three times the CPU per token (docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 
+import httpx2  # the HTTP client of openai>=3; its transport errors escape mid-stream
 import openai
 import orjson
 
@@ -32,34 +33,33 @@ class OpenAIChat:
                 max_tokens=self._max_tokens,
                 stream=True,
             ) as response:
-                async for line in response.iter_lines():
-                    text = _content_of(line)
-                    if text is _END:
-                        return
-                    if text:
-                        yield text
+                pending = b""
+                async for data in response.iter_bytes():
+                    *lines, pending = (pending + data).split(b"\n")
+                    for line in lines:
+                        text = _content_of(line)
+                        if text:
+                            yield text
+                # Read to the end even after [DONE], so the connection goes back to the pool.
         except openai.APIStatusError as error:
             retryable = error.status_code == 429 or error.status_code >= 500
             raise ProviderError(
                 f"the LLM answered HTTP {error.status_code}: {error.message}", retryable=retryable
             ) from error
-        except (openai.APIConnectionError, openai.APITimeoutError) as error:
+        except (openai.APIConnectionError, openai.APITimeoutError, httpx2.TransportError) as error:
             raise ProviderError(f"the LLM could not be reached: {error}", retryable=True) from error
 
     async def aclose(self) -> None:
         await self._client.close()
 
 
-_END = "\x00end"
-
-
-def _content_of(line: str) -> str | None:
-    """The delta text of one SSE line of a chat-completions stream, or `_END` at `[DONE]`."""
-    if not line.startswith("data:"):
+def _content_of(line: bytes) -> str | None:
+    """The delta text of one line of a chat-completions SSE stream (None if it has none)."""
+    if not line.startswith(b"data:"):
         return None  # blank separators, comments and other fields carry no text
     data = line[5:].strip()
-    if data == "[DONE]":
-        return _END
+    if data == b"[DONE]":
+        return None
     try:
         chunk = orjson.loads(data)
     except orjson.JSONDecodeError as error:

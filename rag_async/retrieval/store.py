@@ -50,9 +50,10 @@ async def open_qdrant(settings: Settings) -> AsyncQdrantClient:
         # a bare RuntimeError; say what it means for this deployment instead.
         if "already accessed" in str(exc):
             raise ConfigurationError(
-                f"Another process holds the embedded Qdrant at {path}. Embedded Qdrant can be "
-                "opened by one process only: more than one worker process (or an API and a "
-                "worker in separate processes) needs a Qdrant server: set RAG_QDRANT_URL."
+                f"Another process holds the embedded Qdrant at {path} (or this process opened "
+                "it twice). Embedded Qdrant can be opened by one process only: more than one "
+                "worker process (or an API and a worker in separate processes) needs a Qdrant "
+                "server: set RAG_QDRANT_URL."
             ) from None
         raise ConfigurationError(f"Cannot open the embedded Qdrant at {path}: {exc}") from None
 
@@ -150,6 +151,8 @@ class ChunkStore:
                     id=point_id(document_id, chunk.index), vector=vector, payload=payload
                 )
             )
+        # Batches bound the size of one request to a server. (Embedded Qdrant writes to its
+        # SQLite file synchronously, on the loop: one more reason for a server at scale.)
         for start in range(0, len(points), UPSERT_BATCH):
             await self._client.upsert(
                 self._collection, points=points[start : start + UPSERT_BATCH], wait=True

@@ -148,34 +148,28 @@ class OpenAIApp:
         ttft, tokens, tps = _overrides(scope, self.config)
         self.stats.chat_requests += 1
         self.stats.last_chat_request = body
-        model = str(body.get("model") or self.config.model)
+        model = body.get("model") or self.config.model
         cid, created = f"chatcmpl-test{next(self._ids)}", int(time.time())
+        head = {"id": cid, "object": "chat.completion", "created": created, "model": model}
         usage = _usage(body["messages"], tokens)
         with _cancel_on_disconnect(receive, self.stats):
-            if not body.get("stream"):
-                await _sleep_until(started + ttft + (max(tokens - 1, 0) / tps if tps else 0.0))
-                text = expected_answer(tokens)
-                message = {"role": "assistant", "content": text, "refusal": None}
-                choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": "stop"}
-                head = {"id": cid, "object": "chat.completion", "created": created, "model": model}
-                await _respond(send, orjson.dumps({**head, "choices": [choice], "usage": usage}))
+            if body.get("stream"):
+                head["object"] = "chat.completion.chunk"
+                with_usage = (body.get("stream_options") or {}).get("include_usage")
+                self.stats.streamed_requests += 1
+                self.stats.active_streams += 1
+                self.stats.peak_streams = max(self.stats.peak_streams, self.stats.active_streams)
+                try:
+                    await _stream(
+                        send, head, usage if with_usage else None, started + ttft, tokens, tps
+                    )
+                finally:
+                    self.stats.active_streams -= 1
                 return
-            self.stats.streamed_requests += 1
-            self.stats.active_streams += 1
-            self.stats.peak_streams = max(self.stats.peak_streams, self.stats.active_streams)
-            include_usage = (body.get("stream_options") or {}).get("include_usage")
-            head = {
-                "id": cid,
-                "object": "chat.completion.chunk",
-                "created": created,
-                "model": model,
-            }
-            try:
-                await _stream(
-                    send, head, usage if include_usage else None, started + ttft, tokens, tps
-                )
-            finally:
-                self.stats.active_streams -= 1
+            await _sleep_until(started + ttft + (max(tokens - 1, 0) / tps if tps else 0.0))
+            message = {"role": "assistant", "content": expected_answer(tokens), "refusal": None}
+            choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": "stop"}
+            await _respond(send, orjson.dumps({**head, "choices": [choice], "usage": usage}))
 
     async def _embeddings(self, scope: Message, receive: Receive, send: Send, _: float) -> None:
         body = await _read_json(receive)
@@ -186,7 +180,9 @@ class OpenAIApp:
         self.stats.embedding_requests += 1
         self.stats.embedded_inputs += len(texts)
         self.stats.last_embedding_request = body
-        dim = int(body.get("dimensions") or self.config.embedding_dim)
+        dim = body.get("dimensions") or self.config.embedding_dim
+        if not isinstance(dim, int) or dim < 1:
+            raise ApiError(400, "'dimensions' must be a positive integer", "invalid_dimensions")
         as_base64 = body.get("encoding_format") == "base64"
         data = []
         for index, text in enumerate(texts):
@@ -225,7 +221,7 @@ async def _stream(
     await send({"type": "http.response.start", "status": 200, "headers": _SSE})
     await send({"type": "http.response.body", "body": role, "more_body": True})
     loop, sent, frames = asyncio.get_running_loop(), 0, b""
-    await _sleep_until(first_at)
+    await _sleep_until(first_at)  # an empty answer, too, waits for its ttft
     while sent < tokens:
         if (delay := first_at + sent / tps - loop.time() if tps else 0.0) > 0:
             await asyncio.sleep(delay)
@@ -297,8 +293,6 @@ def _overrides(scope: Message, config: ServerConfig) -> tuple[float, int, float]
     """ttft, tokens and tps for one request: the config, overridden by x-test-* headers."""
     ttft, tokens, tps = config.ttft, config.tokens, config.tokens_per_second
     for name, value in scope["headers"]:
-        if not name.startswith(b"x-test-"):
-            continue
         try:
             if name == b"x-test-ttft":
                 ttft = float(value)
@@ -307,7 +301,9 @@ def _overrides(scope: Message, config: ServerConfig) -> tuple[float, int, float]
             elif name == b"x-test-tps":
                 tps = float(value)
         except ValueError:
-            raise ApiError(400, f"Bad {name.decode()}: {value.decode()!r}", "bad_header") from None
+            raise ApiError(
+                400, f"Bad {name.decode()}: {value.decode('latin-1')!r}", "bad_header"
+            ) from None
     return ttft, max(tokens, 0), max(tps, 0.0)
 
 
@@ -340,14 +336,13 @@ async def serve_openai(
     """Run the server in the current event loop on 127.0.0.1 (a free port when 0)."""
     app = OpenAIApp(config)
     sock = socket.create_server(("127.0.0.1", port), backlog=2048)
-    # http="auto" is httptools when installed; after 2 s of shutdown uvicorn cancels the rest
-    options = {
-        "lifespan": "off",
-        "log_level": "warning",
-        "access_log": False,
-        "proxy_headers": False,
-    }
-    server = _QuietServer(uvicorn.Config(app, timeout_graceful_shutdown=2, **options))
+    # http="auto" is httptools when installed. Keep-alive outlives the clients' pools (5 s would
+    # race their reuse of idle connections); 2 s into a shutdown uvicorn cancels what is left.
+    options = uvicorn.Config(
+        app, lifespan="off", log_level="warning", access_log=False, proxy_headers=False,
+        timeout_keep_alive=75, timeout_graceful_shutdown=2,
+    )  # fmt: skip
+    server = _QuietServer(options)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         while not server.started:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from fastapi.responses import ORJSONResponse
+from fastapi.responses import Response
 
+from ..errors import json_response
 from ..state import State
 
 router = APIRouter(tags=["health"])
@@ -17,11 +18,11 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz")
-async def readyz(state: State) -> ORJSONResponse:
+async def readyz(state: State) -> Response:
     """Ready to take work: Redis answers. 503 otherwise."""
     try:
         await state.redis.ping()
         queued = await state.redis.zcard(state.keys.queue)
     except Exception as error:  # any failure means "not ready"; say which
-        return ORJSONResponse({"status": "unavailable", "redis": str(error)}, status_code=503)
-    return ORJSONResponse({"status": "ready", "redis": "ok", "queued": queued})
+        return json_response({"status": "unavailable", "redis": str(error)}, status=503)
+    return json_response({"status": "ready", "redis": "ok", "queued": queued})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response
@@ -16,6 +17,7 @@ from ..views import job_view
 
 router = APIRouter(tags=["jobs"])
 
+_EVENT_ID = re.compile(r"[0-9]{1,18}")
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorBody}}
 
 
@@ -67,6 +69,8 @@ async def job_events(
 def _parse_last_event_id(value: str | None) -> int:
     if value is None or value == "":
         return 0
-    if not value.isdigit():
+    # ASCII digits only (str.isdigit() accepts "²", which int() refuses), and few enough to
+    # fit a Redis stream id.
+    if _EVENT_ID.fullmatch(value) is None:
         raise BadRequest(f"Last-Event-ID must be a whole number, not {value[:40]!r}")
     return int(value)

@@ -1,0 +1,157 @@
+"""Closed-loop load: C users each submit a question, follow its answer to the end over SSE,
+and submit again. One API process, N worker processes, Valkey, and the OpenAI-compatible test
+server (300 ms to first token, 40 tokens at 100 tokens/s: about 690 ms of LLM per answer).
+
+    python benchmarks/load.py                   # C = 10, 50, 200; 20 s each
+    python benchmarks/load.py -c 50 -d 30
+
+Reports answers/s, client-seen latency p50/p99, the pipeline's overhead (latency minus the
+LLM's own time), POST /chat latency, CPU seconds per answer of each process, and the Redis
+connections the API holds (sampled from CLIENT LIST while C streams are open).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field
+
+import httpx
+import orjson
+import redis
+import uvloop
+from harness import Services, median, percentile, services
+from httpx_sse import aconnect_sse
+
+TTFT, TOKENS, TPS = 0.3, 40, 100.0
+LLM_SECONDS = TTFT + (TOKENS - 1) / TPS  # when the fake LLM sends its last token
+
+QUESTIONS = [
+    "How do I handle exceptions in Python?",
+    "What is a list comprehension?",
+    "How do I create a virtual environment?",
+    "How do classes inherit from other classes?",
+    "How do I read and write files?",
+    "What does the import statement do?",
+]
+
+
+@dataclass
+class Run:
+    latencies: list[float] = field(default_factory=list)
+    posts: list[float] = field(default_factory=list)
+    errors: int = 0
+
+
+async def user(http: httpx.AsyncClient, n: int, until: float, measure_from: float, run: Run) -> None:
+    i = n
+    while time.monotonic() < until:
+        question = QUESTIONS[i % len(QUESTIONS)]
+        i += 1
+        started = time.monotonic()
+        try:
+            response = await http.post("/chat", content=orjson.dumps({"query": question}))
+            posted = time.monotonic()
+            job_id = response.json()["job_id"]
+            done = False
+            async with aconnect_sse(http, "GET", f"/jobs/{job_id}/events") as source:
+                async for sse in source.aiter_sse():
+                    if sse.event in ("done", "error"):
+                        done = sse.event == "done"
+                        break
+        except (httpx.HTTPError, KeyError):
+            run.errors += 1
+            continue
+        finished = time.monotonic()
+        if started >= measure_from and finished <= until:
+            if done:
+                run.latencies.append(finished - started)
+                run.posts.append(posted - started)
+            else:
+                run.errors += 1
+
+
+def api_connections(svc: Services) -> int:
+    client = redis.Redis.from_url(svc.valkey.url)
+    try:
+        return sum(1 for c in client.client_list() if c.get("name") == "rag-api")
+    finally:
+        client.close()
+
+
+async def load(svc: Services, concurrency: int, duration: float, warmup: float) -> dict[str, float]:
+    limits = httpx.Limits(max_connections=concurrency * 2, max_keepalive_connections=concurrency * 2)
+    async with httpx.AsyncClient(
+        base_url=svc.api_url, limits=limits, timeout=httpx.Timeout(60.0),
+        headers={"content-type": "application/json"},
+    ) as http:
+        run = Run()
+        now = time.monotonic()
+        measure_from, until = now + warmup, now + warmup + duration
+        tasks = [asyncio.create_task(user(http, n, until, measure_from, run)) for n in range(concurrency)]
+        await asyncio.sleep(warmup)
+        cpu_before = {**svc.cpu(), "client": time.process_time()}
+        connections = []
+        while time.monotonic() < until - 0.5:
+            await asyncio.sleep(min(2.0, until - time.monotonic() - 0.5))
+            connections.append(await asyncio.to_thread(api_connections, svc))
+        await asyncio.sleep(max(0.0, until - time.monotonic()))
+        cpu_after = {**svc.cpu(), "client": time.process_time()}
+        await asyncio.gather(*tasks)
+    answers = len(run.latencies)
+    overhead = [latency - LLM_SECONDS for latency in run.latencies]
+    result = {
+        "concurrency": concurrency,
+        "answers": answers,
+        "answers_per_s": answers / duration,
+        "errors": run.errors,
+        "latency_p50_ms": percentile(run.latencies, 50) * 1000,
+        "latency_p99_ms": percentile(run.latencies, 99) * 1000,
+        "overhead_p50_ms": percentile(overhead, 50) * 1000,
+        "overhead_p99_ms": percentile(overhead, 99) * 1000,
+        "post_chat_p50_ms": percentile(run.posts, 50) * 1000,
+        "post_chat_p99_ms": percentile(run.posts, 99) * 1000,
+        "api_redis_connections_max": max(connections, default=0),
+        "api_redis_connections_median": median(connections),
+    }
+    for name in cpu_after:
+        if answers:
+            result[f"cpu_ms_per_answer_{name}"] = (cpu_after[name] - cpu_before[name]) / answers * 1000
+    return result
+
+
+async def ingest_demo(svc: Services) -> None:
+    from rag_async.demo_corpus import demo_documents
+    from rag_async.ingest_client import _ingest
+
+    failures = await _ingest(svc.api_url, demo_documents(), show_progress=False)
+    assert not failures, failures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("-c", "--concurrency", type=int, action="append")
+    parser.add_argument("-d", "--duration", type=float, default=20.0)
+    parser.add_argument("--warmup", type=float, default=4.0)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--json", action="store_true", help="print JSON lines only")
+    args = parser.parse_args()
+    levels = args.concurrency or [10, 50, 200]
+    with services(ttft=TTFT, tokens=TOKENS, tps=TPS, workers=args.workers) as svc:
+        asyncio.run(ingest_demo(svc))
+        for concurrency in levels:
+            result = uvloop.run(load(svc, concurrency, args.duration, args.warmup))
+            print(json.dumps(result) if args.json else _table(result), flush=True)
+
+
+def _table(result: dict[str, float]) -> str:
+    return "\n".join(
+        f"  {key:<32} {value:,.2f}" if isinstance(value, float) else f"  {key:<32} {value}"
+        for key, value in result.items()
+    ) + "\n"
+
+
+if __name__ == "__main__":
+    main()

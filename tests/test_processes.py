@@ -1,0 +1,355 @@
+"""The real commands as separate processes: `rag-async up`, `rag-async worker` (two of them on
+one queue), `rag-async ingest` and the arq CLI, each stopped the way an operator stops it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, TextIO
+
+import httpx
+import pytest
+
+from rag_async.client import RagClient
+from rag_async.config import Settings
+from rag_async.demo_corpus import DEMO_QUESTION
+from rag_async.embedded_valkey import free_port
+from tests.conftest import Stack, cli_env, rag_async_command, run_cli, running_api
+
+BIN = Path(sys.executable).parent
+
+
+def _console_script(name: str) -> list[str]:
+    """The installed script (what a user types), or its module form if it is not installed."""
+    script = BIN / name
+    if script.exists():
+        return [str(script)]
+    return rag_async_command() if name == "rag-async" else [sys.executable, "-m", name]
+
+
+def _bare_env(**extra: str) -> dict[str, str]:
+    """This environment without any rag-async configuration (and no OpenAI key, which would
+    switch the offline answerer off), plus `extra`."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("RAG_") and k not in ("OPENAI_API_KEY", "OPENAI_BASE_URL")
+    }
+    env.update(PYTHONUNBUFFERED="1", **extra)
+    return env
+
+
+class Proc:
+    """A command in its own session (so its whole process group can be ended), its stdout and
+    stderr in files (so a chatty child never blocks on a full pipe)."""
+
+    def __init__(self, name: str, command: list[str], env: Mapping[str, str], cwd: Path) -> None:
+        logs = cwd / f"{name}.logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        self.name = name
+        self.stdout_path = logs / "stdout"
+        self.stderr_path = logs / "stderr"
+        self._files: list[TextIO] = [self.stdout_path.open("w"), self.stderr_path.open("w")]
+        self.process = subprocess.Popen(
+            command,
+            env=dict(env),
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=self._files[0],
+            stderr=self._files[1],
+            start_new_session=True,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def stdout(self) -> str:
+        return self.stdout_path.read_text(errors="replace")
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def describe(self) -> str:
+        return f"--- {self.name} stdout:\n{self.stdout()}\n--- {self.name} stderr:\n{self.stderr()}"
+
+    def ready(self, stream: str, text: str) -> bool:
+        """Whether `text` appeared on `stream`; fails at once if the process died first."""
+        if text in (self.stdout() if stream == "stdout" else self.stderr()):
+            return True
+        code = self.process.poll()
+        assert code is None, f"{self.name} exited ({code}) before {text!r}\n{self.describe()}"
+        return False
+
+    def wait_for(self, text: str, *, stream: str = "stderr", timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.ready(stream, text):
+            assert time.monotonic() < deadline, f"no {text!r} in {timeout} s\n{self.describe()}"
+            time.sleep(0.1)
+
+    async def async_wait_for(
+        self, text: str, *, stream: str = "stderr", within: float = 60
+    ) -> None:
+        deadline = time.monotonic() + within
+        while not self.ready(stream, text):
+            assert time.monotonic() < deadline, f"no {text!r} in {within} s\n{self.describe()}"
+            await asyncio.sleep(0.1)
+
+    def terminate(self, timeout: float = 20) -> int:
+        """SIGTERM, as an operator or a container runtime stops it; its exit code."""
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail(
+                f"{self.name} did not stop within {timeout} s of SIGTERM\n{self.describe()}"
+            )
+
+    async def async_terminate(self, within: float = 20) -> int:
+        return await asyncio.to_thread(self.terminate, within)
+
+    def group_alive(self) -> bool:
+        """Whether any process of its group (it, or a child it left behind) still exists."""
+        try:
+            os.killpg(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def cleanup(self) -> None:
+        """Whatever happened, leave nothing of it running."""
+        if self.process.poll() is None or self.group_alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(10)
+        for file in self._files:
+            file.close()
+
+
+@contextlib.contextmanager
+def started(name: str, command: list[str], env: Mapping[str, str], cwd: Path) -> Iterator[Proc]:
+    proc = Proc(name, command, env, cwd)
+    try:
+        yield proc
+    finally:
+        proc.cleanup()
+
+
+def _accepts_connections(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _ask_cli(env: Mapping[str, str], cwd: Path) -> str:
+    result = subprocess.run(
+        [*_console_script("rag-async"), "ask", DEMO_QUESTION],
+        env=dict(env),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def _assert_cited_answer_with_sources(output: str) -> None:
+    answer, _, listing = output.strip().partition("\n\n")
+    assert "[1]" in answer, output
+    assert re.search(r"^\s+\[1\] .+ \(chunk \d+, score \d+\.\d+\)$", listing, re.M), output
+
+
+def _ask_http(base_url: str, question: str) -> dict[str, Any]:
+    """Submit over HTTP and poll until the job ends; its final record."""
+    with httpx.Client(base_url=base_url, timeout=10) as http:
+        response = http.post("/chat", json={"query": question})
+        assert response.status_code == 202, response.text
+        job_id = response.json()["job_id"]
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            view: dict[str, Any] = http.get(f"/jobs/{job_id}").json()
+            if view["status"] in ("complete", "failed", "cancelled"):
+                return view
+            time.sleep(0.05)
+    pytest.fail(f"job {job_id} did not finish in 30 s")
+
+
+@pytest.mark.timeout(90)
+def test_up_answers_the_demo_question_stops_cleanly_and_persists(tmp_path: Path) -> None:
+    port = free_port()
+    env = _bare_env(RAG_PORT=str(port), RAG_LOG_LEVEL="INFO")
+    base_url = f"http://127.0.0.1:{port}"
+    data = tmp_path / ".rag-async"
+    up_command = [*_console_script("rag-async"), "up"]
+
+    with started("up-1", up_command, env, tmp_path) as up:
+        up.wait_for("rag-async is up at", stream="stdout", timeout=60)
+        assert f"rag-async is up at {base_url}" in up.stdout()
+        assert "ingesting the demo corpus" in up.stderr()
+
+        _assert_cited_answer_with_sources(_ask_cli(env, tmp_path))
+        first = _ask_http(base_url, DEMO_QUESTION)
+        assert first["status"] == "complete", first
+        assert first["providers"]["llm"].startswith("extractive (offline")
+        assert first["providers"]["retrieval"].startswith("lexical")
+
+        # Everything lives in the data folder of the folder it was started from.
+        aof = data / "valkey" / "appendonlydir"
+        assert aof.is_dir() and any(aof.glob("*.aof")), sorted(data.rglob("*"))
+        assert (data / "qdrant").is_dir(), sorted(data.rglob("*"))
+        marker = data / "demo-corpus-ingested"
+        assert marker.exists()
+        marker_written = marker.stat().st_mtime_ns
+
+        found = re.search(r"url=redis://127\.0\.0\.1:(\d+)", up.stderr())
+        assert found, up.describe()
+        valkey_port = int(found.group(1))
+        assert _accepts_connections(valkey_port)
+
+        assert up.terminate(timeout=20) == 0, up.describe()
+        assert not _accepts_connections(valkey_port), "valkey-server outlived `rag-async up`"
+        assert not _accepts_connections(port), "the API outlived `rag-async up`"
+        assert not up.group_alive(), "a child of `rag-async up` was left running"
+
+    # Again in the same folder: no second ingestion, and the data is still there.
+    with started("up-2", up_command, env, tmp_path) as up:
+        up.wait_for("rag-async is up at", stream="stdout", timeout=60)
+        assert "ingesting the demo corpus" not in up.stderr(), up.describe()
+        assert marker.stat().st_mtime_ns == marker_written
+
+        # The first run's job came back from the AOF...
+        with httpx.Client(base_url=base_url, timeout=10) as http:
+            again = http.get(f"/jobs/{first['job_id']}").json()
+        assert again["status"] == "complete" and again["answer"] == first["answer"], again
+        # ...and the chunks from the embedded Qdrant on disk, since nothing was re-ingested.
+        _assert_cited_answer_with_sources(_ask_cli(env, tmp_path))
+        assert _ask_http(base_url, DEMO_QUESTION)["sources"] == first["sources"]
+
+        assert up.terminate(timeout=20) == 0, up.describe()
+        assert not up.group_alive()
+
+
+@pytest.mark.timeout(90)
+async def test_two_worker_processes_share_one_queue(
+    settings: Settings, llm: Any, tmp_path: Path
+) -> None:
+    llm.config.ttft, llm.config.tokens, llm.config.tokens_per_second = 0.5, 5, 0
+    # Few jobs per process, so that one process cannot take the whole batch by itself.
+    workers = [
+        Proc(
+            f"worker-{n}",
+            rag_async_command("worker"),
+            cli_env(settings, RAG_DATA_DIR=str(tmp_path / f"w{n}"), RAG_WORKER_MAX_JOBS="4"),
+            tmp_path,
+        )
+        for n in (1, 2)
+    ]
+    try:
+        for worker in workers:
+            await worker.async_wait_for("worker ready")
+        async with running_api(settings) as base_url, RagClient(base_url) as client:
+            accepted = await asyncio.gather(*(client.ask(f"question {i}") for i in range(20)))
+
+            async def answer(job_id: str) -> dict[str, Any]:
+                events = [event async for event in client.follow(job_id)]
+                assert events[-1].type == "done", events[-1]
+                return await client.job(job_id)
+
+            views = await asyncio.gather(*(answer(a["job_id"]) for a in accepted))
+        assert all(view["status"] == "complete" for view in views)
+        hostname = socket.gethostname()
+        answered_by = Counter(view["worker"] for view in views)
+        expected = {f"{hostname}:{worker.pid}" for worker in workers}
+        assert set(answered_by) == expected, (answered_by, expected)
+        assert sum(answered_by.values()) == 20
+
+        for worker in workers:
+            assert await worker.async_terminate() == 0, worker.describe()
+    finally:
+        for worker in workers:
+            worker.cleanup()
+
+
+SEARCHABLE = {
+    "alpha.md": "# Alpha\n\nAlpha notes talk about the weather in spring and summer.\n",
+    "sub/beta.md": "# Beta\n\nThe zorblaxian reactor hums quietly when fed quince juice.\n",
+    "gamma.md": "# Gamma\n\nGamma notes list the shops that sell bread on Sundays.\n",
+}
+
+
+@pytest.mark.timeout(90)
+async def test_ingest_command_adds_a_folder(stack: Stack, tmp_path: Path) -> None:
+    folder = tmp_path / "docs"
+    for name, text in SEARCHABLE.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(text)
+    scan = tmp_path / "scan.pdf"
+    scan.write_bytes(b"%PDF-1.4 not a text file")
+
+    env = cli_env(stack.settings, RAG_API_URL=stack.base_url)
+    # A blocking wait in a thread: the API and the worker run in this test's event loop.
+    result = await asyncio.to_thread(run_cli, "ingest", str(folder), str(scan), env=env)
+
+    assert "3 of 3 documents ingested" in result.stdout, result.stdout + result.stderr
+    assert f"skipped {scan}: unsupported type" in result.stderr, result.stderr
+    assert result.returncode == 1, "a named file that was not ingested makes the exit code 1"
+
+    job_id = (await stack.client.ask("What is the zorblaxian reactor fed?"))["job_id"]
+    events = [event async for event in stack.client.follow(job_id)]
+    assert events[-1].type == "done", events[-1]
+    sources = next(event.data["sources"] for event in events if event.type == "sources")
+    assert sources[0]["n"] == 1
+    assert sources[0]["title"] == "beta"
+    assert sources[0]["source"] == str(folder / "sub" / "beta.md")
+    assert "quince juice" in sources[0]["text"]
+
+
+@pytest.mark.timeout(90)
+async def test_arq_cli_runs_the_worker(settings: Settings, tmp_path: Path) -> None:
+    worker = Proc(
+        "arq",
+        [*_console_script("arq"), "workers.settings.WorkerSettings"],
+        cli_env(settings, RAG_DATA_DIR=str(tmp_path / "arq-worker")),
+        tmp_path,
+    )
+    try:
+        await worker.async_wait_for("worker ready")
+        async with running_api(settings) as base_url, RagClient(base_url) as client:
+            job_id = (await client.ask("anyone there?"))["job_id"]
+            events = [event async for event in client.follow(job_id)]
+            assert events[-1].type == "done", events[-1]
+            view = await client.job(job_id)
+        assert view["worker"] == f"{socket.gethostname()}:{worker.pid}"
+        assert await worker.async_terminate() == 0, worker.describe()
+    finally:
+        worker.cleanup()
+
+
+def test_arq_cli_without_a_redis_url_says_so(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [*_console_script("arq"), "workers.settings.WorkerSettings"],
+        env=_bare_env(),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode != 0
+    assert "RAG_REDIS_URL is not set" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
