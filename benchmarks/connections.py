@@ -26,17 +26,19 @@ async def open_streams(api_url: str, valkey_url: str, n: int, hold: float) -> di
         ]
         opened = 0
         events = 0
+        all_open = asyncio.Event()
 
         async def follow(job_id: str) -> None:
             nonlocal opened, events
             async with aconnect_sse(http, "GET", f"/jobs/{job_id}/events") as source:
                 opened += 1
+                if opened == n:
+                    all_open.set()
                 async for _ in source.aiter_sse():
                     events += 1
 
         tasks = [asyncio.create_task(follow(job_id)) for job_id in jobs]
-        while opened < n:
-            await asyncio.sleep(0.1)
+        await all_open.wait()
         await asyncio.sleep(hold)
         client = redis.Redis.from_url(valkey_url)
         clients = client.client_list()

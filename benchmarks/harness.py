@@ -78,9 +78,22 @@ def services(
         valkey = EmbeddedValkey(data / "valkey", appendonly=True)
         valkey.start()
         llm = subprocess.Popen(
-            [sys.executable, "-m", "tests.support.openai_server", "--port", "0",
-             "--ttft", str(ttft), "--tokens", str(tokens), "--tps", str(tps)],
-            cwd=REPO, stdout=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                "-m",
+                "tests.support.openai_server",
+                "--port",
+                "0",
+                "--ttft",
+                str(ttft),
+                "--tokens",
+                str(tokens),
+                "--tps",
+                str(tps),
+            ],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         assert llm.stdout is not None
         llm_url = llm.stdout.readline().split()[-1]
@@ -106,14 +119,19 @@ def services(
                 # Embedded Qdrant is one process per folder: each extra worker gets its own.
                 worker_env = dict(base_env, RAG_DATA_DIR=str(data / f"w{i}")) if i else base_env
                 procs.append(
-                    subprocess.Popen([sys.executable, "-m", "rag_async.cli", "worker"], env=worker_env)
+                    subprocess.Popen(
+                        [sys.executable, "-m", "rag_async.cli", "worker"], env=worker_env
+                    )
                 )
             started += procs
             api_url = f"http://127.0.0.1:{port}"
             _wait_ready(api_url)
-            time.sleep(2.0)  # workers finish starting (Qdrant, clients)
+            if procs:
+                _wait_worker(valkey.url, base_env.get("RAG_KEY_PREFIX", "rag:"))
             if os.environ.get("BENCH_PIDS"):
-                Path(os.environ["BENCH_PIDS"]).write_text(json.dumps({"api": api.pid, "workers": [p.pid for p in procs]}))
+                Path(os.environ["BENCH_PIDS"]).write_text(
+                    json.dumps({"api": api.pid, "workers": [p.pid for p in procs]})
+                )
             yield Services(valkey, llm, llm_url, api, api_url, procs)
         finally:
             for process in [*started, llm]:
@@ -136,3 +154,21 @@ def _wait_ready(url: str, timeout: float = 30) -> None:
             pass
         time.sleep(0.1)
     raise RuntimeError(f"API at {url} not ready")
+
+
+def _wait_worker(redis_url: str, prefix: str, timeout: float = 60) -> None:
+    """Until a worker has finished its startup and polled the queue (arq's health-check key),
+    so that start-up CPU is not counted as load."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if client.exists(f"{prefix}queue:health-check"):
+                time.sleep(1.0)  # the other workers, if any, are a moment behind
+                return
+            time.sleep(0.1)
+    finally:
+        client.close()
+    raise RuntimeError("no worker became ready")

@@ -55,7 +55,9 @@ async def llm_designs(base_url: str) -> dict[str, float]:
 
     async def typed() -> None:
         stream = await client.chat.completions.create(
-            model="m", messages=messages, stream=True  # type: ignore[arg-type]
+            model="m",
+            messages=messages,
+            stream=True,  # type: ignore[arg-type]
         )
         async for chunk in stream:
             if chunk.choices and chunk.choices[0].delta.content:
@@ -98,14 +100,26 @@ async def redis_designs(url: str) -> dict[str, float]:
 
 def main() -> None:
     server = subprocess.Popen(
-        [sys.executable, "-m", "tests.support.openai_server", "--tokens", str(TOKENS),
-         "--tps", "0"],
-        cwd=REPO, stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "tests.support.openai_server",
+            "--tokens",
+            str(TOKENS),
+            "--tps",
+            "0",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert server.stdout is not None
         base_url = server.stdout.readline().split()[-1]
-        with tempfile.TemporaryDirectory() as tmp, EmbeddedValkey(Path(tmp), appendonly=False) as valkey:
+        with (
+            tempfile.TemporaryDirectory() as tmp,
+            EmbeddedValkey(Path(tmp), appendonly=False) as valkey,
+        ):
             llm = asyncio.run(llm_designs(base_url))
             redis = asyncio.run(redis_designs(valkey.url))
     finally:

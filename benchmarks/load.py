@@ -45,7 +45,9 @@ class Run:
     errors: int = 0
 
 
-async def user(http: httpx.AsyncClient, n: int, until: float, measure_from: float, run: Run) -> None:
+async def user(
+    http: httpx.AsyncClient, n: int, until: float, measure_from: float, run: Run
+) -> None:
     i = n
     while time.monotonic() < until:
         question = QUESTIONS[i % len(QUESTIONS)]
@@ -82,15 +84,21 @@ def api_connections(svc: Services) -> int:
 
 
 async def load(svc: Services, concurrency: int, duration: float, warmup: float) -> dict[str, float]:
-    limits = httpx.Limits(max_connections=concurrency * 2, max_keepalive_connections=concurrency * 2)
+    limits = httpx.Limits(
+        max_connections=concurrency * 2, max_keepalive_connections=concurrency * 2
+    )
     async with httpx.AsyncClient(
-        base_url=svc.api_url, limits=limits, timeout=httpx.Timeout(60.0),
+        base_url=svc.api_url,
+        limits=limits,
+        timeout=httpx.Timeout(60.0),
         headers={"content-type": "application/json"},
     ) as http:
         run = Run()
         now = time.monotonic()
         measure_from, until = now + warmup, now + warmup + duration
-        tasks = [asyncio.create_task(user(http, n, until, measure_from, run)) for n in range(concurrency)]
+        tasks = [
+            asyncio.create_task(user(http, n, until, measure_from, run)) for n in range(concurrency)
+        ]
         await asyncio.sleep(warmup)
         cpu_before = {**svc.cpu(), "client": time.process_time()}
         connections = []
@@ -118,7 +126,9 @@ async def load(svc: Services, concurrency: int, duration: float, warmup: float) 
     }
     for name in cpu_after:
         if answers:
-            result[f"cpu_ms_per_answer_{name}"] = (cpu_after[name] - cpu_before[name]) / answers * 1000
+            result[f"cpu_ms_per_answer_{name}"] = (
+                (cpu_after[name] - cpu_before[name]) / answers * 1000
+            )
     return result
 
 
@@ -147,10 +157,13 @@ def main() -> None:
 
 
 def _table(result: dict[str, float]) -> str:
-    return "\n".join(
-        f"  {key:<32} {value:,.2f}" if isinstance(value, float) else f"  {key:<32} {value}"
-        for key, value in result.items()
-    ) + "\n"
+    return (
+        "\n".join(
+            f"  {key:<32} {value:,.2f}" if isinstance(value, float) else f"  {key:<32} {value}"
+            for key, value in result.items()
+        )
+        + "\n"
+    )
 
 
 if __name__ == "__main__":

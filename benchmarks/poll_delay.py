@@ -36,12 +36,16 @@ async def queue_waits(api_url: str, count: int) -> list[float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--delays", type=float, nargs="*", default=[0.5, 0.1, 0.05, 0.02, 0.01, 0.005])
+    parser.add_argument(
+        "--delays", type=float, nargs="*", default=[0.5, 0.1, 0.05, 0.02, 0.01, 0.005]
+    )
     parser.add_argument("--idle", type=float, default=10.0, help="seconds of idle measurement")
     parser.add_argument("--jobs", type=int, default=40)
     args = parser.parse_args()
-    print(f"{'poll delay':>10} {'wait p50':>9} {'wait p90':>9} {'idle CPU worker':>16} "
-          f"{'idle CPU valkey':>16}")
+    print(
+        f"{'poll delay':>10} {'wait p50':>9} {'wait p90':>9} {'idle CPU worker':>16} "
+        f"{'idle CPU valkey':>16}"
+    )
     for delay in args.delays:
         env = {"RAG_WORKER_POLL_DELAY": str(delay), "RAG_DEMO_CORPUS": "false"}
         with services(ttft=0.0, tokens=5, tps=0, env=env) as svc:
@@ -51,8 +55,11 @@ def main() -> None:
             waits = asyncio.run(queue_waits(svc.api_url, args.jobs))
         idle_worker = (after["worker"] - before["worker"]) / elapsed * 100
         idle_valkey = (after["valkey"] - before["valkey"]) / elapsed * 100
-        print(f"{delay:>9.3f}s {median(waits) * 1000:>7.1f}ms {percentile(waits, 90) * 1000:>7.1f}ms"
-              f" {idle_worker:>15.2f}% {idle_valkey:>15.2f}%", flush=True)
+        print(
+            f"{delay:>9.3f}s {median(waits) * 1000:>7.1f}ms {percentile(waits, 90) * 1000:>7.1f}ms"
+            f" {idle_worker:>15.2f}% {idle_valkey:>15.2f}%",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

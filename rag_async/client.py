@@ -40,7 +40,8 @@ class RagClient:
         self.base_url = base_url.rstrip("/")
         self._http = httpx.AsyncClient(
             base_url=self.base_url,
-            timeout=httpx.Timeout(timeout, read=None),  # streams may idle between events
+            # A stream may idle between events, but the server pings every 10 s (by default).
+            timeout=httpx.Timeout(timeout, read=60.0),
             limits=httpx.Limits(max_connections=1000, max_keepalive_connections=1000),
         )
 

@@ -80,7 +80,3 @@ class Settings(BaseSettings):
     @property
     def llm_configured(self) -> bool:
         return bool(self.llm_base_url or self.llm_api_key)
-
-    @property
-    def queue_name(self) -> str:
-        return f"{self.key_prefix}queue"

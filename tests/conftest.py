@@ -61,7 +61,7 @@ def make_settings(valkey: EmbeddedValkey, data_dir: Path, **overrides: Any) -> S
         "demo_corpus": False,
         **overrides,
     }
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+    return Settings(_env_file=None, **values)
 
 
 @dataclass
@@ -174,8 +174,15 @@ def rag_async_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "rag_async.cli", *args]
 
 
-def run_cli(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, env: dict[str, str], timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        rag_async_command(*args), env=env, capture_output=True, text=True, timeout=timeout,
-        cwd=REPO, stdin=subprocess.DEVNULL,
+        rag_async_command(*args),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
     )

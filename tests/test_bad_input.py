@@ -21,6 +21,7 @@ from redis.asyncio import Redis
 
 from rag_async.config import Settings
 from rag_async.embedded_valkey import EmbeddedValkey, free_port
+from rag_async.keys import Keys
 from tests.conftest import (
     REPO,
     cli_env,
@@ -56,7 +57,7 @@ async def keys_written(settings: Settings) -> tuple[int, list[bytes]]:
     """The queue's depth, and every key under the deployment's prefix."""
     redis = Redis.from_url(settings.redis_url or "")
     try:
-        depth = await redis.zcard(settings.queue_name)
+        depth = await redis.zcard(Keys(settings.key_prefix).queue)
         keys = [key async for key in redis.scan_iter(match=f"{settings.key_prefix}*")]
     finally:
         await redis.aclose()

@@ -278,8 +278,8 @@ async def test_two_worker_processes_share_one_queue(
         assert set(answered_by) == expected, (answered_by, expected)
         assert sum(answered_by.values()) == 20
 
-        for worker in workers:
-            assert await worker.async_terminate() == 0, worker.describe()
+        codes = await asyncio.gather(*(worker.async_terminate() for worker in workers))
+        assert codes == [0, 0], [worker.describe() for worker in workers]
     finally:
         for worker in workers:
             worker.cleanup()

@@ -16,6 +16,7 @@ from arq.worker import Worker, func
 
 from rag_async.config import Settings
 from rag_async.jobs import Services, WorkerContext, answer_question, ingest_document
+from rag_async.keys import Keys
 from rag_async.logs import configure_logging
 
 log = structlog.get_logger(__name__)
@@ -70,7 +71,7 @@ def worker_options(settings: Settings) -> dict[str, Any]:
         "on_shutdown": shutdown,
         "ctx": {"settings": settings},
         "redis_settings": redis_settings(settings.redis_url),
-        "queue_name": settings.queue_name,
+        "queue_name": Keys(settings.key_prefix).queue,
         "max_jobs": settings.worker_max_jobs,
         "poll_delay": settings.worker_poll_delay,
         "job_timeout": settings.job_timeout,

@@ -39,7 +39,7 @@ def connect_redis(settings: Settings) -> ArqRedis:
         pool,
         job_serializer=orjson.dumps,
         job_deserializer=orjson.loads,
-        default_queue_name=settings.queue_name,
+        default_queue_name=Keys(settings.key_prefix).queue,
     )
 
 

@@ -9,7 +9,7 @@ import structlog
 from arq import Retry
 
 from ..errors import RagError
-from ..events import DoneEvent, ErrorEvent, SourcesEvent, StatusEvent, TokenEvent
+from ..events import TERMINAL_STATUSES, DoneEvent, ErrorEvent, SourcesEvent, StatusEvent, TokenEvent
 from ..jobstore import dumps
 from .context import Services, WorkerContext
 
@@ -23,7 +23,7 @@ async def answer_question(ctx: WorkerContext, job_id: str) -> None:
     if record is None:
         log.warning("job record missing (expired?), dropping", job_id=job_id)
         return
-    if record.status in ("complete", "failed", "cancelled"):
+    if record.status in TERMINAL_STATUSES:
         return
     created_at = record.number("created_at") or time.time()
     query = record.text("query") or ""

@@ -8,7 +8,7 @@ import structlog
 from arq import Retry
 
 from ..errors import RagError
-from ..events import DoneEvent, ErrorEvent, ProgressEvent, StatusEvent
+from ..events import TERMINAL_STATUSES, DoneEvent, ErrorEvent, ProgressEvent, StatusEvent
 from ..jobstore import dumps
 from .context import WorkerContext
 
@@ -18,7 +18,7 @@ log = structlog.get_logger(__name__)
 async def ingest_document(ctx: WorkerContext, job_id: str) -> None:
     services = ctx["services"]
     record = await services.jobs.get(job_id)
-    if record is None or record.status in ("complete", "failed", "cancelled"):
+    if record is None or record.status in TERMINAL_STATUSES:
         return
     events = services.events
     upload_key = services.keys.upload(job_id)

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Header, Path, Query, Request, Response
 from sse_starlette import EventSourceResponse
 
 from ...errors import BadRequest, NotFound
+from ...events import TERMINAL_STATUSES
 from ...jobstore import JobRecord, is_job_id
 from ...schemas import ErrorBody, JobView
 from ..state import AppState, State
@@ -56,7 +57,7 @@ async def job_events(
     `last_event_id` query parameter for EventSource), then live until the job ends."""
     record = await _load(state, job_id)
     after = _parse_last_event_id(last_event_id_header or last_event_id)
-    if record.status in ("complete", "failed", "cancelled") and after >= record.last_event_id:
+    if record.status in TERMINAL_STATUSES and after >= record.last_event_id:
         # The client has everything. 204 also tells EventSource to stop reconnecting.
         return Response(status_code=204)
     return EventSourceResponse(
