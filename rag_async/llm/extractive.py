@@ -10,6 +10,9 @@ from ..events import Source
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9`\"'(])")
 _PIECE = re.compile(r"\S+\s*")
+_BLOCK = re.compile(r"\n\s*\n")
+_CODE_STARTS = (">>>", "...", "```", "$ ", "|")
+_LONGEST_QUOTE = 400
 
 
 class ExtractiveAnswerer:
@@ -30,9 +33,10 @@ class ExtractiveAnswerer:
         seen: set[str] = set()  # overlapping chunks repeat sentences: quote each once
         for rank, source in enumerate(sources):
             for sentence in _sentences(source.text):
-                if sentence in seen or not sentence[0].isupper():
+                key = sentence[:60].lower()
+                if key in seen or not sentence[0].isupper():
                     continue  # a repeat, or a fragment cut at a chunk's start
-                seen.add(sentence)
+                seen.add(key)
                 overlap = len(wanted.intersection(self._terms(sentence)))
                 if overlap:
                     # Prefer matches from higher-ranked sources when overlap ties.
@@ -49,5 +53,11 @@ class ExtractiveAnswerer:
 
 
 def _sentences(text: str) -> list[str]:
-    flat = " ".join(text.split())
-    return [s.strip() for s in _SENTENCE_END.split(flat) if len(s.strip()) > 20]
+    """Prose sentences of a chunk: code blocks and over-long runs are no good as quotes."""
+    sentences = []
+    for block in _BLOCK.split(text):
+        if block.lstrip().startswith(_CODE_STARTS) or block.startswith("    "):
+            continue
+        flat = " ".join(block.split())
+        sentences += [s for s in _SENTENCE_END.split(flat) if 20 < len(s) <= _LONGEST_QUOTE]
+    return sentences
