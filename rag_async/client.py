@@ -91,7 +91,7 @@ class RagClient:
                             return
             except (httpx.TransportError, httpx.RemoteProtocolError):
                 failures += 1
-                if failures > 20:
+                if failures > 6:  # about 6 s of trying: a restart, not an outage
                     raise
                 await asyncio.sleep(min(0.1 * 2**failures, 2.0))
 

@@ -23,6 +23,11 @@ class BadRequest(RagError):
     code = "invalid_request"
 
 
+class TooLarge(RagError):
+    status_code = 413
+    code = "payload_too_large"
+
+
 class NotFound(RagError):
     status_code = 404
     code = "not_found"

@@ -24,6 +24,7 @@ from rag_async.embedded_valkey import EmbeddedValkey, free_port
 from rag_async.keys import Keys
 from tests.conftest import (
     REPO,
+    Stack,
     cli_env,
     make_settings,
     rag_async_command,
@@ -296,7 +297,8 @@ async def test_documents_reject_bad_input_and_store_nothing(
     code: str,
     needles: tuple[str, ...],
 ) -> None:
-    assert_error(await api.post("/documents", json=body), 422, code, *needles)
+    status = 413 if code == "document_too_large" else 422
+    assert_error(await api.post("/documents", json=body), status, code, *needles)
     await assert_nothing_written(small)
 
 
@@ -486,3 +488,21 @@ async def test_cli_without_an_api_or_files(settings: Settings, tmp_path: Path) -
     assert no_api.returncode != 0
     assert "cannot reach the API" in no_api.stderr, no_api.stderr
     _no_traceback(no_api)
+
+
+async def test_unknown_route_says_so(api: httpx.AsyncClient) -> None:
+    assert_error(await api.get("/nope"), 404, "not_found", "GET /nope", "/docs")
+    assert_error(await api.put("/chat"), 405, "method_not_allowed", "PUT /chat")
+
+
+async def test_last_event_id_beyond_the_end_closes_the_stream(stack: Stack, llm: Any) -> None:
+    llm.config.ttft = 0.5  # still running when the stream opens
+    job_id = (await stack.client.ask("tea?"))["job_id"]
+    async with (
+        httpx.AsyncClient(base_url=stack.base_url, timeout=10) as http,
+        http.stream("GET", f"/jobs/{job_id}/events", headers={"Last-Event-ID": "999"}) as stream,
+    ):
+        received = b"".join([chunk async for chunk in stream.aiter_bytes()])
+    # Nothing after 999 exists; once the job ends the stream ends too, instead of idling on.
+    assert b"data:" not in received
+    assert (await stack.client.job(job_id))["status"] == "complete"

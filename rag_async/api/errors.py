@@ -52,12 +52,19 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, error: StarletteHTTPException) -> Response:
+    async def http_error(request: Request, error: StarletteHTTPException) -> Response:
         code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(
             error.status_code, "http_error"
         )
+        message = str(error.detail)
+        if error.status_code in (404, 405) and message in ("Not Found", "Method Not Allowed"):
+            # Starlette's own words for an unknown route: say which, and where to look.
+            message = (
+                f"there is no {request.method} {request.url.path} in this API "
+                "(the endpoints are listed at /docs)"
+            )
         headers = dict(error.headers) if error.headers else None
-        return error_response(error.status_code, code, str(error.detail), headers=headers)
+        return error_response(error.status_code, code, message, headers=headers)
 
     @app.exception_handler(RedisConnectionError)
     @app.exception_handler(RedisTimeoutError)

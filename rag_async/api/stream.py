@@ -43,6 +43,8 @@ async def follow_job(state: AppState, job_id: str, after: int) -> AsyncIterator[
                                 return
                         continue
                     if event.id <= last:
+                        if _is_terminal(event):
+                            return  # the client claims to have seen even the end
                         continue  # already sent during the replay
                     yield _frame(event)
                     last = event.id

@@ -6,7 +6,7 @@ import hashlib
 
 from fastapi import APIRouter
 
-from ...errors import BadRequest
+from ...errors import BadRequest, TooLarge
 from ...jobstore import new_job_id
 from ...schemas import DocumentAccepted, DocumentIn, ErrorBody
 from ..enqueue import accepted, enqueue
@@ -27,7 +27,7 @@ async def add_document(body: DocumentIn, state: State) -> DocumentAccepted:
         raise BadRequest("the document has no text", code="empty_document")
     size = len(body.text.encode())
     if size > state.settings.max_document_bytes:
-        raise BadRequest(
+        raise TooLarge(
             f"the document is {size} bytes; the limit is {state.settings.max_document_bytes}",
             code="document_too_large",
         )
