@@ -147,10 +147,16 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=4.0)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--json", action="store_true", help="print JSON lines only")
+    parser.add_argument(
+        "--no-corpus",
+        action="store_true",
+        help="ingest nothing: retrieval finds no sources, leaving the pipeline's own cost",
+    )
     args = parser.parse_args()
     levels = args.concurrency or [10, 50, 200]
     with services(ttft=TTFT, tokens=TOKENS, tps=TPS, workers=args.workers) as svc:
-        asyncio.run(ingest_demo(svc))
+        if not args.no_corpus:
+            asyncio.run(ingest_demo(svc))
         for concurrency in levels:
             result = uvloop.run(load(svc, concurrency, args.duration, args.warmup))
             print(json.dumps(result) if args.json else _table(result), flush=True)

@@ -76,7 +76,7 @@ def worker_options(settings: Settings) -> dict[str, Any]:
         "poll_delay": settings.worker_poll_delay,
         "job_timeout": settings.job_timeout,
         "max_tries": settings.job_max_tries,
-        "keep_result": 60,
+        "keep_result": 0,  # results live in our job record; arq need not store them too
         "job_serializer": orjson.dumps,
         "job_deserializer": orjson.loads,
     }
