@@ -166,3 +166,37 @@ async def test_offline_providers_answer_from_the_documents(valkey: Any, tmp_path
         assert "four minutes" in done.data["answer"] and "[1]" in done.data["answer"]
         assert done.data["providers"]["llm"].startswith("extractive (offline")
         assert done.data["providers"]["retrieval"].startswith("lexical")
+
+
+async def test_hybrid_retrieval_with_an_embeddings_model(
+    valkey: Any, tmp_path: Any, llm: Any
+) -> None:
+    from tests.conftest import make_settings
+
+    settings = make_settings(
+        valkey, tmp_path, llm_base_url=llm.base_url, llm_api_key="k", embed_model="test-embed"
+    )
+    async with running_stack(settings) as stack:
+        await ingest(stack)
+        embedded_before = llm.stats.embedding_requests
+        job_id = (await stack.client.ask("How long do I brew green tea?"))["job_id"]
+        events = [event async for event in stack.client.follow(job_id)]
+        stages = [e.data["stage"] for e in events if e.type == "status"]
+        assert stages == ["embedding", "retrieving", "generating"]
+        assert llm.stats.embedding_requests == embedded_before + 1  # the question's embedding
+        done = events[-1].data
+        assert done["providers"]["retrieval"].startswith("hybrid")
+        assert "embedding" in done["timings"]
+        sources = next(e.data["sources"] for e in events if e.type == "sources")
+        assert sources[0]["title"] == "Tea"
+
+
+async def test_a_streams_life_is_capped_and_it_resumes(settings: Any) -> None:
+    settings.sse_max_duration = 1.0
+    async with running_stack(settings, with_worker=False) as stack:
+        job_id = (await stack.client.ask("anyone there?"))["job_id"]
+        started = time.monotonic()
+        async with httpx.AsyncClient(base_url=stack.base_url, timeout=10) as http:
+            response = await http.get(f"/jobs/{job_id}/events")  # reads to the end
+        assert response.status_code == 200
+        assert 0.9 < time.monotonic() - started < 5, "closed by the cap, not by the job"

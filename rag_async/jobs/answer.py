@@ -51,19 +51,30 @@ async def _answer(services: Services, job_id: str, query: str, created_at: float
     attempt = await services.jobs.start_attempt(job_id)
     started = time.time()
     timings = {"queue_wait": started - created_at}
+    retriever = services.retriever
+    first_stage = "embedding" if retriever.embeds_queries else "retrieving"
     await events.append(
         job_id,
-        StatusEvent(status="in_progress", stage="retrieving", attempt=attempt),
+        StatusEvent(status="in_progress", stage=first_stage, attempt=attempt),
         {
             "status": "in_progress",
-            "stage": "retrieving",
+            "stage": first_stage,
             "started_at": f"{started:.6f}",
             "worker": services.worker,
         },
     )
-
-    sources = await services.retriever.search(query, services.settings.top_k)
-    timings["retrieval"] = time.time() - started
+    dense = None
+    if retriever.embeds_queries:
+        dense = await retriever.embed_query(query)
+        timings["embedding"] = time.time() - started
+        await events.append(
+            job_id,
+            StatusEvent(status="in_progress", stage="retrieving", attempt=attempt),
+            {"stage": "retrieving"},
+        )
+    retrieval_started = time.time()
+    sources = await retriever.search(query, services.settings.top_k, dense=dense)
+    timings["retrieval"] = time.time() - retrieval_started
     await events.append(
         job_id,
         SourcesEvent(sources=sources),

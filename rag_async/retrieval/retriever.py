@@ -53,11 +53,23 @@ class Retriever:
             dense_dim = len((await self._embedder.embed([_DIMENSION_PROBE]))[0])
         await self._store.ensure_collection(dense_dim)
 
-    async def search(self, query: str, top_k: int) -> list[Source]:
+    @property
+    def embeds_queries(self) -> bool:
+        """Whether a search first calls the embeddings model (a stage of its own)."""
+        return self._embedder is not None
+
+    async def embed_query(self, query: str) -> list[float] | None:
+        if self._embedder is None:
+            return None
+        return (await self._embedder.embed([query]))[0]
+
+    async def search(
+        self, query: str, top_k: int, *, dense: list[float] | None = None
+    ) -> list[Source]:
+        """The `top_k` best chunks for `query`; pass `dense` if `embed_query` already ran."""
         sparse = self._lexical.query(query)  # a handful of terms: cheap enough for the loop
-        dense = None
-        if self._embedder is not None:
-            dense = (await self._embedder.embed([query]))[0]
+        if dense is None:
+            dense = await self.embed_query(query)
         # With a Qdrant server this is a network call. Embedded Qdrant instead scores every
         # point in pure Python, on this event loop: about 20 µs per chunk, so ~5 ms for the
         # 260 chunks of the demo corpus, which is fine, but linear in the corpus (0.2 s for
