@@ -200,3 +200,39 @@ async def test_a_streams_life_is_capped_and_it_resumes(settings: Any) -> None:
             response = await http.get(f"/jobs/{job_id}/events")  # reads to the end
         assert response.status_code == 200
         assert 0.9 < time.monotonic() - started < 5, "closed by the cap, not by the job"
+
+
+async def test_a_provider_refusal_fails_the_job_with_a_readable_error(
+    valkey: Any, tmp_path: Any, llm: Any
+) -> None:
+    from tests.conftest import make_settings
+
+    # A path the server does not serve: HTTP 404, which no retry can mend.
+    settings = make_settings(valkey, tmp_path, llm_base_url=f"{llm.base_url}/nope", llm_api_key="k")
+    async with running_stack(settings) as stack:
+        job_id = (await stack.client.ask("tea?"))["job_id"]
+        events = [event async for event in stack.client.follow(job_id)]
+        assert events[-1].type == "error"
+        assert "HTTP 404" in events[-1].data["message"]
+        view = await stack.client.job(job_id)
+        assert view["status"] == "failed" and "HTTP 404" in view["error"]
+        assert view["attempt"] == 1, "a refusal is not retried"
+
+
+async def test_a_transient_failure_is_retried_and_each_attempt_announced(
+    valkey: Any, tmp_path: Any
+) -> None:
+    from rag_async.embedded_valkey import free_port
+    from tests.conftest import make_settings
+
+    closed = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens: a connection error
+    settings = make_settings(
+        valkey, tmp_path, llm_base_url=closed, llm_api_key="k", job_max_tries=2
+    )
+    async with running_stack(settings) as stack:
+        job_id = (await stack.client.ask("tea?"))["job_id"]
+        events = [event async for event in stack.client.follow(job_id)]
+        attempts = [e.data["attempt"] for e in events if e.type == "status"]
+        assert attempts[0] == 1 and attempts[-1] == 2
+        assert events[-1].type == "error" and "could not be reached" in events[-1].data["message"]
+        assert (await stack.client.job(job_id))["attempt"] == 2

@@ -6,12 +6,11 @@ import time
 from collections.abc import AsyncIterator
 
 import structlog
-from arq import Retry
 
-from ..errors import RagError
-from ..events import TERMINAL_STATUSES, DoneEvent, ErrorEvent, SourcesEvent, StatusEvent, TokenEvent
+from ..events import TERMINAL_STATUSES, DoneEvent, SourcesEvent, StatusEvent, TokenEvent
 from ..jobstore import dumps
 from .context import Services, WorkerContext
+from .outcome import retry_or_fail
 
 log = structlog.get_logger(__name__)
 
@@ -30,18 +29,8 @@ async def answer_question(ctx: WorkerContext, job_id: str) -> None:
     structlog.contextvars.bind_contextvars(job_id=job_id, request_id=record.text("request_id"))
     try:
         await _answer(services, job_id, query, created_at)
-    except RagError as error:
-        tries_left = ctx.get("job_try", 1) < services.settings.job_max_tries
-        if error.retryable and tries_left:
-            log.warning("attempt failed, will retry", error=error.message)
-            raise Retry(defer=ctx.get("job_try", 1) * 2) from error
-        log.error("job failed", error=error.message)
-        await services.events.append(
-            job_id,
-            ErrorEvent(message=error.message, code=error.code),
-            {"status": "failed", "error": error.message, "finished_at": f"{time.time():.6f}"},
-        )
-        await services.jobs.keep(job_id)
+    except Exception as error:
+        await retry_or_fail(ctx, job_id, error)
     finally:
         structlog.contextvars.unbind_contextvars("job_id", "request_id")
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 import time
 
 import structlog
-from arq import Retry
 
-from ..errors import RagError
 from ..events import TERMINAL_STATUSES, DoneEvent, ErrorEvent, ProgressEvent, StatusEvent
 from ..jobstore import dumps
 from .context import WorkerContext
+from .outcome import retry_or_fail
 
 log = structlog.get_logger(__name__)
 
@@ -55,14 +54,8 @@ async def ingest_document(ctx: WorkerContext, job_id: str) -> None:
             text=raw.decode("utf-8"),
             on_progress=on_progress,
         )
-    except RagError as error:
-        if error.retryable and ctx.get("job_try", 1) < services.settings.job_max_tries:
-            raise Retry(defer=ctx.get("job_try", 1) * 2) from error
-        await events.append(
-            job_id,
-            ErrorEvent(message=error.message, code=error.code),
-            {"status": "failed", "error": error.message, "finished_at": f"{time.time():.6f}"},
-        )
+    except Exception as error:
+        await retry_or_fail(ctx, job_id, error)
         return
     finally:
         structlog.contextvars.unbind_contextvars("job_id")
