@@ -63,7 +63,7 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=200)
     parser.add_argument("--hold", type=float, default=3.0)
     args = parser.parse_args()
-    with services(ttft=1.0, tokens=60, tps=2) as svc:
+    with services(ttft=1.0, tokens=60, tps=2, corpus=False) as svc:
         result = asyncio.run(open_streams(svc.api_url, svc.valkey.url, args.n, args.hold))
     for key, value in result.items():
         print(f"  {key:<28} {value}")

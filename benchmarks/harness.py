@@ -3,6 +3,7 @@ one's CPU can be read from /proc), and a few statistics helpers."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import statistics
@@ -71,6 +72,7 @@ def services(
     tokens: int,
     tps: float,
     workers: int = 1,
+    corpus: bool = True,
     env: dict[str, str] | None = None,
 ) -> Iterator[Services]:
     with tempfile.TemporaryDirectory(prefix="rag-bench-") as tmp:
@@ -116,8 +118,11 @@ def services(
             started.append(api)
             procs = []
             for i in range(workers):
-                # Embedded Qdrant is one process per folder: each extra worker gets its own.
-                worker_env = dict(base_env, RAG_DATA_DIR=str(data / f"w{i}")) if i else base_env
+                # Embedded Qdrant is one process per folder: each worker gets its own, with
+                # its own copy of the corpus (as read replicas of a Qdrant server would be).
+                worker_env = dict(base_env, RAG_DATA_DIR=str(data / f"w{i}"))
+                if corpus:
+                    asyncio.run(_index_demo_corpus(data / f"w{i}"))
                 procs.append(
                     subprocess.Popen(
                         [sys.executable, "-m", "rag_async.cli", "worker"], env=worker_env
@@ -128,7 +133,7 @@ def services(
             _wait_ready(api_url)
             if procs:
                 _wait_worker(valkey.url, base_env.get("RAG_KEY_PREFIX", "rag:"))
-            if os.environ.get("BENCH_PIDS"):
+            if os.environ.get("BENCH_PIDS"):  # for attaching a profiler (py-spy) to them
                 Path(os.environ["BENCH_PIDS"]).write_text(
                     json.dumps({"api": api.pid, "workers": [p.pid for p in procs]})
                 )
@@ -142,6 +147,26 @@ def services(
                 except subprocess.TimeoutExpired:
                     process.kill()
             valkey.stop()
+
+
+async def _index_demo_corpus(data_dir: Path) -> None:
+    from rag_async.config import Settings
+    from rag_async.demo_corpus import demo_documents
+    from rag_async.retrieval import ChunkStore, LexicalEncoder, Retriever, open_qdrant
+
+    settings = Settings(_env_file=None, data_dir=data_dir)
+    qdrant = await open_qdrant(settings)
+    retriever = Retriever(
+        ChunkStore(qdrant, settings.collection),
+        LexicalEncoder(),
+        None,
+        chunk_tokens=settings.chunk_tokens,
+        chunk_overlap=settings.chunk_overlap,
+    )
+    await retriever.ensure_collection()
+    for title, source, text in demo_documents():
+        await retriever.index(source, title, source, text)
+    await qdrant.close()
 
 
 def _wait_ready(url: str, timeout: float = 30) -> None:

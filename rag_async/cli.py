@@ -101,6 +101,10 @@ def worker() -> None:
         create_worker(settings).run()
     except ConfigurationError as error:
         _fail(error.message, code=2)
+    except asyncio.CancelledError:
+        # arq cancels jobs still running when it is told to stop; they stay queued and run
+        # again on a worker (at-least-once), so this is an ordinary end, not a crash.
+        typer.secho("worker stopped; its unfinished jobs will be retried", err=True)
 
 
 @app.command()
