@@ -45,7 +45,8 @@ def median(values: Sequence[float]) -> float:
 
 @dataclass
 class Services:
-    """Valkey, the OpenAI-compatible test server, the API and N workers, each a process."""
+    """Valkey, the OpenAI-compatible test server, the API and N workers, each a process
+    (or, `inline`, the replaced design's single app in place of the API and workers)."""
 
     valkey: EmbeddedValkey
     llm: subprocess.Popen[str]
@@ -73,6 +74,7 @@ def services(
     tps: float,
     workers: int = 1,
     corpus: bool = True,
+    inline: bool = False,
     env: dict[str, str] | None = None,
 ) -> Iterator[Services]:
     with tempfile.TemporaryDirectory(prefix="rag-bench-") as tmp:
@@ -114,7 +116,14 @@ def services(
         )
         started: list[subprocess.Popen[bytes]] = []
         try:
-            api = subprocess.Popen([sys.executable, "-m", "rag_async.cli", "api"], env=base_env)
+            if inline:  # the replaced design: one process does it all, no worker
+                if corpus:
+                    asyncio.run(_index_demo_corpus(data))
+                command = [sys.executable, str(REPO / "benchmarks" / "inline_app.py")]
+                workers = 0
+            else:
+                command = [sys.executable, "-m", "rag_async.cli", "api"]
+            api = subprocess.Popen(command, env=base_env)
             started.append(api)
             procs = []
             for i in range(workers):

@@ -44,6 +44,35 @@ class Run:
     errors: int = 0
 
 
+async def inline_user(
+    http: aiohttp.ClientSession, n: int, until: float, measure_from: float, run: Run
+) -> None:
+    """A user of the replaced design: the POST itself streams the answer back."""
+    i = n
+    while time.monotonic() < until:
+        question = QUESTIONS[i % len(QUESTIONS)]
+        i += 1
+        started = time.monotonic()
+        done = False
+        try:
+            async with http.post("/chat-inline", data=orjson.dumps({"query": question})) as stream:
+                posted = time.monotonic()
+                async for line in stream.content:
+                    if line.startswith(b"event: done"):
+                        done = True
+                        break
+        except (aiohttp.ClientError, TimeoutError):
+            run.errors += 1
+            continue
+        finished = time.monotonic()
+        if started >= measure_from and finished <= until:
+            if done:
+                run.latencies.append(finished - started)
+                run.posts.append(posted - started)
+            else:
+                run.errors += 1
+
+
 async def user(
     http: aiohttp.ClientSession, n: int, until: float, measure_from: float, run: Run
 ) -> None:
@@ -87,7 +116,9 @@ def api_connections(svc: Services) -> int:
         client.close()
 
 
-async def load(svc: Services, concurrency: int, duration: float, warmup: float) -> dict[str, float]:
+async def load(
+    svc: Services, concurrency: int, duration: float, warmup: float, *, inline: bool = False
+) -> dict[str, float]:
     async with aiohttp.ClientSession(
         base_url=svc.api_url,
         connector=aiohttp.TCPConnector(limit=concurrency * 2),
@@ -97,8 +128,10 @@ async def load(svc: Services, concurrency: int, duration: float, warmup: float) 
         run = Run()
         now = time.monotonic()
         measure_from, until = now + warmup, now + warmup + duration
+        one_user = inline_user if inline else user
         tasks = [
-            asyncio.create_task(user(http, n, until, measure_from, run)) for n in range(concurrency)
+            asyncio.create_task(one_user(http, n, until, measure_from, run))
+            for n in range(concurrency)
         ]
         await asyncio.sleep(warmup)
         cpu_before = {**svc.cpu(), "client": time.process_time()}
@@ -141,6 +174,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--json", action="store_true", help="print JSON lines only")
     parser.add_argument(
+        "--inline",
+        action="store_true",
+        help="measure the replaced design instead: retrieval and the LLM inside the request",
+    )
+    parser.add_argument(
         "--no-corpus",
         action="store_true",
         help="ingest nothing: retrieval finds no sources, leaving the pipeline's own cost",
@@ -148,14 +186,21 @@ def main() -> None:
     args = parser.parse_args()
     levels = args.concurrency or [10, 50, 200]
     with services(
-        ttft=TTFT, tokens=TOKENS, tps=TPS, workers=args.workers, corpus=not args.no_corpus
+        ttft=TTFT,
+        tokens=TOKENS,
+        tps=TPS,
+        workers=args.workers,
+        corpus=not args.no_corpus,
+        inline=args.inline,
     ) as svc:
         for concurrency in levels:
-            result = uvloop.run(load(svc, concurrency, args.duration, args.warmup))
+            design = "inline (replaced)" if args.inline else f"async, {args.workers} worker(s)"
+            measured = load(svc, concurrency, args.duration, args.warmup, inline=args.inline)
+            result = {"design": design, **uvloop.run(measured)}
             print(json.dumps(result) if args.json else _table(result), flush=True)
 
 
-def _table(result: dict[str, float]) -> str:
+def _table(result: dict[str, object]) -> str:
     return (
         "\n".join(
             f"  {key:<32} {value:,.2f}" if isinstance(value, float) else f"  {key:<32} {value}"
