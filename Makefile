@@ -28,10 +28,7 @@ test: lint
 	$(BIN)/python -m pytest -q
 
 bench: install-test
-	$(BIN)/python benchmarks/hot_path.py
-	$(BIN)/python benchmarks/poll_delay.py
-	$(BIN)/python benchmarks/connections.py -n 200
-	$(BIN)/python benchmarks/load.py
+	PYTHON=../$(BIN)/python benchmarks/run_all.sh 2>/dev/null | tee docs/benchmarks-latest.txt
 
 clean:
 	rm -rf $(VENV) .rag-async .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Every benchmark in docs/benchmarks.md, in one run (about 15 minutes on 2 cores).
+# Run it on a quiet machine: the service, the test LLM and the load share the cores.
+set -euo pipefail
+cd "$(dirname "$0")"
+PY=${PYTHON:-../.venv/bin/python}
+echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p')"
+echo "== hot path";                       $PY hot_path.py
+echo "== connections, 200 open streams";  $PY connections.py -n 200
+echo "== load: async, 1 worker";          $PY load.py -c 10 -c 50 -c 200
+echo "== load: async, 2 workers";         $PY load.py -c 50 -c 200 --workers 2
+echo "== load: inline (replaced design)"; $PY load.py -c 10 -c 50 -c 200 --inline
+echo "== load: async, 1 worker, no corpus"; $PY load.py -c 50 --no-corpus
+echo "== poll delay";                     $PY poll_delay.py
