@@ -84,6 +84,7 @@ def api() -> None:
         port=settings.port,
         log_level=settings.log_level.lower(),
         access_log=False,  # one line per request and per SSE stream is noise at this rate
+        log_config=None,  # log through our configuration, like the other processes
         timeout_graceful_shutdown=5,
     )
 

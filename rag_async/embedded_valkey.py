@@ -76,7 +76,9 @@ class EmbeddedValkey:
             "--protected-mode",
             "yes",
         ]
-        self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL)
+        # Its own session, so a Ctrl-C meant for `rag-async up` does not stop Valkey before the
+        # API and workers that use it; `up` stops it last.
+        self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
