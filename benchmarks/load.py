@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import json
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -44,37 +45,37 @@ class Run:
     errors: int = 0
 
 
-async def inline_user(
-    http: aiohttp.ClientSession, n: int, until: float, measure_from: float, run: Run
-) -> None:
-    """A user of the replaced design: the POST itself streams the answer back."""
-    i = n
-    while time.monotonic() < until:
-        question = QUESTIONS[i % len(QUESTIONS)]
-        i += 1
-        started = time.monotonic()
-        done = False
-        try:
-            async with http.post("/chat-inline", data=orjson.dumps({"query": question})) as stream:
-                posted = time.monotonic()
-                async for line in stream.content:
-                    if line.startswith(b"event: done"):
-                        done = True
-                        break
-        except (aiohttp.ClientError, TimeoutError):
-            run.errors += 1
-            continue
-        finished = time.monotonic()
-        if started >= measure_from and finished <= until:
-            if done:
-                run.latencies.append(finished - started)
-                run.posts.append(posted - started)
-            else:
-                run.errors += 1
+async def ask_async(http: aiohttp.ClientSession, question: str) -> tuple[float, bool]:
+    """Submit, then follow the events to the end. Returns when the POST was answered, and
+    whether the answer ended with `done`."""
+    async with http.post("/chat", data=orjson.dumps({"query": question})) as response:
+        job_id = (await response.json())["job_id"]
+    posted = time.monotonic()
+    async with http.get(f"/jobs/{job_id}/events") as stream:
+        # The stream ends after its final event; only its type matters here.
+        async for line in stream.content:
+            if line.startswith((b"event: done", b"event: error")):
+                return posted, line.startswith(b"event: done")
+    return posted, False
+
+
+async def ask_inline(http: aiohttp.ClientSession, question: str) -> tuple[float, bool]:
+    """The replaced design: the POST itself streams the answer back."""
+    async with http.post("/chat-inline", data=orjson.dumps({"query": question})) as stream:
+        posted = time.monotonic()
+        async for line in stream.content:
+            if line.startswith(b"event: done"):
+                return posted, True
+    return posted, False
 
 
 async def user(
-    http: aiohttp.ClientSession, n: int, until: float, measure_from: float, run: Run
+    ask: Callable[[aiohttp.ClientSession, str], Awaitable[tuple[float, bool]]],
+    http: aiohttp.ClientSession,
+    n: int,
+    until: float,
+    measure_from: float,
+    run: Run,
 ) -> None:
     """One closed-loop user. aiohttp (already a dependency, via the openai SDK's transport)
     keeps the load generator's own CPU low; it shares the machine with the service."""
@@ -84,18 +85,7 @@ async def user(
         i += 1
         started = time.monotonic()
         try:
-            async with http.post("/chat", data=orjson.dumps({"query": question})) as response:
-                job_id = (await response.json())["job_id"]
-            posted = time.monotonic()
-            done = False
-            async with http.get(f"/jobs/{job_id}/events") as stream:
-                # The stream ends after its final event; only its type matters here.
-                async for line in stream.content:
-                    if line.startswith(b"event: "):
-                        kind = line[7:].strip()
-                        if kind in (b"done", b"error"):
-                            done = kind == b"done"
-                            break
+            posted, done = await ask(http, question)
         except (aiohttp.ClientError, KeyError, TimeoutError):
             run.errors += 1
             continue
@@ -128,9 +118,9 @@ async def load(
         run = Run()
         now = time.monotonic()
         measure_from, until = now + warmup, now + warmup + duration
-        one_user = inline_user if inline else user
+        ask = ask_inline if inline else ask_async
         tasks = [
-            asyncio.create_task(one_user(http, n, until, measure_from, run))
+            asyncio.create_task(user(ask, http, n, until, measure_from, run))
             for n in range(concurrency)
         ]
         await asyncio.sleep(warmup)

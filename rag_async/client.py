@@ -15,7 +15,7 @@ import httpx
 import orjson
 from httpx_sse import aconnect_sse
 
-TERMINAL = frozenset({"done", "error", "cancelled"})
+from .events import TERMINAL_EVENT_TYPES
 
 
 class ApiError(Exception):
@@ -87,7 +87,7 @@ class RagClient:
                         event = JobEvent(int(sse.id), sse.event, orjson.loads(sse.data))
                         last = event.id
                         yield event
-                        if event.type in TERMINAL:
+                        if event.type in TERMINAL_EVENT_TYPES:
                             return
             except (httpx.TransportError, httpx.RemoteProtocolError):
                 failures += 1

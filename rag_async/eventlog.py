@@ -98,10 +98,6 @@ class LiveHub:
         self._reader: asyncio.Task[None] | None = None
         self._subscription_lock = asyncio.Lock()
 
-    @property
-    def channels(self) -> int:
-        return len(self._queues)
-
     async def close(self) -> None:
         if self._reader is not None:
             self._reader.cancel()

@@ -87,7 +87,8 @@ Event = Annotated[
 ]
 _event_adapter: TypeAdapter[Event] = TypeAdapter(Event)
 
-TERMINAL_EVENT_TYPES: frozenset[str] = frozenset({"done", "error"})
+# The events that end a job's stream ("cancelled" is reserved for cancellation).
+TERMINAL_EVENT_TYPES: frozenset[str] = frozenset({"done", "error", "cancelled"})
 
 
 def encode_event(event: _Event) -> bytes:

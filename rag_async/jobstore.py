@@ -88,9 +88,6 @@ class JobStore:
         attempt = await self._redis.hincrby(self._keys.job(job_id), "attempt", 1)  # type: ignore[misc]
         return int(attempt)
 
-    async def exists(self, job_id: str) -> bool:
-        return bool(await self._redis.exists(self._keys.job(job_id)))
-
     async def keep(self, job_id: str) -> None:
         """Restart the record's and the log's TTL, so a finished result lives `ttl` from now."""
         async with self._redis.pipeline(transaction=False) as pipe:

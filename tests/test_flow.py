@@ -10,6 +10,7 @@ import httpx
 import orjson
 from httpx_sse import aconnect_sse
 
+from rag_async.events import decode_event
 from tests.conftest import Stack, ingest, running_stack
 from tests.support.openai_server import expected_answer
 
@@ -47,6 +48,8 @@ async def test_question_streams_and_poll_tells_the_same_story(stack: Stack, llm:
         assert kinds.count("token") < 30, "tokens are coalesced, not one event per token"
         streamed = "".join(data["text"] for _, kind, data in events if kind == "token")
         assert streamed == expected_answer(30)
+        for _, kind, data in events:  # every wire event is one of the typed events
+            assert decode_event(orjson.dumps(data)).type == kind
 
         sources = next(data["sources"] for _, kind, data in events if kind == "sources")
         assert sources[0]["title"] == "Tea" and sources[0]["n"] == 1

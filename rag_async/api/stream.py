@@ -14,10 +14,8 @@ from collections.abc import AsyncIterator
 from sse_starlette import ServerSentEvent
 
 from ..eventlog import RESYNC, LoggedEvent
-from ..events import event_type_of
+from ..events import TERMINAL_EVENT_TYPES, event_type_of
 from .state import AppState
-
-_TERMINAL = frozenset({"done", "error", "cancelled"})
 
 
 async def follow_job(state: AppState, job_id: str, after: int) -> AsyncIterator[ServerSentEvent]:
@@ -61,4 +59,4 @@ def _frame(event: LoggedEvent) -> ServerSentEvent:
 
 
 def _is_terminal(event: LoggedEvent) -> bool:
-    return event_type_of(event.data) in _TERMINAL
+    return event_type_of(event.data) in TERMINAL_EVENT_TYPES
