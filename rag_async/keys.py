@@ -30,6 +30,16 @@ class Keys:
         return f"{self.prefix}upload:{job_id}"
 
     @property
+    def workers(self) -> str:
+        """Hash: worker id -> its last heartbeat (JSON: last_seen, in_flight)."""
+        return f"{self.prefix}workers"
+
+    @property
+    def failures(self) -> str:
+        """List: the most recent failed jobs, newest first (capped)."""
+        return f"{self.prefix}failures"
+
+    @property
     def queue(self) -> str:
         """The arq queue (a sorted set of job ids)."""
         return f"{self.prefix}queue"

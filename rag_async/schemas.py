@@ -64,6 +64,10 @@ class JobView(BaseModel):
     started_at: float | None = None
     finished_at: float | None = None
     last_event_id: int = 0
+    queue_position: int | None = Field(
+        default=None,
+        description="While queued: 1 + the unfinished jobs ahead of it (running ones included).",
+    )
     events_url: str
 
 

@@ -239,3 +239,26 @@ async def test_a_transient_failure_is_retried_and_each_attempt_announced(
         assert attempts[0] == 1 and attempts[-1] == 2
         assert events[-1].type == "error" and "could not be reached" in events[-1].data["message"]
         assert (await stack.client.job(job_id))["attempt"] == 2
+
+
+async def test_stats_tell_workers_load_and_failures(valkey: Any, tmp_path: Any, llm: Any) -> None:
+    from tests.conftest import make_settings
+
+    settings = make_settings(valkey, tmp_path, llm_base_url=f"{llm.base_url}/nope", llm_api_key="k")
+    async with running_stack(settings) as stack, httpx.AsyncClient(base_url=stack.base_url) as http:
+        stats = (await http.get("/stats")).json()
+        assert [w["in_flight"] for w in stats["workers"]] == [0]  # the one worker, idle
+        assert stats["queue_depth"] == 0 and stats["jobs_in_flight"] == 0
+        job_id = (await stack.client.ask("tea?"))["job_id"]
+        [event async for event in stack.client.follow(job_id)]  # fails: the LLM says 404
+        failures = (await http.get("/stats")).json()["recent_failures"]
+        assert failures[0]["job_id"] == job_id and "HTTP 404" in failures[0]["error"]
+
+
+async def test_a_queued_job_shows_its_place_in_the_queue(settings: Any) -> None:
+    async with running_stack(settings, with_worker=False) as stack:  # nothing takes them
+        jobs = [(await stack.client.ask(f"question {i}"))["job_id"] for i in range(3)]
+        positions = [(await stack.client.job(job_id))["queue_position"] for job_id in jobs]
+        assert positions == [1, 2, 3]
+        async with httpx.AsyncClient(base_url=stack.base_url) as http:
+            assert (await http.get("/stats")).json()["queue_depth"] == 3

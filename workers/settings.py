@@ -14,6 +14,7 @@ from arq.connections import RedisSettings
 from arq.typing import WorkerCoroutine
 from arq.worker import Worker, func
 
+from rag_async.activity import Heartbeat
 from rag_async.config import Settings
 from rag_async.jobs import Services, WorkerContext, answer_question, ingest_document
 from rag_async.keys import Keys
@@ -32,7 +33,11 @@ def redis_settings(url: str) -> RedisSettings:
 
 async def startup(ctx: WorkerContext) -> None:
     settings = ctx["settings"]
-    ctx["services"] = await Services.open(settings, ctx["redis"])
+    services = ctx["services"] = await Services.open(settings, ctx["redis"])
+    ctx["heartbeat"] = Heartbeat(
+        ctx["redis"], services.keys, services.worker, lambda: services.in_flight
+    )
+    ctx["heartbeat"].start()
     log.info(
         "worker ready",
         pid=os.getpid(),
@@ -41,7 +46,17 @@ async def startup(ctx: WorkerContext) -> None:
     )
 
 
+async def job_started(ctx: WorkerContext) -> None:
+    ctx["services"].in_flight += 1
+
+
+async def job_ended(ctx: WorkerContext) -> None:
+    ctx["services"].in_flight -= 1
+
+
 async def shutdown(ctx: WorkerContext) -> None:
+    if "heartbeat" in ctx:
+        await ctx["heartbeat"].stop()
     services = ctx.get("services")
     if services is not None:
         await services.close()
@@ -69,6 +84,8 @@ def worker_options(settings: Settings) -> dict[str, Any]:
         ],
         "on_startup": startup,
         "on_shutdown": shutdown,
+        "on_job_start": job_started,
+        "on_job_end": job_ended,
         "ctx": {"settings": settings},
         "redis_settings": redis_settings(settings.redis_url),
         "queue_name": Keys(settings.key_prefix).queue,

@@ -18,6 +18,10 @@ async def job_view(state: AppState, record: JobRecord) -> JobView:
         answer = await _partial_answer(state, record)
         partial = True
     chunks = record.text("chunks")
+    position = None
+    if record.status == "queued":
+        rank = await state.redis.zrank(state.keys.queue, record.job_id)
+        position = None if rank is None else rank + 1
     return JobView(
         job_id=record.job_id,
         kind=record.kind,
@@ -38,6 +42,7 @@ async def job_view(state: AppState, record: JobRecord) -> JobView:
         started_at=record.number("started_at"),
         finished_at=record.number("finished_at"),
         last_event_id=record.last_event_id,
+        queue_position=position,
         events_url=f"/jobs/{record.job_id}/events",
     )
 

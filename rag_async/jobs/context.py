@@ -12,6 +12,7 @@ import openai
 from qdrant_client import AsyncQdrantClient
 from redis.asyncio import Redis
 
+from ..activity import Heartbeat
 from ..config import Settings
 from ..eventlog import EventLog
 from ..jobstore import JobStore
@@ -32,6 +33,7 @@ class Services:
     http: httpx2.AsyncClient
     # Who runs a job, as its record and logs tell it: "hostname:pid".
     worker: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    in_flight: int = 0  # jobs running in this process, for the heartbeat
 
     @property
     def providers(self) -> dict[str, str]:
@@ -96,6 +98,7 @@ class WorkerContext(TypedDict, total=False):
     redis: Redis
     settings: Settings
     services: Services
+    heartbeat: Heartbeat
     job_id: str
     job_try: int
     enqueue_time: object

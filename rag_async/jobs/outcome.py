@@ -12,6 +12,7 @@ import time
 import structlog
 from arq import Retry
 
+from ..activity import record_failure
 from ..errors import RagError
 from ..events import ErrorEvent
 from .context import WorkerContext
@@ -32,6 +33,7 @@ async def retry_or_fail(ctx: WorkerContext, job_id: str, error: Exception) -> No
         log.warning("attempt failed, will retry", error=message, job_try=job_try)
         raise Retry(defer=job_try * 2) from error
     log.error("job failed", error=message, job_try=job_try)
+    await record_failure(ctx["redis"], services.keys, job_id, message)
     await services.events.append(
         job_id,
         ErrorEvent(message=message, code=code),

@@ -1,0 +1,89 @@
+"""What the service is doing right now: which workers are alive, how many jobs they run, and
+the latest failures. Workers write it; `GET /stats` (and the web page's live panel) read it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from .keys import Keys
+
+log = structlog.get_logger(__name__)
+
+HEARTBEAT_SECONDS = 5.0
+# A worker not heard from for three heartbeats is taken for dead.
+WORKER_SILENCE_LIMIT = 3 * HEARTBEAT_SECONDS
+FAILURES_KEPT = 20
+
+
+class Heartbeat:
+    """A worker's periodic "still here, running N jobs" in one hash shared by all workers."""
+
+    def __init__(self, redis: Redis, keys: Keys, worker_id: str, in_flight: Callable[[], int]):
+        self._redis = redis
+        self._keys = keys
+        self._worker_id = worker_id
+        self._in_flight = in_flight
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._beat_forever(), name="heartbeat")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        with contextlib.suppress(RedisError):
+            await self._redis.hdel(self._keys.workers, self._worker_id)  # type: ignore[misc]
+
+    async def _beat_forever(self) -> None:
+        while True:
+            beat = {"last_seen": time.time(), "in_flight": self._in_flight()}
+            try:
+                await self._redis.hset(  # type: ignore[misc]
+                    self._keys.workers, self._worker_id, orjson.dumps(beat).decode()
+                )
+            except RedisError as error:  # Valkey away for a moment: the next beat will do
+                log.warning("heartbeat failed", error=str(error))
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+
+
+async def record_failure(redis: Redis, keys: Keys, job_id: str, error: str) -> None:
+    entry = orjson.dumps({"job_id": job_id, "error": error, "at": time.time()})
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.lpush(keys.failures, entry)
+        pipe.ltrim(keys.failures, 0, FAILURES_KEPT - 1)
+        await pipe.execute()
+
+
+async def service_stats(redis: Redis, keys: Keys) -> dict[str, Any]:
+    """Queue depth, jobs in flight, live workers and recent failures, in one round trip."""
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.zcard(keys.queue)
+        pipe.hgetall(keys.workers)
+        pipe.lrange(keys.failures, 0, 9)
+        queued_or_running, beats, failures = await pipe.execute()
+    now = time.time()
+    workers = []
+    for worker_id, raw in beats.items():
+        beat = orjson.loads(raw)
+        if now - beat["last_seen"] <= WORKER_SILENCE_LIMIT:
+            workers.append({"id": worker_id.decode(), **beat})
+    in_flight = sum(int(worker["in_flight"]) for worker in workers)
+    return {
+        # arq keeps a running job in its queue until it ends: waiting = all - running.
+        "queue_depth": max(0, int(queued_or_running) - in_flight),
+        "jobs_in_flight": in_flight,
+        "workers": sorted(workers, key=lambda worker: str(worker["id"])),
+        "recent_failures": [orjson.loads(entry) for entry in failures],
+    }
