@@ -17,7 +17,7 @@ from ..jobstore import JobStore
 from ..keys import Keys
 from .errors import install_error_handlers
 from .middleware import AssumeJson, BodySizeLimit
-from .routes import chat, documents, health, jobs
+from .routes import chat, documents, health, jobs, stats
 from .state import AppState
 
 log = structlog.get_logger(__name__)
@@ -78,7 +78,7 @@ def create_app(settings: Settings) -> FastAPI:
         limits={"/documents": 2 * settings.max_document_bytes + 64 * 1024},
     )
     app.add_middleware(AssumeJson)
-    for module in (chat, jobs, documents, health):
+    for module in (chat, jobs, documents, health, stats):
         app.include_router(module.router)
     return app
 
