@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     # With dozens of workers on one Valkey, 0.05 s trades ~20 ms of wait for 5x less polling.
     worker_poll_delay: float = Field(default=0.01, gt=0)
     job_timeout: float = Field(default=300.0, gt=0)
+    # On SIGTERM a worker takes no new job and lets running ones finish for this long; what is
+    # still running then is cancelled and stays queued for another worker (at-least-once).
+    worker_shutdown_grace: int = Field(default=10, ge=0)
     job_max_tries: int = Field(default=3, ge=1)
     result_ttl: int = Field(default=24 * 3600, ge=60)
 

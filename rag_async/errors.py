@@ -33,6 +33,11 @@ class NotFound(RagError):
     code = "not_found"
 
 
+class Conflict(RagError):
+    status_code = 409
+    code = "conflict"
+
+
 class Overloaded(RagError):
     """The queue is deeper than the service can finish in good time: shed load."""
 

@@ -81,13 +81,26 @@ class ErrorEvent(_Event):
     code: str = "job_failed"
 
 
+class CancelledEvent(_Event):
+    """The job was cancelled (DELETE /jobs/{id}); no more events follow."""
+
+    type: Literal["cancelled"] = "cancelled"
+    message: str = "cancelled on request"
+
+
 Event = Annotated[
-    StatusEvent | SourcesEvent | TokenEvent | ProgressEvent | DoneEvent | ErrorEvent,
+    StatusEvent
+    | SourcesEvent
+    | TokenEvent
+    | ProgressEvent
+    | DoneEvent
+    | ErrorEvent
+    | CancelledEvent,
     Field(discriminator="type"),
 ]
 _event_adapter: TypeAdapter[Event] = TypeAdapter(Event)
 
-# The events that end a job's stream ("cancelled" is reserved for cancellation).
+# The events that end a job's stream.
 TERMINAL_EVENT_TYPES: frozenset[str] = frozenset({"done", "error", "cancelled"})
 
 

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import orjson
+from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix
 from redis.asyncio import Redis
 
 from .keys import Keys
@@ -93,6 +94,42 @@ class JobStore:
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.expire(self._keys.job(job_id), self._ttl)
             pipe.expire(self._keys.events(job_id), self._ttl)
+            await pipe.execute()
+
+
+# KEYS: arq queue, arq's in-progress key of the job, job record. ARGV: job id.
+# Atomic, so a worker cannot start the job between the check and the removal; a worker that
+# read the queue just before still finds the record cancelled and does nothing.
+_CANCEL_QUEUED = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[3], 'status', 'cancelled')
+return 1
+"""
+
+
+class Cancellation:
+    """Cancel a job: take it off the queue if no worker has it, else ask its worker to abort."""
+
+    def __init__(self, redis: Redis, keys: Keys) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._cancel_queued = redis.register_script(_CANCEL_QUEUED)
+
+    async def cancel_queued(self, job_id: str) -> bool:
+        """True if the job was waiting and is now off the queue, marked cancelled."""
+        keys = [self._keys.queue, in_progress_key_prefix + job_id, self._keys.job(job_id)]
+        if not await self._cancel_queued(keys=keys, args=[job_id]):
+            return False
+        await self._redis.delete(job_key_prefix + job_id)  # arq's copy of the job's arguments
+        return True
+
+    async def abort_running(self, job_id: str) -> None:
+        """Mark the cancellation as asked for, and have the running worker cancel the task."""
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self._keys.job(job_id), "cancel_requested", "1")
+            # The set arq's workers (allow_abort_jobs) read at every poll to cancel tasks.
+            pipe.zadd(abort_jobs_ss, {job_id: int(time.time() * 1000)})
             await pipe.execute()
 
 

@@ -29,6 +29,10 @@ class Keys:
         """String: a document's text waiting for its ingestion job."""
         return f"{self.prefix}upload:{job_id}"
 
+    def idempotency(self, key_digest: str) -> str:
+        """String: "<job id> <request fingerprint>" for an Idempotency-Key (by its digest)."""
+        return f"{self.prefix}idem:{key_digest}"
+
     @property
     def workers(self) -> str:
         """Hash: worker id -> its last heartbeat (JSON: last_seen, in_flight)."""

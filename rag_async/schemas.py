@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -69,6 +69,11 @@ class JobView(BaseModel):
         description="While queued: 1 + the unfinished jobs ahead of it (running ones included).",
     )
     events_url: str
+
+
+class JobCancelled(BaseModel):
+    job_id: str
+    status: Literal["cancelled", "cancelling"]
 
 
 class ErrorDetail(BaseModel):

@@ -101,7 +101,8 @@ def run_up(settings: Settings) -> int:
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # let the shutdown finish
         for child in reversed(children):
-            child.stop(timeout=15)
+            # A worker drains its running jobs first (RAG_WORKER_SHUTDOWN_GRACE).
+            child.stop(timeout=settings.worker_shutdown_grace + 10)
         if valkey is not None:
             valkey.stop()
         log.info("stopped")

@@ -90,6 +90,8 @@ def worker_options(settings: Settings) -> dict[str, Any]:
         "redis_settings": redis_settings(settings.redis_url),
         "queue_name": Keys(settings.key_prefix).queue,
         "max_jobs": settings.worker_max_jobs,
+        "job_completion_wait": settings.worker_shutdown_grace,
+        "allow_abort_jobs": True,  # DELETE /jobs/{id} of a running job
         "poll_delay": settings.worker_poll_delay,
         "job_timeout": settings.job_timeout,
         "max_tries": settings.job_max_tries,

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import orjson
 import structlog
 from arq.connections import ArqRedis
 from fastapi import FastAPI
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
 from redis.asyncio import BlockingConnectionPool
 
 from ..config import Settings
 from ..eventlog import EventLog, LiveHub
-from ..jobstore import JobStore
+from ..jobstore import Cancellation, JobStore
 from ..keys import Keys
 from .errors import install_error_handlers
 from .middleware import AssumeJson, BodySizeLimit
@@ -21,6 +24,9 @@ from .routes import chat, documents, health, jobs, stats
 from .state import AppState
 
 log = structlog.get_logger(__name__)
+
+# The web page lives in the repository's web/ (a source checkout or an editable install).
+WEB_DIR = Path(__file__).resolve().parents[2] / "web"
 
 
 def connect_redis(settings: Settings) -> ArqRedis:
@@ -56,6 +62,7 @@ def create_app(settings: Settings) -> FastAPI:
             jobs=JobStore(redis, keys, settings.result_ttl),
             events=EventLog(redis, keys, settings.result_ttl),
             hub=hub,
+            cancellation=Cancellation(redis, keys),
         )
         log.info("api ready", redis=redact(settings.redis_url or ""))
         try:
@@ -80,6 +87,13 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(AssumeJson)
     for module in (chat, jobs, documents, health, stats):
         app.include_router(module.router)
+    if (WEB_DIR / "index.html").is_file():
+        app.mount("/static", StaticFiles(directory=WEB_DIR), name="web")
+
+        @app.get("/", include_in_schema=False)
+        async def web_page() -> FileResponse:
+            return FileResponse(WEB_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
     return app
 
 

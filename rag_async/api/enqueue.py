@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import TypeVar
 
-from ..errors import Overloaded
+from ..errors import BadRequest, Conflict, Overloaded
 from ..schemas import JobAccepted
 from .state import AppState
 
@@ -32,3 +33,31 @@ def accepted(model: type[A], job_id: str, **extra: str) -> A:
         events_url=f"/jobs/{job_id}/events",
         **extra,
     )
+
+
+async def claim_idempotency_key(
+    state: AppState, key: str | None, request: bytes, job_id: str
+) -> str:
+    """The job this request stands for: `job_id` for a new Idempotency-Key (or none), the
+    earlier job for a repeat of the same request, 409 for the key reused on another request."""
+    if key is None:
+        return job_id
+    if not 0 < len(key) <= 255:
+        raise BadRequest("Idempotency-Key must be 1 to 255 characters", code="bad_idempotency_key")
+    redis_key = state.keys.idempotency(hashlib.sha256(key.encode()).hexdigest())
+    fingerprint = hashlib.sha256(request).hexdigest()
+    claimed = await state.redis.set(
+        redis_key, f"{job_id} {fingerprint}", nx=True, ex=state.settings.result_ttl
+    )
+    if claimed:
+        return job_id
+    earlier: bytes | None = await state.redis.get(redis_key)
+    if earlier is None:  # expired a moment ago: the key is new again
+        return await claim_idempotency_key(state, key, request, job_id)
+    earlier_job, _, earlier_fingerprint = earlier.decode().partition(" ")
+    if earlier_fingerprint != fingerprint:
+        raise Conflict(
+            "this Idempotency-Key was already used for a different request",
+            code="idempotency_key_reused",
+        )
+    return earlier_job

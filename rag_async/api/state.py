@@ -10,7 +10,7 @@ from fastapi import Depends, Request
 
 from ..config import Settings
 from ..eventlog import EventLog, LiveHub
-from ..jobstore import JobStore
+from ..jobstore import Cancellation, JobStore
 from ..keys import Keys
 
 
@@ -22,6 +22,7 @@ class AppState:
     jobs: JobStore
     events: EventLog
     hub: LiveHub
+    cancellation: Cancellation
 
 
 async def get_state(request: Request) -> AppState:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 
@@ -10,7 +11,7 @@ import structlog
 from ..events import TERMINAL_STATUSES, DoneEvent, SourcesEvent, StatusEvent, TokenEvent
 from ..jobstore import dumps
 from .context import Services, WorkerContext
-from .outcome import retry_or_fail
+from .outcome import note_cancellation, retry_or_fail
 
 log = structlog.get_logger(__name__)
 
@@ -31,6 +32,9 @@ async def answer_question(ctx: WorkerContext, job_id: str) -> None:
         await _answer(services, job_id, query, created_at)
     except Exception as error:
         await retry_or_fail(ctx, job_id, error)
+    except asyncio.CancelledError:
+        await note_cancellation(ctx, job_id)
+        raise
     finally:
         structlog.contextvars.unbind_contextvars("job_id", "request_id")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import structlog
@@ -9,7 +10,7 @@ import structlog
 from ..events import TERMINAL_STATUSES, DoneEvent, ErrorEvent, ProgressEvent, StatusEvent
 from ..jobstore import dumps
 from .context import WorkerContext
-from .outcome import retry_or_fail
+from .outcome import note_cancellation, retry_or_fail
 
 log = structlog.get_logger(__name__)
 
@@ -57,6 +58,9 @@ async def ingest_document(ctx: WorkerContext, job_id: str) -> None:
     except Exception as error:
         await retry_or_fail(ctx, job_id, error)
         return
+    except asyncio.CancelledError:
+        await note_cancellation(ctx, job_id)
+        raise
     finally:
         structlog.contextvars.unbind_contextvars("job_id")
     finished = time.time()

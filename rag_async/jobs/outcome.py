@@ -14,7 +14,7 @@ from arq import Retry
 
 from ..activity import record_failure
 from ..errors import RagError
-from ..events import ErrorEvent
+from ..events import CancelledEvent, ErrorEvent
 from .context import WorkerContext
 
 log = structlog.get_logger(__name__)
@@ -38,5 +38,20 @@ async def retry_or_fail(ctx: WorkerContext, job_id: str, error: Exception) -> No
         job_id,
         ErrorEvent(message=message, code=code),
         {"status": "failed", "error": message, "finished_at": f"{time.time():.6f}"},
+    )
+    await services.jobs.keep(job_id)
+
+
+async def note_cancellation(ctx: WorkerContext, job_id: str) -> None:
+    """Called as a job's task is being cancelled. If someone asked for it (DELETE /jobs/{id}),
+    end the job as cancelled; otherwise the worker is stopping and the job will run again."""
+    services = ctx["services"]
+    record = await services.jobs.get(job_id)
+    if record is None or not record.text("cancel_requested"):
+        return
+    await services.events.append(
+        job_id,
+        CancelledEvent(),
+        {"status": "cancelled", "stage": "cancelled", "finished_at": f"{time.time():.6f}"},
     )
     await services.jobs.keep(job_id)

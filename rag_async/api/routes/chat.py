@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Request
 
 from ...errors import BadRequest
 from ...jobstore import new_job_id
 from ...schemas import ChatRequest, ErrorBody, JobAccepted
-from ..enqueue import accepted, enqueue
+from ..enqueue import accepted, claim_idempotency_key, enqueue
 from ..state import State
 
 router = APIRouter(tags=["questions"])
@@ -19,8 +21,14 @@ router = APIRouter(tags=["questions"])
     response_model=JobAccepted,
     responses={422: {"model": ErrorBody}, 429: {"model": ErrorBody}, 503: {"model": ErrorBody}},
 )
-async def chat(body: ChatRequest, request: Request, state: State) -> JobAccepted:
-    """Queue a question. Follow it at `events_url` (SSE) or poll `status_url`."""
+async def chat(
+    body: ChatRequest,
+    request: Request,
+    state: State,
+    idempotency_key: Annotated[str | None, Header(alias="idempotency-key")] = None,
+) -> JobAccepted:
+    """Queue a question. Follow it at `events_url` (SSE) or poll `status_url`. A repeat with
+    the same `Idempotency-Key` (within the result TTL) returns the same job."""
     query = body.query.strip()
     limit = state.settings.max_query_chars
     if not query:
@@ -30,6 +38,9 @@ async def chat(body: ChatRequest, request: Request, state: State) -> JobAccepted
             f"query is {len(query)} characters long; the limit is {limit}", code="query_too_long"
         )
     job_id = new_job_id()
+    claimed = await claim_idempotency_key(state, idempotency_key, query.encode(), job_id)
+    if claimed != job_id:
+        return accepted(JobAccepted, claimed)
     fields = {"query": query, "request_id": request.headers.get("x-request-id", job_id[:12])}
     await enqueue(state, "answer_question", job_id, "chat", fields)
     return accepted(JobAccepted, job_id)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+from typing import Annotated
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Header
 
 from ...errors import BadRequest, TooLarge
 from ...jobstore import new_job_id
 from ...schemas import DocumentAccepted, DocumentIn, ErrorBody
-from ..enqueue import accepted, enqueue
+from ..enqueue import accepted, claim_idempotency_key, enqueue
 from ..state import State
 
 router = APIRouter(tags=["documents"])
@@ -21,8 +22,13 @@ router = APIRouter(tags=["documents"])
     response_model=DocumentAccepted,
     responses={413: {"model": ErrorBody}, 422: {"model": ErrorBody}, 429: {"model": ErrorBody}},
 )
-async def add_document(body: DocumentIn, state: State) -> DocumentAccepted:
-    """Queue a document for ingestion; its progress streams at `events_url`."""
+async def add_document(
+    body: DocumentIn,
+    state: State,
+    idempotency_key: Annotated[str | None, Header(alias="idempotency-key")] = None,
+) -> DocumentAccepted:
+    """Queue a document for ingestion; its progress streams at `events_url`. A repeat with
+    the same `Idempotency-Key` (within the result TTL) returns the same job."""
     if not body.text.strip():
         raise BadRequest("the document has no text", code="empty_document")
     size = len(body.text.encode())
@@ -34,6 +40,11 @@ async def add_document(body: DocumentIn, state: State) -> DocumentAccepted:
     title = (body.title or body.source or "untitled").strip() or "untitled"
     document_id = body.document_id or _document_id(body.source or title)
     job_id = new_job_id()
+    claimed = await claim_idempotency_key(
+        state, idempotency_key, body.model_dump_json().encode(), job_id
+    )
+    if claimed != job_id:
+        return accepted(DocumentAccepted, claimed, document_id=document_id)
     # The text waits in Redis for the worker, and expires with the job if nobody takes it.
     await state.redis.set(state.keys.upload(job_id), body.text, ex=state.settings.result_ttl)
     fields = {"document_id": document_id, "title": title, "source": body.source or ""}

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import re
+import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 from sse_starlette import EventSourceResponse
 
-from ...errors import BadRequest, NotFound
-from ...events import TERMINAL_STATUSES
+from ...errors import BadRequest, Conflict, NotFound
+from ...events import TERMINAL_STATUSES, CancelledEvent
 from ...jobstore import JobRecord, is_job_id
-from ...schemas import ErrorBody, JobView
+from ...schemas import ErrorBody, JobCancelled, JobView
 from ..state import AppState, State
 from ..stream import follow_job
 from ..views import job_view
@@ -40,6 +41,29 @@ async def job_status(state: State, job_id: Annotated[str, Query()]) -> JobView:
 @router.get("/jobs/{job_id}", response_model=JobView, responses=_NOT_FOUND)
 async def get_job(state: State, job_id: Annotated[str, Path()]) -> JobView:
     return await job_view(state, await _load(state, job_id))
+
+
+@router.delete(
+    "/jobs/{job_id}",
+    response_model=JobCancelled,
+    responses={**_NOT_FOUND, 409: {"model": ErrorBody}},
+)
+async def cancel_job(state: State, job_id: Annotated[str, Path()]) -> JobCancelled:
+    """Cancel a job: a queued one at once (`cancelled`), a running one within a poll of its
+    worker (`cancelling`; its stream then ends with a `cancelled` event and its LLM stream is
+    closed). A client that merely disconnects cancels nothing."""
+    record = await _load(state, job_id)
+    if record.status in TERMINAL_STATUSES:
+        raise Conflict(f"job {job_id} has already ended: {record.status}", code="job_ended")
+    if await state.cancellation.cancel_queued(job_id):
+        await state.events.append(
+            job_id,
+            CancelledEvent(message="cancelled before it started"),
+            {"finished_at": f"{time.time():.6f}"},
+        )
+        return JobCancelled(job_id=job_id, status="cancelled")
+    await state.cancellation.abort_running(job_id)
+    return JobCancelled(job_id=job_id, status="cancelling")
 
 
 @router.get(

@@ -1,0 +1,126 @@
+"""A job's life beyond answering: cancellation, idempotent submission, graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from redis.asyncio import Redis
+
+from rag_async.config import Settings
+from rag_async.keys import Keys
+from tests.conftest import Stack, cli_env, rag_async_command, running_api, running_stack
+from tests.support.openai_server import expected_answer
+from tests.test_processes import Proc
+
+
+async def _until(predicate: Any, within: float = 10.0) -> None:
+    deadline = time.monotonic() + within
+    while not await predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.02)
+
+
+async def test_cancel_a_queued_job(settings: Settings) -> None:
+    async with running_stack(settings, with_worker=False) as stack:  # nobody takes it
+        job_id = (await stack.client.ask("tea?"))["job_id"]
+        async with httpx.AsyncClient(base_url=stack.base_url) as http:
+            response = await http.delete(f"/jobs/{job_id}")
+            assert response.status_code == 200
+            assert response.json() == {"job_id": job_id, "status": "cancelled"}
+            again = await http.delete(f"/jobs/{job_id}")
+            assert again.status_code == 409 and again.json()["error"]["code"] == "job_ended"
+        events = [event async for event in stack.client.follow(job_id)]
+        assert [event.type for event in events] == ["cancelled"]
+        assert (await stack.client.job(job_id))["status"] == "cancelled"
+        async with Redis.from_url(settings.redis_url or "") as redis:
+            assert await redis.zcard(Keys(settings.key_prefix).queue) == 0
+
+
+async def test_cancel_a_running_job_closes_its_llm_stream(stack: Stack, llm: Any) -> None:
+    llm.config.ttft, llm.config.tokens, llm.config.tokens_per_second = 0.0, 400, 40  # ~10 s
+    disconnects_before = llm.stats.disconnects
+    job_id = (await stack.client.ask("tea?"))["job_id"]
+    seen: list[str] = []
+    async with httpx.AsyncClient(base_url=stack.base_url) as http:
+        async for event in stack.client.follow(job_id):
+            seen.append(event.type)
+            if event.type == "token" and seen.count("token") == 2:
+                asked = time.monotonic()
+                response = await http.delete(f"/jobs/{job_id}")
+                assert response.json().get("status") == "cancelling", response.text
+    assert seen[-1] == "cancelled" and "done" not in seen
+    assert time.monotonic() - asked < 1.5, "a running job is aborted within about a second"
+    view = await stack.client.job(job_id)
+    assert view["status"] == "cancelled"
+    # The worker hung up on the LLM: no further tokens are paid for.
+    await _until(lambda: _true(llm.stats.disconnects > disconnects_before))
+    await _until(lambda: _true(llm.stats.active_streams == 0))
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def test_a_client_that_leaves_cancels_nothing(stack: Stack, llm: Any) -> None:
+    llm.config.tokens, llm.config.tokens_per_second = 30, 60  # ~0.5 s
+    job_id = (await stack.client.ask("tea?"))["job_id"]
+    async for event in stack.client.follow(job_id):
+        if event.type == "token":
+            break  # the client goes away mid-answer
+    await _until(lambda: _status_is(stack, job_id, "complete"))
+    assert (await stack.client.job(job_id))["answer"] == expected_answer(30)
+
+
+async def _status_is(stack: Stack, job_id: str, status: str) -> bool:
+    return bool((await stack.client.job(job_id))["status"] == status)
+
+
+async def test_idempotency_key_returns_the_same_job(settings: Settings) -> None:
+    async with (
+        running_stack(settings, with_worker=False) as stack,
+        httpx.AsyncClient(base_url=stack.base_url) as http,
+    ):
+        key = {"Idempotency-Key": "order-42"}
+        first = await http.post("/chat", json={"query": "tea?"}, headers=key)
+        repeat = await http.post("/chat", json={"query": "tea?"}, headers=key)
+        assert first.status_code == repeat.status_code == 202
+        assert repeat.json()["job_id"] == first.json()["job_id"]
+        other = await http.post("/chat", json={"query": "coffee?"}, headers=key)
+        assert other.status_code == 409
+        assert other.json()["error"]["code"] == "idempotency_key_reused"
+        document = {"text": "Tea is a drink.", "title": "Tea"}
+        one = await http.post("/documents", json=document, headers={"Idempotency-Key": "doc"})
+        two = await http.post("/documents", json=document, headers={"Idempotency-Key": "doc"})
+        assert one.json()["job_id"] == two.json()["job_id"]
+        async with Redis.from_url(settings.redis_url or "") as redis:
+            assert await redis.zcard(Keys(settings.key_prefix).queue) == 2  # not 4
+
+
+async def test_sigterm_lets_a_running_answer_finish(
+    settings: Settings, llm: Any, tmp_path: Path
+) -> None:
+    llm.config.ttft, llm.config.tokens, llm.config.tokens_per_second = 1.5, 10, 50
+    env = cli_env(settings, RAG_WORKER_SHUTDOWN_GRACE="15")
+    async with running_api(settings) as base_url:
+        worker = Proc("worker", rag_async_command("worker"), env, tmp_path)
+        try:
+            await worker.async_wait_for("worker ready")
+            async with httpx.AsyncClient(base_url=base_url) as http:
+                job_id = (await http.post("/chat", json={"query": "tea?"})).json()["job_id"]
+
+                async def running() -> bool:
+                    status = (await http.get(f"/jobs/{job_id}")).json()["status"]
+                    return bool(status == "in_progress")
+
+                await _until(running)
+                code = await asyncio.to_thread(worker.terminate, 20)
+                assert code == 0, worker.describe()
+                view = (await http.get(f"/jobs/{job_id}")).json()
+            assert view["status"] == "complete", worker.describe()
+            assert view["answer"] == expected_answer(10)
+        finally:
+            worker.process.kill()
