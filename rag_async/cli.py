@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from redis import Redis
@@ -14,6 +15,9 @@ from redis.exceptions import RedisError
 from .config import Settings
 from .errors import ConfigurationError
 from .logs import configure_logging
+
+if TYPE_CHECKING:
+    from .client import RagClient
 
 app = typer.Typer(
     help="Asynchronous RAG: ask questions about your documents.",
@@ -184,6 +188,73 @@ def ingest(
     for failure in failures:
         typer.secho(f"failed: {failure}", fg="red", err=True)
     raise typer.Exit(1 if failures or skipped else 0)
+
+
+dlq = typer.Typer(help="The dead-letter queue: jobs that failed every try.", no_args_is_help=True)
+app.add_typer(dlq, name="dlq")
+
+
+def _with_client(action: Callable[[RagClient], Awaitable[None]]) -> None:
+    """Run `action` against the API, turning its errors into a message and exit code 1."""
+    import httpx
+
+    from .client import ApiError, RagClient
+
+    settings = _settings()
+
+    async def run() -> None:
+        async with RagClient(settings.api_base_url) as client:
+            await action(client)
+
+    try:
+        asyncio.run(run())
+    except ApiError as error:
+        _fail(error.message)
+    except (OSError, httpx.TransportError) as error:
+        _fail(f"cannot reach the API at {settings.api_base_url}: {error}")
+
+
+@dlq.command("list")
+def dlq_list() -> None:
+    """List the dead letters, newest first."""
+
+    async def show(client: RagClient) -> None:
+        entries = await client.dead_letters()
+        for entry in entries:
+            typer.echo(
+                f"{entry['job_id']}  {entry['kind']:<6}  tries={entry['attempts']}  "
+                f"{entry['request']!r}\n    {entry['error']}"
+            )
+        typer.echo(f"{len(entries)} dead letter(s)")
+
+    _with_client(show)
+
+
+@dlq.command("requeue")
+def dlq_requeue(
+    job_ids: Annotated[list[str], typer.Argument(help="Job ids to run again.")],
+) -> None:
+    """Put dead letters back on the queue, with all their tries."""
+
+    async def requeue(client: RagClient) -> None:
+        for job_id in job_ids:
+            await client.requeue(job_id)
+            typer.echo(f"requeued {job_id}")
+
+    _with_client(requeue)
+
+
+@dlq.command("purge")
+def dlq_purge() -> None:
+    """Drop every dead letter (their jobs stay failed)."""
+
+    async def purge(client: RagClient) -> None:
+        entries = await client.dead_letters()
+        for entry in entries:
+            await client.drop_dead_letter(entry["job_id"])
+        typer.echo(f"dropped {len(entries)} dead letter(s)")
+
+    _with_client(purge)
 
 
 def main() -> None:

@@ -63,6 +63,19 @@ class RagClient:
     ) -> dict[str, Any]:
         return await self._post("/documents", {"text": text, "title": title, "source": source})
 
+    async def dead_letters(self) -> list[dict[str, Any]]:
+        response = await self._http.get("/dead-letters")
+        entries: list[dict[str, Any]] = _json_or_raise(response)["dead_letters"]
+        return entries
+
+    async def requeue(self, job_id: str) -> dict[str, Any]:
+        return _json_or_raise(await self._http.post(f"/dead-letters/{job_id}/requeue"))
+
+    async def drop_dead_letter(self, job_id: str) -> None:
+        response = await self._http.delete(f"/dead-letters/{job_id}")
+        if response.status_code != 204:
+            _json_or_raise(response)
+
     async def job(self, job_id: str) -> dict[str, Any]:
         response = await self._http.get(f"/jobs/{job_id}")
         return _json_or_raise(response)

@@ -39,6 +39,11 @@ class Keys:
         return f"{self.prefix}workers"
 
     @property
+    def dead_letters(self) -> str:
+        """Sorted set: job ids that exhausted their tries, by when they gave up."""
+        return f"{self.prefix}dead-letters"
+
+    @property
     def failures(self) -> str:
         """List: the most recent failed jobs, newest first (capped)."""
         return f"{self.prefix}failures"

@@ -124,3 +124,41 @@ async def test_sigterm_lets_a_running_answer_finish(
             assert view["answer"] == expected_answer(10)
         finally:
             worker.process.kill()
+
+
+async def test_dead_letters_can_be_listed_requeued_and_dropped(valkey: Any, tmp_path: Path) -> None:
+    from rag_async.embedded_valkey import free_port
+    from tests.conftest import make_settings, run_cli
+    from tests.support.openai_server import ServerConfig, serve_openai
+
+    port = free_port()  # the LLM's address, where nothing listens yet
+    settings = make_settings(
+        valkey,
+        tmp_path,
+        llm_base_url=f"http://127.0.0.1:{port}/v1",
+        llm_api_key="k",
+        job_max_tries=2,
+    )
+    async with running_stack(settings) as stack:
+        job_id = (await stack.client.ask("tea?"))["job_id"]
+        events = [event async for event in stack.client.follow(job_id)]
+        assert events[-1].type == "error" and events[-1].data["code"] == "dead_lettered"
+        assert "gave up after 2 tries" in events[-1].data["message"]
+        [entry] = await stack.client.dead_letters()
+        assert (entry["job_id"], entry["request"], entry["attempts"]) == (job_id, "tea?", 2)
+        env = cli_env(settings, RAG_API_URL=stack.base_url)
+        listed = await asyncio.to_thread(run_cli, "dlq", "list", env=env)
+        assert job_id in listed.stdout and "1 dead letter(s)" in listed.stdout
+
+        async with serve_openai(ServerConfig(tokens=5, tokens_per_second=0), port=port):
+            await stack.client.requeue(job_id)  # the LLM is back: this time it answers
+            resumed = [event async for event in stack.client.follow(job_id, after=events[-1].id)]
+        assert resumed[0].type == "status" and resumed[0].data["stage"] == "requeued"
+        assert resumed[-1].type == "done"
+        assert resumed[-1].data["answer"] == expected_answer(5)
+        assert (await stack.client.job(job_id))["attempt"] == 3
+        assert await stack.client.dead_letters() == []
+        async with httpx.AsyncClient(base_url=stack.base_url) as http:
+            assert (await http.delete(f"/dead-letters/{job_id}")).status_code == 404
+        purged = await asyncio.to_thread(run_cli, "dlq", "purge", env=env)
+        assert "dropped 0 dead letter(s)" in purged.stdout, purged.stderr

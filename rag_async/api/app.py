@@ -20,7 +20,7 @@ from ..jobstore import Cancellation, JobStore
 from ..keys import Keys
 from .errors import install_error_handlers
 from .middleware import AssumeJson, BodySizeLimit
-from .routes import chat, documents, health, jobs, stats
+from .routes import chat, deadletters, documents, health, jobs, stats
 from .state import AppState
 
 log = structlog.get_logger(__name__)
@@ -85,7 +85,7 @@ def create_app(settings: Settings) -> FastAPI:
         limits={"/documents": 2 * settings.max_document_bytes + 64 * 1024},
     )
     app.add_middleware(AssumeJson)
-    for module in (chat, jobs, documents, health, stats):
+    for module in (chat, jobs, documents, deadletters, health, stats):
         app.include_router(module.router)
     if (WEB_DIR / "index.html").is_file():
         app.mount("/static", StaticFiles(directory=WEB_DIR), name="web")

@@ -11,10 +11,11 @@ from .state import AppState
 
 A = TypeVar("A", bound=JobAccepted)
 
+# The worker function that runs each kind of job (see workers/settings.py).
+JOB_FUNCTIONS = {"chat": "answer_question", "ingest": "ingest_document"}
 
-async def enqueue(
-    state: AppState, function: str, job_id: str, kind: str, fields: dict[str, str]
-) -> None:
+
+async def enqueue(state: AppState, job_id: str, kind: str, fields: dict[str, str]) -> None:
     """Record the job, then enqueue it (a worker may pick it up at once, so record first)."""
     depth = await state.redis.zcard(state.keys.queue)
     if depth >= state.settings.max_queue_depth:
@@ -23,7 +24,7 @@ async def enqueue(
             retry_after=5,
         )
     await state.jobs.create(job_id, kind, fields)
-    await state.redis.enqueue_job(function, job_id, _job_id=job_id)
+    await state.redis.enqueue_job(JOB_FUNCTIONS[kind], job_id, _job_id=job_id)
 
 
 def accepted(model: type[A], job_id: str, **extra: str) -> A:

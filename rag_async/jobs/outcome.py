@@ -13,6 +13,7 @@ import structlog
 from arq import Retry
 
 from ..activity import record_failure
+from ..deadletters import DeadLetters
 from ..errors import RagError
 from ..events import CancelledEvent, ErrorEvent
 from .context import WorkerContext
@@ -32,6 +33,11 @@ async def retry_or_fail(ctx: WorkerContext, job_id: str, error: Exception) -> No
     if retryable and job_try < services.settings.job_max_tries:
         log.warning("attempt failed, will retry", error=message, job_try=job_try)
         raise Retry(defer=job_try * 2) from error
+    if retryable:
+        # Every try failed with an error that might pass: keep it for a person to requeue.
+        await DeadLetters(ctx["redis"], services.keys).add(job_id)
+        message = f"gave up after {job_try} tries, kept in the dead-letter queue: {message}"
+        code = "dead_lettered"
     log.error("job failed", error=message, job_try=job_try)
     await record_failure(ctx["redis"], services.keys, job_id, message)
     await services.events.append(

@@ -42,5 +42,5 @@ async def chat(
     if claimed != job_id:
         return accepted(JobAccepted, claimed)
     fields = {"query": query, "request_id": request.headers.get("x-request-id", job_id[:12])}
-    await enqueue(state, "answer_question", job_id, "chat", fields)
+    await enqueue(state, job_id, "chat", fields)
     return accepted(JobAccepted, job_id)

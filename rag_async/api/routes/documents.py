@@ -48,7 +48,7 @@ async def add_document(
     # The text waits in Redis for the worker, and expires with the job if nobody takes it.
     await state.redis.set(state.keys.upload(job_id), body.text, ex=state.settings.result_ttl)
     fields = {"document_id": document_id, "title": title, "source": body.source or ""}
-    await enqueue(state, "ingest_document", job_id, "ingest", fields)
+    await enqueue(state, job_id, "ingest", fields)
     return accepted(DocumentAccepted, job_id, document_id=document_id)
 
 
