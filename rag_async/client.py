@@ -97,6 +97,8 @@ class RagClient:
                         _json_or_raise(source.response)
                     async for sse in source.aiter_sse():
                         failures = 0
+                        if not sse.data:
+                            continue  # the blank line after a keep-alive comment
                         event = JobEvent(int(sse.id), sse.event, orjson.loads(sse.data))
                         last = event.id
                         yield event

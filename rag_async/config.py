@@ -67,12 +67,19 @@ class Settings(BaseSettings):
     )
     llm_model: str = "gpt-4o-mini"
     llm_max_tokens: int = Field(default=512, ge=1)
-    llm_timeout: float = Field(default=120.0, gt=0)
+    # A stalled or trickling stream fails in seconds, not after the SDK's 600 s.
+    llm_timeout: float = Field(default=120.0, gt=0)  # the whole answer
+    llm_connect_timeout: float = Field(default=5.0, gt=0)
+    llm_first_token_timeout: float = Field(default=30.0, gt=0)
+    llm_idle_timeout: float = Field(default=15.0, gt=0)  # between two streamed chunks
 
     # Streaming. Tokens are coalesced so Redis and browsers see tens of events per second.
     token_flush_interval: float = Field(default=0.05, ge=0)
     sse_ping_interval: float = Field(default=10.0, gt=0)
     sse_max_duration: float = Field(default=3600.0, gt=0)
+
+    # The web page's static files: the repository's web/ unless set (the Docker image sets it).
+    web_dir: Path | None = None
 
     log_level: str = "INFO"
     log_json: bool = False

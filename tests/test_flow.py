@@ -262,3 +262,42 @@ async def test_a_queued_job_shows_its_place_in_the_queue(settings: Any) -> None:
         assert positions == [1, 2, 3]
         async with httpx.AsyncClient(base_url=stack.base_url) as http:
             assert (await http.get("/stats")).json()["queue_depth"] == 3
+
+
+async def test_a_stalled_or_trickling_llm_fails_in_seconds(
+    valkey: Any, tmp_path: Any, llm: Any
+) -> None:
+    from tests.conftest import make_settings
+
+    settings = make_settings(
+        valkey,
+        tmp_path,
+        llm_base_url=llm.base_url,
+        llm_api_key="k",
+        job_max_tries=1,
+        llm_first_token_timeout=0.5,
+        llm_idle_timeout=0.5,
+    )
+    async with running_stack(settings) as stack:
+        # No first token for 30 s: the first-token timeout ends the attempt.
+        llm.config.ttft, llm.config.tokens, llm.config.tokens_per_second = 30.0, 5, 100
+        started = time.monotonic()
+        job_id = (await stack.client.ask("tea?"))["job_id"]
+        last = [event async for event in stack.client.follow(job_id)][-1]
+        assert last.type == "error" and "first token within 0.5 s" in last.data["message"]
+        assert time.monotonic() - started < 5
+        # A token, then nothing for 10 s: the idle timeout.
+        llm.config.ttft, llm.config.tokens, llm.config.tokens_per_second = 0.0, 5, 0.1
+        job_id = (await stack.client.ask("tea?"))["job_id"]
+        events = [event async for event in stack.client.follow(job_id)]
+        assert "token" in [event.type for event in events]
+        assert events[-1].type == "error" and "idle timeout" in events[-1].data["message"]
+
+
+async def test_the_client_follows_through_keep_alives(settings: Any, llm: Any) -> None:
+    settings.sse_ping_interval = 1.0
+    llm.config.ttft, llm.config.tokens = 2.5, 5  # two pings before the first token
+    async with running_stack(settings) as stack:
+        job_id = (await stack.client.ask("tea?"))["job_id"]
+        events = [event async for event in stack.client.follow(job_id)]
+        assert events[-1].type == "done" and events[-1].data["answer"] == expected_answer(5)

@@ -25,8 +25,9 @@ from .state import AppState
 
 log = structlog.get_logger(__name__)
 
-# The web page lives in the repository's web/ (a source checkout or an editable install).
-WEB_DIR = Path(__file__).resolve().parents[2] / "web"
+# The web page lives in the repository's web/ (a checkout or an editable install), unless
+# RAG_WEB_DIR says otherwise.
+REPOSITORY_WEB_DIR = Path(__file__).resolve().parents[2] / "web"
 
 
 def connect_redis(settings: Settings) -> ArqRedis:
@@ -87,12 +88,13 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(AssumeJson)
     for module in (chat, jobs, documents, deadletters, health, stats):
         app.include_router(module.router)
-    if (WEB_DIR / "index.html").is_file():
-        app.mount("/static", StaticFiles(directory=WEB_DIR), name="web")
+    web_dir = settings.web_dir or REPOSITORY_WEB_DIR
+    if (web_dir / "index.html").is_file():
+        app.mount("/static", StaticFiles(directory=web_dir), name="web")
 
         @app.get("/", include_in_schema=False)
         async def web_page() -> FileResponse:
-            return FileResponse(WEB_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+            return FileResponse(web_dir / "index.html", headers={"Cache-Control": "no-cache"})
 
     return app
 

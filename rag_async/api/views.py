@@ -14,8 +14,11 @@ from .state import AppState
 async def job_view(state: AppState, record: JobRecord) -> JobView:
     answer = record.text("answer")
     partial = False
+    last_event_id = record.last_event_id
     if record.kind == "chat" and record.status == "in_progress":
-        answer = await _partial_answer(state, record)
+        # Text and id from the same read of the log, so that resuming after `last_event_id`
+        # continues exactly where `answer` stops.
+        answer, last_event_id = await _partial_answer(state, record)
         partial = True
     chunks = record.text("chunks")
     position = None
@@ -41,19 +44,22 @@ async def job_view(state: AppState, record: JobRecord) -> JobView:
         created_at=record.number("created_at"),
         started_at=record.number("started_at"),
         finished_at=record.number("finished_at"),
-        last_event_id=record.last_event_id,
+        last_event_id=last_event_id,
         queue_position=position,
         events_url=f"/jobs/{record.job_id}/events",
     )
 
 
-async def _partial_answer(state: AppState, record: JobRecord) -> str:
-    """The text streamed so far by the current attempt (a dead attempt's text is dropped)."""
+async def _partial_answer(state: AppState, record: JobRecord) -> tuple[str, int]:
+    """The text streamed so far by the current attempt (a dead attempt's text is dropped),
+    and the id of the last event it includes."""
     parts: list[str] = []
+    last_event_id = 0
     for event in await state.events.replay(record.job_id):
+        last_event_id = event.id
         kind = event_type_of(event.data)
         if kind == "status":
             parts.clear()  # a new attempt or stage: text before it is not this attempt's
         elif kind == "token":
             parts.append(orjson.loads(event.data)["text"])
-    return "".join(parts)
+    return "".join(parts), last_event_id

@@ -17,7 +17,7 @@ from ..config import Settings
 from ..eventlog import EventLog
 from ..jobstore import JobStore
 from ..keys import Keys
-from ..llm import LLM, ExtractiveAnswerer, OpenAIChat
+from ..llm import LLM, ExtractiveAnswerer, OpenAIChat, StreamTimeouts
 from ..retrieval import ChunkStore, LexicalEncoder, OpenAIEmbedder, Retriever, open_qdrant
 
 
@@ -71,9 +71,19 @@ class Services:
                 base_url=settings.llm_base_url,
                 api_key=settings.llm_api_key or "not-needed",
                 http_client=http,
-                timeout=settings.llm_timeout,
+                timeout=httpx2.Timeout(settings.llm_timeout, connect=settings.llm_connect_timeout),
             )
-            llm = OpenAIChat(chat_client, settings.llm_model, max_tokens=settings.llm_max_tokens)
+            timeouts = StreamTimeouts(
+                total=settings.llm_timeout,
+                first_token=settings.llm_first_token_timeout,
+                idle=settings.llm_idle_timeout,
+            )
+            llm = OpenAIChat(
+                chat_client,
+                settings.llm_model,
+                max_tokens=settings.llm_max_tokens,
+                timeouts=timeouts,
+            )
         else:
             llm = ExtractiveAnswerer(lexical.terms)
         return cls(

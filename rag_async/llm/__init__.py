@@ -2,7 +2,7 @@
 
 from .base import LLM
 from .extractive import ExtractiveAnswerer
-from .openai_chat import OpenAIChat
+from .openai_chat import OpenAIChat, StreamTimeouts
 from .prompt import build_messages
 
-__all__ = ["LLM", "ExtractiveAnswerer", "OpenAIChat", "build_messages"]
+__all__ = ["LLM", "ExtractiveAnswerer", "OpenAIChat", "StreamTimeouts", "build_messages"]

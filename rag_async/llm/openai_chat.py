@@ -7,7 +7,9 @@ orjson: the typed chunk objects cost about three times the CPU per token (docs/b
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 
 import httpx2  # the HTTP client of openai>=3; its transport errors escape mid-stream
 import openai
@@ -18,29 +20,63 @@ from ..events import Source
 from .prompt import build_messages
 
 
+@dataclass(frozen=True, slots=True)
+class StreamTimeouts:
+    """How long an answer may take in all, wait for its first token, and idle between chunks
+    (the connect timeout is the HTTP client's)."""
+
+    total: float = 120.0
+    first_token: float = 30.0
+    idle: float = 15.0
+
+
 class OpenAIChat:
-    def __init__(self, client: openai.AsyncOpenAI, model: str, *, max_tokens: int) -> None:
+    def __init__(
+        self,
+        client: openai.AsyncOpenAI,
+        model: str,
+        *,
+        max_tokens: int,
+        timeouts: StreamTimeouts | None = None,
+    ) -> None:
         self._client = client
         self._model = model
         self._max_tokens = max_tokens
+        self._timeouts = timeouts or StreamTimeouts()
         self.name = f"openai-compatible:{model}"
 
     async def stream(self, question: str, sources: Sequence[Source]) -> AsyncIterator[str]:
+        timeouts = self._timeouts
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        waiting_for = f"its first token within {timeouts.first_token:g} s"
         try:
-            async with self._client.chat.completions.with_streaming_response.create(
-                model=self._model,
-                messages=build_messages(question, sources),  # type: ignore[arg-type]
-                max_tokens=self._max_tokens,
-                stream=True,
-            ) as response:
-                pending = b""
-                async for data in response.iter_bytes():
-                    *lines, pending = (pending + data).split(b"\n")
-                    for line in lines:
-                        text = _content_of(line)
-                        if text:
-                            yield text
-                # Read to the end even after [DONE], so the connection goes back to the pool.
+            # One timer, moved as the stream advances: first-token, then idle, never past total.
+            async with asyncio.timeout_at(
+                started + min(timeouts.first_token, timeouts.total)
+            ) as timer:
+                async with self._client.chat.completions.with_streaming_response.create(
+                    model=self._model,
+                    messages=build_messages(question, sources),  # type: ignore[arg-type]
+                    max_tokens=self._max_tokens,
+                    stream=True,
+                ) as response:
+                    pending = b""
+                    async for data in response.iter_bytes():
+                        *lines, pending = (pending + data).split(b"\n")
+                        for line in lines:
+                            text = _content_of(line)
+                            if text:
+                                waiting_for = f"more within {timeouts.idle:g} s (idle timeout)"
+                                timer.reschedule(
+                                    min(loop.time() + timeouts.idle, started + timeouts.total)
+                                )
+                                yield text
+                    # Read to the end even after [DONE]: the connection goes back to the pool.
+        except TimeoutError as error:
+            if loop.time() - started >= timeouts.total - 0.01:
+                waiting_for = f"the whole answer within {timeouts.total:g} s"
+            raise ProviderError(f"the LLM did not send {waiting_for}", retryable=True) from error
         except openai.APIStatusError as error:
             retryable = error.status_code == 429 or error.status_code >= 500
             raise ProviderError(

@@ -1,0 +1,54 @@
+"""Take docs/screenshot.png: the web page answering a question from the demo corpus.
+
+Runs everything in one process, as the tests do: an embedded Valkey, the API, a worker with
+the offline providers, and Debian's chromium driven by Playwright.
+
+    .venv/bin/python docs/make_screenshot.py
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import tempfile
+from pathlib import Path
+
+from playwright.async_api import async_playwright
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # for the test fixtures' helpers
+
+from rag_async.demo_corpus import DEMO_QUESTION, demo_documents  # noqa: E402
+from rag_async.embedded_valkey import EmbeddedValkey  # noqa: E402
+from tests.conftest import make_settings, running_stack  # noqa: E402
+from tests.test_web import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
+
+
+async def main(output: Path) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        valkey = EmbeddedValkey(Path(folder), appendonly=False)
+        valkey.start()
+        try:
+            settings = make_settings(valkey, Path(folder) / "data")  # the offline providers
+            async with running_stack(settings) as stack, async_playwright() as playwright:
+                for title, source, text in demo_documents():
+                    accepted = await stack.client.add_document(text, title=title, source=source)
+                    _ = [event async for event in stack.client.follow(accepted["job_id"])]
+                browser = await playwright.chromium.launch(
+                    executable_path=str(CHROMIUM), args=CHROMIUM_ARGS
+                )
+                page = await browser.new_page(viewport={"width": 1280, "height": 860})
+                await page.goto(stack.base_url)
+                await page.fill("#question", DEMO_QUESTION)
+                await page.press("#question", "Enter")
+                await page.wait_for_selector("[data-stage=done].complete")
+                await asyncio.sleep(4.5)  # one more poll of the live panel
+                await page.screenshot(path=str(output), full_page=True)
+                await browser.close()
+        finally:
+            valkey.stop()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(REPO / "docs" / "screenshot.png"))
+    print("wrote docs/screenshot.png")

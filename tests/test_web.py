@@ -1,0 +1,327 @@
+"""The web page in a real headless browser (Debian's chromium driven by Playwright), against
+the real API, worker, Valkey and Qdrant started by the fixtures."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rag_async.config import Settings
+from tests.conftest import REPO, Stack, ingest, make_settings, running_stack
+from tests.support.openai_server import expected_answer
+
+CHROMIUM = Path("/usr/bin/chromium")
+if not CHROMIUM.exists():
+    pytest.skip(
+        "no /usr/bin/chromium (apt-get install chromium; .ci/run does)", allow_module_level=True
+    )
+try:
+    from playwright.async_api import Browser, Page, async_playwright
+except ImportError:
+    pytest.skip("playwright is not installed (pip install -e '.[test]')", allow_module_level=True)
+
+
+pytestmark = pytest.mark.timeout(60)
+
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+ANSWER_DONE = "[data-stage=done].complete"
+
+
+@pytest.fixture(scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
+        )
+        yield launched
+        await launched.close()
+
+
+class Watched:
+    """A page and what it did that a test may want to deny: script errors and dialogs."""
+
+    def __init__(self, page: Page) -> None:
+        self.page = page
+        self.page_errors: list[str] = []
+        self.dialogs: list[str] = []
+        self.event_urls: list[str] = []
+        page.on("pageerror", lambda error: self.page_errors.append(str(error)))
+        page.on("dialog", self._on_dialog)
+        page.on("request", self._on_request)
+
+    async def _on_dialog(self, dialog: Any) -> None:
+        self.dialogs.append(dialog.message)
+        await dialog.dismiss()
+
+    def _on_request(self, request: Any) -> None:
+        if "/events" in request.url:
+            self.event_urls.append(request.url)
+
+
+@asynccontextmanager
+async def open_page(browser: Browser, *, bypass_csp: bool = False) -> AsyncIterator[Watched]:
+    """A fresh browser context (its own localStorage) and page; the page must not throw."""
+    context = await browser.new_context(
+        viewport={"width": 1200, "height": 900}, bypass_csp=bypass_csp
+    )
+    context.set_default_timeout(15_000)
+    watched = Watched(await context.new_page())
+    try:
+        yield watched
+    finally:
+        await context.close()
+    assert watched.page_errors == [], "the page threw"
+
+
+@pytest.fixture
+async def watched(browser: Browser) -> AsyncIterator[Watched]:
+    async with open_page(browser) as page:
+        yield page
+
+
+async def ask(page: Page, question: str) -> None:
+    await page.fill("#question", question)
+    await page.press("#question", "Enter")
+
+
+async def shows_question(page: Page, question: str) -> None:
+    script = "(q) => document.getElementById('answer-question').textContent === q"
+    await page.wait_for_function(script, arg=question)
+
+
+async def answer_text(page: Page) -> str:
+    return str(await page.text_content("#answer"))
+
+
+async def test_tokens_arrive_before_done_and_citations_open_the_chunk(
+    stack: Stack, llm: Any, watched: Watched
+) -> None:
+    page = watched.page
+    await ingest(stack)
+    llm.config.tokens, llm.config.tokens_per_second = 30, 20  # ~1.5 s of streaming
+    await page.goto(stack.base_url)
+    await ask(page, "How long do I brew green tea?")
+
+    # Text on screen while the done stage is not: the answer streams.
+    partial = await page.wait_for_function(
+        """() => {
+            const text = document.getElementById('answer').textContent;
+            return text.length > 0 && !document.querySelector('[data-stage=done].complete')
+                ? text : null;
+        }"""
+    )
+    streamed = await partial.json_value()
+    await page.wait_for_selector(ANSWER_DONE)
+    final = await answer_text(page)
+    assert final == expected_answer(30)
+    assert final.startswith(streamed) and len(streamed) < len(final)
+    assert re.search(r"[?&]job=[0-9a-f]{32}$", page.url)
+    # Each stage says how long it took.
+    assert re.search(r"Generating\s*[\d.]+ m?s", str(await page.text_content("#stages")))
+
+    # Sources are listed, and the [1] in the answer opens the chunk it cites.
+    assert "Tea" in str(await page.text_content("#sources li"))
+    await page.click("#answer button.cite")
+    dialog = page.locator("#source-dialog")
+    await dialog.wait_for(state="visible")
+    assert (await page.text_content("#source-title")) == "[1] Tea"
+    assert "Tea.md" in str(await page.text_content("#source-meta"))
+    chunk = str(await page.text_content("#source-text"))
+    assert "tea" in chunk.lower() and chunk in _sample_document()
+    await page.click("#source-close")
+    await dialog.wait_for(state="hidden")
+
+    # The live panel sees the worker.
+    await page.wait_for_function(
+        "() => document.getElementById('stat-workers').textContent === '1'"
+    )
+
+
+async def test_reload_mid_answer_resumes_without_repeating(
+    stack: Stack, llm: Any, watched: Watched
+) -> None:
+    page = watched.page
+    await ingest(stack)
+    llm.config.tokens, llm.config.tokens_per_second = 60, 20  # ~3 s of streaming
+    expected = expected_answer(60)
+    await page.goto(stack.base_url)
+    await ask(page, "Tell me about tea")
+    await page.wait_for_function("() => document.getElementById('answer').textContent.length > 20")
+    assert not await page.is_visible(ANSWER_DONE), "too late: the answer already finished"
+    watched.event_urls.clear()
+    await page.reload()
+
+    # Every state of the text after the reload is a prefix of the answer: nothing repeated.
+    deadline = time.monotonic() + 20
+    while not await page.is_visible(ANSWER_DONE):
+        text = await answer_text(page)
+        assert expected.startswith(text), f"repeated or garbled text after reload: {text!r}"
+        assert time.monotonic() < deadline, "the resumed answer never finished"
+        await asyncio.sleep(0.05)
+    assert await answer_text(page) == expected
+    # It resumed from the last event it had, not from the start.
+    resumed_from = [int(re.findall(r"last_event_id=(\d+)", url)[0]) for url in watched.event_urls]
+    assert resumed_from and resumed_from[0] > 0, watched.event_urls
+
+
+async def test_history_reopens_an_earlier_answer_at_phone_width(
+    stack: Stack, watched: Watched
+) -> None:
+    page = watched.page
+    await page.set_viewport_size({"width": 375, "height": 760})
+    await ingest(stack)
+    await page.goto(stack.base_url)
+    await ask(page, "First question about tea")
+    await page.wait_for_selector(ANSWER_DONE)
+    first_url = page.url
+    await ask(page, "Second question about tea")
+    await shows_question(page, "Second question about tea")
+    await page.wait_for_selector(ANSWER_DONE)
+    assert page.url != first_url
+
+    await page.reload()  # the history lives in this browser, not in the page
+    items = page.locator("#history a")
+    assert await items.count() == 2
+    assert (await items.nth(1).text_content() or "").startswith("First question about tea")
+    await items.nth(1).click()
+    await shows_question(page, "First question about tea")
+    await page.wait_for_selector(ANSWER_DONE)
+    assert page.url == first_url
+    assert await answer_text(page) == expected_answer(12)
+    # Nothing sticks out sideways on a phone.
+    assert await page.evaluate("() => document.documentElement.scrollWidth") <= 375
+
+
+async def test_upload_a_markdown_file_then_ask_about_it(stack: Stack, watched: Watched) -> None:
+    page = watched.page
+    await page.goto(stack.base_url)
+    document = "# Kettles\n\nA gooseneck kettle pours slowly, which suits pour-over coffee.\n"
+    await page.set_input_files(
+        "#file-input",
+        files=[{"name": "kettles.md", "mimeType": "text/markdown", "buffer": document.encode()}],
+    )
+    await page.wait_for_selector(".upload.complete")
+    assert "Added: 1 passages" in str(await page.text_content(".upload.complete"))
+
+    await ask(page, "Which kettle suits pour-over coffee?")
+    await page.wait_for_selector(ANSWER_DONE)
+    assert "Kettles" in str(await page.text_content("#sources li"))
+    await page.click("#answer button.cite")
+    assert (await page.text_content("#source-title")) == "[1] Kettles"
+    assert "kettles.md" in str(await page.text_content("#source-meta"))
+    assert "gooseneck kettle" in str(await page.text_content("#source-text"))
+
+
+async def test_markup_in_documents_stays_inert_text(
+    valkey: Any, tmp_path: Path, browser: Browser
+) -> None:
+    # The offline extractive answerer quotes the document, so the markup reaches the answer too.
+    settings = make_settings(valkey, tmp_path)
+    payload = (
+        "# Oolong\n\nSteep oolong for three minutes <script>window.__pwned = 'script'</script> "
+        "in hot water.\n\nOolong likes water at 90 degrees "
+        "<img src=x onerror=\"window.__pwned = 'img'; alert('img')\"> and a small pot.\n"
+    )
+    # Without the page's Content-Security-Policy safety net: the rendering itself must be safe.
+    async with running_stack(settings) as stack, open_page(browser, bypass_csp=True) as watched:
+        page = watched.page
+        await ingest(stack, payload, title="<img src=x onerror=alert('title')>")
+        await page.goto(stack.base_url)
+        await ask(page, "How long should oolong steep in hot water?")
+        await page.wait_for_selector(ANSWER_DONE)
+        answer = await answer_text(page)
+        assert "<script>window.__pwned = 'script'</script>" in answer
+        await page.click("#answer button.cite")
+        assert "<img src=x onerror=" in str(await page.text_content("#source-text"))
+        assert (
+            await page.text_content("#source-title")
+        ) == "[1] <img src=x onerror=alert('title')>"
+        await asyncio.sleep(0.3)  # an image error handler would have fired by now
+        assert watched.dialogs == []
+        assert await page.evaluate("() => window.__pwned") is None
+        assert (
+            await page.evaluate("() => document.querySelectorAll('img, #answer script').length")
+            == 0
+        )
+
+
+def test_the_page_never_parses_api_text_as_html() -> None:
+    for script in (REPO / "web").glob("*.js"):
+        source = script.read_text()
+        for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
+            assert sink not in source, f"{script.name} uses {sink}"
+
+
+async def test_a_too_long_question_is_refused_in_words(
+    settings: Settings, watched: Watched
+) -> None:
+    settings.max_query_chars = 40
+    page = watched.page
+    async with running_stack(settings, with_worker=False) as stack:
+        await page.goto(stack.base_url)
+        await ask(page, "x" * 60)
+        await page.wait_for_selector("#alert:not([hidden])")
+        assert (await page.text_content("#alert")) == (
+            "query is 60 characters long; the limit is 40"
+        )
+        assert await page.input_value("#question") == "x" * 60, "the question is kept"
+
+
+async def test_an_unreachable_api_is_said_in_words(settings: Settings, watched: Watched) -> None:
+    page = watched.page
+    async with running_stack(settings, with_worker=False) as stack:
+        await page.goto(stack.base_url)
+        await page.wait_for_function(
+            "() => document.getElementById('service-note').textContent.includes('No worker')"
+        )
+        await ask(page, "anyone there?")  # nobody works: the job stays queued
+        await page.wait_for_selector("[data-stage=queued].active")
+        assert "#1 in line" in str(await page.text_content("[data-stage=queued]"))
+    # The server is gone: the waiting answer says it is reconnecting, a new question fails.
+    await page.wait_for_function(
+        "() => document.getElementById('connection').textContent.includes('Reconnecting')"
+    )
+    assert "cannot be reached" in str(await page.text_content("#connection"))
+    await ask(page, "and now?")
+    await page.wait_for_selector("#alert:not([hidden])")
+    assert "The service cannot be reached" in str(await page.text_content("#alert"))
+    await page.wait_for_function(
+        "() => document.getElementById('service-note').textContent === 'Service unreachable.'",
+        timeout=10_000,
+    )
+
+
+async def test_a_failed_job_shows_why(
+    valkey: Any, tmp_path: Path, llm: Any, watched: Watched
+) -> None:
+    # A path the LLM server does not serve: HTTP 404, which is not retried.
+    settings = make_settings(valkey, tmp_path, llm_base_url=f"{llm.base_url}/nope", llm_api_key="k")
+    page = watched.page
+    async with running_stack(settings) as stack:
+        await page.goto(stack.base_url)
+        await ask(page, "tea?")
+        await page.wait_for_selector("#job-error:not([hidden])")
+        message = str(await page.text_content("#job-error"))
+        assert message.startswith("The job failed: ") and "HTTP 404" in message
+        assert await page.is_visible("[data-stage].failed")
+        assert await page.is_hidden(".stage.active"), "no stage left spinning"
+
+
+def _sample_document() -> str:
+    from tests.conftest import SAMPLE_DOCUMENT
+
+    return SAMPLE_DOCUMENT

@@ -1,0 +1,131 @@
+// The side panels: uploading documents with their ingestion progress, and the live service
+// figures from GET /stats.
+
+import { ApiError, followJob, request } from './api.js';
+import { ago, h } from './answer.js';
+
+const TEXT_FILE = /\.(txt|md|markdown)$/i;
+
+/** Drag-and-drop and the file picker both end here: each file becomes one ingestion job. */
+export function setupUploads({ dropzone, input, list }) {
+  const accept = (files) => {
+    for (const file of files) upload(file, list);
+  };
+  input.addEventListener('change', () => {
+    accept(input.files);
+    input.value = ''; // so choosing the same file again uploads it again
+  });
+  for (const type of ['dragenter', 'dragover']) {
+    dropzone.addEventListener(type, (event) => {
+      event.preventDefault(); // without this the browser opens the file instead
+      dropzone.classList.add('dragging');
+    });
+  }
+  for (const type of ['dragleave', 'drop']) {
+    dropzone.addEventListener(type, () => dropzone.classList.remove('dragging'));
+  }
+  dropzone.addEventListener('drop', (event) => {
+    event.preventDefault();
+    accept(event.dataTransfer.files);
+  });
+}
+
+async function upload(file, list) {
+  const progress = h('progress', { max: 1, 'aria-label': `Ingestion of ${file.name}` });
+  const status = h('span', { className: 'upload-status' }, 'Reading…');
+  const row = h('li', { className: 'upload' }, h('span', { className: 'upload-name' }, file.name),
+    progress, status);
+  list.prepend(row);
+  const fail = (message) => {
+    row.classList.add('failed');
+    progress.remove();
+    status.textContent = message;
+  };
+  if (!TEXT_FILE.test(file.name)) {
+    fail('Only .txt and .md files can be added.');
+    return;
+  }
+  let accepted;
+  try {
+    const text = await file.text();
+    status.textContent = 'Uploading…';
+    accepted = await request('POST', '/documents', { text, title: titleOf(file.name, text), source: file.name });
+  } catch (error) {
+    fail(error instanceof ApiError ? error.message : `Could not read the file: ${error.message}`);
+    return;
+  }
+  status.textContent = 'Queued…';
+  followJob(accepted.job_id, 0, {
+    onEvent(event) {
+      if (event.type === 'status') status.textContent = `${capitalise(event.stage ?? event.status)}…`;
+      else if (event.type === 'progress') {
+        progress.max = Math.max(1, event.total);
+        progress.value = event.done;
+        status.textContent = `${capitalise(event.stage)} ${event.done} of ${event.total}`;
+      } else if (event.type === 'done') {
+        progress.value = progress.max;
+        row.classList.add('complete');
+        status.textContent = `Added: ${event.chunks ?? 0} passages`;
+      } else if (event.type === 'error') fail(`Failed: ${event.message}`);
+    },
+    onConnection(state) {
+      if (state === 'reconnecting') status.textContent = 'Reconnecting…';
+    },
+    onEnd(view) {
+      if (!view) fail('This upload is no longer known to the service.');
+      else if (view.status === 'complete') status.textContent = `Added: ${view.chunks ?? 0} passages`;
+      else fail(`Failed: ${view.error ?? view.status}`);
+    },
+  });
+}
+
+/** A Markdown file's first heading names it; otherwise its file name does. */
+function titleOf(name, text) {
+  const heading = text.match(/^#\s+(.+)$/m);
+  return (heading ? heading[1] : name.replace(TEXT_FILE, '')).trim().slice(0, 200) || name;
+}
+
+const capitalise = (word) => word.charAt(0).toUpperCase() + word.slice(1);
+
+/** Poll GET /stats every few seconds (paused while the tab is hidden). */
+export function setupStats(elements, every = 4000) {
+  const { queue, flight, workers, failureCount, note, failures, failureList } = elements;
+  const show = (values) => {
+    queue.textContent = values.queue;
+    flight.textContent = values.flight;
+    workers.textContent = values.workers;
+    failureCount.textContent = values.failures;
+  };
+  const unknown = { queue: '–', flight: '–', workers: '–', failures: '–' };
+
+  const poll = async () => {
+    if (document.hidden) return;
+    try {
+      const stats = await request('GET', '/stats');
+      show({
+        queue: stats.queue_depth,
+        flight: stats.jobs_in_flight,
+        workers: stats.workers.length,
+        failures: stats.recent_failures.length,
+      });
+      note.textContent = stats.workers.length
+        ? `Live · updated ${new Date().toLocaleTimeString()}`
+        : 'No worker is running: questions will wait in the queue.';
+      note.classList.toggle('warning', stats.workers.length === 0);
+      failures.hidden = stats.recent_failures.length === 0;
+      failureList.replaceChildren(...stats.recent_failures.slice(0, 5).map((failure) => h('li', {},
+        h('span', { className: 'failure-time' }, ago(failure.at)), ' ',
+        h('code', {}, failure.job_id.slice(0, 8)), ' ', failure.error)));
+    } catch (error) {
+      show(unknown);
+      failures.hidden = true;
+      note.classList.add('warning');
+      note.textContent = error.status === 404
+        ? 'Service figures unavailable (this API has no /stats).'
+        : error.status ? `Service figures unavailable: ${error.message}` : 'Service unreachable.';
+    }
+  };
+  poll();
+  setInterval(poll, every);
+  document.addEventListener('visibilitychange', poll);
+}
