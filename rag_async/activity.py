@@ -19,20 +19,27 @@ from .keys import Keys
 
 log = structlog.get_logger(__name__)
 
-HEARTBEAT_SECONDS = 5.0
-# A worker not heard from for three heartbeats is taken for dead.
-WORKER_SILENCE_LIMIT = 3 * HEARTBEAT_SECONDS
+# A worker not heard from for this long is taken for dead (three default heartbeats).
+WORKER_SILENCE_LIMIT = 15.0
 FAILURES_KEPT = 20
 
 
 class Heartbeat:
     """A worker's periodic "still here, running N jobs" in one hash shared by all workers."""
 
-    def __init__(self, redis: Redis, keys: Keys, worker_id: str, in_flight: Callable[[], int]):
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        worker_id: str,
+        report: Callable[[], dict[str, Any]],
+        interval: float,
+    ) -> None:
+        self._interval = min(interval, WORKER_SILENCE_LIMIT / 3)
         self._redis = redis
         self._keys = keys
         self._worker_id = worker_id
-        self._in_flight = in_flight
+        self._report = report  # what the worker says of itself: in_flight, breakers
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -48,14 +55,14 @@ class Heartbeat:
 
     async def _beat_forever(self) -> None:
         while True:
-            beat = {"last_seen": time.time(), "in_flight": self._in_flight()}
+            beat = {"last_seen": time.time(), **self._report()}
             try:
                 await self._redis.hset(  # type: ignore[misc]
                     self._keys.workers, self._worker_id, orjson.dumps(beat).decode()
                 )
             except RedisError as error:  # Valkey away for a moment: the next beat will do
                 log.warning("heartbeat failed", error=str(error))
-            await asyncio.sleep(HEARTBEAT_SECONDS)
+            await asyncio.sleep(self._interval)
 
 
 async def record_failure(redis: Redis, keys: Keys, job_id: str, error: str) -> None:
@@ -80,10 +87,20 @@ async def service_stats(redis: Redis, keys: Keys) -> dict[str, Any]:
         if now - beat["last_seen"] <= WORKER_SILENCE_LIMIT:
             workers.append({"id": worker_id.decode(), **beat})
     in_flight = sum(int(worker["in_flight"]) for worker in workers)
+    breakers: dict[str, str] = {}
+    for worker in workers:  # a provider is as bad as the worst state any worker sees
+        for provider, state in worker.get("breakers", {}).items():
+            if _SEVERITY[state] > _SEVERITY[breakers.get(provider, "closed")]:
+                breakers[provider] = state
+            breakers.setdefault(provider, state)
     return {
         # arq keeps a running job in its queue until it ends: waiting = all - running.
         "queue_depth": max(0, int(queued_or_running) - in_flight),
         "jobs_in_flight": in_flight,
         "workers": sorted(workers, key=lambda worker: str(worker["id"])),
         "recent_failures": [orjson.loads(entry) for entry in failures],
+        "breakers": breakers,
     }
+
+
+_SEVERITY = {"closed": 0, "half_open": 1, "open": 2}

@@ -165,29 +165,92 @@ def ask(
 
 @app.command()
 def ingest(
-    paths: Annotated[list[Path], typer.Argument(help="Files or folders (text, Markdown).")],
+    paths: Annotated[
+        list[Path], typer.Argument(help="Files or folders (text, Markdown, HTML, PDF).")
+    ],
+    collection: Annotated[
+        str | None, typer.Option(help="The collection to add them to (default: the default).")
+    ] = None,
+    include: Annotated[
+        list[str] | None,
+        typer.Option(help="In folders, only files matching this glob (repeatable)."),
+    ] = None,
+    exclude: Annotated[
+        list[str] | None,
+        typer.Option(help="In folders, skip files matching this glob (repeatable)."),
+    ] = None,
 ) -> None:
-    """Add documents: uploads them, shows progress until they are searchable."""
+    """Add documents: uploads them, shows progress until they are searchable, then a summary."""
     import httpx
 
-    from .ingest_client import find_documents, ingest_texts, read_documents
+    from .ingest_client import find_documents, ingest_files
 
     settings = _settings()
-    files, skipped = find_documents(paths)
+    files, skipped = find_documents(paths, include=include or (), exclude=exclude or ())
     for note in skipped:
         typer.secho(f"skipped {note}", fg="yellow", err=True)
-    documents, failures = read_documents(files)
-    if not documents:
-        _fail("no text or Markdown files to ingest", code=2)
+    if not files:
+        _fail("no text, Markdown, HTML or PDF files to ingest", code=2)
     try:
-        failures += ingest_texts(settings.api_base_url, documents)
+        chunks, failures = ingest_files(settings.api_base_url, files, collection=collection)
     except httpx.HTTPError as error:
         _fail(f"cannot reach the API at {settings.api_base_url}: {error}")
-    ok = len(documents) - len(failures)
-    typer.echo(f"{ok} of {len(files)} documents ingested")
+    ok = len(files) - len(failures)
+    typer.echo(f"{ok} of {len(files)} documents ingested ({chunks} chunks)")
     for failure in failures:
         typer.secho(f"failed: {failure}", fg="red", err=True)
     raise typer.Exit(1 if failures or skipped else 0)
+
+
+documents_app = typer.Typer(help="The ingested documents.", no_args_is_help=True)
+app.add_typer(documents_app, name="documents")
+
+
+@documents_app.command("list")
+def documents_list(
+    collection: Annotated[str | None, typer.Option(help="Only this collection.")] = None,
+) -> None:
+    """List documents, most recently ingested first."""
+
+    async def show(client: RagClient) -> None:
+        entries = await client.documents(collection)
+        for entry in entries:
+            typer.echo(
+                f"{entry['document_id']}  {entry['status']:<9}  {entry['collection']:<12}  "
+                f"chunks={entry.get('chunks') or 0:<5}  {entry['title']}"
+            )
+        typer.echo(f"{len(entries)} document(s)")
+
+    _with_client(show)
+
+
+@documents_app.command("show")
+def documents_show(document_id: Annotated[str, typer.Argument(help="A document id.")]) -> None:
+    """Show one document's registry entry."""
+
+    async def show(client: RagClient) -> None:
+        entry = await client.document(document_id)
+        for name, value in entry.items():
+            typer.echo(f"{name}: {'' if value is None else value}")
+
+    _with_client(show)
+
+
+@documents_app.command("delete")
+def documents_delete(
+    document_ids: Annotated[list[str], typer.Argument(help="Document ids to remove.")],
+) -> None:
+    """Remove documents and every chunk of them; waits until they are gone."""
+
+    async def delete(client: RagClient) -> None:
+        for document_id in document_ids:
+            accepted = await client.delete_document(document_id)
+            async for event in client.follow(accepted["job_id"]):
+                if event.type == "error":
+                    _fail(f"{document_id}: {event.data.get('message')}")
+            typer.echo(f"deleted {document_id}")
+
+    _with_client(delete)
 
 
 dlq = typer.Typer(help="The dead-letter queue: jobs that failed every try.", no_args_is_help=True)

@@ -54,14 +54,54 @@ class RagClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def ask(self, query: str) -> dict[str, Any]:
+    async def ask(self, query: str, *, collection: str | None = None) -> dict[str, Any]:
         """Submit a question; returns the 202 body (job_id, status_url, events_url)."""
-        return await self._post("/chat", {"query": query})
+        body = (
+            {"query": query} if collection is None else {"query": query, "collection": collection}
+        )
+        return await self._post("/chat", body)
 
     async def add_document(
-        self, text: str, *, title: str | None = None, source: str | None = None
+        self,
+        text: str,
+        *,
+        title: str | None = None,
+        source: str | None = None,
+        collection: str | None = None,
     ) -> dict[str, Any]:
-        return await self._post("/documents", {"text": text, "title": title, "source": source})
+        body: dict[str, Any] = {"text": text, "title": title, "source": source}
+        if collection is not None:
+            body["collection"] = collection
+        return await self._post("/documents", body)
+
+    async def upload(
+        self,
+        files: list[tuple[str, bytes]],
+        *,
+        collection: str | None = None,
+        source: str | None = None,
+    ) -> dict[str, Any]:
+        """Upload `(filename, content)` files in one multipart request; returns the 202 body
+        (`documents` accepted, `rejected` files)."""
+        data = {k: v for k, v in (("collection", collection), ("source", source)) if v}
+        response = await self._http.post(
+            "/documents",
+            files=[("files", (name, content)) for name, content in files],
+            data=data,
+        )
+        return _json_or_raise(response)
+
+    async def documents(self, collection: str | None = None) -> list[dict[str, Any]]:
+        params = {"collection": collection} if collection else {}
+        response = await self._http.get("/documents", params=params)
+        entries: list[dict[str, Any]] = _json_or_raise(response)["documents"]
+        return entries
+
+    async def document(self, document_id: str) -> dict[str, Any]:
+        return _json_or_raise(await self._http.get(f"/documents/{document_id}"))
+
+    async def delete_document(self, document_id: str) -> dict[str, Any]:
+        return _json_or_raise(await self._http.delete(f"/documents/{document_id}"))
 
     async def dead_letters(self) -> list[dict[str, Any]]:
         response = await self._http.get("/dead-letters")

@@ -28,7 +28,10 @@ class Settings(BaseSettings):
     qdrant_url: str | None = None
     qdrant_api_key: str | None = None
     key_prefix: str = "rag:"
-    collection: str = "rag_chunks"
+    collection: str = "rag_chunks"  # the Qdrant collection holding every chunk
+    # The document collection (a payload field, not a Qdrant collection) that documents and
+    # questions use when they name none. Retrieval never crosses collections.
+    default_collection: str = Field(default="default", pattern=r"^[A-Za-z0-9._-]{1,64}$")
 
     # The HTTP API.
     host: str = "127.0.0.1"
@@ -49,6 +52,8 @@ class Settings(BaseSettings):
     # On SIGTERM a worker takes no new job and lets running ones finish for this long; what is
     # still running then is cancelled and stays queued for another worker (at-least-once).
     worker_shutdown_grace: int = Field(default=10, ge=0)
+    # How often a worker reports itself (jobs running, breaker states) for /stats and /readyz.
+    worker_heartbeat: float = Field(default=5.0, gt=0)
     job_max_tries: int = Field(default=3, ge=1)
     result_ttl: int = Field(default=24 * 3600, ge=60)
 
@@ -70,8 +75,14 @@ class Settings(BaseSettings):
     # A stalled or trickling stream fails in seconds, not after the SDK's 600 s.
     llm_timeout: float = Field(default=120.0, gt=0)  # the whole answer
     llm_connect_timeout: float = Field(default=5.0, gt=0)
+    # The SDK's own quick retries (backoff with jitter, honouring Retry-After) within an
+    # attempt; beyond them the job is retried by the worker and guarded by a breaker.
+    llm_max_retries: int = Field(default=2, ge=0)
     llm_first_token_timeout: float = Field(default=30.0, gt=0)
     llm_idle_timeout: float = Field(default=15.0, gt=0)  # between two streamed chunks
+    # After this many failures in a row a provider's breaker opens for breaker_reset seconds.
+    breaker_threshold: int = Field(default=5, ge=1)
+    breaker_reset: float = Field(default=30.0, gt=0)
 
     # Streaming. Tokens are coalesced so Redis and browsers see tens of events per second.
     token_flush_interval: float = Field(default=0.05, ge=0)

@@ -63,9 +63,10 @@ class ProviderError(RagError):
     status_code = 502
     code = "provider_error"
 
-    def __init__(self, message: str, *, retryable: bool) -> None:
+    def __init__(self, message: str, *, retryable: bool, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retryable = retryable
+        self.retry_after = retry_after  # the provider's Retry-After, in seconds, if it said
 
 
 class ConfigurationError(RagError):

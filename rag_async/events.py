@@ -28,6 +28,11 @@ class Source(BaseModel):
     score: float
     text: str
     source: str | None = None
+    heading: str | None = Field(
+        default=None, description='Where in the document: "Title › Section › Subsection".'
+    )
+    page: int | None = Field(default=None, description="The page it starts on (PDF).")
+    collection: str | None = None
 
 
 class _Event(BaseModel):

@@ -29,6 +29,15 @@ class Keys:
         """String: a document's text waiting for its ingestion job."""
         return f"{self.prefix}upload:{job_id}"
 
+    def document(self, document_id: str) -> str:
+        """Hash: a document's registry entry (title, source, collection, chunks, status, ...)."""
+        return f"{self.prefix}doc:{document_id}"
+
+    @property
+    def documents(self) -> str:
+        """Set: the ids of every document in the registry."""
+        return f"{self.prefix}docs"
+
     def idempotency(self, key_digest: str) -> str:
         """String: "<job id> <request fingerprint>" for an Idempotency-Key (by its digest)."""
         return f"{self.prefix}idem:{key_digest}"

@@ -8,11 +8,19 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .events import Source
 
+# A document collection's name: the same alphabet as document ids, shorter.
+COLLECTION_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
+
 
 class ChatRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     query: str = Field(description="The question. Its length limit is RAG_MAX_QUERY_CHARS.")
+    collection: str | None = Field(
+        default=None,
+        pattern=COLLECTION_PATTERN,
+        description="Search this collection only; RAG_DEFAULT_COLLECTION when not given.",
+    )
 
 
 class JobAccepted(BaseModel):
@@ -34,10 +42,61 @@ class DocumentIn(BaseModel):
         description="Re-using an id replaces that document. Defaults to one derived from "
         "`source` (or `title`), so ingesting the same file again replaces it.",
     )
+    collection: str | None = Field(
+        default=None,
+        pattern=COLLECTION_PATTERN,
+        description="The collection to add it to; RAG_DEFAULT_COLLECTION when not given.",
+    )
+
+
+class AcceptedDocument(BaseModel):
+    """One file (or JSON document) of an upload, queued as its own ingestion job."""
+
+    document_id: str
+    job_id: str
+    filename: str | None = None
+    status_url: str
+    events_url: str
+
+
+class RejectedFile(BaseModel):
+    """A file of a multipart upload refused at upload time; the others still ingest."""
+
+    filename: str
+    status: int = Field(description="The HTTP status this file alone would have had.")
+    code: str
+    message: str
 
 
 class DocumentAccepted(JobAccepted):
+    """`job_id`/`document_id` are the first document's (all of them for a JSON body); a
+    multipart upload lists every accepted file in `documents` and every refused one in
+    `rejected`."""
+
     document_id: str
+    documents: list[AcceptedDocument] = []
+    rejected: list[RejectedFile] = []
+
+
+class DocumentView(BaseModel):
+    """A document as the registry knows it."""
+
+    document_id: str
+    title: str
+    source: str | None = None
+    filename: str | None = None
+    format: str | None = None
+    collection: str
+    status: Literal["queued", "ingesting", "indexed", "failed", "deleting"]
+    chunks: int | None = None
+    size: int | None = Field(default=None, description="Bytes of the uploaded file or text.")
+    ingested_at: float | None = None
+    job_id: str | None = Field(default=None, description="The latest job on this document.")
+    error: str | None = None
+
+
+class DocumentList(BaseModel):
+    documents: list[DocumentView]
 
 
 class JobView(BaseModel):

@@ -162,3 +162,40 @@ async def test_dead_letters_can_be_listed_requeued_and_dropped(valkey: Any, tmp_
             assert (await http.delete(f"/dead-letters/{job_id}")).status_code == 404
         purged = await asyncio.to_thread(run_cli, "dlq", "purge", env=env)
         assert "dropped 0 dead letter(s)" in purged.stdout, purged.stderr
+
+
+async def test_a_breaker_defers_jobs_while_the_llm_is_down(valkey: Any, tmp_path: Path) -> None:
+    from rag_async.embedded_valkey import free_port
+    from tests.conftest import make_settings
+    from tests.support.openai_server import ServerConfig, serve_openai
+
+    port = free_port()  # the LLM's address, where nothing listens yet
+    settings = make_settings(
+        valkey,
+        tmp_path,
+        llm_base_url=f"http://127.0.0.1:{port}/v1",
+        llm_api_key="k",
+        llm_max_retries=0,
+        breaker_threshold=2,
+        breaker_reset=8.0,
+        job_max_tries=3,
+        worker_heartbeat=0.3,
+    )
+    async with running_stack(settings) as stack, httpx.AsyncClient(base_url=stack.base_url) as http:
+        job_id = (await stack.client.ask("tea?"))["job_id"]
+
+        async def breaker_reported_open() -> bool:
+            return bool((await http.get("/readyz")).json()["breakers"].get("llm") == "open")
+
+        await _until(breaker_reported_open, within=20)  # two failed tries opened it
+        assert (await stack.client.job(job_id))["attempt"] == 2
+        # Its third try falls while the breaker is open: deferred, not spent, until the
+        # breaker half-opens and the job itself is the probe.
+        await asyncio.sleep(2.0)
+        assert (await stack.client.job(job_id))["status"] != "failed"
+        async with serve_openai(ServerConfig(tokens=5, tokens_per_second=0), port=port):
+            await _until(lambda: _status_is(stack, job_id, "complete"), within=20)
+        view = await stack.client.job(job_id)
+    # Had the deferrals counted, the third try would have been its last and it would have
+    # been dead-lettered long before the LLM came back.
+    assert view["answer"] == expected_answer(5) and view["attempt"] == 3

@@ -298,7 +298,7 @@ async def test_ingest_command_adds_a_folder(stack: Stack, tmp_path: Path) -> Non
     for name, text in SEARCHABLE.items():
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         (folder / name).write_text(text)
-    scan = tmp_path / "scan.pdf"
+    scan = tmp_path / "scan.docx"
     scan.write_bytes(b"%PDF-1.4 not a text file")
 
     env = cli_env(stack.settings, RAG_API_URL=stack.base_url)
@@ -314,7 +314,7 @@ async def test_ingest_command_adds_a_folder(stack: Stack, tmp_path: Path) -> Non
     assert events[-1].type == "done", events[-1]
     sources = next(event.data["sources"] for event in events if event.type == "sources")
     assert sources[0]["n"] == 1
-    assert sources[0]["title"] == "beta"
+    assert sources[0]["title"] == "Beta"  # the Markdown file's first heading
     assert sources[0]["source"] == str(folder / "sub" / "beta.md")
     assert "quince juice" in sources[0]["text"]
 

@@ -16,7 +16,13 @@ from arq.worker import Worker, func
 
 from rag_async.activity import Heartbeat
 from rag_async.config import Settings
-from rag_async.jobs import Services, WorkerContext, answer_question, ingest_document
+from rag_async.jobs import (
+    Services,
+    WorkerContext,
+    answer_question,
+    delete_document,
+    ingest_document,
+)
 from rag_async.keys import Keys
 from rag_async.logs import configure_logging
 
@@ -35,7 +41,7 @@ async def startup(ctx: WorkerContext) -> None:
     settings = ctx["settings"]
     services = ctx["services"] = await Services.open(settings, ctx["redis"])
     ctx["heartbeat"] = Heartbeat(
-        ctx["redis"], services.keys, services.worker, lambda: services.in_flight
+        ctx["redis"], services.keys, services.worker, services.report, settings.worker_heartbeat
     )
     ctx["heartbeat"].start()
     log.info(
@@ -78,6 +84,12 @@ def worker_options(settings: Settings) -> dict[str, Any]:
             func(
                 cast(WorkerCoroutine, ingest_document),
                 name="ingest_document",
+                timeout=settings.job_timeout,
+                max_tries=settings.job_max_tries,
+            ),
+            func(
+                cast(WorkerCoroutine, delete_document),
+                name="delete_document",
                 timeout=settings.job_timeout,
                 max_tries=settings.job_max_tries,
             ),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from ..errors import BadRequest, Conflict, Overloaded
 from ..schemas import JobAccepted
@@ -12,7 +12,11 @@ from .state import AppState
 A = TypeVar("A", bound=JobAccepted)
 
 # The worker function that runs each kind of job (see workers/settings.py).
-JOB_FUNCTIONS = {"chat": "answer_question", "ingest": "ingest_document"}
+JOB_FUNCTIONS = {
+    "chat": "answer_question",
+    "ingest": "ingest_document",
+    "delete": "delete_document",
+}
 
 
 async def enqueue(state: AppState, job_id: str, kind: str, fields: dict[str, str]) -> None:
@@ -27,7 +31,7 @@ async def enqueue(state: AppState, job_id: str, kind: str, fields: dict[str, str
     await state.redis.enqueue_job(JOB_FUNCTIONS[kind], job_id, _job_id=job_id)
 
 
-def accepted(model: type[A], job_id: str, **extra: str) -> A:
+def accepted(model: type[A], job_id: str, **extra: Any) -> A:
     return model(
         job_id=job_id,
         status_url=f"/job-status?job_id={job_id}",

@@ -3,6 +3,6 @@ and know nothing of arq."""
 
 from .answer import answer_question
 from .context import Services, WorkerContext
-from .ingest import ingest_document
+from .ingest import delete_document, ingest_document
 
-__all__ = ["Services", "WorkerContext", "answer_question", "ingest_document"]
+__all__ = ["Services", "WorkerContext", "answer_question", "delete_document", "ingest_document"]

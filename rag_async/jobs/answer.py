@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 import structlog
 
+from ..breaker import guarded, guarded_stream
 from ..events import TERMINAL_STATUSES, DoneEvent, SourcesEvent, StatusEvent, TokenEvent
 from ..jobstore import dumps
 from .context import Services, WorkerContext
@@ -29,7 +30,11 @@ async def answer_question(ctx: WorkerContext, job_id: str) -> None:
     query = record.text("query") or ""
     structlog.contextvars.bind_contextvars(job_id=job_id, request_id=record.text("request_id"))
     try:
-        await _answer(services, job_id, query, created_at)
+        # A provider known to be down: wait before starting (no attempt counted, no events).
+        services.breakers["llm"].check()
+        if services.retriever.embeds_queries:
+            services.breakers["embedder"].check()
+        await _answer(services, job_id, query, created_at, record.text("collection"))
     except Exception as error:
         await retry_or_fail(ctx, job_id, error)
     except asyncio.CancelledError:
@@ -39,7 +44,9 @@ async def answer_question(ctx: WorkerContext, job_id: str) -> None:
         structlog.contextvars.unbind_contextvars("job_id", "request_id")
 
 
-async def _answer(services: Services, job_id: str, query: str, created_at: float) -> None:
+async def _answer(
+    services: Services, job_id: str, query: str, created_at: float, collection: str | None
+) -> None:
     events = services.events
     attempt = await services.jobs.start_attempt(job_id)
     started = time.time()
@@ -58,7 +65,7 @@ async def _answer(services: Services, job_id: str, query: str, created_at: float
     )
     dense = None
     if retriever.embeds_queries:
-        dense = await retriever.embed_query(query)
+        dense = await guarded(services.breakers["embedder"], retriever.embed_query(query))
         timings["embedding"] = time.time() - started
         await events.append(
             job_id,
@@ -66,7 +73,12 @@ async def _answer(services: Services, job_id: str, query: str, created_at: float
             {"stage": "retrieving"},
         )
     retrieval_started = time.time()
-    sources = await retriever.search(query, services.settings.top_k, dense=dense)
+    sources = await retriever.search(
+        query,
+        services.settings.top_k,
+        dense=dense,
+        collection=collection or services.settings.default_collection,
+    )
     timings["retrieval"] = time.time() - retrieval_started
     await events.append(
         job_id,
@@ -81,9 +93,8 @@ async def _answer(services: Services, job_id: str, query: str, created_at: float
 
     generation_started = time.time()
     parts: list[str] = []
-    async for batch in coalesce(
-        services.llm.stream(query, sources), services.settings.token_flush_interval
-    ):
+    answer_stream = guarded_stream(services.breakers["llm"], services.llm.stream(query, sources))
+    async for batch in coalesce(answer_stream, services.settings.token_flush_interval):
         if not parts:
             timings["time_to_first_token"] = time.time() - created_at
         parts.append(batch)

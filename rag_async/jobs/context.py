@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import dataclass, field
-from typing import TypedDict
+from typing import Any, TypedDict
 
 import httpx2
 import openai
@@ -13,6 +13,7 @@ from qdrant_client import AsyncQdrantClient
 from redis.asyncio import Redis
 
 from ..activity import Heartbeat
+from ..breaker import CircuitBreaker
 from ..config import Settings
 from ..eventlog import EventLog
 from ..jobstore import JobStore
@@ -34,6 +35,14 @@ class Services:
     # Who runs a job, as its record and logs tell it: "hostname:pid".
     worker: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     in_flight: int = 0  # jobs running in this process, for the heartbeat
+    breakers: dict[str, CircuitBreaker] = field(default_factory=dict)
+
+    def report(self) -> dict[str, Any]:
+        """What this worker's heartbeat tells: jobs running, and its breakers' states."""
+        return {
+            "in_flight": self.in_flight,
+            "breakers": {name: breaker.state for name, breaker in self.breakers.items()},
+        }
 
     @property
     def providers(self) -> dict[str, str]:
@@ -54,6 +63,7 @@ class Services:
                 base_url=settings.embed_base_url or settings.llm_base_url,
                 api_key=settings.embed_api_key or settings.llm_api_key or "not-needed",
                 http_client=http,
+                max_retries=settings.llm_max_retries,
                 timeout=settings.llm_timeout,
             )
             embedder = OpenAIEmbedder(embed_client, settings.embed_model)
@@ -71,6 +81,7 @@ class Services:
                 base_url=settings.llm_base_url,
                 api_key=settings.llm_api_key or "not-needed",
                 http_client=http,
+                max_retries=settings.llm_max_retries,
                 timeout=httpx2.Timeout(settings.llm_timeout, connect=settings.llm_connect_timeout),
             )
             timeouts = StreamTimeouts(
@@ -86,7 +97,12 @@ class Services:
             )
         else:
             llm = ExtractiveAnswerer(lexical.terms)
+        breakers = {
+            name: CircuitBreaker(name, settings.breaker_threshold, settings.breaker_reset)
+            for name in ("llm", "embedder")
+        }
         return cls(
+            breakers=breakers,
             settings=settings,
             keys=keys,
             jobs=JobStore(redis, keys, settings.result_ttl),

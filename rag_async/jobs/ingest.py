@@ -1,14 +1,19 @@
-"""Ingest one uploaded document: chunk, encode, upsert, with progress events."""
+"""Ingest one uploaded document: parse, chunk, encode, upsert, with progress events; and
+delete one. Both keep the document registry (`registry.py`) up to date."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 
 import structlog
 
+from ..errors import RagError
 from ..events import TERMINAL_STATUSES, DoneEvent, ErrorEvent, ProgressEvent, StatusEvent
-from ..jobstore import dumps
+from ..jobstore import JobRecord, dumps
+from ..parsing import ParsedDocument, parse
+from ..registry import DocumentRegistry
 from .context import WorkerContext
 from .outcome import note_cancellation, retry_or_fail
 
@@ -21,6 +26,8 @@ async def ingest_document(ctx: WorkerContext, job_id: str) -> None:
     if record is None or record.status in TERMINAL_STATUSES:
         return
     events = services.events
+    registry = DocumentRegistry(ctx["redis"], services.keys)
+    document_id = record.text("document_id") or job_id
     upload_key = services.keys.upload(job_id)
     raw = await ctx["redis"].get(upload_key)
     if raw is None:
@@ -29,6 +36,7 @@ async def ingest_document(ctx: WorkerContext, job_id: str) -> None:
             ErrorEvent(message="the uploaded text expired before it was ingested", code="expired"),
             {"status": "failed", "error": "upload expired"},
         )
+        await registry.put(document_id, {"status": "failed", "error": "upload expired"})
         return
     structlog.contextvars.bind_contextvars(job_id=job_id)
     attempt = await services.jobs.start_attempt(job_id)
@@ -43,19 +51,28 @@ async def ingest_document(ctx: WorkerContext, job_id: str) -> None:
             "worker": services.worker,
         },
     )
+    await registry.put(document_id, {"status": "ingesting"})
 
     async def on_progress(stage: str, done: int, total: int) -> None:
         await events.append(job_id, ProgressEvent(stage=stage, done=done, total=total))
 
     try:
+        document = await _parse(ctx, record, raw)
+        await on_progress("parsed", 1, 1)
+        title = record.text("title") or document.title or _stem(record) or "untitled"
         chunks = await services.retriever.index(
-            document_id=record.text("document_id") or job_id,
-            title=record.text("title") or "untitled",
+            document_id=document_id,
+            title=title,
             source=record.text("source"),
-            text=raw.decode("utf-8"),
+            text=document.text,
             on_progress=on_progress,
+            collection=record.text("collection") or services.settings.default_collection,
+            page_starts=document.page_starts,
         )
     except Exception as error:
+        if _is_final(ctx, error):
+            message = error.message if isinstance(error, RagError) else type(error).__name__
+            await registry.put(document_id, {"status": "failed", "error": message})
         await retry_or_fail(ctx, job_id, error)
         return
     except asyncio.CancelledError:
@@ -68,6 +85,19 @@ async def ingest_document(ctx: WorkerContext, job_id: str) -> None:
         "queue_wait": started - (record.number("created_at") or started),
         "total": finished - started,
     }
+    await registry.put(
+        document_id,
+        {
+            "title": title,
+            "status": "indexed",
+            "chunks": chunks,
+            "size": len(raw),
+            "format": document.format,
+            "content_sha256": hashlib.sha256(raw).hexdigest(),
+            "ingested_at": f"{finished:.6f}",
+            "error": "",
+        },
+    )
     await events.append(
         job_id,
         DoneEvent(
@@ -87,3 +117,65 @@ async def ingest_document(ctx: WorkerContext, job_id: str) -> None:
     await ctx["redis"].delete(upload_key)
     await services.jobs.keep(job_id)
     log.info("ingested", job_id=job_id, chunks=chunks)
+
+
+async def _parse(ctx: WorkerContext, record: JobRecord, raw: bytes) -> ParsedDocument:
+    filename = record.text("filename")
+    if not filename:  # a JSON body: Markdown text, checked by the API already
+        return ParsedDocument(title=None, text=raw.decode("utf-8"), format="markdown")
+    # HTML and PDF parsing are CPU-bound (a big PDF takes seconds): keep the loop free.
+    limit = ctx["services"].settings.max_document_bytes
+    return await asyncio.to_thread(parse, filename, raw, max_bytes=limit)
+
+
+def _stem(record: JobRecord) -> str | None:
+    filename = record.text("filename") or ""
+    return filename.replace("\\", "/").rsplit("/", 1)[-1].rsplit(".", 1)[0] or None
+
+
+def _is_final(ctx: WorkerContext, error: Exception) -> bool:
+    """Whether `retry_or_fail` will end the job (rather than hand it back to arq)."""
+    retryable = error.retryable if isinstance(error, RagError) else True
+    return not retryable or ctx.get("job_try", 1) >= ctx["services"].settings.job_max_tries
+
+
+async def delete_document(ctx: WorkerContext, job_id: str) -> None:
+    """Remove every chunk of a document, then its registry entry."""
+    services = ctx["services"]
+    record = await services.jobs.get(job_id)
+    if record is None or record.status in TERMINAL_STATUSES:
+        return
+    document_id = record.text("document_id") or ""
+    attempt = await services.jobs.start_attempt(job_id)
+    started = time.time()
+    await services.events.append(
+        job_id,
+        StatusEvent(status="in_progress", stage="deleting", attempt=attempt),
+        {"status": "in_progress", "stage": "deleting", "started_at": f"{started:.6f}"},
+    )
+    try:
+        removed = await services.retriever.delete(document_id)
+    except Exception as error:
+        await retry_or_fail(ctx, job_id, error)
+        return
+    await DocumentRegistry(ctx["redis"], services.keys).remove(document_id)
+    finished = time.time()
+    timings = {"total": finished - started}
+    await services.events.append(
+        job_id,
+        DoneEvent(
+            answer=f"deleted {removed} chunks",
+            timings=timings,
+            chunks=removed,
+            providers={"retrieval": services.retriever.name},
+        ),
+        {
+            "status": "complete",
+            "stage": "done",
+            "chunks": removed,
+            "timings": dumps(timings),
+            "finished_at": f"{finished:.6f}",
+        },
+    )
+    await services.jobs.keep(job_id)
+    log.info("deleted document", document_id=document_id, chunks=removed)

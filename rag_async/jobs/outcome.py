@@ -7,12 +7,15 @@ the job: an `error` event, the record marked failed. Unexpected exceptions count
 
 from __future__ import annotations
 
+import random
 import time
 
 import structlog
 from arq import Retry
+from arq.constants import retry_key_prefix
 
 from ..activity import record_failure
+from ..breaker import BreakerOpen
 from ..deadletters import DeadLetters
 from ..errors import RagError
 from ..events import CancelledEvent, ErrorEvent
@@ -30,9 +33,16 @@ async def retry_or_fail(ctx: WorkerContext, job_id: str, error: Exception) -> No
     else:
         log.exception("unexpected error in a job")
         message, code, retryable = f"internal error: {type(error).__name__}", "internal_error", True
+    if isinstance(error, BreakerOpen):
+        # The provider is known to be down: wait for it without spending a try (arq counts
+        # every start, so take this one back).
+        await ctx["redis"].decr(retry_key_prefix + job_id)
+        log.info("provider paused, job deferred", error=message, defer=error.retry_after)
+        raise Retry(defer=error.retry_after) from error
     if retryable and job_try < services.settings.job_max_tries:
-        log.warning("attempt failed, will retry", error=message, job_try=job_try)
-        raise Retry(defer=job_try * 2) from error
+        defer = backoff(job_try, getattr(error, "retry_after", None))
+        log.warning("attempt failed, will retry", error=message, job_try=job_try, defer=defer)
+        raise Retry(defer=defer) from error
     if retryable:
         # Every try failed with an error that might pass: keep it for a person to requeue.
         await DeadLetters(ctx["redis"], services.keys).add(job_id)
@@ -46,6 +56,13 @@ async def retry_or_fail(ctx: WorkerContext, job_id: str, error: Exception) -> No
         {"status": "failed", "error": message, "finished_at": f"{time.time():.6f}"},
     )
     await services.jobs.keep(job_id)
+
+
+def backoff(job_try: int, retry_after: float | None = None) -> float:
+    """Seconds before try `job_try + 1`: exponential with full jitter between half and one
+    and a half times, capped at a minute, and never sooner than the provider's Retry-After."""
+    base = min(60.0, 2.0**job_try)
+    return max(base * random.uniform(0.5, 1.5), retry_after or 0.0)
 
 
 async def note_cancellation(ctx: WorkerContext, job_id: str) -> None:

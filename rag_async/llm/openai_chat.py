@@ -80,7 +80,9 @@ class OpenAIChat:
         except openai.APIStatusError as error:
             retryable = error.status_code == 429 or error.status_code >= 500
             raise ProviderError(
-                f"the LLM answered HTTP {error.status_code}: {error.message}", retryable=retryable
+                f"the LLM answered HTTP {error.status_code}: {error.message}",
+                retryable=retryable,
+                retry_after=_retry_after(error.response.headers.get("retry-after")),
             ) from error
         except (openai.APIConnectionError, openai.APITimeoutError, httpx2.TransportError) as error:
             raise ProviderError(f"the LLM could not be reached: {error}", retryable=True) from error
@@ -111,3 +113,11 @@ def _content_of(line: bytes) -> str | None:
         return None  # e.g. the usage chunk
     content = choices[0].get("delta", {}).get("content")
     return content if isinstance(content, str) else None
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Retry-After in seconds (the delay form; an HTTP date is rare from LLM servers)."""
+    try:
+        return max(0.0, float(value)) if value else None
+    except ValueError:
+        return None

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import itertools
+from collections.abc import Awaitable, Callable, Sequence
 
 from qdrant_client import models
 
@@ -11,7 +12,7 @@ from rag_async.events import Source
 from rag_async.retrieval.chunking import Chunk, chunk_text
 from rag_async.retrieval.embedders import EMBED_BATCH_SIZE, Embedder
 from rag_async.retrieval.lexical import LexicalEncoder
-from rag_async.retrieval.store import ChunkStore
+from rag_async.retrieval.store import DEFAULT_COLLECTION, ChunkStore
 
 ProgressCallback = Callable[[str, int, int], Awaitable[None]]
 
@@ -64,9 +65,15 @@ class Retriever:
         return (await self._embedder.embed([query]))[0]
 
     async def search(
-        self, query: str, top_k: int, *, dense: list[float] | None = None
+        self,
+        query: str,
+        top_k: int,
+        *,
+        dense: list[float] | None = None,
+        collection: str | None = DEFAULT_COLLECTION,
     ) -> list[Source]:
-        """The `top_k` best chunks for `query`; pass `dense` if `embed_query` already ran."""
+        """The `top_k` best chunks of `collection` for `query` (None searches every
+        collection); pass `dense` if `embed_query` already ran."""
         sparse = self._lexical.query(query)  # a handful of terms: cheap enough for the loop
         if dense is None:
             dense = await self.embed_query(query)
@@ -75,7 +82,7 @@ class Retriever:
         # 260 chunks of the demo corpus, which is fine, but linear in the corpus (0.2 s for
         # 10,000 chunks) and blocking every other job meanwhile. Its state is not safe to use
         # from a thread pool either. A Qdrant server (RAG_QDRANT_URL) is the scaling answer.
-        return await self._store.search(sparse, dense, top_k)
+        return await self._store.search(sparse, dense, top_k, collection=collection)
 
     async def index(
         self,
@@ -84,9 +91,13 @@ class Retriever:
         source: str | None,
         text: str,
         on_progress: ProgressCallback | None = None,
+        *,
+        collection: str = DEFAULT_COLLECTION,
+        page_starts: Sequence[int] = (),
     ) -> int:
         """Chunk, encode (and embed) a document and write it under `document_id`, replacing
-        any earlier version. Returns the number of chunks."""
+        any earlier version. Returns the number of chunks. `page_starts` (paged formats) are
+        the offsets in `text` where each page begins, so each chunk records its page."""
 
         async def progress(stage: str, done: int, total: int) -> None:
             if on_progress is not None:
@@ -94,7 +105,9 @@ class Retriever:
 
         # Chunking and encoding take about 50 ms per 100 KB of text, long enough to stall every
         # other job on this worker's loop for a large document: run them in a thread.
-        chunks, contexts, sparse = await asyncio.to_thread(self._encode, title, text)
+        chunks, pages, contexts, sparse = await asyncio.to_thread(
+            self._encode, title, text, page_starts
+        )
         total = len(chunks)
         await progress("chunked", total, total)
 
@@ -107,17 +120,55 @@ class Retriever:
                 await progress("embedded", len(dense), total)
 
         written = await self._store.upsert_document(
-            document_id, title, source, chunks, sparse, dense
+            document_id, title, source, chunks, sparse, dense, collection=collection, pages=pages
         )
         await progress("upserted", written, total)
         return written
 
+    async def delete(self, document_id: str) -> int:
+        """Remove every chunk of a document; returns how many there were."""
+        count = await self._store.count_document(document_id)
+        await self._store.delete_document(document_id)
+        return count
+
+    async def count(self, document_id: str) -> int:
+        """How many chunks of the document are stored."""
+        return await self._store.count_document(document_id)
+
     def _encode(
-        self, title: str, text: str
-    ) -> tuple[list[Chunk], list[str], list[models.SparseVector]]:
-        chunks = chunk_text(text, max_tokens=self._chunk_tokens, overlap=self._chunk_overlap)
+        self, title: str, text: str, page_starts: Sequence[int]
+    ) -> tuple[list[Chunk], list[int | None] | None, list[str], list[models.SparseVector]]:
+        chunks, pages = self._chunk(text, page_starts)
         # A chunk is encoded with its heading path (or the title) in front: the middle of a
         # section about exceptions often never says "exception", yet is about one. The stored
         # and cited text stays the chunk itself.
         contexts = [f"{chunk.heading or title}\n\n{chunk.text}" for chunk in chunks]
-        return chunks, contexts, [self._lexical.document(context) for context in contexts]
+        sparse = [self._lexical.document(context) for context in contexts]
+        return chunks, pages, contexts, sparse
+
+    def _chunk(
+        self, text: str, page_starts: Sequence[int]
+    ) -> tuple[list[Chunk], list[int | None] | None]:
+        """The chunks, and each one's page for a paged document: pages are chunked one by
+        one, so that a chunk never straddles two and its page is exact."""
+        if not page_starts:
+            chunks = chunk_text(text, max_tokens=self._chunk_tokens, overlap=self._chunk_overlap)
+            return chunks, None
+        chunks = []
+        pages: list[int | None] = []
+        bounds = [*page_starts, len(text)]
+        for page, (start, end) in enumerate(itertools.pairwise(bounds), start=1):
+            for chunk in chunk_text(
+                text[start:end], max_tokens=self._chunk_tokens, overlap=self._chunk_overlap
+            ):
+                chunks.append(
+                    Chunk(
+                        index=len(chunks),
+                        text=chunk.text,
+                        start=start + chunk.start,
+                        end=start + chunk.end,
+                        heading=chunk.heading,
+                    )
+                )
+                pages.append(page)
+        return chunks, pages

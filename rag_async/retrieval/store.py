@@ -18,7 +18,7 @@ from qdrant_client.http.exceptions import UnexpectedResponse
 from rag_async.config import Settings
 from rag_async.errors import ConfigurationError
 from rag_async.events import Source
-from rag_async.retrieval.chunking import Chunk
+from rag_async.retrieval.chunking import HEADING_SEPARATOR, Chunk
 
 LEXICAL_VECTOR = "lexical"
 DENSE_VECTOR = "dense"
@@ -29,6 +29,9 @@ UPSERT_BATCH = 256
 # Each branch of a hybrid search hands this many candidates per result to the fusion, so a
 # chunk ranked well by one branch only still gets its chance.
 PREFETCH_FACTOR = 4
+
+# Chunks ingested without a collection (and before collections existed) belong to this one.
+DEFAULT_COLLECTION = "default"
 
 _POINT_NAMESPACE = uuid.UUID("6f1f7a8e-43b1-5c0e-9d1a-2b7c3f0d5e41")
 
@@ -100,6 +103,7 @@ class ChunkStore:
             # that cheap. Local mode scans anyway (and warns that indexes have no effect).
             for field, schema in (
                 ("document_id", models.PayloadSchemaType.KEYWORD),
+                ("collection", models.PayloadSchemaType.KEYWORD),
                 ("chunk", models.PayloadSchemaType.INTEGER),
             ):
                 await self._client.create_payload_index(self._collection, field, schema)
@@ -126,9 +130,13 @@ class ChunkStore:
         chunks: Sequence[Chunk],
         sparse: Sequence[models.SparseVector],
         dense: Sequence[list[float]] | None,
+        *,
+        collection: str = DEFAULT_COLLECTION,
+        pages: Sequence[int | None] | None = None,
     ) -> int:
         """Write a document's chunks and drop any chunks left from a longer earlier version.
-        Returns the number of chunks written."""
+        Returns the number of chunks written. `pages` is each chunk's page, for paged formats.
+        """
         if len(sparse) != len(chunks) or (dense is not None and len(dense) != len(chunks)):
             raise ValueError("one sparse (and dense, if any) vector per chunk is required")
         points = []
@@ -140,7 +148,9 @@ class ChunkStore:
                 "document_id": document_id,
                 "title": title,
                 "source": source,
+                "collection": collection,
                 "chunk": chunk.index,
+                "page": pages[i] if pages else None,
                 "heading": chunk.heading,
                 "start": chunk.start,
                 "end": chunk.end,
@@ -164,6 +174,16 @@ class ChunkStore:
     async def delete_document(self, document_id: str) -> None:
         await self._delete(document_id, from_chunk=0)
 
+    async def count_document(self, document_id: str) -> int:
+        """How many chunks of `document_id` the collection holds."""
+        document = models.FieldCondition(
+            key="document_id", match=models.MatchValue(value=document_id)
+        )
+        result = await self._client.count(
+            self._collection, count_filter=models.Filter(must=[document]), exact=True
+        )
+        return result.count
+
     async def _delete(self, document_id: str, *, from_chunk: int) -> None:
         conditions: list[models.Condition] = [
             models.FieldCondition(key="document_id", match=models.MatchValue(value=document_id))
@@ -179,25 +199,42 @@ class ChunkStore:
         )
 
     async def search(
-        self, sparse: models.SparseVector, dense: list[float] | None, limit: int
+        self,
+        sparse: models.SparseVector,
+        dense: list[float] | None,
+        limit: int,
+        *,
+        collection: str | None = None,
     ) -> list[Source]:
-        """The best `limit` chunks, numbered 1..k in rank order.
+        """The best `limit` chunks of `collection` (all of them when None), numbered 1..k in
+        rank order.
 
         With a dense vector the search is hybrid: a lexical and a dense candidate list, fused
         by reciprocal rank (RRF), which needs no calibration between the two kinds of score.
         """
         if dense is None and not sparse.indices:
             return []  # only stopwords: a lexical search has nothing to match
+        where = None if collection is None else collection_filter(collection)
         if dense is None:
             response = await self._client.query_points(
-                self._collection, query=sparse, using=LEXICAL_VECTOR, limit=limit
+                self._collection,
+                query=sparse,
+                using=LEXICAL_VECTOR,
+                limit=limit,
+                query_filter=where,
             )
         else:
             candidates = limit * PREFETCH_FACTOR
-            prefetch = [models.Prefetch(query=dense, using=DENSE_VECTOR, limit=candidates)]
+            # The filter goes on each branch: a fusion of unfiltered candidates could come up
+            # short, or empty, for a small collection.
+            prefetch = [
+                models.Prefetch(query=dense, using=DENSE_VECTOR, limit=candidates, filter=where)
+            ]
             if sparse.indices:
                 prefetch.append(
-                    models.Prefetch(query=sparse, using=LEXICAL_VECTOR, limit=candidates)
+                    models.Prefetch(
+                        query=sparse, using=LEXICAL_VECTOR, limit=candidates, filter=where
+                    )
                 )
             response = await self._client.query_points(
                 self._collection,
@@ -217,14 +254,40 @@ def _is_embedded(client: AsyncQdrantClient) -> bool:
     return options.get("path") is not None or options.get("location") == ":memory:"
 
 
+def collection_filter(collection: str) -> models.Filter:
+    """Points of `collection`; the default one also holds chunks stored without one."""
+    match: list[models.Condition] = [
+        models.FieldCondition(key="collection", match=models.MatchValue(value=collection))
+    ]
+    if collection == DEFAULT_COLLECTION:
+        match.append(models.IsEmptyCondition(is_empty=models.PayloadField(key="collection")))
+    return models.Filter(should=match)
+
+
+def citation_heading(title: str, heading: str | None) -> str | None:
+    """ "Title › Section › Subsection" for a chunk, without repeating a title that is also the
+    document's first heading."""
+    if not heading:
+        return title or None
+    if not title or heading == title or heading.startswith(title + HEADING_SEPARATOR):
+        return heading
+    return f"{title}{HEADING_SEPARATOR}{heading}"
+
+
 def _source(n: int, point: models.ScoredPoint) -> Source:
     payload = point.payload or {}
+    page = payload.get("page")
+    title = str(payload.get("title", ""))
+    heading = payload.get("heading")
     return Source(
         n=n,
         document_id=str(payload.get("document_id", "")),
-        title=str(payload.get("title", "")),
+        title=title,
         chunk=int(payload.get("chunk", 0)),
         score=point.score,
         text=str(payload.get("text", "")),
         source=payload.get("source"),
+        heading=citation_heading(title, heading if isinstance(heading, str) else None),
+        page=page if isinstance(page, int) else None,
+        collection=str(payload.get("collection") or DEFAULT_COLLECTION),
     )

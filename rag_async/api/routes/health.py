@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import Response
 
+from ...activity import service_stats
 from ..errors import json_response
 from ..state import State
 
@@ -19,10 +20,20 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 async def readyz(state: State) -> Response:
-    """Ready to take work: Redis answers. 503 otherwise."""
+    """Ready to take work: Redis answers (503 otherwise). Also tells the providers' breaker
+    states as the workers last reported them (an open breaker defers jobs; it does not make
+    the API unready)."""
     try:
         await state.redis.ping()
-        queued = await state.redis.zcard(state.keys.queue)
+        stats = await service_stats(state.redis, state.keys)
     except Exception as error:  # any failure means "not ready"; say which
         return json_response({"status": "unavailable", "redis": str(error)}, status=503)
-    return json_response({"status": "ready", "redis": "ok", "queued": queued})
+    return json_response(
+        {
+            "status": "ready",
+            "redis": "ok",
+            "queued": stats["queue_depth"],
+            "workers": len(stats["workers"]),
+            "breakers": stats["breakers"],
+        }
+    )

@@ -1,0 +1,112 @@
+"""`parse(filename, content)`: pick the parser by the file's extension, check what comes out."""
+
+from __future__ import annotations
+
+import re
+from bisect import bisect_right
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+from rag_async.errors import BadRequest, TooLarge
+
+# Extension -> format. What is not here is refused before any byte is parsed.
+FORMATS: dict[str, str] = {
+    ".txt": "text",
+    ".text": "text",
+    ".rst": "text",
+    ".md": "markdown",
+    ".markdown": "markdown",
+    ".html": "html",
+    ".htm": "html",
+    ".xhtml": "html",
+    ".pdf": "pdf",
+}
+
+_ATX_TITLE = re.compile(r"^ {0,3}#{1,6}[ \t]+(.+?)[ \t#]*$", re.MULTILINE)
+# A line of extracted text that the chunker would read as a heading or a code fence.
+_MARKUP_LINE = re.compile(r"^([ \t]*)(#|```|~~~)", re.MULTILINE)
+
+
+class UnsupportedFormat(BadRequest):
+    status_code = 415
+    code = "unsupported_format"
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedDocument:
+    """A document as the chunker reads it."""
+
+    title: str | None
+    text: str
+    format: str
+    # PDF: `page_starts[i]` is the offset in `text` where page i + 1 begins.
+    page_starts: tuple[int, ...] = ()
+
+    def page_at(self, offset: int) -> int | None:
+        """The 1-based page holding `text[offset]`, for paged formats."""
+        if not self.page_starts:
+            return None
+        return max(1, bisect_right(self.page_starts, offset))
+
+
+def format_of(filename: str) -> str:
+    """The format a file name stands for; `UnsupportedFormat` when none."""
+    suffix = PurePosixPath(filename.replace("\\", "/")).suffix.lower()
+    try:
+        return FORMATS[suffix]
+    except KeyError:
+        known = ", ".join(sorted(FORMATS))
+        raise UnsupportedFormat(
+            f"{filename}: unsupported file type {suffix or '(no extension)'}; supported: {known}"
+        ) from None
+
+
+def parse(filename: str, content: bytes, *, max_bytes: int | None = None) -> ParsedDocument:
+    """Parse one file. Raises a `RagError` that names the file when it is of an unsupported
+    type, empty, corrupt, or larger than `max_bytes`. CPU-bound: run it in a thread."""
+    kind = format_of(filename)
+    if max_bytes is not None and len(content) > max_bytes:
+        raise TooLarge(
+            f"{filename}: the file is {len(content)} bytes; the limit is {max_bytes}",
+            code="document_too_large",
+        )
+    if not content.strip():
+        raise BadRequest(f"{filename}: the file is empty", code="empty_document")
+    if kind == "pdf":
+        from rag_async.parsing.pdf import parse_pdf
+
+        parsed = parse_pdf(filename, content)
+    elif kind == "html":
+        from rag_async.parsing.html import parse_html
+
+        parsed = parse_html(filename, content)
+    else:
+        text = decode_text(filename, content)
+        parsed = ParsedDocument(title=markdown_title(text), text=text, format=kind)
+    if not parsed.text.strip():
+        raise BadRequest(f"{filename}: no text found in the file", code="empty_document")
+    return parsed
+
+
+def decode_text(filename: str, content: bytes) -> str:
+    """UTF-8 (a BOM allowed); anything else is refused rather than guessed at."""
+    try:
+        text = content.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise BadRequest(
+            f"{filename}: not UTF-8 text (byte {error.start})", code="corrupt_document"
+        ) from None
+    if "\x00" in text:
+        raise BadRequest(f"{filename}: binary data, not text", code="corrupt_document")
+    return text
+
+
+def markdown_title(text: str) -> str | None:
+    match = _ATX_TITLE.search(text)
+    return match.group(1).strip() if match else None
+
+
+def escape_markup(text: str) -> str:
+    """Keep extracted text from looking like Markdown to the chunker ("# define" in a PDF
+    is not a heading)."""
+    return _MARKUP_LINE.sub(r"\1\\\2", text)
