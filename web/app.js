@@ -36,7 +36,7 @@ ui.form.addEventListener('submit', async (event) => {
   ui.ask.disabled = true;
   ui.ask.textContent = 'Asking…';
   try {
-    const accepted = await request('POST', '/chat', { query });
+    const accepted = await request('POST', '/chat', withCollection({ query }));
     remember(accepted.job_id, query);
     history.pushState(null, '', `?job=${encodeURIComponent(accepted.job_id)}`);
     openJob(accepted.job_id);
@@ -203,6 +203,8 @@ function showFinal(view) {
     showProviders(view.providers);
   } else {
     if (view.answer) answer.finish(view.answer);
+    // Mark the stage it ended in (a job can fail before this page saw any of its stages).
+    stages.enter(stages.order.includes(view.stage) ? view.stage : 'retrieving');
     showJobError(view.status === 'failed'
       ? `The job failed: ${view.error ?? 'no reason was recorded'}`
       : 'The job was cancelled.');
@@ -273,15 +275,21 @@ function setSources(sources) {
   ui.sourcesSection.hidden = sources.length === 0;
   ui.sources.replaceChildren(...sources.map((source) => h('li', { value: source.n },
     h('button', { type: 'button', className: 'source-link', onclick: () => openSource(source.n) },
-      h('span', { className: 'source-title' }, source.title),
+      h('span', { className: 'source-title' }, whereIn(source)),
       h('span', { className: 'source-origin' },
         [source.source, `passage ${source.chunk + 1}`].filter(Boolean).join(' · '))))));
+}
+
+/** "Title › Section (page 3)": where a passage sits (the heading path starts at the title). */
+function whereIn(source) {
+  const place = source.heading || source.title;
+  return source.page ? `${place} (page ${source.page})` : place;
 }
 
 function openSource(n) {
   const source = job?.sources.find((s) => s.n === n);
   if (!source) return;
-  $('source-title').textContent = `[${n}] ${source.title}`;
+  $('source-title').textContent = `[${n}] ${whereIn(source)}`;
   const meta = [source.source, `passage ${source.chunk + 1}`, `relevance ${source.score.toFixed(3)}`];
   $('source-meta').textContent = meta.filter(Boolean).join(' · ');
   $('source-text').textContent = source.text;
@@ -377,9 +385,31 @@ function showJobFromUrl() {
 window.addEventListener('popstate', showJobFromUrl);
 renderHistory();
 showJobFromUrl();
-setupUploads({ dropzone: $('dropzone'), input: $('file-input'), list: $('uploads') });
+setupUploads({
+  dropzone: $('dropzone'), input: $('file-input'), list: $('uploads'), withCollection,
+});
 setupStats({
   queue: $('stat-queue'), flight: $('stat-flight'), workers: $('stat-workers'),
   failureCount: $('stat-failures'), note: $('service-note'), failures: $('failures'),
   failureList: $('failure-list'),
 });
+
+// ---- collections ----------------------------------------------------------------------------
+
+/** The body with the chosen collection, if any (none means the service's default). */
+function withCollection(body) {
+  const collection = $('collection').value.trim();
+  return collection ? { ...body, collection } : body;
+}
+
+/** Offer the collections that hold documents; typing a new name is fine too. */
+async function loadCollections() {
+  try {
+    const { documents } = await request('GET', '/documents');
+    const names = [...new Set(documents.map((d) => d.collection))].sort();
+    $('collections').replaceChildren(...names.map((name) => h('option', { value: name })));
+  } catch {
+    // The list is a convenience: without it the field still takes any name.
+  }
+}
+loadCollections();

@@ -7,9 +7,9 @@ import { ago, h } from './answer.js';
 const TEXT_FILE = /\.(txt|md|markdown)$/i;
 
 /** Drag-and-drop and the file picker both end here: each file becomes one ingestion job. */
-export function setupUploads({ dropzone, input, list }) {
+export function setupUploads({ dropzone, input, list, withCollection = (body) => body }) {
   const accept = (files) => {
-    for (const file of files) upload(file, list);
+    for (const file of files) upload(file, list, withCollection);
   };
   input.addEventListener('change', () => {
     accept(input.files);
@@ -30,7 +30,7 @@ export function setupUploads({ dropzone, input, list }) {
   });
 }
 
-async function upload(file, list) {
+async function upload(file, list, withCollection) {
   const progress = h('progress', { max: 1, 'aria-label': `Ingestion of ${file.name}` });
   const status = h('span', { className: 'upload-status' }, 'Reading…');
   const row = h('li', { className: 'upload' }, h('span', { className: 'upload-name' }, file.name),
@@ -49,7 +49,8 @@ async function upload(file, list) {
   try {
     const text = await file.text();
     status.textContent = 'Uploading…';
-    accepted = await request('POST', '/documents', { text, title: titleOf(file.name, text), source: file.name });
+    const body = { text, title: titleOf(file.name, text), source: file.name };
+    accepted = await request('POST', '/documents', withCollection(body));
   } catch (error) {
     fail(error instanceof ApiError ? error.message : `Could not read the file: ${error.message}`);
     return;

@@ -30,7 +30,7 @@ UPSERT_BATCH = 256
 # chunk ranked well by one branch only still gets its chance.
 PREFETCH_FACTOR = 4
 
-# Chunks ingested without a collection (and before collections existed) belong to this one.
+# The collection of documents ingested without one.
 DEFAULT_COLLECTION = "default"
 
 _POINT_NAMESPACE = uuid.UUID("6f1f7a8e-43b1-5c0e-9d1a-2b7c3f0d5e41")
@@ -255,13 +255,12 @@ def _is_embedded(client: AsyncQdrantClient) -> bool:
 
 
 def collection_filter(collection: str) -> models.Filter:
-    """Points of `collection`; the default one also holds chunks stored without one."""
-    match: list[models.Condition] = [
-        models.FieldCondition(key="collection", match=models.MatchValue(value=collection))
-    ]
-    if collection == DEFAULT_COLLECTION:
-        match.append(models.IsEmptyCondition(is_empty=models.PayloadField(key="collection")))
-    return models.Filter(should=match)
+    """Points of `collection`. Every chunk carries its collection, so one condition does:
+    embedded Qdrant checks it point by point in Python (~2.5 ms per search of the demo
+    corpus; a second condition cost ~1.5 ms more), a server through its keyword index."""
+    return models.Filter(
+        must=[models.FieldCondition(key="collection", match=models.MatchValue(value=collection))]
+    )
 
 
 def citation_heading(title: str, heading: str | None) -> str | None:
