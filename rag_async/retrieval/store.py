@@ -72,11 +72,19 @@ class ChunkStore:
     def __init__(self, client: AsyncQdrantClient, collection: str) -> None:
         self._client = client
         self._collection = collection
+        # Embedded Qdrant checks a filter point by point in Python (~3 ms a search on the demo
+        # corpus). This process is its only user, so it can know which collections the store
+        # holds, and skip the filter when there is only the one asked for. With a server,
+        # other workers write too, so the (indexed, cheap) filter always applies.
+        self._known_collections: set[str] | None = None
 
     async def ensure_collection(self, dense_dim: int | None) -> None:
         """Create the collection if missing; check that an existing one fits `dense_dim`."""
+        if _is_embedded(self._client):
+            self._known_collections = set()
         if await self._client.collection_exists(self._collection):
             await self._check_dense(dense_dim)
+            await self._learn_collections()
             return
         dense_config: dict[str, models.VectorParams] = {}
         if dense_dim:
@@ -107,6 +115,21 @@ class ChunkStore:
                 ("chunk", models.PayloadSchemaType.INTEGER),
             ):
                 await self._client.create_payload_index(self._collection, field, schema)
+
+    async def _learn_collections(self) -> None:
+        """Read which collections an embedded store holds (once, at start)."""
+        if self._known_collections is None:
+            return
+        offset = None
+        while True:
+            points, offset = await self._client.scroll(
+                self._collection, limit=1000, offset=offset, with_payload=["collection"]
+            )
+            for point in points:
+                payload = point.payload or {}
+                self._known_collections.add(str(payload.get("collection") or DEFAULT_COLLECTION))
+            if offset is None:
+                return
 
     async def _check_dense(self, dense_dim: int | None) -> None:
         if not dense_dim:
@@ -139,6 +162,8 @@ class ChunkStore:
         """
         if len(sparse) != len(chunks) or (dense is not None and len(dense) != len(chunks)):
             raise ValueError("one sparse (and dense, if any) vector per chunk is required")
+        if self._known_collections is not None:
+            self._known_collections.add(collection)  # before writing: never under-filter
         points = []
         for i, chunk in enumerate(chunks):
             vector: dict[str, Any] = {LEXICAL_VECTOR: sparse[i]}
@@ -215,6 +240,11 @@ class ChunkStore:
         if dense is None and not sparse.indices:
             return []  # only stopwords: a lexical search has nothing to match
         where = None if collection is None else collection_filter(collection)
+        if collection is not None and self._known_collections is not None:
+            if collection not in self._known_collections:
+                return []  # nothing was ever stored in it
+            if self._known_collections == {collection}:
+                where = None  # everything here is of that collection
         if dense is None:
             response = await self._client.query_points(
                 self._collection,
