@@ -29,13 +29,15 @@ def create_inline_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         qdrant = await open_qdrant(settings)
-        clients["retriever"] = Retriever(
+        retriever = Retriever(
             ChunkStore(qdrant, settings.collection),
             LexicalEncoder(),
             None,
             chunk_tokens=settings.chunk_tokens,
             chunk_overlap=settings.chunk_overlap,
         )
+        await retriever.ensure_collection()  # as the worker's startup does
+        clients["retriever"] = retriever
         http = openai.DefaultAioHttpClient()
         chat = openai.AsyncOpenAI(base_url=settings.llm_base_url, api_key="bench", http_client=http)
         clients["llm"] = OpenAIChat(chat, settings.llm_model, max_tokens=settings.llm_max_tokens)

@@ -45,8 +45,8 @@ class Settings(BaseSettings):
     # The worker.
     worker_max_jobs: int = Field(default=100, ge=1)
     # arq polls its queue. docs/benchmarks.md: at 10 ms a job waits ~11 ms (p50) to start and
-    # an idle worker costs ~7 % of a core plus ~1 % of Valkey's; at arq's 0.5 s default, ~290 ms.
-    # With dozens of workers on one Valkey, 0.05 s trades ~20 ms of wait for 5x less polling.
+    # an idle worker costs ~9 % of a core plus ~2 % of Valkey's; at arq's 0.5 s default, ~330
+    # ms. With dozens of workers on one Valkey, 0.05 s trades ~15 ms of wait for 5x less polling.
     worker_poll_delay: float = Field(default=0.01, gt=0)
     job_timeout: float = Field(default=300.0, gt=0)
     # On SIGTERM a worker takes no new job and lets running ones finish for this long; what is
