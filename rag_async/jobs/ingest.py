@@ -14,7 +14,7 @@ from ..events import TERMINAL_STATUSES, DoneEvent, ErrorEvent, ProgressEvent, St
 from ..jobstore import JobRecord, dumps
 from ..parsing import ParsedDocument, parse
 from ..registry import DocumentRegistry
-from .context import WorkerContext
+from .context import Services, WorkerContext
 from .outcome import note_cancellation, retry_or_fail
 
 log = structlog.get_logger(__name__)
@@ -98,22 +98,7 @@ async def ingest_document(ctx: WorkerContext, job_id: str) -> None:
             "error": "",
         },
     )
-    await events.append(
-        job_id,
-        DoneEvent(
-            answer=f"indexed {chunks} chunks",
-            timings=timings,
-            chunks=chunks,
-            providers={"retrieval": services.retriever.name},
-        ),
-        {
-            "status": "complete",
-            "stage": "done",
-            "chunks": chunks,
-            "timings": dumps(timings),
-            "finished_at": f"{finished:.6f}",
-        },
-    )
+    await _finish(services, job_id, f"indexed {chunks} chunks", chunks, timings, finished)
     await ctx["redis"].delete(upload_key)
     await services.jobs.keep(job_id)
     log.info("ingested", job_id=job_id, chunks=chunks)
@@ -161,21 +146,33 @@ async def delete_document(ctx: WorkerContext, job_id: str) -> None:
     await DocumentRegistry(ctx["redis"], services.keys).remove(document_id)
     finished = time.time()
     timings = {"total": finished - started}
+    await _finish(services, job_id, f"deleted {removed} chunks", removed, timings, finished)
+    await services.jobs.keep(job_id)
+    log.info("deleted document", document_id=document_id, chunks=removed)
+
+
+async def _finish(
+    services: Services,
+    job_id: str,
+    summary: str,
+    chunks: int,
+    timings: dict[str, float],
+    finished: float,
+) -> None:
+    """End a document job: its `done` event and the record marked complete, in one step."""
     await services.events.append(
         job_id,
         DoneEvent(
-            answer=f"deleted {removed} chunks",
+            answer=summary,
             timings=timings,
-            chunks=removed,
+            chunks=chunks,
             providers={"retrieval": services.retriever.name},
         ),
         {
             "status": "complete",
             "stage": "done",
-            "chunks": removed,
+            "chunks": chunks,
             "timings": dumps(timings),
             "finished_at": f"{finished:.6f}",
         },
     )
-    await services.jobs.keep(job_id)
-    log.info("deleted document", document_id=document_id, chunks=removed)
