@@ -29,6 +29,11 @@ from workers.settings import create_worker
 
 REPO = Path(__file__).resolve().parent.parent
 
+# Tests build their own Settings: a developer's RAG_* or OpenAI variables must not leak in
+# (an OPENAI_API_KEY would switch the offline answerer off, RAG_REDIS_URL point elsewhere).
+for _name in [n for n in os.environ if n.startswith("RAG_") or n.startswith("OPENAI_")]:
+    del os.environ[_name]
+
 
 @pytest.fixture(scope="session")
 def valkey(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedValkey]:
