@@ -161,18 +161,11 @@ def services(
 async def _index_demo_corpus(data_dir: Path) -> None:
     from rag_async.config import Settings
     from rag_async.demo_corpus import demo_documents
-    from rag_async.retrieval import ChunkStore, LexicalEncoder, Retriever, open_qdrant
+    from rag_async.retrieval import Retriever, open_qdrant
 
     settings = Settings(_env_file=None, data_dir=data_dir)
     qdrant = await open_qdrant(settings)
-    retriever = Retriever(
-        ChunkStore(qdrant, settings.collection),
-        LexicalEncoder(),
-        None,
-        chunk_tokens=settings.chunk_tokens,
-        chunk_overlap=settings.chunk_overlap,
-    )
-    await retriever.ensure_collection()
+    retriever = await Retriever.open(qdrant, settings)
     for title, source, text in demo_documents():
         await retriever.index(source, title, source, text)
     await qdrant.close()

@@ -19,7 +19,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from rag_async.config import Settings
 from rag_async.jobs.answer import coalesce
 from rag_async.llm import OpenAIChat
-from rag_async.retrieval import ChunkStore, LexicalEncoder, Retriever, open_qdrant
+from rag_async.retrieval import Retriever, open_qdrant
 from rag_async.schemas import ChatRequest
 
 
@@ -29,15 +29,7 @@ def create_inline_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         qdrant = await open_qdrant(settings)
-        retriever = Retriever(
-            ChunkStore(qdrant, settings.collection),
-            LexicalEncoder(),
-            None,
-            chunk_tokens=settings.chunk_tokens,
-            chunk_overlap=settings.chunk_overlap,
-        )
-        await retriever.ensure_collection()  # as the worker's startup does
-        clients["retriever"] = retriever
+        clients["retriever"] = await Retriever.open(qdrant, settings)  # as a worker does
         http = openai.DefaultAioHttpClient()
         chat = openai.AsyncOpenAI(base_url=settings.llm_base_url, api_key="bench", http_client=http)
         clients["llm"] = OpenAIChat(chat, settings.llm_model, max_tokens=settings.llm_max_tokens)

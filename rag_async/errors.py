@@ -49,14 +49,6 @@ class Overloaded(RagError):
         self.retry_after = retry_after
 
 
-class ServiceUnavailable(RagError):
-    """A backing service (Valkey, Qdrant, the LLM) cannot be reached right now."""
-
-    status_code = 503
-    code = "service_unavailable"
-    retryable = True
-
-
 class ProviderError(RagError):
     """An external provider (LLM, embedder) failed; `retryable` says if trying again helps."""
 

@@ -127,16 +127,12 @@ async def test_sigterm_lets_a_running_answer_finish(
 
 
 async def test_dead_letters_can_be_listed_requeued_and_dropped(valkey: Any, tmp_path: Path) -> None:
-    from rag_async.embedded_valkey import free_port
-    from tests.conftest import make_settings, run_cli
+    from tests.conftest import run_cli
     from tests.support.openai_server import ServerConfig, serve_openai
 
-    port = free_port()  # the LLM's address, where nothing listens yet
-    settings = make_settings(
+    port, settings = _llm_down(
         valkey,
         tmp_path,
-        llm_base_url=f"http://127.0.0.1:{port}/v1",
-        llm_api_key="k",
         job_max_tries=2,
     )
     async with running_stack(settings) as stack:
@@ -165,16 +161,11 @@ async def test_dead_letters_can_be_listed_requeued_and_dropped(valkey: Any, tmp_
 
 
 async def test_a_breaker_defers_jobs_while_the_llm_is_down(valkey: Any, tmp_path: Path) -> None:
-    from rag_async.embedded_valkey import free_port
-    from tests.conftest import make_settings
     from tests.support.openai_server import ServerConfig, serve_openai
 
-    port = free_port()  # the LLM's address, where nothing listens yet
-    settings = make_settings(
+    port, settings = _llm_down(
         valkey,
         tmp_path,
-        llm_base_url=f"http://127.0.0.1:{port}/v1",
-        llm_api_key="k",
         llm_max_retries=0,
         breaker_threshold=2,
         breaker_reset=8.0,
@@ -199,3 +190,16 @@ async def test_a_breaker_defers_jobs_while_the_llm_is_down(valkey: Any, tmp_path
     # Had the deferrals counted, the third try would have been its last and it would have
     # been dead-lettered long before the LLM came back.
     assert view["answer"] == expected_answer(5) and view["attempt"] == 3
+
+
+def _llm_down(valkey: Any, tmp_path: Path, **overrides: Any) -> tuple[int, Settings]:
+    """Settings whose LLM is at a free port where nothing listens yet, and that port (a test
+    brings the LLM up there with `serve_openai(port=...)`)."""
+    from rag_async.embedded_valkey import free_port
+    from tests.conftest import make_settings
+
+    port = free_port()
+    llm_base_url = f"http://127.0.0.1:{port}/v1"
+    return port, make_settings(
+        valkey, tmp_path, llm_base_url=llm_base_url, llm_api_key="k", **overrides
+    )

@@ -19,7 +19,7 @@ from ..eventlog import EventLog
 from ..jobstore import JobStore
 from ..keys import Keys
 from ..llm import LLM, ExtractiveAnswerer, OpenAIChat, StreamTimeouts
-from ..retrieval import ChunkStore, LexicalEncoder, OpenAIEmbedder, Retriever, open_qdrant
+from ..retrieval import LexicalEncoder, OpenAIEmbedder, Retriever, open_qdrant
 
 
 @dataclass(slots=True)
@@ -67,14 +67,7 @@ class Services:
                 timeout=settings.llm_timeout,
             )
             embedder = OpenAIEmbedder(embed_client, settings.embed_model)
-        retriever = Retriever(
-            ChunkStore(qdrant, settings.collection),
-            lexical,
-            embedder,
-            chunk_tokens=settings.chunk_tokens,
-            chunk_overlap=settings.chunk_overlap,
-        )
-        await retriever.ensure_collection()
+        retriever = await Retriever.open(qdrant, settings, lexical=lexical, embedder=embedder)
         llm: LLM
         if settings.llm_configured:
             chat_client = openai.AsyncOpenAI(

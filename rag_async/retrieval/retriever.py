@@ -6,8 +6,9 @@ import asyncio
 import itertools
 from collections.abc import Awaitable, Callable, Sequence
 
-from qdrant_client import models
+from qdrant_client import AsyncQdrantClient, models
 
+from rag_async.config import Settings
 from rag_async.events import Source
 from rag_async.retrieval.chunking import Chunk, chunk_text
 from rag_async.retrieval.embedders import EMBED_BATCH_SIZE, Embedder
@@ -40,6 +41,26 @@ class Retriever:
         self._embedder = embedder
         self._chunk_tokens = chunk_tokens
         self._chunk_overlap = chunk_overlap
+
+    @classmethod
+    async def open(
+        cls,
+        qdrant: AsyncQdrantClient,
+        settings: Settings,
+        *,
+        lexical: LexicalEncoder | None = None,
+        embedder: Embedder | None = None,
+    ) -> Retriever:
+        """The retriever `settings` describe, its Qdrant collection created if missing."""
+        retriever = cls(
+            ChunkStore(qdrant, settings.collection),
+            lexical or LexicalEncoder(),
+            embedder,
+            chunk_tokens=settings.chunk_tokens,
+            chunk_overlap=settings.chunk_overlap,
+        )
+        await retriever.ensure_collection()
+        return retriever
 
     @property
     def name(self) -> str:
