@@ -16,16 +16,19 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from .keys import Keys
+from .queues import LANES
+from .recovery import DeadWorkerReaper
 
 log = structlog.get_logger(__name__)
 
-# A worker not heard from for this long is taken for dead (three default heartbeats).
-WORKER_SILENCE_LIMIT = 15.0
 FAILURES_KEPT = 20
 
 
 class Heartbeat:
-    """A worker's periodic "still here, running N jobs" in one hash shared by all workers."""
+    """A worker's periodic "still here, running N jobs" in one hash shared by all workers.
+
+    After each beat it also looks for workers gone silent and frees their jobs (recovery.py).
+    """
 
     def __init__(
         self,
@@ -34,12 +37,16 @@ class Heartbeat:
         worker_id: str,
         report: Callable[[], dict[str, Any]],
         interval: float,
+        dead_after: float,
     ) -> None:
-        self._interval = min(interval, WORKER_SILENCE_LIMIT / 3)
+        # At least three beats fit in the silence that declares a worker dead, so one late
+        # beat (a busy event loop, a Valkey hiccup) never does.
+        self._interval = min(interval, dead_after / 3)
         self._redis = redis
         self._keys = keys
         self._worker_id = worker_id
         self._report = report  # what the worker says of itself: in_flight, breakers
+        self._reaper = DeadWorkerReaper(redis, keys, worker_id, dead_after)
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -51,15 +58,20 @@ class Heartbeat:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         with contextlib.suppress(RedisError):
-            await self._redis.hdel(self._keys.workers, self._worker_id)  # type: ignore[misc]
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.hdel(self._keys.workers, self._worker_id)
+                pipe.delete(self._keys.worker_jobs(self._worker_id))
+                await pipe.execute()
 
     async def _beat_forever(self) -> None:
         while True:
-            beat = {"last_seen": time.time(), **self._report()}
+            now = time.time()
+            beat = {"last_seen": now, **self._report()}
             try:
                 await self._redis.hset(  # type: ignore[misc]
                     self._keys.workers, self._worker_id, orjson.dumps(beat).decode()
                 )
+                await self._reaper.reap(now)
             except RedisError as error:  # Valkey away for a moment: the next beat will do
                 log.warning("heartbeat failed", error=str(error))
             await asyncio.sleep(self._interval)
@@ -73,18 +85,20 @@ async def record_failure(redis: Redis, keys: Keys, job_id: str, error: str) -> N
         await pipe.execute()
 
 
-async def service_stats(redis: Redis, keys: Keys) -> dict[str, Any]:
+async def service_stats(redis: Redis, keys: Keys, dead_after: float) -> dict[str, Any]:
     """Queue depth, jobs in flight, live workers and recent failures, in one round trip."""
     async with redis.pipeline(transaction=False) as pipe:
-        pipe.zcard(keys.queue)
+        for lane in LANES:
+            pipe.zcard(keys.queue(lane))
         pipe.hgetall(keys.workers)
         pipe.lrange(keys.failures, 0, 9)
-        queued_or_running, beats, failures = await pipe.execute()
+        *per_lane, beats, failures = await pipe.execute()
+    queued_or_running = sum(per_lane)
     now = time.time()
     workers = []
     for worker_id, raw in beats.items():
         beat = orjson.loads(raw)
-        if now - beat["last_seen"] <= WORKER_SILENCE_LIMIT:
+        if now - beat["last_seen"] <= dead_after:
             workers.append({"id": worker_id.decode(), **beat})
     in_flight = sum(int(worker["in_flight"]) for worker in workers)
     breakers: dict[str, str] = {}
@@ -96,6 +110,8 @@ async def service_stats(redis: Redis, keys: Keys) -> dict[str, Any]:
     return {
         # arq keeps a running job in its queue until it ends: waiting = all - running.
         "queue_depth": max(0, int(queued_or_running) - in_flight),
+        # Waiting or running, per queue: what an autoscaler of each kind of worker watches.
+        "queues": dict(zip(LANES, per_lane, strict=True)),
         "jobs_in_flight": in_flight,
         "workers": sorted(workers, key=lambda worker: str(worker["id"])),
         "recent_failures": [orjson.loads(entry) for entry in failures],

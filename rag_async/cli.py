@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -95,21 +96,28 @@ def api() -> None:
 
 @app.command()
 def worker() -> None:
-    """Run a worker process that takes questions and documents from the queue."""
-    from workers.settings import create_worker
+    """Run a worker process that takes questions and documents from their queues."""
+    from workers.settings import WorkerProcess
 
     settings = _settings()
     configure_logging(settings.log_level, json=settings.log_json, process="worker")
     _check_redis(settings.redis_url)
     _use_uvloop()
+
+    async def serve() -> None:
+        process = WorkerProcess(settings)
+        loop = asyncio.get_running_loop()
+        for stop_signal in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(stop_signal, process.stop)
+        await process.run()
+
     try:
-        create_worker(settings).run()
+        asyncio.run(serve())
     except ConfigurationError as error:
         _fail(error.message, code=2)
-    except asyncio.CancelledError:
-        # arq cancels jobs still running when it is told to stop; they stay queued and run
-        # again on a worker (at-least-once), so this is an ordinary end, not a crash.
-        typer.secho("worker stopped; its unfinished jobs will be retried", err=True)
+    # Jobs still running at the end of the grace period were cancelled and stay queued: they
+    # run again on a worker (at-least-once), so stopping is an ordinary end, not a crash.
+    typer.secho("worker stopped; any unfinished jobs will run again on a worker", err=True)
 
 
 @app.command()

@@ -43,17 +43,28 @@ class Settings(BaseSettings):
     redis_max_connections: int = Field(default=32, ge=4)
 
     # The worker.
-    worker_max_jobs: int = Field(default=100, ge=1)
+    worker_max_jobs: int = Field(default=100, ge=1)  # questions at once, per process
+    # Documents at once, per process: parsing and encoding use CPU, so a few are enough.
+    worker_max_documents: int = Field(default=4, ge=1)
     # arq polls its queue. docs/benchmarks.md: at 10 ms a job waits ~11 ms (p50) to start and
     # an idle worker costs ~9 % of a core plus ~2 % of Valkey's; at arq's 0.5 s default, ~330
     # ms. With dozens of workers on one Valkey, 0.05 s trades ~15 ms of wait for 5x less polling.
     worker_poll_delay: float = Field(default=0.01, gt=0)
-    job_timeout: float = Field(default=300.0, gt=0)
+    # The document queue's worker polls less often: an upload does not notice 100 ms, and a
+    # second 10 ms poller would double the idle cost.
+    worker_document_poll_delay: float = Field(default=0.1, gt=0)
+    # A job running longer than this is stopped and retried (then dead-lettered). A question's
+    # limit stays short because it also bounds recovery if every worker is lost (recovery.py).
+    question_timeout: float = Field(default=180.0, gt=0)
+    document_timeout: float = Field(default=600.0, gt=0)
     # On SIGTERM a worker takes no new job and lets running ones finish for this long; what is
     # still running then is cancelled and stays queued for another worker (at-least-once).
     worker_shutdown_grace: int = Field(default=10, ge=0)
     # How often a worker reports itself (jobs running, breaker states) for /stats and /readyz.
     worker_heartbeat: float = Field(default=5.0, gt=0)
+    # A worker silent for this long is taken for dead, and the jobs it held start again on
+    # another worker (recovery.py): the bound on how long a crash delays an answer.
+    worker_dead_after: float = Field(default=15.0, gt=0)
     job_max_tries: int = Field(default=3, ge=1)
     result_ttl: int = Field(default=24 * 3600, ge=60)
 

@@ -28,18 +28,27 @@ from .keys import Keys
 
 log = structlog.get_logger(__name__)
 
-# KEYS: job hash, event stream, live channel. ARGV: payload, ttl, then field/value pairs for the
-# job record. The seq counter lives in the job record so a retried attempt continues numbering.
+# KEYS: job hash, event stream, live channel. ARGV: payload, ttl, the writer's attempt ('0' for
+# none), then field/value pairs for the job record. The seq counter lives in the job record so
+# a retried attempt continues numbering. The attempt is a fence: once a newer attempt of the job
+# has started (its worker was taken for dead, recovery.py), the older one may write no more.
 _APPEND = """
+if ARGV[3] ~= '0' and redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[3] then
+  return 0
+end
 local n = redis.call('HINCRBY', KEYS[1], 'seq', 1)
 redis.call('XADD', KEYS[2], '0-' .. n, 'e', ARGV[1])
-if #ARGV > 2 then
-  redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+if #ARGV > 3 then
+  redis.call('HSET', KEYS[1], unpack(ARGV, 4))
 end
 redis.call('EXPIRE', KEYS[2], ARGV[2])
 redis.call('PUBLISH', KEYS[3], n .. ' ' .. ARGV[1])
 return n
 """
+
+
+class Superseded(Exception):
+    """A newer attempt of the job is running elsewhere: this one must stop without a word."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,14 +67,25 @@ class EventLog:
         self._append = redis.register_script(_APPEND)
 
     async def append(
-        self, job_id: str, event: _Event, record: Mapping[str, str | int | float] | None = None
+        self,
+        job_id: str,
+        event: _Event,
+        record: Mapping[str, str | int | float] | None = None,
+        *,
+        attempt: int = 0,
     ) -> int:
-        """Append `event` to the job's log, publish it, update `record` fields; return its id."""
-        args: list[str | int | float | bytes] = [encode_event(event), self._ttl]
+        """Append `event` to the job's log, publish it, update `record` fields; return its id.
+
+        With `attempt`, only while that is still the job's latest attempt: else `Superseded`.
+        """
+        args: list[str | int | float | bytes] = [encode_event(event), self._ttl, attempt]
         for field, value in (record or {}).items():
             args += [field, value]
         keys = [self._keys.job(job_id), self._keys.events(job_id), self._keys.live(job_id)]
-        return int(await self._append(keys=keys, args=args))
+        event_id = int(await self._append(keys=keys, args=args))
+        if event_id == 0:
+            raise Superseded(f"job {job_id}: attempt {attempt} was superseded by a newer one")
+        return event_id
 
     async def replay(self, job_id: str, after: int = 0) -> list[LoggedEvent]:
         """Every logged event with an id greater than `after`, in order."""

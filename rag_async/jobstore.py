@@ -116,9 +116,9 @@ class Cancellation:
         self._keys = keys
         self._cancel_queued = redis.register_script(_CANCEL_QUEUED)
 
-    async def cancel_queued(self, job_id: str) -> bool:
-        """True if the job was waiting and is now off the queue, marked cancelled."""
-        keys = [self._keys.queue, in_progress_key_prefix + job_id, self._keys.job(job_id)]
+    async def cancel_queued(self, job_id: str, queue: str) -> bool:
+        """True if the job was waiting in `queue` and is now off it, marked cancelled."""
+        keys = [queue, in_progress_key_prefix + job_id, self._keys.job(job_id)]
         if not await self._cancel_queued(keys=keys, args=[job_id]):
             return False
         await self._redis.delete(job_key_prefix + job_id)  # arq's copy of the job's arguments

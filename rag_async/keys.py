@@ -47,6 +47,10 @@ class Keys:
         """Hash: worker id -> its last heartbeat (JSON: last_seen, in_flight)."""
         return f"{self.prefix}workers"
 
+    def worker_jobs(self, worker_id: str) -> str:
+        """Set: the ids of the jobs a worker is running, so a survivor can free them if it dies."""
+        return f"{self.prefix}worker-jobs:{worker_id}"
+
     @property
     def dead_letters(self) -> str:
         """Sorted set: job ids that exhausted their tries, by when they gave up."""
@@ -57,7 +61,6 @@ class Keys:
         """List: the most recent failed jobs, newest first (capped)."""
         return f"{self.prefix}failures"
 
-    @property
-    def queue(self) -> str:
-        """The arq queue (a sorted set of job ids)."""
-        return f"{self.prefix}queue"
+    def queue(self, lane: str) -> str:
+        """An arq queue (a sorted set of job ids): `questions` or `documents` (queues.py)."""
+        return f"{self.prefix}queue:{lane}"

@@ -5,7 +5,6 @@ OpenAI-compatible test server spoken to by the real SDK, the app under uvicorn, 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import secrets
 import subprocess
@@ -18,14 +17,13 @@ from typing import Any
 
 import pytest
 import uvicorn
-from arq.worker import Worker
 
 from rag_async.api import create_app
 from rag_async.client import RagClient
 from rag_async.config import Settings
 from rag_async.embedded_valkey import EmbeddedValkey, free_port
 from tests.support.openai_server import ServerConfig, serve_openai
-from workers.settings import create_worker
+from workers.settings import WorkerProcess
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -74,7 +72,7 @@ class Stack:
     settings: Settings
     base_url: str
     client: RagClient
-    worker: Worker | None
+    worker: WorkerProcess | None
 
 
 @asynccontextmanager
@@ -98,27 +96,19 @@ async def running_api(settings: Settings) -> AsyncIterator[str]:
 
 
 @asynccontextmanager
-async def running_worker(settings: Settings) -> AsyncIterator[Worker]:
-    """A real arq worker in this process (embedded Qdrant in the test's data folder)."""
-    worker = create_worker(settings, handle_signals=False)
-    task = asyncio.create_task(worker.async_run())
-    while "services" not in worker.ctx:
+async def running_worker(settings: Settings) -> AsyncIterator[WorkerProcess]:
+    """A real worker in this process, both queues (embedded Qdrant in the test's data folder)."""
+    worker = WorkerProcess(settings)
+    task = asyncio.create_task(worker.run())
+    while worker.services is None or len(worker.workers) < len(worker.lanes):
         if task.done():
             task.result()
         await asyncio.sleep(0.01)
     try:
         yield worker
     finally:
-        # Let jobs finish their bookkeeping (arq's close() cancels whatever still runs).
-        for _ in range(500):
-            if all(t.done() for t in worker.tasks.values()):
-                break
-            await asyncio.sleep(0.01)
-        with contextlib.suppress(asyncio.CancelledError):
-            await worker.close()
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        worker.stop()
+        await task
 
 
 @asynccontextmanager

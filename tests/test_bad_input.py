@@ -58,7 +58,7 @@ async def keys_written(settings: Settings) -> tuple[int, list[bytes]]:
     """The queue's depth, and every key under the deployment's prefix."""
     redis = Redis.from_url(settings.redis_url or "")
     try:
-        depth = await redis.zcard(Keys(settings.key_prefix).queue)
+        depth = await redis.zcard(Keys(settings.key_prefix).queue("questions"))
         keys = [key async for key in redis.scan_iter(match=f"{settings.key_prefix}*")]
     finally:
         await redis.aclose()

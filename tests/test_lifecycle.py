@@ -37,7 +37,7 @@ async def test_cancel_a_queued_job(settings: Settings) -> None:
         assert [event.type for event in events] == ["cancelled"]
         assert (await stack.client.job(job_id))["status"] == "cancelled"
         async with Redis.from_url(settings.redis_url or "") as redis:
-            assert await redis.zcard(Keys(settings.key_prefix).queue) == 0
+            assert await redis.zcard(Keys(settings.key_prefix).queue("questions")) == 0
 
 
 async def test_cancel_a_running_job_closes_its_llm_stream(stack: Stack, llm: Any) -> None:
@@ -97,7 +97,9 @@ async def test_idempotency_key_returns_the_same_job(settings: Settings) -> None:
         two = await http.post("/documents", json=document, headers={"Idempotency-Key": "doc"})
         assert one.json()["job_id"] == two.json()["job_id"]
         async with Redis.from_url(settings.redis_url or "") as redis:
-            assert await redis.zcard(Keys(settings.key_prefix).queue) == 2  # not 4
+            keys = Keys(settings.key_prefix)
+            assert await redis.zcard(keys.queue("questions")) == 1  # not 2
+            assert await redis.zcard(keys.queue("documents")) == 1  # not 2
 
 
 async def test_sigterm_lets_a_running_answer_finish(

@@ -1,18 +1,23 @@
-"""arq WorkerSettings: startup builds the clients, shutdown closes them.
+"""The worker process: an arq worker per queue over shared clients, and arq's WorkerSettings.
 
+Startup builds the clients, shutdown closes them.
 Jobs are JSON (orjson), never pickle: the API's pool and the worker use the same serializer.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+import signal
 from typing import Any, cast
 
 import orjson
 import structlog
-from arq.connections import RedisSettings
+from arq.connections import RedisSettings, create_pool
 from arq.typing import WorkerCoroutine
-from arq.worker import Worker, func
+from arq.worker import Function, Worker, func
+from redis.exceptions import RedisError
 
 from rag_async.activity import Heartbeat
 from rag_async.config import Settings
@@ -23,8 +28,10 @@ from rag_async.jobs import (
     delete_document,
     ingest_document,
 )
+from rag_async.jobs.limits import with_limits
 from rag_async.keys import Keys
 from rag_async.logs import configure_logging
+from rag_async.queues import LANES, Lane
 
 log = structlog.get_logger(__name__)
 
@@ -41,7 +48,12 @@ async def startup(ctx: WorkerContext) -> None:
     settings = ctx["settings"]
     services = ctx["services"] = await Services.open(settings, ctx["redis"])
     ctx["heartbeat"] = Heartbeat(
-        ctx["redis"], services.keys, services.worker, services.report, settings.worker_heartbeat
+        ctx["redis"],
+        services.keys,
+        services.worker,
+        services.report,
+        interval=settings.worker_heartbeat,
+        dead_after=settings.worker_dead_after,
     )
     ctx["heartbeat"].start()
     log.info(
@@ -53,11 +65,16 @@ async def startup(ctx: WorkerContext) -> None:
 
 
 async def job_started(ctx: WorkerContext) -> None:
-    ctx["services"].in_flight += 1
+    services = ctx["services"]
+    services.in_flight += 1
+    # Before the job runs, so a worker that dies from here on leaves the job findable.
+    await services.running.add(ctx["job_id"])
 
 
 async def job_ended(ctx: WorkerContext) -> None:
-    ctx["services"].in_flight -= 1
+    services = ctx["services"]
+    services.in_flight -= 1
+    await services.running.discard(ctx["job_id"])
 
 
 async def shutdown(ctx: WorkerContext) -> None:
@@ -68,45 +85,55 @@ async def shutdown(ctx: WorkerContext) -> None:
         await services.close()
 
 
-def worker_options(settings: Settings) -> dict[str, Any]:
-    """Everything arq's Worker takes, built from our one Settings."""
+def lane_functions(settings: Settings, lane: Lane) -> list[Function]:
+    """The arq functions of one queue, each within our limits (rag_async/jobs/limits.py).
+
+    arq's own timeout and tries sit just beyond ours, so that ours always act first and the
+    job's record is told; arq's would drop the job silently.
+    """
+    if lane == "questions":
+        jobs, timeout = [answer_question], settings.question_timeout
+    else:
+        jobs, timeout = [ingest_document, delete_document], settings.document_timeout
+    # arq types `ctx` as a plain dict; ours is a TypedDict of the same thing.
+    return [
+        func(
+            cast(
+                WorkerCoroutine,
+                with_limits(job, timeout=timeout, max_tries=settings.job_max_tries),
+            ),
+            name=job.__name__,
+            timeout=timeout + ARQ_TIMEOUT_MARGIN,
+            max_tries=settings.job_max_tries + 1,
+        )
+        for job in jobs
+    ]
+
+
+# Time for a job to record its own timeout before arq's fires.
+ARQ_TIMEOUT_MARGIN = 30.0
+
+
+def worker_options(settings: Settings, lane: Lane = "questions") -> dict[str, Any]:
+    """Everything arq's Worker takes for one queue, built from our one Settings."""
     if not settings.redis_url:
         raise ValueError("RAG_REDIS_URL is not set: the worker needs a Redis/Valkey server")
+    questions = lane == "questions"
     return {
-        # arq types `ctx` as a plain dict; ours is a TypedDict of the same thing.
-        "functions": [
-            func(
-                cast(WorkerCoroutine, answer_question),
-                name="answer_question",
-                timeout=settings.job_timeout,
-                max_tries=settings.job_max_tries,
-            ),
-            func(
-                cast(WorkerCoroutine, ingest_document),
-                name="ingest_document",
-                timeout=settings.job_timeout,
-                max_tries=settings.job_max_tries,
-            ),
-            func(
-                cast(WorkerCoroutine, delete_document),
-                name="delete_document",
-                timeout=settings.job_timeout,
-                max_tries=settings.job_max_tries,
-            ),
-        ],
+        "functions": lane_functions(settings, lane),
         "on_startup": startup,
         "on_shutdown": shutdown,
         "on_job_start": job_started,
         "on_job_end": job_ended,
         "ctx": {"settings": settings},
         "redis_settings": redis_settings(settings.redis_url),
-        "queue_name": Keys(settings.key_prefix).queue,
-        "max_jobs": settings.worker_max_jobs,
+        "queue_name": Keys(settings.key_prefix).queue(lane),
+        "max_jobs": settings.worker_max_jobs if questions else settings.worker_max_documents,
         "job_completion_wait": settings.worker_shutdown_grace,
         "allow_abort_jobs": True,  # DELETE /jobs/{id} of a running job
-        "poll_delay": settings.worker_poll_delay,
-        "job_timeout": settings.job_timeout,
-        "max_tries": settings.job_max_tries,
+        "poll_delay": settings.worker_poll_delay
+        if questions
+        else settings.worker_document_poll_delay,
         "keep_result": 0,  # results live in our job record; arq need not store them too
         "job_serializer": orjson.dumps,
         "job_deserializer": orjson.loads,
@@ -134,13 +161,75 @@ class RagWorker(Worker):
         )
 
 
-def create_worker(settings: Settings, **overrides: Any) -> Worker:
-    return RagWorker(**{**worker_options(settings), **overrides})
+class WorkerProcess:
+    """One worker process: an arq worker per queue (rag_async/queues.py), sharing the process's
+    clients (one Redis pool, one Qdrant client, one HTTP pool) and its heartbeat.
+
+    `run()` returns after `stop()`: no new job is taken, running ones get
+    `worker_shutdown_grace` seconds to finish, and what still runs then is cancelled and stays
+    queued for another worker.
+    """
+
+    def __init__(self, settings: Settings, lanes: tuple[Lane, ...] = LANES) -> None:
+        if not settings.redis_url:
+            raise ValueError("RAG_REDIS_URL is not set: the worker needs a Redis/Valkey server")
+        self.settings = settings
+        self.lanes = lanes
+        self.ctx: dict[str, Any] = {"settings": settings}
+        self.workers: list[RagWorker] = []
+        self._stop_asked = asyncio.Event()
+
+    @property
+    def services(self) -> Services | None:
+        services: Services | None = self.ctx.get("services")
+        return services
+
+    def stop(self) -> None:
+        self._stop_asked.set()
+
+    async def run(self) -> None:
+        settings = self.settings
+        redis = await create_pool(
+            redis_settings(settings.redis_url or ""),
+            job_serializer=orjson.dumps,
+            job_deserializer=orjson.loads,
+        )
+        self.ctx["redis"] = redis
+        try:
+            await startup(cast(WorkerContext, self.ctx))
+            for lane in self.lanes:
+                options = worker_options(settings, lane)
+                for shared in ("on_startup", "on_shutdown", "redis_settings"):
+                    del options[shared]  # done once for the process, here
+                options |= {"ctx": self.ctx, "redis_pool": redis, "handle_signals": False}
+                self.workers.append(RagWorker(**options))
+            await self._run_until_stopped()
+        finally:
+            await shutdown(cast(WorkerContext, self.ctx))
+            await redis.aclose()
+
+    async def _run_until_stopped(self) -> None:
+        running = [asyncio.create_task(worker.async_run()) for worker in self.workers]
+        stop_asked = asyncio.create_task(self._stop_asked.wait())
+        await asyncio.wait([*running, stop_asked], return_when=asyncio.FIRST_COMPLETED)
+        for worker in self.workers:  # graceful: arq waits for running jobs, then cancels them
+            worker.handle_sig_wait_for_completion(signal.SIGTERM)
+        done, _ = await asyncio.wait(running)
+        stop_asked.cancel()
+        for worker in self.workers:  # the cancelled jobs' own bookkeeping
+            await asyncio.gather(*worker.tasks.values(), return_exceptions=True)
+            with contextlib.suppress(RedisError):
+                await worker.pool.delete(worker.health_check_key)
+        for task in done:  # a queue's worker that failed rather than stopped
+            if not task.cancelled() and task.exception() is not None:
+                raise cast(BaseException, task.exception())
 
 
-def _settings_for_arq_cli() -> type:
+def _settings_for_arq_cli(lane: Lane) -> type:
     # `arq workers.settings.WorkerSettings` reads a class's attributes, so this entry point
     # builds Settings from the environment when arq imports it. Everything else passes its own.
+    # arq's CLI runs one queue per process: `WorkerSettings` for questions and
+    # `DocumentWorkerSettings` for documents (two processes need a Qdrant server).
     # A bad environment stops here with a message: an empty class would let arq start a
     # worker on its default Redis and queue, which serves none of our jobs.
     try:
@@ -148,7 +237,7 @@ def _settings_for_arq_cli() -> type:
     except ValueError as error:  # pydantic's message names the bad variable
         raise SystemExit(f"error: invalid configuration: {error}") from None
     try:
-        options = worker_options(settings)
+        options = worker_options(settings, lane)
     except ValueError as error:
         raise SystemExit(f"error: {error}") from None
     configure_logging(settings.log_level, json=settings.log_json, process="worker")
@@ -158,5 +247,7 @@ def _settings_for_arq_cli() -> type:
 def __getattr__(name: str) -> Any:
     # Lazily, so importing this module (tests, `rag-async worker`) reads no environment.
     if name == "WorkerSettings":
-        return _settings_for_arq_cli()
+        return _settings_for_arq_cli("questions")
+    if name == "DocumentWorkerSettings":
+        return _settings_for_arq_cli("documents")
     raise AttributeError(name)

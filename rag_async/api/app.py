@@ -46,7 +46,7 @@ def connect_redis(settings: Settings) -> ArqRedis:
         pool,
         job_serializer=orjson.dumps,
         job_deserializer=orjson.loads,
-        default_queue_name=Keys(settings.key_prefix).queue,
+        default_queue_name=Keys(settings.key_prefix).queue("questions"),
     )
 
 

@@ -6,29 +6,32 @@ import hashlib
 from typing import Any, TypeVar
 
 from ..errors import BadRequest, Conflict, Overloaded
+from ..queues import JOB_KINDS
 from ..schemas import JobAccepted
 from .state import AppState
 
 A = TypeVar("A", bound=JobAccepted)
 
-# The worker function that runs each kind of job (see workers/settings.py).
-JOB_FUNCTIONS = {
-    "chat": "answer_question",
-    "ingest": "ingest_document",
-    "delete": "delete_document",
-}
-
 
 async def enqueue(state: AppState, job_id: str, kind: str, fields: dict[str, str]) -> None:
     """Record the job, then enqueue it (a worker may pick it up at once, so record first)."""
-    depth = await state.redis.zcard(state.keys.queue)
+    queue = state.keys.queue(JOB_KINDS[kind].lane)
+    depth = await state.redis.zcard(queue)
     if depth >= state.settings.max_queue_depth:
         raise Overloaded(
             f"the queue holds {depth} jobs, more than this service takes on; retry shortly",
             retry_after=5,
         )
     await state.jobs.create(job_id, kind, fields)
-    await state.redis.enqueue_job(JOB_FUNCTIONS[kind], job_id, _job_id=job_id)
+    await put_on_queue(state, job_id, kind)
+
+
+async def put_on_queue(state: AppState, job_id: str, kind: str) -> None:
+    """Hand an already recorded job to arq, on its kind's queue."""
+    job_kind = JOB_KINDS[kind]
+    await state.redis.enqueue_job(
+        job_kind.function, job_id, _job_id=job_id, _queue_name=state.keys.queue(job_kind.lane)
+    )
 
 
 def accepted(model: type[A], job_id: str, **extra: Any) -> A:

@@ -7,6 +7,7 @@ import orjson
 
 from ..events import Source, event_type_of
 from ..jobstore import JobRecord
+from ..queues import JOB_KINDS
 from ..schemas import JobView
 from .state import AppState
 
@@ -23,7 +24,8 @@ async def job_view(state: AppState, record: JobRecord) -> JobView:
     chunks = record.text("chunks")
     position = None
     if record.status == "queued":
-        rank = await state.redis.zrank(state.keys.queue, record.job_id)
+        queue = state.keys.queue(JOB_KINDS[record.kind].lane)
+        rank = await state.redis.zrank(queue, record.job_id)
         position = None if rank is None else rank + 1
     return JobView(
         job_id=record.job_id,

@@ -11,6 +11,7 @@ import structlog
 from ..breaker import guarded, guarded_stream
 from ..events import TERMINAL_STATUSES, DoneEvent, SourcesEvent, StatusEvent, TokenEvent
 from ..jobstore import dumps
+from .attempt import AttemptEvents
 from .context import Services, WorkerContext
 from .outcome import note_cancellation, retry_or_fail
 
@@ -34,7 +35,9 @@ async def answer_question(ctx: WorkerContext, job_id: str) -> None:
         services.breakers["llm"].check()
         if services.retriever.embeds_queries:
             services.breakers["embedder"].check()
-        await _answer(services, job_id, query, created_at, record.text("collection"))
+        ctx["attempt"] = await services.jobs.start_attempt(job_id)
+        events = AttemptEvents(services.events, job_id, ctx["attempt"])
+        await _answer(services, events, query, created_at, record.text("collection"))
     except Exception as error:
         await retry_or_fail(ctx, job_id, error)
     except asyncio.CancelledError:
@@ -45,16 +48,18 @@ async def answer_question(ctx: WorkerContext, job_id: str) -> None:
 
 
 async def _answer(
-    services: Services, job_id: str, query: str, created_at: float, collection: str | None
+    services: Services,
+    events: AttemptEvents,
+    query: str,
+    created_at: float,
+    collection: str | None,
 ) -> None:
-    events = services.events
-    attempt = await services.jobs.start_attempt(job_id)
+    job_id, attempt = events.job_id, events.attempt
     started = time.time()
     timings = {"queue_wait": started - created_at}
     retriever = services.retriever
     first_stage = "embedding" if retriever.embeds_queries else "retrieving"
     await events.append(
-        job_id,
         StatusEvent(status="in_progress", stage=first_stage, attempt=attempt),
         {
             "status": "in_progress",
@@ -68,7 +73,6 @@ async def _answer(
         dense = await guarded(services.breakers["embedder"], retriever.embed_query(query))
         timings["embedding"] = time.time() - started
         await events.append(
-            job_id,
             StatusEvent(status="in_progress", stage="retrieving", attempt=attempt),
             {"stage": "retrieving"},
         )
@@ -81,12 +85,10 @@ async def _answer(
     )
     timings["retrieval"] = time.time() - retrieval_started
     await events.append(
-        job_id,
         SourcesEvent(sources=sources),
         {"sources": dumps([s.model_dump() for s in sources])},
     )
     await events.append(
-        job_id,
         StatusEvent(status="in_progress", stage="generating", attempt=attempt),
         {"stage": "generating"},
     )
@@ -98,14 +100,13 @@ async def _answer(
         if not parts:
             timings["time_to_first_token"] = time.time() - created_at
         parts.append(batch)
-        await events.append(job_id, TokenEvent(text=batch))
+        await events.append(TokenEvent(text=batch))
 
     finished = time.time()
     timings["generation"] = finished - generation_started
     timings["total"] = finished - created_at
     answer = "".join(parts)
     await events.append(
-        job_id,
         DoneEvent(answer=answer, timings=timings, providers=services.providers),
         {
             "status": "complete",

@@ -19,7 +19,12 @@ from ..eventlog import EventLog
 from ..jobstore import JobStore
 from ..keys import Keys
 from ..llm import LLM, ExtractiveAnswerer, OpenAIChat, StreamTimeouts
+from ..recovery import RunningJobs
 from ..retrieval import LexicalEncoder, OpenAIEmbedder, Retriever, open_qdrant
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 @dataclass(slots=True)
@@ -32,8 +37,9 @@ class Services:
     llm: LLM
     qdrant: AsyncQdrantClient
     http: httpx2.AsyncClient
+    running: RunningJobs
     # Who runs a job, as its record and logs tell it: "hostname:pid".
-    worker: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    worker: str = field(default_factory=worker_name)
     in_flight: int = 0  # jobs running in this process, for the heartbeat
     breakers: dict[str, CircuitBreaker] = field(default_factory=dict)
 
@@ -104,6 +110,7 @@ class Services:
             llm=llm,
             qdrant=qdrant,
             http=http,
+            running=RunningJobs(redis, keys, worker_name()),
         )
 
     async def close(self) -> None:
@@ -120,5 +127,6 @@ class WorkerContext(TypedDict, total=False):
     heartbeat: Heartbeat
     job_id: str
     job_try: int
+    attempt: int  # our count of the job's attempts, the event log's fence (eventlog.py)
     enqueue_time: object
     score: int

@@ -18,6 +18,7 @@ from ..activity import record_failure
 from ..breaker import BreakerOpen
 from ..deadletters import DeadLetters
 from ..errors import RagError
+from ..eventlog import Superseded
 from ..events import CancelledEvent, ErrorEvent
 from .context import WorkerContext
 
@@ -28,6 +29,10 @@ async def retry_or_fail(ctx: WorkerContext, job_id: str, error: Exception) -> No
     """Raise `arq.Retry` if another try may help; otherwise record the failure."""
     services = ctx["services"]
     job_try = ctx.get("job_try", 1)
+    if isinstance(error, Superseded):
+        # This worker was taken for dead and the job runs elsewhere now: leave it to that run.
+        log.warning("attempt superseded by a newer one, stopping", job_try=job_try)
+        return
     if isinstance(error, RagError):
         message, code, retryable = error.message, error.code, error.retryable
     else:
@@ -45,16 +50,31 @@ async def retry_or_fail(ctx: WorkerContext, job_id: str, error: Exception) -> No
         raise Retry(defer=defer) from error
     if retryable:
         # Every try failed with an error that might pass: keep it for a person to requeue.
-        await DeadLetters(ctx["redis"], services.keys).add(job_id)
-        message = f"gave up after {job_try} tries, kept in the dead-letter queue: {message}"
-        code = "dead_lettered"
-    log.error("job failed", error=message, job_try=job_try)
+        await give_up(ctx, job_id, f"gave up after {job_try} tries: {message}")
+        return
+    await fail(ctx, job_id, message, code)
+
+
+async def give_up(ctx: WorkerContext, job_id: str, message: str) -> None:
+    """End the job as failed and keep it in the dead-letter queue, where it can be requeued."""
+    await DeadLetters(ctx["redis"], ctx["services"].keys).add(job_id)
+    await fail(ctx, job_id, f"{message} (kept in the dead-letter queue)", "dead_lettered")
+
+
+async def fail(ctx: WorkerContext, job_id: str, message: str, code: str) -> None:
+    """The job's last word: an `error` event, and the record marked failed."""
+    services = ctx["services"]
+    log.error("job failed", error=message, job_try=ctx.get("job_try", 1))
     await record_failure(ctx["redis"], services.keys, job_id, message)
-    await services.events.append(
-        job_id,
-        ErrorEvent(message=message, code=code),
-        {"status": "failed", "error": message, "finished_at": f"{time.time():.6f}"},
-    )
+    try:
+        await services.events.append(
+            job_id,
+            ErrorEvent(message=message, code=code),
+            {"status": "failed", "error": message, "finished_at": f"{time.time():.6f}"},
+            attempt=ctx.get("attempt", 0),
+        )
+    except Superseded:
+        return  # a newer attempt owns the job and will end it
     await services.jobs.keep(job_id)
 
 
@@ -76,5 +96,6 @@ async def note_cancellation(ctx: WorkerContext, job_id: str) -> None:
         job_id,
         CancelledEvent(),
         {"status": "cancelled", "stage": "cancelled", "finished_at": f"{time.time():.6f}"},
+        attempt=ctx.get("attempt", 0),
     )
     await services.jobs.keep(job_id)

@@ -11,7 +11,7 @@ from ...errors import NotFound
 from ...events import StatusEvent
 from ...jobstore import is_job_id
 from ...schemas import ErrorBody, JobAccepted
-from ..enqueue import JOB_FUNCTIONS, accepted
+from ..enqueue import accepted, put_on_queue
 from ..state import AppState, State
 
 router = APIRouter(tags=["dead letters"])
@@ -43,7 +43,7 @@ async def requeue(state: State, job_id: Annotated[str, Path()]) -> JobAccepted:
         StatusEvent(status="queued", stage="requeued", attempt=record.attempt),
         {"status": "queued", "stage": "requeued", "error": "", "finished_at": ""},
     )
-    await state.redis.enqueue_job(JOB_FUNCTIONS[record.kind], job_id, _job_id=job_id)
+    await put_on_queue(state, job_id, record.kind)
     await dead_letters.remove(job_id)
     return accepted(JobAccepted, job_id)
 

@@ -25,7 +25,7 @@ async def readyz(state: State) -> Response:
     the API unready)."""
     try:
         await state.redis.ping()
-        stats = await service_stats(state.redis, state.keys)
+        stats = await service_stats(state.redis, state.keys, state.settings.worker_dead_after)
     except Exception as error:  # any failure means "not ready"; say which
         return json_response({"status": "unavailable", "redis": str(error)}, status=503)
     return json_response(

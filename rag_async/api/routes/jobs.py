@@ -12,6 +12,7 @@ from sse_starlette import EventSourceResponse
 from ...errors import BadRequest, Conflict, NotFound
 from ...events import TERMINAL_STATUSES, CancelledEvent
 from ...jobstore import JobRecord, is_job_id
+from ...queues import JOB_KINDS
 from ...schemas import ErrorBody, JobCancelled, JobView
 from ..state import AppState, State
 from ..stream import follow_job
@@ -55,7 +56,8 @@ async def cancel_job(state: State, job_id: Annotated[str, Path()]) -> JobCancell
     record = await _load(state, job_id)
     if record.status in TERMINAL_STATUSES:
         raise Conflict(f"job {job_id} has already ended: {record.status}", code="job_ended")
-    if await state.cancellation.cancel_queued(job_id):
+    queue = state.keys.queue(JOB_KINDS[record.kind].lane)
+    if await state.cancellation.cancel_queued(job_id, queue):
         await state.events.append(
             job_id,
             CancelledEvent(message="cancelled before it started"),

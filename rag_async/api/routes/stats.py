@@ -15,4 +15,4 @@ router = APIRouter(tags=["health"])
 @router.get("/stats")
 async def stats(state: State) -> dict[str, Any]:
     """Queue depth (waiting jobs), jobs in flight, live workers and the latest failures."""
-    return await service_stats(state.redis, state.keys)
+    return await service_stats(state.redis, state.keys, state.settings.worker_dead_after)
