@@ -64,6 +64,7 @@ class Heartbeat:
                 await pipe.execute()
 
     async def _beat_forever(self) -> None:
+        last_beat = 0.0
         while True:
             now = time.time()
             beat = {"last_seen": now, **self._report()}
@@ -71,7 +72,11 @@ class Heartbeat:
                 await self._redis.hset(  # type: ignore[misc]
                     self._keys.workers, self._worker_id, orjson.dumps(beat).decode()
                 )
-                await self._reaper.reap(now)
+                # Judge others only when this worker was not cut off itself: after a Valkey
+                # outage every beat is old, and the others need a beat's time to catch up.
+                if now - last_beat < 2 * self._interval + 1:
+                    await self._reaper.reap(now)
+                last_beat = now
             except RedisError as error:  # Valkey away for a moment: the next beat will do
                 log.warning("heartbeat failed", error=str(error))
             await asyncio.sleep(self._interval)

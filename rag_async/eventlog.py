@@ -29,17 +29,26 @@ from .keys import Keys
 log = structlog.get_logger(__name__)
 
 # KEYS: job hash, event stream, live channel. ARGV: payload, ttl, the writer's attempt ('0' for
-# none), then field/value pairs for the job record. The seq counter lives in the job record so
-# a retried attempt continues numbering. The attempt is a fence: once a newer attempt of the job
-# has started (its worker was taken for dead, recovery.py), the older one may write no more.
+# none), a write id ('' for none), then field/value pairs for the job record. The seq counter
+# lives in the job record so a retried attempt continues numbering.
+# - The attempt is a fence: once a newer attempt of the job has started (its worker was taken
+#   for dead, recovery.py), the older one may write no more.
+# - The write id makes a resent append harmless: a client that lost the reply (Valkey restarted,
+#   the connection dropped) sends the same call again, and it must not log the event twice.
 _APPEND = """
 if ARGV[3] ~= '0' and redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[3] then
   return 0
 end
+if ARGV[4] ~= '' then
+  if redis.call('HGET', KEYS[1], 'last_write') == ARGV[4] then
+    return tonumber(redis.call('HGET', KEYS[1], 'seq'))
+  end
+  redis.call('HSET', KEYS[1], 'last_write', ARGV[4])
+end
 local n = redis.call('HINCRBY', KEYS[1], 'seq', 1)
 redis.call('XADD', KEYS[2], '0-' .. n, 'e', ARGV[1])
-if #ARGV > 3 then
-  redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+if #ARGV > 4 then
+  redis.call('HSET', KEYS[1], unpack(ARGV, 5))
 end
 redis.call('EXPIRE', KEYS[2], ARGV[2])
 redis.call('PUBLISH', KEYS[3], n .. ' ' .. ARGV[1])
@@ -73,12 +82,14 @@ class EventLog:
         record: Mapping[str, str | int | float] | None = None,
         *,
         attempt: int = 0,
+        write_id: str = "",
     ) -> int:
         """Append `event` to the job's log, publish it, update `record` fields; return its id.
 
         With `attempt`, only while that is still the job's latest attempt: else `Superseded`.
+        With `write_id`, a repeat of the job's latest write is not appended again.
         """
-        args: list[str | int | float | bytes] = [encode_event(event), self._ttl, attempt]
+        args: list[str | int | float | bytes] = [encode_event(event), self._ttl, attempt, write_id]
         for field, value in (record or {}).items():
             args += [field, value]
         keys = [self._keys.job(job_id), self._keys.events(job_id), self._keys.live(job_id)]

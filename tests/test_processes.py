@@ -4,18 +4,14 @@ one queue), `rag-async ingest` and the arq CLI, each stopped the way an operator
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import re
-import signal
 import socket
 import subprocess
-import sys
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import httpx
 import pytest
@@ -25,125 +21,7 @@ from rag_async.config import Settings
 from rag_async.demo_corpus import DEMO_QUESTION
 from rag_async.embedded_valkey import free_port
 from tests.conftest import Stack, cli_env, rag_async_command, run_cli, running_api
-
-BIN = Path(sys.executable).parent
-
-
-def _console_script(name: str) -> list[str]:
-    """The installed script (what a user types), or its module form if it is not installed."""
-    script = BIN / name
-    if script.exists():
-        return [str(script)]
-    return rag_async_command() if name == "rag-async" else [sys.executable, "-m", name]
-
-
-def _bare_env(**extra: str) -> dict[str, str]:
-    """This environment without any rag-async configuration (and no OpenAI key, which would
-    switch the offline answerer off), plus `extra`."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("RAG_") and k not in ("OPENAI_API_KEY", "OPENAI_BASE_URL")
-    }
-    env.update(PYTHONUNBUFFERED="1", **extra)
-    return env
-
-
-class Proc:
-    """A command in its own session (so its whole process group can be ended), its stdout and
-    stderr in files (so a chatty child never blocks on a full pipe)."""
-
-    def __init__(self, name: str, command: list[str], env: Mapping[str, str], cwd: Path) -> None:
-        logs = cwd / f"{name}.logs"
-        logs.mkdir(parents=True, exist_ok=True)
-        self.name = name
-        self.stdout_path = logs / "stdout"
-        self.stderr_path = logs / "stderr"
-        self._files: list[TextIO] = [self.stdout_path.open("w"), self.stderr_path.open("w")]
-        self.process = subprocess.Popen(
-            command,
-            env=dict(env),
-            cwd=cwd,
-            stdin=subprocess.DEVNULL,
-            stdout=self._files[0],
-            stderr=self._files[1],
-            start_new_session=True,
-        )
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def stdout(self) -> str:
-        return self.stdout_path.read_text(errors="replace")
-
-    def stderr(self) -> str:
-        return self.stderr_path.read_text(errors="replace")
-
-    def describe(self) -> str:
-        return f"--- {self.name} stdout:\n{self.stdout()}\n--- {self.name} stderr:\n{self.stderr()}"
-
-    def ready(self, stream: str, text: str) -> bool:
-        """Whether `text` appeared on `stream`; fails at once if the process died first."""
-        if text in (self.stdout() if stream == "stdout" else self.stderr()):
-            return True
-        code = self.process.poll()
-        assert code is None, f"{self.name} exited ({code}) before {text!r}\n{self.describe()}"
-        return False
-
-    def wait_for(self, text: str, *, stream: str = "stderr", timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while not self.ready(stream, text):
-            assert time.monotonic() < deadline, f"no {text!r} in {timeout} s\n{self.describe()}"
-            time.sleep(0.1)
-
-    async def async_wait_for(
-        self, text: str, *, stream: str = "stderr", within: float = 60
-    ) -> None:
-        deadline = time.monotonic() + within
-        while not self.ready(stream, text):
-            assert time.monotonic() < deadline, f"no {text!r} in {within} s\n{self.describe()}"
-            await asyncio.sleep(0.1)
-
-    def terminate(self, timeout: float = 20) -> int:
-        """SIGTERM, as an operator or a container runtime stops it; its exit code."""
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            pytest.fail(
-                f"{self.name} did not stop within {timeout} s of SIGTERM\n{self.describe()}"
-            )
-
-    async def async_terminate(self, within: float = 20) -> int:
-        return await asyncio.to_thread(self.terminate, within)
-
-    def group_alive(self) -> bool:
-        """Whether any process of its group (it, or a child it left behind) still exists."""
-        try:
-            os.killpg(self.pid, 0)
-        except ProcessLookupError:
-            return False
-        return True
-
-    def cleanup(self) -> None:
-        """Whatever happened, leave nothing of it running."""
-        if self.process.poll() is None or self.group_alive():
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(10)
-        for file in self._files:
-            file.close()
-
-
-@contextlib.contextmanager
-def started(name: str, command: list[str], env: Mapping[str, str], cwd: Path) -> Iterator[Proc]:
-    proc = Proc(name, command, env, cwd)
-    try:
-        yield proc
-    finally:
-        proc.cleanup()
+from tests.support.processes import Proc, bare_env, console_script, started
 
 
 def _accepts_connections(port: int) -> bool:
@@ -156,7 +34,7 @@ def _accepts_connections(port: int) -> bool:
 
 def _ask_cli(env: Mapping[str, str], cwd: Path) -> str:
     result = subprocess.run(
-        [*_console_script("rag-async"), "ask", DEMO_QUESTION],
+        [*console_script("rag-async"), "ask", DEMO_QUESTION],
         env=dict(env),
         cwd=cwd,
         capture_output=True,
@@ -192,10 +70,10 @@ def _ask_http(base_url: str, question: str) -> dict[str, Any]:
 @pytest.mark.timeout(90)
 def test_up_answers_the_demo_question_stops_cleanly_and_persists(tmp_path: Path) -> None:
     port = free_port()
-    env = _bare_env(RAG_PORT=str(port), RAG_LOG_LEVEL="INFO")
+    env = bare_env(RAG_PORT=str(port), RAG_LOG_LEVEL="INFO")
     base_url = f"http://127.0.0.1:{port}"
     data = tmp_path / ".rag-async"
-    up_command = [*_console_script("rag-async"), "up"]
+    up_command = [*console_script("rag-async"), "up"]
 
     with started("up-1", up_command, env, tmp_path) as up:
         up.wait_for("rag-async is up at", stream="stdout", timeout=60)
@@ -323,7 +201,7 @@ async def test_ingest_command_adds_a_folder(stack: Stack, tmp_path: Path) -> Non
 async def test_arq_cli_runs_the_worker(settings: Settings, tmp_path: Path) -> None:
     worker = Proc(
         "arq",
-        [*_console_script("arq"), "workers.settings.WorkerSettings"],
+        [*console_script("arq"), "workers.settings.WorkerSettings"],
         cli_env(settings, RAG_DATA_DIR=str(tmp_path / "arq-worker")),
         tmp_path,
     )
@@ -342,8 +220,8 @@ async def test_arq_cli_runs_the_worker(settings: Settings, tmp_path: Path) -> No
 
 def test_arq_cli_without_a_redis_url_says_so(tmp_path: Path) -> None:
     result = subprocess.run(
-        [*_console_script("arq"), "workers.settings.WorkerSettings"],
-        env=_bare_env(),
+        [*console_script("arq"), "workers.settings.WorkerSettings"],
+        env=bare_env(),
         cwd=tmp_path,
         capture_output=True,
         text=True,

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import os
 import signal
+from asyncio import FIRST_COMPLETED
 from typing import Any, cast
 
 import orjson
@@ -17,7 +18,11 @@ import structlog
 from arq.connections import RedisSettings, create_pool
 from arq.typing import WorkerCoroutine
 from arq.worker import Function, Worker, func
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from rag_async.activity import Heartbeat
 from rag_async.config import Settings
@@ -38,9 +43,19 @@ log = structlog.get_logger(__name__)
 
 def redis_settings(url: str) -> RedisSettings:
     settings = RedisSettings.from_dsn(url)
-    # arq retries a failed connect `conn_retries` times, a second apart: long enough to ride
-    # out a Valkey restart, short enough that a wrong URL fails at start within seconds.
-    settings.conn_retries = 3
+    # A command that meets a lost connection, or cannot connect, waits and is sent again, for
+    # about 11 s in all: a Valkey restart holds jobs up for a moment instead of failing them.
+    # Resending is safe: event appends carry a write id (eventlog.py), the rest are idempotent
+    # writes. The same wait covers the first connect, so arq's own connect retries are off.
+    errors = (RedisConnectionError, RedisTimeoutError, OSError)
+    settings.conn_retries = 0
+    settings.retry_on_error = list(errors)
+    # redis-py types supported_errors as RedisError subclasses; it catches any it is given.
+    settings.retry = Retry(
+        ExponentialBackoff(cap=1.0, base=0.05),
+        15,
+        supported_errors=errors,  # type: ignore[arg-type]
+    )
     return settings
 
 
@@ -209,20 +224,39 @@ class WorkerProcess:
             await redis.aclose()
 
     async def _run_until_stopped(self) -> None:
-        running = [asyncio.create_task(worker.async_run()) for worker in self.workers]
+        polling: dict[asyncio.Task[Any], RagWorker] = {
+            asyncio.create_task(worker.async_run()): worker for worker in self.workers
+        }
         stop_asked = asyncio.create_task(self._stop_asked.wait())
-        await asyncio.wait([*running, stop_asked], return_when=asyncio.FIRST_COMPLETED)
+        failure: BaseException | None = None
+        while not stop_asked.done():
+            done, _ = await asyncio.wait([*polling, stop_asked], return_when=FIRST_COMPLETED)
+            for task in done & polling.keys():
+                worker = polling.pop(task)
+                error = None if task.cancelled() else task.exception()
+                if isinstance(error, RedisError):
+                    # Valkey away for longer than the client's retries: arq's poll loop ended,
+                    # the running jobs did not. Poll again once it is back.
+                    log.warning("lost Valkey, polling again", queue=worker.queue_name, error=error)
+                    polling[asyncio.create_task(self._poll_again(worker))] = worker
+                else:
+                    failure = error or RuntimeError(f"{worker.queue_name}: polling stopped")
+                    self.stop()
         for worker in self.workers:  # graceful: arq waits for running jobs, then cancels them
             worker.handle_sig_wait_for_completion(signal.SIGTERM)
-        done, _ = await asyncio.wait(running)
-        stop_asked.cancel()
+        if polling:
+            await asyncio.wait(polling)
         for worker in self.workers:  # the cancelled jobs' own bookkeeping
             await asyncio.gather(*worker.tasks.values(), return_exceptions=True)
             with contextlib.suppress(RedisError):
                 await worker.pool.delete(worker.health_check_key)
-        for task in done:  # a queue's worker that failed rather than stopped
-            if not task.cancelled() and task.exception() is not None:
-                raise cast(BaseException, task.exception())
+        if failure is not None:
+            raise failure
+
+    async def _poll_again(self, worker: RagWorker) -> None:
+        await asyncio.sleep(1.0)
+        if not self._stop_asked.is_set():
+            await worker.async_run()
 
 
 def _settings_for_arq_cli(lane: Lane) -> type:

@@ -1,0 +1,247 @@
+"""Faults with real processes: workers killed with SIGKILL, Valkey killed and restarted, a
+network partition between a worker and Valkey. Each test asserts what a client sees: every
+accepted job ends with exactly one final answer, the expected one."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from qdrant_client import AsyncQdrantClient
+from redis.asyncio import Redis
+
+from rag_async.client import Answer, RagClient
+from rag_async.config import Settings
+from rag_async.embedded_valkey import EmbeddedValkey, free_port
+from rag_async.eventlog import EventLog
+from rag_async.events import event_type_of
+from rag_async.keys import Keys
+from tests.conftest import cli_env, make_settings, rag_async_command, running_api
+from tests.support.openai_server import expected_answer
+from tests.support.processes import bare_env, console_script, started
+from tests.support.tcp_proxy import TcpProxy
+
+# Workers beat every 0.5 s and are taken for dead after 2 s of silence (15 s by default).
+FAST_RECOVERY = {"RAG_WORKER_HEARTBEAT": "0.5", "RAG_WORKER_DEAD_AFTER": "2"}
+
+
+async def final_events(settings: Settings, job_id: str) -> list[str]:
+    """The types of the job's terminal events in its log: exactly one when all went well."""
+    async with Redis.from_url(settings.redis_url or "") as redis:
+        logged = await EventLog(redis, Keys(settings.key_prefix), 60).replay(job_id)
+    types = [event_type_of(event.data) for event in logged]
+    return [kind for kind in types if kind in ("done", "error", "cancelled")]
+
+
+async def assert_one_clean_answer(
+    settings: Settings, client: RagClient, job_id: str, answer: Answer, tokens: int
+) -> dict[str, Any]:
+    assert answer.final is not None and answer.final.type == "done", answer.final
+    assert answer.text == expected_answer(tokens), answer
+    assert await final_events(settings, job_id) == ["done"]
+    view = await client.job(job_id)
+    assert view["status"] == "complete" and view["answer"] == answer.text
+    return view
+
+
+@pytest.mark.timeout(120)
+async def test_fifty_in_flight_survive_one_of_two_workers_killed(
+    settings: Settings, llm: Any, tmp_path: Path
+) -> None:
+    tokens = 30
+    llm.config.ttft, llm.config.tokens, llm.config.tokens_per_second = 0.3, tokens, 20
+    llm.stats.reset()
+    # 25 jobs each at most, so both hold answers when one is killed.
+    limit = {"RAG_WORKER_MAX_JOBS": "25"}
+    with (
+        started("doomed", *_worker_args("doomed", settings, tmp_path, limit)) as doomed,
+        started("survivor", *_worker_args("survivor", settings, tmp_path, limit)) as survivor,
+    ):
+        await doomed.async_wait_for("worker ready")
+        await survivor.async_wait_for("worker ready")
+        async with running_api(settings) as base_url, RagClient(base_url) as client:
+            accepted = [(await client.ask(f"question {i}"))["job_id"] for i in range(50)]
+            answers = asyncio.gather(*(client.answer(job_id) for job_id in accepted))
+            await asyncio.sleep(random.uniform(0.3, 1.5))  # somewhere mid-answer
+            doomed.kill()
+            killed_at = time.monotonic()
+            results = await asyncio.wait_for(answers, 60)
+            recovered_in = time.monotonic() - killed_at
+            views = [
+                await assert_one_clean_answer(settings, client, job_id, answer, tokens)
+                for job_id, answer in zip(accepted, results, strict=True)
+            ]
+    rerun = [view for view in views if view["attempt"] > 1]
+    assert rerun, "the kill hit no job in flight"
+    assert all(view["worker"].endswith(f":{survivor.pid}") for view in rerun)
+    # Recovery is bounded by the silence limit (2 s), a beat, a poll and one answer (1.8 s).
+    assert recovered_in < 15, recovered_in
+    # The lost attempts are the only LLM calls paid twice.
+    assert llm.stats.chat_requests == 50 + len(rerun)
+
+
+def _worker_args(
+    name: str, settings: Settings, tmp_path: Path, env: dict[str, str]
+) -> tuple[list[str], dict[str, str], Path]:
+    proc_env = cli_env(settings, RAG_DATA_DIR=str(tmp_path / name), **FAST_RECOVERY, **env)
+    return rag_async_command("worker"), proc_env, tmp_path
+
+
+@pytest.mark.timeout(120)
+async def test_a_worker_killed_mid_ingestion_leaves_no_duplicate_or_orphan_chunk(
+    settings: Settings, tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "shared"  # the restarted worker opens the same embedded Qdrant
+    paragraphs = [
+        f"Paragraph {i} tells of ship {i % 97}, which sailed to port {i % 89} in year {i}."
+        for i in range(40_000)
+    ]
+    text = "# Ships\n\n" + "\n\n".join(paragraphs)
+    env = {"RAG_DATA_DIR": str(data_dir), **FAST_RECOVERY}
+    args = rag_async_command("worker"), cli_env(settings, **env), tmp_path
+    async with running_api(settings) as base_url, RagClient(base_url) as client:
+        with started("first", *args) as first:
+            await first.async_wait_for("worker ready")
+            accepted = await client.add_document(text, title="Ships", source="ships.md")
+            async for event in client.follow(accepted["job_id"]):
+                if event.type == "progress" and 0 < event.data["done"] < event.data["total"]:
+                    break  # chunks are being written: kill it now
+                assert event.type not in ("done", "error"), f"ingestion ended first: {event}"
+            first.kill()
+        with started("second", *args) as second:
+            await second.async_wait_for("worker ready")
+            answer = await client.answer(accepted["job_id"])
+            assert answer.final is not None and answer.final.type == "done", answer.final
+            view = await client.job(accepted["job_id"])
+            assert view["attempt"] == 2, view
+            assert await second.async_terminate() == 0
+        chunks = int(answer.final.data["chunks"])
+        document = await client.document(accepted["document_id"])
+        assert document["chunks"] == chunks and document["status"] == "indexed", document
+
+    # Every chunk exactly once, none left over from the killed attempt.
+    qdrant = AsyncQdrantClient(path=str(data_dir / "qdrant"))
+    try:
+        points, indexes = None, []
+        while True:
+            batch, points = await qdrant.scroll(
+                settings.collection, limit=1000, offset=points, with_payload=True
+            )
+            indexes += [point.payload["chunk"] for point in batch if point.payload]
+            if points is None:
+                break
+    finally:
+        await qdrant.close()
+    assert sorted(indexes) == list(range(chunks))
+
+
+@pytest.mark.timeout(120)
+async def test_valkey_killed_and_restarted_loses_no_accepted_job(llm: Any, tmp_path: Path) -> None:
+    tokens = 20
+    llm.config.ttft, llm.config.tokens, llm.config.tokens_per_second = 1.0, tokens, 10
+    valkey = EmbeddedValkey(tmp_path / "valkey", appendonly=True)
+    valkey.start()
+    settings = make_settings(valkey, tmp_path, llm_base_url=llm.base_url, llm_api_key="test-key")
+    try:
+        with started("worker", *_worker_args("worker", settings, tmp_path, {})) as worker:
+            await worker.async_wait_for("worker ready")
+            async with running_api(settings) as base_url, RagClient(base_url) as client:
+                accepted = [(await client.ask(f"question {i}"))["job_id"] for i in range(10)]
+                answers = asyncio.gather(*(client.answer(job_id) for job_id in accepted))
+                await asyncio.sleep(1.5)  # answers are streaming
+                valkey.kill()
+                async with httpx.AsyncClient(base_url=base_url) as http:
+                    refused = await http.post("/chat", json={"query": "anyone there?"})
+                    assert refused.status_code == 503, refused.text
+                    assert refused.json()["error"]["code"] and "retry-after" in refused.headers
+                    await asyncio.sleep(1.0)
+                    valkey.start()  # same port, same AOF
+                    try:
+                        results = await asyncio.wait_for(answers, 60)
+                    except TimeoutError:
+                        pytest.fail(f"answers did not all come\n{worker.describe()}")
+                    for job_id, answer in zip(accepted, results, strict=True):
+                        await assert_one_clean_answer(settings, client, job_id, answer, tokens)
+                    # And the service takes new work again by itself.
+                    after = await client.ask("and now?")
+                    late = await client.answer(after["job_id"])
+                    await assert_one_clean_answer(settings, client, after["job_id"], late, tokens)
+            assert await worker.async_terminate() == 0
+    finally:
+        valkey.stop()
+
+
+@pytest.mark.timeout(120)
+async def test_a_worker_cut_off_from_valkey_is_replaced_and_cannot_write_again(
+    settings: Settings, llm: Any, tmp_path: Path
+) -> None:
+    """A partition, not a crash: the cut-off worker lives on and resumes writing when the
+    network heals. Its jobs have been taken over meanwhile; the attempt fence keeps its late
+    writes out of the log, so the client still sees one answer."""
+    tokens = 40
+    llm.config.ttft, llm.config.tokens, llm.config.tokens_per_second = 0.3, tokens, 10
+    host, _, port = (settings.redis_url or "").removeprefix("redis://").partition(":")
+    async with TcpProxy(host, int(port.split("/")[0])) as proxy:
+        behind = settings.model_copy(update={"redis_url": f"redis://{proxy.address}/0"})
+        with started("cut-off", *_worker_args("cut-off", behind, tmp_path, {})) as cut_off:
+            await cut_off.async_wait_for("worker ready")
+            async with running_api(settings) as base_url, RagClient(base_url) as client:
+                accepted = [(await client.ask(f"question {i}"))["job_id"] for i in range(5)]
+                answers = asyncio.gather(*(client.answer(job_id) for job_id in accepted))
+                await asyncio.sleep(1.0)  # the cut-off worker is mid-answer
+                proxy.pause()  # packets go nowhere: the worker's calls hang
+                with started("taker", *_worker_args("taker", settings, tmp_path, {})) as taker:
+                    await taker.async_wait_for("worker ready")
+                    results = await asyncio.wait_for(answers, 60)
+                    proxy.resume()  # the old attempts wake up and try to write
+                    await asyncio.sleep(2.0)
+                    for job_id, answer in zip(accepted, results, strict=True):
+                        view = await assert_one_clean_answer(
+                            settings, client, job_id, answer, tokens
+                        )
+                        assert view["worker"].endswith(f":{taker.pid}"), view
+    assert "superseded" in cut_off.stdout() + cut_off.stderr()
+
+
+@pytest.mark.timeout(180)
+async def test_up_restarts_a_killed_worker_and_its_jobs_complete_there(
+    llm: Any, tmp_path: Path
+) -> None:
+    tokens = 20
+    llm.config.ttft, llm.config.tokens, llm.config.tokens_per_second = 1.5, tokens, 20
+    port = free_port()
+    env = bare_env(
+        RAG_PORT=str(port),
+        RAG_LLM_BASE_URL=llm.base_url,
+        RAG_LLM_API_KEY="test-key",
+        RAG_DEMO_CORPUS="false",
+        **FAST_RECOVERY,
+    )
+    with started("up", [*console_script("rag-async"), "up"], env, tmp_path) as up:
+        await up.async_wait_for("rag-async is up at", stream="stdout")
+        async with RagClient(f"http://127.0.0.1:{port}") as client:
+            accepted = [(await client.ask(f"question {i}"))["job_id"] for i in range(3)]
+            for _ in range(100):  # until the worker holds them
+                views = [await client.job(job_id) for job_id in accepted]
+                if all(view["status"] == "in_progress" for view in views):
+                    break
+                await asyncio.sleep(0.05)
+            doomed_pid = int(views[0]["worker"].rpartition(":")[2])
+            os.kill(doomed_pid, signal.SIGKILL)
+            answers = await asyncio.wait_for(
+                asyncio.gather(*(client.answer(job_id) for job_id in accepted)), 60
+            )
+            for job_id, answer in zip(accepted, answers, strict=True):
+                assert answer.final is not None and answer.final.type == "done", answer.final
+                assert answer.text == expected_answer(tokens)
+                view = await client.job(job_id)
+                assert view["attempt"] == 2 and not view["worker"].endswith(f":{doomed_pid}")
+        assert "restarting" in up.stderr(), up.describe()
+        assert await up.async_terminate() == 0, up.describe()
