@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from arq.constants import retry_key_prefix
 from qdrant_client import AsyncQdrantClient
 from redis.asyncio import Redis
 
@@ -23,7 +24,14 @@ from rag_async.embedded_valkey import EmbeddedValkey, free_port
 from rag_async.eventlog import EventLog
 from rag_async.events import event_type_of
 from rag_async.keys import Keys
-from tests.conftest import cli_env, make_settings, rag_async_command, running_api
+from tests.conftest import (
+    cli_env,
+    make_settings,
+    rag_async_command,
+    running_api,
+    running_stack,
+    running_worker,
+)
 from tests.support.openai_server import expected_answer
 from tests.support.processes import bare_env, console_script, started
 from tests.support.tcp_proxy import TcpProxy
@@ -235,9 +243,12 @@ async def test_up_restarts_a_killed_worker_and_its_jobs_complete_there(
                 await asyncio.sleep(0.05)
             doomed_pid = int(views[0]["worker"].rpartition(":")[2])
             os.kill(doomed_pid, signal.SIGKILL)
-            answers = await asyncio.wait_for(
-                asyncio.gather(*(client.answer(job_id) for job_id in accepted)), 60
-            )
+            try:
+                answers = await asyncio.wait_for(
+                    asyncio.gather(*(client.answer(job_id) for job_id in accepted)), 60
+                )
+            except Exception as error:
+                pytest.fail(f"{error!r}\n{up.describe()}")
             for job_id, answer in zip(accepted, answers, strict=True):
                 assert answer.final is not None and answer.final.type == "done", answer.final
                 assert answer.text == expected_answer(tokens)
@@ -245,3 +256,91 @@ async def test_up_restarts_a_killed_worker_and_its_jobs_complete_there(
                 assert view["attempt"] == 2 and not view["worker"].endswith(f":{doomed_pid}")
         assert "restarting" in up.stderr(), up.describe()
         assert await up.async_terminate() == 0, up.describe()
+
+
+@pytest.mark.timeout(60)
+async def test_sigterm_hands_a_job_longer_than_the_grace_to_another_worker(
+    settings: Settings, llm: Any, tmp_path: Path
+) -> None:
+    tokens = 10
+    llm.config.ttft, llm.config.tokens, llm.config.tokens_per_second = 3.0, tokens, 50
+    brief = {"RAG_WORKER_SHUTDOWN_GRACE": "1"}
+    async with running_api(settings) as base_url, RagClient(base_url) as client:
+        with started("stopping", *_worker_args("stopping", settings, tmp_path, brief)) as first:
+            await first.async_wait_for("worker ready")
+            job_id = (await client.ask("a long one"))["job_id"]
+            for _ in range(100):
+                if (await client.job(job_id))["status"] == "in_progress":
+                    break
+                await asyncio.sleep(0.05)
+            assert await first.async_terminate() == 0, first.describe()
+        with started("next", *_worker_args("next", settings, tmp_path, {})) as second:
+            await second.async_wait_for("worker ready")
+            answer = await asyncio.wait_for(client.answer(job_id), 30)
+            view = await assert_one_clean_answer(settings, client, job_id, answer, tokens)
+            assert view["attempt"] == 2 and view["worker"].endswith(f":{second.pid}"), view
+
+
+async def test_a_job_over_its_time_limit_is_retried_then_dead_lettered(
+    valkey: EmbeddedValkey, llm: Any, tmp_path: Path
+) -> None:
+    llm.config.ttft = 10.0  # never in time
+    settings = make_settings(
+        valkey,
+        tmp_path,
+        llm_base_url=llm.base_url,
+        llm_api_key="test-key",
+        question_timeout=1.0,
+        llm_first_token_timeout=30.0,
+        job_max_tries=2,
+    )
+    async with running_stack(settings) as stack:
+        job_id = (await stack.client.ask("too slow?"))["job_id"]
+        answer = await asyncio.wait_for(stack.client.answer(job_id), 30)
+        assert answer.final is not None and answer.final.type == "error", answer.final
+        assert answer.final.data["code"] == "dead_lettered"
+        assert "longer than its limit of 1 s" in answer.final.data["message"]
+        view = await stack.client.job(job_id)
+        assert view["status"] == "failed" and view["attempt"] == 2, view
+        assert [entry["job_id"] for entry in await stack.client.dead_letters()] == [job_id]
+
+
+async def test_tries_spent_by_lost_workers_end_in_the_dead_letter_queue(
+    valkey: EmbeddedValkey, llm: Any, tmp_path: Path
+) -> None:
+    settings = make_settings(
+        valkey, tmp_path, llm_base_url=llm.base_url, llm_api_key="test-key", job_max_tries=2
+    )
+    async with running_stack(settings, with_worker=False) as stack:
+        job_id = (await stack.client.ask("unlucky?"))["job_id"]
+        async with Redis.from_url(settings.redis_url or "") as redis:
+            # Two starts that never ended: what arq counts when workers die holding a job.
+            await redis.set(retry_key_prefix + job_id, 2)
+        async with running_worker(settings):
+            answer = await asyncio.wait_for(stack.client.answer(job_id), 30)
+        assert answer.final is not None and answer.final.type == "error", answer.final
+        assert "the workers running it were lost" in answer.final.data["message"]
+        assert (await stack.client.job(job_id))["status"] == "failed"
+        assert [entry["job_id"] for entry in await stack.client.dead_letters()] == [job_id]
+
+
+async def test_sse_clients_that_vanish_release_their_subscriptions(settings: Settings) -> None:
+    async with running_stack(settings, with_worker=False) as stack:
+        job_id = (await stack.client.ask("is anyone listening?"))["job_id"]
+        host, _, port = stack.base_url.removeprefix("http://").partition(":")
+        request = f"GET /jobs/{job_id}/events HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+        for reads_first in [False] * 10 + [True] * 10:
+            reader, writer = await asyncio.open_connection(host, int(port))
+            writer.write(request)
+            await writer.drain()
+            if reads_first:  # the stream had begun
+                assert b"200" in await reader.readline()
+            writer.transport.abort()  # gone without a goodbye, maybe before the first byte
+        channel = Keys(settings.key_prefix).live(job_id)
+        async with Redis.from_url(settings.redis_url or "") as redis:
+            for _ in range(100):
+                subscribers = dict(await redis.pubsub_numsub(channel))[channel.encode()]
+                if subscribers == 0:
+                    break
+                await asyncio.sleep(0.05)
+        assert subscribers == 0, f"{subscribers} subscriptions outlived their clients"

@@ -14,7 +14,7 @@ from rag_async.config import Settings
 from rag_async.keys import Keys
 from tests.conftest import Stack, cli_env, rag_async_command, running_api, running_stack
 from tests.support.openai_server import expected_answer
-from tests.test_processes import Proc
+from tests.support.processes import Proc
 
 
 async def _until(predicate: Any, within: float = 10.0) -> None:

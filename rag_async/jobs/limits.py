@@ -33,7 +33,9 @@ def with_limits(job: Job, *, timeout: float, max_tries: int) -> Job:
             record = await ctx["services"].jobs.get(job_id)
             if record is not None and record.status not in TERMINAL_STATUSES:
                 await give_up(
-                    ctx, job_id, f"gave up after {max_tries} tries: its workers were lost"
+                    ctx,
+                    job_id,
+                    f"gave up after {max_tries} tries: the workers running it were lost",
                 )
             return
         try:
