@@ -1,14 +1,15 @@
 """A small async client of the rag-async HTTP API, used by the CLI (and handy in scripts).
 
 Following a job reads its SSE stream and resumes with Last-Event-ID if the connection drops,
-so a caller sees every event exactly once.
+so a caller sees every event exactly once. `Answer` turns those events into the text to show:
+a job may be retried, and each new attempt starts its answer over.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -33,6 +34,43 @@ class JobEvent:
     id: int
     type: str
     data: dict[str, Any]
+
+
+@dataclass
+class Answer:
+    """A question's answer as a client should show it, built event by event with `apply`.
+
+    Only the current attempt's text counts: when a status event announces a later attempt
+    (the worker died, or a call failed and the job is retried), the text so far belongs to a
+    dead attempt and is dropped (kept in `discarded`, for the curious). The `done` event's
+    answer is authoritative. `final` is the job's last event (done, error or cancelled).
+    """
+
+    text: str = ""
+    attempt: int = 0
+    discarded: list[str] = field(default_factory=list)
+    final: JobEvent | None = None
+
+    def apply(self, event: JobEvent) -> bool:
+        """Take one event; True if it started a new attempt that dropped text already shown."""
+        if event.type == "status":
+            attempt = int(event.data.get("attempt") or 0)
+            if attempt <= self.attempt:
+                return False
+            self.attempt = attempt
+            if not self.text:
+                return False
+            self.discarded.append(self.text)
+            self.text = ""
+            return True
+        if event.type == "token":
+            self.text += str(event.data.get("text", ""))
+        elif event.type == "done":
+            self.text = str(event.data.get("answer", self.text))
+            self.final = event
+        elif event.type in TERMINAL_EVENT_TYPES:
+            self.final = event
+        return False
 
 
 class RagClient:
@@ -149,6 +187,13 @@ class RagClient:
                 if failures > 6:  # about 6 s of trying: a restart, not an outage
                     raise
                 await asyncio.sleep(min(0.1 * 2**failures, 2.0))
+
+    async def answer(self, job_id: str) -> Answer:
+        """Follow a question to its end; the answer as a client shows it (see `Answer`)."""
+        answer = Answer()
+        async for event in self.follow(job_id):
+            answer.apply(event)
+        return answer
 
     async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         response = await self._http.post(

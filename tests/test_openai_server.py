@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import math
 import signal
@@ -18,7 +19,13 @@ import pytest
 from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletionMessageParam
 
-from tests.support.openai_server import OpenAIApp, ServerConfig, expected_answer, serve_openai
+from tests.support.openai_server import (
+    Fault,
+    OpenAIApp,
+    ServerConfig,
+    expected_answer,
+    serve_openai,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 QUESTION: list[ChatCompletionMessageParam] = [
@@ -206,3 +213,201 @@ def test_cli_prints_ready_serves_and_stops_on_sigterm() -> None:
         assert stats["chat_requests"] == 1 and stats["cpu_seconds"] > 0
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=10) == 0
+
+
+# Faults: the ways an LLM server (or the network before it) lets a client down.
+
+
+async def test_429_says_when_to_retry_in_openais_shape(
+    server: OpenAIApp, client: AsyncOpenAI
+) -> None:
+    with pytest.raises(openai.RateLimitError) as limited:
+        await client.chat.completions.create(
+            model="m",
+            messages=QUESTION,
+            stream=True,
+            extra_headers={"x-test-fault": "429", "x-test-retry-after": "7"},
+        )
+    assert limited.value.status_code == 429
+    assert limited.value.response.headers["retry-after"] == "7"
+    assert limited.value.code == "rate_limit_exceeded"
+    assert isinstance(limited.value.body, dict) and limited.value.body["type"] == "requests"
+    assert server.stats.faults == {"429": 1}
+    assert [(c.fault, c.outcome) for c in server.stats.calls] == [("429", "error")]
+
+
+@pytest.mark.parametrize(
+    ("kind", "error", "code"),
+    [
+        ("500", openai.InternalServerError, None),
+        ("400", openai.BadRequestError, "context_length_exceeded"),
+        ("401", openai.AuthenticationError, "invalid_api_key"),
+    ],
+)
+async def test_error_faults_raise_the_sdks_exception(
+    server: OpenAIApp, client: AsyncOpenAI, kind: str, error: type[Exception], code: str | None
+) -> None:
+    with pytest.raises(error) as failed:
+        await client.chat.completions.create(
+            model="m", messages=QUESTION, stream=True, extra_headers={"x-test-fault": kind}
+        )
+    assert isinstance(failed.value, openai.APIStatusError)
+    assert failed.value.status_code == int(kind) and failed.value.code == code
+    assert failed.value.message  # a message in OpenAI's shape, that the SDK found
+    assert server.stats.faults == {kind: 1} and server.stats.errors == 1
+
+
+async def test_scripted_faults_fail_the_next_requests_then_it_behaves(
+    server: OpenAIApp, client: AsyncOpenAI
+) -> None:
+    server.fail_next("429", retry_after=0.4)
+    server.fail_next("500")
+    # The SDK's own retries see both, honour the Retry-After, and then get the answer.
+    retrying = client.with_options(max_retries=2)
+    started = time.monotonic()
+    stream = await retrying.chat.completions.create(model="m", messages=QUESTION, stream=True)
+    text = [chunk.choices[0].delta.content or "" async for chunk in stream if chunk.choices]
+    assert "".join(text) == expected_answer(12)
+    calls = server.stats.calls
+    assert [(c.fault, c.outcome) for c in calls] == [
+        ("429", "error"),
+        ("500", "error"),
+        (None, "complete"),
+    ]
+    assert calls[1].started - calls[0].started >= 0.4  # the SDK waited as it was told
+    assert time.monotonic() - started >= 0.4
+    assert server.stats.chat_requests == 3 and server.stats.completed_streams == 1
+    assert server.stats.faults_served == 2 and server.config.faults == []
+
+
+async def test_a_fault_for_every_request_and_scripting_from_another_process(
+    server: OpenAIApp, client: AsyncOpenAI
+) -> None:
+    server.config.fault = Fault("500")
+    for _ in range(2):
+        with pytest.raises(openai.InternalServerError):
+            await client.chat.completions.create(model="m", messages=QUESTION)
+    async with httpx.AsyncClient(base_url=server.base_url.removesuffix("/v1")) as http:
+        scripted = await http.post("/_faults", json={"always": None, "kind": "401", "count": 2})
+        assert scripted.json() == {"queued": ["401", "401"], "always": None}
+        bad = await http.post("/_faults", json={"kind": "teapot"})
+        assert bad.status_code == 400 and "unknown fault" in bad.json()["error"]["message"]
+        for _ in range(2):
+            with pytest.raises(openai.AuthenticationError):
+                await client.chat.completions.create(model="m", messages=QUESTION)
+        reply = await client.chat.completions.create(model="m", messages=QUESTION)
+        assert reply.choices[0].message.content == expected_answer(12)
+        stats = (await http.get("/_stats")).json()
+    assert stats["faults"] == {"500": 2, "401": 2} and stats["chat_requests"] == 5
+    assert [call["outcome"] for call in stats["calls"]] == ["error"] * 4 + ["complete"]
+
+
+async def test_hang_sends_headers_and_the_role_then_nothing(
+    server: OpenAIApp, client: AsyncOpenAI
+) -> None:
+    started = time.monotonic()
+    stream = await client.chat.completions.create(
+        model="m", messages=QUESTION, stream=True, extra_headers={"x-test-fault": "hang"}
+    )
+    chunks = []
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.6):
+            async for chunk in stream:
+                chunks.append(chunk)
+    assert [c.choices[0].delta.role for c in chunks] == ["assistant"]  # and no content
+    assert chunks[0].choices[0].delta.content == ""
+    await stream.close()
+    await eventually(lambda: server.stats.active_streams == 0)  # the hang ends with the client
+    assert server.stats.calls[0].outcome == "disconnected"
+    assert time.monotonic() - started < 3
+
+
+async def test_trickle_paces_tokens_by_the_interval(server: OpenAIApp, client: AsyncOpenAI) -> None:
+    stream = await client.chat.completions.create(
+        model="m",
+        messages=QUESTION,
+        stream=True,
+        extra_headers={"x-test-fault": "trickle", "x-test-trickle": "0.25", "x-test-tokens": "3"},
+    )
+    arrivals, text = [], []
+    async for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content:
+            arrivals.append(time.monotonic())
+            text.append(chunk.choices[0].delta.content)
+    assert "".join(text) == expected_answer(3)
+    gaps = [b - a for a, b in itertools.pairwise(arrivals)]
+    assert len(gaps) == 2 and all(gap >= 0.2 for gap in gaps), gaps
+
+
+async def _raw_stream(server: OpenAIApp, fault: str, after: int) -> tuple[list[bytes], str]:
+    """The lines of one streamed answer read as the service reads them, and how it ended."""
+    lines: list[bytes] = []
+    async with (
+        httpx.AsyncClient(base_url=server.base_url) as http,
+        http.stream(
+            "POST",
+            "/chat/completions",
+            json={"model": "m", "messages": QUESTION, "stream": True},
+            headers={"x-test-fault": fault, "x-test-fault-after": str(after)},
+        ) as response,
+    ):
+        try:
+            async for line in response.aiter_lines():
+                lines.append(line.encode())
+        except httpx.TransportError as error:
+            return lines, type(error).__name__
+    return lines, "ended"
+
+
+def _text_of(lines: list[bytes]) -> str:
+    chunks = [json.loads(line[6:]) for line in lines if line.startswith(b"data: {")]
+    return "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
+
+
+async def test_drop_cuts_the_connection_after_k_tokens(server: OpenAIApp) -> None:
+    lines, ended = await _raw_stream(server, "drop", 3)
+    assert ended == "RemoteProtocolError"  # the chunked body never ended
+    assert _text_of(lines) == expected_answer(3)
+    assert b"data: [DONE]" not in lines
+    assert server.stats.calls[0].outcome == "dropped" and server.stats.completed_streams == 0
+
+
+async def test_truncate_ends_cleanly_but_without_done(server: OpenAIApp) -> None:
+    lines, ended = await _raw_stream(server, "truncate", 4)
+    assert ended == "ended"
+    assert _text_of(lines) == expected_answer(4)
+    assert b"data: [DONE]" not in lines and b'"finish_reason":"stop"' not in b"".join(lines)
+    assert server.stats.calls[0].outcome == "truncated"
+
+
+async def test_malformed_sends_one_line_that_is_not_json(
+    server: OpenAIApp, client: AsyncOpenAI
+) -> None:
+    lines, ended = await _raw_stream(server, "malformed", 2)
+    assert ended == "ended" and lines[-2:] == [b"data: [DONE]", b""]
+    data = [line[6:] for line in lines if line.startswith(b"data: {")]
+    broken = [i for i, d in enumerate(data) if not _parses(d)]
+    assert broken == [3]  # the role chunk, two tokens, then the garbled line
+    # The real SDK chokes on it, as it should.
+    stream = await client.chat.completions.create(
+        model="m", messages=QUESTION, stream=True, extra_headers={"x-test-fault": "malformed"}
+    )
+    with pytest.raises(json.JSONDecodeError):
+        async for _ in stream:
+            pass
+
+
+def _parses(data: bytes) -> bool:
+    try:
+        json.loads(data)
+    except ValueError:
+        return False
+    return True
+
+
+async def test_a_bad_fault_header_is_a_400(client: AsyncOpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as bad:
+        await client.chat.completions.create(
+            model="m", messages=QUESTION, extra_headers={"x-test-fault": "teapot"}
+        )
+    assert bad.value.code == "bad_header" and "unknown fault" in bad.value.message

@@ -4,6 +4,11 @@ It speaks the wire format of the OpenAI API closely enough that the real ``opena
 against it unchanged, with a configurable time to first token and token rate. It is a raw ASGI
 app with pre-encoded chunk frames because the benchmark pushes thousands of chunks per second
 through it on the same small machine as the service under test: its CPU must stay negligible.
+
+It also misbehaves on demand, the ways real LLM servers do (see `Fault`): per request with an
+``x-test-fault`` header, for every request with ``ServerConfig.fault``, or for the next N chat
+requests with ``ServerConfig.faults`` (`OpenAIApp.fail_next`, or ``POST /_faults`` from
+another process), so a test or a benchmark can script "fail like this N times, then behave".
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import array
 import asyncio
 import base64
 import contextlib
+import logging
 import math
 import re
 import signal
@@ -20,10 +26,10 @@ import socket
 import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from functools import lru_cache
 from itertools import count
-from typing import Any
+from typing import Any, Literal, get_args
 
 import orjson
 import uvicorn
@@ -37,6 +43,56 @@ _WORD = re.compile(r"\w+")
 _JSON = [(b"content-type", b"application/json")]
 _SSE = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")]
 _DONE = b"data: [DONE]\n\n"
+_KEEP_CALLS = 1000  # Stats.calls keeps the latest ones only: the benchmark makes thousands
+
+FaultKind = Literal["429", "500", "400", "401", "hang", "trickle", "drop", "truncate", "malformed"]
+FAULT_KINDS: tuple[str, ...] = get_args(FaultKind)
+_HTTP_FAULTS = {
+    "429": (
+        "requests",
+        "rate_limit_exceeded",
+        "Rate limit reached for test-model on requests per min (RPM). Please try again later.",
+    ),
+    "500": (
+        "server_error",
+        None,
+        "The server had an error while processing your request. Sorry about that!",
+    ),
+    "400": (
+        "invalid_request_error",
+        "context_length_exceeded",
+        "This model's maximum context length is 8192 tokens. Please reduce the length.",
+    ),
+    "401": (
+        "invalid_request_error",
+        "invalid_api_key",
+        "Incorrect API key provided. You can find your API key in your account settings.",
+    ),
+}
+
+
+@dataclass
+class Fault:
+    """One way a chat request goes wrong, as LLM servers and the networks before them do.
+
+    ``429`` (with a ``Retry-After`` of ``retry_after`` seconds), ``500``, ``400`` and ``401``
+    answer in OpenAI's error shape. The rest start a normal stream (headers and the role
+    chunk) and then: ``hang`` sends nothing more (for ``hang`` seconds, then drops the
+    connection); ``trickle`` sends a token every ``interval`` seconds; after ``after`` tokens,
+    ``drop`` closes the connection mid-response, ``truncate`` ends the response cleanly but
+    without the stop chunk and ``[DONE]``, and ``malformed`` sends a data line that is not JSON
+    (then the rest of the answer, as a server that garbles one line would).
+    """
+
+    kind: FaultKind
+    retry_after: float = 1.0
+    after: int = 3
+    interval: float = 1.0
+    hang: float = 300.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault {self.kind!r}; one of {', '.join(FAULT_KINDS)}")
 
 
 @dataclass
@@ -48,6 +104,21 @@ class ServerConfig:
     tokens_per_second: float = 100.0  # 0 = every token at once
     embedding_dim: int = 64
     model: str = "test-model"
+    # The next chat requests fail like these, one each, in order; then `fault` applies.
+    faults: list[Fault] = field(default_factory=list)
+    fault: Fault | None = None  # every chat request (once `faults` is used up)
+
+
+@dataclass
+class ChatCall:
+    """One chat request: when it came and ended (``time.monotonic()``), the fault it was
+    served, and how it ended: complete, error, disconnected (the client left), dropped (the
+    server cut it), truncated or malformed."""
+
+    started: float
+    fault: str | None
+    ended: float | None = None
+    outcome: str = "open"
 
 
 @dataclass
@@ -56,19 +127,27 @@ class Stats:
 
     chat_requests: int = 0
     streamed_requests: int = 0
+    completed_streams: int = 0  # streams that reached [DONE]
     embedding_requests: int = 0
     embedded_inputs: int = 0
     errors: int = 0
     disconnects: int = 0
     active_streams: int = 0
     peak_streams: int = 0
+    faults: dict[str, int] = field(default_factory=dict)  # faults served, by kind
+    calls: list[ChatCall] = field(default_factory=list)  # the latest chat requests, in order
     last_chat_request: dict[str, Any] | None = None
     last_embedding_request: dict[str, Any] | None = None
 
     def reset(self) -> None:
         """Forget everything (tests share one server)."""
         for f in fields(self):
-            setattr(self, f.name, f.default)
+            default = f.default_factory() if f.default_factory is not MISSING else f.default
+            setattr(self, f.name, default)
+
+    @property
+    def faults_served(self) -> int:
+        return sum(self.faults.values())
 
 
 def token(i: int) -> str:
@@ -102,15 +181,23 @@ def embed(text: str, dim: int) -> list[float]:
 
 
 class ApiError(Exception):
-    """An error answered in OpenAI's shape: ``{"error": {"message", "type", "code"}}``."""
+    """An error answered in OpenAI's shape: ``{"error": {"message", "type", "param", "code"}}``."""
 
-    def __init__(self, status: int, message: str, code: str) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        code: str | None,
+        *,
+        kind: str = "invalid_request_error",
+        headers: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
         super().__init__(message)
-        self.status, self.code = status, code
+        self.status, self.code, self.kind, self.headers = status, code, kind, headers or []
 
     def body(self) -> bytes:
-        error = {"message": str(self), "type": "invalid_request_error", "param": None}
-        return orjson.dumps({"error": {**error, "code": self.code}})
+        error = {"message": str(self), "type": self.kind, "param": None, "code": self.code}
+        return orjson.dumps({"error": error})
 
 
 class OpenAIApp:
@@ -126,7 +213,12 @@ class OpenAIApp:
             ("POST", "/v1/embeddings"): self._embeddings,
             ("GET", "/v1/models"): self._models,
             ("GET", "/_stats"): self._stats,
+            ("POST", "/_faults"): self._script_faults,
         }
+
+    def fail_next(self, kind: FaultKind, count: int = 1, **options: Any) -> None:
+        """Make the next ``count`` chat requests fail like ``kind`` (see `Fault`)."""
+        self.config.faults.extend(Fault(kind, **options) for _ in range(count))
 
     async def __call__(self, scope: Message, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -139,19 +231,49 @@ class OpenAIApp:
             await route(scope, receive, send, started)
         except ApiError as exc:
             self.stats.errors += 1
-            await _respond(send, exc.body(), exc.status)
+            await _respond(send, exc.body(), exc.status, exc.headers)
 
     async def _chat(self, scope: Message, receive: Receive, send: Send, started: float) -> None:
         body = await _read_json(receive)
         if not isinstance(body.get("messages"), list):
             raise ApiError(400, "'messages' is a required list", "invalid_messages")
-        ttft, tokens, tps = _overrides(scope, self.config)
-        self.stats.chat_requests += 1
-        self.stats.last_chat_request = body
+        plan = _overrides(scope, self.config)
+        fault = plan.fault
+        stats = self.stats
+        stats.chat_requests += 1
+        stats.last_chat_request = body
+        call = ChatCall(time.monotonic(), fault.kind if fault else None)
+        stats.calls.append(call)
+        del stats.calls[:-_KEEP_CALLS]
+        if fault is not None:
+            stats.faults[fault.kind] = stats.faults.get(fault.kind, 0) + 1
+        try:
+            call.outcome = await self._answer(body, receive, send, started, plan)
+        except ApiError:
+            call.outcome = "error"
+            raise
+        finally:
+            call.ended = time.monotonic()
+
+    async def _answer(
+        self, body: dict[str, Any], receive: Receive, send: Send, started: float, plan: _Plan
+    ) -> str:
+        """Answer one chat request (or fail it like its fault); returns how it ended."""
+        ttft, tokens, tps, fault = plan.ttft, plan.tokens, plan.tps, plan.fault
+        if fault is not None and fault.kind in _HTTP_FAULTS:
+            kind, code, message = _HTTP_FAULTS[fault.kind]
+            headers = [(b"retry-after", f"{fault.retry_after:g}".encode())]
+            raise ApiError(
+                int(fault.kind), message, code, kind=kind,
+                headers=headers if fault.kind == "429" else None,
+            )  # fmt: skip
+        if fault is not None and fault.kind == "trickle":
+            ttft, tps = 0.0, 1.0 / max(fault.interval, 1e-3)
         model = body.get("model") or self.config.model
         cid, created = f"chatcmpl-test{next(self._ids)}", int(time.time())
         head = {"id": cid, "object": "chat.completion", "created": created, "model": model}
         usage = _usage(body["messages"], tokens)
+        outcome = "disconnected"  # unless the response ends
         with _cancel_on_disconnect(receive, self.stats):
             if body.get("stream"):
                 head["object"] = "chat.completion.chunk"
@@ -160,16 +282,28 @@ class OpenAIApp:
                 self.stats.active_streams += 1
                 self.stats.peak_streams = max(self.stats.peak_streams, self.stats.active_streams)
                 try:
-                    await _stream(
-                        send, head, usage if with_usage else None, started + ttft, tokens, tps
-                    )
+                    outcome = await _stream(
+                        send, head, usage if with_usage else None, started + ttft, tokens, tps,
+                        fault,
+                    )  # fmt: skip
                 finally:
                     self.stats.active_streams -= 1
-                return
+                if outcome == "complete":
+                    self.stats.completed_streams += 1
+                return outcome
+            if fault is not None and fault.kind == "hang":
+                await asyncio.sleep(fault.hang)
+                return "dropped"  # without a response: uvicorn closes the connection
             await _sleep_until(started + ttft + (max(tokens - 1, 0) / tps if tps else 0.0))
             message = {"role": "assistant", "content": expected_answer(tokens), "refusal": None}
             choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": "stop"}
-            await _respond(send, orjson.dumps({**head, "choices": [choice], "usage": usage}))
+            reply = orjson.dumps({**head, "choices": [choice], "usage": usage})
+            if fault is not None and fault.kind in ("drop", "truncate", "malformed"):
+                await _respond(send, reply[: len(reply) // 2])  # JSON cut in half
+                return "malformed"
+            await _respond(send, reply)
+            return "complete"
+        return outcome
 
     async def _embeddings(self, scope: Message, receive: Receive, send: Send, _: float) -> None:
         body = await _read_json(receive)
@@ -205,14 +339,40 @@ class OpenAIApp:
         stats = {**asdict(self.stats), "cpu_seconds": time.process_time()}
         await _respond(send, orjson.dumps(stats))
 
+    async def _script_faults(self, scope: Message, receive: Receive, send: Send, _: float) -> None:
+        """``{"kind": "500", "count": 3, ...Fault options}`` queues faults for the next chat
+        requests; ``{"clear": true}`` forgets queued ones; ``{"always": {...} | null}`` sets
+        the fault of every request."""
+        body = await _read_json(receive)
+        try:
+            if body.pop("clear", False):
+                self.config.faults.clear()
+            if "always" in body:
+                always = body.pop("always")
+                self.config.fault = Fault(**always) if always else None
+            if "kind" in body:
+                self.fail_next(body.pop("kind"), int(body.pop("count", 1)), **body)
+        except (TypeError, ValueError) as exc:
+            raise ApiError(400, f"Bad fault: {exc}", "bad_fault") from None
+        queued = [f.kind for f in self.config.faults]
+        always_kind = self.config.fault.kind if self.config.fault else None
+        await _respond(send, orjson.dumps({"queued": queued, "always": always_kind}))
+
 
 async def _stream(
-    send: Send, head: Message, usage: Message | None, first_at: float, tokens: int, tps: float
-) -> None:
-    """Send the role chunk now, then token i at ``first_at + i / tps``.
+    send: Send,
+    head: Message,
+    usage: Message | None,
+    first_at: float,
+    tokens: int,
+    tps: float,
+    fault: Fault | None = None,
+) -> str:
+    """Send the role chunk now, then token i at ``first_at + i / tps``; returns how it ended.
 
     Chunks are paced on an absolute schedule, so a slow write does not stretch the stream, and
     every chunk already due goes out in one write, so a busy loop catches up instead of lagging.
+    A `Fault` of a streaming kind breaks the stream on the way.
     """
     prefix = b"data: " + orjson.dumps(head)[:-1] + b',"choices":[{"index":0,"delta":'
     tail = b',"logprobs":null,"finish_reason":null}]' + (b',"usage":null' if usage else b"")
@@ -220,17 +380,36 @@ async def _stream(
     role = prefix + b'{"role":"assistant","content":""}' + tail
     await send({"type": "http.response.start", "status": 200, "headers": _SSE})
     await send({"type": "http.response.body", "body": role, "more_body": True})
+    kind = fault.kind if fault else None
+    if fault is not None and kind == "hang":
+        await asyncio.sleep(fault.hang)
+        return "dropped"  # returning mid-response: uvicorn closes the connection
+    breaks_at = min(fault.after, tokens) if fault and kind in _BREAKS else None
     loop, sent, frames = asyncio.get_running_loop(), 0, b""
     await _sleep_until(first_at)  # an empty answer, too, waits for its ttft
-    while sent < tokens:
+    while sent < tokens or sent == breaks_at:
+        if sent == breaks_at:
+            if kind == "drop":
+                await send({"type": "http.response.body", "body": frames, "more_body": True})
+                return "dropped"
+            if kind == "truncate":
+                await send({"type": "http.response.body", "body": frames, "more_body": False})
+                return "truncated"
+            frames += b'data: {"id":"' + head["id"].encode() + b'","choices":[{"index":0,"del\n\n'
+            breaks_at = None  # malformed: one garbled line, then the rest
+            if sent == tokens:
+                break
         if (delay := first_at + sent / tps - loop.time() if tps else 0.0) > 0:
             await asyncio.sleep(delay)
         due = min(tokens, int((loop.time() - first_at) * tps) + 1) if tps else tokens
         due = max(due, sent + 1)  # float rounding must not stall the schedule
-        frames = b"".join([prefix + _content_delta(i) + tail for i in range(sent, due)])
+        if breaks_at is not None:
+            due = min(due, breaks_at)
+        frames += b"".join([prefix + _content_delta(i) + tail for i in range(sent, due)])
         sent = due
-        if sent < tokens:
+        if sent < tokens and sent != breaks_at:
             await send({"type": "http.response.body", "body": frames, "more_body": True})
+            frames = b""
     # the last tokens, the stop chunk, the usage chunk and [DONE] share one write
     choice = {"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}
     stop = {**head, "choices": [choice], **({"usage": None} if usage else {})}
@@ -238,6 +417,10 @@ async def _stream(
     if usage:
         last += [b"data: ", orjson.dumps({**head, "choices": [], "usage": usage}), b"\n\n"]
     await send({"type": "http.response.body", "body": b"".join([*last, _DONE]), "more_body": False})
+    return "malformed" if kind == "malformed" else "complete"
+
+
+_BREAKS = ("drop", "truncate", "malformed")
 
 
 @contextlib.contextmanager
@@ -289,10 +472,24 @@ async def _read_json(receive: Receive) -> dict[str, Any]:
     return body
 
 
-def _overrides(scope: Message, config: ServerConfig) -> tuple[float, int, float]:
-    """ttft, tokens and tps for one request: the config, overridden by x-test-* headers."""
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """How to answer one chat request."""
+
+    ttft: float
+    tokens: int
+    tps: float
+    fault: Fault | None
+
+
+def _overrides(scope: Message, config: ServerConfig) -> _Plan:
+    """ttft, tokens, tps and the fault for one chat request: the config (a queued fault is
+    used up here), overridden by x-test-* headers."""
     ttft, tokens, tps = config.ttft, config.tokens, config.tokens_per_second
+    options: dict[str, Any] = {}
     for name, value in scope["headers"]:
+        if not name.startswith(b"x-test-"):
+            continue
         try:
             if name == b"x-test-ttft":
                 ttft = float(value)
@@ -300,11 +497,31 @@ def _overrides(scope: Message, config: ServerConfig) -> tuple[float, int, float]
                 tokens = int(value)
             elif name == b"x-test-tps":
                 tps = float(value)
+            elif name == b"x-test-fault":
+                options["kind"] = value.decode()
+            elif name in _FAULT_HEADERS:
+                options[_FAULT_HEADERS[name][0]] = _FAULT_HEADERS[name][1](value)
         except ValueError:
             raise ApiError(
                 400, f"Bad {name.decode()}: {value.decode('latin-1')!r}", "bad_header"
             ) from None
-    return ttft, max(tokens, 0), max(tps, 0.0)
+    fault = config.faults.pop(0) if config.faults else config.fault
+    if "kind" in options:
+        try:
+            fault = Fault(**options)
+        except ValueError as exc:
+            raise ApiError(400, str(exc), "bad_header") from None
+    elif options and fault is not None:
+        fault = Fault(**{**asdict(fault), **options})
+    return _Plan(ttft, max(tokens, 0), max(tps, 0.0), fault)
+
+
+_FAULT_HEADERS: dict[bytes, tuple[str, Callable[[bytes], Any]]] = {
+    b"x-test-retry-after": ("retry_after", float),
+    b"x-test-fault-after": ("after", int),
+    b"x-test-trickle": ("interval", float),
+    b"x-test-hang": ("hang", float),
+}
 
 
 def _usage(messages: list[Any], completion: int) -> dict[str, int]:
@@ -315,10 +532,19 @@ def _usage(messages: list[Any], completion: int) -> dict[str, int]:
     )
 
 
-async def _respond(send: Send, body: bytes, status: int = 200) -> None:
-    headers = [*_JSON, (b"content-length", str(len(body)).encode())]
+async def _respond(
+    send: Send, body: bytes, status: int = 200, extra: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    headers = [*_JSON, (b"content-length", str(len(body)).encode()), *(extra or [])]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+class _DroppedOnPurpose(logging.Filter):
+    """Keep uvicorn from reporting as an app error the connections a fault drops on purpose."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("ASGI callable returned without completing")
 
 
 class _QuietServer(uvicorn.Server):
@@ -342,6 +568,7 @@ async def serve_openai(
         app, lifespan="off", log_level="warning", access_log=False, proxy_headers=False,
         timeout_keep_alive=75, timeout_graceful_shutdown=2,
     )  # fmt: skip
+    logging.getLogger("uvicorn.error").addFilter(_DroppedOnPurpose())  # once: a set
     server = _QuietServer(options)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
@@ -376,8 +603,12 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=40)
     parser.add_argument("--tps", type=float, default=100.0)
     parser.add_argument("--dim", type=int, default=64)
+    parser.add_argument(
+        "--fault", choices=FAULT_KINDS, help="fail every chat request like this (see Fault)"
+    )
     args = parser.parse_args()
     config = ServerConfig(args.ttft, args.tokens, args.tps, args.dim)
+    config.fault = Fault(args.fault) if args.fault else None
     try:
         from uvloop import new_event_loop as loop_factory
     except ImportError:
