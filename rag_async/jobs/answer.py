@@ -14,6 +14,7 @@ from ..jobstore import dumps
 from .attempt import AttemptEvents
 from .context import Services, WorkerContext
 from .outcome import note_cancellation, retry_or_fail
+from .qdrant_calls import qdrant_call
 
 log = structlog.get_logger(__name__)
 
@@ -33,6 +34,7 @@ async def answer_question(ctx: WorkerContext, job_id: str) -> None:
     try:
         # A provider known to be down: wait before starting (no attempt counted, no events).
         services.breakers["llm"].check()
+        services.breakers["qdrant"].check()
         if services.retriever.embeds_queries:
             services.breakers["embedder"].check()
         ctx["attempt"] = await services.jobs.start_attempt(job_id)
@@ -77,12 +79,13 @@ async def _answer(
             {"stage": "retrieving"},
         )
     retrieval_started = time.time()
-    sources = await retriever.search(
+    search = retriever.search(
         query,
         services.settings.top_k,
         dense=dense,
         collection=collection or services.settings.default_collection,
     )
+    sources = await guarded(services.breakers["qdrant"], qdrant_call(search))
     timings["retrieval"] = time.time() - retrieval_started
     await events.append(
         SourcesEvent(sources=sources),

@@ -98,7 +98,7 @@ class Services:
             llm = ExtractiveAnswerer(lexical.terms)
         breakers = {
             name: CircuitBreaker(name, settings.breaker_threshold, settings.breaker_reset)
-            for name in ("llm", "embedder")
+            for name in ("llm", "embedder", "qdrant")
         }
         return cls(
             breakers=breakers,
