@@ -127,28 +127,24 @@ def ask(
     """Ask a question; the answer streams as it is written, then its sources."""
     import httpx
 
-    from .client import ApiError, RagClient
+    from .client import Answer, ApiError, RagClient
 
     settings = _settings()
 
     async def run() -> int:
         async with RagClient(settings.api_base_url) as client:
             accepted = await client.ask(question)
-            attempt = 0
-            printed = False
+            answer = Answer()  # drops the text of an attempt that died
             sources: list[dict[str, Any]] = []
             async for event in client.follow(accepted["job_id"]):
-                if event.type == "status" and event.data.get("attempt", 0) > attempt:
-                    if printed and attempt:
-                        typer.echo("\n[the worker restarted this answer]")
-                        printed = False
-                    attempt = event.data["attempt"]
-                elif event.type == "sources":
+                if answer.apply(event):
+                    # A terminal cannot take back printed text: say it starts over.
+                    typer.echo("\n[that attempt failed; the answer starts over]")
+                if event.type == "sources":
                     sources = event.data["sources"]
                 elif event.type == "token":
                     sys.stdout.write(event.data["text"])
                     sys.stdout.flush()
-                    printed = True
                 elif event.type == "error":
                     typer.echo()
                     typer.secho(f"error: {event.data['message']}", fg="red", err=True)

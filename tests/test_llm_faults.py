@@ -25,7 +25,7 @@ from rag_async.config import Settings
 from rag_async.errors import ProviderError
 from rag_async.events import Source
 from rag_async.llm import OpenAIChat, StreamTimeouts
-from tests.conftest import Stack, make_settings, running_stack
+from tests.conftest import Stack, cli_env, make_settings, run_cli, running_stack
 from tests.support.openai_server import Fault, OpenAIApp, expected_answer
 
 pytestmark = pytest.mark.timeout(90)
@@ -452,3 +452,18 @@ async def test_a_slow_consumer_is_not_the_llms_idle_time(faulty: OpenAIApp) -> N
         await asyncio.sleep(0.6)  # twice the idle timeout, in the consumer
     assert "".join(pieces) == expected_answer(3)
     await chat.aclose()
+
+
+async def test_the_cli_starts_over_when_an_attempt_dies(
+    valkey: Any, tmp_path: Path, faulty: OpenAIApp
+) -> None:
+    faulty.fail_next("drop", after=5)
+    settings = fault_settings(valkey, tmp_path, faulty)
+    async with running_stack(settings) as stack:
+        env = cli_env(settings, RAG_API_URL=stack.base_url)
+        result = await asyncio.to_thread(run_cli, "ask", "tea?", env=env)
+    assert result.returncode == 0, result.stderr
+    dead, notice, retried = result.stdout.partition("[that attempt failed; the answer starts over]")
+    assert notice, result.stdout
+    assert dead.strip() and expected_answer(12).startswith(dead.strip())
+    assert retried.strip().startswith(expected_answer(12)), retried
