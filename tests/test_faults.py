@@ -344,3 +344,33 @@ async def test_sse_clients_that_vanish_release_their_subscriptions(settings: Set
                     break
                 await asyncio.sleep(0.05)
         assert subscribers == 0, f"{subscribers} subscriptions outlived their clients"
+
+
+async def test_a_worker_with_few_connections_waits_for_them_and_answers_everything(
+    valkey: EmbeddedValkey, llm: Any, tmp_path: Path
+) -> None:
+    tokens = 30
+    llm.config.ttft, llm.config.tokens, llm.config.tokens_per_second = 0.2, tokens, 30
+    settings = make_settings(
+        valkey,
+        tmp_path,
+        llm_base_url=llm.base_url,
+        llm_api_key="test-key",
+        redis_max_connections=4,
+    )
+    async with Redis.from_url(settings.redis_url or "") as redis:
+
+        async def worker_connections() -> int:
+            return sum(client["name"] == "rag-worker" for client in await redis.client_list())
+
+        before = await worker_connections()  # other tests' workers, on the shared Valkey
+        async with running_stack(settings) as stack:
+            accepted = [(await stack.client.ask(f"question {i}"))["job_id"] for i in range(40)]
+            answers = asyncio.gather(*(stack.client.answer(job_id) for job_id in accepted))
+            most = 0
+            while not answers.done():
+                most = max(most, await worker_connections() - before)
+                await asyncio.sleep(0.05)
+            for job_id, answer in zip(accepted, await answers, strict=True):
+                await assert_one_clean_answer(settings, stack.client, job_id, answer, tokens)
+    assert 0 < most <= 4, most

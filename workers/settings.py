@@ -15,14 +15,10 @@ from typing import Any, cast
 
 import orjson
 import structlog
-from arq.connections import RedisSettings, create_pool
+from arq.connections import RedisSettings
 from arq.typing import WorkerCoroutine
 from arq.worker import Function, Worker, func
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from rag_async.activity import Heartbeat
 from rag_async.config import Settings
@@ -37,25 +33,17 @@ from rag_async.jobs.limits import with_limits
 from rag_async.keys import Keys
 from rag_async.logs import configure_logging
 from rag_async.queues import LANES, Lane
+from rag_async.redis_pool import OUTAGE_ERRORS, connect_redis, outage_retry
 
 log = structlog.get_logger(__name__)
 
 
 def redis_settings(url: str) -> RedisSettings:
+    """For arq's CLI, which builds its own pool: the same resends as `connect_redis`'s."""
     settings = RedisSettings.from_dsn(url)
-    # A command that meets a lost connection, or cannot connect, waits and is sent again, for
-    # about 11 s in all: a Valkey restart holds jobs up for a moment instead of failing them.
-    # Resending is safe: event appends carry a write id (eventlog.py), the rest are idempotent
-    # writes. The same wait covers the first connect, so arq's own connect retries are off.
-    errors = (RedisConnectionError, RedisTimeoutError, OSError)
-    settings.conn_retries = 0
-    settings.retry_on_error = list(errors)
-    # redis-py types supported_errors as RedisError subclasses; it catches any it is given.
-    settings.retry = Retry(
-        ExponentialBackoff(cap=1.0, base=0.05),
-        15,
-        supported_errors=errors,  # type: ignore[arg-type]
-    )
+    settings.conn_retries = 0  # the resends cover the first connect too
+    settings.retry_on_error = list(OUTAGE_ERRORS)
+    settings.retry = outage_retry()
     return settings
 
 
@@ -204,11 +192,7 @@ class WorkerProcess:
 
     async def run(self) -> None:
         settings = self.settings
-        redis = await create_pool(
-            redis_settings(settings.redis_url or ""),
-            job_serializer=orjson.dumps,
-            job_deserializer=orjson.loads,
-        )
+        redis = connect_redis(settings, client_name="rag-worker", ride_out_outages=True)
         self.ctx["redis"] = redis
         try:
             await startup(cast(WorkerContext, self.ctx))
@@ -221,7 +205,7 @@ class WorkerProcess:
             await self._run_until_stopped()
         finally:
             await shutdown(cast(WorkerContext, self.ctx))
-            await redis.aclose()
+            await redis.aclose(close_connection_pool=True)  # ours: nobody else uses it
 
     async def _run_until_stopped(self) -> None:
         polling: dict[asyncio.Task[Any], RagWorker] = {

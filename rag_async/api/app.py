@@ -6,18 +6,16 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import orjson
 import structlog
-from arq.connections import ArqRedis
 from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
-from redis.asyncio import BlockingConnectionPool
 
 from ..config import Settings
 from ..eventlog import EventLog, LiveHub
 from ..jobstore import Cancellation, JobStore
 from ..keys import Keys
+from ..redis_pool import connect_redis
 from .errors import install_error_handlers
 from .middleware import AssumeJson, BodySizeLimit
 from .routes import chat, deadletters, documents, health, jobs, stats
@@ -30,30 +28,10 @@ log = structlog.get_logger(__name__)
 REPOSITORY_WEB_DIR = Path(__file__).resolve().parents[2] / "web"
 
 
-def connect_redis(settings: Settings) -> ArqRedis:
-    """A bounded pool that makes callers wait for a free connection instead of failing."""
-    if not settings.redis_url:
-        raise ValueError("RAG_REDIS_URL is not set")
-    pool = BlockingConnectionPool.from_url(
-        settings.redis_url,
-        max_connections=settings.redis_max_connections,
-        timeout=5,
-        socket_connect_timeout=2,
-        health_check_interval=30,
-        client_name="rag-api",  # so CLIENT LIST shows which connections are the API's
-    )
-    return ArqRedis(
-        pool,
-        job_serializer=orjson.dumps,
-        job_deserializer=orjson.loads,
-        default_queue_name=Keys(settings.key_prefix).queue("questions"),
-    )
-
-
 def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, AppState]]:
-        redis = connect_redis(settings)
+        redis = connect_redis(settings, client_name="rag-api", ride_out_outages=False)
         keys = Keys(settings.key_prefix)
         hub = LiveHub(redis, keys)
         state = AppState(
@@ -70,7 +48,7 @@ def create_app(settings: Settings) -> FastAPI:
             yield {"rag": state}
         finally:
             await hub.close()
-            await redis.aclose()
+            await redis.aclose(close_connection_pool=True)  # ours: nobody else uses it
 
     app = FastAPI(
         title="rag-async",
