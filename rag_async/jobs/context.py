@@ -63,6 +63,9 @@ class Services:
         http = openai.DefaultAioHttpClient()
         qdrant = await open_qdrant(settings)
         lexical = LexicalEncoder()
+        # Every provider call: connect within llm_connect_timeout, the whole call within
+        # llm_timeout (a streamed answer also has first-token and idle limits, llm/).
+        timeout = httpx2.Timeout(settings.llm_timeout, connect=settings.llm_connect_timeout)
         embedder = None
         if settings.embed_model:
             embed_client = openai.AsyncOpenAI(
@@ -70,7 +73,7 @@ class Services:
                 api_key=settings.embed_api_key or settings.llm_api_key or "not-needed",
                 http_client=http,
                 max_retries=settings.llm_max_retries,
-                timeout=settings.llm_timeout,
+                timeout=timeout,
             )
             embedder = OpenAIEmbedder(embed_client, settings.embed_model)
         retriever = await Retriever.open(qdrant, settings, lexical=lexical, embedder=embedder)
@@ -81,7 +84,7 @@ class Services:
                 api_key=settings.llm_api_key or "not-needed",
                 http_client=http,
                 max_retries=settings.llm_max_retries,
-                timeout=httpx2.Timeout(settings.llm_timeout, connect=settings.llm_connect_timeout),
+                timeout=timeout,
             )
             timeouts = StreamTimeouts(
                 total=settings.llm_timeout,
