@@ -95,17 +95,31 @@ def api() -> None:
 
 
 @app.command()
-def worker() -> None:
+def worker(
+    queue: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--queue",
+            help="Serve only this queue: questions or documents (repeatable). Default: both.",
+        ),
+    ] = None,
+) -> None:
     """Run a worker process that takes questions and documents from their queues."""
     from workers.settings import WorkerProcess
 
+    from .queues import LANES
+
+    unknown = [name for name in queue or [] if name not in LANES]
+    if unknown:
+        _fail(f"unknown queue {unknown[0]!r}: choose from {', '.join(LANES)}", code=2)
+    lanes = tuple(lane for lane in LANES if not queue or lane in queue)
     settings = _settings()
     configure_logging(settings.log_level, json=settings.log_json, process="worker")
     _check_redis(settings.redis_url)
     _use_uvloop()
 
     async def serve() -> None:
-        process = WorkerProcess(settings)
+        process = WorkerProcess(settings, lanes)
         loop = asyncio.get_running_loop()
         for stop_signal in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(stop_signal, process.stop)

@@ -231,3 +231,23 @@ def test_arq_cli_without_a_redis_url_says_so(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert "RAG_REDIS_URL is not set" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr, result.stderr
+
+
+@pytest.mark.timeout(60)
+async def test_a_worker_can_serve_one_queue_only(settings: Settings, tmp_path: Path) -> None:
+    command = rag_async_command("worker", "--queue", "documents")
+    with started("documents-only", command, cli_env(settings), tmp_path) as worker:
+        await worker.async_wait_for("worker ready")
+        async with running_api(settings) as base_url, RagClient(base_url) as client:
+            question = await client.ask("is anyone answering?")
+            document = await client.add_document("Tea is a drink.", title="Tea")
+            ingested = await asyncio.wait_for(client.answer(document["job_id"]), 30)
+            assert ingested.final is not None and ingested.final.type == "done", ingested
+            assert (await client.job(question["job_id"]))["status"] == "queued"
+        assert await worker.async_terminate() == 0
+
+
+def test_an_unknown_queue_is_refused(settings: Settings) -> None:
+    result = run_cli("worker", "--queue", "emails", env=cli_env(settings))
+    assert result.returncode == 2
+    assert "unknown queue 'emails': choose from questions, documents" in result.stderr
