@@ -1,20 +1,27 @@
 """Shared by the benchmark scripts: start the real services as separate processes (so each
-one's CPU can be read from /proc), and a few statistics helpers."""
+one's CPU can be read from /proc), and a few statistics helpers.
+
+The fault benchmark (reliability.py) also starts workers while a run is under way, gives
+workers their own environment (a Redis URL through a proxy, a shorter grace), and sends each
+process's output to a file, so that the warnings a fault provokes do not flood the report."""
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import httpx
 
@@ -54,6 +61,20 @@ class Services:
     api: subprocess.Popen[bytes]
     api_url: str
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)  # what every worker starts from
+    data: Path = Path()
+    corpus: bool = True
+    logs: Path | None = None  # each process's stdout and stderr go to files here, if set
+    _files: ExitStack = field(default_factory=ExitStack, repr=False)
+
+    @property
+    def llm_admin_url(self) -> str:
+        """The test LLM's own endpoints (`/_faults`, `/_stats`) live beside `/v1`."""
+        return self.llm_url.removesuffix("/v1")
+
+    @property
+    def prefix(self) -> str:
+        return self.env.get("RAG_KEY_PREFIX", "rag:")
 
     def pids(self) -> dict[str, int]:
         assert self.valkey.process is not None
@@ -64,6 +85,45 @@ class Services:
 
     def cpu(self) -> dict[str, float]:
         return {name: cpu_seconds(pid) for name, pid in self.pids().items()}
+
+    def start_worker(self, env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """Start one more worker (with `env` on top of the shared environment); returns
+        without waiting for it (see `wait_worker_ready`)."""
+        n = len(self.workers)
+        # Embedded Qdrant is one process per folder: each worker gets its own, with its own
+        # copy of the corpus (as read replicas of a Qdrant server would be).
+        data_dir = self.data / f"w{n}"
+        if self.corpus and not data_dir.exists():
+            shutil.copytree(_indexed_corpus(), data_dir)
+        worker = self._popen(
+            f"worker{n}",
+            [sys.executable, "-m", "rag_async.cli", "worker"],
+            {**self.env, "RAG_DATA_DIR": str(data_dir), **(env or {})},
+        )
+        self.workers.append(worker)
+        return worker
+
+    def wait_worker_ready(self, worker: subprocess.Popen[bytes], timeout: float = 60) -> None:
+        """Until the worker's first heartbeat is in Valkey (its startup is over)."""
+        _wait_heartbeat(self.valkey.url, self.prefix, worker, timeout)
+
+    def _popen(
+        self, name: str, command: list[str], env: Mapping[str, str]
+    ) -> subprocess.Popen[bytes]:
+        return _popen(self._files, self.logs, name, command, env)
+
+
+def _popen(
+    files: ExitStack, logs: Path | None, name: str, command: list[str], env: Mapping[str, str]
+) -> subprocess.Popen[bytes]:
+    """A service process, its output to `logs/<name>.out|err` if `logs` is set (else ours)."""
+    out: IO[bytes] | None = None
+    err: IO[bytes] | None = None
+    if logs is not None:
+        logs.mkdir(parents=True, exist_ok=True)
+        out = files.enter_context((logs / f"{name}.out").open("ab"))
+        err = files.enter_context((logs / f"{name}.err").open("ab"))
+    return subprocess.Popen(command, env=dict(env), stdout=out, stderr=err)
 
 
 @contextmanager
@@ -76,7 +136,11 @@ def services(
     corpus: bool = True,
     inline: bool = False,
     env: dict[str, str] | None = None,
+    worker_env: Sequence[Mapping[str, str]] = (),
+    logs: Path | None = None,
 ) -> Iterator[Services]:
+    """The services, stopped on the way out. `env` applies to the API and the workers,
+    `worker_env[i]` to worker i only; `logs` collects their output in files."""
     with tempfile.TemporaryDirectory(prefix="rag-bench-") as tmp:
         data = Path(tmp)
         valkey = EmbeddedValkey(data / "valkey", appendonly=True)
@@ -114,7 +178,10 @@ def services(
                 **(env or {}),
             }
         )
-        started: list[subprocess.Popen[bytes]] = []
+        api_url = f"http://127.0.0.1:{port}"
+        files = ExitStack()
+        api: subprocess.Popen[bytes] | None = None
+        svc: Services | None = None
         try:
             if inline:  # the replaced design: one process does it all, no worker
                 if corpus:
@@ -123,31 +190,27 @@ def services(
                 workers = 0
             else:
                 command = [sys.executable, "-m", "rag_async.cli", "api"]
-            api = subprocess.Popen(command, env=base_env)
-            started.append(api)
-            procs = []
+            api = _popen(files, logs, "api", command, base_env)
+            svc = Services(
+                valkey, llm, llm_url, api, api_url,
+                env=base_env, data=data, corpus=corpus, logs=logs, _files=files,
+            )  # fmt: skip
             for i in range(workers):
-                # Embedded Qdrant is one process per folder: each worker gets its own, with
-                # its own copy of the corpus (as read replicas of a Qdrant server would be).
-                worker_env = dict(base_env, RAG_DATA_DIR=str(data / f"w{i}"))
-                if corpus:
-                    asyncio.run(_index_demo_corpus(data / f"w{i}"))
-                procs.append(
-                    subprocess.Popen(
-                        [sys.executable, "-m", "rag_async.cli", "worker"], env=worker_env
-                    )
-                )
-            started += procs
-            api_url = f"http://127.0.0.1:{port}"
+                svc.start_worker(worker_env[i] if i < len(worker_env) else None)
             _wait_ready(api_url)
-            if procs:
-                _wait_worker(valkey.url, base_env.get("RAG_KEY_PREFIX", "rag:"))
+            for worker in svc.workers:
+                svc.wait_worker_ready(worker)
+            if svc.workers:
+                _wait_worker(valkey.url, svc.prefix)
             if os.environ.get("BENCH_PIDS"):  # for attaching a profiler (py-spy) to them
                 Path(os.environ["BENCH_PIDS"]).write_text(
-                    json.dumps({"api": api.pid, "workers": [p.pid for p in procs]})
+                    json.dumps({"api": svc.api.pid, "workers": [p.pid for p in svc.workers]})
                 )
-            yield Services(valkey, llm, llm_url, api, api_url, procs)
+            yield svc
         finally:
+            # Workers started during the run are in `svc.workers` too; a killed one is
+            # simply reaped.
+            started = [p for p in [api, *(svc.workers if svc else [])] if p is not None]
             for process in [*started, llm]:
                 process.terminate()
             for process in [*started, llm]:
@@ -156,6 +219,22 @@ def services(
                 except subprocess.TimeoutExpired:
                     process.kill()
             valkey.stop()
+            files.close()
+
+
+_corpus: Path | None = None
+
+
+def _indexed_corpus() -> Path:
+    """A data folder with the demo corpus indexed, built once per process and copied for
+    each worker: indexing takes seconds, copying a few milliseconds."""
+    global _corpus
+    if _corpus is None:
+        folder = Path(tempfile.mkdtemp(prefix="rag-bench-corpus-"))
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        asyncio.run(_index_demo_corpus(folder / "data"))
+        _corpus = folder / "data"
+    return _corpus
 
 
 async def _index_demo_corpus(data_dir: Path) -> None:
@@ -184,18 +263,42 @@ def _wait_ready(url: str, timeout: float = 30) -> None:
 
 
 def _wait_worker(redis_url: str, prefix: str, timeout: float = 60) -> None:
-    """Until a worker has finished its startup and polled the queue (arq's health-check key),
-    so that start-up CPU is not counted as load."""
+    """Until a worker has finished its startup and polled the question queue (arq's
+    health-check key), so that start-up CPU is not counted as load."""
     import redis
+    from arq.constants import health_check_key_suffix
+
+    from rag_async.keys import Keys
 
     client = redis.Redis.from_url(redis_url)
+    health_check = Keys(prefix).queue("questions") + health_check_key_suffix
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
-            if client.exists(f"{prefix}queue:health-check"):
+            if client.exists(health_check):
                 time.sleep(1.0)  # the other workers, if any, are a moment behind
                 return
             time.sleep(0.1)
     finally:
         client.close()
     raise RuntimeError("no worker became ready")
+
+
+def _wait_heartbeat(
+    redis_url: str, prefix: str, worker: subprocess.Popen[bytes], timeout: float
+) -> None:
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if worker.poll() is not None:
+                raise RuntimeError(f"worker {worker.pid} exited ({worker.returncode})")
+            beats = client.hkeys(f"{prefix}workers")
+            if any(b.decode().endswith(f":{worker.pid}") for b in beats):
+                return
+            time.sleep(0.1)
+    finally:
+        client.close()
+    raise RuntimeError(f"worker {worker.pid} did not become ready")

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every benchmark in docs/benchmarks.md, in one run (about 15 minutes on 2 cores).
+# Every benchmark in docs/benchmarks.md, in one run (about 35 minutes on 2 cores).
 # Run it on a quiet machine: the service, the test LLM and the load share the cores.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -12,3 +12,10 @@ echo "== load: async, 2 workers";         $PY load.py -c 50 -c 200 --workers 2
 echo "== load: inline (replaced design)"; $PY load.py -c 10 -c 50 -c 200 --inline
 echo "== load: async, 1 worker, no corpus"; $PY load.py -c 50 --no-corpus
 echo "== poll delay";                     $PY poll_delay.py
+# These two need Debian's python3.11-doc (the 530 pages under /usr/share/doc/python3.11/html).
+if [ -d /usr/share/doc/python3.11/html ]; then
+  echo "== ingestion: the Python 3.11 docs"; $PY ingest_docs.py
+  echo "== retrieval evaluation";          $PY eval_retrieval.py
+else
+  echo "== ingestion and retrieval evaluation: skipped (apt-get install python3.11-doc)"
+fi

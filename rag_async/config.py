@@ -70,8 +70,10 @@ class Settings(BaseSettings):
 
     # Retrieval.
     top_k: int = Field(default=4, ge=1, le=50)
-    chunk_tokens: int = Field(default=120, ge=16)
-    chunk_overlap: int = Field(default=24, ge=0)
+    # Tokens as `retrieval.chunking.count_tokens` counts them offline (words and punctuation
+    # marks, ~1.6 per whitespace word on the Python docs): 200 is ~125 words of prose.
+    chunk_tokens: int = Field(default=200, ge=16)
+    chunk_overlap: int = Field(default=40, ge=0)
     embed_model: str | None = None
     embed_base_url: str | None = None
     embed_api_key: str | None = None

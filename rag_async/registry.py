@@ -35,6 +35,15 @@ class DocumentRegistry:
         raw: dict[bytes, bytes] = await self._redis.hgetall(self._keys.document(document_id))  # type: ignore[misc]
         return _view(raw) if raw else None
 
+    async def indexed(self, document_id: str) -> tuple[str, int] | None:
+        """The fingerprint and chunk count of the version last indexed in full, if any (an
+        ingestion clears the fingerprint when it starts and sets it when it ends)."""
+        key = self._keys.document(document_id)
+        fingerprint, chunks = await self._redis.hmget(key, ["fingerprint", "chunks"])  # type: ignore[misc]
+        if not fingerprint or chunks is None:
+            return None
+        return fingerprint.decode(), int(chunks)
+
     async def all(self) -> list[DocumentView]:
         """Every document, most recently ingested first."""
         ids: set[bytes] = await self._redis.smembers(self._keys.documents)  # type: ignore[misc]

@@ -99,6 +99,14 @@ class DocumentList(BaseModel):
     documents: list[DocumentView]
 
 
+class IngestProgress(BaseModel):
+    """An ingestion's latest `progress` event: `done` of `total` units of `stage`."""
+
+    stage: str
+    done: int
+    total: int
+
+
 class JobView(BaseModel):
     """The job record as `/job-status` and `/jobs/{id}` tell it."""
 
@@ -119,6 +127,7 @@ class JobView(BaseModel):
     error: str | None = None
     document_id: str | None = None
     chunks: int | None = None
+    progress: IngestProgress | None = None
     created_at: float | None = None
     started_at: float | None = None
     finished_at: float | None = None

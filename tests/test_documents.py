@@ -190,11 +190,35 @@ async def test_reingest_replaces_without_stale_chunks(docs: Stack) -> None:
     before = await chunks_of(docs, document_id)
     assert before >= 6
 
-    # The same content again adds nothing.
+    indexed_at = (await docs.client.document(document_id))["ingested_at"]
+
+    # The same content again adds nothing: nothing is chunked or written, the job says so.
     again = await upload(docs, ("long.md", old))
     assert again["document_id"] == document_id
-    assert (await finish(docs, again["job_id"]))[-1].type == "done"
+    events = await finish(docs, again["job_id"])
+    assert events[-1].type == "done"
+    assert events[-1].data["answer"] == f"unchanged: {before} chunks already indexed"
+    assert [e.data["stage"] for e in events if e.type == "progress"] == ["unchanged"]
     assert await chunks_of(docs, document_id) == before
+    shown = await docs.client.document(document_id)
+    assert shown["status"] == "indexed" and shown["ingested_at"] == indexed_at
+
+    # Chunks lost behind the registry's back (a Qdrant wiped) are not vouched for.
+    assert docs.worker is not None
+    await docs.worker.ctx["services"].retriever.delete(document_id)
+    events = await finish(docs, (await upload(docs, ("long.md", old)))["job_id"])
+    assert events[-1].data["answer"] == f"indexed {before} chunks"
+    assert await chunks_of(docs, document_id) == before
+
+    # The same bytes under another title are indexed again: chunks carry their title.
+    async with httpx.AsyncClient(base_url=docs.base_url) as http:
+        response = await http.post(
+            "/documents", files=[("files", ("long.md", old))], data={"title": "Longer"}
+        )
+    assert response.json()["document_id"] == document_id
+    events = await finish(docs, response.json()["job_id"])
+    assert events[-1].data["answer"] == f"indexed {before} chunks"
+    assert (await sources_for(docs, "marmalade"))[0]["title"] == "Longer"
 
     # A shorter version replaces it: no chunk of the old one survives.
     new = _long_document(["butterscotch"])
@@ -205,6 +229,26 @@ async def test_reingest_replaces_without_stale_chunks(docs: Stack) -> None:
     assert (await docs.client.document(document_id))["chunks"] == after
     assert all(s["document_id"] != document_id for s in await sources_for(docs, "marmalade"))
     assert (await sources_for(docs, "butterscotch"))[0]["document_id"] == document_id
+
+
+async def test_job_status_shows_the_latest_progress(docs: Stack) -> None:
+    accepted = await upload(docs, ("long.md", _long_document(["quince"] * 10)))
+    job_id = accepted["job_id"]
+    seen = []
+    async for event in docs.client.follow(job_id):
+        if event.type == "progress":
+            # The record is updated in the same step as the event is logged: polling now
+            # shows this progress or a later one, never an earlier one.
+            polled = (await docs.client.job(job_id))["progress"]
+            seen.append((event.data["stage"], polled["stage"]))
+            last = {k: event.data[k] for k in ("stage", "done", "total")}
+    stages = ["parsed", "chunked", "upserted"]
+    assert [event for event, _ in seen] == stages
+    assert all(stages.index(polled) >= stages.index(event) for event, polled in seen)
+    status = await docs.client.job(job_id)
+    assert status["status"] == "complete"
+    assert status["progress"] == last and last["stage"] == "upserted"
+    assert last["done"] == last["total"] == status["chunks"] > 1
 
 
 async def test_delete_removes_every_chunk(docs: Stack) -> None:

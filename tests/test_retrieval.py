@@ -27,6 +27,9 @@ from rag_async.retrieval import (
     chunk_text,
     open_qdrant,
 )
+from rag_async.retrieval.chunking import count_tokens
+from rag_async.retrieval.stemming import porter_stem
+from rag_async.retrieval.store import INDEX_BATCH
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -95,7 +98,7 @@ def test_chunks_are_exact_spans_within_the_size_limit() -> None:
     assert [c.index for c in chunks] == list(range(len(chunks)))
     for chunk in chunks:
         assert MARKDOWN[chunk.start : chunk.end] == chunk.text
-        assert 0 < len(chunk.text.split()) <= 30
+        assert 0 < count_tokens(chunk.text) <= 30
     assert chunk_text("  \n\n ", max_tokens=30, overlap=8) == []
 
 
@@ -121,8 +124,10 @@ def test_consecutive_chunks_of_a_section_overlap() -> None:
 
     assert len(lists) >= 5
     for previous, current in itertools.pairwise(lists):
-        assert previous.text.split()[-8:] == current.text.split()[:8]
         assert previous.start < current.start < previous.end < current.end
+        shared = previous.text[current.start - previous.start :]
+        assert current.text.startswith(shared)
+        assert 4 <= count_tokens(shared) <= 8  # whole words, up to the overlap
 
 
 def test_a_long_paragraph_is_cut_at_sentence_ends() -> None:
@@ -133,6 +138,28 @@ def test_a_long_paragraph_is_cut_at_sentence_ends() -> None:
     assert " ".join(c.text for c in chunks) == SENTENCES
 
 
+def test_chunks_are_sized_in_tokens_not_words() -> None:
+    prose = "Lists keep their order and tuples do too. " * 20
+    code = "```\n" + "value = mapping.get(key, []) or [default]\n" * 20 + "```"
+
+    prose_chunks = chunk_text(prose, max_tokens=60, overlap=0)
+    code_chunks = chunk_text(code, max_tokens=60, overlap=0)
+
+    # A line of code is 6 words but 15 tokens: code makes smaller chunks, in words.
+    assert count_tokens("value = mapping.get(key, []) or [default]") == 15
+    assert all(count_tokens(c.text) <= 60 for c in prose_chunks + code_chunks)
+    assert max(len(c.text.split()) for c in code_chunks) < max(
+        len(c.text.split()) for c in prose_chunks
+    )
+    # A word longer than a chunk is kept whole, in a chunk of its own.
+    url = "https://example.org/" + "a/" * 40
+    assert [c.text for c in chunk_text(f"See {url} now.", max_tokens=20, overlap=4)] == [
+        "See",
+        url,
+        "now.",
+    ]
+
+
 # --- lexical encoding -----------------------------------------------------------------------
 
 
@@ -141,20 +168,59 @@ def test_lexical_terms_and_stable_ids() -> None:
 
     assert lexical.terms("How do I handle Exceptions in Python?") == [
         "handl",
-        "exception",
+        "except",
         "python",
     ]
     assert lexical.terms("handling handled handles") == ["handl"] * 3
     query = lexical.query("exceptions, EXCEPTION and handling")
     # CRC-32, not the per-process salted hash(): the same ids in every worker, every run.
-    assert query.indices == sorted([2143915629, 3945152013])
-    assert query.indices == sorted(zlib.crc32(t.encode()) for t in ("exception", "handl"))
+    assert query.indices == sorted([1065421233, 3945152013])
+    assert query.indices == sorted(zlib.crc32(t.encode()) for t in ("except", "handl"))
     assert query.values == [1.0, 1.0]
+
+
+def test_identifiers_match_by_their_parts_and_whole_and_numbers_stay_whole() -> None:
+    lexical = LexicalEncoder()
+
+    assert lexical.terms("ThreadPoolExecutor") == [
+        "thread",
+        "pool",
+        "executor",
+        "threadpoolexecutor",
+    ]
+    assert lexical.terms("functools.lru_cache()") == ["functool", "lru", "cach", "lru_cache"]
+    assert lexical.terms("HTTPServer __init__ sha256") == [
+        "http",
+        "server",
+        "httpserver",
+        "init",
+        "sha256",
+    ]
+    assert lexical.terms("New in Python 3.11: 0.1 + 0.2") == ["new", "python", "3.11", "0.1", "0.2"]
+    # Prose about a thread pool meets the class; its exact name ranks it higher still.
+    prose = set(lexical.query("a pool of threads").indices)
+    assert prose <= set(lexical.document("class ThreadPoolExecutor").indices)
+
+
+def test_porter_stemmer_conflates_derived_forms() -> None:
+    # Pairs from Porter's paper: each word's stem is the one it gives.
+    for word, expected in [
+        ("caresses", "caress"), ("ponies", "poni"), ("agreed", "agre"), ("hopping", "hop"),
+        ("filing", "file"), ("happy", "happi"), ("relational", "relat"), ("digitizer", "digit"),
+        ("vietnamization", "vietnam"), ("hopefulness", "hope"), ("sensibiliti", "sensibl"),
+        ("electrical", "electr"), ("adjustment", "adjust"), ("adoption", "adopt"),
+        ("bowdlerize", "bowdler"), ("controll", "control"), ("generalizations", "gener"),
+    ]:  # fmt: skip
+        assert porter_stem(word) == expected, word
+    lexical = LexicalEncoder()
+    for forms in (("compress", "compression"), ("automatic", "automatically"),
+                  ("deprecated", "deprecation"), ("connect", "connections")):  # fmt: skip
+        assert lexical.terms(forms[0]) == lexical.terms(forms[1])
 
 
 def test_lexical_document_weights_saturate_and_normalise_length() -> None:
     lexical = LexicalEncoder()
-    exception = zlib.crc32(b"exception")
+    exception = zlib.crc32(b"except")
 
     def weight(text: str) -> float:
         vector = lexical.document(text)
@@ -205,6 +271,30 @@ async def test_reindexing_adds_no_points_and_trims_a_shorter_version(store: Chun
     shorter = await retriever.index(source, title, source, text[: len(text) // 3])
     assert 0 < shorter < counts[source]
     assert await store.count() == total - counts[source] + shorter
+
+
+async def test_a_big_document_is_written_in_batches_and_trimmed(store: ChunkStore) -> None:
+    retriever = Retriever(store, LexicalEncoder(), None, chunk_tokens=20, chunk_overlap=0)
+    paragraphs = [f"Paragraph {i} is about topic{i}." for i in range(1200)]
+    progress: list[tuple[str, int, int]] = []
+
+    async def on_progress(stage: str, done: int, total: int) -> None:
+        progress.append((stage, done, total))
+
+    total = await retriever.index("big", "Big", None, "\n\n".join(paragraphs), on_progress)
+
+    assert total > INDEX_BATCH and await store.count() == total
+    upserted = [p for p in progress if p[0] == "upserted"]
+    assert upserted[0] == ("upserted", INDEX_BATCH, total) and upserted[-1] == (
+        "upserted",
+        total,
+        total,
+    )
+    assert (await retriever.search("topic1199", 1))[0].chunk == total - 1
+    # A shorter version: the tail of the old one is trimmed once the new one is written.
+    shorter = await retriever.index("big", "Big", None, "\n\n".join(paragraphs[:40]))
+    assert await store.count() == shorter < total
+    assert await retriever.search("topic1199", 1) == []
 
 
 async def test_delete_document_removes_its_points(store: ChunkStore) -> None:

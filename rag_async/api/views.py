@@ -8,7 +8,7 @@ import orjson
 from ..events import Source, event_type_of
 from ..jobstore import JobRecord
 from ..queues import JOB_KINDS
-from ..schemas import JobView
+from ..schemas import IngestProgress, JobView
 from .state import AppState
 
 
@@ -22,6 +22,7 @@ async def job_view(state: AppState, record: JobRecord) -> JobView:
         answer, last_event_id = await _partial_answer(state, record)
         partial = True
     chunks = record.text("chunks")
+    progress = record.json("progress")
     position = None
     if record.status == "queued":
         queue = state.keys.queue(JOB_KINDS[record.kind].lane)
@@ -43,6 +44,7 @@ async def job_view(state: AppState, record: JobRecord) -> JobView:
         error=record.text("error"),
         document_id=record.text("document_id"),
         chunks=int(chunks) if chunks else None,
+        progress=IngestProgress.model_validate(progress) if progress else None,
         created_at=record.number("created_at"),
         started_at=record.number("started_at"),
         finished_at=record.number("finished_at"),

@@ -51,24 +51,38 @@ async def ingest_document(ctx: WorkerContext, job_id: str) -> None:
             "worker": services.worker,
         },
     )
-    await registry.put(document_id, {"status": "ingesting"})
+    timings = {"queue_wait": started - (record.number("created_at") or started)}
+    size = len(raw)
+    content_sha256 = hashlib.sha256(raw).hexdigest()
+    fingerprint = _fingerprint(content_sha256, record, services.retriever.signature)
 
     async def on_progress(stage: str, done: int, total: int) -> None:
-        await events.append(job_id, ProgressEvent(stage=stage, done=done, total=total))
+        # The latest progress goes on the record too, for /job-status.
+        progress = dumps({"stage": stage, "done": done, "total": total})
+        await events.append(
+            job_id, ProgressEvent(stage=stage, done=done, total=total), {"progress": progress}
+        )
 
     try:
-        document = await _parse(ctx, record, raw)
-        await on_progress("parsed", 1, 1)
-        title = record.text("title") or document.title or _stem(record) or "untitled"
-        chunks = await services.retriever.index(
-            document_id=document_id,
-            title=title,
-            source=record.text("source"),
-            text=document.text,
-            on_progress=on_progress,
-            collection=record.text("collection") or services.settings.default_collection,
-            page_starts=document.page_starts,
-        )
+        unchanged = await _unchanged(services, registry, document_id, fingerprint)
+        if unchanged is None:
+            # Until this version is indexed in full, no fingerprint vouches for its chunks.
+            await registry.put(document_id, {"status": "ingesting", "fingerprint": ""})
+            document = await _parse(ctx, record, raw)
+            # A big document is from here on held as its text and its chunks, not as its
+            # bytes too (and the retriever writes vectors and points a batch at a time).
+            del raw
+            await on_progress("parsed", 1, 1)
+            title = record.text("title") or document.title or _stem(record) or "untitled"
+            chunks = await services.retriever.index(
+                document_id=document_id,
+                title=title,
+                source=record.text("source"),
+                text=document.text,
+                on_progress=on_progress,
+                collection=record.text("collection") or services.settings.default_collection,
+                page_starts=document.page_starts,
+            )
     except Exception as error:
         if _is_final(ctx, error):
             message = error.message if isinstance(error, RagError) else type(error).__name__
@@ -80,28 +94,53 @@ async def ingest_document(ctx: WorkerContext, job_id: str) -> None:
         raise
     finally:
         structlog.contextvars.unbind_contextvars("job_id")
+    if unchanged is not None:
+        # The same version is indexed already: nothing is written, the job says so.
+        await registry.put(document_id, {"status": "indexed", "error": ""})
+        await on_progress("unchanged", unchanged, unchanged)
+        summary, chunks = f"unchanged: {unchanged} chunks already indexed", unchanged
+    else:
+        await registry.put(
+            document_id,
+            {
+                "title": title,
+                "status": "indexed",
+                "chunks": chunks,
+                "size": size,
+                "format": document.format,
+                "content_sha256": content_sha256,
+                "fingerprint": fingerprint,
+                "ingested_at": f"{time.time():.6f}",
+                "error": "",
+            },
+        )
+        summary = f"indexed {chunks} chunks"
     finished = time.time()
-    timings = {
-        "queue_wait": started - (record.number("created_at") or started),
-        "total": finished - started,
-    }
-    await registry.put(
-        document_id,
-        {
-            "title": title,
-            "status": "indexed",
-            "chunks": chunks,
-            "size": len(raw),
-            "format": document.format,
-            "content_sha256": hashlib.sha256(raw).hexdigest(),
-            "ingested_at": f"{finished:.6f}",
-            "error": "",
-        },
-    )
-    await _finish(services, job_id, f"indexed {chunks} chunks", chunks, timings, finished)
+    timings["total"] = finished - started
+    await _finish(services, job_id, summary, chunks, timings, finished)
     await ctx["redis"].delete(upload_key)
     await services.jobs.keep(job_id)
-    log.info("ingested", job_id=job_id, chunks=chunks)
+    log.info("ingested", job_id=job_id, chunks=chunks, unchanged=unchanged is not None)
+
+
+def _fingerprint(content_sha256: str, record: JobRecord, signature: str) -> str:
+    """What the stored chunks of a document follow from: its bytes, how they are read (the
+    file name's extension picks the parser), the title and source they are cited by, and
+    how the retriever chunks and encodes."""
+    parts = [content_sha256, signature]
+    parts += [record.text(field) or "" for field in ("filename", "title", "source", "collection")]
+    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()
+
+
+async def _unchanged(
+    services: Services, registry: DocumentRegistry, document_id: str, fingerprint: str
+) -> int | None:
+    """The chunk count, if this very version of the document is indexed in full already."""
+    indexed = await registry.indexed(document_id)
+    if indexed is None or indexed[0] != fingerprint:
+        return None
+    # Trust, but check that the chunks are still there (a Qdrant emptied under the registry).
+    return indexed[1] if await services.retriever.holds(document_id, indexed[1]) else None
 
 
 async def _parse(ctx: WorkerContext, record: JobRecord, raw: bytes) -> ParsedDocument:

@@ -48,9 +48,12 @@ def parse_html(filename: str, content: bytes) -> ParsedDocument:
     writer = _Writer()
     writer.walk(root)
     text = "\n\n".join(writer.blocks)
-    if not title:
-        h1 = tree.css_first("h1")
-        title = " ".join(h1.text().split()) if h1 is not None else ""
+    h1_node = tree.css_first("h1")
+    h1 = " ".join(h1_node.text().split()) if h1_node is not None else ""
+    # "Page — Site name" (Sphinx, most CMSs): the page's own heading is its title; the site's
+    # name would be repeated in every citation and every indexed chunk.
+    if h1 and (not title or title.startswith(h1)):
+        title = h1
     return ParsedDocument(title=title or None, text=text, format="html")
 
 

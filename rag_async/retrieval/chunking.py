@@ -1,21 +1,30 @@
 """Split a document into overlapping, structure-aware chunks.
 
 Markdown structure decides first (ATX headings, blank-line paragraphs, fenced code blocks kept
-whole), size second: paragraphs are packed into chunks of about `max_tokens` word-tokens, and a
+whole), size second: paragraphs are packed into chunks of at most `max_tokens` tokens, and a
 paragraph too long for one chunk is cut at sentence ends. A chunk's text is always the exact
 slice `text[start:end]` of the original, so a citation can point back into the document.
+
+Tokens are counted offline, without a model's vocabulary (none can be downloaded here, and
+the embedder may be any model): a token is a run of letters and digits or one punctuation
+mark (`count_tokens`). That tracks subword tokenizers far better than whitespace words, which
+undercount code badly: on the Python documentation a whitespace word is 1.5 such tokens on
+average, and a line of code several. Subword (BPE) tokenizers cut a rare long word into
+pieces too, so a model may see up to about a third more tokens than counted here on prose;
+the default `chunk_tokens` (200) leaves room for that under common embedding models' 512.
 """
 
 from __future__ import annotations
 
 import re
-from bisect import bisect_left
-from collections.abc import Iterator
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 HEADING_SEPARATOR = " › "
 
 _WORD = re.compile(r"\S+")
+_TOKEN = re.compile(r"\w+|[^\w\s]")
 _ATX_HEADING = re.compile(r"^ {0,3}(#{1,6})(?:[ \t]+(.*?))?(?:[ \t]+#+)?[ \t]*$")
 _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
 # A word ending a sentence: terminal punctuation, then optional closing quotes or brackets.
@@ -40,20 +49,26 @@ class _Unit:
 
     first: int
     stop: int
+    size: int  # in tokens
     heading: str | None
     is_heading: bool
 
-    @property
-    def size(self) -> int:
-        return self.stop - self.first
+
+def count_tokens(text: str) -> int:
+    """Runs of letters and digits plus punctuation marks: the offline token count."""
+    return len(_TOKEN.findall(text))
 
 
-def chunk_text(text: str, *, max_tokens: int, overlap: int) -> list[Chunk]:
-    """Chunks of at most `max_tokens` whitespace-separated words.
+def chunk_text(
+    text: str, *, max_tokens: int, overlap: int, count: Callable[[str], int] = count_tokens
+) -> list[Chunk]:
+    """Chunks of at most `max_tokens` tokens (`count_tokens`), cut between words.
 
-    Consecutive chunks of the same section share up to `overlap` words (capped at half a chunk
+    Consecutive chunks of the same section share up to `overlap` tokens (capped at half a chunk
     so that every chunk brings new text); chunks never straddle a heading. A heading with no
-    text of its own before the next heading is kept with the text that follows it.
+    text of its own before the next heading is kept with the text that follows it. A single
+    word longer than `max_tokens` (a long URL) is a chunk of its own, whole. `count` sizes
+    one whitespace-separated word: a model's own tokenizer, where one is at hand, fits here.
     """
     if max_tokens < 1:
         raise ValueError("max_tokens must be at least 1")
@@ -65,9 +80,13 @@ def chunk_text(text: str, *, max_tokens: int, overlap: int) -> list[Chunk]:
     if not words:
         return []
     starts = [start for start, _ in words]
-    units = _units(text, words, starts, max_tokens)
+    # cumulative[i]: the tokens in words[:i], so any run of words is sized by a subtraction.
+    cumulative = [0]
+    for start, end in words:
+        cumulative.append(cumulative[-1] + count(text[start:end]))
+    units = _units(text, words, starts, cumulative, max_tokens)
 
-    spans = _pack(units, max_tokens, overlap)
+    spans = _pack(units, cumulative, max_tokens, overlap)
     return [
         Chunk(
             index=i,
@@ -80,7 +99,9 @@ def chunk_text(text: str, *, max_tokens: int, overlap: int) -> list[Chunk]:
     ]
 
 
-def _pack(units: list[_Unit], max_tokens: int, overlap: int) -> list[tuple[int, int, str | None]]:
+def _pack(
+    units: list[_Unit], cumulative: list[int], max_tokens: int, overlap: int
+) -> list[tuple[int, int, str | None]]:
     """Greedy packing of units into `(first word, stop word, heading)` chunk spans."""
     spans: list[tuple[int, int, str | None]] = []
     first = stop = -1  # the open chunk's word span; first < 0 when none is open
@@ -92,12 +113,12 @@ def _pack(units: list[_Unit], max_tokens: int, overlap: int) -> list[tuple[int, 
             first = -1
         if first < 0:
             first, has_body = unit.first, False
-        elif stop - first + unit.size > max_tokens:
+        elif cumulative[stop] - cumulative[first] + unit.size > max_tokens:
             spans.append((first, stop, heading))
-            # Overlap with the previous chunk, shortened so that the new chunk still fits and
-            # starts after the previous one.
-            carried = max(0, min(overlap, max_tokens - unit.size, stop - first - 1))
-            first = stop - carried
+            # Overlap with the previous chunk: the last whole words that fit in `overlap`
+            # tokens and leave room for the unit, starting after the previous chunk's start.
+            budget = max(0, min(overlap, max_tokens - unit.size))
+            first = bisect_left(cumulative, cumulative[stop] - budget, first + 1, stop)
         stop, heading = unit.stop, unit.heading
         has_body = has_body or not unit.is_heading
     if first >= 0:
@@ -106,7 +127,11 @@ def _pack(units: list[_Unit], max_tokens: int, overlap: int) -> list[tuple[int, 
 
 
 def _units(
-    text: str, words: list[tuple[int, int]], starts: list[int], max_tokens: int
+    text: str,
+    words: list[tuple[int, int]],
+    starts: list[int],
+    cumulative: list[int],
+    max_tokens: int,
 ) -> list[_Unit]:
     units: list[_Unit] = []
     for block_start, block_end, heading, is_heading in _blocks(text):
@@ -114,16 +139,28 @@ def _units(
         stop = bisect_left(starts, block_end)
         if first >= stop:
             continue
-        if stop - first <= max_tokens:
-            units.append(_Unit(first, stop, heading, is_heading))
+        if cumulative[stop] - cumulative[first] <= max_tokens:
+            units.append(
+                _Unit(first, stop, cumulative[stop] - cumulative[first], heading, is_heading)
+            )
             continue
         for sentence_first, sentence_stop in _sentences(text, words, first, stop):
-            # A "sentence" longer than a chunk (a code listing, a table) is cut by word count.
-            for piece in range(sentence_first, sentence_stop, max_tokens):
-                units.append(
-                    _Unit(piece, min(piece + max_tokens, sentence_stop), heading, is_heading)
-                )
+            # A "sentence" longer than a chunk (a code listing, a table) is cut by size.
+            for a, b in _slices(cumulative, sentence_first, sentence_stop, max_tokens):
+                units.append(_Unit(a, b, cumulative[b] - cumulative[a], heading, is_heading))
     return units
+
+
+def _slices(
+    cumulative: list[int], first: int, stop: int, max_tokens: int
+) -> Iterator[tuple[int, int]]:
+    """Consecutive word runs of `[first, stop)`, each the longest that fits in `max_tokens`
+    (but at least one word)."""
+    while first < stop:
+        end = bisect_right(cumulative, cumulative[first] + max_tokens, first + 1, stop + 1) - 1
+        end = max(end, first + 1)
+        yield first, end
+        first = end
 
 
 def _sentences(

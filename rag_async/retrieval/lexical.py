@@ -12,12 +12,19 @@ from __future__ import annotations
 import re
 import zlib
 from collections import Counter
+from collections.abc import Callable
 from functools import lru_cache
 
 from qdrant_client import models
 
-_TOKEN = re.compile(r"[^\W_]+")  # letters and digits; "__init__" and "snake_case" split apart
-_MIN_STEM = 3
+from rag_async.retrieval.stemming import porter_stem
+
+# A token is a number with its decimal points ("3.11", "0.1": versions and decimals mean
+# nothing cut apart) or a run of word characters: a word or a code identifier, underscores
+# included, so that "lru_cache" can be matched whole as well as by its parts.
+_TOKEN = re.compile(r"\d+(?:\.\d+)+|\w+")
+# Where an identifier's parts meet: "ThreadPool" -> "Thread|Pool", "HTTPServer" -> "HTTP|Server".
+_CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 
 # A small English stop list: enough to keep "how do I ... in Python?" from matching every
 # chunk on "how" and "do", small enough not to drop words that carry meaning in technical text.
@@ -38,25 +45,44 @@ STOPWORDS: frozenset[str] = frozenset(
 class LexicalEncoder:
     """The tokenizer and the BM25 term weights, as Qdrant sparse vectors.
 
-    `k1` and `b` are the usual BM25 constants. Qdrant knows nothing of document lengths, so
-    length normalisation uses a fixed `avg_len`: about the number of terms left in a chunk of
-    the default 120 words once stopwords are gone.
+    `k1` and `b` are the usual BM25 constants (Robertson and Zaragoza's defaults). Qdrant knows
+    nothing of document lengths, so length normalisation uses a fixed `avg_len`: the mean
+    number of terms of a chunk of the default 200 tokens, title and headings included (63 on
+    the bundled demo corpus).
     """
 
     name = "lexical-bm25 (offline)"
+    # Bumped when the tokenizer or the stemmer change: vectors of another version do not match.
+    version = 2
 
-    def __init__(self, *, k1: float = 1.2, b: float = 0.75, avg_len: float = 64.0) -> None:
+    def __init__(
+        self,
+        *,
+        k1: float = 1.2,
+        b: float = 0.75,
+        avg_len: float = 64.0,
+        stemmer: Callable[[str], str] = porter_stem,
+    ) -> None:
         self.k1 = k1
         self.b = b
         self.avg_len = avg_len
+        self.stemmer = stemmer
+
+    @property
+    def signature(self) -> str:
+        """Everything a document's vectors depend on, besides its text."""
+        stemmer = getattr(self.stemmer, "__name__", repr(self.stemmer))
+        return f"bm25 v{self.version} k1={self.k1} b={self.b} avg_len={self.avg_len} {stemmer}"
 
     def terms(self, text: str) -> list[str]:
-        """The text's terms in order: lowercased, stopwords dropped, lightly stemmed."""
-        return [
-            stem(token)
-            for token in _TOKEN.findall(text.lower())
-            if len(token) > 1 and token not in STOPWORDS
-        ]
+        """The text's terms: lowercased, stopwords dropped, stemmed. A code identifier
+        gives its parts and itself ("ThreadPoolExecutor": "thread", "pool", "executor",
+        "threadpoolexecutor"), so that prose about a thread pool finds it, and the exact name
+        still ranks the chunks that use it first."""
+        terms: list[str] = []
+        for token in _TOKEN.findall(text):
+            terms.extend(_token_terms(token, self.stemmer))
+        return terms
 
     def document(self, text: str) -> models.SparseVector:
         terms = self.terms(text)
@@ -69,36 +95,29 @@ class LexicalEncoder:
         return _sparse(dict.fromkeys((term_id(term) for term in self.terms(text)), 1.0))
 
 
+@lru_cache(maxsize=65536)
+def _token_terms(token: str, stemmer: Callable[[str], str]) -> tuple[str, ...]:
+    parts = [
+        part.lower() for piece in token.split("_") if piece for part in _CAMEL_BOUNDARY.split(piece)
+    ]
+    # Only words are stemmed: "utf8" or "sha256" are names.
+    terms = [
+        stemmer(part) if part.isalpha() else part
+        for part in parts
+        if len(part) > 1 and part not in STOPWORDS
+    ]
+    if len(parts) > 1:
+        # The identifier whole, unstemmed: a name, not an English word.
+        whole = token.strip("_").lower()
+        if len(whole) > 1:
+            terms.append(whole)
+    return tuple(terms)
+
+
 def term_id(term: str) -> int:
     """A term's sparse index. CRC-32 is stable across processes and Python versions (the
     built-in `hash()` is salted per process) and fills Qdrant's uint32 index space."""
     return zlib.crc32(term.encode("utf-8"))
-
-
-@lru_cache(maxsize=65536)
-def stem(word: str) -> str:
-    """A light suffix stripper, so that "handle", "handles", "handled" and "handling" meet.
-
-    Deliberately cruder than Porter: it only has to map the inflections of a word to one
-    string, and documents and queries both go through it.
-    """
-    if len(word) <= _MIN_STEM or not word.isalpha():
-        return word
-    if word.endswith("ies") and len(word) > _MIN_STEM + 2:
-        return word[:-3] + "y"  # "dictionaries" -> "dictionary"
-    if word.endswith(("sses", "xes", "ches", "shes", "zes")):
-        word = word[:-2]  # "classes" -> "class", "matches" -> "match"
-    elif word.endswith("s") and not word.endswith(("ss", "us", "is")):
-        word = word[:-1]
-    for suffix in ("ing", "ed"):
-        if word.endswith(suffix) and len(word) - len(suffix) >= _MIN_STEM:
-            word = word[: -len(suffix)]
-            if len(word) > _MIN_STEM and word[-1] == word[-2] and word[-1] not in "aeiouls":
-                word = word[:-1]  # "running" -> "run", "stopped" -> "stop"
-            break
-    if word.endswith("e") and len(word) > _MIN_STEM:
-        word = word[:-1]  # "handle" -> "handl", to meet "handling"
-    return word
 
 
 def _sparse(weights: dict[int, float]) -> models.SparseVector:

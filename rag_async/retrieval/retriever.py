@@ -13,7 +13,12 @@ from rag_async.events import Source
 from rag_async.retrieval.chunking import Chunk, chunk_text
 from rag_async.retrieval.embedders import EMBED_BATCH_SIZE, Embedder
 from rag_async.retrieval.lexical import LexicalEncoder
-from rag_async.retrieval.store import DEFAULT_COLLECTION, ChunkStore
+from rag_async.retrieval.store import (
+    DEFAULT_COLLECTION,
+    INDEX_BATCH,
+    ChunkStore,
+    citation_heading,
+)
 
 ProgressCallback = Callable[[str, int, int], Awaitable[None]]
 
@@ -67,6 +72,15 @@ class Retriever:
         if self._embedder is None:
             return self._lexical.name
         return f"hybrid: lexical-bm25 + {self._embedder.name} (RRF)"
+
+    @property
+    def signature(self) -> str:
+        """What the chunks of a document depend on besides its content: the same content
+        indexed under the same signature gives the same chunks and vectors."""
+        return (
+            f"{self.name}; {self._lexical.signature}; "
+            f"chunks {self._chunk_tokens}/{self._chunk_overlap} tokens"
+        )
 
     async def ensure_collection(self) -> None:
         """Create the collection if needed, sized for the embedder's vectors (if any)."""
@@ -126,25 +140,39 @@ class Retriever:
 
         # Chunking and encoding take about 50 ms per 100 KB of text, long enough to stall every
         # other job on this worker's loop for a large document: run them in a thread.
-        chunks, pages, contexts, sparse = await asyncio.to_thread(
-            self._encode, title, text, page_starts
-        )
+        chunks, pages = await asyncio.to_thread(self._chunk, text, page_starts)
         total = len(chunks)
         await progress("chunked", total, total)
 
-        dense: list[list[float]] | None = None
-        if self._embedder is not None:
-            dense = []
-            for start in range(0, total, EMBED_BATCH_SIZE):
-                batch = contexts[start : start + EMBED_BATCH_SIZE]
-                dense.extend(await self._embedder.embed(batch))
-                await progress("embedded", len(dense), total)
-
-        written = await self._store.upsert_document(
-            document_id, title, source, chunks, sparse, dense, collection=collection, pages=pages
-        )
-        await progress("upserted", written, total)
-        return written
+        # Encoded, embedded and written a batch at a time: a big document's contexts, sparse
+        # and dense vectors and Qdrant points (several times the text's size together) never
+        # exist all at once. Earlier chunks of an older version are overwritten in place, and
+        # its surplus chunks trimmed at the end, so the document stays searchable throughout.
+        for start in range(0, total, INDEX_BATCH):
+            batch = chunks[start : start + INDEX_BATCH]
+            contexts, sparse = await asyncio.to_thread(self._encode, title, batch)
+            dense: list[list[float]] | None = None
+            if self._embedder is not None:
+                dense = []
+                for offset in range(0, len(batch), EMBED_BATCH_SIZE):
+                    part = contexts[offset : offset + EMBED_BATCH_SIZE]
+                    dense.extend(await self._embedder.embed(part))
+                    await progress("embedded", start + len(dense), total)
+            await self._store.upsert_chunks(
+                document_id,
+                title,
+                source,
+                batch,
+                sparse,
+                dense,
+                collection=collection,
+                pages=pages[start : start + INDEX_BATCH] if pages else None,
+            )
+            await progress("upserted", start + len(batch), total)
+        await self._store.trim_document(document_id, keep=total)
+        if total == 0:
+            await progress("upserted", 0, 0)
+        return total
 
     async def delete(self, document_id: str) -> int:
         """Remove every chunk of a document; returns how many there were."""
@@ -156,16 +184,22 @@ class Retriever:
         """How many chunks of the document are stored."""
         return await self._store.count_document(document_id)
 
+    async def holds(self, document_id: str, chunks: int) -> bool:
+        """Whether exactly `chunks` chunks of the document are stored (cheaper than `count`)."""
+        return await self._store.holds_exactly(document_id, chunks)
+
     def _encode(
-        self, title: str, text: str, page_starts: Sequence[int]
-    ) -> tuple[list[Chunk], list[int | None] | None, list[str], list[models.SparseVector]]:
-        chunks, pages = self._chunk(text, page_starts)
-        # A chunk is encoded with its heading path (or the title) in front: the middle of a
-        # section about exceptions often never says "exception", yet is about one. The stored
-        # and cited text stays the chunk itself.
-        contexts = [f"{chunk.heading or title}\n\n{chunk.text}" for chunk in chunks]
-        sparse = [self._lexical.document(context) for context in contexts]
-        return chunks, pages, contexts, sparse
+        self, title: str, chunks: Sequence[Chunk]
+    ) -> tuple[list[str], list[models.SparseVector]]:
+        """Each chunk's indexed text (its context) and its lexical vector."""
+        contexts = self._contexts(title, chunks)
+        return contexts, [self._lexical.document(context) for context in contexts]
+
+    def _contexts(self, title: str, chunks: Sequence[Chunk]) -> list[str]:
+        # A chunk is indexed with the title and heading path it is cited by in front: the
+        # middle of a section about exceptions often never says "exception", yet is about one.
+        # The stored and cited text stays the chunk itself.
+        return [f"{citation_heading(title, c.heading) or ''}\n\n{c.text}" for c in chunks]
 
     def _chunk(
         self, text: str, page_starts: Sequence[int]

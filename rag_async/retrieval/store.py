@@ -25,7 +25,9 @@ DENSE_VECTOR = "dense"
 # Seconds for one call to a Qdrant server. Searches take milliseconds; an upsert batch of a big
 # document may take a few seconds on a loaded server.
 QDRANT_TIMEOUT = 30
-UPSERT_BATCH = 256
+# Chunks encoded and written at a time: bounds both one request to a server and the memory a
+# big document's vectors and points take in the worker.
+INDEX_BATCH = 256
 # Each branch of a hybrid search hands this many candidates per result to the fusion, so a
 # chunk ranked well by one branch only still gets its chance.
 PREFETCH_FACTOR = 4
@@ -145,7 +147,7 @@ class ChunkStore:
                 "again), or delete the collection."
             )
 
-    async def upsert_document(
+    async def upsert_chunks(
         self,
         document_id: str,
         title: str,
@@ -156,10 +158,9 @@ class ChunkStore:
         *,
         collection: str = DEFAULT_COLLECTION,
         pages: Sequence[int | None] | None = None,
-    ) -> int:
-        """Write a document's chunks and drop any chunks left from a longer earlier version.
-        Returns the number of chunks written. `pages` is each chunk's page, for paged formats.
-        """
+    ) -> None:
+        """Write chunks of a document (a batch of them: see `INDEX_BATCH`), overwriting the
+        chunks of the same index. `pages` is each chunk's page, for paged formats."""
         if len(sparse) != len(chunks) or (dense is not None and len(dense) != len(chunks)):
             raise ValueError("one sparse (and dense, if any) vector per chunk is required")
         if self._known_collections is not None:
@@ -186,15 +187,37 @@ class ChunkStore:
                     id=point_id(document_id, chunk.index), vector=vector, payload=payload
                 )
             )
-        # Batches bound the size of one request to a server. (Embedded Qdrant writes to its
-        # SQLite file synchronously, on the loop: one more reason for a server at scale.)
-        for start in range(0, len(points), UPSERT_BATCH):
+        # (Embedded Qdrant writes to its SQLite file synchronously, on the loop: one more
+        # reason for a server at scale.)
+        for start in range(0, len(points), INDEX_BATCH):
             await self._client.upsert(
-                self._collection, points=points[start : start + UPSERT_BATCH], wait=True
+                self._collection, points=points[start : start + INDEX_BATCH], wait=True
             )
-        # Upsert first, then trim: the document stays searchable throughout a re-index.
-        await self._delete(document_id, from_chunk=len(chunks))
-        return len(chunks)
+
+    async def trim_document(self, document_id: str, *, keep: int) -> None:
+        """Drop the chunks numbered `keep` and beyond: what is left of a longer earlier
+        version once the new one is written (upsert first, then trim: the document stays
+        searchable throughout a re-index)."""
+        # A document's chunks are always numbered 0..n-1 (written in order, trimmed from
+        # the end), so if chunk `keep` is absent there is nothing beyond it. The look-up by id
+        # is O(1); the filtered delete scans every point in embedded Qdrant, which made
+        # ingesting a corpus quadratic in its size.
+        if await self._existing([point_id(document_id, keep)]):
+            await self._delete(document_id, from_chunk=keep)
+
+    async def holds_exactly(self, document_id: str, chunks: int) -> bool:
+        """Whether the document's stored chunks are exactly 0..chunks-1: two look-ups by id,
+        as chunks are numbered without gaps (see `trim_document`)."""
+        probes = [point_id(document_id, chunks)]
+        if chunks > 0:
+            probes.append(point_id(document_id, chunks - 1))
+        return await self._existing(probes) == set(probes[1:])
+
+    async def _existing(self, ids: list[str]) -> set[str]:
+        points = await self._client.retrieve(
+            self._collection, ids=ids, with_payload=False, with_vectors=False
+        )
+        return {str(point.id) for point in points}
 
     async def delete_document(self, document_id: str) -> None:
         await self._delete(document_id, from_chunk=0)

@@ -1,0 +1,309 @@
+"""Retrieval quality of the offline default, over a corpus nobody here wrote.
+
+The Python 3.11 documentation as Debian's `python3.11-doc` installs it (530 HTML pages under
+/usr/share/doc/python3.11/html) is ingested the way a worker does it (parse -> chunk -> encode
+-> upsert into embedded Qdrant, in a temporary folder), then each question of
+`retrieval_questions.jsonl` is searched. A question names the page(s) that answer it; the
+score is at page level: the chunks returned are folded into pages in rank order, and
+
+- recall@5: the share of questions with an answering page among the first 5 pages,
+- MRR@10: the mean of 1/rank of the first answering page (0 beyond rank 10).
+
+Each variant is a way of chunking and scoring; running several side by side shows what each
+change did on the same corpus and questions. The questions were written from the pages
+before any change was measured against them.
+
+    python benchmarks/eval_retrieval.py                       # every variant, side by side
+    python benchmarks/eval_retrieval.py --variants before default
+    python benchmarks/eval_retrieval.py --misses default      # the questions it gets wrong
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from rag_async.config import Settings  # noqa: E402
+from rag_async.parsing import ParsedDocument, parse  # noqa: E402
+from rag_async.retrieval import Chunk, LexicalEncoder, Retriever, chunk_text, open_qdrant  # noqa: E402
+from rag_async.retrieval.lexical import STOPWORDS  # noqa: E402
+
+DOCS = Path("/usr/share/doc/python3.11/html")
+QUESTIONS = Path(__file__).with_name("retrieval_questions.jsonl")
+# Chunks fetched per question: enough to fill 10 distinct pages in practice.
+DEPTH = 50
+
+
+@dataclass(frozen=True)
+class Question:
+    text: str
+    pages: tuple[str, ...]  # any of them answers it
+    evidence: str  # a phrase of the first page, to check the data against the corpus
+
+
+# --- the variants: "before" is the offline default as it was when this evaluation was
+# written; each next one adds one change, and "default" is the library as it is now.
+
+_OLD_TOKEN = re.compile(r"[^\W_]+")
+
+
+def old_stem(word: str) -> str:
+    """The light suffix stripper the lexical encoder had before the Porter stemmer: plurals,
+    -ing, -ed and a final -e only."""
+    if len(word) <= 3 or not word.isalpha():
+        return word
+    if word.endswith("ies") and len(word) > 5:
+        return word[:-3] + "y"
+    if word.endswith(("sses", "xes", "ches", "shes", "zes")):
+        word = word[:-2]
+    elif word.endswith("s") and not word.endswith(("ss", "us", "is")):
+        word = word[:-1]
+    for suffix in ("ing", "ed"):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            word = word[: -len(suffix)]
+            if len(word) > 3 and word[-1] == word[-2] and word[-1] not in "aeiouls":
+                word = word[:-1]
+            break
+    if word.endswith("e") and len(word) > 3:
+        word = word[:-1]
+    return word
+
+
+class OldTokens(LexicalEncoder):
+    """Letters-and-digits tokens: "lru_cache" and "ThreadPoolExecutor" split at underscores
+    only, "3.11" and "0.1" cut into digits and dropped as one-character terms."""
+
+    def __init__(self) -> None:
+        super().__init__(stemmer=old_stem)
+
+    def terms(self, text: str) -> list[str]:
+        return [
+            old_stem(token)
+            for token in _OLD_TOKEN.findall(text.lower())
+            if len(token) > 1 and token not in STOPWORDS
+        ]
+
+
+class OldStem(LexicalEncoder):
+    def __init__(self) -> None:
+        super().__init__(stemmer=old_stem)
+
+
+def _one_per_word(word: str) -> int:
+    return 1
+
+
+class WordChunks(Retriever):
+    """Chunks sized in whitespace words."""
+
+    def _chunk(
+        self, text: str, page_starts: Sequence[int]
+    ) -> tuple[list[Chunk], list[int | None] | None]:
+        assert not page_starts, "HTML only"
+        chunks = chunk_text(
+            text, max_tokens=self._chunk_tokens, overlap=self._chunk_overlap, count=_one_per_word
+        )
+        return chunks, None
+
+
+class WordChunksHeadingOnly(WordChunks):
+    """...and a chunk indexed with its heading path, or the title when it has none."""
+
+    def _contexts(self, title: str, chunks: Sequence[Chunk]) -> list[str]:
+        return [f"{chunk.heading or title}\n\n{chunk.text}" for chunk in chunks]
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One way to chunk and score."""
+
+    description: str
+    encoder: Callable[[], LexicalEncoder] = LexicalEncoder
+    retriever: type[Retriever] = Retriever
+    settings: dict[str, int] = field(default_factory=dict)
+
+
+_WORDS = {"chunk_tokens": 120, "chunk_overlap": 24}
+VARIANTS: dict[str, Variant] = {
+    "before": Variant(
+        "120-word chunks under their heading path; letters-and-digits tokens, light stemmer",
+        OldTokens,
+        WordChunksHeadingOnly,
+        _WORDS,
+    ),
+    "+identifiers": Variant(
+        "+ identifiers also split at camelCase and kept whole; numbers like 3.11 kept",
+        OldStem,
+        WordChunksHeadingOnly,
+        _WORDS,
+    ),
+    "+porter": Variant(
+        "+ the Porter stemmer",
+        LexicalEncoder,
+        WordChunksHeadingOnly,
+        _WORDS,
+    ),
+    "+title": Variant(
+        "+ chunks indexed under title › heading path (Sphinx's site suffix off the title)",
+        LexicalEncoder,
+        WordChunks,
+        _WORDS,
+    ),
+    "default": Variant(
+        "+ chunks of 200 tokens (words and punctuation marks), overlap 40: the default now"
+    ),
+    "k1=0.9,b=0.4": Variant(
+        "the default with Anserini's passage-retrieval BM25 constants instead of 1.2 / 0.75",
+        partial(LexicalEncoder, k1=0.9, b=0.4),
+    ),
+}
+
+
+def load_questions(path: Path) -> list[Question]:
+    questions = []
+    for line in path.read_text().splitlines():
+        if line.strip():
+            row = json.loads(line)
+            questions.append(Question(row["question"], tuple(row["pages"]), row["evidence"]))
+    return questions
+
+
+def load_corpus(root: Path) -> dict[str, ParsedDocument]:
+    """Every HTML page under `root`, parsed, by its path relative to `root`."""
+    return {
+        page.relative_to(root).as_posix(): parse(page.name, page.read_bytes())
+        for page in sorted(root.rglob("*.html"))
+    }
+
+
+def check_questions(questions: Sequence[Question], corpus: dict[str, ParsedDocument]) -> None:
+    for question in questions:
+        missing = [page for page in question.pages if page not in corpus]
+        if missing:
+            raise SystemExit(f"{question.text!r}: no page {missing} in the corpus")
+        if question.evidence.lower() not in corpus[question.pages[0]].text.lower():
+            raise SystemExit(f"{question.text!r}: {question.evidence!r} not in {question.pages[0]}")
+
+
+@dataclass
+class Result:
+    variant: str
+    chunks: int
+    index_seconds: float
+    search_seconds: list[float]
+    ranks: list[int | None]  # page rank of the first answering page, per question
+
+    def recall(self, k: int) -> float:
+        return sum(1 for r in self.ranks if r is not None and r <= k) / len(self.ranks)
+
+    def mrr(self, k: int) -> float:
+        return sum(1 / r for r in self.ranks if r is not None and r <= k) / len(self.ranks)
+
+
+async def evaluate(
+    name: str, variant: Variant, corpus: dict[str, ParsedDocument], questions: Sequence[Question]
+) -> tuple[Result, list[list[str]]]:
+    with tempfile.TemporaryDirectory(prefix="rag-eval-") as tmp:
+        settings = Settings(_env_file=None, data_dir=Path(tmp), **variant.settings)  # type: ignore[arg-type]
+        qdrant = await open_qdrant(settings)
+        try:
+            retriever = await variant.retriever.open(qdrant, settings, lexical=variant.encoder())
+            started = time.perf_counter()
+            chunks = 0
+            for path, document in corpus.items():
+                chunks += await retriever.index(
+                    path,
+                    document.title or path,
+                    path,
+                    document.text,
+                    page_starts=document.page_starts,
+                )
+            index_seconds = time.perf_counter() - started
+            ranks: list[int | None] = []
+            rankings: list[list[str]] = []
+            search_seconds = []
+            for question in questions:
+                started = time.perf_counter()
+                sources = await retriever.search(question.text, DEPTH)
+                search_seconds.append(time.perf_counter() - started)
+                pages = list(dict.fromkeys(source.document_id for source in sources))
+                rankings.append(pages)
+                hits = [pages.index(p) + 1 for p in question.pages if p in pages]
+                ranks.append(min(hits) if hits else None)
+        finally:
+            await qdrant.close()
+    return Result(name, chunks, index_seconds, search_seconds, ranks), rankings
+
+
+def _paired(base: Result | None, result: Result) -> str:
+    """How many questions `result` ranks higher and lower than `base` (within MRR@10): with
+    100 questions, a few points of recall are a few questions, so say which moved."""
+    if base is None:
+        return ""
+
+    def score(rank: int | None) -> float:
+        return 1 / rank if rank is not None and rank <= 10 else 0.0
+
+    pairs = [(score(a), score(b)) for a, b in zip(base.ranks, result.ranks, strict=True)]
+    return f"{sum(b > a for a, b in pairs)}/{sum(b < a for a, b in pairs)}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--docs", type=Path, default=DOCS, help="the HTML documentation root")
+    parser.add_argument("--questions", type=Path, default=QUESTIONS)
+    parser.add_argument("--variants", nargs="*", choices=sorted(VARIANTS), default=list(VARIANTS))
+    parser.add_argument(
+        "--misses", metavar="VARIANT", help="list the questions VARIANT ranks below 5"
+    )
+    args = parser.parse_args()
+    if not args.docs.is_dir():
+        raise SystemExit(f"{args.docs}: not found (Debian: apt-get install python3.11-doc)")
+    questions = load_questions(args.questions)
+    started = time.perf_counter()
+    corpus = load_corpus(args.docs)
+    check_questions(questions, corpus)
+    print(
+        f"corpus: {len(corpus)} pages, {sum(len(d.text) for d in corpus.values()) / 1e6:.1f} M "
+        f"characters of text (parsed in {time.perf_counter() - started:.1f} s); "
+        f"{len(questions)} questions"
+    )
+    print(
+        f"{'variant':<16} {'recall@5':>9} {'MRR@10':>7} {'recall@1':>9} {'recall@10':>10} "
+        f"{'chunks':>7} {'index s':>8} {'search ms p50':>14}  vs {args.variants[0]}: up/down"
+    )
+    first: Result | None = None
+    for name in args.variants:
+        variant = VARIANTS[name]
+        result, rankings = asyncio.run(evaluate(name, variant, corpus, questions))
+        search_ms = sorted(result.search_seconds)[len(result.search_seconds) // 2] * 1000
+        print(
+            f"{name:<16} {result.recall(5):>9.2f} {result.mrr(10):>7.3f} {result.recall(1):>9.2f} "
+            f"{result.recall(10):>10.2f} {result.chunks:>7} {result.index_seconds:>8.1f} "
+            f"{search_ms:>14.0f}  {_paired(first, result)}",
+            flush=True,
+        )
+        first = first or result
+        if args.misses == name:
+            for question, rank, pages in zip(questions, result.ranks, rankings, strict=True):
+                if rank is None or rank > 5:
+                    print(f"    rank {rank}: {question.text}  -> want {question.pages[0]}")
+                    print(f"        got {', '.join(pages[:5])}")
+    for name in args.variants:
+        print(f"  {name}: {VARIANTS[name].description}")
+
+
+if __name__ == "__main__":
+    main()
