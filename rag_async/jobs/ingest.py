@@ -9,13 +9,17 @@ import time
 
 import structlog
 
+from ..breaker import guarded
 from ..errors import RagError
+from ..eventlog import Superseded
 from ..events import TERMINAL_STATUSES, DoneEvent, ErrorEvent, ProgressEvent, StatusEvent
 from ..jobstore import JobRecord, dumps
 from ..parsing import ParsedDocument, parse
 from ..registry import DocumentRegistry
+from .attempt import AttemptEvents
 from .context import Services, WorkerContext
 from .outcome import note_cancellation, retry_or_fail
+from .qdrant_calls import qdrant_call
 
 log = structlog.get_logger(__name__)
 
@@ -39,10 +43,10 @@ async def ingest_document(ctx: WorkerContext, job_id: str) -> None:
         await registry.put(document_id, {"status": "failed", "error": "upload expired"})
         return
     structlog.contextvars.bind_contextvars(job_id=job_id)
-    attempt = await services.jobs.start_attempt(job_id)
+    ctx["attempt"] = attempt = await services.jobs.start_attempt(job_id)
+    attempt_events = AttemptEvents(services.events, job_id, attempt)
     started = time.time()
-    await events.append(
-        job_id,
+    await attempt_events.append(
         StatusEvent(status="in_progress", stage="ingesting", attempt=attempt),
         {
             "status": "in_progress",
@@ -59,8 +63,8 @@ async def ingest_document(ctx: WorkerContext, job_id: str) -> None:
     async def on_progress(stage: str, done: int, total: int) -> None:
         # The latest progress goes on the record too, for /job-status.
         progress = dumps({"stage": stage, "done": done, "total": total})
-        await events.append(
-            job_id, ProgressEvent(stage=stage, done=done, total=total), {"progress": progress}
+        await attempt_events.append(
+            ProgressEvent(stage=stage, done=done, total=total), {"progress": progress}
         )
 
     try:
@@ -74,7 +78,7 @@ async def ingest_document(ctx: WorkerContext, job_id: str) -> None:
             del raw
             await on_progress("parsed", 1, 1)
             title = record.text("title") or document.title or _stem(record) or "untitled"
-            chunks = await services.retriever.index(
+            indexing = services.retriever.index(
                 document_id=document_id,
                 title=title,
                 source=record.text("source"),
@@ -83,6 +87,9 @@ async def ingest_document(ctx: WorkerContext, job_id: str) -> None:
                 collection=record.text("collection") or services.settings.default_collection,
                 page_starts=document.page_starts,
             )
+            chunks = await guarded(services.breakers["qdrant"], qdrant_call(indexing))
+    except Superseded:
+        raise  # a newer attempt owns the document now (jobs/limits.py ends this one quietly)
     except Exception as error:
         if _is_final(ctx, error):
             message = error.message if isinstance(error, RagError) else type(error).__name__
@@ -117,7 +124,7 @@ async def ingest_document(ctx: WorkerContext, job_id: str) -> None:
         summary = f"indexed {chunks} chunks"
     finished = time.time()
     timings["total"] = finished - started
-    await _finish(services, job_id, summary, chunks, timings, finished)
+    await _finish(services, attempt_events, summary, chunks, timings, finished)
     await ctx["redis"].delete(upload_key)
     await services.jobs.keep(job_id)
     log.info("ingested", job_id=job_id, chunks=chunks, unchanged=unchanged is not None)
@@ -170,37 +177,38 @@ async def delete_document(ctx: WorkerContext, job_id: str) -> None:
     if record is None or record.status in TERMINAL_STATUSES:
         return
     document_id = record.text("document_id") or ""
-    attempt = await services.jobs.start_attempt(job_id)
+    ctx["attempt"] = attempt = await services.jobs.start_attempt(job_id)
+    events = AttemptEvents(services.events, job_id, attempt)
     started = time.time()
-    await services.events.append(
-        job_id,
+    await events.append(
         StatusEvent(status="in_progress", stage="deleting", attempt=attempt),
         {"status": "in_progress", "stage": "deleting", "started_at": f"{started:.6f}"},
     )
     try:
-        removed = await services.retriever.delete(document_id)
+        removed = await guarded(
+            services.breakers["qdrant"], qdrant_call(services.retriever.delete(document_id))
+        )
     except Exception as error:
         await retry_or_fail(ctx, job_id, error)
         return
     await DocumentRegistry(ctx["redis"], services.keys).remove(document_id)
     finished = time.time()
     timings = {"total": finished - started}
-    await _finish(services, job_id, f"deleted {removed} chunks", removed, timings, finished)
+    await _finish(services, events, f"deleted {removed} chunks", removed, timings, finished)
     await services.jobs.keep(job_id)
     log.info("deleted document", document_id=document_id, chunks=removed)
 
 
 async def _finish(
     services: Services,
-    job_id: str,
+    events: AttemptEvents,
     summary: str,
     chunks: int,
     timings: dict[str, float],
     finished: float,
 ) -> None:
     """End a document job: its `done` event and the record marked complete, in one step."""
-    await services.events.append(
-        job_id,
+    await events.append(
         DoneEvent(
             answer=summary,
             timings=timings,

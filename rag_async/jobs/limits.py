@@ -9,10 +9,15 @@ import asyncio
 import functools
 from collections.abc import Awaitable, Callable
 
+import structlog
+
 from ..errors import RagError
+from ..eventlog import Superseded
 from ..events import TERMINAL_STATUSES
 from .context import WorkerContext
 from .outcome import give_up, retry_or_fail
+
+log = structlog.get_logger(__name__)
 
 Job = Callable[[WorkerContext, str], Awaitable[None]]
 
@@ -41,6 +46,9 @@ def with_limits(job: Job, *, timeout: float, max_tries: int) -> Job:
         try:
             async with asyncio.timeout(timeout):
                 await job(ctx, job_id)
+        except Superseded:
+            # This worker was taken for dead and the job runs elsewhere now (recovery.py).
+            log.warning("attempt superseded by a newer one, stopping", job_id=job_id)
         except TimeoutError:
             error = JobTimedOut(f"the job took longer than its limit of {timeout:g} s")
             await retry_or_fail(ctx, job_id, error)
