@@ -17,17 +17,29 @@ from redis.exceptions import RedisError
 
 from .keys import Keys
 from .queues import LANES
-from .recovery import DeadWorkerReaper
+from .recovery import DeadWorkerReaper, RunningJobs
 
 log = structlog.get_logger(__name__)
 
 FAILURES_KEPT = 20
 
 
+# KEYS: the workers' hash. ARGV: the worker's id, the rest of its beat (a JSON object). The
+# beat is stamped with Valkey's clock, not the worker's: a beat held up on the way (a network
+# partition healing) arrives fresh, and workers' clocks need not agree. Returns the stamp.
+_BEAT = """
+local t = redis.call('TIME')
+local now = t[1] .. '.' .. string.format('%06d', t[2])
+redis.call('HSET', KEYS[1], ARGV[1], '{"last_seen":' .. now .. ',' .. string.sub(ARGV[2], 2))
+return now
+"""
+
+
 class Heartbeat:
     """A worker's periodic "still here, running N jobs" in one hash shared by all workers.
 
-    After each beat it also looks for workers gone silent and frees their jobs (recovery.py).
+    After each beat it also frees the jobs of workers gone silent, and its own jobs whose end
+    it could not record (recovery.py).
     """
 
     def __init__(
@@ -36,6 +48,7 @@ class Heartbeat:
         keys: Keys,
         worker_id: str,
         report: Callable[[], dict[str, Any]],
+        running: RunningJobs,
         interval: float,
         dead_after: float,
     ) -> None:
@@ -47,6 +60,8 @@ class Heartbeat:
         self._worker_id = worker_id
         self._report = report  # what the worker says of itself: in_flight, breakers
         self._reaper = DeadWorkerReaper(redis, keys, worker_id, dead_after)
+        self._running = running
+        self._beat = redis.register_script(_BEAT)
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -64,19 +79,17 @@ class Heartbeat:
                 await pipe.execute()
 
     async def _beat_forever(self) -> None:
-        last_beat = 0.0
+        last_beat = float("-inf")  # monotonic time of the last beat that reached Valkey
         while True:
-            now = time.time()
-            beat = {"last_seen": now, **self._report()}
+            report = orjson.dumps(self._report())
             try:
-                await self._redis.hset(  # type: ignore[misc]
-                    self._keys.workers, self._worker_id, orjson.dumps(beat).decode()
-                )
+                beat = await self._beat(keys=[self._keys.workers], args=[self._worker_id, report])
                 # Judge others only when this worker was not cut off itself: after a Valkey
                 # outage every beat is old, and the others need a beat's time to catch up.
-                if now - last_beat < 2 * self._interval + 1:
-                    await self._reaper.reap(now)
-                last_beat = now
+                if time.monotonic() - last_beat < 2 * self._interval + 1:
+                    await self._reaper.reap(float(beat))
+                    await self._running.repair()
+                last_beat = time.monotonic()
             except RedisError as error:  # Valkey away for a moment: the next beat will do
                 log.warning("heartbeat failed", error=str(error))
             await asyncio.sleep(self._interval)
@@ -97,9 +110,10 @@ async def service_stats(redis: Redis, keys: Keys, dead_after: float) -> dict[str
             pipe.zcard(keys.queue(lane))
         pipe.hgetall(keys.workers)
         pipe.lrange(keys.failures, 0, 9)
-        *per_lane, beats, failures = await pipe.execute()
+        pipe.time()  # beats carry Valkey's clock
+        *per_lane, beats, failures, (seconds, microseconds) = await pipe.execute()
     queued_or_running = sum(per_lane)
-    now = time.time()
+    now = seconds + microseconds / 1e6
     workers = []
     for worker_id, raw in beats.items():
         beat = orjson.loads(raw)

@@ -8,6 +8,7 @@ a job may be retried, and each new attempt starts its answer over.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +18,9 @@ import orjson
 from httpx_sse import aconnect_sse
 
 from .events import TERMINAL_EVENT_TYPES
+
+# Statuses that mean "not now" rather than "no": the API, or a proxy before it, is restarting.
+_UNAVAILABLE = frozenset({502, 503, 504})
 
 
 class ApiError(Exception):
@@ -158,10 +162,18 @@ class RagClient:
         response = await self._http.get(f"/jobs/{job_id}")
         return _json_or_raise(response)
 
-    async def follow(self, job_id: str, after: int = 0) -> AsyncIterator[JobEvent]:
-        """Every event of the job after `after`, until its final one, across reconnects."""
+    async def follow(
+        self, job_id: str, after: int = 0, *, patience: float = 60.0
+    ) -> AsyncIterator[JobEvent]:
+        """Every event of the job after `after`, until its final one, across reconnects.
+
+        A lost connection or an API that cannot serve for a moment (503 while Valkey
+        restarts, or a 502/504 from a proxy in front) is retried with backoff, resuming after
+        the last event, for up to `patience` seconds without an event.
+        """
         last = after
         failures = 0
+        deadline: float | None = None
         while True:
             try:
                 headers = {"Last-Event-ID": str(last)} if last else {}
@@ -174,7 +186,7 @@ class RagClient:
                         await source.response.aread()
                         _json_or_raise(source.response)
                     async for sse in source.aiter_sse():
-                        failures = 0
+                        failures, deadline = 0, None
                         if not sse.data:
                             continue  # the blank line after a keep-alive comment
                         event = JobEvent(int(sse.id), sse.event, orjson.loads(sse.data))
@@ -182,10 +194,14 @@ class RagClient:
                         yield event
                         if event.type in TERMINAL_EVENT_TYPES:
                             return
-            except (httpx.TransportError, httpx.RemoteProtocolError):
-                failures += 1
-                if failures > 6:  # about 6 s of trying: a restart, not an outage
+            except (httpx.TransportError, ApiError) as error:
+                if isinstance(error, ApiError) and error.status not in _UNAVAILABLE:
                     raise
+                now = time.monotonic()
+                deadline = deadline or now + patience
+                if now >= deadline:
+                    raise
+                failures += 1
                 await asyncio.sleep(min(0.1 * 2**failures, 2.0))
 
     async def answer(self, job_id: str) -> Answer:

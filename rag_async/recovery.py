@@ -41,29 +41,55 @@ return jobs
 """
 
 
-class RunningJobs:
-    """This worker's set of running job ids, kept in Valkey for whoever outlives it.
+# KEYS: a worker's job set. ARGV: arq's in-progress key prefix, then job ids to free.
+_FREE_OWN_JOBS = """
+for i = 2, #ARGV do
+  redis.call('DEL', ARGV[1] .. ARGV[i])
+  redis.call('SREM', KEYS[1], ARGV[i])
+end
+"""
 
-    Best effort: they run inside arq's job start and end hooks, where an exception would keep
-    arq from finishing the job. With Valkey away, a job missing from the set is still freed by
-    arq's in-progress key expiring, only later.
+
+class RunningJobs:
+    """This worker's running job ids: in memory, and in Valkey for whoever outlives it.
+
+    The Valkey side is best effort: it is written from arq's job start and end hooks, where an
+    exception would keep arq from finishing the job. A job whose end could not be recorded
+    (Valkey away) may also have been left "in progress" by arq; `repair` frees it.
     """
 
     def __init__(self, redis: Redis, keys: Keys, worker_id: str) -> None:
         self._redis = redis
         self._key = keys.worker_jobs(worker_id)
+        self._here: set[str] = set()
+        self._suspects: set[str] = set()
+        self._free_own = redis.register_script(_FREE_OWN_JOBS)
 
     async def add(self, job_id: str) -> None:
+        self._here.add(job_id)
         try:
             await self._redis.sadd(self._key, job_id)  # type: ignore[misc]
         except RedisError as error:
             log.warning("could not record a running job", job_id=job_id, error=str(error))
 
     async def discard(self, job_id: str) -> None:
+        self._here.discard(job_id)
         try:
             await self._redis.srem(self._key, job_id)  # type: ignore[misc]
         except RedisError as error:
             log.warning("could not record a job's end", job_id=job_id, error=str(error))
+
+    async def repair(self) -> list[str]:
+        """Free the jobs recorded as running here that have not run here for a whole beat."""
+        recorded = {job_id.decode() for job_id in await self._redis.smembers(self._key)}  # type: ignore[misc]
+        # Seen twice, a beat apart: not a job whose end is being recorded right now.
+        orphans, self._suspects = self._suspects & (recorded - self._here), recorded - self._here
+        if not orphans:
+            return []
+        self._suspects -= orphans
+        await self._free_own(keys=[self._key], args=[in_progress_key_prefix, *orphans])
+        log.warning("jobs whose end went unrecorded freed", jobs=sorted(orphans))
+        return sorted(orphans)
 
 
 class DeadWorkerReaper:

@@ -169,7 +169,8 @@ async def test_valkey_killed_and_restarted_loses_no_accepted_job(llm: Any, tmp_p
                     refused = await http.post("/chat", json={"query": "anyone there?"})
                     assert refused.status_code == 503, refused.text
                     assert refused.json()["error"]["code"] and "retry-after" in refused.headers
-                    await asyncio.sleep(1.0)
+                    # Longer than a worker's resends (~11 s): its poll loop must start again.
+                    await asyncio.sleep(20.0)
                     valkey.start()  # same port, same AOF
                     try:
                         results = await asyncio.wait_for(answers, 60)
@@ -181,6 +182,7 @@ async def test_valkey_killed_and_restarted_loses_no_accepted_job(llm: Any, tmp_p
                     after = await client.ask("and now?")
                     late = await client.answer(after["job_id"])
                     await assert_one_clean_answer(settings, client, after["job_id"], late, tokens)
+            assert "lost Valkey, polling again" in worker.stderr(), worker.describe()
             assert await worker.async_terminate() == 0
     finally:
         valkey.stop()

@@ -55,6 +55,7 @@ async def startup(ctx: WorkerContext) -> None:
         services.keys,
         services.worker,
         services.report,
+        services.running,
         interval=settings.worker_heartbeat,
         dead_after=settings.worker_dead_after,
     )

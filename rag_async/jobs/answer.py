@@ -38,6 +38,8 @@ async def answer_question(ctx: WorkerContext, job_id: str) -> None:
         if services.retriever.embeds_queries:
             services.breakers["embedder"].check()
         ctx["attempt"] = await services.jobs.start_attempt(job_id)
+        if not ctx["attempt"]:
+            return  # it ended meanwhile: a late write of an older attempt finished it
         events = AttemptEvents(services.events, job_id, ctx["attempt"])
         await _answer(services, events, query, created_at, record.text("collection"))
     except Exception as error:

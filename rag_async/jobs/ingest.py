@@ -42,8 +42,10 @@ async def ingest_document(ctx: WorkerContext, job_id: str) -> None:
         )
         await registry.put(document_id, {"status": "failed", "error": "upload expired"})
         return
-    structlog.contextvars.bind_contextvars(job_id=job_id)
     ctx["attempt"] = attempt = await services.jobs.start_attempt(job_id)
+    if not attempt:
+        return  # it ended meanwhile: a late write of an older attempt finished it
+    structlog.contextvars.bind_contextvars(job_id=job_id)
     attempt_events = AttemptEvents(services.events, job_id, attempt)
     started = time.time()
     await attempt_events.append(
@@ -178,6 +180,8 @@ async def delete_document(ctx: WorkerContext, job_id: str) -> None:
         return
     document_id = record.text("document_id") or ""
     ctx["attempt"] = attempt = await services.jobs.start_attempt(job_id)
+    if not attempt:
+        return  # it ended meanwhile
     events = AttemptEvents(services.events, job_id, attempt)
     started = time.time()
     await events.append(

@@ -22,6 +22,12 @@ from rag_async.retrieval.store import (
 
 ProgressCallback = Callable[[str, int, int], Awaitable[None]]
 
+# Chunks of one document among the first results before the other documents' chunks come
+# first: the answer's few sources (`top_k`) are not all one long page's neighbouring chunks.
+PER_DOCUMENT = 2
+# Candidates fetched per result asked for, to find other documents' chunks to promote.
+DIVERSITY_DEPTH = 4
+
 # Embedding a one-word text learns the embedder's dimension without a setting for it.
 _DIMENSION_PROBE = "dimension"
 
@@ -40,8 +46,10 @@ class Retriever:
         *,
         chunk_tokens: int,
         chunk_overlap: int,
+        per_document: int | None = PER_DOCUMENT,
     ) -> None:
         self._store = store
+        self._per_document = per_document
         self._lexical = lexical
         self._embedder = embedder
         self._chunk_tokens = chunk_tokens
@@ -55,6 +63,7 @@ class Retriever:
         *,
         lexical: LexicalEncoder | None = None,
         embedder: Embedder | None = None,
+        per_document: int | None = PER_DOCUMENT,
     ) -> Retriever:
         """The retriever `settings` describe, its Qdrant collection created if missing."""
         retriever = cls(
@@ -63,6 +72,7 @@ class Retriever:
             embedder,
             chunk_tokens=settings.chunk_tokens,
             chunk_overlap=settings.chunk_overlap,
+            per_document=per_document,
         )
         await retriever.ensure_collection()
         return retriever
@@ -108,7 +118,8 @@ class Retriever:
         collection: str | None = DEFAULT_COLLECTION,
     ) -> list[Source]:
         """The `top_k` best chunks of `collection` for `query` (None searches every
-        collection); pass `dense` if `embed_query` already ran."""
+        collection), at most `per_document` of one document ahead of the others (see
+        `diversify`); pass `dense` if `embed_query` already ran."""
         sparse = self._lexical.query(query)  # a handful of terms: cheap enough for the loop
         if dense is None:
             dense = await self.embed_query(query)
@@ -117,7 +128,12 @@ class Retriever:
         # 260 chunks of the demo corpus, which is fine, but linear in the corpus (0.2 s for
         # 10,000 chunks) and blocking every other job meanwhile. Its state is not safe to use
         # from a thread pool either. A Qdrant server (RAG_QDRANT_URL) is the scaling answer.
-        return await self._store.search(sparse, dense, top_k, collection=collection)
+        if self._per_document is None:
+            return await self._store.search(sparse, dense, top_k, collection=collection)
+        candidates = await self._store.search(
+            sparse, dense, top_k * DIVERSITY_DEPTH, collection=collection
+        )
+        return diversify(candidates, top_k, self._per_document)
 
     async def index(
         self,
@@ -227,3 +243,18 @@ class Retriever:
                 )
                 pages.append(page)
         return chunks, pages
+
+
+def diversify(sources: Sequence[Source], top_k: int, per_document: int) -> list[Source]:
+    """The first `top_k` of `sources` (in rank order) once each document's chunks beyond its
+    first `per_document` are moved after every other document's: other documents come
+    forward, and a single document still fills all `top_k` when it is all there is.
+    Renumbered 1..k."""
+    seen: dict[str, int] = {}
+    first: list[Source] = []
+    rest: list[Source] = []
+    for source in sources:
+        seen[source.document_id] = seen.get(source.document_id, 0) + 1
+        (first if seen[source.document_id] <= per_document else rest).append(source)
+    ranked = [*first, *rest][:top_k]
+    return [source.model_copy(update={"n": n}) for n, source in enumerate(ranked, start=1)]
