@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     qdrant_url: str | None = None
     qdrant_api_key: str | None = None
+    # Seconds for one call to a Qdrant server: searches take milliseconds, an upsert batch of a
+    # big document a few seconds on a loaded server. A failure is retried by the job.
+    qdrant_timeout: float = Field(default=30.0, gt=0)
     key_prefix: str = "rag:"
     collection: str = "rag_chunks"  # the Qdrant collection holding every chunk
     # The document collection (a payload field, not a Qdrant collection) that documents and

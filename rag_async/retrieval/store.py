@@ -8,6 +8,7 @@ of duplicating: an ingestion job retried after a crash is harmless.
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -22,9 +23,6 @@ from rag_async.retrieval.chunking import HEADING_SEPARATOR, Chunk
 
 LEXICAL_VECTOR = "lexical"
 DENSE_VECTOR = "dense"
-# Seconds for one call to a Qdrant server. Searches take milliseconds; an upsert batch of a big
-# document may take a few seconds on a loaded server.
-QDRANT_TIMEOUT = 30
 # Chunks encoded and written at a time: bounds both one request to a server and the memory a
 # big document's vectors and points take in the worker.
 INDEX_BATCH = 256
@@ -43,7 +41,9 @@ async def open_qdrant(settings: Settings) -> AsyncQdrantClient:
     embedded (local) mode on disk under `data_dir`, which one process only may open."""
     if settings.qdrant_url:
         return AsyncQdrantClient(
-            url=settings.qdrant_url, api_key=settings.qdrant_api_key, timeout=QDRANT_TIMEOUT
+            url=settings.qdrant_url,
+            api_key=settings.qdrant_api_key,
+            timeout=math.ceil(settings.qdrant_timeout),
         )
     path = settings.data_dir / "qdrant"
     try:
