@@ -7,7 +7,10 @@ The Python 3.11 documentation as Debian's `python3.11-doc` installs it (530 HTML
 score is at page level: the chunks returned are folded into pages in rank order, and
 
 - recall@5: the share of questions with an answering page among the first 5 pages,
-- MRR@10: the mean of 1/rank of the first answering page (0 beyond rank 10).
+- MRR@10: the mean of 1/rank of the first answering page (0 beyond rank 10),
+- answer@4: the share of questions with an answering page among the first `top_k` (4)
+  chunks, the sources an answer is written from (what a per-document cap can change: it does
+  not change the order in which pages first appear).
 
 Each variant is a way of chunking and scoring; running several side by side shows what each
 change did on the same corpus and questions. The questions were written from the pages
@@ -36,14 +39,18 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from rag_async.config import Settings  # noqa: E402
-from rag_async.parsing import ParsedDocument, parse  # noqa: E402
+from rag_async.parsing import ParsedDocument  # noqa: E402
+from rag_async.parsing.html import parse_html  # noqa: E402
 from rag_async.retrieval import Chunk, LexicalEncoder, Retriever, chunk_text, open_qdrant  # noqa: E402
 from rag_async.retrieval.lexical import STOPWORDS  # noqa: E402
+from rag_async.retrieval.retriever import PER_DOCUMENT  # noqa: E402
 
 DOCS = Path("/usr/share/doc/python3.11/html")
 QUESTIONS = Path(__file__).with_name("retrieval_questions.jsonl")
 # Chunks fetched per question: enough to fill 10 distinct pages in practice.
 DEPTH = 50
+# The sources an answer gets (Settings.top_k's default).
+TOP_K = 4
 
 
 @dataclass(frozen=True)
@@ -125,14 +132,23 @@ class WordChunksHeadingOnly(WordChunks):
         return [f"{chunk.heading or title}\n\n{chunk.text}" for chunk in chunks]
 
 
+# How each page is parsed: the HTML parser's structural rules on or off.
+ParseOptions = tuple[tuple[str, object], ...]
+OLD_PARSE: ParseOptions = (("max_link_density", None),)
+NEW_PARSE: ParseOptions = ()
+DT_PARSE: ParseOptions = (("definition_sections", True),)
+
+
 @dataclass(frozen=True)
 class Variant:
-    """One way to chunk and score."""
+    """One way to parse, chunk and score."""
 
     description: str
     encoder: Callable[[], LexicalEncoder] = LexicalEncoder
     retriever: type[Retriever] = Retriever
     settings: dict[str, int] = field(default_factory=dict)
+    parse: ParseOptions = NEW_PARSE
+    per_document: int | None = PER_DOCUMENT
 
 
 _WORDS = {"chunk_tokens": 120, "chunk_overlap": 24}
@@ -142,27 +158,51 @@ VARIANTS: dict[str, Variant] = {
         OldTokens,
         WordChunksHeadingOnly,
         _WORDS,
+        OLD_PARSE,
+        None,
     ),
     "+identifiers": Variant(
         "+ identifiers also split at camelCase and kept whole; numbers like 3.11 kept",
         OldStem,
         WordChunksHeadingOnly,
         _WORDS,
+        OLD_PARSE,
+        None,
     ),
     "+porter": Variant(
         "+ the Porter stemmer",
         LexicalEncoder,
         WordChunksHeadingOnly,
         _WORDS,
+        OLD_PARSE,
+        None,
     ),
     "+title": Variant(
         "+ chunks indexed under title › heading path (Sphinx's site suffix off the title)",
         LexicalEncoder,
         WordChunks,
         _WORDS,
+        OLD_PARSE,
+        None,
+    ),
+    "+200tokens": Variant(
+        "+ chunks of 200 tokens (words and punctuation marks), overlap 40",
+        parse=OLD_PARSE,
+        per_document=None,
+    ),
+    "+links": Variant(
+        "+ HTML blocks that are mostly link text dropped as navigation",
+        per_document=None,
     ),
     "default": Variant(
-        "+ chunks of 200 tokens (words and punctuation marks), overlap 40: the default now"
+        f"+ at most {PER_DOCUMENT} chunks of a page ahead of other pages': the default now"
+    ),
+    "+dt": Variant(
+        "the default + a <dt> with an id (an API signature, a glossary term) starts a section",
+        parse=DT_PARSE,
+    ),
+    "cap=1": Variant(
+        "the default with at most 1 chunk of a page ahead of other pages'", per_document=1
     ),
     "k1=0.9,b=0.4": Variant(
         "the default with Anserini's passage-retrieval BM25 constants instead of 1.2 / 0.75",
@@ -180,12 +220,20 @@ def load_questions(path: Path) -> list[Question]:
     return questions
 
 
-def load_corpus(root: Path) -> dict[str, ParsedDocument]:
+def load_corpus(root: Path, options: ParseOptions = NEW_PARSE) -> dict[str, ParsedDocument]:
     """Every HTML page under `root`, parsed, by its path relative to `root`."""
     return {
-        page.relative_to(root).as_posix(): parse(page.name, page.read_bytes())
+        page.relative_to(root).as_posix(): parse_html(page.name, page.read_bytes(), **dict(options))  # type: ignore[arg-type]
         for page in sorted(root.rglob("*.html"))
     }
+
+
+def evidence_lost(questions: Sequence[Question], corpus: dict[str, ParsedDocument]) -> int:
+    """Questions whose evidence phrase a parser dropped from the answering page."""
+    return sum(
+        question.evidence.lower() not in corpus[question.pages[0]].text.lower()
+        for question in questions
+    )
 
 
 def check_questions(questions: Sequence[Question], corpus: dict[str, ParsedDocument]) -> None:
@@ -204,9 +252,13 @@ class Result:
     index_seconds: float
     search_seconds: list[float]
     ranks: list[int | None]  # page rank of the first answering page, per question
+    in_sources: list[bool]  # an answering page among the first TOP_K chunks
 
     def recall(self, k: int) -> float:
         return sum(1 for r in self.ranks if r is not None and r <= k) / len(self.ranks)
+
+    def answered(self) -> float:
+        return sum(self.in_sources) / len(self.in_sources)
 
     def mrr(self, k: int) -> float:
         return sum(1 / r for r in self.ranks if r is not None and r <= k) / len(self.ranks)
@@ -219,7 +271,9 @@ async def evaluate(
         settings = Settings(_env_file=None, data_dir=Path(tmp), **variant.settings)  # type: ignore[arg-type]
         qdrant = await open_qdrant(settings)
         try:
-            retriever = await variant.retriever.open(qdrant, settings, lexical=variant.encoder())
+            retriever = await variant.retriever.open(
+                qdrant, settings, lexical=variant.encoder(), per_document=variant.per_document
+            )
             started = time.perf_counter()
             chunks = 0
             for path, document in corpus.items():
@@ -232,6 +286,7 @@ async def evaluate(
                 )
             index_seconds = time.perf_counter() - started
             ranks: list[int | None] = []
+            in_sources: list[bool] = []
             rankings: list[list[str]] = []
             search_seconds = []
             for question in questions:
@@ -239,12 +294,13 @@ async def evaluate(
                 sources = await retriever.search(question.text, DEPTH)
                 search_seconds.append(time.perf_counter() - started)
                 pages = list(dict.fromkeys(source.document_id for source in sources))
+                in_sources.append(any(s.document_id in question.pages for s in sources[:TOP_K]))
                 rankings.append(pages)
                 hits = [pages.index(p) + 1 for p in question.pages if p in pages]
                 ranks.append(min(hits) if hits else None)
         finally:
             await qdrant.close()
-    return Result(name, chunks, index_seconds, search_seconds, ranks), rankings
+    return Result(name, chunks, index_seconds, search_seconds, ranks, in_sources), rankings
 
 
 def _paired(base: Result | None, result: Result) -> str:
@@ -266,37 +322,52 @@ def main() -> None:
     parser.add_argument("--questions", type=Path, default=QUESTIONS)
     parser.add_argument("--variants", nargs="*", choices=sorted(VARIANTS), default=list(VARIANTS))
     parser.add_argument(
-        "--misses", metavar="VARIANT", help="list the questions VARIANT ranks below 5"
+        "--misses",
+        metavar="VARIANT",
+        nargs="*",
+        default=[],
+        help="list the questions VARIANT ranks below 5",
     )
     args = parser.parse_args()
     if not args.docs.is_dir():
         raise SystemExit(f"{args.docs}: not found (Debian: apt-get install python3.11-doc)")
     questions = load_questions(args.questions)
     started = time.perf_counter()
-    corpus = load_corpus(args.docs)
-    check_questions(questions, corpus)
-    print(
-        f"corpus: {len(corpus)} pages, {sum(len(d.text) for d in corpus.values()) / 1e6:.1f} M "
-        f"characters of text (parsed in {time.perf_counter() - started:.1f} s); "
-        f"{len(questions)} questions"
-    )
+    corpora = {OLD_PARSE: load_corpus(args.docs, OLD_PARSE)}
+    # The questions are checked against the pages as they were written from.
+    check_questions(questions, corpora[OLD_PARSE])
+    for options in dict.fromkeys(VARIANTS[name].parse for name in args.variants):
+        if options not in corpora:
+            corpora[options] = load_corpus(args.docs, options)
+    for options, corpus in corpora.items():
+        print(
+            f"corpus {dict(options) or 'default'}: {len(corpus)} pages, "
+            f"{sum(len(d.text) for d in corpus.values()) / 1e6:.2f} M characters of text; "
+            f"evidence phrases lost: {evidence_lost(questions, corpus)}"
+        )
+    print(f"parsed in {time.perf_counter() - started:.1f} s; {len(questions)} questions")
     print(
         f"{'variant':<16} {'recall@5':>9} {'MRR@10':>7} {'recall@1':>9} {'recall@10':>10} "
-        f"{'chunks':>7} {'index s':>8} {'search ms p50':>14}  vs {args.variants[0]}: up/down"
+        f"{'answer@4':>9} {'chunks':>7} {'index s':>8} {'search ms p50':>14}  "
+        f"up/down vs {args.variants[0]}, vs the row above"
     )
     first: Result | None = None
+    previous: Result | None = None
     for name in args.variants:
         variant = VARIANTS[name]
+        corpus = corpora[variant.parse]
         result, rankings = asyncio.run(evaluate(name, variant, corpus, questions))
         search_ms = sorted(result.search_seconds)[len(result.search_seconds) // 2] * 1000
         print(
             f"{name:<16} {result.recall(5):>9.2f} {result.mrr(10):>7.3f} {result.recall(1):>9.2f} "
-            f"{result.recall(10):>10.2f} {result.chunks:>7} {result.index_seconds:>8.1f} "
-            f"{search_ms:>14.0f}  {_paired(first, result)}",
+            f"{result.recall(10):>10.2f} {result.answered():>9.2f} {result.chunks:>7} "
+            f"{result.index_seconds:>8.1f} "
+            f"{search_ms:>14.0f}  {_paired(first, result):>7} {_paired(previous, result):>7}",
             flush=True,
         )
         first = first or result
-        if args.misses == name:
+        previous = result
+        if name in args.misses:
             for question, rank, pages in zip(questions, result.ranks, rankings, strict=True):
                 if rank is None or rank > 5:
                     print(f"    rank {rank}: {question.text}  -> want {question.pages[0]}")

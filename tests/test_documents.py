@@ -14,6 +14,8 @@ import pytest
 from rag_async.client import ApiError, JobEvent
 from rag_async.embedded_valkey import EmbeddedValkey
 from rag_async.parsing import parse
+from rag_async.parsing.html import parse_html
+from rag_async.retrieval import chunk_text
 from tests.conftest import Stack, cli_env, make_settings, run_cli, running_stack
 
 MAX_BYTES = 20_000
@@ -120,6 +122,49 @@ def test_html_loses_its_boilerplate_and_keeps_headings_and_code() -> None:
     assert "```\n# not a heading\ndescale --citric\n```" in parsed.text
     for word in ("zzscriptword", "zzheaderword", "zznavword", "zzsidebarword", "zzfooterword"):
         assert word not in parsed.text
+
+
+SPHINX_PAGE = b"""<html><head><title>pathtools - Docs</title></head><body>
+<div class="body" role="main"><section><h1>pathtools</h1>
+<p>Join paths with <a href="#pathtools.join"><code>join()</code></a>, or see the
+<a href="glossary.html">glossary</a> for the words used here.</p>
+<div class="toctree-wrapper"><ul>
+<li><a href="a.html">Installing zzlinkword</a></li><li><a href="b.html">Tutorial</a></li>
+<li><a href="c.html"><code>pathtools.join</code></a></li><li><a href="d.html">FAQ</a></li>
+</ul></div>
+<p>Source code: <a href="src/pathtools.py">Lib/pathtools.py</a></p>
+<section><h2>Functions</h2>
+<dl class="py function"><dt class="sig" id="pathtools.join">pathtools.join(path, *paths)</dt>
+<dd><p>Join one or more path segments intelligently.</p>
+<dl class="field-list"><dt>Returns</dt><dd><p>a string</p></dd></dl></dd></dl>
+<p>All functions accept bytes too.</p>
+</section></section></div></body></html>"""
+
+
+def test_html_blocks_of_mostly_link_text_are_dropped_as_navigation() -> None:
+    text = parse("pathtools.html", SPHINX_PAGE).text
+
+    # A table of contents and a "source code" line: links to other pages.
+    assert "zzlinkword" not in text and "Tutorial" not in text and "Lib/pathtools" not in text
+    # Inline links to identifiers (and a minority of plain links) are a sentence's words.
+    assert "Join paths with join(), or see the glossary for the words used here." in text
+    # A section made of navigation keeps its headings: the page is not emptied.
+    assert parse("contents.html", b"<h1>Contents</h1><ul><li><a href=a>A</a></ul>").text == (
+        "# Contents"
+    )
+
+
+def test_an_html_definition_term_with_an_id_can_start_a_section() -> None:
+    assert "### pathtools.join" not in parse("pathtools.html", SPHINX_PAGE).text  # off by default
+    text = parse_html("pathtools.html", SPHINX_PAGE, definition_sections=True).text
+    chunks = chunk_text(text, max_tokens=20, overlap=0)
+    heading_of = {part: c.heading for c in chunks for part in c.text.split("\n\n")}
+
+    signature = "pathtools › Functions › pathtools.join(path, *paths)"
+    assert heading_of["Join one or more path segments intelligently."] == signature
+    assert heading_of["a string"] == signature  # a field list's term is no section
+    # The text after the definition list is the section's again, not the function's.
+    assert heading_of["All functions accept bytes too."] == "pathtools › Functions"
 
 
 def test_pdf_pages_are_numbered() -> None:

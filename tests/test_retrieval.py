@@ -258,6 +258,28 @@ async def test_demo_question_finds_the_errors_tutorial_first(store: ChunkStore) 
     assert await retriever.search("the and of how", 4) == []  # stopwords match nothing
 
 
+async def test_one_long_document_does_not_fill_every_source(store: ChunkStore) -> None:
+    retriever = _retriever(store)
+    # A section a chunk: each chunk of it mentions kettles more often than the short page.
+    long_text = "\n\n".join(
+        f"# Part {n}\n\nKettles boil water, kettle after kettle." for n in range(8)
+    )
+    await retriever.index("long", "Kettles", None, long_text)
+    await retriever.index("short", "Tea", None, "A kettle for tea.")
+
+    sources = await retriever.search("kettle", 4)
+
+    # The long page's chunks all score higher; its third and later come after the other page.
+    assert [s.document_id for s in sources] == ["long", "long", "short", "long"]
+    assert [s.n for s in sources] == [1, 2, 3, 4]
+    # Alone, a document still fills every source; and the cap can be switched off.
+    assert len(await retriever.search("boil", 4)) == 4
+    uncapped = Retriever(
+        store, LexicalEncoder(), None, chunk_tokens=120, chunk_overlap=24, per_document=None
+    )
+    assert [s.document_id for s in await uncapped.search("kettle", 4)] == ["long"] * 4
+
+
 async def test_reindexing_adds_no_points_and_trims_a_shorter_version(store: ChunkStore) -> None:
     retriever = _retriever(store)
     counts = await _index_demo_corpus(retriever)

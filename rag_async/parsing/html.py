@@ -5,7 +5,7 @@ main content (`<main>`, `<article>`, `[role=main]`, or the body) is walked in do
 into Markdown-shaped text: `<h1>`..`<h6>` become `#` lines, block elements paragraphs,
 `<pre>` a fenced block, so that the chunker keeps headings and code whole.
 
-Two structural rules go beyond the tags' names:
+Two structural rules go beyond the tags' names (the first is on by default):
 
 - **Link density.** Navigation that no selector names (a table of contents, a site index, a
   "see the pages below" list) is text that is mostly link text: the signal of jusText
@@ -17,10 +17,13 @@ Two structural rules go beyond the tags' names:
   block with text of its own: it names a thing in a sentence, not a page to go to. A block
   holding a heading (a section) is judged by its parts, as are a list's items and a table's
   cells by their list or table; a page that is all navigation keeps its headings.
-- **Definition terms.** A `<dt>` with an `id` is a link target of its own: an API signature
-  (`os.path.join(path, *paths)`), a glossary term, a command-line option. It becomes a
-  heading one level below the section it is in, so chunks of its `<dd>` carry its name in
-  their heading path. Definition terms without an id (field lists: "Parameters:") stay text.
+- **Definition terms** (off by default: `definition_sections=True`). A `<dt>` with an `id`
+  is a link target of its own: an API signature (`os.path.join(path, *paths)`), a glossary
+  term, a command-line option. It then becomes a heading one level below the section it is
+  in, so chunks of its `<dd>` carry its name in their heading path. Definition terms without
+  an id (field lists: "Parameters:") stay text. On the Python documentation this made 43 %
+  more, smaller chunks and did not retrieve better (docs/benchmarks.md), so it is not the
+  default.
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ _BLOCKS = frozenset(
 )
 # "Mostly link text": see the module's docstring.
 MAX_LINK_DENSITY = 0.5
-_WORD_CHARACTER = re.compile(r"\w")
+_NOT_WORD_CHARACTERS = re.compile(r"\W+")
 _CHARSET = re.compile(rb"""<meta[^>]+charset=["']?([A-Za-z0-9_-]+)""", re.IGNORECASE)
 
 
@@ -62,10 +65,10 @@ def parse_html(
     content: bytes,
     *,
     max_link_density: float | None = MAX_LINK_DENSITY,
-    definition_sections: bool = True,
+    definition_sections: bool = False,
 ) -> ParsedDocument:
     """The page's main content as Markdown-shaped text. The keywords switch the structural
-    rules (see the module's docstring) off, for comparing with and without them."""
+    rules (see the module's docstring) on and off, for comparing with and without them."""
     tree = LexborHTMLParser(_decode(filename, content))
     title_node = tree.css_first("title")
     title = " ".join(title_node.text().split()) if title_node is not None else ""
@@ -97,7 +100,7 @@ def _decode(filename: str, content: bytes) -> str:
 
 
 def _letters(text: str) -> int:
-    return len(_WORD_CHARACTER.findall(text))
+    return len(_NOT_WORD_CHARACTERS.sub("", text))
 
 
 def link_density(node: LexborNode) -> float:
@@ -192,9 +195,9 @@ class _Writer:
 
     def _is_navigation(self, node: LexborNode) -> bool:
         # Headings are the page's structure, not navigation: a block holding one (a section)
-        # is not judged whole, its parts are.
-        # A table or a list is judged whole, not cell by cell (a cell naming a function in a
-        # table of them is content); a definition term with an id is a link target.
+        # is judged by its parts. A table or a list is judged whole, not cell by cell (a cell
+        # naming a function, in a table of them, is content). A definition term with an id
+        # is a link target, not a link.
         if (
             self._max_link_density is None
             or node.tag in _JUDGED_WITH_PARENT
