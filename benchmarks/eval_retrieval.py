@@ -67,7 +67,7 @@ _OLD_TOKEN = re.compile(r"[^\W_]+")
 
 
 def old_stem(word: str) -> str:
-    """The light suffix stripper the lexical encoder had before the Porter stemmer: plurals,
+    """The light suffix stripper the lexical encoder had before the English stemmer: plurals,
     -ing, -ed and a final -e only."""
     if len(word) <= 3 or not word.isalpha():
         return word
@@ -170,7 +170,7 @@ VARIANTS: dict[str, Variant] = {
         None,
     ),
     "+porter": Variant(
-        "+ the Porter stemmer",
+        "+ an English stemmer (Snowball's Porter2)",
         LexicalEncoder,
         WordChunksHeadingOnly,
         _WORDS,

@@ -115,7 +115,10 @@ def _supervise(children: list[Child], env: dict[str, str]) -> int:
             code = child.exited()
             if code is None:
                 continue
-            if time.monotonic() - child.started_at < _STARTUP_GRACE:
+            # Killed by a signal (the OOM killer, an operator's kill -9) is bad luck at any
+            # age; exiting by itself this soon means it cannot start.
+            killed = code < 0
+            if not killed and time.monotonic() - child.started_at < _STARTUP_GRACE:
                 raise RuntimeError(f"the {child.name} exited at start (code {code}); see above")
             child.restarts += 1
             log.warning("restarting", child=child.name, exit_code=code, restarts=child.restarts)
@@ -130,12 +133,16 @@ def _wait_until_ready(settings: Settings, children: list[Child], timeout: float 
             if code is not None:
                 raise RuntimeError(f"the {child.name} exited at start (code {code}); see above")
         try:
-            if httpx.get(f"{settings.api_base_url}/readyz", timeout=1).status_code == 200:
+            ready = httpx.get(f"{settings.api_base_url}/readyz", timeout=1)
+            # Up means answering: the API ready and a worker heard from.
+            if ready.status_code == 200 and ready.json().get("workers", 0) > 0:
                 return
         except httpx.HTTPError:
             pass
         time.sleep(0.2)
-    raise RuntimeError(f"the API did not become ready at {settings.api_base_url} in {timeout} s")
+    raise RuntimeError(
+        f"the API and a worker did not become ready at {settings.api_base_url} in {timeout} s"
+    )
 
 
 def _ingest_demo_once(settings: Settings, data_dir: Path) -> None:

@@ -17,7 +17,7 @@ from functools import lru_cache
 
 from qdrant_client import models
 
-from rag_async.retrieval.stemming import porter_stem
+from rag_async.retrieval.stemming import english_stem
 
 # A token is a number with its decimal points ("3.11", "0.1": versions and decimals mean
 # nothing cut apart) or a run of word characters: a word or a code identifier, underscores
@@ -53,7 +53,7 @@ class LexicalEncoder:
 
     name = "lexical-bm25 (offline)"
     # Bumped when the tokenizer or the stemmer change: vectors of another version do not match.
-    version = 2
+    version = 3
 
     def __init__(
         self,
@@ -61,7 +61,7 @@ class LexicalEncoder:
         k1: float = 1.2,
         b: float = 0.75,
         avg_len: float = 64.0,
-        stemmer: Callable[[str], str] = porter_stem,
+        stemmer: Callable[[str], str] = english_stem,
     ) -> None:
         self.k1 = k1
         self.b = b
