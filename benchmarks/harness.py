@@ -32,6 +32,16 @@ from rag_async.embedded_valkey import EmbeddedValkey, free_port  # noqa: E402
 
 _TICKS = os.sysconf("SC_CLK_TCK")
 
+# Questions about the demo corpus, asked in turn by the load and reliability scripts.
+QUESTIONS = [
+    "How do I handle exceptions in Python?",
+    "What is a list comprehension?",
+    "How do I create a virtual environment?",
+    "How do classes inherit from other classes?",
+    "How do I read and write files?",
+    "What does the import statement do?",
+]
+
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far."""

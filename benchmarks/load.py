@@ -23,19 +23,10 @@ import aiohttp
 import orjson
 import redis
 import uvloop
-from harness import Services, median, percentile, services
+from harness import QUESTIONS, Services, median, percentile, services
 
 TTFT, TOKENS, TPS = 0.3, 40, 100.0
 LLM_SECONDS = TTFT + (TOKENS - 1) / TPS  # when the fake LLM sends its last token
-
-QUESTIONS = [
-    "How do I handle exceptions in Python?",
-    "What is a list comprehension?",
-    "How do I create a virtual environment?",
-    "How do classes inherit from other classes?",
-    "How do I read and write files?",
-    "What does the import statement do?",
-]
 
 
 @dataclass

@@ -33,7 +33,7 @@ from typing import Any
 
 import httpx
 import orjson
-from harness import Services, percentile, services
+from harness import QUESTIONS, Services, percentile, services
 from redis.asyncio import Redis
 
 from rag_async.client import Answer, ApiError, RagClient
@@ -54,15 +54,6 @@ PATIENCE = 120.0  # after the last question, how long a question may take before
 # What users get (config.py), and a faster setting for the worker faults, side by side.
 DEFAULT_RECOVERY = {"heartbeat": 5.0, "dead_after": 15.0}
 FAST_RECOVERY = {"heartbeat": 0.5, "dead_after": 2.0}
-
-QUESTIONS = [
-    "How do I handle exceptions in Python?",
-    "What is a list comprehension?",
-    "How do I create a virtual environment?",
-    "How do classes inherit from other classes?",
-    "How do I read and write files?",
-    "What does the import statement do?",
-]
 
 
 @dataclass
