@@ -65,6 +65,9 @@ class RunningJobs:
         self._suspects: set[str] = set()
         self._free_own = redis.register_script(_FREE_OWN_JOBS)
 
+    def __len__(self) -> int:
+        return len(self._here)
+
     async def add(self, job_id: str) -> None:
         self._here.add(job_id)
         try:

@@ -69,16 +69,12 @@ async def startup(ctx: WorkerContext) -> None:
 
 
 async def job_started(ctx: WorkerContext) -> None:
-    services = ctx["services"]
-    services.in_flight += 1
     # Before the job runs, so a worker that dies from here on leaves the job findable.
-    await services.running.add(ctx["job_id"])
+    await ctx["services"].running.add(ctx["job_id"])
 
 
 async def job_ended(ctx: WorkerContext) -> None:
-    services = ctx["services"]
-    services.in_flight -= 1
-    await services.running.discard(ctx["job_id"])
+    await ctx["services"].running.discard(ctx["job_id"])
 
 
 async def shutdown(ctx: WorkerContext) -> None:

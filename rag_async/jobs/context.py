@@ -40,13 +40,12 @@ class Services:
     running: RunningJobs
     # Who runs a job, as its record and logs tell it: "hostname:pid".
     worker: str = field(default_factory=worker_name)
-    in_flight: int = 0  # jobs running in this process, for the heartbeat
     breakers: dict[str, CircuitBreaker] = field(default_factory=dict)
 
     def report(self) -> dict[str, Any]:
         """What this worker's heartbeat tells: jobs running, and its breakers' states."""
         return {
-            "in_flight": self.in_flight,
+            "in_flight": len(self.running),
             "breakers": {name: breaker.state for name, breaker in self.breakers.items()},
         }
 
