@@ -102,7 +102,9 @@ class Services:
             name: CircuitBreaker(name, settings.breaker_threshold, settings.breaker_reset)
             for name in ("llm", "embedder", "qdrant")
         }
+        worker = worker_name()
         return cls(
+            worker=worker,
             breakers=breakers,
             settings=settings,
             keys=keys,
@@ -112,7 +114,7 @@ class Services:
             llm=llm,
             qdrant=qdrant,
             http=http,
-            running=RunningJobs(redis, keys, worker_name()),
+            running=RunningJobs(redis, keys, worker),
         )
 
     async def close(self) -> None:

@@ -30,9 +30,7 @@ async def retry_or_fail(ctx: WorkerContext, job_id: str, error: Exception) -> No
     services = ctx["services"]
     job_try = ctx.get("job_try", 1)
     if isinstance(error, Superseded):
-        # This worker was taken for dead and the job runs elsewhere now: leave it to that run.
-        log.warning("attempt superseded by a newer one, stopping", job_try=job_try)
-        return
+        raise error  # not a failure: jobs/limits.py ends the attempt quietly
     if isinstance(error, RagError):
         message, code, retryable = error.message, error.code, error.retryable
     else:
