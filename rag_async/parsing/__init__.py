@@ -6,12 +6,7 @@ starts, so a citation can name its page. Parsing is CPU work: callers in an even
 in a thread (`asyncio.to_thread`).
 """
 
-from rag_async.parsing.document import (
-    FORMATS,
-    ParsedDocument,
-    UnsupportedFormat,
-    format_of,
-    parse,
-)
+from rag_async.parsing.document import FORMATS, UnsupportedFormat, format_of, parse
+from rag_async.parsing.parsed import ParsedDocument
 
 __all__ = ["FORMATS", "ParsedDocument", "UnsupportedFormat", "format_of", "parse"]

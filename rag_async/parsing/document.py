@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import re
-from bisect import bisect_right
-from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from rag_async.errors import BadRequest, TooLarge
+from rag_async.parsing.parsed import ParsedDocument
 
 # Extension -> format. What is not here is refused before any byte is parsed.
 FORMATS: dict[str, str] = {
@@ -23,30 +22,11 @@ FORMATS: dict[str, str] = {
 }
 
 _ATX_TITLE = re.compile(r"^ {0,3}#{1,6}[ \t]+(.+?)[ \t#]*$", re.MULTILINE)
-# A line of extracted text that the chunker would read as a heading or a code fence.
-_MARKUP_LINE = re.compile(r"^([ \t]*)(#|```|~~~)", re.MULTILINE)
 
 
 class UnsupportedFormat(BadRequest):
     status_code = 415
     code = "unsupported_format"
-
-
-@dataclass(frozen=True, slots=True)
-class ParsedDocument:
-    """A document as the chunker reads it."""
-
-    title: str | None
-    text: str
-    format: str
-    # PDF: `page_starts[i]` is the offset in `text` where page i + 1 begins.
-    page_starts: tuple[int, ...] = ()
-
-    def page_at(self, offset: int) -> int | None:
-        """The 1-based page holding `text[offset]`, for paged formats."""
-        if not self.page_starts:
-            return None
-        return max(1, bisect_right(self.page_starts, offset))
 
 
 def format_of(filename: str) -> str:
@@ -72,6 +52,7 @@ def parse(filename: str, content: bytes, *, max_bytes: int | None = None) -> Par
         )
     if not content.strip():
         raise BadRequest(f"{filename}: the file is empty", code="empty_document")
+    # Imported here so that naming a format (the API, the CLI) does not load pypdf and selectolax.
     if kind == "pdf":
         from rag_async.parsing.pdf import parse_pdf
 
@@ -104,9 +85,3 @@ def decode_text(filename: str, content: bytes) -> str:
 def markdown_title(text: str) -> str | None:
     match = _ATX_TITLE.search(text)
     return match.group(1).strip() if match else None
-
-
-def escape_markup(text: str) -> str:
-    """Keep extracted text from looking like Markdown to the chunker ("# define" in a PDF
-    is not a heading)."""
-    return _MARKUP_LINE.sub(r"\1\\\2", text)

@@ -33,7 +33,7 @@ import re
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 
 from rag_async.errors import BadRequest
-from rag_async.parsing.document import ParsedDocument, escape_markup
+from rag_async.parsing.parsed import ParsedDocument, escape_markup
 
 BOILERPLATE = ", ".join(
     [

@@ -11,7 +11,7 @@ from pypdf import PdfReader
 from pypdf.errors import PyPdfError
 
 from rag_async.errors import BadRequest
-from rag_async.parsing.document import ParsedDocument, escape_markup
+from rag_async.parsing.parsed import ParsedDocument, escape_markup
 
 
 def parse_pdf(filename: str, content: bytes) -> ParsedDocument:

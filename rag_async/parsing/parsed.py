@@ -1,0 +1,34 @@
+"""What every parser returns, and the helper they share. The parsers and `parse()` that picks
+one all import this module, and it imports none of them."""
+
+from __future__ import annotations
+
+import re
+from bisect import bisect_right
+from dataclasses import dataclass
+
+# A line of extracted text that the chunker would read as a heading or a code fence.
+_MARKUP_LINE = re.compile(r"^([ \t]*)(#|```|~~~)", re.MULTILINE)
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedDocument:
+    """A document as the chunker reads it."""
+
+    title: str | None
+    text: str
+    format: str
+    # PDF: `page_starts[i]` is the offset in `text` where page i + 1 begins.
+    page_starts: tuple[int, ...] = ()
+
+    def page_at(self, offset: int) -> int | None:
+        """The 1-based page holding `text[offset]`, for paged formats."""
+        if not self.page_starts:
+            return None
+        return max(1, bisect_right(self.page_starts, offset))
+
+
+def escape_markup(text: str) -> str:
+    """Keep extracted text from looking like Markdown to the chunker ("# define" in a PDF
+    is not a heading)."""
+    return _MARKUP_LINE.sub(r"\1\\\2", text)
