@@ -25,6 +25,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .events import _Event, encode_event
 from .keys import Keys
+from .redis_pool import pubsub_pool
 
 log = structlog.get_logger(__name__)
 
@@ -119,11 +120,16 @@ class LiveHub:
 
     `subscribe(job_id)` yields a queue of `LoggedEvent`s published for that job from the moment
     Redis confirmed the subscription, so a replay done afterwards cannot miss anything.
+
+    The connection is the hub's own, outside `redis`'s pool and without its health check
+    (`redis_pool.pubsub_pool`), so a SUBSCRIBE from a request task only writes to it and the
+    reader task alone reads it.
     """
 
     def __init__(self, redis: Redis, keys: Keys) -> None:
         self._keys = keys
-        self._pubsub: PubSub = redis.pubsub()
+        self._pool = pubsub_pool(redis)
+        self._pubsub = PubSub(self._pool)
         self._queues: dict[str, set[asyncio.Queue[LoggedEvent]]] = {}
         self._confirmations: dict[str, asyncio.Future[None]] = {}
         self._reader: asyncio.Task[None] | None = None
@@ -136,6 +142,7 @@ class LiveHub:
                 await self._reader
         with contextlib.suppress(Exception):
             await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+        await self._pool.aclose()
 
     @contextlib.asynccontextmanager
     async def subscribe(self, job_id: str) -> AsyncIterator[asyncio.Queue[LoggedEvent]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import orjson
 from arq.connections import ArqRedis
-from redis.asyncio import BlockingConnectionPool
+from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -16,6 +16,10 @@ from .keys import Keys
 
 # Errors after which a worker's command is sent again: lost or refused connections.
 OUTAGE_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
+
+# A pooled connection idle for longer than this (seconds) is PINGed before its next command
+# (never the pub/sub connection: see `pubsub_pool`).
+HEALTH_CHECK_INTERVAL = 30.0
 
 
 def outage_retry() -> Retry:
@@ -47,7 +51,7 @@ def connect_redis(settings: Settings, *, client_name: str, ride_out_outages: boo
         # Wait this long for a free connection; a worker's jobs may all want one at once.
         timeout=30 if ride_out_outages else 5,
         socket_connect_timeout=2,
-        health_check_interval=30,
+        health_check_interval=HEALTH_CHECK_INTERVAL,
         client_name=client_name,  # so CLIENT LIST tells the API's connections from workers'
         **options,
     )
@@ -57,3 +61,18 @@ def connect_redis(settings: Settings, *, client_name: str, ride_out_outages: boo
         job_deserializer=orjson.loads,
         default_queue_name=Keys(settings.key_prefix).queue("questions"),
     )
+
+
+def pubsub_pool(redis: Redis) -> ConnectionPool:
+    """A pool of one connection to `redis`'s server, with its options but no health check: for
+    a pub/sub connection that a reader task is always reading (eventlog.LiveHub).
+
+    redis-py's health check PINGs a connection idle for `health_check_interval` before the next
+    command, and reads the reply in the task sending that command. A SUBSCRIBE sent while the
+    reader waits on the socket then makes a second read, which asyncio refuses: the SUBSCRIBE
+    fails and the connection is dropped. The check would not watch a silent pub/sub connection
+    anyway: it runs only before a command or a read, and the reader blocks in one read.
+    """
+    shared = redis.connection_pool
+    options = {**shared.connection_kwargs, "health_check_interval": 0}
+    return ConnectionPool(connection_class=shared.connection_class, max_connections=1, **options)

@@ -1,0 +1,56 @@
+"""The API's one pub/sub connection (eventlog.LiveHub) over a service's life: busy, idle, busy."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from httpx_sse import aconnect_sse
+
+from rag_async import redis_pool
+from rag_async.config import Settings
+from tests.conftest import running_stack
+from tests.support.openai_server import expected_answer
+
+
+async def _stream(base_url: str, job_id: str) -> list[tuple[str, Any]]:
+    """A job's SSE stream read to its end, as (event, data) pairs."""
+    events = []
+    async with (
+        httpx.AsyncClient(base_url=base_url, timeout=30) as http,
+        aconnect_sse(http, "GET", f"/jobs/{job_id}/events") as source,
+    ):
+        async for sse in source.aiter_sse():
+            events.append((sse.event, orjson.loads(sse.data)))
+            if sse.event in ("done", "error"):
+                break
+    return events
+
+
+async def test_a_stream_opened_after_the_hub_idled_past_a_health_check_gets_its_events(
+    settings: Settings, llm: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The pool PINGs a connection idle for longer than this before its next command (30 s in
+    # service). redis-py's PING then reads the reply itself; on the hub's connection, which
+    # its reader task is always reading, that read used to collide with the reader's.
+    monkeypatch.setattr(redis_pool, "HEALTH_CHECK_INTERVAL", 1.0)
+    llm.config.tokens, llm.config.tokens_per_second = 10, 50  # ~0.2 s of streaming
+    async with running_stack(settings) as stack:
+        first = (await stack.client.ask("how do I brew tea?"))["job_id"]
+        assert (await _stream(stack.base_url, first))[-1][0] == "done"
+        # The hub has let go of the finished job's channel; nobody listens for a while.
+        await asyncio.sleep(2.0)
+
+        second = (await stack.client.ask("and black tea?"))["job_id"]
+        events = await _stream(stack.base_url, second)
+        kinds = [kind for kind, _ in events]
+        assert kinds[:1] == ["status"] and kinds[-1:] == ["done"], events
+        assert "".join(data["text"] for kind, data in events if kind == "token") == (
+            expected_answer(10)
+        )
+        # A finished job's stream, opened after another idle spell, replays all of it.
+        await asyncio.sleep(2.0)
+        assert await _stream(stack.base_url, second) == events
