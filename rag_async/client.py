@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -18,6 +18,7 @@ import orjson
 from httpx_sse import aconnect_sse
 
 from .events import TERMINAL_EVENT_TYPES
+from .transcript import Transcript
 
 # Statuses that mean "not now" rather than "no": the API, or a proxy before it, is restarting.
 _UNAVAILABLE = frozenset({502, 503, 504})
@@ -40,41 +41,40 @@ class JobEvent:
     data: dict[str, Any]
 
 
-@dataclass
 class Answer:
     """A question's answer as a client should show it, built event by event with `apply`.
 
-    Only the current attempt's text counts: when a status event announces a later attempt
-    (the worker died, or a call failed and the job is retried), the text so far belongs to a
-    dead attempt and is dropped (kept in `discarded`, for the curious). The `done` event's
-    answer is authoritative. `final` is the job's last event (done, error or cancelled).
+    The text follows the one rule of `transcript.Transcript`: only the current attempt's text
+    counts, so when a status event announces a later attempt (the worker died, or a call
+    failed and the job is retried) the text so far is dropped (kept in `discarded`, for the
+    curious), and the `done` event's answer is authoritative. `final` is the job's last event
+    (done, error or cancelled).
     """
 
-    text: str = ""
-    attempt: int = 0
-    discarded: list[str] = field(default_factory=list)
-    final: JobEvent | None = None
+    def __init__(self) -> None:
+        self._transcript = Transcript()
+        self.final: JobEvent | None = None
+
+    @property
+    def text(self) -> str:
+        return self._transcript.text
+
+    @property
+    def attempt(self) -> int:
+        return self._transcript.attempt
+
+    @property
+    def discarded(self) -> list[str]:
+        return self._transcript.discarded
 
     def apply(self, event: JobEvent) -> bool:
         """Take one event; True if it started a new attempt that dropped text already shown."""
-        if event.type == "status":
-            attempt = int(event.data.get("attempt") or 0)
-            if attempt <= self.attempt:
-                return False
-            self.attempt = attempt
-            if not self.text:
-                return False
-            self.discarded.append(self.text)
-            self.text = ""
-            return True
-        if event.type == "token":
-            self.text += str(event.data.get("text", ""))
-        elif event.type == "done":
-            self.text = str(event.data.get("answer", self.text))
+        if event.type in TERMINAL_EVENT_TYPES:
             self.final = event
-        elif event.type in TERMINAL_EVENT_TYPES:
-            self.final = event
-        return False
+        return self._transcript.apply(event.type, event.data)
+
+    def __repr__(self) -> str:
+        return f"Answer(text={self.text!r}, attempt={self.attempt}, final={self.final!r})"
 
 
 class RagClient:

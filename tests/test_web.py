@@ -15,6 +15,7 @@ import pytest
 
 from rag_async.config import Settings
 from tests.conftest import REPO, Stack, ingest, make_settings, running_stack
+from tests.support.answer_logs import ANSWER_LOGS
 from tests.support.openai_server import expected_answer
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -319,6 +320,31 @@ async def test_a_failed_job_shows_why(
         assert message.startswith("The job failed: ") and "HTTP 404" in message
         assert await page.is_visible("[data-stage].failed")
         assert await page.is_hidden(".stage.active"), "no stage left spinning"
+
+
+async def test_the_page_folds_the_answer_so_far_by_the_shared_rule(
+    settings: Settings, watched: Watched
+) -> None:
+    """web/transcript.js against the logs that /job-status and the Python client are held to
+    (tests/test_transcript.py), in the browser itself."""
+    page = watched.page
+    async with running_stack(settings, with_worker=False) as stack:
+        await page.goto(stack.base_url)
+        folded = await page.evaluate(
+            """async (logs) => {
+                const { Transcript } = await import('/static/transcript.js');
+                return logs.map((events) => {
+                    const transcript = new Transcript();
+                    const dropped = events.filter((event) => transcript.apply(event));
+                    return { answer: transcript.text, discarded: transcript.discarded, dropped };
+                });
+            }""",
+            [log.events for log in ANSWER_LOGS],
+        )
+    for log, result in zip(ANSWER_LOGS, folded, strict=True):
+        assert (result["answer"], result["discarded"]) == (log.answer, log.discarded), log.name
+        # Told once for each dead attempt's text, at the status announcing the next attempt.
+        assert [event["type"] for event in result["dropped"]] == ["status"] * len(log.discarded)
 
 
 def _sample_document() -> str:

@@ -5,6 +5,7 @@ import { AnswerText, ago, h } from './answer.js';
 import { ApiError, followJob, getJob, request } from './api.js';
 import { setupStats, setupUploads } from './side.js';
 import { StageLine } from './stages.js';
+import { Transcript } from './transcript.js';
 
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -21,7 +22,7 @@ const HISTORY_KEY = 'rag-async:history';
 const PROGRESS_KEY = (jobId) => `rag-async:progress:${jobId}`;
 const HISTORY_SIZE = 20;
 
-let job = null; // the job on screen: { id, stop, attempt, after, sources, pollTimer }
+let job = null; // the job on screen: { id, stop, transcript, after, sources, pollTimer }
 
 // ---- asking -------------------------------------------------------------------------------
 
@@ -61,7 +62,9 @@ ui.question.addEventListener('keydown', (event) => {
 
 async function openJob(jobId) {
   closeJob();
-  const current = { id: jobId, stop: () => {}, attempt: 0, after: 0, sources: [], pollTimer: null };
+  const current = {
+    id: jobId, stop: () => {}, transcript: new Transcript(), after: 0, sources: [], pollTimer: null,
+  };
   job = current;
   ui.card.hidden = false;
   ui.title.textContent = recalled(jobId)?.query ?? 'Loading…';
@@ -108,7 +111,7 @@ async function openJob(jobId) {
     const saved = loadProgress(jobId);
     if (saved) {
       // What this browser already showed, and the id of the last event it applied: exact.
-      current.attempt = saved.attempt;
+      current.transcript = new Transcript({ attempt: saved.attempt, text: saved.text });
       current.after = saved.after;
       answer.append(saved.text);
     } else {
@@ -148,17 +151,18 @@ function follow(current) {
 }
 
 function apply(current, event) {
+  const { transcript } = current;
+  const attempt = transcript.attempt;
+  if (transcript.apply(event)) {
+    // A new attempt after a worker died or a call failed: its answer starts over.
+    answer.reset();
+    announce(`Attempt ${transcript.attempt} started; the answer starts again.`);
+  }
   switch (event.type) {
     case 'status':
-      if (event.attempt > current.attempt) {
-        if (current.attempt > 0) {
-          // A new attempt after a worker died or a call failed: its answer starts over.
-          answer.reset();
-          setSources([]);
-          announce(`Attempt ${event.attempt} started; the answer starts again.`);
-        }
-        current.attempt = event.attempt;
-      }
+      // A dead attempt's sources go with it (not a first attempt's, which a reopened page
+      // showed from the job's record); the new attempt sends its own.
+      if (attempt > 0 && transcript.attempt > attempt) setSources([]);
       stopPolling(current);
       stages.note('queued', '');
       stages.enter(event.stage ?? (event.status === 'queued' ? 'queued' : 'retrieving'));
@@ -172,7 +176,7 @@ function apply(current, event) {
       answer.append(event.text);
       break;
     case 'done':
-      answer.finish(event.answer);
+      answer.finish(transcript.text);
       stages.finish(event.timings);
       showProviders(event.providers);
       ui.answer.classList.remove('streaming');
@@ -350,7 +354,8 @@ function markHistory(jobId) {
 }
 
 function saveProgress(current) {
-  const progress = { after: current.after, attempt: current.attempt, text: answer.raw };
+  const { attempt, text } = current.transcript;
+  const progress = { after: current.after, attempt, text };
   try {
     localStorage.setItem(PROGRESS_KEY(current.id), JSON.stringify(progress));
   } catch {

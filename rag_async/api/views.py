@@ -9,6 +9,7 @@ from ..events import Source, event_type_of
 from ..jobstore import JobRecord
 from ..queues import JOB_KINDS
 from ..schemas import IngestProgress, JobView
+from ..transcript import Transcript
 from .state import AppState
 
 
@@ -55,15 +56,11 @@ async def job_view(state: AppState, record: JobRecord) -> JobView:
 
 
 async def _partial_answer(state: AppState, record: JobRecord) -> tuple[str, int]:
-    """The text streamed so far by the current attempt (a dead attempt's text is dropped),
-    and the id of the last event it includes."""
-    parts: list[str] = []
+    """The answer so far by the rule of `transcript.Transcript` (a dead attempt's text is
+    dropped), and the id of the last event it includes."""
+    transcript = Transcript()
     last_event_id = 0
     for event in await state.events.replay(record.job_id):
         last_event_id = event.id
-        kind = event_type_of(event.data)
-        if kind == "status":
-            parts.clear()  # a new attempt or stage: text before it is not this attempt's
-        elif kind == "token":
-            parts.append(orjson.loads(event.data)["text"])
-    return "".join(parts), last_event_id
+        transcript.apply(event_type_of(event.data), orjson.loads(event.data))
+    return transcript.text, last_event_id
