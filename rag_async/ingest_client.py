@@ -117,35 +117,3 @@ async def _ingest_files(
 
             await asyncio.gather(*(one(file) for file in files))
     return chunks, failures
-
-
-def ingest_texts(
-    api_url: str, documents: Sequence[tuple[str, str, str]], *, show_progress: bool = True
-) -> list[str]:
-    """Upload (title, source, text) documents and wait for their jobs; returns the failures."""
-    return asyncio.run(_ingest(api_url, documents, show_progress))
-
-
-async def _ingest(
-    api_url: str, documents: Sequence[tuple[str, str, str]], show_progress: bool
-) -> list[str]:
-    failures: list[str] = []
-    progress = _progress(show_progress, "documents")
-    async with RagClient(api_url) as client:
-        with progress:
-            task = progress.add_task("ingest", total=len(documents), rate="")
-            limit = asyncio.Semaphore(UPLOADS_IN_FLIGHT)
-
-            async def one(title: str, source: str, text: str) -> None:
-                async with limit:
-                    try:
-                        accepted = await client.add_document(text, title=title, source=source)
-                        async for event in client.follow(accepted["job_id"]):
-                            if event.type == "error":
-                                failures.append(f"{source}: {event.data.get('message')}")
-                    except ApiError as error:
-                        failures.append(f"{source}: {error.message}")
-                    progress.advance(task)
-
-            await asyncio.gather(*(one(*document) for document in documents))
-    return failures

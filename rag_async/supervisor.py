@@ -2,8 +2,9 @@
 
 Starts an embedded Valkey (unless RAG_REDIS_URL is set), one worker process and the API,
 ingests the bundled demo corpus on first run, and stops everything cleanly on Ctrl-C/SIGTERM.
-A child that dies after it was running is restarted; one that dies at start stops `up`,
-since restarting it would only fail again.
+It says it is up only once a question can be answered: a worker is heard from and, on first
+run, every demo document's job has completed. A child that dies after it was running is
+restarted; one that dies at start stops `up`, since restarting it would only fail again.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +27,10 @@ from .embedded_valkey import EmbeddedValkey
 log = structlog.get_logger("rag_async.up")
 
 _STARTUP_GRACE = 5.0  # a child that dies sooner than this after start is broken, not unlucky
+# Offline the demo corpus is indexed in about a second; a dense embedder on a slow link, or a
+# job retried after a failure (backoff) or a lost worker (RAG_WORKER_DEAD_AFTER), takes longer.
+_DEMO_TIMEOUT = 300.0
+_DEMO_MARKER = "demo-corpus-ingested"
 
 
 @dataclass
@@ -84,7 +90,7 @@ def run_up(settings: Settings) -> int:
             child.start(env)
         _wait_until_ready(settings, children)
         if settings.demo_corpus:
-            _ingest_demo_once(settings, data_dir)
+            _ingest_demo_once(settings, data_dir, children, env)
         log.info("ready", url=settings.api_base_url, docs=f"{settings.api_base_url}/docs")
         print(
             f"\nrag-async is up at {settings.api_base_url}  (Ctrl-C stops it)\n"
@@ -111,18 +117,23 @@ def run_up(settings: Settings) -> int:
 def _supervise(children: list[Child], env: dict[str, str]) -> int:
     while True:
         time.sleep(0.5)
-        for child in children:
-            code = child.exited()
-            if code is None:
-                continue
-            # Killed by a signal (the OOM killer, an operator's kill -9) is bad luck at any
-            # age; exiting by itself this soon means it cannot start.
-            killed = code < 0
-            if not killed and time.monotonic() - child.started_at < _STARTUP_GRACE:
-                raise RuntimeError(f"the {child.name} exited at start (code {code}); see above")
-            child.restarts += 1
-            log.warning("restarting", child=child.name, exit_code=code, restarts=child.restarts)
-            child.start(env)
+        _check_children(children, env)
+
+
+def _check_children(children: list[Child], env: dict[str, str]) -> None:
+    """Restart a child that died after it was running; raise if one could not start."""
+    for child in children:
+        code = child.exited()
+        if code is None:
+            continue
+        # Killed by a signal (the OOM killer, an operator's kill -9) is bad luck at any
+        # age; exiting by itself this soon means it cannot start.
+        killed = code < 0
+        if not killed and time.monotonic() - child.started_at < _STARTUP_GRACE:
+            raise RuntimeError(f"the {child.name} exited at start (code {code}); see above")
+        child.restarts += 1
+        log.warning("restarting", child=child.name, exit_code=code, restarts=child.restarts)
+        child.start(env)
 
 
 def _wait_until_ready(settings: Settings, children: list[Child], timeout: float = 60) -> None:
@@ -145,19 +156,82 @@ def _wait_until_ready(settings: Settings, children: list[Child], timeout: float 
     )
 
 
-def _ingest_demo_once(settings: Settings, data_dir: Path) -> None:
-    marker = data_dir / "demo-corpus-ingested"
+def _ingest_demo_once(
+    settings: Settings, data_dir: Path, children: list[Child], env: dict[str, str]
+) -> None:
+    """Ingest the demo corpus unless a run did already, and return once it is searchable."""
+    marker = data_dir / _DEMO_MARKER
     if marker.exists():
         return
     from .demo_corpus import demo_documents
-    from .ingest_client import ingest_texts
 
-    documents = [(title, source, text) for title, source, text in demo_documents()]
+    documents = demo_documents()
     log.info("ingesting the demo corpus (first run only)", documents=len(documents))
-    failures = ingest_texts(settings.api_base_url, documents, show_progress=False)
-    if failures:
-        raise RuntimeError(f"demo corpus ingestion failed: {failures}")
+    with httpx.Client(base_url=settings.api_base_url, timeout=10) as http:
+        jobs = {
+            source: _submit_demo(http, title, source, text) for title, source, text in documents
+        }
+        # The children are still watched: a worker lost now is restarted, and its jobs run
+        # on the new one, rather than `up` waiting for them forever.
+        _wait_for_jobs(http, jobs, lambda: _check_children(children, env))
+    # Only now: a marker left by an unfinished ingestion would skip the corpus for good.
     marker.write_text("the bundled demo corpus was ingested; delete this file to ingest it again\n")
+
+
+def _submit_demo(http: httpx.Client, title: str, source: str, text: str) -> str:
+    """Queue one demo document; its job id."""
+    try:
+        response = http.post("/documents", json={"text": text, "title": title, "source": source})
+    except httpx.HTTPError as error:
+        raise _demo_failed(f"{source} could not be submitted: {error}") from None
+    if response.status_code != 202:
+        raise _demo_failed(f"{source} was refused: {_error_message(response)}")
+    return str(response.json()["job_id"])
+
+
+def _wait_for_jobs(
+    http: httpx.Client,
+    jobs: dict[str, str],
+    check: Callable[[], None],
+    timeout: float = _DEMO_TIMEOUT,
+) -> None:
+    """Wait until the record of every job (source name: job id) says it is complete."""
+    pending = dict(jobs)
+    deadline = time.monotonic() + timeout
+    while True:
+        check()
+        for source, job_id in list(pending.items()):
+            try:
+                response = http.get(f"/jobs/{job_id}")
+            except httpx.HTTPError:
+                break  # the API is restarting: ask again next round
+            if response.status_code != 200:
+                break
+            view = response.json()
+            if view["status"] == "complete":
+                del pending[source]
+            elif view["status"] in ("failed", "cancelled"):
+                raise _demo_failed(f"{source}: {view.get('error') or view['status']}")
+        if not pending:
+            return
+        if time.monotonic() > deadline:
+            names = ", ".join(sorted(pending))
+            raise _demo_failed(f"{names} not ingested after {timeout:.0f} s; see the log above")
+        time.sleep(0.2)
+
+
+def _demo_failed(reason: str) -> RuntimeError:
+    return RuntimeError(
+        f"the demo corpus could not be ingested: {reason}. "
+        "Start again to retry, or set RAG_DEMO_CORPUS=false to start without it."
+    )
+
+
+def _error_message(response: httpx.Response) -> str:
+    try:
+        return str(response.json()["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        return f"HTTP {response.status_code}"
 
 
 def _demo_question() -> str:

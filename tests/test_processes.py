@@ -4,7 +4,9 @@ one queue), `rag-async ingest` and the arq CLI, each stopped the way an operator
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import signal
 import socket
 import subprocess
 import time
@@ -120,6 +122,39 @@ def test_up_answers_the_demo_question_stops_cleanly_and_persists(tmp_path: Path)
 
         assert up.terminate(timeout=20) == 0, up.describe()
         assert not up.group_alive()
+
+
+@pytest.mark.timeout(120)
+async def test_up_is_up_once_the_demo_corpus_is_searchable_even_if_the_worker_dies(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    # The demo jobs wait in the queue (the documents worker polls every 30 s) long enough for
+    # the worker to be killed under them; one poll of the next worker takes all six.
+    env = bare_env(
+        RAG_PORT=str(port),
+        RAG_LOG_LEVEL="INFO",
+        RAG_WORKER_DOCUMENT_POLL_DELAY="30",
+        RAG_WORKER_MAX_DOCUMENTS="8",
+    )
+    with started("up", [*console_script("rag-async"), "up"], env, tmp_path) as up:
+        await up.async_wait_for("ingesting the demo corpus")
+        assert "rag-async is up" not in up.stdout(), up.describe()
+        found = re.search(r"worker ready .*pid=(\d+)", up.stderr())
+        assert found, up.describe()
+        os.kill(int(found.group(1)), signal.SIGKILL)
+
+        await up.async_wait_for("rag-async is up at", stream="stdout", within=60)
+        # At once: up means a demo question finds its sources.
+        async with RagClient(f"http://127.0.0.1:{port}") as client:
+            accepted = await client.ask(DEMO_QUESTION)
+            events = [event async for event in client.follow(accepted["job_id"])]
+        assert events[-1].type == "done", up.describe()
+        sources = next(event.data["sources"] for event in events if event.type == "sources")
+        assert sources, events
+        assert "restarting" in up.stderr() and "child=worker" in up.stderr(), up.describe()
+        assert (tmp_path / ".rag-async" / "demo-corpus-ingested").exists()
+        assert await up.async_terminate() == 0, up.describe()
 
 
 @pytest.mark.timeout(90)
