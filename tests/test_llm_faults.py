@@ -3,7 +3,7 @@ an arq worker, Valkey) against the OpenAI-compatible test server told to fail in
 asserts what a client sees and what the LLM was asked.
 
 Timeouts are shortened through settings (first token 1 s, idle 0.5 s) so that every failure
-shows in seconds; the job-level backoff is the service's own (1 to 3 s before a second try).
+shows in seconds; the job-level backoff is the service's own (1 to 2 s before a second try).
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ async def test_429_retry_after_is_honoured_by_the_jobs_retry(
     valkey: Any, tmp_path: Path, faulty: OpenAIApp
 ) -> None:
     # No retry inside the call: the job is retried by the worker, no sooner than the server
-    # said (4 s; the job's own backoff would be 1 to 3 s).
+    # said (4 s; the job's own backoff would be 1 to 2 s).
     faulty.fail_next("429", retry_after=4)
     settings = fault_settings(valkey, tmp_path, faulty, llm_max_retries=0)
     async with running_stack(settings) as stack:

@@ -7,7 +7,6 @@ the job: an `error` event, the record marked failed. Unexpected exceptions count
 
 from __future__ import annotations
 
-import random
 import time
 
 import structlog
@@ -20,6 +19,7 @@ from ..deadletters import DeadLetters
 from ..errors import RagError
 from ..eventlog import Superseded
 from ..events import CancelledEvent, ErrorEvent
+from ..retry import backoff
 from .context import WorkerContext
 
 log = structlog.get_logger(__name__)
@@ -74,13 +74,6 @@ async def fail(ctx: WorkerContext, job_id: str, message: str, code: str) -> None
     except Superseded:
         return  # a newer attempt owns the job and will end it
     await services.jobs.keep(job_id)
-
-
-def backoff(job_try: int, retry_after: float | None = None) -> float:
-    """Seconds before try `job_try + 1`: exponential with full jitter between half and one
-    and a half times, capped at a minute, and never sooner than the provider's Retry-After."""
-    base = min(60.0, 2.0**job_try)
-    return max(base * random.uniform(0.5, 1.5), retry_after or 0.0)
 
 
 async def note_cancellation(ctx: WorkerContext, job_id: str) -> None:

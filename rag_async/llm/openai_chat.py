@@ -15,9 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import email.utils
-import random
-import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,12 +26,11 @@ import structlog
 
 from ..errors import ProviderError
 from ..events import Source
+from ..retry import backoff, status_error
 from .prompt import build_messages
 
 log = structlog.get_logger(__name__)
 
-# Statuses that another try may mend: timeouts, conflicts, rate limits, server errors.
-_RETRYABLE_STATUSES = frozenset({408, 409, 429})
 _HINTS = {
     401: " (check RAG_LLM_API_KEY)",
     403: " (check RAG_LLM_API_KEY and the model's access)",
@@ -91,7 +87,8 @@ class OpenAIChat:
             except ProviderError as error:
                 if yielded or not error.retryable or retry >= self._retries:
                     raise
-                pause = _pause(retry, error.retry_after)
+                # Shorter steps than a job's: this wait counts against the call's deadline.
+                pause = backoff(retry + 1, error.retry_after, first=0.5, cap=8.0)
                 if loop.time() + pause >= deadline:
                     raise  # no time left in this call: the job's retry honours Retry-After
                 retry += 1
@@ -246,36 +243,6 @@ def _status_error(error: openai.APIStatusError) -> ProviderError:
     detail = body.get("message") if isinstance(body, dict) else None
     if not isinstance(detail, str) or not detail:
         detail = error.message
-    return ProviderError(
-        f"the LLM answered HTTP {status}: {detail}{_HINTS.get(status, '')}",
-        retryable=status in _RETRYABLE_STATUSES or status >= 500,
-        retry_after=_retry_after(error.response.headers),
+    return status_error(
+        "the LLM", status, f"{detail}{_HINTS.get(status, '')}", error.response.headers
     )
-
-
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    """How long the server asked us to wait, in seconds: Retry-After-Ms (OpenAI's), or
-    Retry-After as seconds or as an HTTP date."""
-    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
-        value = headers.get(name)
-        if value is None:
-            continue
-        try:
-            return max(0.0, float(value) * scale)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
-def _pause(retry: int, server_asked: float | None) -> float:
-    """Seconds before try `retry + 2` of one call: exponential from half a second with full
-    jitter (0.5x to 1.5x), capped at 8 s, and never sooner than the server's Retry-After."""
-    base = min(8.0, 0.5 * 2.0**retry)
-    return max(base * random.uniform(0.5, 1.5), server_asked or 0.0)

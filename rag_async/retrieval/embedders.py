@@ -11,6 +11,7 @@ from typing import Protocol
 import openai
 
 from rag_async.errors import ProviderError
+from rag_async.retry import status_error
 
 EMBED_BATCH_SIZE = 64
 
@@ -52,11 +53,8 @@ class OpenAIEmbedder:
         except (openai.APITimeoutError, openai.APIConnectionError) as exc:
             raise ProviderError(f"embedder {self._model}: {exc}", retryable=True) from exc
         except openai.APIStatusError as exc:
-            # 408, 409, 429 and 5xx may pass; a bad request, key or model will not.
-            retryable = exc.status_code in (408, 409, 429) or exc.status_code >= 500
-            raise ProviderError(
-                f"embedder {self._model}: HTTP {exc.status_code}: {exc.message}",
-                retryable=retryable,
+            raise status_error(
+                f"the embedder {self._model}", exc.status_code, exc.message, exc.response.headers
             ) from exc
         except openai.OpenAIError as exc:
             raise ProviderError(f"embedder {self._model}: {exc}", retryable=False) from exc

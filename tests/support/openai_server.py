@@ -9,6 +9,7 @@ It also misbehaves on demand, the ways real LLM servers do (see `Fault`): per re
 ``x-test-fault`` header, for every request with ``ServerConfig.fault``, or for the next N chat
 requests with ``ServerConfig.faults`` (`OpenAIApp.fail_next`, or ``POST /_faults`` from
 another process), so a test or a benchmark can script "fail like this N times, then behave".
+An embedding request fails only as its own ``x-test-fault`` header asks, with an HTTP status.
 """
 
 from __future__ import annotations
@@ -75,8 +76,10 @@ _HTTP_FAULTS = {
 class Fault:
     """One way a chat request goes wrong, as LLM servers and the networks before them do.
 
-    ``429`` (with a ``Retry-After`` of ``retry_after`` seconds), ``500``, ``400`` and ``401``
-    answer in OpenAI's error shape. The rest start a normal stream (headers and the role
+    ``429`` (with a ``Retry-After`` of ``retry_after`` seconds, 1 by default), ``500``, ``400``
+    and ``401`` answer in OpenAI's error shape, and so does any other HTTP error status given as
+    its digits (``"408"``, ``"503"``), with a ``Retry-After`` if ``retry_after`` is set. The
+    rest start a normal stream (headers and the role
     chunk) and then: ``hang`` sends nothing more (for ``hang`` seconds, then drops the
     connection); ``trickle`` sends a token every ``interval`` seconds; after ``after`` tokens,
     ``drop`` closes the connection mid-response, ``truncate`` ends the response cleanly but
@@ -84,15 +87,34 @@ class Fault:
     (then the rest of the answer, as a server that garbles one line would).
     """
 
-    kind: FaultKind
-    retry_after: float = 1.0
+    kind: FaultKind | str  # or an HTTP error status
+    retry_after: float | None = None
     after: int = 3
     interval: float = 1.0
     hang: float = 300.0
 
     def __post_init__(self) -> None:
-        if self.kind not in FAULT_KINDS:
-            raise ValueError(f"unknown fault {self.kind!r}; one of {', '.join(FAULT_KINDS)}")
+        if self.kind not in FAULT_KINDS and not _is_status(self.kind):
+            raise ValueError(
+                f"unknown fault {self.kind!r}; one of {', '.join(FAULT_KINDS)}, "
+                "or an HTTP error status"
+            )
+
+    def error(self) -> ApiError:
+        """The error answer of an HTTP status fault, in OpenAI's shape."""
+        status = int(self.kind)
+        kind, code, message = _HTTP_FAULTS.get(self.kind) or (
+            "server_error" if status >= 500 else "invalid_request_error",
+            None,
+            f"Test fault: HTTP {status}.",
+        )
+        retry_after = 1.0 if self.kind == "429" and self.retry_after is None else self.retry_after
+        headers = None if retry_after is None else [(b"retry-after", f"{retry_after:g}".encode())]
+        return ApiError(status, message, code, kind=kind, headers=headers)
+
+
+def _is_status(kind: str) -> bool:
+    return len(kind) == 3 and kind.isdigit() and 400 <= int(kind) <= 599
 
 
 @dataclass
@@ -216,7 +238,7 @@ class OpenAIApp:
             ("POST", "/_faults"): self._script_faults,
         }
 
-    def fail_next(self, kind: FaultKind, count: int = 1, **options: Any) -> None:
+    def fail_next(self, kind: FaultKind | str, count: int = 1, **options: Any) -> None:
         """Make the next ``count`` chat requests fail like ``kind`` (see `Fault`)."""
         self.config.faults.extend(Fault(kind, **options) for _ in range(count))
 
@@ -260,13 +282,8 @@ class OpenAIApp:
     ) -> str:
         """Answer one chat request (or fail it like its fault); returns how it ended."""
         ttft, tokens, tps, fault = plan.ttft, plan.tokens, plan.tps, plan.fault
-        if fault is not None and fault.kind in _HTTP_FAULTS:
-            kind, code, message = _HTTP_FAULTS[fault.kind]
-            headers = [(b"retry-after", f"{fault.retry_after:g}".encode())]
-            raise ApiError(
-                int(fault.kind), message, code, kind=kind,
-                headers=headers if fault.kind == "429" else None,
-            )  # fmt: skip
+        if fault is not None and _is_status(fault.kind):
+            raise fault.error()
         if fault is not None and fault.kind == "trickle":
             ttft, tps = 0.0, 1.0 / max(fault.interval, 1e-3)
         model = body.get("model") or self.config.model
@@ -307,6 +324,11 @@ class OpenAIApp:
 
     async def _embeddings(self, scope: Message, receive: Receive, send: Send, _: float) -> None:
         body = await _read_json(receive)
+        fault = _requested_fault(scope)
+        if fault is not None:
+            if not _is_status(fault.kind):
+                raise ApiError(400, "Embeddings fail only with an HTTP status", "bad_header")
+            raise fault.error()
         texts = body.get("input")
         texts = [texts] if isinstance(texts, str) else texts
         if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
@@ -522,6 +544,23 @@ _FAULT_HEADERS: dict[bytes, tuple[str, Callable[[bytes], Any]]] = {
     b"x-test-trickle": ("interval", float),
     b"x-test-hang": ("hang", float),
 }
+
+
+def _requested_fault(scope: Message) -> Fault | None:
+    """The fault a request asks for in its own headers (``x-test-fault`` and its options)."""
+    headers = dict(scope["headers"])
+    kind = headers.get(b"x-test-fault")
+    if kind is None:
+        return None
+    try:
+        options = {
+            option: parse(headers[name])
+            for name, (option, parse) in _FAULT_HEADERS.items()
+            if name in headers
+        }
+        return Fault(kind.decode(), **options)
+    except ValueError as exc:
+        raise ApiError(400, f"Bad fault headers: {exc}", "bad_header") from None
 
 
 def _usage(messages: list[Any], completion: int) -> dict[str, int]:
