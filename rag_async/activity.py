@@ -95,12 +95,19 @@ class Heartbeat:
             await asyncio.sleep(self._interval)
 
 
-async def record_failure(redis: Redis, keys: Keys, job_id: str, error: str) -> None:
-    entry = orjson.dumps({"job_id": job_id, "error": error, "at": time.time()})
-    async with redis.pipeline(transaction=False) as pipe:
-        pipe.lpush(keys.failures, entry)
-        pipe.ltrim(keys.failures, 0, FAILURES_KEPT - 1)
-        await pipe.execute()
+class RecentFailures:
+    """The latest jobs that failed, newest first, for `GET /stats` and the web page."""
+
+    def __init__(self, redis: Redis, keys: Keys) -> None:
+        self._redis = redis
+        self._keys = keys
+
+    async def record(self, job_id: str, error: str) -> None:
+        entry = orjson.dumps({"job_id": job_id, "error": error, "at": time.time()})
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.lpush(self._keys.failures, entry)
+            pipe.ltrim(self._keys.failures, 0, FAILURES_KEPT - 1)
+            await pipe.execute()
 
 
 async def service_stats(redis: Redis, keys: Keys, dead_after: float) -> dict[str, Any]:

@@ -10,10 +10,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from arq.constants import retry_key_prefix
 from redis.asyncio import Redis
 
-from .jobstore import JobRecord
+from .jobrecord import JobRecord
 from .keys import Keys
 
 
@@ -44,22 +43,18 @@ class DeadLetters:
             if not raw:
                 expired.append(job_id)
                 continue
-            record = JobRecord(job_id, raw)
+            record = JobRecord.from_hash(job_id, raw)
             entries.append(
                 {
                     "job_id": job_id,
                     "kind": record.kind,
-                    "request": record.text("query") or record.text("title"),
-                    "error": record.text("error"),
+                    "request": record.query or record.title or record.source,
+                    "error": record.error,
                     "attempts": record.attempt,
-                    "created_at": record.number("created_at"),
+                    "created_at": record.created_at,
                     "dead_lettered_at": dead_at,
                 }
             )
         if expired:
             await self._redis.zrem(self._keys.dead_letters, *expired)
         return entries
-
-    async def forget_tries(self, job_id: str) -> None:
-        """Reset arq's count of tries, so a requeued job gets all its tries again."""
-        await self._redis.delete(retry_key_prefix + job_id)

@@ -12,27 +12,8 @@ from typing import Annotated, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-JobStatus = Literal["queued", "in_progress", "complete", "failed", "cancelled"]
-TERMINAL_STATUSES: frozenset[str] = frozenset({"complete", "failed", "cancelled"})
-
-
-class Source(BaseModel):
-    """One retrieved chunk, numbered as the answer cites it ([1], [2], ...)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    n: int
-    document_id: str
-    title: str
-    chunk: int
-    score: float
-    text: str
-    source: str | None = None
-    heading: str | None = Field(
-        default=None, description='Where in the document: "Title › Section › Subsection".'
-    )
-    page: int | None = Field(default=None, description="The page it starts on (PDF).")
-    collection: str | None = None
+from .jobrecord import JobStatus
+from .sources import Source
 
 
 class _Event(BaseModel):

@@ -1,68 +1,36 @@
-"""The job record: one Redis hash per job, the answer to "where is my job?".
+"""The job record in Redis: one hash per job (jobrecord.py says what it holds), the upload
+waiting for an ingestion job, arq's count of a job's tries, and cancellation.
 
-Fields are plain strings (JSON for the structured ones) so that the event log's Lua script can
-update them in the same atomic step that appends an event. The record expires with the result.
+This is the one writer of a job's hash outside the event log, whose Lua script updates fields
+in the same step that appends an event (eventlog.py). The record expires with the result.
 """
 
 from __future__ import annotations
 
-import re
-import secrets
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Literal
 
-import orjson
-from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix
 from redis.asyncio import Redis
 
+from .eventlog import EventLog
+from .events import CancelledEvent
+from .jobrecord import JobRecord, JobStatus, record_fields
 from .keys import Keys
+from .queues import JobQueue, Kind
 
-# 128 random bits as 32 hex characters: unguessable, and easy to tell from anything else.
-_JOB_ID = re.compile(r"[0-9a-f]{32}")
+_ENDED = [status.value for status in JobStatus if status.ended]
 
-
-def new_job_id() -> str:
-    return secrets.token_hex(16)
-
-
-def is_job_id(value: str) -> bool:
-    return _JOB_ID.fullmatch(value) is not None
-
-
-class JobRecord:
-    """A decoded view of the hash; missing fields read as their empty value."""
-
-    def __init__(self, job_id: str, raw: Mapping[bytes, bytes]) -> None:
-        self.job_id = job_id
-        self._raw = {k.decode(): v.decode() for k, v in raw.items()}
-
-    def text(self, field: str) -> str | None:
-        return self._raw.get(field)
-
-    def number(self, field: str) -> float | None:
-        value = self._raw.get(field)
-        return float(value) if value else None
-
-    def json(self, field: str) -> Any:
-        value = self._raw.get(field)
-        return orjson.loads(value) if value else None
-
-    @property
-    def kind(self) -> str:
-        return self._raw.get("kind", "chat")
-
-    @property
-    def status(self) -> str:
-        return self._raw.get("status", "queued")
-
-    @property
-    def attempt(self) -> int:
-        return int(self._raw.get("attempt", "0"))
-
-    @property
-    def last_event_id(self) -> int:
-        return int(self._raw.get("seq", "0"))
+# KEYS: job hash. ARGV: the statuses that end a job. Returns the new attempt's number, or 0 for
+# a job that has ended (a late write of a superseded attempt may have finished it) or is gone.
+_START_ATTEMPT = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return 0 end
+for _, ended in ipairs(ARGV) do
+  if status == ended then return 0 end
+end
+return redis.call('HINCRBY', KEYS[1], 'attempt', 1)
+"""
 
 
 class JobStore:
@@ -70,24 +38,30 @@ class JobStore:
         self._redis = redis
         self._keys = keys
         self._ttl = ttl
+        self._start_attempt = redis.register_script(_START_ATTEMPT)
 
-    async def create(self, job_id: str, kind: str, fields: Mapping[str, str]) -> None:
-        """Write a new queued job's record; must happen before the job is enqueued."""
+    async def create(
+        self, job_id: str, kind: Kind, fields: Mapping[str, str], *, upload: bytes | None = None
+    ) -> None:
+        """Write a new queued job's record (and the bytes it will ingest); must happen before
+        the job is enqueued. The upload expires with the job if nobody takes it."""
         key = self._keys.job(job_id)
-        record = {"kind": kind, "status": "queued", "created_at": f"{time.time():.6f}", **fields}
+        record = record_fields(kind=kind, status=JobStatus.QUEUED, created_at=time.time(), **fields)
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hset(key, mapping=record)
             pipe.expire(key, self._ttl)
+            if upload is not None:
+                pipe.set(self._keys.upload(job_id), upload, ex=self._ttl)
             await pipe.execute()
 
     async def get(self, job_id: str) -> JobRecord | None:
         raw: dict[bytes, bytes] = await self._redis.hgetall(self._keys.job(job_id))  # type: ignore[misc]
-        return JobRecord(job_id, raw) if raw else None
+        return JobRecord.from_hash(job_id, raw) if raw else None
 
     async def start_attempt(self, job_id: str) -> int:
-        """Count a new attempt (arq delivers at least once) and return its number."""
-        attempt = await self._redis.hincrby(self._keys.job(job_id), "attempt", 1)  # type: ignore[misc]
-        return int(attempt)
+        """Count a new attempt (arq delivers at least once) and return its number; 0 if the
+        job has ended meanwhile. Conditional and atomic, so an ended job never runs again."""
+        return int(await self._start_attempt(keys=[self._keys.job(job_id)], args=_ENDED))
 
     async def keep(self, job_id: str) -> None:
         """Restart the record's and the log's TTL, so a finished result lives `ttl` from now."""
@@ -96,43 +70,64 @@ class JobStore:
             pipe.expire(self._keys.events(job_id), self._ttl)
             await pipe.execute()
 
+    async def upload(self, job_id: str) -> bytes | None:
+        """The bytes an ingestion job was given, while they have not expired."""
+        content: bytes | None = await self._redis.get(self._keys.upload(job_id))
+        return content
 
-# KEYS: arq queue, arq's in-progress key of the job, job record. ARGV: job id.
+    async def drop_upload(self, job_id: str) -> None:
+        await self._redis.delete(self._keys.upload(job_id))
+
+    async def take_back_try(self, job_id: str) -> None:
+        """Uncount arq's latest start of the job: it was deferred, not tried."""
+        await self._redis.decr(self._keys.arq_tries(job_id))
+
+    async def forget_tries(self, job_id: str) -> None:
+        """Reset arq's count of tries, so a requeued job gets all its tries again."""
+        await self._redis.delete(self._keys.arq_tries(job_id))
+
+
+# KEYS: arq queue, arq's in-progress key of the job, job record. ARGV: job id, 'cancelled'.
 # Atomic, so a worker cannot start the job between the check and the removal; a worker that
 # read the queue just before still finds the record cancelled and does nothing.
 _CANCEL_QUEUED = """
 if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
 if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[3], 'status', 'cancelled')
+redis.call('HSET', KEYS[3], 'status', ARGV[2])
 return 1
 """
 
 
 class Cancellation:
-    """Cancel a job: take it off the queue if no worker has it, else ask its worker to abort."""
+    """Cancel a job: take it off the queue if no worker has it, else ask its worker to abort
+    (the worker's lifecycle then ends it as cancelled, jobs/lifecycle.py)."""
 
-    def __init__(self, redis: Redis, keys: Keys) -> None:
+    def __init__(self, redis: Redis, keys: Keys, events: EventLog, queue: JobQueue) -> None:
         self._redis = redis
         self._keys = keys
+        self._events = events
+        self._queue = queue
         self._cancel_queued = redis.register_script(_CANCEL_QUEUED)
 
-    async def cancel_queued(self, job_id: str, queue: str) -> bool:
-        """True if the job was waiting in `queue` and is now off it, marked cancelled."""
-        keys = [queue, in_progress_key_prefix + job_id, self._keys.job(job_id)]
-        if not await self._cancel_queued(keys=keys, args=[job_id]):
-            return False
-        await self._redis.delete(job_key_prefix + job_id)  # arq's copy of the job's arguments
-        return True
-
-    async def abort_running(self, job_id: str) -> None:
-        """Mark the cancellation as asked for, and have the running worker cancel the task."""
+    async def cancel(self, record: JobRecord) -> Literal["cancelled", "cancelling"]:
+        job_id = record.job_id
+        if await self._take_off_queue(job_id, self._queue.name(record.kind)):
+            await self._events.append(
+                job_id,
+                CancelledEvent(message="cancelled before it started"),
+                record_fields(stage="cancelled", finished_at=time.time()),
+            )
+            return "cancelled"
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(self._keys.job(job_id), "cancel_requested", "1")
-            # The set arq's workers (allow_abort_jobs) read at every poll to cancel tasks.
-            pipe.zadd(abort_jobs_ss, {job_id: int(time.time() * 1000)})
+            pipe.hset(self._keys.job(job_id), mapping=record_fields(cancel_requested=True))
+            pipe.zadd(self._keys.arq_aborts, {job_id: int(time.time() * 1000)})
             await pipe.execute()
+        return "cancelling"
 
-
-def dumps(value: Any) -> str:
-    """JSON for a record field."""
-    return orjson.dumps(value).decode()
+    async def _take_off_queue(self, job_id: str, queue: str) -> bool:
+        """True if the job was waiting in `queue` and is now off it, marked cancelled."""
+        keys = [queue, self._keys.arq_in_progress(job_id), self._keys.job(job_id)]
+        if not await self._cancel_queued(keys=keys, args=[job_id, JobStatus.CANCELLED.value]):
+            return False
+        await self._redis.delete(self._keys.arq_job(job_id))  # arq's copy of its arguments
+        return True

@@ -1,12 +1,15 @@
 """Every Redis key and channel name, built from one prefix so deployments can share a server.
 
 arq's own keys (`arq:job:<id>`, `arq:in-progress:<id>`, ...) have a fixed prefix inside arq; the
-queue name is ours, and job ids are random, so two deployments still never collide.
+queue name is ours, and job ids are random, so two deployments still never collide. They are
+named here too, so that this is the one module that knows arq's key layout.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix, retry_key_prefix
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,3 +67,22 @@ class Keys:
     def queue(self, lane: str) -> str:
         """An arq queue (a sorted set of job ids): `questions` or `documents` (queues.py)."""
         return f"{self.prefix}queue:{lane}"
+
+    # arq's keys, fixed by arq.
+
+    def arq_job(self, job_id: str) -> str:
+        """String: arq's copy of a queued job's function and arguments."""
+        return job_key_prefix + job_id
+
+    def arq_in_progress(self, job_id: str) -> str:
+        """String: set while a worker runs the job; no other worker may start it meanwhile."""
+        return in_progress_key_prefix + job_id
+
+    def arq_tries(self, job_id: str) -> str:
+        """Integer: how many times arq has started the job."""
+        return retry_key_prefix + job_id
+
+    @property
+    def arq_aborts(self) -> str:
+        """Sorted set: ids of running jobs that workers should cancel (arq's allow_abort_jobs)."""
+        return abort_jobs_ss

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import orjson
 import structlog
-from arq.constants import in_progress_key_prefix
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -61,6 +60,7 @@ class RunningJobs:
     def __init__(self, redis: Redis, keys: Keys, worker_id: str) -> None:
         self._redis = redis
         self._key = keys.worker_jobs(worker_id)
+        self._in_progress_prefix = keys.arq_in_progress("")
         self._here: set[str] = set()
         self._suspects: set[str] = set()
         self._free_own = redis.register_script(_FREE_OWN_JOBS)
@@ -90,7 +90,7 @@ class RunningJobs:
         if not orphans:
             return []
         self._suspects -= orphans
-        await self._free_own(keys=[self._key], args=[in_progress_key_prefix, *orphans])
+        await self._free_own(keys=[self._key], args=[self._in_progress_prefix, *orphans])
         log.warning("jobs whose end went unrecorded freed", jobs=sorted(orphans))
         return sorted(orphans)
 
@@ -116,7 +116,9 @@ class DeadWorkerReaper:
             if now - float(orjson.loads(beat)["last_seen"]) <= self._dead_after:
                 continue
             keys = [self._keys.workers, self._keys.worker_jobs(worker_id)]
-            jobs = await self._free_jobs(keys=keys, args=[worker_id, beat, in_progress_key_prefix])
+            jobs = await self._free_jobs(
+                keys=keys, args=[worker_id, beat, self._keys.arq_in_progress("")]
+            )
             if jobs is None:  # it came back, or another worker got there first
                 continue
             job_ids = [job_id.decode() for job_id in jobs]

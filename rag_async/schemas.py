@@ -6,7 +6,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .events import Source
+from .jobrecord import IngestProgress, JobStatus
+from .queues import Kind
+from .sources import Source
 
 # A document collection's name: the same alphabet as document ids, shorter.
 COLLECTION_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
@@ -99,20 +101,12 @@ class DocumentList(BaseModel):
     documents: list[DocumentView]
 
 
-class IngestProgress(BaseModel):
-    """An ingestion's latest `progress` event: `done` of `total` units of `stage`."""
-
-    stage: str
-    done: int
-    total: int
-
-
 class JobView(BaseModel):
     """The job record as `/job-status` and `/jobs/{id}` tell it."""
 
     job_id: str
-    kind: str
-    status: str
+    kind: Kind
+    status: JobStatus
     stage: str | None = None
     attempt: int = 0
     worker: str | None = Field(

@@ -21,18 +21,12 @@ from arq.worker import Function, Worker, func
 from redis.exceptions import RedisError
 
 from rag_async.activity import Heartbeat
-from rag_async.config import Settings
-from rag_async.jobs import (
-    Services,
-    WorkerContext,
-    answer_question,
-    delete_document,
-    ingest_document,
-)
-from rag_async.jobs.limits import with_limits
+from rag_async.config import Settings, load_settings
+from rag_async.errors import ConfigurationError
+from rag_async.jobs import JOBS, Services, WorkerContext, job_function
 from rag_async.keys import Keys
 from rag_async.logs import configure_logging
-from rag_async.queues import LANES, Lane
+from rag_async.queues import JOB_KINDS, LANES, Lane
 from rag_async.redis_pool import OUTAGE_ERRORS, connect_redis, outage_retry
 
 log = structlog.get_logger(__name__)
@@ -86,27 +80,24 @@ async def shutdown(ctx: WorkerContext) -> None:
 
 
 def lane_functions(settings: Settings, lane: Lane) -> list[Function]:
-    """The arq functions of one queue, each within our limits (rag_async/jobs/limits.py).
+    """The arq functions of one queue, each living its jobs through our lifecycle and within
+    our limits (rag_async/jobs/lifecycle.py).
 
     arq's own timeout and tries sit just beyond ours, so that ours always act first and the
     job's record is told; arq's would drop the job silently.
     """
-    if lane == "questions":
-        jobs, timeout = [answer_question], settings.question_timeout
-    else:
-        jobs, timeout = [ingest_document, delete_document], settings.document_timeout
+    timeout = settings.question_timeout if lane == "questions" else settings.document_timeout
+    max_tries = settings.job_max_tries
     # arq types `ctx` as a plain dict; ours is a TypedDict of the same thing.
     return [
         func(
-            cast(
-                WorkerCoroutine,
-                with_limits(job, timeout=timeout, max_tries=settings.job_max_tries),
-            ),
-            name=job.__name__,
+            cast(WorkerCoroutine, job_function(JOBS[kind], timeout=timeout, max_tries=max_tries)),
+            name=job_kind.function,
             timeout=timeout + ARQ_TIMEOUT_MARGIN,
-            max_tries=settings.job_max_tries + 1,
+            max_tries=max_tries + 1,
         )
-        for job in jobs
+        for kind, job_kind in JOB_KINDS.items()
+        if job_kind.lane == lane
     ]
 
 
@@ -248,14 +239,16 @@ def _settings_for_arq_cli(lane: Lane) -> type:
     # A bad environment stops here with a message: an empty class would let arq start a
     # worker on its default Redis and queue, which serves none of our jobs.
     try:
-        settings = Settings()
-    except ValueError as error:  # pydantic's message names the bad variable
-        raise SystemExit(f"error: invalid configuration: {error}") from None
+        settings, warnings = load_settings()
+    except ConfigurationError as error:
+        raise SystemExit(f"error: {error.message}") from None
     try:
         options = worker_options(settings, lane)
     except ValueError as error:
         raise SystemExit(f"error: {error}") from None
     configure_logging(settings.log_level, json=settings.log_json, process="worker")
+    for warning in warnings:
+        log.warning(warning)
     return type("WorkerSettings", (), options)
 
 

@@ -12,9 +12,6 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from ..config import Settings
-from ..eventlog import EventLog, LiveHub
-from ..jobstore import Cancellation, JobStore
-from ..keys import Keys
 from ..redis_pool import connect_redis
 from .errors import install_error_handlers
 from .middleware import AssumeJson, BodySizeLimit
@@ -32,22 +29,12 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, AppState]]:
         redis = connect_redis(settings, client_name="rag-api", ride_out_outages=False)
-        keys = Keys(settings.key_prefix)
-        hub = LiveHub(redis, keys)
-        state = AppState(
-            settings=settings,
-            keys=keys,
-            redis=redis,
-            jobs=JobStore(redis, keys, settings.result_ttl),
-            events=EventLog(redis, keys, settings.result_ttl),
-            hub=hub,
-            cancellation=Cancellation(redis, keys),
-        )
+        state = AppState.open(settings, redis)
         log.info("api ready", redis=redact(settings.redis_url or ""))
         try:
             yield {"rag": state}
         finally:
-            await hub.close()
+            await state.hub.close()
             await redis.aclose(close_connection_pool=True)  # ours: nobody else uses it
 
     app = FastAPI(

@@ -1,37 +1,53 @@
-"""Writing a job record and putting the job on the queue, shared by every accepting route."""
+"""Putting a job on the queue, shared by every accepting route: load shedding, the record
+written before the job is enqueued, and the 202's URLs."""
 
 from __future__ import annotations
 
-import hashlib
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
-from ..errors import BadRequest, Conflict, Overloaded
-from ..queues import JOB_KINDS
+from ..errors import Overloaded
+from ..events import StatusEvent
+from ..jobrecord import JobRecord, JobStatus, record_fields
+from ..queues import Kind
 from ..schemas import JobAccepted
 from .state import AppState
 
 A = TypeVar("A", bound=JobAccepted)
 
 
-async def enqueue(state: AppState, job_id: str, kind: str, fields: dict[str, str]) -> None:
-    """Record the job, then enqueue it (a worker may pick it up at once, so record first)."""
-    queue = state.keys.queue(JOB_KINDS[kind].lane)
-    depth = await state.redis.zcard(queue)
+async def enqueue(
+    state: AppState,
+    job_id: str,
+    kind: Kind,
+    fields: Mapping[str, str],
+    *,
+    upload: bytes | None = None,
+) -> None:
+    """Record the job, then enqueue it (a worker may pick it up at once, so record first).
+    Refused with 429 when its queue is deeper than this service takes on."""
+    depth = await state.queue.depth(kind)
     if depth >= state.settings.max_queue_depth:
         raise Overloaded(
             f"the queue holds {depth} jobs, more than this service takes on; retry shortly",
             retry_after=5,
         )
-    await state.jobs.create(job_id, kind, fields)
-    await put_on_queue(state, job_id, kind)
+    await state.jobs.create(job_id, kind, fields, upload=upload)
+    await state.queue.put(job_id, kind)
 
 
-async def put_on_queue(state: AppState, job_id: str, kind: str) -> None:
-    """Hand an already recorded job to arq, on its kind's queue."""
-    job_kind = JOB_KINDS[kind]
-    await state.redis.enqueue_job(
-        job_kind.function, job_id, _job_id=job_id, _queue_name=state.keys.queue(job_kind.lane)
+async def requeue(state: AppState, record: JobRecord) -> None:
+    """Run an ended job again with all its tries; its event stream continues (the status
+    event repeats its latest attempt, so clients keep the text they have until a new one)."""
+    job_id = record.job_id
+    await state.jobs.forget_tries(job_id)
+    queued = JobStatus.QUEUED
+    await state.events.append(
+        job_id,
+        StatusEvent(status=queued, stage="requeued", attempt=record.attempt),
+        record_fields(status=queued, stage="requeued", error=None, finished_at=None),
     )
+    await state.queue.put(job_id, record.kind)
 
 
 def accepted(model: type[A], job_id: str, **extra: Any) -> A:
@@ -41,31 +57,3 @@ def accepted(model: type[A], job_id: str, **extra: Any) -> A:
         events_url=f"/jobs/{job_id}/events",
         **extra,
     )
-
-
-async def claim_idempotency_key(
-    state: AppState, key: str | None, request: bytes, job_id: str
-) -> str:
-    """The job this request stands for: `job_id` for a new Idempotency-Key (or none), the
-    earlier job for a repeat of the same request, 409 for the key reused on another request."""
-    if key is None:
-        return job_id
-    if not 0 < len(key) <= 255:
-        raise BadRequest("Idempotency-Key must be 1 to 255 characters", code="bad_idempotency_key")
-    redis_key = state.keys.idempotency(hashlib.sha256(key.encode()).hexdigest())
-    fingerprint = hashlib.sha256(request).hexdigest()
-    claimed = await state.redis.set(
-        redis_key, f"{job_id} {fingerprint}", nx=True, ex=state.settings.result_ttl
-    )
-    if claimed:
-        return job_id
-    earlier: bytes | None = await state.redis.get(redis_key)
-    if earlier is None:  # expired a moment ago: the key is new again
-        return await claim_idempotency_key(state, key, request, job_id)
-    earlier_job, _, earlier_fingerprint = earlier.decode().partition(" ")
-    if earlier_fingerprint != fingerprint:
-        raise Conflict(
-            "this Idempotency-Key was already used for a different request",
-            code="idempotency_key_reused",
-        )
-    return earlier_job

@@ -9,20 +9,49 @@ from arq.connections import ArqRedis
 from fastapi import Depends, Request
 
 from ..config import Settings
+from ..deadletters import DeadLetters
 from ..eventlog import EventLog, LiveHub
+from ..idempotency import IdempotencyKeys
 from ..jobstore import Cancellation, JobStore
 from ..keys import Keys
+from ..queues import JobQueue
+from ..registry import DocumentRegistry
 
 
 @dataclass(slots=True)
 class AppState:
     settings: Settings
     keys: Keys
-    redis: ArqRedis  # one bounded pool for jobs, events and enqueueing
+    redis: ArqRedis  # one bounded pool, shared by the stores below
     jobs: JobStore
+    queue: JobQueue
     events: EventLog
     hub: LiveHub
     cancellation: Cancellation
+    idempotency: IdempotencyKeys
+    registry: DocumentRegistry
+    dead_letters: DeadLetters
+
+    @classmethod
+    def open(cls, settings: Settings, redis: ArqRedis) -> AppState:
+        """Every store of the API process, over one Redis pool."""
+        keys = Keys(settings.key_prefix)
+        ttl = settings.result_ttl
+        events = EventLog(redis, keys, ttl)
+        queue = JobQueue(redis, keys)
+        return cls(
+            settings=settings,
+            keys=keys,
+            redis=redis,
+            jobs=JobStore(redis, keys, ttl),
+            queue=queue,
+            events=events,
+            hub=LiveHub(redis, keys),
+            cancellation=Cancellation(redis, keys, events, queue),
+            idempotency=IdempotencyKeys(redis, keys, ttl),
+            registry=DocumentRegistry(redis, keys),
+            dead_letters=DeadLetters(redis, keys),
+        )
 
 
 async def get_state(request: Request) -> AppState:

@@ -5,54 +5,39 @@ from __future__ import annotations
 
 import orjson
 
-from ..events import Source, event_type_of
-from ..jobstore import JobRecord
-from ..queues import JOB_KINDS
-from ..schemas import IngestProgress, JobView
+from ..events import event_type_of
+from ..jobrecord import JobRecord, JobStatus
+from ..schemas import JobView
 from ..transcript import Transcript
 from .state import AppState
 
 
 async def job_view(state: AppState, record: JobRecord) -> JobView:
-    answer = record.text("answer")
-    partial = False
-    last_event_id = record.last_event_id
-    if record.kind == "chat" and record.status == "in_progress":
+    answer, partial, last_event_id = record.answer, False, record.last_event_id
+    if record.kind == "chat" and record.status is JobStatus.IN_PROGRESS:
         # Text and id from the same read of the log, so that resuming after `last_event_id`
         # continues exactly where `answer` stops.
         answer, last_event_id = await _partial_answer(state, record)
         partial = True
-    chunks = record.text("chunks")
-    progress = record.json("progress")
     position = None
-    if record.status == "queued":
-        queue = state.keys.queue(JOB_KINDS[record.kind].lane)
-        rank = await state.redis.zrank(queue, record.job_id)
-        position = None if rank is None else rank + 1
+    if record.status is JobStatus.QUEUED:
+        position = await state.queue.position(record.job_id, record.kind)
     return JobView(
-        job_id=record.job_id,
-        kind=record.kind,
-        status=record.status,
-        stage=record.text("stage"),
-        attempt=record.attempt,
-        worker=record.text("worker"),
-        query=record.text("query"),
+        **{name: getattr(record, name) for name in _SHOWN},
         answer=answer,
         answer_is_partial=partial,
-        sources=[Source.model_validate(s) for s in record.json("sources") or []],
-        timings=record.json("timings") or {},
-        providers=record.json("providers") or {},
-        error=record.text("error"),
-        document_id=record.text("document_id"),
-        chunks=int(chunks) if chunks else None,
-        progress=IngestProgress.model_validate(progress) if progress else None,
-        created_at=record.number("created_at"),
-        started_at=record.number("started_at"),
-        finished_at=record.number("finished_at"),
         last_event_id=last_event_id,
         queue_position=position,
         events_url=f"/jobs/{record.job_id}/events",
     )
+
+
+# The record's fields that the view shows as they are.
+_SHOWN = {
+    "job_id", "kind", "status", "stage", "attempt", "worker", "query", "sources", "timings",
+    "providers", "error", "document_id", "chunks", "progress", "created_at", "started_at",
+    "finished_at",
+}  # fmt: skip
 
 
 async def _partial_answer(state: AppState, record: JobRecord) -> tuple[str, int]:

@@ -1,8 +1,12 @@
-"""The functions a worker runs. They are thin: retrieval, the LLM and the event log do the work
-and know nothing of arq."""
+"""The work a worker does for each kind of job, lived through one lifecycle (lifecycle.py).
+The work is thin: retrieval, the LLM and the event log do it, and know nothing of arq."""
 
-from .answer import answer_question
+from ..queues import Kind
+from .answer import ANSWER
 from .context import Services, WorkerContext
-from .ingest import delete_document, ingest_document
+from .ingest import DELETE, INGEST
+from .lifecycle import JobSpec, job_function
 
-__all__ = ["Services", "WorkerContext", "answer_question", "delete_document", "ingest_document"]
+JOBS: dict[Kind, JobSpec] = {"chat": ANSWER, "ingest": INGEST, "delete": DELETE}
+
+__all__ = ["JOBS", "JobSpec", "Services", "WorkerContext", "job_function"]

@@ -12,14 +12,16 @@ import openai
 from qdrant_client import AsyncQdrantClient
 from redis.asyncio import Redis
 
-from ..activity import Heartbeat
+from ..activity import Heartbeat, RecentFailures
 from ..breaker import CircuitBreaker
 from ..config import Settings
+from ..deadletters import DeadLetters
 from ..eventlog import EventLog
 from ..jobstore import JobStore
 from ..keys import Keys
 from ..llm import LLM, ExtractiveAnswerer, OpenAIChat, StreamTimeouts
 from ..recovery import RunningJobs
+from ..registry import DocumentRegistry
 from ..retrieval import LexicalEncoder, OpenAIEmbedder, Retriever, open_qdrant
 
 
@@ -38,6 +40,9 @@ class Services:
     qdrant: AsyncQdrantClient
     http: httpx2.AsyncClient
     running: RunningJobs
+    dead_letters: DeadLetters
+    failures: RecentFailures
+    registry: DocumentRegistry
     # Who runs a job, as its record and logs tell it: "hostname:pid".
     worker: str = field(default_factory=worker_name)
     breakers: dict[str, CircuitBreaker] = field(default_factory=dict)
@@ -57,69 +62,77 @@ class Services:
     async def open(cls, settings: Settings, redis: Redis) -> Services:
         keys = Keys(settings.key_prefix)
         # One pooled HTTP client for every provider call this process makes: the SDK's client
-        # on its aiohttp transport, which reads a streamed answer with about a quarter less
-        # CPU than the default one (docs/benchmarks.md).
+        # on its aiohttp transport, which reads a streamed answer with less CPU than the
+        # default one (docs/benchmarks.md).
         http = openai.DefaultAioHttpClient()
         qdrant = await open_qdrant(settings)
         lexical = LexicalEncoder()
-        # Every provider call: connect within llm_connect_timeout, the whole call within
-        # llm_timeout (a streamed answer also has first-token and idle limits, llm/).
-        timeout = httpx2.Timeout(settings.llm_timeout, connect=settings.llm_connect_timeout)
         embedder = None
         if settings.embed_model:
-            embed_client = openai.AsyncOpenAI(
-                base_url=settings.embed_base_url or settings.llm_base_url,
-                api_key=settings.embed_api_key or settings.llm_api_key or "not-needed",
-                http_client=http,
-                max_retries=settings.llm_max_retries,
-                timeout=timeout,
+            embed_client = _openai_client(
+                settings, http, settings.embed_base_url, settings.embed_api_key
             )
             embedder = OpenAIEmbedder(embed_client, settings.embed_model)
         retriever = await Retriever.open(qdrant, settings, lexical=lexical, embedder=embedder)
-        llm: LLM
-        if settings.llm_configured:
-            chat_client = openai.AsyncOpenAI(
-                base_url=settings.llm_base_url,
-                api_key=settings.llm_api_key or "not-needed",
-                http_client=http,
-                max_retries=settings.llm_max_retries,
-                timeout=timeout,
-            )
-            timeouts = StreamTimeouts(
-                total=settings.llm_timeout,
-                first_token=settings.llm_first_token_timeout,
-                idle=settings.llm_idle_timeout,
-            )
-            llm = OpenAIChat(
-                chat_client,
-                settings.llm_model,
-                max_tokens=settings.llm_max_tokens,
-                timeouts=timeouts,
-            )
-        else:
-            llm = ExtractiveAnswerer(lexical.terms)
-        breakers = {
-            name: CircuitBreaker(name, settings.breaker_threshold, settings.breaker_reset)
-            for name in ("llm", "embedder", "qdrant")
-        }
         worker = worker_name()
         return cls(
             worker=worker,
-            breakers=breakers,
+            breakers={
+                name: CircuitBreaker(name, settings.breaker_threshold, settings.breaker_reset)
+                for name in ("llm", "embedder", "qdrant")
+            },
             settings=settings,
             keys=keys,
             jobs=JobStore(redis, keys, settings.result_ttl),
             events=EventLog(redis, keys, settings.result_ttl),
             retriever=retriever,
-            llm=llm,
+            llm=_llm(settings, http, lexical),
             qdrant=qdrant,
             http=http,
             running=RunningJobs(redis, keys, worker),
+            dead_letters=DeadLetters(redis, keys),
+            failures=RecentFailures(redis, keys),
+            registry=DocumentRegistry(redis, keys),
         )
 
     async def close(self) -> None:
         await self.http.aclose()
         await self.qdrant.close()
+
+
+def _llm(settings: Settings, http: httpx2.AsyncClient, lexical: LexicalEncoder) -> LLM:
+    """The configured OpenAI-compatible LLM, or the offline extractive answerer."""
+    if not settings.llm_configured:
+        return ExtractiveAnswerer(lexical.terms)
+    timeouts = StreamTimeouts(
+        total=settings.llm_timeout,
+        first_token=settings.llm_first_token_timeout,
+        idle=settings.llm_idle_timeout,
+    )
+    return OpenAIChat(
+        _openai_client(settings, http),
+        settings.llm_model,
+        max_tokens=settings.llm_max_tokens,
+        timeouts=timeouts,
+    )
+
+
+def _openai_client(
+    settings: Settings,
+    http: httpx2.AsyncClient,
+    base_url: str | None = None,
+    api_key: str | None = None,
+) -> openai.AsyncOpenAI:
+    """An SDK client on the process's pooled HTTP client: the LLM's base URL and key unless
+    others are given. Every call connects within llm_connect_timeout and ends within
+    llm_timeout (a streamed answer also has first-token and idle limits, llm/)."""
+    return openai.AsyncOpenAI(
+        base_url=base_url or settings.llm_base_url,
+        api_key=api_key or settings.llm_api_key or "not-needed",
+        http_client=http,
+        max_retries=settings.llm_max_retries,
+        timeout=httpx2.Timeout(settings.llm_timeout, connect=settings.llm_connect_timeout),
+    )
 
 
 class WorkerContext(TypedDict, total=False):
@@ -131,6 +144,5 @@ class WorkerContext(TypedDict, total=False):
     heartbeat: Heartbeat
     job_id: str
     job_try: int
-    attempt: int  # our count of the job's attempts, the event log's fence (eventlog.py)
     enqueue_time: object
     score: int

@@ -1,118 +1,56 @@
-"""Ingest one uploaded document: parse, chunk, encode, upsert, with progress events; and
-delete one. Both keep the document registry (`registry.py`) up to date."""
+"""Ingest one uploaded document (parse, chunk, encode, upsert, with progress events), and
+delete one. Both keep the document registry (`registry.py`) up to date; the job's life around
+this work (attempts, retries, the end) is jobs/lifecycle.py's."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import time
-
-import structlog
+from collections.abc import Iterable
 
 from ..breaker import guarded
 from ..errors import RagError
-from ..eventlog import Superseded
-from ..events import TERMINAL_STATUSES, DoneEvent, ErrorEvent, ProgressEvent, StatusEvent
-from ..jobstore import JobRecord, dumps
+from ..events import ProgressEvent
+from ..jobrecord import IngestProgress, JobRecord
 from ..parsing import ParsedDocument, parse
-from ..registry import DocumentRegistry
-from .attempt import AttemptEvents
-from .context import Services, WorkerContext
-from .outcome import note_cancellation, retry_or_fail
+from .context import Services
+from .lifecycle import Finished, JobSpec, Run
 from .qdrant_calls import qdrant_call
 
-log = structlog.get_logger(__name__)
+
+class UploadExpired(RagError):
+    code = "expired"  # the bytes are gone: no try can bring them back
 
 
-async def ingest_document(ctx: WorkerContext, job_id: str) -> None:
-    services = ctx["services"]
-    record = await services.jobs.get(job_id)
-    if record is None or record.status in TERMINAL_STATUSES:
-        return
-    events = services.events
-    registry = DocumentRegistry(ctx["redis"], services.keys)
-    document_id = record.text("document_id") or job_id
-    upload_key = services.keys.upload(job_id)
-    raw = await ctx["redis"].get(upload_key)
+async def _ingest(run: Run) -> Finished:
+    services, record = run.services, run.record
+    document_id = _document_id(record)
+    raw = await services.jobs.upload(run.job_id)
     if raw is None:
-        await events.append(
-            job_id,
-            ErrorEvent(message="the uploaded text expired before it was ingested", code="expired"),
-            {"status": "failed", "error": "upload expired"},
-        )
-        await registry.put(document_id, {"status": "failed", "error": "upload expired"})
-        return
-    ctx["attempt"] = attempt = await services.jobs.start_attempt(job_id)
-    if not attempt:
-        return  # it ended meanwhile: a late write of an older attempt finished it
-    structlog.contextvars.bind_contextvars(job_id=job_id)
-    attempt_events = AttemptEvents(services.events, job_id, attempt)
-    started = time.time()
-    await attempt_events.append(
-        StatusEvent(status="in_progress", stage="ingesting", attempt=attempt),
-        {
-            "status": "in_progress",
-            "stage": "ingesting",
-            "started_at": f"{started:.6f}",
-            "worker": services.worker,
-        },
-    )
-    timings = {"queue_wait": started - (record.number("created_at") or started)}
+        raise UploadExpired("the uploaded text expired before it was ingested")
     size = len(raw)
     content_sha256 = hashlib.sha256(raw).hexdigest()
     fingerprint = _fingerprint(content_sha256, record, services.retriever.signature)
-
-    async def on_progress(stage: str, done: int, total: int) -> None:
-        # The latest progress goes on the record too, for /job-status.
-        progress = dumps({"stage": stage, "done": done, "total": total})
-        await attempt_events.append(
-            ProgressEvent(stage=stage, done=done, total=total), {"progress": progress}
-        )
-
-    try:
-        unchanged = await _unchanged(services, registry, document_id, fingerprint)
-        if unchanged is None:
-            # Until this version is indexed in full, no fingerprint vouches for its chunks.
-            await registry.put(document_id, {"status": "ingesting", "fingerprint": ""})
-            document = await _parse(ctx, record, raw)
-            # A big document is from here on held as its text and its chunks, not as its
-            # bytes too (and the retriever writes vectors and points a batch at a time).
-            del raw
-            await on_progress("parsed", 1, 1)
-            title = record.text("title") or document.title or _stem(record) or "untitled"
-            indexing = services.retriever.index(
-                document_id=document_id,
-                title=title,
-                source=record.text("source"),
-                text=document.text,
-                on_progress=on_progress,
-                collection=record.text("collection") or services.settings.default_collection,
-                page_starts=document.page_starts,
-            )
-            chunks = await guarded(services.breakers["qdrant"], qdrant_call(indexing))
-    except Superseded:
-        raise  # a newer attempt owns the document now (jobs/limits.py ends this one quietly)
-    except Exception as error:
-        if _is_final(ctx, error):
-            message = error.message if isinstance(error, RagError) else type(error).__name__
-            await registry.put(document_id, {"status": "failed", "error": message})
-        await retry_or_fail(ctx, job_id, error)
-        return
-    except asyncio.CancelledError:
-        await note_cancellation(ctx, job_id)
-        raise
-    finally:
-        structlog.contextvars.unbind_contextvars("job_id")
+    unchanged = await _unchanged(services, document_id, fingerprint)
     if unchanged is not None:
         # The same version is indexed already: nothing is written, the job says so.
-        await registry.put(document_id, {"status": "indexed", "error": ""})
-        await on_progress("unchanged", unchanged, unchanged)
+        await services.registry.put(document_id, {"status": "indexed", "error": ""})
+        await _progress(run, "unchanged", unchanged, unchanged)
         summary, chunks = f"unchanged: {unchanged} chunks already indexed", unchanged
     else:
-        await registry.put(
+        # Until this version is indexed in full, no fingerprint vouches for its chunks.
+        await services.registry.put(document_id, {"status": "ingesting", "fingerprint": ""})
+        document = await _parse(services, record, raw)
+        # A big document is from here on held as its text and its chunks, not as its bytes
+        # too (and the retriever writes vectors and points a batch at a time).
+        del raw
+        await _progress(run, "parsed", 1, 1)
+        chunks = await _index(run, document_id, document)
+        await services.registry.put(
             document_id,
             {
-                "title": title,
+                "title": _title(record, document),
                 "status": "indexed",
                 "chunks": chunks,
                 "size": size,
@@ -124,106 +62,104 @@ async def ingest_document(ctx: WorkerContext, job_id: str) -> None:
             },
         )
         summary = f"indexed {chunks} chunks"
-    finished = time.time()
-    timings["total"] = finished - started
-    await _finish(services, attempt_events, summary, chunks, timings, finished)
-    await ctx["redis"].delete(upload_key)
-    await services.jobs.keep(job_id)
-    log.info("ingested", job_id=job_id, chunks=chunks, unchanged=unchanged is not None)
+    await services.jobs.drop_upload(run.job_id)
+    return Finished(answer=summary, providers=_retrieval(services), chunks=chunks)
+
+
+async def _index(run: Run, document_id: str, document: ParsedDocument) -> int:
+    services, record = run.services, run.record
+
+    async def on_progress(stage: str, done: int, total: int) -> None:
+        await _progress(run, stage, done, total)
+
+    indexing = services.retriever.index(
+        document_id=document_id,
+        title=_title(record, document),
+        source=record.source,
+        text=document.text,
+        on_progress=on_progress,
+        collection=record.collection or services.settings.default_collection,
+        page_starts=document.page_starts,
+    )
+    return await guarded(services.breakers["qdrant"], qdrant_call(indexing))
+
+
+async def _progress(run: Run, stage: str, done: int, total: int) -> None:
+    # The latest progress goes on the record too, for /job-status.
+    progress = IngestProgress(stage=stage, done=done, total=total)
+    await run.emit(ProgressEvent(stage=stage, done=done, total=total), progress=progress)
 
 
 def _fingerprint(content_sha256: str, record: JobRecord, signature: str) -> str:
     """What the stored chunks of a document follow from: its bytes, how they are read (the
     file name's extension picks the parser), the title and source they are cited by, and
     how the retriever chunks and encodes."""
-    parts = [content_sha256, signature]
-    parts += [record.text(field) or "" for field in ("filename", "title", "source", "collection")]
+    named = (record.filename, record.title, record.source, record.collection)
+    parts = [content_sha256, signature, *(value or "" for value in named)]
     return hashlib.sha256("\x00".join(parts).encode()).hexdigest()
 
 
-async def _unchanged(
-    services: Services, registry: DocumentRegistry, document_id: str, fingerprint: str
-) -> int | None:
+async def _unchanged(services: Services, document_id: str, fingerprint: str) -> int | None:
     """The chunk count, if this very version of the document is indexed in full already."""
-    indexed = await registry.indexed(document_id)
+    indexed = await services.registry.indexed(document_id)
     if indexed is None or indexed[0] != fingerprint:
         return None
     # Trust, but check that the chunks are still there (a Qdrant emptied under the registry).
     return indexed[1] if await services.retriever.holds(document_id, indexed[1]) else None
 
 
-async def _parse(ctx: WorkerContext, record: JobRecord, raw: bytes) -> ParsedDocument:
-    filename = record.text("filename")
-    if not filename:  # a JSON body: Markdown text, checked by the API already
+async def _parse(services: Services, record: JobRecord, raw: bytes) -> ParsedDocument:
+    if not record.filename:  # a JSON body: Markdown text, checked by the API already
         return ParsedDocument(title=None, text=raw.decode("utf-8"), format="markdown")
     # HTML and PDF parsing are CPU-bound (a big PDF takes seconds): keep the loop free.
-    limit = ctx["services"].settings.max_document_bytes
-    return await asyncio.to_thread(parse, filename, raw, max_bytes=limit)
+    limit = services.settings.max_document_bytes
+    return await asyncio.to_thread(parse, record.filename, raw, max_bytes=limit)
 
 
-def _stem(record: JobRecord) -> str | None:
-    filename = record.text("filename") or ""
-    return filename.replace("\\", "/").rsplit("/", 1)[-1].rsplit(".", 1)[0] or None
+def _title(record: JobRecord, document: ParsedDocument) -> str:
+    filename = (record.filename or "").replace("\\", "/").rsplit("/", 1)[-1]
+    return record.title or document.title or filename.rsplit(".", 1)[0] or "untitled"
 
 
-def _is_final(ctx: WorkerContext, error: Exception) -> bool:
-    """Whether `retry_or_fail` will end the job (rather than hand it back to arq)."""
-    retryable = error.retryable if isinstance(error, RagError) else True
-    return not retryable or ctx.get("job_try", 1) >= ctx["services"].settings.job_max_tries
-
-
-async def delete_document(ctx: WorkerContext, job_id: str) -> None:
+async def _delete(run: Run) -> Finished:
     """Remove every chunk of a document, then its registry entry."""
-    services = ctx["services"]
-    record = await services.jobs.get(job_id)
-    if record is None or record.status in TERMINAL_STATUSES:
-        return
-    document_id = record.text("document_id") or ""
-    ctx["attempt"] = attempt = await services.jobs.start_attempt(job_id)
-    if not attempt:
-        return  # it ended meanwhile
-    events = AttemptEvents(services.events, job_id, attempt)
-    started = time.time()
-    await events.append(
-        StatusEvent(status="in_progress", stage="deleting", attempt=attempt),
-        {"status": "in_progress", "stage": "deleting", "started_at": f"{started:.6f}"},
+    services = run.services
+    document_id = _document_id(run.record)
+    deleting = services.retriever.delete(document_id)
+    removed = await guarded(services.breakers["qdrant"], qdrant_call(deleting))
+    await services.registry.remove(document_id)
+    return Finished(
+        answer=f"deleted {removed} chunks", providers=_retrieval(services), chunks=removed
     )
-    try:
-        removed = await guarded(
-            services.breakers["qdrant"], qdrant_call(services.retriever.delete(document_id))
-        )
-    except Exception as error:
-        await retry_or_fail(ctx, job_id, error)
-        return
-    await DocumentRegistry(ctx["redis"], services.keys).remove(document_id)
-    finished = time.time()
-    timings = {"total": finished - started}
-    await _finish(services, events, f"deleted {removed} chunks", removed, timings, finished)
-    await services.jobs.keep(job_id)
-    log.info("deleted document", document_id=document_id, chunks=removed)
 
 
-async def _finish(
-    services: Services,
-    events: AttemptEvents,
-    summary: str,
-    chunks: int,
-    timings: dict[str, float],
-    finished: float,
-) -> None:
-    """End a document job: its `done` event and the record marked complete, in one step."""
-    await events.append(
-        DoneEvent(
-            answer=summary,
-            timings=timings,
-            chunks=chunks,
-            providers={"retrieval": services.retriever.name},
-        ),
-        {
-            "status": "complete",
-            "stage": "done",
-            "chunks": chunks,
-            "timings": dumps(timings),
-            "finished_at": f"{finished:.6f}",
-        },
-    )
+async def _document_failed(services: Services, record: JobRecord, reason: str) -> None:
+    """A document job that ended without doing its work: the registry says why. (A job only
+    deferred or retried is not over, and leaves the registry as it is.)"""
+    await services.registry.put(_document_id(record), {"status": "failed", "error": reason})
+
+
+def _document_id(record: JobRecord) -> str:
+    return record.document_id or record.job_id
+
+
+def _retrieval(services: Services) -> dict[str, str]:
+    return {"retrieval": services.retriever.name}
+
+
+def _qdrant(_: Services) -> Iterable[str]:
+    return ("qdrant",)
+
+
+INGEST = JobSpec(
+    work=_ingest,
+    first_stage=lambda _: "ingesting",
+    providers=_qdrant,
+    on_failure=_document_failed,
+)
+DELETE = JobSpec(
+    work=_delete,
+    first_stage=lambda _: "deleting",
+    providers=_qdrant,
+    on_failure=_document_failed,
+)

@@ -3,7 +3,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
 
-from ..events import Source
+from ..sources import Source
 
 
 class LLM(Protocol):

@@ -25,8 +25,8 @@ import orjson
 import structlog
 
 from ..errors import ProviderError
-from ..events import Source
 from ..retry import backoff, status_error
+from ..sources import Source
 from .prompt import build_messages
 
 log = structlog.get_logger(__name__)

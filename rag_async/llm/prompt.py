@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..events import Source
+from ..sources import Source
 
 SYSTEM_PROMPT = (
     "You answer questions using only the numbered sources given. Cite the sources you use "

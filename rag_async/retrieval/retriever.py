@@ -9,7 +9,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from qdrant_client import AsyncQdrantClient, models
 
 from rag_async.config import Settings
-from rag_async.events import Source
 from rag_async.retrieval.chunking import Chunk, chunk_text
 from rag_async.retrieval.embedders import EMBED_BATCH_SIZE, Embedder
 from rag_async.retrieval.lexical import LexicalEncoder
@@ -19,6 +18,8 @@ from rag_async.retrieval.store import (
     ChunkStore,
     citation_heading,
 )
+
+from ..sources import Source
 
 ProgressCallback = Callable[[str, int, int], Awaitable[None]]
 

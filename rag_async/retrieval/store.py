@@ -18,8 +18,9 @@ from qdrant_client.http.exceptions import UnexpectedResponse
 
 from rag_async.config import Settings
 from rag_async.errors import ConfigurationError
-from rag_async.events import Source
 from rag_async.retrieval.chunking import HEADING_SEPARATOR, Chunk
+
+from ..sources import Source
 
 LEXICAL_VECTOR = "lexical"
 DENSE_VECTOR = "dense"

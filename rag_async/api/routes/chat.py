@@ -7,9 +7,10 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Request
 
 from ...errors import BadRequest
-from ...jobstore import new_job_id
+from ...jobrecord import new_job_id
 from ...schemas import ChatRequest, ErrorBody, JobAccepted
-from ..enqueue import accepted, claim_idempotency_key, enqueue
+from ..bodies import require_utf8
+from ..enqueue import accepted, enqueue
 from ..state import State
 
 router = APIRouter(tags=["questions"])
@@ -29,6 +30,7 @@ async def chat(
 ) -> JobAccepted:
     """Queue a question. Follow it at `events_url` (SSE) or poll `status_url`. A repeat with
     the same `Idempotency-Key` (within the result TTL) returns the same job."""
+    require_utf8(body)
     query = body.query.strip()
     limit = state.settings.max_query_chars
     if not query:
@@ -38,7 +40,7 @@ async def chat(
             f"query is {len(query)} characters long; the limit is {limit}", code="query_too_long"
         )
     job_id = new_job_id()
-    claimed = await claim_idempotency_key(state, idempotency_key, query.encode(), job_id)
+    claimed = await state.idempotency.claim(idempotency_key, query.encode(), job_id)
     if claimed != job_id:
         return accepted(JobAccepted, claimed)
     fields = {

@@ -6,13 +6,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Response
 
-from ...deadletters import DeadLetters
 from ...errors import NotFound
-from ...events import StatusEvent
-from ...jobstore import is_job_id
+from ...jobrecord import is_job_id
 from ...schemas import ErrorBody, JobAccepted
-from ..enqueue import accepted, put_on_queue
-from ..state import AppState, State
+from .. import enqueue
+from ..enqueue import accepted
+from ..state import State
 
 router = APIRouter(tags=["dead letters"])
 
@@ -22,7 +21,7 @@ _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorBody}}
 @router.get("/dead-letters")
 async def list_dead_letters(state: State) -> dict[str, list[dict[str, Any]]]:
     """Jobs that failed every try, newest first: request, last error, attempts, times."""
-    return {"dead_letters": await _dead_letters(state).entries()}
+    return {"dead_letters": await state.dead_letters.entries()}
 
 
 @router.post(
@@ -33,28 +32,17 @@ async def list_dead_letters(state: State) -> dict[str, list[dict[str, Any]]]:
 )
 async def requeue(state: State, job_id: Annotated[str, Path()]) -> JobAccepted:
     """Run the job again, with all its tries; its event stream continues where it ended."""
-    dead_letters = _dead_letters(state)
     record = await state.jobs.get(job_id) if is_job_id(job_id) else None
-    if record is None or not await dead_letters.contains(job_id):
+    if record is None or not await state.dead_letters.contains(job_id):
         raise NotFound(f"no dead letter {job_id[:80]!r}")
-    await dead_letters.forget_tries(job_id)
-    await state.events.append(
-        job_id,
-        StatusEvent(status="queued", stage="requeued", attempt=record.attempt),
-        {"status": "queued", "stage": "requeued", "error": "", "finished_at": ""},
-    )
-    await put_on_queue(state, job_id, record.kind)
-    await dead_letters.remove(job_id)
+    await enqueue.requeue(state, record)
+    await state.dead_letters.remove(job_id)
     return accepted(JobAccepted, job_id)
 
 
 @router.delete("/dead-letters/{job_id}", status_code=204, responses=_NOT_FOUND)
 async def drop(state: State, job_id: Annotated[str, Path()]) -> Response:
     """Forget a dead letter (its job stays failed)."""
-    if not await _dead_letters(state).remove(job_id):
+    if not await state.dead_letters.remove(job_id):
         raise NotFound(f"no dead letter {job_id[:80]!r}")
     return Response(status_code=204)
-
-
-def _dead_letters(state: AppState) -> DeadLetters:
-    return DeadLetters(state.redis, state.keys)

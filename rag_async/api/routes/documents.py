@@ -12,14 +12,12 @@ import hashlib
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request
-from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
 from ...errors import BadRequest, NotFound, RagError, TooLarge
-from ...jobstore import new_job_id
+from ...jobrecord import new_job_id
 from ...parsing import format_of
-from ...registry import DocumentRegistry
 from ...schemas import (
     AcceptedDocument,
     DocumentAccepted,
@@ -30,7 +28,8 @@ from ...schemas import (
     JobAccepted,
     RejectedFile,
 )
-from ..enqueue import accepted, claim_idempotency_key, enqueue
+from ..bodies import parse_json
+from ..enqueue import accepted, enqueue
 from ..state import AppState, State
 
 router = APIRouter(tags=["documents"])
@@ -79,13 +78,7 @@ async def add_documents(
     `Idempotency-Key` applies to JSON bodies."""
     if request.headers.get("content-type", "").startswith("multipart/"):
         return await _add_files(request, state)
-    raw = await request.body()
-    try:
-        body = DocumentIn.model_validate_json(raw)
-    except ValidationError as error:
-        raise RequestValidationError(
-            [{**e, "loc": ("body", *e["loc"])} for e in error.errors()]
-        ) from None
+    body = parse_json(DocumentIn, await request.body())
     return await _add_text(body, state, idempotency_key)
 
 
@@ -104,8 +97,8 @@ async def _add_text(
     collection = body.collection or state.settings.default_collection
     document_id = body.document_id or _document_id(body.source or title, collection, state)
     job_id = new_job_id()
-    claimed = await claim_idempotency_key(
-        state, idempotency_key, body.model_dump_json().encode(), job_id
+    claimed = await state.idempotency.claim(
+        idempotency_key, body.model_dump_json().encode(), job_id
     )
     if claimed == job_id:
         await _enqueue_ingest(
@@ -203,11 +196,8 @@ async def _add_files(request: Request, state: AppState) -> DocumentAccepted:
 async def _enqueue_ingest(
     state: AppState, job_id: str, content: bytes, fields: dict[str, str]
 ) -> None:
-    # The bytes wait in Redis for the worker, and expire with the job if nobody takes it.
-    await state.redis.set(state.keys.upload(job_id), content, ex=state.settings.result_ttl)
-    await enqueue(state, job_id, "ingest", fields)
-    registry = DocumentRegistry(state.redis, state.keys)
-    await registry.put(
+    await enqueue(state, job_id, "ingest", fields, upload=content)
+    await state.registry.put(
         fields["document_id"],
         {
             **{k: v for k, v in fields.items() if v},
@@ -222,7 +212,7 @@ async def _enqueue_ingest(
 @router.get("/documents", response_model=DocumentList)
 async def list_documents(state: State, collection: str | None = None) -> DocumentList:
     """Every document (of `collection`, if given), most recently ingested first."""
-    documents = await DocumentRegistry(state.redis, state.keys).all()
+    documents = await state.registry.all()
     if collection is not None:
         documents = [d for d in documents if d.collection == collection]
     return DocumentList(documents=documents)
@@ -232,7 +222,7 @@ async def list_documents(state: State, collection: str | None = None) -> Documen
     "/documents/{document_id}", response_model=DocumentView, responses={404: {"model": ErrorBody}}
 )
 async def show_document(document_id: str, state: State) -> DocumentView:
-    document = await DocumentRegistry(state.redis, state.keys).get(document_id)
+    document = await state.registry.get(document_id)
     if document is None:
         raise NotFound(f"no document {document_id!r}", code="document_not_found")
     return document
@@ -246,13 +236,12 @@ async def show_document(document_id: str, state: State) -> DocumentView:
 )
 async def delete_document(document_id: str, state: State) -> DocumentAccepted:
     """Queue the removal of every chunk of the document; follow it at `events_url`."""
-    registry = DocumentRegistry(state.redis, state.keys)
-    document = await registry.get(document_id)
+    document = await state.registry.get(document_id)
     if document is None:
         raise NotFound(f"no document {document_id!r}", code="document_not_found")
     job_id = new_job_id()
     await enqueue(state, job_id, "delete", {"document_id": document_id})
-    await registry.put(document_id, {"status": "deleting", "job_id": job_id})
+    await state.registry.put(document_id, {"status": "deleting", "job_id": job_id})
     one = _accepted_document(document_id, job_id, document.filename)
     return accepted(DocumentAccepted, job_id, document_id=document_id, documents=[one])
 

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import re
-import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 from sse_starlette import EventSourceResponse
 
 from ...errors import BadRequest, Conflict, NotFound
-from ...events import TERMINAL_STATUSES, CancelledEvent
-from ...jobstore import JobRecord, is_job_id
-from ...queues import JOB_KINDS
+from ...jobrecord import JobRecord, is_job_id
 from ...schemas import ErrorBody, JobCancelled, JobView
 from ..state import AppState, State
 from ..stream import follow_job
@@ -54,18 +51,9 @@ async def cancel_job(state: State, job_id: Annotated[str, Path()]) -> JobCancell
     worker (`cancelling`; its stream then ends with a `cancelled` event and its LLM stream is
     closed). A client that merely disconnects cancels nothing."""
     record = await _load(state, job_id)
-    if record.status in TERMINAL_STATUSES:
+    if record.status.ended:
         raise Conflict(f"job {job_id} has already ended: {record.status}", code="job_ended")
-    queue = state.keys.queue(JOB_KINDS[record.kind].lane)
-    if await state.cancellation.cancel_queued(job_id, queue):
-        await state.events.append(
-            job_id,
-            CancelledEvent(message="cancelled before it started"),
-            {"finished_at": f"{time.time():.6f}"},
-        )
-        return JobCancelled(job_id=job_id, status="cancelled")
-    await state.cancellation.abort_running(job_id)
-    return JobCancelled(job_id=job_id, status="cancelling")
+    return JobCancelled(job_id=job_id, status=await state.cancellation.cancel(record))
 
 
 @router.get(
@@ -83,7 +71,7 @@ async def job_events(
     `last_event_id` query parameter for EventSource), then live until the job ends."""
     record = await _load(state, job_id)
     after = _parse_last_event_id(last_event_id_header or last_event_id)
-    if record.status in TERMINAL_STATUSES and after >= record.last_event_id:
+    if record.status.ended and after >= record.last_event_id:
         # The client has everything. 204 also tells EventSource to stop reconnecting.
         return Response(status_code=204)
     return EventSourceResponse(

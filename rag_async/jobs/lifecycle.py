@@ -1,0 +1,250 @@
+"""One lifecycle for every kind of job (answer, ingest, delete, and whatever comes next).
+
+A kind of job is its work (`JobSpec.work`, a function of a `Run`); everything around the work
+happens here, once:
+
+    load the record ─── gone or ended ──────────────────────────────► nothing (at-least-once)
+    tries used up by lost workers ──────────────────────────────────► dead letter
+    a provider it needs is known to be down ────────────────────────► defer, no try spent
+    start the attempt (one Lua step; refused once the job has ended) ► nothing
+    status event: first stage, attempt n; logs bound to job_id, request_id, attempt
+    the work, within the kind's time limit
+      ├─ returns ─────────────────────────────► done event, record complete
+      ├─ raises ── outcome.decide ────────────► defer / retry / dead letter / fail
+      ├─ cancelled, as DELETE /jobs/{id} asked ► cancelled event
+      ├─ cancelled, the worker is stopping ───► nothing: the job runs again elsewhere
+      └─ superseded by a newer attempt ───────► nothing: the newer attempt owns the job
+    on any end: the TTL restarts; on a failed or cancelled one, the kind's `on_failure` hook
+
+arq's own timeout and tries would end a job inside arq without a word to the record, so they
+are set out of reach (workers/settings.py) and the limits here are the ones that act.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from arq import Retry
+
+from ..breaker import BreakerOpen
+from ..errors import RagError
+from ..eventlog import Superseded
+from ..events import CancelledEvent, DoneEvent, ErrorEvent, StatusEvent, _Event
+from ..jobrecord import JobRecord, JobStatus, record_fields
+from .context import Services, WorkerContext
+from .outcome import Outcome, decide, given_up
+
+log = structlog.get_logger(__name__)
+
+
+class JobTimedOut(RagError):
+    code = "job_timeout"
+    retryable = True  # slowness often passes; a job that is always too slow is dead-lettered
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """What a job's work hands back: the `done` event's text (the answer, or a summary),
+    and more fields for the record."""
+
+    answer: str
+    providers: Mapping[str, str]
+    chunks: int | None = None
+    fields: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Run:
+    """One attempt of a job, as its work sees it: the record it started from, the worker's
+    clients, its timings, and writes to the job's log fenced to this attempt."""
+
+    def __init__(self, services: Services, record: JobRecord, attempt: int) -> None:
+        self.services = services
+        self.record = record
+        self.attempt = attempt
+        self.started = time.time()
+        self.timings: dict[str, float] = {}
+        self._writes = itertools.count()
+
+    @property
+    def job_id(self) -> str:
+        return self.record.job_id
+
+    async def emit(self, event: _Event, **fields: Any) -> int:
+        """Append `event` (and set the record's `fields`) while this is the job's latest
+        attempt, else raise `Superseded`. Each write has an id, so an append resent after a
+        lost reply is logged once (eventlog.py)."""
+        write_id = f"{self.attempt}:{next(self._writes)}"
+        return await self.services.events.append(
+            self.job_id, event, record_fields(**fields), attempt=self.attempt, write_id=write_id
+        )
+
+    async def stage(self, stage: str, **fields: Any) -> None:
+        """Tell that the attempt entered `stage`."""
+        status = JobStatus.IN_PROGRESS
+        event = StatusEvent(status=status, stage=stage, attempt=self.attempt)
+        await self.emit(event, status=status, stage=stage, **fields)
+
+    def lap(self, timing: str, since: float) -> float:
+        """Record the seconds since `since` as `timing`; return the time now."""
+        now = time.time()
+        self.timings[timing] = now - since
+        return now
+
+
+FailureHook = Callable[[Services, JobRecord, str], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """A kind of job, as the lifecycle runs it."""
+
+    work: Callable[[Run], Awaitable[Finished]]
+    first_stage: Callable[[Services], str]
+    # The providers whose breakers must be closed before an attempt starts.
+    providers: Callable[[Services], Iterable[str]]
+    # Called once when the job ends failed or cancelled, with the reason.
+    on_failure: FailureHook | None = None
+
+
+JobFunction = Callable[[WorkerContext, str], Awaitable[None]]
+
+
+def job_function(spec: JobSpec, *, timeout: float, max_tries: int) -> JobFunction:
+    """The arq job that lives `spec` through the lifecycle, within our time and try limits."""
+
+    async def run_job(ctx: WorkerContext, job_id: str) -> None:
+        services = ctx["services"]
+        record = await services.jobs.get(job_id)
+        if record is None or record.status.ended:
+            return
+        with structlog.contextvars.bound_contextvars(job_id=job_id, request_id=record.request_id):
+            job_try = ctx.get("job_try", 1)
+            if job_try > max_tries:
+                # arq counts every start; tries spent with no outcome recorded were runs lost
+                # with their workers (killed, or taken for dead: recovery.py).
+                lost = f"gave up after {max_tries} tries: the workers running it were lost"
+                await _end(Run(services, record, record.attempt), spec, given_up(lost))
+                return
+            try:
+                for provider in spec.providers(services):
+                    services.breakers[provider].check()
+            except BreakerOpen as error:
+                await _settle(
+                    Run(services, record, record.attempt), spec, error, job_try, max_tries
+                )
+                raise  # not reached: a deferral raises arq's Retry
+            attempt = await services.jobs.start_attempt(job_id)
+            if not attempt:
+                return
+            with structlog.contextvars.bound_contextvars(attempt=attempt):
+                run = Run(services, record, attempt)
+                await _attempt(run, spec, time_limit=timeout, job_try=job_try, max_tries=max_tries)
+
+    return run_job
+
+
+async def _attempt(
+    run: Run, spec: JobSpec, *, time_limit: float, job_try: int, max_tries: int
+) -> None:
+    deadline = asyncio.timeout(time_limit)
+    try:
+        async with deadline:
+            first_stage = spec.first_stage(run.services)
+            await run.stage(first_stage, started_at=run.started, worker=run.services.worker)
+            await _complete(run, await spec.work(run))
+    except Superseded:
+        log.warning("attempt superseded by a newer one, stopping")
+    except asyncio.CancelledError:
+        await _end_if_cancelled(run, spec)
+        raise
+    except Exception as error:
+        if isinstance(error, TimeoutError) and deadline.expired():
+            error = JobTimedOut(f"the job took longer than its limit of {time_limit:g} s")
+        await _settle(run, spec, error, job_try, max_tries)
+
+
+async def _complete(run: Run, finished: Finished) -> None:
+    created = run.record.created_at or run.started
+    run.timings["queue_wait"] = run.started - created
+    finished_at = run.lap("total", created)
+    done = DoneEvent(
+        answer=finished.answer,
+        timings=run.timings,
+        providers=dict(finished.providers),
+        chunks=finished.chunks,
+    )
+    await run.emit(
+        done,
+        status=JobStatus.COMPLETE,
+        stage="done",
+        answer=finished.answer,
+        timings=run.timings,
+        providers=finished.providers,
+        chunks=finished.chunks,
+        finished_at=finished_at,
+        **finished.fields,
+    )
+    await run.services.jobs.keep(run.job_id)
+    log.info("job complete", kind=run.record.kind, total_ms=round(run.timings["total"] * 1000, 1))
+
+
+async def _settle(run: Run, spec: JobSpec, error: Exception, job_try: int, max_tries: int) -> None:
+    """Act on the one decision for a failed attempt (outcome.py)."""
+    if not isinstance(error, RagError):
+        log.error("unexpected error in a job", exc_info=error)
+    outcome = decide(error, job_try, max_tries)
+    if outcome.action == "defer":
+        # The provider is known to be down: wait for it without spending a try.
+        await run.services.jobs.take_back_try(run.job_id)
+        log.info("provider paused, job deferred", error=outcome.message, defer=outcome.delay)
+        raise Retry(defer=outcome.delay) from error
+    if outcome.action == "retry":
+        log.warning("attempt failed, will retry", error=outcome.message, defer=outcome.delay)
+        raise Retry(defer=outcome.delay) from error
+    await _end(run, spec, outcome)
+
+
+async def _end(run: Run, spec: JobSpec, outcome: Outcome) -> None:
+    """The job's last word on a failure: an `error` event and the record marked failed (and
+    a dead letter kept, if the outcome says so)."""
+    error = ErrorEvent(message=outcome.message, code=outcome.code)
+    try:
+        await run.emit(
+            error, status=JobStatus.FAILED, error=outcome.message, finished_at=time.time()
+        )
+    except Superseded:
+        return  # a newer attempt owns the job and will end it
+    log.error("job failed", error=outcome.message)
+    services = run.services
+    if outcome.action == "dead_letter":
+        await services.dead_letters.add(run.job_id)
+    await services.failures.record(run.job_id, outcome.message)
+    await _ended(run, spec, outcome.message)
+
+
+async def _end_if_cancelled(run: Run, spec: JobSpec) -> None:
+    """The attempt's task is being cancelled. If DELETE /jobs/{id} asked for it, the job ends
+    cancelled; otherwise the worker is stopping and the job will run again elsewhere."""
+    record = await run.services.jobs.get(run.job_id)
+    if record is None or not record.cancel_requested:
+        return
+    cancelled = CancelledEvent()
+    try:
+        await run.emit(
+            cancelled, status=JobStatus.CANCELLED, stage="cancelled", finished_at=time.time()
+        )
+    except Superseded:
+        return
+    await _ended(run, spec, cancelled.message)
+
+
+async def _ended(run: Run, spec: JobSpec, reason: str) -> None:
+    await run.services.jobs.keep(run.job_id)
+    if spec.on_failure is not None:
+        await spec.on_failure(run.services, run.record, reason)

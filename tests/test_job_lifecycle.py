@@ -1,0 +1,147 @@
+"""The one lifecycle every kind of job lives through (rag_async/jobs/lifecycle.py): its one
+decision on failures, and the ends that the per-kind copies used to get wrong."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from typing import Any
+
+import httpx
+import pytest
+from arq import Retry
+from redis.asyncio import Redis
+
+from rag_async.breaker import BreakerOpen
+from rag_async.config import Settings
+from rag_async.errors import BadRequest, ProviderError
+from rag_async.jobs import JOBS, Services, WorkerContext, job_function
+from rag_async.jobs.lifecycle import Finished, Run
+from rag_async.jobs.outcome import decide
+from rag_async.jobstore import JobStore
+from rag_async.keys import Keys
+from rag_async.redis_pool import connect_redis
+from tests.conftest import SAMPLE_DOCUMENT, Stack, ingest, running_stack, running_worker
+
+
+@asynccontextmanager
+async def worker_services(settings: Settings) -> AsyncIterator[Services]:
+    """A worker's clients, to run one job function by hand (no arq polling)."""
+    redis = connect_redis(settings, client_name="test-worker", ride_out_outages=False)
+    services = await Services.open(settings, redis)
+    try:
+        yield services
+    finally:
+        await services.close()
+        await redis.aclose(close_connection_pool=True)
+
+
+def context(services: Services, job_try: int = 1) -> WorkerContext:
+    return {"services": services, "job_try": job_try}
+
+
+async def until(predicate: Any, within: float = 10.0) -> None:
+    deadline = time.monotonic() + within
+    while not await predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.02)
+
+
+async def queue_document(stack: Stack) -> dict[str, Any]:
+    return await stack.client.add_document(SAMPLE_DOCUMENT, title="Tea", source="tea.md")
+
+
+@pytest.mark.parametrize(
+    ("error", "job_try", "action"),
+    [
+        (ProviderError("429", retryable=True), 1, "retry"),
+        (ProviderError("429", retryable=True), 3, "dead_letter"),
+        (ProviderError("401", retryable=False), 1, "fail"),
+        (BadRequest("no"), 1, "fail"),
+        (RuntimeError("a bug"), 1, "retry"),  # unexpected: may be transient
+        (RuntimeError("a bug"), 3, "dead_letter"),
+        # An open breaker defers even on the last try: it spends no try, so nothing is final
+        # (ingestion used to mark its document failed here while the job waited).
+        (BreakerOpen("qdrant", 5.0), 3, "defer"),
+    ],
+)
+def test_one_decision_for_every_failure(error: Exception, job_try: int, action: str) -> None:
+    outcome = decide(error, job_try, max_tries=3)
+    assert outcome.action == action
+    if action == "dead_letter":
+        assert outcome.code == "dead_lettered" and "dead-letter queue" in outcome.message
+    if action == "defer":
+        assert outcome.delay == pytest.approx(5.0, abs=1.0)
+
+
+async def test_a_running_document_delete_can_be_cancelled(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gate = asyncio.Event()
+    delete = JOBS["delete"]
+
+    async def held_delete(run: Run) -> Finished:
+        await gate.wait()  # the delete is under way and stays there until cancelled
+        return await delete.work(run)
+
+    # The worker's table of job kinds: its delete job now waits inside its work.
+    monkeypatch.setitem(JOBS, "delete", replace(delete, work=held_delete))
+    async with (
+        running_stack(settings) as stack,
+        httpx.AsyncClient(base_url=stack.base_url) as http,
+    ):
+        document_id = await ingest(stack)
+        job_id = (await stack.client.delete_document(document_id))["job_id"]
+
+        async def deleting() -> bool:
+            return bool((await stack.client.job(job_id))["stage"] == "deleting")
+
+        await until(deleting)
+        response = await http.delete(f"/jobs/{job_id}")
+        assert response.json()["status"] == "cancelling"
+        events = [event async for event in stack.client.follow(job_id)]
+        view = await stack.client.job(job_id)
+        document = await stack.client.document(document_id)
+    assert events[-1].type == "cancelled"
+    assert view["status"] == "cancelled" and view["finished_at"] is not None
+    # A half-done delete is not an intact document: the registry says what happened.
+    assert document["status"] == "failed" and "cancelled" in document["error"]
+
+
+async def test_an_expired_upload_ends_its_attempt_like_any_failure(settings: Settings) -> None:
+    async with running_stack(settings, with_worker=False) as stack:
+        accepted = await queue_document(stack)
+        job_id = accepted["job_id"]
+        async with Redis.from_url(settings.redis_url or "") as redis:
+            jobs = JobStore(redis, Keys(settings.key_prefix), settings.result_ttl)
+            await jobs.drop_upload(job_id)  # as if it expired before a worker came
+        async with running_worker(settings):
+            events = [event async for event in stack.client.follow(job_id)]
+        view = await stack.client.job(job_id)
+        document = await stack.client.document(accepted["document_id"])
+    assert [event.type for event in events] == ["status", "error"]
+    assert events[0].data["attempt"] == 1 and events[-1].data["code"] == "expired"
+    assert view["status"] == "failed" and view["finished_at"] is not None
+    assert view["attempt"] == 1 and "expired" in view["error"]
+    assert document["status"] == "failed" and "expired" in document["error"]
+
+
+async def test_a_document_job_deferred_by_an_open_breaker_stays_queued(settings: Settings) -> None:
+    settings = settings.model_copy(update={"breaker_threshold": 1, "job_max_tries": 1})
+    async with (
+        running_stack(settings, with_worker=False) as stack,
+        worker_services(settings) as services,
+    ):
+        accepted = await queue_document(stack)
+        services.breakers["qdrant"].failed()  # open: Qdrant is known to be down
+        job = job_function(JOBS["ingest"], timeout=30, max_tries=1)
+        with pytest.raises(Retry):
+            await job(context(services), accepted["job_id"])
+        view = await stack.client.job(accepted["job_id"])
+        document = await stack.client.document(accepted["document_id"])
+    # Its only try was not spent: no attempt started, nothing failed.
+    assert view["status"] == "queued" and view["attempt"] == 0
+    assert document["status"] == "queued"
