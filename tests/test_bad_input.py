@@ -18,10 +18,13 @@ import httpx
 import orjson
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+from structlog.testing import capture_logs
 
 from rag_async.config import Settings
 from rag_async.embedded_valkey import EmbeddedValkey, free_port
 from rag_async.keys import Keys
+from rag_async.schemas import ErrorBody
 from tests.conftest import (
     REPO,
     Stack,
@@ -308,6 +311,90 @@ async def test_documents_body_far_over_the_limit_is_413(
     response = await api.post("/documents", json={"text": "t" * 200_000})
     assert_error(response, 413, "payload_too_large")
     await assert_nothing_written(small)
+
+
+# --- text that UTF-8 cannot hold, and errors nobody expected ---------------------------------
+
+# `"\ud800"` in JSON is half of a UTF-16 surrogate pair, alone. Python's json reads it into a
+# str that UTF-8 cannot encode, and Redis, the logs and the LLM all need UTF-8.
+LONE_SURROGATES: list[tuple[str, bytes, tuple[str, ...]]] = [
+    ("/chat", b'{"query": "\\ud800"}', ("query: cannot be encoded as UTF-8", "lone surrogate")),
+    ("/chat", b'{"query": "tea \\udc00?"}', ("query", "UTF-8", "at character 4")),
+    ("/chat", b'{"query": "tea?", "collection": "\\ud800"}', ("collection", "UTF-8")),
+    ("/chat", b'{"query": "tea?", "\\ud800": 1}', ("body: cannot be encoded as UTF-8",)),
+    ("/documents", b'{"text": "\\ud800"}', ("text: cannot be encoded as UTF-8",)),
+    ("/documents", b'{"text": "tea", "title": "T\\ud800"}', ("title", "UTF-8")),
+    ("/documents", b'{"text": "tea", "source": "\\udfff.md"}', ("source", "UTF-8")),
+    ("/documents", b'{"text": "tea", "document_id": "\\ud800"}', ("document_id", "UTF-8")),
+]
+
+
+async def test_text_that_utf8_cannot_hold_is_422_naming_the_field(
+    api: httpx.AsyncClient, small: Settings
+) -> None:
+    for path, content, needles in LONE_SURROGATES:
+        response = await api.post(path, content=content, headers=JSON)
+        try:
+            assert_error(response, 422, "invalid_request", *needles)
+        except AssertionError as error:
+            raise AssertionError(f"POST {path} {content!r}") from error
+    await assert_nothing_written(small)
+
+    # A pair is one character (U+1F375), and headers are bytes read as Latin-1: all text.
+    pair = await api.post("/chat", content=b'{"query": "\\ud83c\\udf75?"}', headers=JSON)
+    assert pair.status_code == 202, pair.text
+    view = (await api.get(f"/jobs/{pair.json()['job_id']}")).json()
+    assert view["query"] == "\U0001f375?", view
+    for header in ("idempotency-key", "x-request-id"):
+        odd = await api.post("/chat", json={"query": "tea?"}, headers={header: b"\xff\xfe"})
+        assert odd.status_code == 202, (header, odd.text)
+    document = await api.post(
+        "/documents", json={"text": "tea"}, headers={"idempotency-key": b"\xff"}
+    )
+    assert document.status_code == 202, document.text
+
+
+async def test_an_unexpected_error_is_a_json_500_and_logged_with_its_traceback(
+    api: httpx.AsyncClient, small: Settings
+) -> None:
+    # A key under our prefix that is not a job record (written by hand, or by another version):
+    # reading it fails in a way no handler expects.
+    job_id = "f" * 32
+    redis = Redis.from_url(small.redis_url or "")
+    try:
+        await redis.set(Keys(small.key_prefix).job(job_id), "not a hash")
+    finally:
+        await redis.aclose()
+    with capture_logs() as logs:
+        response = await api.get(f"/jobs/{job_id}")
+    assert_error(response, 500, "internal_error", "logged")
+    assert "WRONGTYPE" not in response.text and "Traceback" not in response.text
+    [logged] = [entry for entry in logs if entry["event"] == "unhandled error"]
+    assert logged["log_level"] == "error" and logged["path"] == f"/jobs/{job_id}", logged
+    assert isinstance(logged["exc_info"], ResponseError), logged
+    assert logged["exc_info"].__traceback__ is not None
+    assert "WRONGTYPE" in logged["error"], logged
+    # The API carries on.
+    assert (await api.get(f"/jobs/{UNKNOWN_JOB}")).status_code == 404
+
+
+async def test_openapi_describes_the_error_body_that_is_sent(api: httpx.AsyncClient) -> None:
+    document = (await api.get("/openapi.json")).json()
+    schemas = document["components"]["schemas"]
+    assert "HTTPValidationError" not in schemas and "ValidationError" not in schemas, schemas
+    assert set(schemas["ErrorBody"]["properties"]) == {"error"}
+    documented = set()
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            invalid = operation["responses"].get("422")
+            if invalid is not None:
+                documented.add(f"{method.upper()} {path}")
+                schema = invalid["content"]["application/json"]["schema"]
+                assert schema == {"$ref": "#/components/schemas/ErrorBody"}, (method, path)
+    # Every route that takes parameters or a body documents its 422.
+    assert {"POST /chat", "POST /documents", "GET /jobs/{job_id}", "GET /job-status"} <= documented
+    # And the body really sent is that schema.
+    ErrorBody.model_validate((await api.get("/job-status")).json())
 
 
 # --- Valkey gone during a request -------------------------------------------------------------

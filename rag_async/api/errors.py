@@ -1,4 +1,5 @@
-"""One JSON error shape for every 4xx/5xx: {"error": {"code", "message", "details"?}}."""
+"""One JSON error shape for every 4xx/5xx: {"error": {"code", "message", "details"?}}, and the
+OpenAPI document saying so."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import Overloaded, RagError
+from ..schemas import ErrorBody
+from .bodies import utf8_problem
 
 log = structlog.get_logger(__name__)
 
@@ -38,6 +41,9 @@ def json_response(
 
 
 def install_error_handlers(app: FastAPI) -> None:
+    """Give every error the one shape, and the OpenAPI document the 422 that is really sent."""
+    _describe_validation_errors(app)
+
     @app.exception_handler(RagError)
     async def rag_error(_: Request, error: RagError) -> Response:
         headers = {"Retry-After": str(error.retry_after)} if isinstance(error, Overloaded) else None
@@ -77,14 +83,63 @@ def install_error_handlers(app: FastAPI) -> None:
             headers={"Retry-After": "2"},
         )
 
+    # Starlette calls this for any exception no other handler took (then re-raises it, so the
+    # server logs it too): the client gets the one shape, never a traceback.
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, error: Exception) -> Response:
+        log.error(
+            "unhandled error",
+            method=request.method,
+            path=request.url.path,
+            error=f"{type(error).__name__}: {error}",
+            exc_info=error,
+        )
+        return error_response(
+            500,
+            "internal_error",
+            "something went wrong on the server; it has been logged (try again, or report it "
+            "if it keeps happening)",
+        )
+
+
+def _describe_validation_errors(app: FastAPI) -> None:
+    """FastAPI documents its own 422 (`HTTPValidationError`, `{"detail": ...}`) on every route
+    with parameters or a body; ours is `ErrorBody`. Swap it in the generated document."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = generate()  # cached by FastAPI; the swap below leaves nothing to redo
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        if "HTTPValidationError" not in components:
+            return schema
+        ours = ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}")
+        for name, definition in {**ours.pop("$defs", {}), "ErrorBody": ours}.items():
+            components.setdefault(name, definition)
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                invalid = operation.get("responses", {}).get("422", {})
+                json_body = invalid.get("content", {}).get("application/json", {})
+                if json_body.get("schema", {}).get("$ref", "").endswith("/HTTPValidationError"):
+                    json_body["schema"] = {"$ref": "#/components/schemas/ErrorBody"}
+        components.pop("HTTPValidationError")
+        components.pop("ValidationError", None)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
 
 def _detail(error: dict[str, Any]) -> dict[str, Any]:
     if error["type"] == "json_invalid":
         # FastAPI puts the character position where a field name goes: say what it means.
         reason = error.get("ctx", {}).get("error", "cannot be parsed")
         position = error["loc"][-1]
-        return {"field": "body", "problem": f"not valid JSON: {reason} at character {position}"}
+        where = f" at character {position}" if isinstance(position, int) else ""
+        return {"field": "body", "problem": f"not valid JSON: {reason}{where}"}
+    problem = error["msg"]
+    if error["type"] == "string_unicode" and isinstance(error.get("input"), str):
+        # Text with a lone surrogate, where pydantic checks a pattern or a field's name.
+        problem = utf8_problem(error["input"]) or problem
     return {
         "field": ".".join(str(p) for p in error["loc"] if p != "body") or "body",
-        "problem": error["msg"],
+        "problem": problem,
     }
