@@ -13,7 +13,7 @@ import typer
 from redis import Redis
 from redis.exceptions import RedisError
 
-from .config import Settings
+from .config import Settings, load_settings
 from .errors import ConfigurationError
 from .logs import configure_logging
 
@@ -30,9 +30,12 @@ app = typer.Typer(
 
 def _settings() -> Settings:
     try:
-        return Settings()
-    except ValueError as error:  # pydantic's message names the bad variable
-        _fail(f"invalid configuration: {error}")
+        settings, warnings = load_settings()
+    except ConfigurationError as error:
+        _fail(error.message, code=2)
+    for warning in warnings:
+        typer.secho(f"warning: {warning}", fg="yellow", err=True)
+    return settings
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:

@@ -1,15 +1,25 @@
 """The one Settings class. This is the only module that reads the environment.
 
-Entry points (the API factory, the worker's startup, the CLI) build a `Settings()`; tests
-pass their own. Nothing here is instantiated at import time.
+Entry points (the CLI, arq's CLI) build theirs with `load_settings()`, which names the bad
+variable in an error and warns of a `RAG_*` variable no setting reads; tests pass their own.
+Nothing here is instantiated at import time.
 """
 
 from __future__ import annotations
 
+import difflib
+import os
 from pathlib import Path
+from typing import Any, Literal, get_args
 
-from pydantic import AliasChoices, Field
+from dotenv import dotenv_values
+from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .errors import ConfigurationError
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
 
 class Settings(BaseSettings):
@@ -108,9 +118,17 @@ class Settings(BaseSettings):
     # The web page's static files: the repository's web/ unless set (the Docker image sets it).
     web_dir: Path | None = None
 
-    log_level: str = "INFO"
+    log_level: LogLevel = "INFO"
     log_json: bool = False
     demo_corpus: bool = True
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _any_case(cls, value: Any) -> Any:
+        """`debug` is as good as `DEBUG`; anything else is refused as it was given."""
+        if isinstance(value, str) and value.upper() in get_args(LogLevel):
+            return value.upper()
+        return value
 
     @property
     def api_base_url(self) -> str:
@@ -119,3 +137,68 @@ class Settings(BaseSettings):
     @property
     def llm_configured(self) -> bool:
         return bool(self.llm_base_url or self.llm_api_key)
+
+
+def load_settings() -> tuple[Settings, list[str]]:
+    """Settings from the environment and `.env`, for an entry point; and a warning for each
+    `RAG_*` variable that no setting reads (a misspelling is otherwise silently ignored).
+
+    Raises `ConfigurationError` naming each variable whose value is not valid (`RAG_PORT`,
+    not pydantic's `port`).
+    """
+    try:
+        settings = Settings()
+    except ValidationError as error:
+        variables = _variables()
+        problems = "; ".join(_problem(e, variables) for e in error.errors())
+        raise ConfigurationError(f"invalid configuration: {problems}") from None
+    return settings, _unknown_variables()
+
+
+def _variables() -> dict[str, tuple[str, ...]]:
+    """The environment variables each field reads, upper case (pydantic-settings ignores case)."""
+    prefix = Settings.model_config.get("env_prefix", "")
+    variables: dict[str, tuple[str, ...]] = {}
+    for field, info in Settings.model_fields.items():
+        alias = info.validation_alias
+        if isinstance(alias, AliasChoices):
+            variables[field] = tuple(c.upper() for c in alias.choices if isinstance(c, str))
+        else:
+            variables[field] = ((alias if isinstance(alias, str) else prefix + field).upper(),)
+    return variables
+
+
+def _problem(error: ErrorDetails, variables: dict[str, tuple[str, ...]]) -> str:
+    """One error in the words of the environment: `RAG_PORT: Input should be ..., got 'abc'`."""
+    if not error["loc"]:
+        return error["msg"]
+    field = str(error["loc"][0])
+    names = variables.get(field, (field.upper(),))
+    # Of a field's variables (RAG_LLM_API_KEY, OPENAI_API_KEY), the one that is set.
+    present = {name.upper() for name in os.environ}
+    name = next((n for n in names if n in present), names[0])
+    secret = field.endswith(("_key", "_url"))  # a URL may hold a password
+    return f"{name}: {error['msg']}" + ("" if secret else f", got {error['input']!r}")
+
+
+def _unknown_variables() -> list[str]:
+    prefix = Settings.model_config.get("env_prefix", "").upper()
+    known = [
+        name.removeprefix(prefix)
+        for names in _variables().values()
+        for name in names
+        if name.startswith(prefix)
+    ]
+    found = [(name, "") for name in os.environ]
+    env_file = Settings.model_config.get("env_file")
+    if isinstance(env_file, str):
+        found += [(name, f" (in {env_file})") for name in dotenv_values(env_file)]
+    warnings = []
+    for name, where in found:
+        suffix = name.upper().removeprefix(prefix)
+        if not name.upper().startswith(prefix) or suffix in known:
+            continue
+        close = difflib.get_close_matches(suffix, known, n=1)
+        hint = f"; did you mean {prefix}{close[0]}?" if close else ""
+        warnings.append(f"{name}{where} is not a setting of rag-async and is ignored{hint}")
+    return warnings

@@ -11,8 +11,10 @@ import sys
 
 import structlog
 
+from .config import LogLevel
 
-def configure_logging(level: str = "INFO", *, json: bool = False, process: str = "") -> None:
+
+def configure_logging(level: LogLevel = "INFO", *, json: bool = False, process: str = "") -> None:
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,

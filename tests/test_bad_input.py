@@ -8,6 +8,7 @@ import asyncio
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -575,6 +576,63 @@ async def test_cli_without_an_api_or_files(settings: Settings, tmp_path: Path) -
     assert no_api.returncode != 0
     assert "cannot reach the API" in no_api.stderr, no_api.stderr
     _no_traceback(no_api)
+
+
+# --- configuration --------------------------------------------------------------------------
+
+ENTRY_POINTS = {
+    "api": rag_async_command("api"),
+    "worker": rag_async_command("worker"),
+    "arq": [sys.executable, "-m", "arq", "workers.settings.WorkerSettings"],
+}
+
+
+def _run(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        command,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+@pytest.mark.parametrize("entry_point", ENTRY_POINTS)
+async def test_bad_configuration_names_the_variable(settings: Settings, entry_point: str) -> None:
+    for variable, value, needles in [
+        ("RAG_PORT", "abc", ("valid integer", "got 'abc'")),
+        ("RAG_LOG_LEVEL", "verbose", ("'DEBUG'", "got 'verbose'")),
+    ]:
+        env = cli_env(settings, **{variable: value})
+        result = await asyncio.to_thread(_run, ENTRY_POINTS[entry_point], env)
+        assert result.returncode != 0, result.stderr
+        assert f"invalid configuration: {variable}: " in result.stderr, result.stderr
+        for needle in needles:
+            assert needle in result.stderr, (needle, result.stderr)
+        assert "validation error for Settings" not in result.stderr, "pydantic's words"
+        _no_traceback(result)
+    # Any case is a level.
+    assert Settings(_env_file=None, log_level="debug").log_level == "DEBUG"
+
+
+async def test_a_misspelt_variable_is_warned_of_at_start(settings: Settings) -> None:
+    env = cli_env(settings, RAG_PROT="9000", RAG_API_URL=f"http://127.0.0.1:{free_port()}")
+    ask, arq = await asyncio.gather(
+        asyncio.to_thread(run_cli, "ask", "tea?", env=env),
+        # What arq's CLI does first: read the worker's settings (then it would run the worker).
+        asyncio.to_thread(
+            _run, [sys.executable, "-c", "import workers.settings as w; w.WorkerSettings"], env
+        ),
+    )
+    warning = "RAG_PROT is not a setting of rag-async and is ignored; did you mean RAG_PORT?"
+    assert f"warning: {warning}" in ask.stderr, ask.stderr
+    assert "cannot reach the API" in ask.stderr, "a warning, not an error"
+    assert arq.returncode == 0 and warning in arq.stderr, arq.stderr
+    for result in (ask, arq):
+        assert result.stderr.count("is not a setting") == 1, "only the unknown one"
+        _no_traceback(result)
 
 
 async def test_unknown_route_says_so(api: httpx.AsyncClient) -> None:
