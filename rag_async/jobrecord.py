@@ -112,11 +112,13 @@ def record_fields(**values: Any) -> dict[str, str]:
     for name, value in values.items():
         if name not in JobRecord.model_fields or name == "job_id":
             raise KeyError(f"{name!r} is not a field of the job record")
-        encoded[name] = _encode(value)
+        encoded[name] = stored_value(value)
     return encoded
 
 
-def _encode(value: Any) -> str:
+def stored_value(value: Any) -> str:
+    """A value as a Redis hash field holds it: the one place that formats timestamps (and
+    other numbers, flags and JSON) for the job record and the document registry alike."""
     if value is None or value is False:
         return ""
     if value is True:

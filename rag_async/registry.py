@@ -12,6 +12,7 @@ from collections.abc import Mapping
 
 from redis.asyncio import Redis
 
+from .jobrecord import stored_value
 from .keys import Keys
 from .schemas import DocumentView
 
@@ -26,7 +27,8 @@ class DocumentRegistry:
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hset(
                 self._keys.document(document_id),
-                mapping={"document_id": document_id, **{k: str(v) for k, v in fields.items()}},
+                mapping={"document_id": document_id}
+                | {name: stored_value(value) for name, value in fields.items()},
             )
             pipe.sadd(self._keys.documents, document_id)
             await pipe.execute()

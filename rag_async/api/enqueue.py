@@ -36,7 +36,7 @@ async def enqueue(
     await state.queue.put(job_id, kind)
 
 
-async def requeue(state: AppState, record: JobRecord) -> None:
+async def enqueue_again(state: AppState, record: JobRecord) -> None:
     """Run an ended job again with all its tries; its event stream continues (the status
     event repeats its latest attempt, so clients keep the text they have until a new one)."""
     job_id = record.job_id

@@ -57,7 +57,7 @@ async def _ingest(run: Run) -> Finished:
                 "format": document.format,
                 "content_sha256": content_sha256,
                 "fingerprint": fingerprint,
-                "ingested_at": f"{time.time():.6f}",
+                "ingested_at": time.time(),
                 "error": "",
             },
         )

@@ -26,7 +26,7 @@ import asyncio
 import itertools
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -50,13 +50,12 @@ class JobTimedOut(RagError):
 
 @dataclass(frozen=True, slots=True)
 class Finished:
-    """What a job's work hands back: the `done` event's text (the answer, or a summary),
-    and more fields for the record."""
+    """What a job's work hands back for its `done` event and its record: the answer (or a
+    summary of what was done), who produced it, and for document jobs the chunk count."""
 
     answer: str
     providers: Mapping[str, str]
     chunks: int | None = None
-    fields: Mapping[str, Any] = field(default_factory=dict)
 
 
 class Run:
@@ -188,7 +187,6 @@ async def _complete(run: Run, finished: Finished) -> None:
         providers=finished.providers,
         chunks=finished.chunks,
         finished_at=finished_at,
-        **finished.fields,
     )
     await run.services.jobs.keep(run.job_id)
     log.info("job complete", kind=run.record.kind, total_ms=round(run.timings["total"] * 1000, 1))

@@ -9,8 +9,7 @@ from fastapi import APIRouter, Path, Response
 from ...errors import NotFound
 from ...jobrecord import is_job_id
 from ...schemas import ErrorBody, JobAccepted
-from .. import enqueue
-from ..enqueue import accepted
+from ..enqueue import accepted, enqueue_again
 from ..state import State
 
 router = APIRouter(tags=["dead letters"])
@@ -35,7 +34,7 @@ async def requeue(state: State, job_id: Annotated[str, Path()]) -> JobAccepted:
     record = await state.jobs.get(job_id) if is_job_id(job_id) else None
     if record is None or not await state.dead_letters.contains(job_id):
         raise NotFound(f"no dead letter {job_id[:80]!r}")
-    await enqueue.requeue(state, record)
+    await enqueue_again(state, record)
     await state.dead_letters.remove(job_id)
     return accepted(JobAccepted, job_id)
 
