@@ -43,63 +43,66 @@ def json_response(
 def install_error_handlers(app: FastAPI) -> None:
     """Give every error the one shape, and the OpenAPI document the 422 that is really sent."""
     _describe_validation_errors(app)
-
-    @app.exception_handler(RagError)
-    async def rag_error(_: Request, error: RagError) -> Response:
-        headers = {"Retry-After": str(error.retry_after)} if isinstance(error, Overloaded) else None
-        return error_response(error.status_code, error.code, error.message, headers=headers)
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid_request(_: Request, error: RequestValidationError) -> Response:
-        details = [_detail(e) for e in error.errors()]
-        summary = "; ".join(f"{d['field']}: {d['problem']}" for d in details)
-        return error_response(
-            422, "invalid_request", f"the request is not valid: {summary}", details
-        )
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, error: StarletteHTTPException) -> Response:
-        code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(
-            error.status_code, "http_error"
-        )
-        message = str(error.detail)
-        if error.status_code in (404, 405) and message in ("Not Found", "Method Not Allowed"):
-            # Starlette's own words for an unknown route: say which, and where to look.
-            message = (
-                f"there is no {request.method} {request.url.path} in this API "
-                "(the endpoints are listed at /docs)"
-            )
-        headers = dict(error.headers) if error.headers else None
-        return error_response(error.status_code, code, message, headers=headers)
-
-    @app.exception_handler(RedisConnectionError)
-    @app.exception_handler(RedisTimeoutError)
-    async def redis_down(_: Request, error: Exception) -> Response:
-        log.warning("redis unreachable", error=str(error))
-        return error_response(
-            503,
-            "service_unavailable",
-            "the job store (Redis/Valkey) cannot be reached right now; try again shortly",
-            headers={"Retry-After": "2"},
-        )
-
+    app.add_exception_handler(RagError, _rag_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, _invalid_request)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RedisConnectionError, _redis_down)
+    app.add_exception_handler(RedisTimeoutError, _redis_down)
     # Starlette calls this for any exception no other handler took (then re-raises it, so the
     # server logs it too): the client gets the one shape, never a traceback.
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, error: Exception) -> Response:
-        log.error(
-            "unhandled error",
-            method=request.method,
-            path=request.url.path,
-            error=f"{type(error).__name__}: {error}",
-            exc_info=error,
+    app.add_exception_handler(Exception, _unexpected)
+
+
+async def _rag_error(_: Request, error: RagError) -> Response:
+    headers = {"Retry-After": str(error.retry_after)} if isinstance(error, Overloaded) else None
+    return error_response(error.status_code, error.code, error.message, headers=headers)
+
+
+async def _invalid_request(_: Request, error: RequestValidationError) -> Response:
+    details = [_detail(e) for e in error.errors()]
+    summary = "; ".join(f"{d['field']}: {d['problem']}" for d in details)
+    return error_response(422, "invalid_request", f"the request is not valid: {summary}", details)
+
+
+async def _http_error(request: Request, error: StarletteHTTPException) -> Response:
+    code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(
+        error.status_code, "http_error"
+    )
+    message = str(error.detail)
+    if error.status_code in (404, 405) and message in ("Not Found", "Method Not Allowed"):
+        # Starlette's own words for an unknown route: say which, and where to look.
+        message = (
+            f"there is no {request.method} {request.url.path} in this API "
+            "(the endpoints are listed at /docs)"
         )
-        return error_response(
-            500,
-            "internal_error",
-            "something went wrong on the server; it has been logged (try again, or report it "
-            "if it keeps happening)",
-        )
+    headers = dict(error.headers) if error.headers else None
+    return error_response(error.status_code, code, message, headers=headers)
+
+
+async def _redis_down(_: Request, error: Exception) -> Response:
+    log.warning("redis unreachable", error=str(error))
+    return error_response(
+        503,
+        "service_unavailable",
+        "the job store (Redis/Valkey) cannot be reached right now; try again shortly",
+        headers={"Retry-After": "2"},
+    )
+
+
+async def _unexpected(request: Request, error: Exception) -> Response:
+    log.error(
+        "unhandled error",
+        method=request.method,
+        path=request.url.path,
+        error=f"{type(error).__name__}: {error}",
+        exc_info=error,
+    )
+    return error_response(
+        500,
+        "internal_error",
+        "something went wrong on the server; it has been logged (try again, or report it "
+        "if it keeps happening)",
+    )
 
 
 def _describe_validation_errors(app: FastAPI) -> None:

@@ -6,7 +6,20 @@ starts, so a citation can name its page. Parsing is CPU work: callers in an even
 in a thread (`asyncio.to_thread`).
 """
 
-from rag_async.parsing.document import FORMATS, UnsupportedFormat, format_of, parse
+from rag_async.parsing.document import (
+    FORMATS,
+    UnsupportedFormat,
+    check_upload,
+    format_of,
+    parse,
+)
 from rag_async.parsing.parsed import ParsedDocument
 
-__all__ = ["FORMATS", "ParsedDocument", "UnsupportedFormat", "format_of", "parse"]
+__all__ = [
+    "FORMATS",
+    "ParsedDocument",
+    "UnsupportedFormat",
+    "check_upload",
+    "format_of",
+    "parse",
+]

@@ -41,9 +41,9 @@ def format_of(filename: str) -> str:
         ) from None
 
 
-def parse(filename: str, content: bytes, *, max_bytes: int | None = None) -> ParsedDocument:
-    """Parse one file. Raises a `RagError` that names the file when it is of an unsupported
-    type, empty, corrupt, or larger than `max_bytes`. CPU-bound: run it in a thread."""
+def check_upload(filename: str, content: bytes, *, max_bytes: int | None = None) -> str:
+    """The file's format, if it may be parsed at all: a `RagError` naming the file when it is
+    of an unsupported type, larger than `max_bytes`, or empty. What the API can tell at once."""
     kind = format_of(filename)
     if max_bytes is not None and len(content) > max_bytes:
         raise TooLarge(
@@ -52,6 +52,13 @@ def parse(filename: str, content: bytes, *, max_bytes: int | None = None) -> Par
         )
     if not content.strip():
         raise BadRequest(f"{filename}: the file is empty", code="empty_document")
+    return kind
+
+
+def parse(filename: str, content: bytes, *, max_bytes: int | None = None) -> ParsedDocument:
+    """Parse one file. Raises a `RagError` that names the file when it is of an unsupported
+    type, empty, corrupt, or larger than `max_bytes`. CPU-bound: run it in a thread."""
+    kind = check_upload(filename, content, max_bytes=max_bytes)
     # Imported here so that naming a format (the API, the CLI) does not load pypdf and selectolax.
     if kind == "pdf":
         from rag_async.parsing.pdf import parse_pdf

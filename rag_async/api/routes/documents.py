@@ -17,7 +17,7 @@ from starlette.datastructures import UploadFile
 
 from ...errors import BadRequest, NotFound, RagError, TooLarge
 from ...jobrecord import new_job_id
-from ...parsing import format_of
+from ...parsing import check_upload
 from ...schemas import (
     AcceptedDocument,
     DocumentAccepted,
@@ -117,72 +117,40 @@ async def _add_text(
 
 
 async def _add_files(request: Request, state: AppState) -> DocumentAccepted:
+    """One ingestion job per acceptable file; the others are listed as rejected, or, when no
+    file is acceptable, the request fails with their reason."""
     form = await request.form()
     files = [value for _, value in form.multi_items() if isinstance(value, UploadFile)]
     if not files:
         raise BadRequest("the upload holds no file", code="no_file")
-    collection = _form_text(form.get("collection")) or state.settings.default_collection
-    try:
-        DocumentIn.model_validate({"text": "", "collection": collection})
-    except ValidationError:
-        raise BadRequest(
-            f"invalid collection name {collection!r}", code="invalid_collection"
-        ) from None
+    collection = _form_collection(form.get("collection"), state)
+    # A single file may be given its own title and source.
     single = len(files) == 1
+    title = (_form_text(form.get("title")) if single else None) or ""
+    given_source = _form_text(form.get("source")) if single else None
     documents: list[AcceptedDocument] = []
-    rejected: list[RejectedFile] = []
     errors: list[RagError] = []
+    rejected: list[RejectedFile] = []
     for upload in files:
         filename = upload.filename or "upload"
         try:
-            kind = format_of(filename)
             content = await upload.read()
-            if len(content) > state.settings.max_document_bytes:
-                raise TooLarge(
-                    f"{filename}: the file is {len(content)} bytes; the limit is "
-                    f"{state.settings.max_document_bytes}",
-                    code="document_too_large",
-                )
-            if not content.strip():
-                raise BadRequest(f"{filename}: the file is empty", code="empty_document")
+            kind = check_upload(filename, content, max_bytes=state.settings.max_document_bytes)
         except RagError as error:
             errors.append(error)
-            rejected.append(
-                RejectedFile(
-                    filename=filename,
-                    status=error.status_code,
-                    code=error.code,
-                    message=error.message,
-                )
-            )
+            rejected.append(_rejected(filename, error))
             continue
         finally:
             await upload.close()
-        source = (_form_text(form.get("source")) if single else None) or filename
-        title = (_form_text(form.get("title")) if single else None) or ""
+        source = given_source or filename
         document_id = _document_id(source, collection, state)
         job_id = new_job_id()
-        await _enqueue_ingest(
-            state,
-            job_id,
-            content,
-            {
-                "document_id": document_id,
-                "title": title,
-                "source": source,
-                "collection": collection,
-                "filename": filename,
-                "format": kind,
-            },
-        )
+        fields = {"document_id": document_id, "title": title, "source": source}
+        fields |= {"collection": collection, "filename": filename, "format": kind}
+        await _enqueue_ingest(state, job_id, content, fields)
         documents.append(_accepted_document(document_id, job_id, filename))
     if not documents:
-        if len(errors) == 1:
-            raise errors[0]
-        raise BadRequest(
-            "no file of the upload can be ingested: " + "; ".join(e.message for e in errors),
-            code="no_file_accepted",
-        )
+        raise _none_accepted(errors)
     first = documents[0]
     return accepted(
         DocumentAccepted,
@@ -190,6 +158,32 @@ async def _add_files(request: Request, state: AppState) -> DocumentAccepted:
         document_id=first.document_id,
         documents=documents,
         rejected=rejected,
+    )
+
+
+def _form_collection(value: object, state: AppState) -> str:
+    collection = _form_text(value) or state.settings.default_collection
+    try:
+        DocumentIn.model_validate({"text": "", "collection": collection})
+    except ValidationError:
+        raise BadRequest(
+            f"invalid collection name {collection!r}", code="invalid_collection"
+        ) from None
+    return collection
+
+
+def _rejected(filename: str, error: RagError) -> RejectedFile:
+    return RejectedFile(
+        filename=filename, status=error.status_code, code=error.code, message=error.message
+    )
+
+
+def _none_accepted(errors: list[RagError]) -> RagError:
+    if len(errors) == 1:
+        return errors[0]
+    return BadRequest(
+        "no file of the upload can be ingested: " + "; ".join(e.message for e in errors),
+        code="no_file_accepted",
     )
 
 
