@@ -59,9 +59,9 @@ class Settings(BaseSettings):
     worker_max_jobs: int = Field(default=100, ge=1)  # questions at once, per process
     # Documents at once, per process: parsing and encoding use CPU, so a few are enough.
     worker_max_documents: int = Field(default=4, ge=1)
-    # arq polls its queue. docs/benchmarks.md: at 10 ms a job waits ~11 ms (p50) to start and
-    # an idle worker costs ~9 % of a core plus ~2 % of Valkey's; at arq's 0.5 s default, ~330
-    # ms. With dozens of workers on one Valkey, 0.05 s trades ~15 ms of wait for 5x less polling.
+    # arq polls its queue: a shorter delay starts jobs sooner and costs idle CPU in the worker
+    # and in Valkey (figures per delay: docs/benchmarks.md, "arq's poll delay"). With dozens
+    # of workers on one Valkey, a longer delay trades a little wait for much less polling.
     worker_poll_delay: float = Field(default=0.01, gt=0)
     # The document queue's worker polls less often: an upload does not notice 100 ms, and a
     # second 10 ms poller would double the idle cost.
@@ -84,7 +84,7 @@ class Settings(BaseSettings):
     # Retrieval.
     top_k: int = Field(default=4, ge=1, le=50)
     # Tokens as `retrieval.chunking.count_tokens` counts them offline (words and punctuation
-    # marks, ~1.6 per whitespace word on the Python docs): 200 is ~125 words of prose.
+    # marks, so code counts for more than its whitespace words suggest).
     chunk_tokens: int = Field(default=200, ge=16)
     chunk_overlap: int = Field(default=40, ge=0)
     embed_model: str | None = None
@@ -101,8 +101,9 @@ class Settings(BaseSettings):
     # A stalled or trickling stream fails in seconds, not after the SDK's 600 s.
     llm_timeout: float = Field(default=120.0, gt=0)  # the whole answer
     llm_connect_timeout: float = Field(default=5.0, gt=0)
-    # The SDK's own quick retries (backoff with jitter, honouring Retry-After) within an
-    # attempt; beyond them the job is retried by the worker and guarded by a breaker.
+    # Quick retries within one call to the LLM or the embedder (the LLM's only before any text
+    # has streamed), with retry.py's backoff honouring Retry-After; beyond them the job is
+    # retried by the worker and guarded by a breaker.
     llm_max_retries: int = Field(default=2, ge=0)
     llm_first_token_timeout: float = Field(default=30.0, gt=0)
     llm_idle_timeout: float = Field(default=15.0, gt=0)  # between two streamed chunks
