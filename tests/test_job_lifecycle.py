@@ -145,3 +145,26 @@ async def test_a_document_job_deferred_by_an_open_breaker_stays_queued(settings:
     # Its only try was not spent: no attempt started, nothing failed.
     assert view["status"] == "queued" and view["attempt"] == 0
     assert document["status"] == "queued"
+
+
+async def test_every_job_keeps_a_bounded_request_id_for_its_logs(settings: Settings) -> None:
+    async with (
+        running_stack(settings, with_worker=False) as stack,
+        httpx.AsyncClient(base_url=stack.base_url) as http,
+        Redis.from_url(settings.redis_url or "") as redis,
+    ):
+        jobs = JobStore(redis, Keys(settings.key_prefix), settings.result_ttl)
+        document = {"text": SAMPLE_DOCUMENT, "title": "Tea"}
+        given = await http.post("/documents", json=document, headers={"X-Request-ID": "req-42"})
+        huge = await http.post(
+            "/chat", json={"query": "tea?"}, headers={"X-Request-ID": "x" * 4096}
+        )
+        deletion = await http.delete(
+            f"/documents/{given.json()['document_id']}", headers={"X-Request-ID": "req-43"}
+        )
+        records = [await jobs.get(r.json()["job_id"]) for r in (given, huge, deletion)]
+    assert [record.request_id if record else None for record in records] == [
+        "req-42",
+        huge.json()["job_id"][:12],  # not 4 KB kept for a day: the job's own short id
+        "req-43",
+    ]

@@ -3,8 +3,11 @@ written before the job is enqueued, and the 202's URLs."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any, TypeVar
+
+from fastapi import Request
 
 from ..errors import Overloaded
 from ..events import StatusEvent
@@ -18,6 +21,7 @@ A = TypeVar("A", bound=JobAccepted)
 
 async def enqueue(
     state: AppState,
+    request: Request,
     job_id: str,
     kind: Kind,
     fields: Mapping[str, str],
@@ -32,8 +36,20 @@ async def enqueue(
             f"the queue holds {depth} jobs, more than this service takes on; retry shortly",
             retry_after=5,
         )
+    fields = {**fields, "request_id": request_id(request, job_id)}
     await state.jobs.create(job_id, kind, fields, upload=upload)
     await state.queue.put(job_id, kind)
+
+
+# What an X-Request-ID may be to be kept with the job and put on its worker's log lines.
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
+
+
+def request_id(request: Request, job_id: str) -> str:
+    """The client's X-Request-ID, if it is a plain token of at most 128 characters; else the
+    job id's first 12 characters, so every job's log lines can be found by one id."""
+    given = request.headers.get("x-request-id", "")
+    return given if _REQUEST_ID.fullmatch(given) else job_id[:12]
 
 
 async def enqueue_again(state: AppState, record: JobRecord) -> None:

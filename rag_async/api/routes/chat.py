@@ -43,10 +43,6 @@ async def chat(
     claimed = await state.idempotency.claim(idempotency_key, query.encode(), job_id)
     if claimed != job_id:
         return accepted(JobAccepted, claimed)
-    fields = {
-        "query": query,
-        "collection": body.collection or state.settings.default_collection,
-        "request_id": request.headers.get("x-request-id", job_id[:12]),
-    }
-    await enqueue(state, job_id, "chat", fields)
+    fields = {"query": query, "collection": body.collection or state.settings.default_collection}
+    await enqueue(state, request, job_id, "chat", fields)
     return accepted(JobAccepted, job_id)

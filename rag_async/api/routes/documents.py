@@ -79,11 +79,11 @@ async def add_documents(
     if request.headers.get("content-type", "").startswith("multipart/"):
         return await _add_files(request, state)
     body = parse_json(DocumentIn, await request.body())
-    return await _add_text(body, state, idempotency_key)
+    return await _add_text(body, request, state, idempotency_key)
 
 
 async def _add_text(
-    body: DocumentIn, state: AppState, idempotency_key: str | None
+    body: DocumentIn, request: Request, state: AppState, idempotency_key: str | None
 ) -> DocumentAccepted:
     if not body.text.strip():
         raise BadRequest("the document has no text", code="empty_document")
@@ -103,6 +103,7 @@ async def _add_text(
     if claimed == job_id:
         await _enqueue_ingest(
             state,
+            request,
             job_id,
             body.text.encode(),
             {
@@ -147,7 +148,7 @@ async def _add_files(request: Request, state: AppState) -> DocumentAccepted:
         job_id = new_job_id()
         fields = {"document_id": document_id, "title": title, "source": source}
         fields |= {"collection": collection, "filename": filename, "format": kind}
-        await _enqueue_ingest(state, job_id, content, fields)
+        await _enqueue_ingest(state, request, job_id, content, fields)
         documents.append(_accepted_document(document_id, job_id, filename))
     if not documents:
         raise _none_accepted(errors)
@@ -188,9 +189,9 @@ def _none_accepted(errors: list[RagError]) -> RagError:
 
 
 async def _enqueue_ingest(
-    state: AppState, job_id: str, content: bytes, fields: dict[str, str]
+    state: AppState, request: Request, job_id: str, content: bytes, fields: dict[str, str]
 ) -> None:
-    await enqueue(state, job_id, "ingest", fields, upload=content)
+    await enqueue(state, request, job_id, "ingest", fields, upload=content)
     await state.registry.put(
         fields["document_id"],
         {
@@ -228,13 +229,13 @@ async def show_document(document_id: str, state: State) -> DocumentView:
     response_model=DocumentAccepted,
     responses={404: {"model": ErrorBody}, 429: {"model": ErrorBody}},
 )
-async def delete_document(document_id: str, state: State) -> DocumentAccepted:
+async def delete_document(document_id: str, request: Request, state: State) -> DocumentAccepted:
     """Queue the removal of every chunk of the document; follow it at `events_url`."""
     document = await state.registry.get(document_id)
     if document is None:
         raise NotFound(f"no document {document_id!r}", code="document_not_found")
     job_id = new_job_id()
-    await enqueue(state, job_id, "delete", {"document_id": document_id})
+    await enqueue(state, request, job_id, "delete", {"document_id": document_id})
     await state.registry.put(document_id, {"status": "deleting", "job_id": job_id})
     one = _accepted_document(document_id, job_id, document.filename)
     return accepted(DocumentAccepted, job_id, document_id=document_id, documents=[one])
