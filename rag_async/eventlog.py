@@ -182,26 +182,49 @@ class LiveHub:
             self._reader = asyncio.create_task(self._read_forever(), name="live-hub-reader")
 
     async def _read_forever(self) -> None:
+        """Reads the connection and hands out its messages until cancelled.
+
+        Any failure, not only a lost connection, ends in a reconnect and a resync of every
+        follower: were this task to end, the streams already open would get no more events.
+        """
         lost = False
         while True:
             try:
                 message = await self._pubsub.get_message(timeout=None)
+                if lost:
+                    lost = False
+                    log.info("live pub/sub connection re-established")
+                    self._resync()
+                if message is not None:
+                    self._dispatch(message)
             except (RedisConnectionError, RedisTimeoutError, OSError) as error:
                 if not lost:
                     log.warning("live pub/sub connection lost; reconnecting", error=str(error))
                 lost = True
                 await asyncio.sleep(0.5)
-                continue
-            if lost:
-                # Reconnected (redis-py re-subscribes our channels on connect): anything
-                # published meanwhile is only in the logs, so every follower re-reads.
-                lost = False
-                log.info("live pub/sub connection re-established")
-                for queues in self._queues.values():
-                    for queue in queues:
-                        queue.put_nowait(RESYNC)
-            if message is not None:
-                self._dispatch(message)
+            except Exception:
+                # Say, a read that collided with another one while Valkey restarted: the
+                # connection's state is unknown, so it starts over as if it had been lost.
+                if not lost:
+                    log.exception("live pub/sub reader failed; reconnecting")
+                lost = True
+                await self._disconnect()
+                await asyncio.sleep(0.5)
+
+    def _resync(self) -> None:
+        """Reconnected (redis-py re-subscribes our channels on connect): anything published
+        meanwhile is only in the logs, so every follower re-reads."""
+        for queues in self._queues.values():
+            for queue in queues:
+                queue.put_nowait(RESYNC)
+
+    async def _disconnect(self) -> None:
+        """Drops the connection; the next read opens a new one, which re-subscribes."""
+        connection = self._pubsub.connection
+        if connection is not None:
+            # Already failing: an error while closing it changes nothing.
+            with contextlib.suppress(Exception):
+                await connection.disconnect()
 
     def _dispatch(self, message: dict[str, object]) -> None:
         kind = message["type"]

@@ -9,9 +9,11 @@ import httpx
 import orjson
 import pytest
 from httpx_sse import aconnect_sse
+from redis.asyncio import Redis
 
 from rag_async import redis_pool
 from rag_async.config import Settings
+from rag_async.keys import Keys
 from tests.conftest import running_stack
 from tests.support.openai_server import expected_answer
 
@@ -54,3 +56,34 @@ async def test_a_stream_opened_after_the_hub_idled_past_a_health_check_gets_its_
         # A finished job's stream, opened after another idle spell, replays all of it.
         await asyncio.sleep(2.0)
         assert await _stream(stack.base_url, second) == events
+
+
+async def test_a_failure_in_the_hubs_reader_does_not_end_the_streams_it_feeds(
+    settings: Settings, llm: Any
+) -> None:
+    # Any exception in the reader task, not only a lost connection, used to end it, and the
+    # streams open at the time then waited for events that never came. A message the hub
+    # cannot read stands in for the rest (say, a read colliding with another during a restart).
+    tokens = 40
+    llm.config.tokens, llm.config.tokens_per_second = tokens, 20  # ~2 s of streaming
+    async with running_stack(settings) as stack:
+        job_id = (await stack.client.ask("how do I brew tea?"))["job_id"]
+        events: list[tuple[str, Any, int]] = []
+        async with (
+            httpx.AsyncClient(base_url=stack.base_url, timeout=30) as http,
+            aconnect_sse(http, "GET", f"/jobs/{job_id}/events") as source,
+            Redis.from_url(settings.redis_url or "") as redis,
+            asyncio.timeout(20),
+        ):
+            async for sse in source.aiter_sse():
+                events.append((sse.event, orjson.loads(sse.data), int(sse.id)))
+                if sse.event == "token" and sum(kind == "token" for kind, _, _ in events) == 1:
+                    await redis.publish(Keys(settings.key_prefix).live(job_id), b"not an event")
+                if sse.event in ("done", "error"):
+                    break
+        ids = [event_id for _, _, event_id in events]
+        assert ids == list(range(1, len(ids) + 1)), ids
+        assert events[-1][0] == "done", events
+        assert "".join(data["text"] for kind, data, _ in events if kind == "token") == (
+            expected_answer(tokens)
+        )
