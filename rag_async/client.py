@@ -22,6 +22,8 @@ from .transcript import Transcript
 
 # Statuses that mean "not now" rather than "no": the API, or a proxy before it, is restarting.
 _UNAVAILABLE = frozenset({502, 503, 504})
+# How long `follow` keeps reconnecting without an event before it gives up, in seconds.
+_PATIENCE = 60.0
 
 
 class ApiError(Exception):
@@ -103,19 +105,6 @@ class RagClient:
         )
         return await self._post("/chat", body)
 
-    async def add_document(
-        self,
-        text: str,
-        *,
-        title: str | None = None,
-        source: str | None = None,
-        collection: str | None = None,
-    ) -> dict[str, Any]:
-        body: dict[str, Any] = {"text": text, "title": title, "source": source}
-        if collection is not None:
-            body["collection"] = collection
-        return await self._post("/documents", body)
-
     async def upload(
         self,
         files: list[tuple[str, bytes]],
@@ -162,14 +151,12 @@ class RagClient:
         response = await self._http.get(f"/jobs/{job_id}")
         return _json_or_raise(response)
 
-    async def follow(
-        self, job_id: str, after: int = 0, *, patience: float = 60.0
-    ) -> AsyncIterator[JobEvent]:
+    async def follow(self, job_id: str, after: int = 0) -> AsyncIterator[JobEvent]:
         """Every event of the job after `after`, until its final one, across reconnects.
 
         A lost connection or an API that cannot serve for a moment (503 while Valkey
         restarts, or a 502/504 from a proxy in front) is retried with backoff, resuming after
-        the last event, for up to `patience` seconds without an event.
+        the last event, for up to a minute without an event.
         """
         last = after
         failures = 0
@@ -198,7 +185,7 @@ class RagClient:
                 if isinstance(error, ApiError) and error.status not in _UNAVAILABLE:
                     raise
                 now = time.monotonic()
-                deadline = deadline or now + patience
+                deadline = deadline or now + _PATIENCE
                 if now >= deadline:
                     raise
                 failures += 1

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field
 
 from .jobrecord import JobStatus
 from .sources import Source
@@ -84,7 +84,6 @@ Event = Annotated[
     | CancelledEvent,
     Field(discriminator="type"),
 ]
-_event_adapter: TypeAdapter[Event] = TypeAdapter(Event)
 
 # The events that end a job's stream.
 TERMINAL_EVENT_TYPES: frozenset[str] = frozenset({"done", "error", "cancelled"})
@@ -93,10 +92,6 @@ TERMINAL_EVENT_TYPES: frozenset[str] = frozenset({"done", "error", "cancelled"})
 def encode_event(event: _Event) -> bytes:
     """The event's JSON, as stored in the log, published live and sent as SSE `data:`."""
     return orjson.dumps(event.model_dump(mode="json"))
-
-
-def decode_event(data: bytes | str) -> Event:
-    return _event_adapter.validate_json(data)
 
 
 _TYPE_PREFIX = b'{"type":"'

@@ -27,8 +27,8 @@ from .embedded_valkey import EmbeddedValkey
 log = structlog.get_logger("rag_async.up")
 
 _STARTUP_GRACE = 5.0  # a child that dies sooner than this after start is broken, not unlucky
-# Offline the demo corpus is indexed in about a second; a dense embedder on a slow link, or a
-# job retried after a failure (backoff) or a lost worker (RAG_WORKER_DEAD_AFTER), takes longer.
+# Offline the demo corpus is indexed quickly; a dense embedder on a slow link, or a job
+# retried after a failure (backoff) or a lost worker (RAG_WORKER_DEAD_AFTER), takes far longer.
 _DEMO_TIMEOUT = 300.0
 _DEMO_MARKER = "demo-corpus-ingested"
 

@@ -22,6 +22,7 @@ from rag_async.api import create_app
 from rag_async.client import RagClient
 from rag_async.config import Settings
 from rag_async.embedded_valkey import EmbeddedValkey, free_port
+from tests.support.documents import add_document
 from tests.support.openai_server import ServerConfig, serve_openai
 from workers.settings import WorkerProcess
 
@@ -140,7 +141,7 @@ minutes.
 
 
 async def ingest(stack: Stack, text: str = SAMPLE_DOCUMENT, title: str = "Tea") -> str:
-    accepted = await stack.client.add_document(text, title=title, source=f"{title}.md")
+    accepted = await add_document(stack.client, text, title=title, source=f"{title}.md")
     events = [event async for event in stack.client.follow(accepted["job_id"])]
     assert events[-1].type == "done", events[-1]
     return str(accepted["document_id"])

@@ -17,6 +17,7 @@ from rag_async.parsing import parse
 from rag_async.parsing.html import parse_html
 from rag_async.retrieval import chunk_text
 from tests.conftest import Stack, cli_env, make_settings, run_cli, running_stack
+from tests.support.documents import add_document
 
 MAX_BYTES = 20_000
 
@@ -172,8 +173,7 @@ def test_pdf_pages_are_numbered() -> None:
 
     assert parsed.title == "Book"
     assert parsed.text == "Kettles boil.\n\nSamovars simmer."
-    assert parsed.page_at(0) == 1
-    assert parsed.page_at(parsed.text.index("Samovars")) == 2
+    assert parsed.page_starts == (0, parsed.text.index("Samovars"))  # where pages 1 and 2 begin
 
 
 # --- ingestion through the API --------------------------------------------------------------
@@ -323,8 +323,8 @@ async def test_collections_never_mix(docs: Stack) -> None:
         accepted = await upload(docs, ("orchard.md", text), collection=collection)
         assert (await finish(docs, accepted["job_id"]))[-1].type == "done"
     # JSON bodies take a collection too; the default collection is separate again.
-    json_doc = await docs.client.add_document(
-        "The orchard grows plums.", title="Plums", collection="blue"
+    json_doc = await add_document(
+        docs.client, "The orchard grows plums.", title="Plums", collection="blue"
     )
     assert (await finish(docs, json_doc["job_id"]))[-1].type == "done"
 

@@ -32,6 +32,7 @@ from tests.conftest import (
     running_stack,
     running_worker,
 )
+from tests.support.documents import add_document
 from tests.support.openai_server import expected_answer
 from tests.support.processes import bare_env, console_script, started
 from tests.support.tcp_proxy import TcpProxy
@@ -117,7 +118,7 @@ async def test_a_worker_killed_mid_ingestion_leaves_no_duplicate_or_orphan_chunk
     async with running_api(settings) as base_url, RagClient(base_url) as client:
         with started("first", *args) as first:
             await first.async_wait_for("worker ready")
-            accepted = await client.add_document(text, title="Ships", source="ships.md")
+            accepted = await add_document(client, text, title="Ships", source="ships.md")
             async for event in client.follow(accepted["job_id"]):
                 if event.type == "progress" and 0 < event.data["done"] < event.data["total"]:
                     break  # chunks are being written: kill it now

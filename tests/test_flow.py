@@ -10,8 +10,8 @@ import httpx
 import orjson
 from httpx_sse import aconnect_sse
 
-from rag_async.events import decode_event
 from tests.conftest import Stack, ingest, running_stack
+from tests.support.events import decode_event
 from tests.support.openai_server import expected_answer
 
 

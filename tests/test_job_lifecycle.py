@@ -25,6 +25,7 @@ from rag_async.jobstore import JobStore
 from rag_async.keys import Keys
 from rag_async.redis_pool import connect_redis
 from tests.conftest import SAMPLE_DOCUMENT, Stack, ingest, running_stack, running_worker
+from tests.support.documents import add_document
 
 
 @asynccontextmanager
@@ -51,7 +52,7 @@ async def until(predicate: Any, within: float = 10.0) -> None:
 
 
 async def queue_document(stack: Stack) -> dict[str, Any]:
-    return await stack.client.add_document(SAMPLE_DOCUMENT, title="Tea", source="tea.md")
+    return await add_document(stack.client, SAMPLE_DOCUMENT, title="Tea", source="tea.md")
 
 
 @pytest.mark.parametrize(

@@ -23,6 +23,7 @@ from rag_async.config import Settings
 from rag_async.demo_corpus import DEMO_QUESTION
 from rag_async.embedded_valkey import free_port
 from tests.conftest import Stack, cli_env, rag_async_command, run_cli, running_api
+from tests.support.documents import add_document
 from tests.support.processes import Proc, bare_env, console_script, started
 
 
@@ -275,7 +276,7 @@ async def test_a_worker_can_serve_one_queue_only(settings: Settings, tmp_path: P
         await worker.async_wait_for("worker ready")
         async with running_api(settings) as base_url, RagClient(base_url) as client:
             question = await client.ask("is anyone answering?")
-            document = await client.add_document("Tea is a drink.", title="Tea")
+            document = await add_document(client, "Tea is a drink.", title="Tea")
             ingested = await asyncio.wait_for(client.answer(document["job_id"]), 30)
             assert ingested.final is not None and ingested.final.type == "done", ingested
             assert (await client.job(question["job_id"]))["status"] == "queued"

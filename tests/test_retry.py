@@ -46,7 +46,7 @@ async def _llm_error(base_url: str, headers: dict[str, str]) -> ProviderError:
     async with openai.AsyncOpenAI(
         base_url=base_url, api_key="test-key", max_retries=0, default_headers=headers
     ) as client:
-        chat = OpenAIChat(client, "test-model", max_tokens=16, retries=0)
+        chat = OpenAIChat(client, "test-model", max_tokens=16)
         with pytest.raises(ProviderError) as raised:
             async for _ in chat.stream("tea?", []):
                 pass

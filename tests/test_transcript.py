@@ -16,12 +16,13 @@ from redis.asyncio import Redis
 from rag_async.client import Answer, JobEvent
 from rag_async.config import Settings
 from rag_async.eventlog import EventLog
-from rag_async.events import TERMINAL_EVENT_TYPES, decode_event, encode_event
+from rag_async.events import TERMINAL_EVENT_TYPES, encode_event
 from rag_async.jobstore import JobStore
 from rag_async.keys import Keys
 from rag_async.transcript import Transcript
 from tests.conftest import running_api
 from tests.support.answer_logs import ANSWER_LOGS, AnswerLog
+from tests.support.events import decode_event
 
 each_log = pytest.mark.parametrize("log", ANSWER_LOGS, ids=[log.name for log in ANSWER_LOGS])
 

@@ -105,7 +105,7 @@ def lane_functions(settings: Settings, lane: Lane) -> list[Function]:
 ARQ_TIMEOUT_MARGIN = 30.0
 
 
-def worker_options(settings: Settings, lane: Lane = "questions") -> dict[str, Any]:
+def worker_options(settings: Settings, lane: Lane) -> dict[str, Any]:
     """Everything arq's Worker takes for one queue, built from our one Settings."""
     if not settings.redis_url:
         raise ValueError("RAG_REDIS_URL is not set: the worker needs a Redis/Valkey server")
@@ -137,8 +137,8 @@ class RagWorker(Worker):
     A running job stays in arq's queue until it ends, and each poll reads the queue's ids and
     spends three Redis round trips per id to learn whether it is running somewhere. The jobs
     running in *this* process are known locally, so they are skipped before any round trip.
-    With 10 answers in flight and a 10 ms poll that was ~3,000 round trips a second, half of
-    the worker's CPU at low load (docs/benchmarks.md).
+    With answers in flight and a short poll delay that was a large share of the worker's CPU,
+    and of Valkey's (docs/benchmarks.md, "arq's poll delay").
     """
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:

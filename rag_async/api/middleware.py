@@ -51,7 +51,6 @@ class _BodyTooLarge(HTTPException):
 
     def __init__(self, limit: int) -> None:
         super().__init__(413, _too_large_message(limit))
-        self.limit = limit
 
 
 def _too_large_message(limit: int) -> str:

@@ -144,5 +144,3 @@ class WorkerContext(TypedDict, total=False):
     heartbeat: Heartbeat
     job_id: str
     job_try: int
-    enqueue_time: object
-    score: int

@@ -13,14 +13,14 @@ _PIECE = re.compile(r"\S+\s*")
 _BLOCK = re.compile(r"\n\s*\n")
 _CODE_STARTS = (">>>", "...", "```", "$ ", "|")
 _LONGEST_QUOTE = 400
+_MOST_SENTENCES = 3
 
 
 class ExtractiveAnswerer:
     name = "extractive (offline: quotes the best-matching sentences)"
 
-    def __init__(self, terms: Callable[[str], list[str]], *, max_sentences: int = 3) -> None:
+    def __init__(self, terms: Callable[[str], list[str]]) -> None:
         self._terms = terms
-        self._max_sentences = max_sentences
 
     async def stream(self, question: str, sources: Sequence[Source]) -> AsyncIterator[str]:
         # Word-sized pieces, like a model's tokens, so clients exercise the same code path.
@@ -43,7 +43,7 @@ class ExtractiveAnswerer:
                     scored.append((overlap - rank * 0.01, -len(scored), sentence, source.n))
         if not scored:
             return "I could not find anything about that in the documents."
-        best = sorted(scored, reverse=True)[: self._max_sentences]
+        best = sorted(scored, reverse=True)[:_MOST_SENTENCES]
         best.sort(key=lambda item: -item[1])  # back into reading order
         quoted = " ".join(f"{sentence} [{n}]" for _, _, sentence, n in best)
         return f"From the documents: {quoted}"

@@ -2,7 +2,8 @@
 
 The SDK does what it is good at: configuration, auth, the request and its errors. The stream
 itself is read from the SDK's raw streaming response as bytes and parsed line by line with
-orjson: the typed chunk objects cost about three times the CPU per token (docs/benchmarks.md).
+orjson: the typed chunk objects cost several times the CPU per token (docs/benchmarks.md,
+"The per-token hot path").
 
 Retries within one call are this module's, not the SDK's: the SDK would sleep out a
 Retry-After inside the wait for the first token, and it cannot know whether text has already
@@ -51,8 +52,8 @@ class StreamTimeouts:
 class OpenAIChat:
     """Streams an answer from a chat-completions endpoint, every wait bounded.
 
-    `retries` defaults to the client's `max_retries`; the client itself is used with the SDK's
-    retries off (see the module's docstring).
+    A call is tried again as often as the client's `max_retries` says; the client itself is
+    used with the SDK's retries off (see the module's docstring).
     """
 
     def __init__(
@@ -62,9 +63,8 @@ class OpenAIChat:
         *,
         max_tokens: int,
         timeouts: StreamTimeouts | None = None,
-        retries: int | None = None,
     ) -> None:
-        self._retries = client.max_retries if retries is None else retries
+        self._retries = client.max_retries
         self._client = client.with_options(max_retries=0)
         self._model = model
         self._max_tokens = max_tokens
@@ -103,73 +103,76 @@ class OpenAIChat:
         across `yield` would fire in the consumer's code (say, while it appends an event to a
         slow Redis) and cancel the job instead of failing this call.
         """
-        timeouts = self._timeouts
         loop = asyncio.get_running_loop()
-        started = loop.time()
-        waiting = _Wait(min(started + timeouts.first_token, deadline), "first")
-        responded = False  # the response has started (a later failure broke the stream)
-        received = 0  # characters of answer text
-        finished = False
+        first = _Wait(min(loop.time() + self._timeouts.first_token, deadline), "first")
+        progress = _Progress(first)
         try:
             async with contextlib.AsyncExitStack() as stack:
-                async with waiting.bound():
-                    response = await stack.enter_async_context(
-                        self._client.chat.completions.with_streaming_response.create(
-                            model=self._model,
-                            messages=messages,
-                            max_tokens=self._max_tokens,
-                            stream=True,
-                        )
-                    )
-                responded = True
-                _check_content_type(response.headers)
-                chunks = response.iter_bytes().__aiter__()
-                pending = b""
-                while True:
-                    async with waiting.bound():
-                        data = await anext(chunks, None)
-                    if data is None:
-                        break
-                    *lines, pending = (pending + data).split(b"\n")
-                    for line in lines:
-                        text, end = _parse(line)
-                        finished = finished or end
-                        if text:
-                            received += len(text)
-                            yield text
-                            # The idle clock starts once the consumer is done with the text.
-                            idle_until = min(loop.time() + timeouts.idle, deadline)
-                            waiting = _Wait(idle_until, "idle")
-                # Read to the end even after [DONE]: the connection goes back to the pool.
-                # A last line without its newline: take it if whole (a body cut mid-line is
-                # an unfinished answer, not a malformed one).
-                with contextlib.suppress(ProviderError):
-                    text, end = _parse(pending)
-                    finished = finished or end
-                    if text:
-                        received += len(text)
+                body = await self._open(stack, messages, progress)
+                texts = self._texts(body, progress, deadline)
+                async with contextlib.aclosing(texts):
+                    async for text in texts:
                         yield text
         except TimeoutError as error:
-            raise ProviderError(
-                waiting.failure(timeouts, deadline, loop.time()), retryable=True
-            ) from error
+            message = progress.waiting.failure(self._timeouts, deadline, loop.time())
+            raise ProviderError(message, retryable=True) from error
         except openai.APIStatusError as error:
             raise _status_error(error) from error
         except (openai.APIConnectionError, openai.APITimeoutError, httpx2.TransportError) as error:
-            cause = str(error) or type(error).__name__
-            if responded:
-                message = f"the LLM's stream broke off after {received} characters: {cause}"
-            else:
-                message = f"the LLM could not be reached: {cause}"
-            raise ProviderError(message, retryable=True) from error
-        if not finished:
+            raise _connection_error(error, progress) from error
+        if not progress.finished:
             # A proxy or a crashed server can end the body cleanly mid-answer: without the
             # stop chunk or [DONE] the text may be cut anywhere, so it is not an answer.
             raise ProviderError(
-                f"the LLM's stream ended without finishing the answer (after {received} "
-                "characters, no [DONE])",
+                "the LLM's stream ended without finishing the answer (after "
+                f"{progress.received} characters, no [DONE])",
                 retryable=True,
             )
+
+    async def _open(
+        self, stack: contextlib.AsyncExitStack, messages: Any, progress: _Progress
+    ) -> AsyncIterator[bytes]:
+        """Sends the request and, once its response has started (within the first-token
+        wait), returns its body; `stack` closes the response."""
+        async with progress.waiting.bound():
+            response = await stack.enter_async_context(
+                self._client.chat.completions.with_streaming_response.create(
+                    model=self._model,
+                    messages=messages,
+                    max_tokens=self._max_tokens,
+                    stream=True,
+                )
+            )
+        progress.responded = True
+        _check_content_type(response.headers)
+        return response.iter_bytes()
+
+    async def _texts(
+        self, body: AsyncIterator[bytes], progress: _Progress, deadline: float
+    ) -> AsyncGenerator[str, None]:
+        """The answer's text as the body's lines bring it, each read bounded by what
+        `progress` is waiting for."""
+        loop = asyncio.get_running_loop()
+        chunks = body.__aiter__()
+        pending = b""
+        while True:
+            async with progress.waiting.bound():
+                data = await anext(chunks, None)
+            if data is None:
+                break
+            *lines, pending = (pending + data).split(b"\n")
+            for line in lines:
+                if text := progress.take(line):
+                    yield text
+                    # The idle clock starts once the consumer is done with the text.
+                    idle_until = min(loop.time() + self._timeouts.idle, deadline)
+                    progress.waiting = _Wait(idle_until, "idle")
+        # Read to the end even after [DONE]: the connection goes back to the pool.
+        # A last line without its newline: take it if whole (a body cut mid-line is
+        # an unfinished answer, not a malformed one).
+        with contextlib.suppress(ProviderError):
+            if text := progress.take(pending):
+                yield text
 
     async def aclose(self) -> None:
         await self._client.close()
@@ -191,6 +194,26 @@ class _Wait:
         if self.what == "first":
             return f"the LLM did not send its first token within {timeouts.first_token:g} s"
         return f"the LLM did not send more within {timeouts.idle:g} s (idle timeout)"
+
+
+@dataclass(slots=True)
+class _Progress:
+    """How far one try has got: what it is waiting for, whether the response has started (a
+    later failure broke the stream), the characters of answer text received, and whether the
+    stream has said the answer is finished."""
+
+    waiting: _Wait
+    responded: bool = False
+    received: int = 0
+    finished: bool = False
+
+    def take(self, line: bytes) -> str | None:
+        """The text of one stream line, counted."""
+        text, end = _parse(line)
+        self.finished = self.finished or end
+        if text:
+            self.received += len(text)
+        return text
 
 
 def _parse(line: bytes) -> tuple[str | None, bool]:
@@ -235,6 +258,15 @@ def _check_content_type(headers: Mapping[str, str]) -> None:
             "(is RAG_LLM_BASE_URL an OpenAI-compatible API, ending in /v1?)",
             retryable=False,
         )
+
+
+def _connection_error(error: Exception, progress: _Progress) -> ProviderError:
+    cause = str(error) or type(error).__name__
+    if progress.responded:
+        message = f"the LLM's stream broke off after {progress.received} characters: {cause}"
+    else:
+        message = f"the LLM could not be reached: {cause}"
+    return ProviderError(message, retryable=True)
 
 
 def _status_error(error: openai.APIStatusError) -> ProviderError:

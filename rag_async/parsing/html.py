@@ -21,7 +21,7 @@ Two structural rules go beyond the tags' names (the first is on by default):
   is a link target of its own: an API signature (`os.path.join(path, *paths)`), a glossary
   term, a command-line option. It then becomes a heading one level below the section it is
   in, so chunks of its `<dd>` carry its name in their heading path. Definition terms without
-  an id (field lists: "Parameters:") stay text. On the Python documentation this made 43 %
+  an id (field lists: "Parameters:") stay text. On the Python documentation this made many
   more, smaller chunks and did not retrieve better (docs/benchmarks.md), so it is not the
   default.
 """
@@ -69,7 +69,7 @@ def parse_html(
 ) -> ParsedDocument:
     """The page's main content as Markdown-shaped text. The keywords switch the structural
     rules (see the module's docstring) on and off, for comparing with and without them."""
-    tree = LexborHTMLParser(_decode(filename, content))
+    tree = LexborHTMLParser(_decode(content))
     title_node = tree.css_first("title")
     title = " ".join(title_node.text().split()) if title_node is not None else ""
     for node in tree.css(BOILERPLATE):
@@ -90,7 +90,7 @@ def parse_html(
     return ParsedDocument(title=title or None, text=text, format="html")
 
 
-def _decode(filename: str, content: bytes) -> str:
+def _decode(content: bytes) -> str:
     match = _CHARSET.search(content[:2048])
     encoding = match.group(1).decode() if match else "utf-8"
     try:

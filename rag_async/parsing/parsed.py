@@ -4,7 +4,6 @@ one all import this module, and it imports none of them."""
 from __future__ import annotations
 
 import re
-from bisect import bisect_right
 from dataclasses import dataclass
 
 # A line of extracted text that the chunker would read as a heading or a code fence.
@@ -20,12 +19,6 @@ class ParsedDocument:
     format: str
     # PDF: `page_starts[i]` is the offset in `text` where page i + 1 begins.
     page_starts: tuple[int, ...] = ()
-
-    def page_at(self, offset: int) -> int | None:
-        """The 1-based page holding `text[offset]`, for paged formats."""
-        if not self.page_starts:
-            return None
-        return max(1, bisect_right(self.page_starts, offset))
 
 
 def escape_markup(text: str) -> str:

@@ -8,10 +8,10 @@ slice `text[start:end]` of the original, so a citation can point back into the d
 Tokens are counted offline, without a model's vocabulary (none can be downloaded here, and
 the embedder may be any model): a token is a run of letters and digits or one punctuation
 mark (`count_tokens`). That tracks subword tokenizers far better than whitespace words, which
-undercount code badly: on the Python documentation a whitespace word is 1.5 such tokens on
-average, and a line of code several. Subword (BPE) tokenizers cut a rare long word into
-pieces too, so a model may see up to about a third more tokens than counted here on prose;
-the default `chunk_tokens` (200) leaves room for that under common embedding models' 512.
+undercount code badly. Subword (BPE) tokenizers cut a rare long word into pieces too, so a
+model may see more tokens than counted here; the default `chunk_tokens` (200) leaves room for
+that under common embedding models' 512. The figures on the Python documentation are in
+docs/benchmarks.md ("What `chunk_tokens` counts").
 """
 
 from __future__ import annotations

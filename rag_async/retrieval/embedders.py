@@ -31,18 +31,15 @@ class OpenAIEmbedder:
     process and passed in. Inputs are sent in batches because servers cap the inputs per call.
     """
 
-    def __init__(
-        self, client: openai.AsyncOpenAI, model: str, *, batch_size: int = EMBED_BATCH_SIZE
-    ) -> None:
+    def __init__(self, client: openai.AsyncOpenAI, model: str) -> None:
         self._client = client
         self._model = model
-        self._batch_size = batch_size
         self.name = model
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
         vectors: list[list[float]] = []
-        for start in range(0, len(texts), self._batch_size):
-            vectors.extend(await self._embed_batch(texts[start : start + self._batch_size]))
+        for start in range(0, len(texts), EMBED_BATCH_SIZE):
+            vectors.extend(await self._embed_batch(texts[start : start + EMBED_BATCH_SIZE]))
         return vectors
 
     async def _embed_batch(self, batch: Sequence[str]) -> list[list[float]]:

@@ -54,18 +54,17 @@ class LexicalEncoder:
     name = "lexical-bm25 (offline)"
     # Bumped when the tokenizer or the stemmer change: vectors of another version do not match.
     version = 3
+    avg_len = 64.0
 
     def __init__(
         self,
         *,
         k1: float = 1.2,
         b: float = 0.75,
-        avg_len: float = 64.0,
         stemmer: Callable[[str], str] = english_stem,
     ) -> None:
         self.k1 = k1
         self.b = b
-        self.avg_len = avg_len
         self.stemmer = stemmer
 
     @property

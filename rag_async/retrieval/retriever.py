@@ -125,10 +125,10 @@ class Retriever:
         if dense is None:
             dense = await self.embed_query(query)
         # With a Qdrant server this is a network call. Embedded Qdrant instead scores every
-        # point in pure Python, on this event loop: about 20 µs per chunk, so ~5 ms for the
-        # 260 chunks of the demo corpus, which is fine, but linear in the corpus (0.2 s for
-        # 10,000 chunks) and blocking every other job meanwhile. Its state is not safe to use
-        # from a thread pool either. A Qdrant server (RAG_QDRANT_URL) is the scaling answer.
+        # point in pure Python, on this event loop: fine for a corpus the size of the demo's,
+        # but linear in the corpus and blocking every other job meanwhile (docs/benchmarks.md
+        # has both ends). Its state is not safe to use from a thread pool either. A Qdrant
+        # server (RAG_QDRANT_URL) is the scaling answer.
         if self._per_document is None:
             return await self._store.search(sparse, dense, top_k, collection=collection)
         candidates = await self._store.search(
@@ -155,8 +155,8 @@ class Retriever:
             if on_progress is not None:
                 await on_progress(stage, done, total)
 
-        # Chunking and encoding take about 50 ms per 100 KB of text, long enough to stall every
-        # other job on this worker's loop for a large document: run them in a thread.
+        # Chunking and encoding grow with the text: for a large document, long enough to stall
+        # every other job on this worker's loop (docs/benchmarks.md). Run them in a thread.
         chunks, pages = await asyncio.to_thread(self._chunk, text, page_starts)
         total = len(chunks)
         await progress("chunked", total, total)

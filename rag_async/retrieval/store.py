@@ -75,8 +75,8 @@ class ChunkStore:
     def __init__(self, client: AsyncQdrantClient, collection: str) -> None:
         self._client = client
         self._collection = collection
-        # Embedded Qdrant checks a filter point by point in Python (~3 ms a search on the demo
-        # corpus). This process is its only user, so it can know which collections the store
+        # Embedded Qdrant checks a filter point by point in Python (docs/benchmarks.md has its
+        # cost). This process is its only user, so it can know which collections the store
         # holds, and skip the filter when there is only the one asked for. With a server,
         # other workers write too, so the (indexed, cheap) filter always applies.
         self._known_collections: set[str] | None = None
@@ -310,8 +310,8 @@ def _is_embedded(client: AsyncQdrantClient) -> bool:
 
 def collection_filter(collection: str) -> models.Filter:
     """Points of `collection`. Every chunk carries its collection, so one condition does:
-    embedded Qdrant checks it point by point in Python (~2.5 ms per search of the demo
-    corpus; a second condition cost ~1.5 ms more), a server through its keyword index."""
+    embedded Qdrant checks each condition point by point in Python (docs/benchmarks.md), a
+    server through its keyword index."""
     return models.Filter(
         must=[models.FieldCondition(key="collection", match=models.MatchValue(value=collection))]
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Path, Query, Request, Response
+from fastapi import APIRouter, Header, Path, Query, Response
 from sse_starlette import EventSourceResponse
 
 from ...errors import BadRequest, Conflict, NotFound
@@ -61,7 +61,6 @@ async def cancel_job(state: State, job_id: Annotated[str, Path()]) -> JobCancell
     responses={200: {"content": {"text/event-stream": {}}}, 204: {}, **_NOT_FOUND},
 )
 async def job_events(
-    request: Request,
     state: State,
     job_id: Annotated[str, Path()],
     last_event_id_header: Annotated[str | None, Header(alias="last-event-id")] = None,
