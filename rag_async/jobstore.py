@@ -63,20 +63,19 @@ class JobStore:
         job has ended meanwhile. Conditional and atomic, so an ended job never runs again."""
         return int(await self._start_attempt(keys=[self._keys.job(job_id)], args=_ENDED))
 
-    async def keep(self, job_id: str) -> None:
-        """Restart the record's and the log's TTL, so a finished result lives `ttl` from now."""
+    async def ended(self, job_id: str) -> None:
+        """The job has ended, however: its result lives `ttl` from now, and the bytes it was
+        given, if any, are dropped at once."""
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.expire(self._keys.job(job_id), self._ttl)
             pipe.expire(self._keys.events(job_id), self._ttl)
+            pipe.delete(self._keys.upload(job_id))
             await pipe.execute()
 
     async def upload(self, job_id: str) -> bytes | None:
         """The bytes an ingestion job was given, while they have not expired."""
         content: bytes | None = await self._redis.get(self._keys.upload(job_id))
         return content
-
-    async def drop_upload(self, job_id: str) -> None:
-        await self._redis.delete(self._keys.upload(job_id))
 
     async def take_back_try(self, job_id: str) -> None:
         """Uncount arq's latest start of the job: it was deferred, not tried."""
@@ -129,5 +128,6 @@ class Cancellation:
         keys = [queue, self._keys.arq_in_progress(job_id), self._keys.job(job_id)]
         if not await self._cancel_queued(keys=keys, args=[job_id, JobStatus.CANCELLED.value]):
             return False
-        await self._redis.delete(self._keys.arq_job(job_id))  # arq's copy of its arguments
+        # arq's copy of its arguments, and the bytes it would have ingested.
+        await self._redis.delete(self._keys.arq_job(job_id), self._keys.upload(job_id))
         return True

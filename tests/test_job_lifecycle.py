@@ -117,8 +117,8 @@ async def test_an_expired_upload_ends_its_attempt_like_any_failure(settings: Set
         accepted = await queue_document(stack)
         job_id = accepted["job_id"]
         async with Redis.from_url(settings.redis_url or "") as redis:
-            jobs = JobStore(redis, Keys(settings.key_prefix), settings.result_ttl)
-            await jobs.drop_upload(job_id)  # as if it expired before a worker came
+            # As if it expired before a worker came.
+            await redis.delete(Keys(settings.key_prefix).upload(job_id))
         async with running_worker(settings):
             events = [event async for event in stack.client.follow(job_id)]
         view = await stack.client.job(job_id)
@@ -169,3 +169,15 @@ async def test_every_job_keeps_a_bounded_request_id_for_its_logs(settings: Setti
         huge.json()["job_id"][:12],  # not 4 KB kept for a day: the job's own short id
         "req-43",
     ]
+
+
+async def test_an_uploads_bytes_are_dropped_when_its_job_ends_even_failed(stack: Stack) -> None:
+    corrupt = await stack.client.upload([("broken.pdf", b"%PDF-1.7 this is no PDF")])
+    ingested = await stack.client.upload([("tea.md", SAMPLE_DOCUMENT.encode())])
+    keys = Keys(stack.settings.key_prefix)
+    async with Redis.from_url(stack.settings.redis_url or "") as redis:
+        for accepted in (corrupt, ingested):
+            job_id = accepted["job_id"]
+            events = [event async for event in stack.client.follow(job_id)]
+            assert events[-1].type == ("error" if accepted is corrupt else "done"), events[-1]
+            assert not await redis.exists(keys.upload(job_id))

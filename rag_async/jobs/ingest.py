@@ -62,7 +62,6 @@ async def _ingest(run: Run) -> Finished:
             },
         )
         summary = f"indexed {chunks} chunks"
-    await services.jobs.drop_upload(run.job_id)
     return Finished(answer=summary, providers=_retrieval(services), chunks=chunks)
 
 

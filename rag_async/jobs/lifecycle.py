@@ -188,7 +188,7 @@ async def _complete(run: Run, finished: Finished) -> None:
         chunks=finished.chunks,
         finished_at=finished_at,
     )
-    await run.services.jobs.keep(run.job_id)
+    await run.services.jobs.ended(run.job_id)
     log.info("job complete", kind=run.record.kind, total_ms=round(run.timings["total"] * 1000, 1))
 
 
@@ -243,6 +243,6 @@ async def _end_if_cancelled(run: Run, spec: JobSpec) -> None:
 
 
 async def _ended(run: Run, spec: JobSpec, reason: str) -> None:
-    await run.services.jobs.keep(run.job_id)
+    await run.services.jobs.ended(run.job_id)
     if spec.on_failure is not None:
         await spec.on_failure(run.services, run.record, reason)
