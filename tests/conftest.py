@@ -157,7 +157,7 @@ def cli_env(settings: Settings, **extra: str) -> dict[str, str]:
             "RAG_KEY_PREFIX": settings.key_prefix,
             "RAG_WORKER_POLL_DELAY": str(settings.worker_poll_delay),
             "RAG_LLM_BASE_URL": settings.llm_base_url or "",
-            "RAG_LLM_API_KEY": settings.llm_api_key or "",
+            "RAG_LLM_API_KEY": key.get_secret_value() if (key := settings.llm_api_key) else "",
             "RAG_DEMO_CORPUS": "false",
             "PYTHONUNBUFFERED": "1",
         }

@@ -445,6 +445,34 @@ async def test_valkey_gone_mid_flight_is_503_and_the_api_recovers(tmp_path: Path
         server.stop()
 
 
+async def test_a_full_valkey_is_a_json_507_and_evicts_no_job(tmp_path: Path, llm: Any) -> None:
+    server = EmbeddedValkey(
+        tmp_path / "valkey", appendonly=False, password="s3cret", maxmemory="64mb"
+    )
+    server.start()
+    try:
+        settings = make_settings(server, tmp_path)
+        async with (
+            running_api(settings) as base_url,
+            httpx.AsyncClient(base_url=base_url, timeout=15) as http,
+            Redis.from_url(server.url) as redis,
+        ):
+            job_id = (await http.post("/chat", json={"query": "tea?"})).json()["job_id"]
+            await redis.config_set("maxmemory", 1)  # far over its limit: full
+
+            response = await http.post("/chat", json={"query": "tea again?"})
+            assert_error(response, 507, "insufficient_storage", "full", "not accepted")
+            # Reads go on, and the job accepted before is still there: nothing was evicted.
+            before = await http.get(f"/jobs/{job_id}")
+            assert before.status_code == 200 and before.json()["status"] == "queued"
+
+            await redis.config_set("maxmemory", "64mb")
+            response = await http.post("/chat", json={"query": "tea at last?"})
+            assert response.status_code == 202, response.text
+    finally:
+        server.stop()
+
+
 # --- Valkey unreachable at start --------------------------------------------------------------
 
 

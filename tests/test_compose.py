@@ -215,7 +215,8 @@ def test_the_containers_settings(
     assert settings.redis_url == "redis://valkey:6379/0"
     assert settings.qdrant_url == "http://qdrant:6333"
     assert settings.host == "0.0.0.0" and settings.port == 8000
-    assert settings.llm_api_key == llm_api_key
+    key = settings.llm_api_key
+    assert (key.get_secret_value() if key else None) == llm_api_key
     assert settings.llm_base_url is None and settings.embed_model is None
     assert settings.llm_configured == bool(llm_api_key)
 

@@ -8,6 +8,7 @@ import os
 import re
 import signal
 import socket
+import stat
 import subprocess
 import time
 from collections import Counter
@@ -17,6 +18,8 @@ from typing import Any
 
 import httpx
 import pytest
+from redis import Redis
+from redis.exceptions import AuthenticationError
 
 from rag_async.client import RagClient
 from rag_async.config import Settings
@@ -97,10 +100,9 @@ def test_up_answers_the_demo_question_stops_cleanly_and_persists(tmp_path: Path)
         assert marker.exists()
         marker_written = marker.stat().st_mtime_ns
 
-        found = re.search(r"url=redis://127\.0\.0\.1:(\d+)", up.stderr())
-        assert found, up.describe()
-        valkey_port = int(found.group(1))
+        valkey_port = _valkey_port(up)
         assert _accepts_connections(valkey_port)
+        password = (data / "valkey" / "password").read_text()
 
         assert up.terminate(timeout=20) == 0, up.describe()
         assert not _accepts_connections(valkey_port), "valkey-server outlived `rag-async up`"
@@ -112,6 +114,7 @@ def test_up_answers_the_demo_question_stops_cleanly_and_persists(tmp_path: Path)
         up.wait_for("rag-async is up at", stream="stdout", timeout=60)
         assert "ingesting the demo corpus" not in up.stderr(), up.describe()
         assert marker.stat().st_mtime_ns == marker_written
+        assert (data / "valkey" / "password").read_text() == password, "kept, not made anew"
 
         # The first run's job came back from the AOF...
         with httpx.Client(base_url=base_url, timeout=10) as http:
@@ -123,6 +126,52 @@ def test_up_answers_the_demo_question_stops_cleanly_and_persists(tmp_path: Path)
 
         assert up.terminate(timeout=20) == 0, up.describe()
         assert not up.group_alive()
+
+
+def _valkey_port(up: Proc) -> int:
+    """The embedded Valkey's port, from the line `up` logs (its URL, password redacted)."""
+    found = re.search(r"url=redis://\*\*\*@127\.0\.0\.1:(\d+)/0", up.stderr())
+    assert found, up.describe()
+    return int(found.group(1))
+
+
+@pytest.mark.timeout(90)
+def test_up_keeps_its_data_private_and_its_valkey_behind_a_password(tmp_path: Path) -> None:
+    port = free_port()
+    env = bare_env(RAG_PORT=str(port), RAG_LOG_LEVEL="INFO", RAG_VALKEY_MAXMEMORY="64mb")
+    data = tmp_path / ".rag-async"
+    with started("up", [*console_script("rag-async"), "up"], env, tmp_path) as up:
+        up.wait_for("rag-async is up at", stream="stdout", timeout=60)
+        assert stat.S_IMODE(data.stat().st_mode) == 0o700, "only its owner may list it"
+        assert stat.S_IMODE((data / "valkey").stat().st_mode) == 0o700
+        secret = data / "valkey" / "password"
+        assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+        password = secret.read_text().strip()
+        assert len(password) >= 32, "made up at random"
+        assert password not in up.stdout() + up.stderr(), "never logged"
+
+        valkey_port = _valkey_port(up)
+        with (
+            Redis("127.0.0.1", valkey_port, socket_timeout=5) as anonymous,
+            pytest.raises(AuthenticationError, match="Authentication required"),
+        ):
+            anonymous.ping()  # NOAUTH
+        with Redis("127.0.0.1", valkey_port, password=password, decode_responses=True) as valkey:
+            config = valkey.config_get("maxmemory", "maxmemory-policy", "bind")
+            valkey_pid = valkey.info("server")["process_id"]
+        # Writes beyond the limit fail (and the API says so) rather than evict a job.
+        assert config == {
+            "maxmemory": str(64 * 1024 * 1024),
+            "maxmemory-policy": "noeviction",
+            "bind": "127.0.0.1",
+        }
+        command_line = Path(f"/proc/{valkey_pid}/cmdline")
+        if command_line.exists():  # Linux: what `ps` shows any user
+            assert password.encode() not in command_line.read_bytes()
+
+        answer = _ask_http(f"http://127.0.0.1:{port}", DEMO_QUESTION)
+        assert answer["status"] == "complete" and answer["sources"], answer
+        assert up.terminate(timeout=20) == 0, up.describe()
 
 
 @pytest.mark.timeout(120)

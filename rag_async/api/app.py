@@ -12,6 +12,7 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from ..config import Settings
+from ..redaction import redact
 from ..redis_pool import connect_redis
 from .errors import install_error_handlers
 from .middleware import AssumeJson, BodySizeLimit
@@ -62,13 +63,3 @@ def create_app(settings: Settings) -> FastAPI:
             return FileResponse(web_dir / "index.html", headers={"Cache-Control": "no-cache"})
 
     return app
-
-
-def redact(url: str) -> str:
-    """The URL without its password, for logs and error messages."""
-    scheme, sep, rest = url.partition("://")
-    credentials, at, host = rest.rpartition("@")
-    if not at:
-        return url
-    user = credentials.partition(":")[0]
-    return f"{scheme}{sep}{user + ':***' if user else '***'}@{host}"

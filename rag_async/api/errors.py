@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import OutOfMemoryError as RedisOutOfMemoryError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -48,6 +49,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
     app.add_exception_handler(RedisConnectionError, _redis_down)
     app.add_exception_handler(RedisTimeoutError, _redis_down)
+    app.add_exception_handler(RedisOutOfMemoryError, _redis_full)
     # Starlette calls this for any exception no other handler took (then re-raises it, so the
     # server logs it too): the client gets the one shape, never a traceback.
     app.add_exception_handler(Exception, _unexpected)
@@ -86,6 +88,18 @@ async def _redis_down(_: Request, error: Exception) -> Response:
         "service_unavailable",
         "the job store (Redis/Valkey) cannot be reached right now; try again shortly",
         headers={"Retry-After": "2"},
+    )
+
+
+async def _redis_full(_: Request, error: Exception) -> Response:
+    # Valkey refuses writes at its maxmemory rather than evict jobs (noeviction). It lasts
+    # until results expire or the operator acts, so this is not a 503 worth retrying at once.
+    log.error("redis is out of memory: writes are refused", error=str(error))
+    return error_response(
+        507,
+        "insufficient_storage",
+        "the job store (Redis/Valkey) is full, so this request was not accepted; try again "
+        "once old jobs have expired or the operator has freed memory",
     )
 
 

@@ -9,6 +9,7 @@ from typing import Any, TypedDict
 
 import httpx2
 import openai
+from pydantic import SecretStr
 from qdrant_client import AsyncQdrantClient
 from redis.asyncio import Redis
 
@@ -121,14 +122,15 @@ def _openai_client(
     settings: Settings,
     http: httpx2.AsyncClient,
     base_url: str | None = None,
-    api_key: str | None = None,
+    api_key: SecretStr | None = None,
 ) -> openai.AsyncOpenAI:
     """An SDK client on the process's pooled HTTP client: the LLM's base URL and key unless
     others are given. Every call connects within llm_connect_timeout and ends within
     llm_timeout (a streamed answer also has first-token and idle limits, llm/)."""
+    key = api_key or settings.llm_api_key
     return openai.AsyncOpenAI(
         base_url=base_url or settings.llm_base_url,
-        api_key=api_key or settings.llm_api_key or "not-needed",
+        api_key=key.get_secret_value() if key else "not-needed",
         http_client=http,
         max_retries=settings.llm_max_retries,
         timeout=httpx2.Timeout(settings.llm_timeout, connect=settings.llm_connect_timeout),

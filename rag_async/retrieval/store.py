@@ -17,6 +17,7 @@ from qdrant_client import AsyncQdrantClient, models
 from qdrant_client.http.exceptions import UnexpectedResponse
 
 from rag_async.config import Settings
+from rag_async.datadir import private_folder
 from rag_async.errors import ConfigurationError
 from rag_async.retrieval.chunking import HEADING_SEPARATOR, Chunk
 
@@ -41,12 +42,13 @@ async def open_qdrant(settings: Settings) -> AsyncQdrantClient:
     """The Qdrant client of this process: a server when `RAG_QDRANT_URL` is set, else the
     embedded (local) mode on disk under `data_dir`, which one process only may open."""
     if settings.qdrant_url:
+        key = settings.qdrant_api_key
         return AsyncQdrantClient(
             url=settings.qdrant_url,
-            api_key=settings.qdrant_api_key,
+            api_key=key.get_secret_value() if key else None,
             timeout=math.ceil(settings.qdrant_timeout),
         )
-    path = settings.data_dir / "qdrant"
+    path = private_folder(settings.data_dir) / "qdrant"
     try:
         # Loads the stored points into memory: a blocking read, done once at startup, before
         # any job runs.
