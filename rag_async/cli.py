@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -40,8 +41,26 @@ def _settings() -> Settings:
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
-    typer.secho(f"error: {message}", fg="red", err=True)
+    typer.secho(f"error: {_plain(message)}", fg="red", err=True)
     raise typer.Exit(code)
+
+
+# A terminal runs the escape sequences in what it is given: text from a document or the API
+# could clear the screen, retitle the window or plant a hyperlink. Whole sequences go (so no
+# residue of them is printed), then every other C0 and C1 control but newline and tab.
+_TERMINAL_CONTROL = re.compile(
+    r"\x1b\][^\x07\x1b\x9c\n]*(?:\x07|\x1b\\|\x9c)?"  # OSC (title, hyperlink, clipboard)
+    r"|\x1b[PX^_][^\x1b\x9c]*(?:\x1b\\|\x9c)?"  # DCS, SOS, PM, APC strings
+    r"|(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]?"  # CSI (cursor, erase, colours)
+    r"|\x1b[ -/]*[0-~]?"  # any other escape
+    r"|[\x00-\x08\x0b-\x1f\x7f-\x9f]"
+)
+
+
+def _plain(text: str) -> str:
+    """`text` without terminal control sequences: for anything printed that a document or the
+    API wrote."""
+    return _TERMINAL_CONTROL.sub("", text)
 
 
 def _check_redis(url: str | None) -> None:
@@ -159,18 +178,18 @@ def ask(
                 if event.type == "sources":
                     sources = event.data["sources"]
                 elif event.type == "token":
-                    sys.stdout.write(event.data["text"])
+                    sys.stdout.write(_plain(event.data["text"]))
                     sys.stdout.flush()
                 elif event.type == "error":
                     typer.echo()
-                    typer.secho(f"error: {event.data['message']}", fg="red", err=True)
+                    typer.secho(f"error: {_plain(event.data['message'])}", fg="red", err=True)
                     return 1
                 elif event.type == "done":
                     typer.echo("\n")
                     for source in sources:
                         score = f"{source['score']:.3f}"
                         typer.echo(
-                            f"  [{source['n']}] {source['title']} "
+                            f"  [{source['n']}] {_plain(source['title'])} "
                             f"(chunk {source['chunk']}, score {score})"
                         )
             return 0
@@ -208,7 +227,7 @@ def ingest(
     settings = _settings()
     files, skipped = find_documents(paths, include=include or (), exclude=exclude or ())
     for note in skipped:
-        typer.secho(f"skipped {note}", fg="yellow", err=True)
+        typer.secho(f"skipped {_plain(note)}", fg="yellow", err=True)
     if not files:
         _fail("no text, Markdown, HTML or PDF files to ingest", code=2)
     try:
@@ -218,7 +237,7 @@ def ingest(
     ok = len(files) - len(failures)
     typer.echo(f"{ok} of {len(files)} documents ingested ({chunks} chunks)")
     for failure in failures:
-        typer.secho(f"failed: {failure}", fg="red", err=True)
+        typer.secho(f"failed: {_plain(failure)}", fg="red", err=True)
     raise typer.Exit(1 if failures or skipped else 0)
 
 
@@ -235,10 +254,11 @@ def documents_list(
     async def show(client: RagClient) -> None:
         entries = await client.documents(collection)
         for entry in entries:
-            typer.echo(
+            line = (
                 f"{entry['document_id']}  {entry['status']:<9}  {entry['collection']:<12}  "
                 f"chunks={entry.get('chunks') or 0:<5}  {entry['title']}"
             )
+            typer.echo(_plain(line))
         typer.echo(f"{len(entries)} document(s)")
 
     _with_client(show)
@@ -251,7 +271,7 @@ def documents_show(document_id: Annotated[str, typer.Argument(help="A document i
     async def show(client: RagClient) -> None:
         entry = await client.document(document_id)
         for name, value in entry.items():
-            typer.echo(f"{name}: {'' if value is None else value}")
+            typer.echo(_plain(f"{name}: {'' if value is None else value}"))
 
     _with_client(show)
 
@@ -304,10 +324,11 @@ def dlq_list() -> None:
     async def show(client: RagClient) -> None:
         entries = await client.dead_letters()
         for entry in entries:
-            typer.echo(
+            line = (
                 f"{entry['job_id']}  {entry['kind']:<6}  tries={entry['attempts']}  "
                 f"{entry['request']!r}\n    {entry['error']}"
             )
+            typer.echo(_plain(line))
         typer.echo(f"{len(entries)} dead letter(s)")
 
     _with_client(show)

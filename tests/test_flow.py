@@ -56,7 +56,7 @@ async def test_question_streams_and_poll_tells_the_same_story(stack: Stack, llm:
         assert "80 degrees" in "".join(s["text"] for s in sources)
         # The LLM was given those numbered sources in its prompt.
         prompt = llm.stats.last_chat_request["messages"][-1]["content"]
-        assert "[1] Tea" in prompt and "How long do I brew green tea?" in prompt
+        assert '<source n="1" title="Tea"' in prompt and "How long do I brew green tea?" in prompt
 
         status = (await http.get(accepted["status_url"])).json()
         assert status["status"] == "complete" and status["stage"] == "done"

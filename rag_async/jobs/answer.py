@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Iterable
 
 from ..breaker import guarded, guarded_stream
 from ..events import SourcesEvent, TokenEvent
+from ..llm import screen
 from .context import Services
 from .lifecycle import Finished, JobSpec, Run
 from .qdrant_calls import qdrant_call
@@ -32,7 +33,8 @@ async def _answer(run: Run) -> Finished:
 
     parts: list[str] = []
     answer_stream = guarded_stream(breakers["llm"], services.llm.stream(query, sources))
-    async for batch in coalesce(answer_stream, services.settings.token_flush_interval):
+    batches = coalesce(answer_stream, services.settings.token_flush_interval)
+    async for batch in screen(batches, sources):  # what the answer must not carry (llm/safety)
         if not parts:
             run.lap("time_to_first_token", record.created_at or run.started)
         parts.append(batch)

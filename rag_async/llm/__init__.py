@@ -4,5 +4,6 @@ from .base import LLM
 from .extractive import ExtractiveAnswerer
 from .openai_chat import OpenAIChat, StreamTimeouts
 from .prompt import build_messages
+from .safety import screen
 
-__all__ = ["LLM", "ExtractiveAnswerer", "OpenAIChat", "StreamTimeouts", "build_messages"]
+__all__ = ["LLM", "ExtractiveAnswerer", "OpenAIChat", "StreamTimeouts", "build_messages", "screen"]

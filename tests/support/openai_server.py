@@ -129,6 +129,8 @@ class ServerConfig:
     # The next chat requests fail like these, one each, in order; then `fault` applies.
     faults: list[Fault] = field(default_factory=list)
     fault: Fault | None = None  # every chat request (once `faults` is used up)
+    # What to answer, one chunk per piece, instead of `token`'s words (which `tokens` counts).
+    answer: list[str] | None = None
 
 
 @dataclass
@@ -289,6 +291,9 @@ class OpenAIApp:
         model = body.get("model") or self.config.model
         cid, created = f"chatcmpl-test{next(self._ids)}", int(time.time())
         head = {"id": cid, "object": "chat.completion", "created": created, "model": model}
+        pieces = self.config.answer
+        if pieces is not None:
+            tokens = len(pieces)
         usage = _usage(body["messages"], tokens)
         outcome = "disconnected"  # unless the response ends
         with _cancel_on_disconnect(receive, self.stats):
@@ -301,7 +306,7 @@ class OpenAIApp:
                 try:
                     outcome = await _stream(
                         send, head, usage if with_usage else None, started + ttft, tokens, tps,
-                        fault,
+                        fault, pieces,
                     )  # fmt: skip
                 finally:
                     self.stats.active_streams -= 1
@@ -312,7 +317,8 @@ class OpenAIApp:
                 await asyncio.sleep(fault.hang)
                 return "dropped"  # without a response: uvicorn closes the connection
             await _sleep_until(started + ttft + (max(tokens - 1, 0) / tps if tps else 0.0))
-            message = {"role": "assistant", "content": expected_answer(tokens), "refusal": None}
+            content = expected_answer(tokens) if pieces is None else "".join(pieces)
+            message = {"role": "assistant", "content": content, "refusal": None}
             choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": "stop"}
             reply = orjson.dumps({**head, "choices": [choice], "usage": usage})
             if fault is not None and fault.kind in ("drop", "truncate", "malformed"):
@@ -389,8 +395,10 @@ async def _stream(
     tokens: int,
     tps: float,
     fault: Fault | None = None,
+    pieces: list[str] | None = None,
 ) -> str:
-    """Send the role chunk now, then token i at ``first_at + i / tps``; returns how it ended.
+    """Send the role chunk now, then token i (or ``pieces[i]``) at ``first_at + i / tps``;
+    returns how it ended.
 
     Chunks are paced on an absolute schedule, so a slow write does not stretch the stream, and
     every chunk already due goes out in one write, so a busy loop catches up instead of lagging.
@@ -408,6 +416,7 @@ async def _stream(
         return "dropped"  # returning mid-response: uvicorn closes the connection
     breaks_at = min(fault.after, tokens) if fault and kind in _BREAKS else None
     loop, sent, frames = asyncio.get_running_loop(), 0, b""
+    delta = _content_delta if pieces is None else lambda i: orjson.dumps({"content": pieces[i]})
     await _sleep_until(first_at)  # an empty answer, too, waits for its ttft
     while sent < tokens or sent == breaks_at:
         if sent == breaks_at:
@@ -427,7 +436,7 @@ async def _stream(
         due = max(due, sent + 1)  # float rounding must not stall the schedule
         if breaks_at is not None:
             due = min(due, breaks_at)
-        frames += b"".join([prefix + _content_delta(i) + tail for i in range(sent, due)])
+        frames += b"".join([prefix + delta(i) + tail for i in range(sent, due)])
         sent = due
         if sent < tokens and sent != breaks_at:
             await send({"type": "http.response.body", "body": frames, "more_body": True})
