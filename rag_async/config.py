@@ -127,6 +127,16 @@ class Settings(BaseSettings):
     # The web page's static files: the repository's web/ unless set (the Docker image sets it).
     web_dir: Path | None = None
 
+    # Browser safety (api/browser.py). Both are comma-separated lists.
+    # The names the API answers to in the Host header: a DNS-rebinding page reaches a loopback
+    # server under the attacker's own name, so any other name is refused ("*.example.com" takes
+    # its subdomains, "*" any name). Unset: localhost, 127.0.0.1, ::1 and RAG_HOST (what the
+    # CLI calls). /healthz and /readyz answer any Host (probes use the pod's IP).
+    allowed_hosts: str | None = None
+    # Origins (https://app.example.com) whose pages may call the API, with CORS; a request
+    # from any other origin than the API's own is refused. "*" lets any page call it.
+    cors_origins: str | None = None
+
     log_level: LogLevel = "INFO"
     log_json: bool = False
     demo_corpus: bool = True

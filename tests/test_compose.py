@@ -21,6 +21,7 @@ import typer.main
 import yaml
 from pydantic import AliasChoices
 
+from rag_async.api.browser import allowed_hosts
 from rag_async.cli import app as cli_app
 from rag_async.config import Settings
 
@@ -219,6 +220,21 @@ def test_the_containers_settings(
     assert (key.get_secret_value() if key else None) == llm_api_key
     assert settings.llm_base_url is None and settings.embed_model is None
     assert settings.llm_configured == bool(llm_api_key)
+
+
+def test_the_api_answers_to_its_service_name_and_the_published_port(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Other containers reach it as `api:8000`, the host through the published port as
+    localhost, `rag-async` inside the container as 0.0.0.0 (RAG_HOST): Host names it must
+    accept, and no other (DNS rebinding)."""
+    for name in _settings_variables():
+        monkeypatch.delenv(name, raising=False)
+    for name, value in _environment("api").items():
+        monkeypatch.setenv(name, _interpolate(value, {}))
+    hosts = allowed_hosts(Settings(_env_file=None))
+    assert {"api", "localhost", "127.0.0.1", "0.0.0.0"} <= set(hosts), hosts
+    assert not [host for host in hosts if "*" in host], hosts
 
 
 def test_every_dollar_is_an_interpolation_or_escaped() -> None:

@@ -8,14 +8,23 @@ from pathlib import Path
 
 import structlog
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from ..config import Settings
 from ..redaction import redact
 from ..redis_pool import connect_redis
+from .browser import (
+    HostCheck,
+    OriginCheck,
+    SecurityHeaders,
+    WriteContentTypes,
+    allowed_hosts,
+    cors_origins,
+)
 from .errors import install_error_handlers
-from .middleware import AssumeJson, BodySizeLimit
+from .middleware import BodySizeLimit
 from .routes import chat, deadletters, documents, health, jobs, stats
 from .state import AppState
 
@@ -51,7 +60,7 @@ def create_app(settings: Settings) -> FastAPI:
         default_limit=64 * 1024 + 4 * settings.max_query_chars,
         limits={"/documents": 2 * settings.max_document_bytes + 64 * 1024},
     )
-    app.add_middleware(AssumeJson)
+    _browser_safety(app, settings)
     for module in (chat, jobs, documents, deadletters, health, stats):
         app.include_router(module.router)
     web_dir = settings.web_dir or REPOSITORY_WEB_DIR
@@ -63,3 +72,24 @@ def create_app(settings: Settings) -> FastAPI:
             return FileResponse(web_dir / "index.html", headers={"Cache-Control": "no-cache"})
 
     return app
+
+
+def _browser_safety(app: FastAPI, settings: Settings) -> None:
+    """The middleware of api/browser.py; the last added runs first."""
+    app.add_middleware(WriteContentTypes)
+    origins = cors_origins(settings)
+    if origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"],
+            expose_headers=["Retry-After"],
+            max_age=600,
+        )
+    app.add_middleware(OriginCheck, origins=origins)
+    app.add_middleware(HostCheck, hosts=allowed_hosts(settings))
+    # Around the whole stack, Starlette's outermost ServerErrorMiddleware included, so that its
+    # 500 carries the headers too.
+    build = app.build_middleware_stack
+    app.build_middleware_stack = lambda: SecurityHeaders(build())  # type: ignore[method-assign]

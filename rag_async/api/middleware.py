@@ -1,4 +1,5 @@
-"""Pure ASGI middleware (cheap on the hot path): body size limits and lenient JSON bodies."""
+"""Pure ASGI middleware (cheap on the hot path): body size limits (browser safety is in
+browser.py)."""
 
 from __future__ import annotations
 
@@ -72,22 +73,3 @@ async def _too_large(send: Send, limit: int) -> None:
         }
     )
     await send({"type": "http.response.body", "body": body})
-
-
-class AssumeJson:
-    """Treat a POST body sent without a JSON content type as JSON.
-
-    `curl -d '{"query": "..."}'` sends `application/x-www-form-urlencoded`; every body this API
-    takes is JSON, so reading it as such is what the person typing that command meant.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
-            headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
-            content_type = dict(scope["headers"]).get(b"content-type", b"")
-            if not content_type.startswith((b"application/json", b"multipart/")):
-                scope = {**scope, "headers": [*headers, (b"content-type", b"application/json")]}
-        await self.app(scope, receive, send)
