@@ -89,6 +89,22 @@ class Settings(BaseSettings):
     job_max_tries: int = Field(default=3, ge=1)
     result_ttl: int = Field(default=24 * 3600, ge=60)
 
+    # Hostile documents (parsing/limits.py, parsing/isolated.py). Uploaded files are parsed in
+    # separate processes, parse_workers at most per worker process, each killed when its file
+    # takes longer than parse_timeout seconds (wall clock; the same in CPU seconds is the
+    # kernel's stop) or needs more than parse_memory_mb of address space. A file beyond a limit
+    # fails at once with its code (parse_timeout, parse_memory, too_many_pages, too_much_text,
+    # too_many_chunks, too_deep) and is never retried: the same bytes fail the same way.
+    parse_workers: int = Field(default=2, ge=1)
+    parse_timeout: float = Field(default=60.0, gt=0)  # an honest 5 MB PDF takes seconds
+    parse_memory_mb: int = Field(default=1024, ge=64)  # a parse process idles at about 40 MB
+    # A few kilobytes of PDF can name thousands of pages, each with its text. These let no file
+    # cost more than an honest one of max_document_bytes: a 5 MB text file is 5 M characters,
+    # about 8,000 chunks of 200 tokens, and a 5 MB PDF rarely 5,000 pages.
+    max_pages: int = Field(default=5000, ge=1)
+    max_document_chars: int = Field(default=5_000_000, ge=1)  # the text extracted from a file
+    max_chunks: int = Field(default=10_000, ge=1)  # per document, checked before it is written
+
     # Retrieval.
     top_k: int = Field(default=4, ge=1, le=50)
     # Tokens as `retrieval.chunking.count_tokens` counts them offline (words and punctuation

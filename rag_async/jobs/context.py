@@ -21,6 +21,7 @@ from ..eventlog import EventLog
 from ..jobstore import JobStore
 from ..keys import Keys
 from ..llm import LLM, ExtractiveAnswerer, OpenAIChat, StreamTimeouts
+from ..parsing.isolated import ParserPool
 from ..recovery import RunningJobs
 from ..registry import DocumentRegistry
 from ..retrieval import LexicalEncoder, OpenAIEmbedder, Retriever, open_qdrant
@@ -44,6 +45,7 @@ class Services:
     dead_letters: DeadLetters
     failures: RecentFailures
     registry: DocumentRegistry
+    parser: ParserPool  # uploaded files are parsed in its processes
     # Who runs a job, as its record and logs tell it: "hostname:pid".
     worker: str = field(default_factory=worker_name)
     breakers: dict[str, CircuitBreaker] = field(default_factory=dict)
@@ -94,9 +96,11 @@ class Services:
             dead_letters=DeadLetters(redis, keys),
             failures=RecentFailures(redis, keys),
             registry=DocumentRegistry(redis, keys),
+            parser=ParserPool.from_settings(settings),
         )
 
     async def close(self) -> None:
+        await self.parser.close()
         await self.http.aclose()
         await self.qdrant.close()
 

@@ -4,7 +4,6 @@ this work (attempts, retries, the end) is jobs/lifecycle.py's."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import time
 from collections.abc import Iterable
@@ -13,7 +12,7 @@ from ..breaker import guarded
 from ..errors import RagError
 from ..events import ProgressEvent
 from ..jobrecord import IngestProgress, JobRecord
-from ..parsing import ParsedDocument, parse
+from ..parsing import ParsedDocument
 from .context import Services
 from .lifecycle import Finished, JobSpec, Run
 from .qdrant_calls import qdrant_call
@@ -110,9 +109,9 @@ async def _unchanged(services: Services, document_id: str, fingerprint: str) -> 
 async def _parse(services: Services, record: JobRecord, raw: bytes) -> ParsedDocument:
     if not record.filename:  # a JSON body: Markdown text, checked by the API already
         return ParsedDocument(title=None, text=raw.decode("utf-8"), format="markdown")
-    # HTML and PDF parsing are CPU-bound (a big PDF takes seconds): keep the loop free.
-    limit = services.settings.max_document_bytes
-    return await asyncio.to_thread(parse, record.filename, raw, max_bytes=limit)
+    # In a parse process, within the time, memory, page and text limits: a hostile file
+    # costs its own process, not this loop (parsing/isolated.py).
+    return await services.parser.parse(record.filename, raw)
 
 
 def _title(record: JobRecord, document: ParsedDocument) -> str:

@@ -2,8 +2,9 @@
 
 Every parser returns Markdown-shaped text: headings as `#` lines (so the chunker keeps heading
 paths), paragraphs separated by blank lines, code fenced. PDFs also say where each page
-starts, so a citation can name its page. Parsing is CPU work: callers in an event loop run it
-in a thread (`asyncio.to_thread`).
+starts, so a citation can name its page. Parsing is CPU work, and a hostile file can make it
+endless or huge: the worker runs it in separate processes under time and memory limits
+(`isolated.ParserPool`), with the page, text and nesting limits of `limits.py`.
 """
 
 from rag_async.parsing.document import (
@@ -13,10 +14,12 @@ from rag_async.parsing.document import (
     format_of,
     parse,
 )
+from rag_async.parsing.limits import ParseLimits
 from rag_async.parsing.parsed import ParsedDocument
 
 __all__ = [
     "FORMATS",
+    "ParseLimits",
     "ParsedDocument",
     "UnsupportedFormat",
     "check_upload",

@@ -6,6 +6,7 @@ import re
 from pathlib import PurePosixPath
 
 from rag_async.errors import BadRequest, TooLarge
+from rag_async.parsing.limits import ParseLimits, TooMuchText
 from rag_async.parsing.parsed import ParsedDocument
 
 # Extension -> format. What is not here is refused before any byte is parsed.
@@ -55,15 +56,23 @@ def check_upload(filename: str, content: bytes, *, max_bytes: int | None = None)
     return kind
 
 
-def parse(filename: str, content: bytes, *, max_bytes: int | None = None) -> ParsedDocument:
+def parse(
+    filename: str,
+    content: bytes,
+    *,
+    max_bytes: int | None = None,
+    limits: ParseLimits = ParseLimits(),
+) -> ParsedDocument:
     """Parse one file. Raises a `RagError` that names the file when it is of an unsupported
-    type, empty, corrupt, or larger than `max_bytes`. CPU-bound: run it in a thread."""
+    type, empty, corrupt, larger than `max_bytes`, or beyond one of `limits` (or nested
+    deeper than `MAX_HTML_DEPTH`). CPU-bound, and unbounded in time and memory on a hostile
+    file: a service runs it in a separate process (`parsing.isolated.ParserPool`)."""
     kind = check_upload(filename, content, max_bytes=max_bytes)
     # Imported here so that naming a format (the API, the CLI) does not load pypdf and selectolax.
     if kind == "pdf":
         from rag_async.parsing.pdf import parse_pdf
 
-        parsed = parse_pdf(filename, content)
+        parsed = parse_pdf(filename, content, limits)
     elif kind == "html":
         from rag_async.parsing.html import parse_html
 
@@ -71,6 +80,8 @@ def parse(filename: str, content: bytes, *, max_bytes: int | None = None) -> Par
     else:
         text = decode_text(filename, content)
         parsed = ParsedDocument(title=markdown_title(text), text=text, format=kind)
+    if limits.max_chars is not None and len(parsed.text) > limits.max_chars:
+        raise TooMuchText.of(filename, limits.max_chars)
     if not parsed.text.strip():
         raise BadRequest(f"{filename}: no text found in the file", code="empty_document")
     return parsed

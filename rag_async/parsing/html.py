@@ -33,6 +33,7 @@ import re
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 
 from rag_async.errors import BadRequest
+from rag_async.parsing.limits import MAX_HTML_DEPTH, TooDeep
 from rag_async.parsing.parsed import ParsedDocument, escape_markup
 
 BOILERPLATE = ", ".join(
@@ -79,7 +80,12 @@ def parse_html(
     if root is None:
         raise BadRequest(f"{filename}: not an HTML document", code="corrupt_document")
     writer = _Writer(max_link_density, definition_sections)
-    writer.walk(root)
+    try:
+        writer.walk(root)
+    except (_Nested, RecursionError):
+        raise TooDeep(
+            f"{filename}: HTML nested deeper than {MAX_HTML_DEPTH} elements (the limit)"
+        ) from None
     text = "\n\n".join(writer.blocks)
     h1_node = tree.css_first("h1")
     h1 = " ".join(h1_node.text().split()) if h1_node is not None else ""
@@ -124,6 +130,10 @@ def link_density(node: LexborNode) -> float:
     return min(1.0, linked / total)
 
 
+class _Nested(Exception):
+    """The page nests deeper than MAX_HTML_DEPTH."""
+
+
 class _Writer:
     """Collects blocks of text in document order."""
 
@@ -139,6 +149,8 @@ class _Writer:
         # A heading to repeat before the next text: the section a definition list ended in,
         # so that text after the list is not filed under its last term.
         self._reopen: tuple[int, str] | None = None
+        # How deep the walk is: it recurses once per level of nesting.
+        self._depth = 0
 
     def heading(self, level: int, text: str) -> None:
         self._reopen = None
@@ -159,6 +171,13 @@ class _Writer:
             self.text(escape_markup(paragraph))
 
     def walk(self, node: LexborNode) -> None:
+        if self._depth >= MAX_HTML_DEPTH:
+            raise _Nested
+        self._depth += 1
+        self._walk(node)
+        self._depth -= 1
+
+    def _walk(self, node: LexborNode) -> None:
         for child in node.iter(include_text=True):
             tag = child.tag
             if tag == "-text":

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from qdrant_client import AsyncQdrantClient, models
 
 from rag_async.config import Settings
+from rag_async.parsing.limits import TooManyChunks
 from rag_async.retrieval.chunking import Chunk, chunk_text
 from rag_async.retrieval.embedders import EMBED_BATCH_SIZE, Embedder
 from rag_async.retrieval.lexical import LexicalEncoder
@@ -48,8 +49,10 @@ class Retriever:
         chunk_tokens: int,
         chunk_overlap: int,
         per_document: int | None = PER_DOCUMENT,
+        max_chunks: int | None = None,
     ) -> None:
         self._store = store
+        self._max_chunks = max_chunks
         self._per_document = per_document
         self._lexical = lexical
         self._embedder = embedder
@@ -74,6 +77,7 @@ class Retriever:
             chunk_tokens=settings.chunk_tokens,
             chunk_overlap=settings.chunk_overlap,
             per_document=per_document,
+            max_chunks=settings.max_chunks,
         )
         await retriever.ensure_collection()
         return retriever
@@ -149,7 +153,9 @@ class Retriever:
     ) -> int:
         """Chunk, encode (and embed) a document and write it under `document_id`, replacing
         any earlier version. Returns the number of chunks. `page_starts` (paged formats) are
-        the offsets in `text` where each page begins, so each chunk records its page."""
+        the offsets in `text` where each page begins, so each chunk records its page. A
+        document of more than `max_chunks` chunks raises `TooManyChunks`, and nothing of it
+        is written: every chunk stored is scored on every question by embedded Qdrant."""
 
         async def progress(stage: str, done: int, total: int) -> None:
             if on_progress is not None:
@@ -159,6 +165,11 @@ class Retriever:
         # every other job on this worker's loop (docs/benchmarks.md). Run them in a thread.
         chunks, pages = await asyncio.to_thread(self._chunk, text, page_starts)
         total = len(chunks)
+        if self._max_chunks is not None and total > self._max_chunks:
+            raise TooManyChunks(
+                f"{source or title}: {total} chunks; the limit is {self._max_chunks} per "
+                "document (RAG_MAX_CHUNKS)"
+            )
         await progress("chunked", total, total)
 
         # Encoded, embedded and written a batch at a time: a big document's contexts, sparse
