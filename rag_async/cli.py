@@ -40,6 +40,20 @@ def _settings() -> Settings:
     return settings
 
 
+def _check_exposure(settings: Settings) -> None:
+    """Refuse to serve every answer to the network without keys (identity.check_exposure)."""
+    from .identity import check_exposure
+
+    try:
+        check_exposure(settings)
+    except ConfigurationError as error:
+        _fail(error.message, code=2)
+
+
+def _api_key(settings: Settings) -> str | None:
+    return settings.api_key.get_secret_value() if settings.api_key else None
+
+
 def _fail(message: str, code: int = 1) -> NoReturn:
     typer.secho(f"error: {_plain(message)}", fg="red", err=True)
     raise typer.Exit(code)
@@ -90,6 +104,7 @@ def up() -> None:
     from .supervisor import run_up
 
     settings = _settings()
+    _check_exposure(settings)
     configure_logging(settings.log_level, json=settings.log_json, process="up")
     raise typer.Exit(run_up(settings))
 
@@ -100,8 +115,10 @@ def api() -> None:
     import uvicorn
 
     from .api import create_app
+    from .api.server import server_options
 
     settings = _settings()
+    _check_exposure(settings)
     configure_logging(settings.log_level, json=settings.log_json, process="api")
     _check_redis(settings.redis_url)
     uvicorn.run(
@@ -112,6 +129,7 @@ def api() -> None:
         access_log=False,  # one line per request and per SSE stream is noise at this rate
         log_config=None,  # log through our configuration, like the other processes
         timeout_graceful_shutdown=5,
+        **server_options(settings),  # header timeout and size, keep-alive, connections
     )
 
 
@@ -167,7 +185,7 @@ def ask(
     settings = _settings()
 
     async def run() -> int:
-        async with RagClient(settings.api_base_url) as client:
+        async with RagClient(settings.api_base_url, api_key=_api_key(settings)) as client:
             accepted = await client.ask(question)
             answer = Answer()  # drops the text of an attempt that died
             sources: list[dict[str, Any]] = []
@@ -231,7 +249,9 @@ def ingest(
     if not files:
         _fail("no text, Markdown, HTML or PDF files to ingest", code=2)
     try:
-        chunks, failures = ingest_files(settings.api_base_url, files, collection=collection)
+        chunks, failures = ingest_files(
+            settings.api_base_url, files, collection=collection, api_key=_api_key(settings)
+        )
     except httpx.HTTPError as error:
         _fail(f"cannot reach the API at {settings.api_base_url}: {error}")
     ok = len(files) - len(failures)
@@ -306,7 +326,7 @@ def _with_client(action: Callable[[RagClient], Awaitable[None]]) -> None:
     settings = _settings()
 
     async def run() -> None:
-        async with RagClient(settings.api_base_url) as client:
+        async with RagClient(settings.api_base_url, api_key=_api_key(settings)) as client:
             await action(client)
 
     try:

@@ -80,10 +80,11 @@ class Answer:
 
 
 class RagClient:
-    def __init__(self, base_url: str, *, timeout: float = 30.0) -> None:
+    def __init__(self, base_url: str, *, api_key: str | None = None, timeout: float = 30.0) -> None:
         self.base_url = base_url.rstrip("/")
         self._http = httpx.AsyncClient(
             base_url=self.base_url,
+            headers={"Authorization": f"Bearer {api_key}"} if api_key else None,
             # A stream may idle between events, but the server pings every 10 s (by default).
             timeout=httpx.Timeout(timeout, read=60.0),
             limits=httpx.Limits(max_connections=1000, max_keepalive_connections=1000),

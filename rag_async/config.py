@@ -63,6 +63,53 @@ class Settings(BaseSettings):
     max_queue_depth: int = Field(default=10_000, ge=1)
     redis_max_connections: int = Field(default=32, ge=4)
 
+    # Who may call the API: "name=secret,name2=secret2", or one `name=secret` a line in
+    # api_keys_file. A key sees only its own jobs, documents and collections; an admin key
+    # sees everyone's and the operator's routes. With no key at all the API serves one local
+    # user, and refuses to listen beyond loopback unless allow_anonymous says it may.
+    api_keys: SecretStr | None = None
+    api_keys_file: Path | None = None
+    admin_keys: SecretStr | None = None
+    allow_anonymous: bool = False
+    # Signs the events URLs handed out for EventSource, which cannot send a key. Unset, it is
+    # derived from the keys, so every API replica configured with the same keys agrees.
+    token_secret: SecretStr | None = None
+    events_token_ttl: int = Field(default=3600, ge=60)
+    # The key the CLI sends (RAG_API_KEY).
+    api_key: SecretStr | None = None
+
+    # Quotas and limits. The per-key ones do not apply to the local user of an instance
+    # without keys (quotas.py says why); 0 turns one off. Refusals are 429 with Retry-After,
+    # or 413 / 431 for what is too big.
+    # Requests a minute per key, a token bucket in Valkey shared by every API process: generous
+    # for people and scripts that follow their jobs with SSE, a wall for a runaway loop. Up to
+    # rate_limit_burst requests pass at once (unset: a minute's worth).
+    rate_limit_per_minute: int = Field(default=600, ge=0)
+    rate_limit_burst: int | None = Field(default=None, ge=1)
+    # Queued or running jobs per key. Kept well below max_queue_depth, so that a key flooding
+    # the queue meets its own limit long before the global one refuses everybody else.
+    max_unfinished_jobs_per_key: int = Field(default=1000, ge=0)
+    # Bytes of documents (as uploaded) a key keeps in the registry: their chunks and vectors
+    # fill Qdrant in proportion.
+    max_stored_bytes_per_key: int = Field(default=1024**3, ge=0)
+    # Files in one multipart upload: each becomes a job (the body's bytes are capped as well,
+    # at about twice max_document_bytes).
+    max_files_per_upload: int = Field(default=20, ge=1)
+    # Open event streams per key, counted in each API process: each holds a connection, a
+    # queue and a subscription. A page follows one job at a time.
+    max_streams_per_key: int = Field(default=20, ge=0)
+    # Request headers beyond this size are refused (431): a key, a cookie or two and a
+    # Last-Event-ID take a few hundred bytes.
+    max_header_bytes: int = Field(default=16 * 1024, ge=1024)
+    # How `rag-async api` runs uvicorn (api/server.py). A connection whose request head has not
+    # arrived in header_timeout seconds is closed (slow clients holding connections open), an
+    # idle kept-alive one after keep_alive_timeout, and beyond max_connections (open event
+    # streams included) a request gets 503 rather than the process running out of file
+    # descriptors (often 1,024).
+    header_timeout: float = Field(default=10.0, gt=0)
+    keep_alive_timeout: int = Field(default=5, ge=1)
+    max_connections: int = Field(default=1000, ge=1)
+
     # The worker.
     worker_max_jobs: int = Field(default=100, ge=1)  # questions at once, per process
     # Documents at once, per process: parsing and encoding use CPU, so a few are enough.
@@ -175,6 +222,10 @@ class Settings(BaseSettings):
         return (self.api_url or f"http://{self.host}:{self.port}").rstrip("/")
 
     @property
+    def api_keys_configured(self) -> bool:
+        return bool(self.api_keys or self.api_keys_file or self.admin_keys)
+
+    @property
     def llm_configured(self) -> bool:
         return bool(self.llm_base_url or self.llm_api_key)
 
@@ -217,7 +268,7 @@ def _problem(error: ErrorDetails, variables: dict[str, tuple[str, ...]]) -> str:
     # Of a field's variables (RAG_LLM_API_KEY, OPENAI_API_KEY), the one that is set.
     present = {name.upper() for name in os.environ}
     name = next((n for n in names if n in present), names[0])
-    secret = field.endswith(("_key", "_url"))  # a URL may hold a password
+    secret = field.endswith(("_key", "_keys", "_url", "_secret"))  # a URL may hold a password
     return f"{name}: {error['msg']}" + ("" if secret else f", got {error['input']!r}")
 
 

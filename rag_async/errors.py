@@ -17,6 +17,10 @@ class RagError(Exception):
         if code is not None:
             self.code = code
 
+    def headers(self) -> dict[str, str] | None:
+        """HTTP headers the answer to this error carries."""
+        return None
+
 
 class BadRequest(RagError):
     status_code = 422
@@ -26,6 +30,23 @@ class BadRequest(RagError):
 class TooLarge(RagError):
     status_code = 413
     code = "payload_too_large"
+
+
+class Unauthorized(RagError):
+    """No API key, or not a valid one."""
+
+    status_code = 401
+    code = "unauthorized"
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Bearer realm="rag-async"'}
+
+
+class Forbidden(RagError):
+    """A valid key that may not do this (an admin's route)."""
+
+    status_code = 403
+    code = "forbidden"
 
 
 class NotFound(RagError):
@@ -47,6 +68,29 @@ class Overloaded(RagError):
     def __init__(self, message: str, *, retry_after: int) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
+class LimitReached(RagError):
+    """A key's own limit (requests a minute, unfinished jobs, open streams; `code` says which):
+    429, and when trying again may succeed."""
+
+    status_code = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, code: str, retry_after: int) -> None:
+        super().__init__(message, code=code)
+        self.retry_after = max(1, retry_after)
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
+class HeadersTooLarge(RagError):
+    status_code = 431
+    code = "headers_too_large"
 
 
 class ProviderError(RagError):

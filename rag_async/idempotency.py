@@ -11,7 +11,16 @@ import hashlib
 from redis.asyncio import Redis
 
 from .errors import BadRequest, Conflict
+from .identity import Principal
 from .keys import Keys
+
+# KEYS: an Idempotency-Key's claim. ARGV: the job id whose claim it must still be to be dropped.
+_RELEASE = """
+local claim = redis.call('GET', KEYS[1])
+if claim and string.sub(claim, 1, #ARGV[1] + 1) == ARGV[1] .. ' ' then
+  redis.call('DEL', KEYS[1])
+end
+"""
 
 
 class IdempotencyKeys:
@@ -19,17 +28,19 @@ class IdempotencyKeys:
         self._redis = redis
         self._keys = keys
         self._ttl = ttl
+        self._release = redis.register_script(_RELEASE)
 
-    async def claim(self, key: str | None, request: bytes, job_id: str) -> str:
+    async def claim(self, key: str | None, caller: Principal, request: bytes, job_id: str) -> str:
         """The job this request stands for: `job_id` for a new key (or none), the earlier
-        job for a repeat of the same request; 409 for the key reused on another request."""
+        job for a repeat of the same request; 409 for the key reused on another request.
+        Each caller has its own keys: another's key is new to it, and tells it nothing."""
         if key is None:
             return job_id
         if not 0 < len(key) <= 255:
             raise BadRequest(
                 "Idempotency-Key must be 1 to 255 characters", code="bad_idempotency_key"
             )
-        redis_key = self._keys.idempotency(hashlib.sha256(key.encode()).hexdigest())
+        redis_key = self._redis_key(key, caller)
         fingerprint = hashlib.sha256(request).hexdigest()
         for _ in range(2):  # a second round only if the earlier claim expired in between
             claim = f"{job_id} {fingerprint}"
@@ -45,3 +56,14 @@ class IdempotencyKeys:
                     )
                 return earlier_job
         return job_id
+
+    async def release(self, key: str | None, caller: Principal, job_id: str) -> None:
+        """Drop the claim of `job_id`, whose request was refused after claiming (a limit's
+        429, say): the client's retry with the same key is then a new request, rather than
+        one standing for a job that was never created."""
+        if key is not None:
+            await self._release(keys=[self._redis_key(key, caller)], args=[job_id])
+
+    def _redis_key(self, key: str, caller: Principal) -> str:
+        scoped = f"{caller.name}\x00{key}".encode()
+        return self._keys.idempotency(hashlib.sha256(scoped).hexdigest())

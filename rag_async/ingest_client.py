@@ -63,10 +63,12 @@ def ingest_files(
     *,
     collection: str | None = None,
     show_progress: bool = True,
+    api_key: str | None = None,
 ) -> tuple[int, list[str]]:
     """Upload files (one request each, so one bad file fails alone) and wait for their jobs.
     Returns the chunks indexed and a message per failed file."""
-    return asyncio.run(_ingest_files(api_url, files, collection, show_progress))
+    client = RagClient(api_url, api_key=api_key)
+    return asyncio.run(_ingest_files(client, files, collection, show_progress))
 
 
 def _progress(show: bool, what: str) -> Progress:
@@ -82,13 +84,13 @@ def _progress(show: bool, what: str) -> Progress:
 
 
 async def _ingest_files(
-    api_url: str, files: Sequence[Path], collection: str | None, show_progress: bool
+    client: RagClient, files: Sequence[Path], collection: str | None, show_progress: bool
 ) -> tuple[int, list[str]]:
     failures: list[str] = []
     done = chunks = 0
     started = time.monotonic()
     progress = _progress(show_progress, "documents")
-    async with RagClient(api_url) as client:
+    async with client:
         with progress:
             task = progress.add_task("ingest", total=len(files), rate="")
             limit = asyncio.Semaphore(UPLOADS_IN_FLIGHT)

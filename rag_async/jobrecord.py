@@ -64,6 +64,7 @@ class JobRecord(BaseModel):
     seq: int = 0  # the id of the job's latest event
     worker: str | None = None
     request_id: str | None = None
+    owner: str | None = None  # the name of the API key that created it (none: the local user)
     # What was asked: a question, or a document to ingest or delete.
     query: str | None = None
     collection: str | None = None

@@ -1,5 +1,6 @@
 """The job record in Redis: one hash per job (jobrecord.py says what it holds), the upload
-waiting for an ingestion job, arq's count of a job's tries, and cancellation.
+waiting for an ingestion job, arq's count of a job's tries, cancellation, and each owner's
+unfinished jobs (the per-key limit on them).
 
 This is the one writer of a job's hash outside the event log, whose Lua script updates fields
 in the same step that appends an event (eventlog.py). The record expires with the result.
@@ -33,26 +34,70 @@ return redis.call('HINCRBY', KEYS[1], 'attempt', 1)
 """
 
 
+# Each owner's unfinished jobs are a sorted set of job ids by creation time: added with the
+# record, removed when the job ends or is cancelled off the queue. A set, so that a retried
+# job, or an end written twice (arq delivers at least once), still counts once.
+
+# KEYS: job hash, the owner's unfinished jobs, the upload. ARGV: job id, ttl, the owner's limit
+# (0: none), '1' if there is an upload, the upload, then the record's fields and values.
+# Returns 0, writing nothing, when the owner is at the limit.
+_CREATE = """
+local ttl = tonumber(ARGV[2])
+local now = tonumber(redis.call('TIME')[1])
+-- A job still unfinished a result's life after it was created has lost its record (which
+-- expires then unless the job ended) and will never end: it no longer counts.
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - ttl)
+local limit = tonumber(ARGV[3])
+if limit > 0 and redis.call('ZCARD', KEYS[2]) >= limit then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 6))
+redis.call('EXPIRE', KEYS[1], ttl)
+if ARGV[4] == '1' then redis.call('SET', KEYS[3], ARGV[5], 'EX', ttl) end
+redis.call('ZADD', KEYS[2], now, ARGV[1])
+return 1
+"""
+
+# KEYS: job hash, its events, its upload. ARGV: ttl, job id, the prefix of the owners'
+# unfinished-job sets (the owner is read from the record, so no caller can name another).
+_END = """
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[2], ARGV[1])
+redis.call('DEL', KEYS[3])
+redis.call('ZREM', ARGV[3] .. (redis.call('HGET', KEYS[1], 'owner') or ''), ARGV[2])
+"""
+
+
 class JobStore:
     def __init__(self, redis: Redis, keys: Keys, ttl: int) -> None:
         self._redis = redis
         self._keys = keys
         self._ttl = ttl
         self._start_attempt = redis.register_script(_START_ATTEMPT)
+        self._create = redis.register_script(_CREATE)
+        self._end = redis.register_script(_END)
 
     async def create(
-        self, job_id: str, kind: Kind, fields: Mapping[str, str], *, upload: bytes | None = None
-    ) -> None:
+        self,
+        job_id: str,
+        kind: Kind,
+        fields: Mapping[str, str],
+        *,
+        upload: bytes | None = None,
+        max_unfinished: int = 0,
+    ) -> bool:
         """Write a new queued job's record (and the bytes it will ingest); must happen before
-        the job is enqueued. The upload expires with the job if nobody takes it."""
-        key = self._keys.job(job_id)
+        the job is enqueued. The upload expires with the job if nobody takes it.
+
+        The job counts as unfinished for its owner (`fields["owner"]`) until it ends; with
+        `max_unfinished`, nothing is written and False returned when the owner already has
+        that many (one atomic step, so concurrent requests cannot overshoot it)."""
+        owner = fields.get("owner", "")
         record = record_fields(kind=kind, status=JobStatus.QUEUED, created_at=time.time(), **fields)
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(key, mapping=record)
-            pipe.expire(key, self._ttl)
-            if upload is not None:
-                pipe.set(self._keys.upload(job_id), upload, ex=self._ttl)
-            await pipe.execute()
+        pairs = [item for field in record.items() for item in field]
+        keys = [self._keys.job(job_id), self._keys.unfinished_jobs(owner)]
+        keys.append(self._keys.upload(job_id))
+        has_upload = "1" if upload is not None else ""
+        head: list[str | int | bytes] = [job_id, self._ttl, max_unfinished, has_upload]
+        return bool(await self._create(keys=keys, args=[*head, upload or b"", *pairs]))
 
     async def get(self, job_id: str) -> JobRecord | None:
         raw: dict[bytes, bytes] = await self._redis.hgetall(self._keys.job(job_id))  # type: ignore[misc]
@@ -64,13 +109,16 @@ class JobStore:
         return int(await self._start_attempt(keys=[self._keys.job(job_id)], args=_ENDED))
 
     async def ended(self, job_id: str) -> None:
-        """The job has ended, however: its result lives `ttl` from now, and the bytes it was
-        given, if any, are dropped at once."""
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.expire(self._keys.job(job_id), self._ttl)
-            pipe.expire(self._keys.events(job_id), self._ttl)
-            pipe.delete(self._keys.upload(job_id))
-            await pipe.execute()
+        """The job has ended, however: its result lives `ttl` from now, the bytes it was
+        given, if any, are dropped at once, and it no longer counts as its owner's unfinished
+        job. Safe to repeat."""
+        keys = [self._keys.job(job_id), self._keys.events(job_id), self._keys.upload(job_id)]
+        await self._end(keys=keys, args=[self._ttl, job_id, self._keys.unfinished_jobs("")])
+
+    async def reopened(self, job_id: str, owner: str | None) -> None:
+        """An ended job runs again (a dead letter requeued): it counts as its owner's
+        unfinished job again, beyond the limit if need be (an admin chose to run it)."""
+        await self._redis.zadd(self._keys.unfinished_jobs(owner or ""), {job_id: int(time.time())})
 
     async def upload(self, job_id: str) -> bytes | None:
         """The bytes an ingestion job was given, while they have not expired."""
@@ -86,13 +134,15 @@ class JobStore:
         await self._redis.delete(self._keys.arq_tries(job_id))
 
 
-# KEYS: arq queue, arq's in-progress key of the job, job record. ARGV: job id, 'cancelled'.
-# Atomic, so a worker cannot start the job between the check and the removal; a worker that
-# read the queue just before still finds the record cancelled and does nothing.
+# KEYS: arq queue, arq's in-progress key of the job, job record. ARGV: job id, 'cancelled', the
+# prefix of the owners' unfinished-job sets. Atomic, so a worker cannot start the job between
+# the check and the removal; a worker that read the queue just before still finds the record
+# cancelled and does nothing. (A running job's end is counted by `JobStore.ended`.)
 _CANCEL_QUEUED = """
 if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
 if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[3], 'status', ARGV[2])
+redis.call('ZREM', ARGV[3] .. (redis.call('HGET', KEYS[3], 'owner') or ''), ARGV[1])
 return 1
 """
 
@@ -126,7 +176,8 @@ class Cancellation:
     async def _take_off_queue(self, job_id: str, queue: str) -> bool:
         """True if the job was waiting in `queue` and is now off it, marked cancelled."""
         keys = [queue, self._keys.arq_in_progress(job_id), self._keys.job(job_id)]
-        if not await self._cancel_queued(keys=keys, args=[job_id, JobStatus.CANCELLED.value]):
+        args = [job_id, JobStatus.CANCELLED.value, self._keys.unfinished_jobs("")]
+        if not await self._cancel_queued(keys=keys, args=args):
             return False
         # arq's copy of its arguments, and the bytes it would have ingested.
         await self._redis.delete(self._keys.arq_job(job_id), self._keys.upload(job_id))

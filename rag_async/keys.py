@@ -64,6 +64,20 @@ class Keys:
         """List: the most recent failed jobs, newest first (capped)."""
         return f"{self.prefix}failures"
 
+    def unfinished_jobs(self, owner: str) -> str:
+        """Sorted set: the ids of an owner's queued or running jobs, by when they were created
+        (the per-key cap on unfinished jobs; removed when a job ends, jobstore.py)."""
+        return f"{self.prefix}unfinished:{owner}"
+
+    def document_bytes(self, owner: str) -> str:
+        """Hash: document id -> its size in bytes, for each of an owner's documents (the
+        per-key storage quota; kept by the registry on every put and remove)."""
+        return f"{self.prefix}doc-bytes:{owner}"
+
+    def rate(self, owner: str) -> str:
+        """Hash: an owner's request token bucket (tokens, updated), quotas.py."""
+        return f"{self.prefix}rate:{owner}"
+
     def queue(self, lane: str) -> str:
         """An arq queue (a sorted set of job ids): `questions` or `documents` (queues.py)."""
         return f"{self.prefix}queue:{lane}"

@@ -4,6 +4,11 @@ A hash per document (`Keys.document`) and a set of ids (`Keys.documents`). The A
 entry when it accepts a document; the ingestion and deletion jobs keep it up to date. Chunks
 live in Qdrant; this is the index of them that a listing can read without touching Qdrant
 (which only the worker may open, when embedded).
+
+Each owner's stored bytes, for the per-key quota, are a hash of document id -> size
+(`Keys.document_bytes`), written in the same Redis step as the entry whenever its size is set
+and dropped with it, so the tally follows the registry (a document ingested again replaces
+its size; one moved to another owner moves with it).
 """
 
 from __future__ import annotations
@@ -12,26 +17,69 @@ from collections.abc import Mapping
 
 from redis.asyncio import Redis
 
+from .identity import shown_collection
 from .jobrecord import stored_value
 from .keys import Keys
 from .schemas import DocumentView
+
+# KEYS: the document's hash, the set of ids. ARGV: the document id, the prefix of the owners'
+# byte tallies, then fields and values (the size among them).
+_PUT_SIZED = """
+local before = redis.call('HGET', KEYS[1], 'owner')
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+redis.call('SADD', KEYS[2], ARGV[1])
+local owner = redis.call('HGET', KEYS[1], 'owner') or ''
+if before and before ~= owner then redis.call('HDEL', ARGV[2] .. before, ARGV[1]) end
+redis.call('HSET', ARGV[2] .. owner, ARGV[1], redis.call('HGET', KEYS[1], 'size'))
+"""
+
+# KEYS: the document's hash, the set of ids. ARGV: the document id, the tallies' prefix.
+_REMOVE = """
+redis.call('HDEL', ARGV[2] .. (redis.call('HGET', KEYS[1], 'owner') or ''), ARGV[1])
+redis.call('DEL', KEYS[1])
+redis.call('SREM', KEYS[2], ARGV[1])
+"""
+
+# KEYS: an owner's byte tally. ARGV: a document not to count (the one an upload replaces).
+_STORED_BYTES = """
+local total = 0
+local sizes = redis.call('HGETALL', KEYS[1])
+for i = 1, #sizes, 2 do
+  if sizes[i] ~= ARGV[1] then total = total + tonumber(sizes[i + 1]) end
+end
+return total
+"""
 
 
 class DocumentRegistry:
     def __init__(self, redis: Redis, keys: Keys) -> None:
         self._redis = redis
         self._keys = keys
+        self._put_sized = redis.register_script(_PUT_SIZED)
+        self._remove = redis.register_script(_REMOVE)
+        self._stored_bytes = redis.register_script(_STORED_BYTES)
 
     async def put(self, document_id: str, fields: Mapping[str, str | int | float]) -> None:
         """Create or update the entry (only the given fields change)."""
+        values = {"document_id": document_id} | {
+            name: stored_value(value) for name, value in fields.items()
+        }
+        keys = [self._keys.document(document_id), self._keys.documents]
+        if "size" in fields:  # the owner's tally changes in the same step
+            pairs = [item for field in values.items() for item in field]
+            prefix = self._keys.document_bytes("")
+            await self._put_sized(keys=keys, args=[document_id, prefix, *pairs])
+            return
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(
-                self._keys.document(document_id),
-                mapping={"document_id": document_id}
-                | {name: stored_value(value) for name, value in fields.items()},
-            )
-            pipe.sadd(self._keys.documents, document_id)
+            pipe.hset(keys[0], mapping=values)
+            pipe.sadd(keys[1], document_id)
             await pipe.execute()
+
+    async def stored_bytes(self, owner: str, *, besides: str | None = None) -> int:
+        """The bytes of the owner's documents, but for the document `besides` (one that an
+        upload is about to replace). One round trip; Valkey adds up one entry per document."""
+        key = self._keys.document_bytes(owner)
+        return int(await self._stored_bytes(keys=[key], args=[besides or ""]))
 
     async def get(self, document_id: str) -> DocumentView | None:
         raw: dict[bytes, bytes] = await self._redis.hgetall(self._keys.document(document_id))  # type: ignore[misc]
@@ -57,10 +105,8 @@ class DocumentRegistry:
         return sorted(views, key=lambda view: (-(view.ingested_at or 0.0), view.title))
 
     async def remove(self, document_id: str) -> None:
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.delete(self._keys.document(document_id))
-            pipe.srem(self._keys.documents, document_id)
-            await pipe.execute()
+        keys = [self._keys.document(document_id), self._keys.documents]
+        await self._remove(keys=keys, args=[document_id, self._keys.document_bytes("")])
 
 
 def _view(raw: Mapping[bytes, bytes]) -> DocumentView:
@@ -77,11 +123,12 @@ def _view(raw: Mapping[bytes, bytes]) -> DocumentView:
         source=fields.get("source") or None,
         filename=fields.get("filename") or None,
         format=fields.get("format") or None,
-        collection=fields.get("collection") or "default",
+        collection=shown_collection(fields.get("collection") or "default"),
         status=fields.get("status", "queued"),
         chunks=None if chunks is None else int(chunks),
         size=None if size is None else int(size),
         ingested_at=number("ingested_at"),
         job_id=fields.get("job_id") or None,
         error=fields.get("error") or None,
+        owner=fields.get("owner") or None,
     )

@@ -95,6 +95,7 @@ class DocumentView(BaseModel):
     ingested_at: float | None = None
     job_id: str | None = Field(default=None, description="The latest job on this document.")
     error: str | None = None
+    owner: str | None = Field(default=None, description="The name of the API key that added it.")
 
 
 class DocumentList(BaseModel):

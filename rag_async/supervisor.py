@@ -61,6 +61,12 @@ class Child:
             self.process.wait()
 
 
+def _who_may_call(settings: Settings) -> str:
+    if settings.api_keys_configured:
+        return "API keys are required (RAG_API_KEYS, RAG_ADMIN_KEYS)"
+    return "one local user, no API keys: anyone who can reach this address can use it"
+
+
 class Stop(Exception):
     """Raised by the signal handler to leave the supervision loop."""
 
@@ -105,6 +111,7 @@ def run_up(settings: Settings) -> int:
         log.info("ready", url=settings.api_base_url, docs=f"{settings.api_base_url}/docs")
         print(
             f"\nrag-async is up at {settings.api_base_url}  (Ctrl-C stops it)\n"
+            f"  {_who_may_call(settings)}\n"
             f'  try: rag-async ask "{_demo_question()}"\n',
             flush=True,
         )
@@ -174,11 +181,16 @@ def _ingest_demo_once(
     marker = data_dir / _DEMO_MARKER
     if marker.exists():
         return
+    key = settings.api_key.get_secret_value() if settings.api_key else None
+    if key is None and settings.api_keys_configured:
+        log.warning("demo corpus not ingested: with API keys, RAG_API_KEY names its owner")
+        return
     from .demo_corpus import demo_documents
 
     documents = demo_documents()
     log.info("ingesting the demo corpus (first run only)", documents=len(documents))
-    with httpx.Client(base_url=settings.api_base_url, timeout=10) as http:
+    headers = {"Authorization": f"Bearer {key}"} if key else None
+    with httpx.Client(base_url=settings.api_base_url, timeout=10, headers=headers) as http:
         jobs = {
             source: _submit_demo(http, title, source, text) for title, source, text in documents
         }

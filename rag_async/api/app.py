@@ -24,7 +24,7 @@ from .browser import (
     cors_origins,
 )
 from .errors import install_error_handlers
-from .middleware import BodySizeLimit
+from .middleware import BodySizeLimit, HeaderSizeLimit
 from .routes import chat, deadletters, documents, health, jobs, stats
 from .state import AppState
 
@@ -61,6 +61,8 @@ def create_app(settings: Settings) -> FastAPI:
         limits={"/documents": 2 * settings.max_document_bytes + 64 * 1024},
     )
     _browser_safety(app, settings)
+    # Added last, so it runs first: nothing reads an oversized header before it is refused.
+    app.add_middleware(HeaderSizeLimit, limit=settings.max_header_bytes)
     for module in (chat, jobs, documents, deadletters, health, stats):
         app.include_router(module.router)
     web_dir = settings.web_dir or REPOSITORY_WEB_DIR

@@ -5,23 +5,37 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from fastapi import Request
 
-from ..errors import Overloaded
+from ..errors import LimitReached, Overloaded
 from ..events import StatusEvent
+from ..identity import Principal
 from ..jobrecord import JobRecord, JobStatus, record_fields
 from ..queues import Kind
+from ..quotas import held_to_quotas
 from ..schemas import JobAccepted
 from .state import AppState
 
 A = TypeVar("A", bound=JobAccepted)
 
 
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """A request that submits jobs: the API's state, the request itself, and who sent it."""
+
+    state: AppState
+    request: Request
+    caller: Principal
+
+    def accepted(self, model: type[A], job_id: str, **extra: Any) -> A:
+        return accepted(self.state, model, job_id, self.caller.name, **extra)
+
+
 async def enqueue(
-    state: AppState,
-    request: Request,
+    submission: Submission,
     job_id: str,
     kind: Kind,
     fields: Mapping[str, str],
@@ -29,15 +43,29 @@ async def enqueue(
     upload: bytes | None = None,
 ) -> None:
     """Record the job, then enqueue it (a worker may pick it up at once, so record first).
-    Refused with 429 when its queue is deeper than this service takes on."""
+    Refused with 429 when its queue is deeper than this service takes on, or when the caller
+    has as many unfinished jobs as a key may.
+
+    The per-key limit sits below the queue's, so one key flooding the queue is refused before
+    it fills the queue for everybody. It shares admission fairly, not execution: each queue
+    still runs its jobs first in, first out, whoever sent them."""
+    state, request = submission.state, submission.request
     depth = await state.queue.depth(kind)
     if depth >= state.settings.max_queue_depth:
         raise Overloaded(
             f"the queue holds {depth} jobs, more than this service takes on; retry shortly",
             retry_after=5,
         )
-    fields = {**fields, "request_id": request_id(request, job_id)}
-    await state.jobs.create(job_id, kind, fields, upload=upload)
+    caller = submission.caller
+    limit = state.settings.max_unfinished_jobs_per_key if held_to_quotas(caller) else 0
+    fields = {**fields, "request_id": request_id(request, job_id), "owner": caller.name}
+    if not await state.jobs.create(job_id, kind, fields, upload=upload, max_unfinished=limit):
+        raise LimitReached(
+            f"this key has {limit} unfinished jobs, as many as a key may; retry when some "
+            "have ended",
+            code="too_many_jobs",
+            retry_after=5,  # when one ends is not known; a question takes seconds
+        )
     await state.queue.put(job_id, kind)
 
 
@@ -57,6 +85,7 @@ async def enqueue_again(state: AppState, record: JobRecord) -> None:
     event repeats its latest attempt, so clients keep the text they have until a new one)."""
     job_id = record.job_id
     await state.jobs.forget_tries(job_id)
+    await state.jobs.reopened(job_id, record.owner)
     queued = JobStatus.QUEUED
     await state.events.append(
         job_id,
@@ -66,10 +95,19 @@ async def enqueue_again(state: AppState, record: JobRecord) -> None:
     await state.queue.put(job_id, record.kind)
 
 
-def accepted(model: type[A], job_id: str, **extra: Any) -> A:
+def accepted(state: AppState, model: type[A], job_id: str, owner: str | None, **extra: Any) -> A:
     return model(
         job_id=job_id,
         status_url=f"/job-status?job_id={job_id}",
-        events_url=f"/jobs/{job_id}/events",
+        events_url=events_url(state, job_id, owner),
         **extra,
     )
+
+
+def events_url(state: AppState, job_id: str, owner: str | None) -> str:
+    """Where to follow the job, with a token that lets EventSource (which cannot send a key)
+    in, when the API has keys."""
+    url = f"/jobs/{job_id}/events"
+    if not state.keyring.enabled:
+        return url
+    return f"{url}?token={state.tokens.issue(job_id, owner or '')}"

@@ -15,7 +15,7 @@ from redis.exceptions import OutOfMemoryError as RedisOutOfMemoryError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..errors import Overloaded, RagError
+from ..errors import RagError
 from ..schemas import ErrorBody
 from .bodies import utf8_problem
 
@@ -56,8 +56,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 async def _rag_error(_: Request, error: RagError) -> Response:
-    headers = {"Retry-After": str(error.retry_after)} if isinstance(error, Overloaded) else None
-    return error_response(error.status_code, error.code, error.message, headers=headers)
+    return error_response(error.status_code, error.code, error.message, headers=error.headers())
 
 
 async def _invalid_request(_: Request, error: RequestValidationError) -> Response:

@@ -1,5 +1,5 @@
-"""Pure ASGI middleware (cheap on the hot path): body size limits (browser safety is in
-browser.py)."""
+"""Pure ASGI middleware (cheap on the hot path): body and header size limits (browser safety
+is in browser.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,32 @@ from collections.abc import Mapping
 import orjson
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ..errors import HeadersTooLarge
+from .errors import error_response
+
+
+class HeaderSizeLimit:
+    """431 `headers_too_large` for a request whose headers (names, values and the four bytes
+    around each) pass `limit`. uvicorn's default parser takes headers of any size; under
+    `rag-async api` the server also drops a head far beyond this (api/server.py), and this
+    gives every smaller one the API's error shape, under whatever server runs the app."""
+
+    def __init__(self, app: ASGIApp, *, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            size = sum(len(name) + len(value) + 4 for name, value in scope["headers"])
+            if size > self.limit:
+                error = HeadersTooLarge(
+                    f"the request's headers are {size} bytes; the limit is {self.limit}"
+                )
+                response = error_response(error.status_code, error.code, error.message)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class BodySizeLimit:

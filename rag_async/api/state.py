@@ -12,9 +12,11 @@ from ..config import Settings
 from ..deadletters import DeadLetters
 from ..eventlog import EventLog, LiveHub
 from ..idempotency import IdempotencyKeys
+from ..identity import EventsTokens, KeyRing
 from ..jobstore import Cancellation, JobStore
 from ..keys import Keys
 from ..queues import JobQueue
+from ..quotas import RateLimiter, StreamSlots
 from ..registry import DocumentRegistry
 
 
@@ -31,6 +33,10 @@ class AppState:
     idempotency: IdempotencyKeys
     registry: DocumentRegistry
     dead_letters: DeadLetters
+    keyring: KeyRing
+    tokens: EventsTokens
+    rate: RateLimiter  # requests a minute per key (shared through Valkey)
+    streams: StreamSlots  # open event streams per key (this process's)
 
     @classmethod
     def open(cls, settings: Settings, redis: ArqRedis) -> AppState:
@@ -39,6 +45,7 @@ class AppState:
         ttl = settings.result_ttl
         events = EventLog(redis, keys, ttl)
         queue = JobQueue(redis, keys)
+        keyring = KeyRing.from_settings(settings)
         return cls(
             settings=settings,
             keys=keys,
@@ -51,6 +58,12 @@ class AppState:
             idempotency=IdempotencyKeys(redis, keys, ttl),
             registry=DocumentRegistry(redis, keys),
             dead_letters=DeadLetters(redis, keys),
+            keyring=keyring,
+            tokens=EventsTokens(keyring.token_secret(settings), settings.events_token_ttl),
+            rate=RateLimiter(
+                redis, keys, settings.rate_limit_per_minute, settings.rate_limit_burst
+            ),
+            streams=StreamSlots(settings.max_streams_per_key),
         )
 
 

@@ -4,18 +4,41 @@ Defensive by design: sse-starlette notices a client that left and cancels us (th
 of the subscription then releases the channel), pings keep idle connections alive, a
 connection's life is capped (the client reconnects with its Last-Event-ID and loses nothing),
 and a finished job's stream always ends with its final event.
+
+A stream holds one of its key's slots (quotas.StreamSlots) from its start to its end.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
-from sse_starlette import ServerSentEvent
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.types import Receive, Scope, Send
 
 from ..eventlog import RESYNC, LoggedEvent
 from ..events import TERMINAL_EVENT_TYPES, event_type_of
 from .state import AppState
+
+
+class CountedEventSource(EventSourceResponse):
+    """An event stream that gives its slot back when it ends, however it ends: the job's
+    final event, the connection's life cap, or a client gone (sse-starlette then cancels the
+    stream, and this returns). Released here rather than in the generator, whose `finally`
+    never runs if the client left before the first event was sent."""
+
+    def __init__(
+        self, content: AsyncIterator[ServerSentEvent], *, release: Callable[[], None], **kw: Any
+    ) -> None:
+        super().__init__(content, **kw)
+        self._release = release
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._release()
 
 
 async def follow_job(state: AppState, job_id: str, after: int) -> AsyncIterator[ServerSentEvent]:

@@ -9,6 +9,7 @@ from ..events import event_type_of
 from ..jobrecord import JobRecord, JobStatus
 from ..schemas import JobView
 from ..transcript import Transcript
+from .enqueue import events_url
 from .state import AppState
 
 
@@ -28,7 +29,7 @@ async def job_view(state: AppState, record: JobRecord) -> JobView:
         answer_is_partial=partial,
         last_event_id=last_event_id,
         queue_position=position,
-        events_url=f"/jobs/{record.job_id}/events",
+        events_url=events_url(state, record.job_id, record.owner),
     )
 
 

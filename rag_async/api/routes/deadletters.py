@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Response
+from fastapi import APIRouter, Depends, Path, Response
 
 from ...errors import NotFound
 from ...jobrecord import is_job_id
 from ...schemas import ErrorBody, JobAccepted
+from ..auth import admin
 from ..enqueue import accepted, enqueue_again
 from ..state import State
 
-router = APIRouter(tags=["dead letters"])
+# Dead letters are anyone's failed jobs: an operator's business, so admin keys only.
+router = APIRouter(tags=["dead letters"], dependencies=[Depends(admin)])
 
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorBody}}
 
@@ -36,7 +38,7 @@ async def requeue(state: State, job_id: Annotated[str, Path()]) -> JobAccepted:
         raise NotFound(f"no dead letter {job_id[:80]!r}")
     await enqueue_again(state, record)
     await state.dead_letters.remove(job_id)
-    return accepted(JobAccepted, job_id)
+    return accepted(state, JobAccepted, job_id, record.owner)
 
 
 @router.delete("/dead-letters/{job_id}", status_code=204, responses=_NOT_FOUND)

@@ -15,9 +15,11 @@ from fastapi import APIRouter, Header, Request
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
-from ...errors import BadRequest, NotFound, RagError, TooLarge
+from ...errors import BadRequest, Conflict, NotFound, RagError, TooLarge
+from ...identity import Principal
 from ...jobrecord import new_job_id
 from ...parsing import check_upload
+from ...quotas import held_to_quotas
 from ...schemas import (
     AcceptedDocument,
     DocumentAccepted,
@@ -28,8 +30,9 @@ from ...schemas import (
     JobAccepted,
     RejectedFile,
 )
+from ..auth import Caller
 from ..bodies import parse_json
-from ..enqueue import accepted, enqueue
+from ..enqueue import Submission, enqueue
 from ..state import AppState, State
 
 router = APIRouter(tags=["documents"])
@@ -70,21 +73,24 @@ _UPLOAD_BODY: dict[str, Any] = {
 async def add_documents(
     request: Request,
     state: State,
+    caller: Caller,
     idempotency_key: Annotated[str | None, Header(alias="idempotency-key")] = None,
 ) -> DocumentAccepted:
     """Queue documents for ingestion: a JSON body `{text, title, source, document_id,
     collection}`, or multipart files (any field name; text, Markdown, HTML, PDF) with an
     optional `collection` form field. Each document's progress streams at its `events_url`.
     `Idempotency-Key` applies to JSON bodies."""
+    submission = Submission(state, request, caller)
     if request.headers.get("content-type", "").startswith("multipart/"):
-        return await _add_files(request, state)
+        return await _add_files(submission)
     body = parse_json(DocumentIn, await request.body())
-    return await _add_text(body, request, state, idempotency_key)
+    return await _add_text(body, submission, idempotency_key)
 
 
 async def _add_text(
-    body: DocumentIn, request: Request, state: AppState, idempotency_key: str | None
+    body: DocumentIn, submission: Submission, idempotency_key: str | None
 ) -> DocumentAccepted:
+    state, caller = submission.state, submission.caller
     if not body.text.strip():
         raise BadRequest("the document has no text", code="empty_document")
     size = len(body.text.encode())
@@ -94,37 +100,44 @@ async def _add_text(
             code="document_too_large",
         )
     title = (body.title or body.source or "untitled").strip() or "untitled"
-    collection = body.collection or state.settings.default_collection
+    collection = caller.collection(body.collection or state.settings.default_collection)
     document_id = body.document_id or _document_id(body.source or title, collection, state)
+    if body.document_id:
+        await _not_anothers(state, caller, body.document_id)
+    await _within_storage_quota(submission, document_id, size)
     job_id = new_job_id()
     claimed = await state.idempotency.claim(
-        idempotency_key, body.model_dump_json().encode(), job_id
+        idempotency_key, caller, body.model_dump_json().encode(), job_id
     )
     if claimed == job_id:
-        await _enqueue_ingest(
-            state,
-            request,
-            job_id,
-            body.text.encode(),
-            {
-                "document_id": document_id,
-                "title": title,
-                "source": body.source or "",
-                "collection": collection,
-            },
-        )
-    one = _accepted_document(document_id, claimed, None)
-    return accepted(DocumentAccepted, claimed, document_id=document_id, documents=[one])
+        fields = {"document_id": document_id, "title": title, "source": body.source or ""}
+        try:
+            await _enqueue_ingest(
+                submission, job_id, body.text.encode(), fields | {"collection": collection}
+            )
+        except RagError:  # refused (a 429): a retry with the same key must not find this job
+            await state.idempotency.release(idempotency_key, caller, job_id)
+            raise
+    one = _accepted_document(submission, document_id, claimed, None)
+    return submission.accepted(DocumentAccepted, claimed, document_id=document_id, documents=[one])
 
 
-async def _add_files(request: Request, state: AppState) -> DocumentAccepted:
+async def _add_files(submission: Submission) -> DocumentAccepted:
     """One ingestion job per acceptable file; the others are listed as rejected, or, when no
     file is acceptable, the request fails with their reason."""
-    form = await request.form()
+    state = submission.state
+    most = state.settings.max_files_per_upload
+    # Starlette's own cap (a 400) only beyond ours; the body's size bounds the parsing anyway.
+    form = await submission.request.form(max_files=max(most, 1000))
     files = [value for _, value in form.multi_items() if isinstance(value, UploadFile)]
     if not files:
         raise BadRequest("the upload holds no file", code="no_file")
-    collection = _form_collection(form.get("collection"), state)
+    if len(files) > most:
+        raise TooLarge(
+            f"the upload holds {len(files)} files; at most {most} may come in one request",
+            code="too_many_files",
+        )
+    collection = _form_collection(form.get("collection"), submission)
     # A single file may be given its own title and source.
     single = len(files) == 1
     title = (_form_text(form.get("title")) if single else None) or ""
@@ -134,26 +147,29 @@ async def _add_files(request: Request, state: AppState) -> DocumentAccepted:
     rejected: list[RejectedFile] = []
     for upload in files:
         filename = upload.filename or "upload"
+        source = given_source or filename
+        document_id = _document_id(source, collection, state)
+        job_id = new_job_id()
         try:
             content = await upload.read()
             kind = check_upload(filename, content, max_bytes=state.settings.max_document_bytes)
+            await _within_storage_quota(submission, document_id, len(content))
+            fields = {"document_id": document_id, "title": title, "source": source}
+            fields |= {"collection": collection, "filename": filename, "format": kind}
+            # A limit reached on the way (too many jobs, the queue's depth) refuses this file
+            # and the ones after it, not the ones already queued.
+            await _enqueue_ingest(submission, job_id, content, fields)
         except RagError as error:
             errors.append(error)
             rejected.append(_rejected(filename, error))
             continue
         finally:
             await upload.close()
-        source = given_source or filename
-        document_id = _document_id(source, collection, state)
-        job_id = new_job_id()
-        fields = {"document_id": document_id, "title": title, "source": source}
-        fields |= {"collection": collection, "filename": filename, "format": kind}
-        await _enqueue_ingest(state, request, job_id, content, fields)
-        documents.append(_accepted_document(document_id, job_id, filename))
+        documents.append(_accepted_document(submission, document_id, job_id, filename))
     if not documents:
         raise _none_accepted(errors)
     first = documents[0]
-    return accepted(
+    return submission.accepted(
         DocumentAccepted,
         first.job_id,
         document_id=first.document_id,
@@ -162,15 +178,15 @@ async def _add_files(request: Request, state: AppState) -> DocumentAccepted:
     )
 
 
-def _form_collection(value: object, state: AppState) -> str:
-    collection = _form_text(value) or state.settings.default_collection
+def _form_collection(value: object, submission: Submission) -> str:
+    collection = _form_text(value) or submission.state.settings.default_collection
     try:
         DocumentIn.model_validate({"text": "", "collection": collection})
     except ValidationError:
         raise BadRequest(
             f"invalid collection name {collection!r}", code="invalid_collection"
         ) from None
-    return collection
+    return submission.caller.collection(collection)
 
 
 def _rejected(filename: str, error: RagError) -> RejectedFile:
@@ -182,32 +198,59 @@ def _rejected(filename: str, error: RagError) -> RejectedFile:
 def _none_accepted(errors: list[RagError]) -> RagError:
     if len(errors) == 1:
         return errors[0]
+    if errors[0].code in _LIMITS and all(e.code == errors[0].code for e in errors):
+        return errors[0]  # its status (and Retry-After) tell the client more than a 422
     return BadRequest(
         "no file of the upload can be ingested: " + "; ".join(e.message for e in errors),
         code="no_file_accepted",
     )
 
 
+# Refusals that are about the caller's limits, not about a file.
+_LIMITS = frozenset({"too_many_jobs", "overloaded", "quota_exceeded"})
+
+
+async def _within_storage_quota(submission: Submission, document_id: str, size: int) -> None:
+    """413 `quota_exceeded` if the caller's documents and this one (replacing its earlier
+    version, if any) would pass the key's stored bytes. Uploads running at the same moment
+    may each pass it by one document: the check and the registry's write are two steps."""
+    state, caller = submission.state, submission.caller
+    quota = state.settings.max_stored_bytes_per_key
+    if not quota or not held_to_quotas(caller):
+        return
+    stored = await state.registry.stored_bytes(caller.name, besides=document_id)
+    if stored + size > quota:
+        raise TooLarge(
+            f"this key stores {stored} bytes of documents; {size} more would pass its quota "
+            f"of {quota}: delete some first",
+            code="quota_exceeded",
+        )
+
+
 async def _enqueue_ingest(
-    state: AppState, request: Request, job_id: str, content: bytes, fields: dict[str, str]
+    submission: Submission, job_id: str, content: bytes, fields: dict[str, str]
 ) -> None:
-    await enqueue(state, request, job_id, "ingest", fields, upload=content)
-    await state.registry.put(
+    await enqueue(submission, job_id, "ingest", fields, upload=content)
+    await submission.state.registry.put(
         fields["document_id"],
         {
             **{k: v for k, v in fields.items() if v},
             "size": len(content),
             "status": "queued",
             "job_id": job_id,
+            "owner": submission.caller.name,
             "error": "",
         },
     )
 
 
 @router.get("/documents", response_model=DocumentList)
-async def list_documents(state: State, collection: str | None = None) -> DocumentList:
-    """Every document (of `collection`, if given), most recently ingested first."""
-    documents = await state.registry.all()
+async def list_documents(
+    state: State, caller: Caller, collection: str | None = None
+) -> DocumentList:
+    """Every document of the caller (of `collection`, if given), most recently ingested
+    first. An admin key sees everyone's."""
+    documents = [d for d in await state.registry.all() if caller.may_see(d.owner)]
     if collection is not None:
         documents = [d for d in documents if d.collection == collection]
     return DocumentList(documents=documents)
@@ -216,11 +259,8 @@ async def list_documents(state: State, collection: str | None = None) -> Documen
 @router.get(
     "/documents/{document_id}", response_model=DocumentView, responses={404: {"model": ErrorBody}}
 )
-async def show_document(document_id: str, state: State) -> DocumentView:
-    document = await state.registry.get(document_id)
-    if document is None:
-        raise NotFound(f"no document {document_id!r}", code="document_not_found")
-    return document
+async def show_document(document_id: str, state: State, caller: Caller) -> DocumentView:
+    return await _owned(state, caller, document_id)
 
 
 @router.delete(
@@ -229,20 +269,40 @@ async def show_document(document_id: str, state: State) -> DocumentView:
     response_model=DocumentAccepted,
     responses={404: {"model": ErrorBody}, 429: {"model": ErrorBody}},
 )
-async def delete_document(document_id: str, request: Request, state: State) -> DocumentAccepted:
+async def delete_document(
+    document_id: str, request: Request, state: State, caller: Caller
+) -> DocumentAccepted:
     """Queue the removal of every chunk of the document; follow it at `events_url`."""
-    document = await state.registry.get(document_id)
-    if document is None:
-        raise NotFound(f"no document {document_id!r}", code="document_not_found")
+    document = await _owned(state, caller, document_id)
+    submission = Submission(state, request, caller)
     job_id = new_job_id()
-    await enqueue(state, request, job_id, "delete", {"document_id": document_id})
+    await enqueue(submission, job_id, "delete", {"document_id": document_id})
     await state.registry.put(document_id, {"status": "deleting", "job_id": job_id})
-    one = _accepted_document(document_id, job_id, document.filename)
-    return accepted(DocumentAccepted, job_id, document_id=document_id, documents=[one])
+    one = _accepted_document(submission, document_id, job_id, document.filename)
+    return submission.accepted(DocumentAccepted, job_id, document_id=document_id, documents=[one])
 
 
-def _accepted_document(document_id: str, job_id: str, filename: str | None) -> AcceptedDocument:
-    urls = accepted(JobAccepted, job_id)
+async def _owned(state: AppState, caller: Principal, document_id: str) -> DocumentView:
+    """The caller's document: another key's is not found, exactly like an unknown one."""
+    document = await state.registry.get(document_id)
+    if document is None or not caller.may_see(document.owner):
+        raise NotFound(f"no document {document_id!r}", code="document_not_found")
+    return document
+
+
+async def _not_anothers(state: AppState, caller: Principal, document_id: str) -> None:
+    """A document id the client chose must not replace another key's document."""
+    document = await state.registry.get(document_id)
+    if document is not None and not caller.may_see(document.owner):
+        raise Conflict(
+            f"the document id {document_id!r} is taken; choose another", code="document_id_taken"
+        )
+
+
+def _accepted_document(
+    submission: Submission, document_id: str, job_id: str, filename: str | None
+) -> AcceptedDocument:
+    urls = submission.accepted(JobAccepted, job_id)
     return AcceptedDocument(
         document_id=document_id,
         job_id=job_id,

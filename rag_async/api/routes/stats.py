@@ -7,12 +7,20 @@ from typing import Any
 from fastapi import APIRouter
 
 from ...activity import service_stats
+from ..auth import Caller
 from ..state import State
 
 router = APIRouter(tags=["health"])
 
+# What a key that is not an admin's may see: counts, not other users' jobs or the workers.
+_COUNTS = ("queue_depth", "queues", "jobs_in_flight", "breakers")
+
 
 @router.get("/stats")
-async def stats(state: State) -> dict[str, Any]:
-    """Queue depth (waiting jobs), jobs in flight, live workers and the latest failures."""
-    return await service_stats(state.redis, state.keys, state.settings.worker_dead_after)
+async def stats(state: State, caller: Caller) -> dict[str, Any]:
+    """Queue depth (waiting jobs), jobs in flight and the providers' breakers; for an admin
+    key (or the local user) also the live workers and the latest failures."""
+    figures = await service_stats(state.redis, state.keys, state.settings.worker_dead_after)
+    if caller.admin:
+        return figures
+    return {name: figures[name] for name in _COUNTS} | {"workers_alive": len(figures["workers"])}
