@@ -24,6 +24,7 @@ from pydantic import AliasChoices
 from rag_async.api.browser import allowed_hosts
 from rag_async.cli import app as cli_app
 from rag_async.config import Settings
+from rag_async.identity import check_exposure
 
 REPO = Path(__file__).resolve().parent.parent
 COMPOSE_TEXT = (REPO / "docker-compose.yml").read_text()
@@ -176,6 +177,21 @@ def test_api_listens_on_all_interfaces_and_is_checked() -> None:
     assert f"127.0.0.1:{port}/healthz" in _healthcheck("api")
     assert _depends_on("api")["valkey"] == "service_healthy"
     assert _depends_on("worker")["valkey"] == "service_healthy"
+
+
+def test_the_keyless_api_is_published_on_loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without keys the API serves anyone who reaches it: the container may listen on all of
+    its interfaces (it is asked to, RAG_ALLOW_ANONYMOUS), but the host publishes the port on
+    its loopback only, unless told otherwise."""
+    for name in _settings_variables():
+        monkeypatch.delenv(name, raising=False)
+    for name, value in _environment("api").items():
+        monkeypatch.setenv(name, _interpolate(value, {}))
+    settings = Settings(_env_file=None)
+    assert not settings.api_keys_configured
+    check_exposure(settings)  # the container starts
+    published = [_interpolate(str(p), {}) for p in SERVICES["api"]["ports"]]
+    assert published == ["127.0.0.1:8000:8000"]
 
 
 def test_every_variable_passed_is_one_the_settings_read() -> None:
