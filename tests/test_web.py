@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from rag_async.config import Settings
+from rag_async.identity import EventsTokens, KeyRing
 from tests.conftest import REPO, Stack, ingest, make_settings, running_stack
 from tests.support.answer_logs import ANSWER_LOGS
 from tests.support.openai_server import expected_answer
@@ -60,6 +61,7 @@ class Watched:
         self.page_errors: list[str] = []
         self.dialogs: list[str] = []
         self.event_urls: list[str] = []
+        self.requests: list[Any] = []
         page.on("pageerror", lambda error: self.page_errors.append(str(error)))
         page.on("dialog", self._on_dialog)
         page.on("request", self._on_request)
@@ -69,6 +71,7 @@ class Watched:
         await dialog.dismiss()
 
     def _on_request(self, request: Any) -> None:
+        self.requests.append(request)
         if "/events" in request.url:
             self.event_urls.append(request.url)
 
@@ -345,6 +348,184 @@ async def test_the_page_folds_the_answer_so_far_by_the_shared_rule(
         assert (result["answer"], result["discarded"]) == (log.answer, log.discarded), log.name
         # Told once for each dead attempt's text, at the status announcing the next attempt.
         assert [event["type"] for event in result["dropped"]] == ["status"] * len(log.discarded)
+
+
+# --- API keys (rag_async/identity.py) ------------------------------------------------------
+
+USER_KEY, ADMIN_KEY = "page-reader-secret-0123456789", "page-admin-secret-0123456789"
+WRONG_KEY = "not-a-key-of-this-api-0123"
+KEY_FORM = "#key-form:not([hidden])"
+JOB_VIEW = re.compile(r"/jobs/[0-9a-f]{32}$")
+JOB_EVENTS = re.compile(r"/jobs/[0-9a-f]{32}/events")
+
+
+@pytest.fixture
+async def keyed(valkey: Any, tmp_path: Path, llm: Any) -> AsyncIterator[Stack]:
+    """The stack with API keys, a reader's and an admin's (like tests/test_auth.py's)."""
+    llm.config.ttft, llm.config.tokens, llm.config.tokens_per_second = 0.0, 12, 200
+    settings = make_settings(
+        valkey,
+        tmp_path,
+        llm_base_url=llm.base_url,
+        llm_api_key="test-key",
+        api_keys=f"reader={USER_KEY}",
+        admin_keys=f"ops={ADMIN_KEY}",
+    )
+    async with running_stack(settings) as stack:
+        yield stack
+
+
+async def enter_key(page: Page, key: str) -> None:
+    await page.wait_for_selector(KEY_FORM)
+    await page.fill("#api-key", key)
+    await page.click("#key-save")
+
+
+async def message_says(page: Page, selector: str, words: str) -> None:
+    script = "([s, words]) => document.querySelector(s).textContent.includes(words)"
+    await page.wait_for_function(script, arg=[selector, words])
+
+
+def token_of(url: str) -> str:
+    return str(re.findall(r"[?&]token=([^&]+)", url)[0])
+
+
+def last_event_id_of(url: str) -> int:
+    return int(re.findall(r"[?&]last_event_id=(\d+)", url)[0])
+
+
+def assert_no_key_in_urls(watched: Watched, *keys: str) -> None:
+    urls = [request.url for request in watched.requests] + [watched.page.url]
+    for key in keys:
+        assert not [url for url in urls if key in url], f"the key went into a URL: {urls}"
+
+
+async def test_a_keyed_api_asks_for_the_key_then_answers(keyed: Stack, watched: Watched) -> None:
+    page = watched.page
+    await page.goto(keyed.base_url)
+    # The page's first calls (the live figures, the collections) are refused: the field shows.
+    await page.wait_for_selector(KEY_FORM)
+    assert "This API needs a key" in str(await page.text_content("#key-message"))
+    assert await page.get_attribute("#api-key", "type") == "password"
+    assert "Service figures need an API key" in str(await page.text_content("#service-note"))
+
+    # A question asked without a key says why it is not asked, then is asked once one is.
+    await ask(page, "How long do I brew green tea?")
+    await message_says(page, "#alert", "This API needs a key")
+    await enter_key(page, USER_KEY)
+    await page.wait_for_selector(ANSWER_DONE)
+    assert await answer_text(page) == expected_answer(12)
+    assert await page.is_hidden("#alert") and await page.is_hidden("#key-form")
+
+    # A key that is not an admin's sees counts: the workers, and no failures figure at all.
+    await page.wait_for_function(
+        "() => document.getElementById('stat-workers').textContent === '1'"
+    )
+    assert await page.is_hidden("#stat-failures") and await page.is_hidden("#failures")
+
+    # The key went in the Authorization header only; EventSource followed with the token.
+    chats = [r for r in watched.requests if r.method == "POST" and r.url.endswith("/chat")]
+    assert len(chats) == 2, [r.url for r in chats]
+    assert "authorization" not in await chats[0].all_headers()
+    assert (await chats[1].all_headers())["authorization"] == f"Bearer {USER_KEY}"
+    assert watched.event_urls and all(token_of(url) for url in watched.event_urls)
+    for stream in [r for r in watched.requests if JOB_EVENTS.search(r.url)]:
+        assert "authorization" not in await stream.all_headers()
+    assert_no_key_in_urls(watched, USER_KEY)
+
+
+async def test_a_reload_keeps_the_key_and_resumes_with_a_fresh_token(
+    keyed: Stack, llm: Any, watched: Watched
+) -> None:
+    page = watched.page
+    llm.config.tokens, llm.config.tokens_per_second = 60, 20  # ~3 s of streaming
+    expected = expected_answer(60)
+    await page.goto(keyed.base_url)
+    await enter_key(page, USER_KEY)
+    await ask(page, "Tell me about tea")
+    await page.wait_for_function("() => document.getElementById('answer').textContent.length > 20")
+    assert not await page.is_visible(ANSWER_DONE), "too late: the answer already finished"
+    job_id = re.findall(r"job=([0-9a-f]{32})", page.url)[0]
+
+    # After the reload, the page is first handed an events_url whose token has expired (as
+    # when it waited past the token's life): the API refuses the stream, and the page must
+    # fetch a fresh events_url from GET /jobs/{id} and go on from the last event it has.
+    settings = keyed.settings
+    expired = EventsTokens(KeyRing.from_settings(settings).token_secret(settings), ttl=-1)
+    stale = expired.issue(job_id, "reader")
+    handed_out: list[str] = []  # the events_url of each GET /jobs/{id} answer
+
+    async def stale_at_first(route: Any) -> None:
+        response = await route.fetch()
+        view = await response.json()
+        if not handed_out:
+            view["events_url"] = view["events_url"].replace(token_of(view["events_url"]), stale)
+        handed_out.append(view["events_url"])
+        await route.fulfill(response=response, json=view)
+
+    refused: list[str] = []
+
+    def on_response(response: Any) -> None:
+        if response.status == 401:
+            refused.append(response.url)
+
+    page.on("response", on_response)
+    await page.route(JOB_VIEW, stale_at_first)
+    watched.event_urls.clear()
+    await page.reload()
+
+    # Every state of the text after the reload is a prefix of the answer: nothing repeated.
+    deadline = time.monotonic() + 20
+    while not await page.is_visible(ANSWER_DONE):
+        text = await answer_text(page)
+        assert expected.startswith(text), f"repeated or garbled text after reload: {text!r}"
+        assert time.monotonic() < deadline, "the resumed answer never finished"
+        await asyncio.sleep(0.05)
+    assert await answer_text(page) == expected
+
+    # The key was kept: nothing but the stale stream was refused, and the field stayed shut.
+    assert await page.is_hidden("#key-form")
+    assert await page.evaluate("() => localStorage.getItem('rag-async:api-key')") == USER_KEY
+    streams = watched.event_urls
+    assert len(refused) == 1 and token_of(refused[0]) == stale, refused
+    # The streams went to the events_url as handed out, the stale one first, then a fresh
+    # one; each from the last event the page had.
+    assert len(streams) >= 2, streams
+    assert token_of(streams[0]) == stale
+    assert token_of(streams[1]) != stale
+    assert all(token_of(url) in map(token_of, handed_out) for url in streams), (streams, handed_out)
+    assert 0 < last_event_id_of(streams[0]) <= last_event_id_of(streams[1])
+    assert_no_key_in_urls(watched, USER_KEY)
+
+
+async def test_a_wrong_key_is_refused_in_words(keyed: Stack, watched: Watched) -> None:
+    page = watched.page
+    await page.goto(keyed.base_url)
+    await enter_key(page, WRONG_KEY)
+    # What waited for a key runs again with it, is refused, and the field says so.
+    await message_says(page, "#key-message", "This API key was refused")
+    assert await page.is_visible("#key-form")
+    await ask(page, "tea?")
+    await message_says(page, "#alert", "This API key was refused")
+    await page.click("#key-reveal")
+    assert await page.get_attribute("#api-key", "type") == "text"
+
+    # An admin's key sees the failures as well.
+    await page.fill("#api-key", ADMIN_KEY)
+    await page.click("#key-save")
+    await page.wait_for_selector(ANSWER_DONE)  # the refused question, asked again
+    assert await page.get_attribute("#api-key", "type") == "password"
+    await page.wait_for_function(
+        "() => document.getElementById('stat-failures').textContent === '0'"
+    )
+    assert await page.is_visible("#stat-failures")
+
+    # Forgetting the key sends none again.
+    await page.click("#key-button")
+    await page.click("#key-forget")
+    assert await page.evaluate("() => localStorage.getItem('rag-async:api-key')") is None
+    assert await page.input_value("#api-key") == ""
+    assert_no_key_in_urls(watched, WRONG_KEY, ADMIN_KEY)
 
 
 def _sample_document() -> str:

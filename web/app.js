@@ -3,6 +3,7 @@
 
 import { AnswerText, ago, h } from './answer.js';
 import { ApiError, followJob, getJob, request } from './api.js';
+import { retryWithKey, setupKeyPanel } from './apikey.js';
 import { setupStats, setupUploads } from './side.js';
 import { StageLine } from './stages.js';
 import { Transcript } from './transcript.js';
@@ -22,7 +23,13 @@ const HISTORY_KEY = 'rag-async:history';
 const PROGRESS_KEY = (jobId) => `rag-async:progress:${jobId}`;
 const HISTORY_SIZE = 20;
 
-let job = null; // the job on screen: { id, stop, transcript, after, sources, pollTimer }
+// The job on screen: { id, eventsUrl, stop, transcript, after, sources, pollTimer }.
+let job = null;
+
+setupKeyPanel({
+  button: $('key-button'), form: $('key-form'), input: $('api-key'), reveal: $('key-reveal'),
+  remember: $('key-remember'), forget: $('key-forget'), message: $('key-message'),
+});
 
 // ---- asking -------------------------------------------------------------------------------
 
@@ -43,7 +50,11 @@ ui.form.addEventListener('submit', async (event) => {
     openJob(accepted.job_id);
   } catch (error) {
     // 422 (too long, empty), 429 (busy), 503 and "unreachable" all carry their own words.
-    showAlert(error instanceof ApiError ? error.message : String(error));
+    const message = error instanceof ApiError ? error.message : String(error);
+    if (error.status === 401) {
+      showAlert(`${message} The question is asked once a key is entered.`);
+      retryWithKey('ask', () => ui.form.requestSubmit(), error);
+    } else showAlert(message);
   } finally {
     ui.ask.disabled = false;
     ui.ask.textContent = 'Ask';
@@ -63,7 +74,13 @@ ui.question.addEventListener('keydown', (event) => {
 async function openJob(jobId) {
   closeJob();
   const current = {
-    id: jobId, stop: () => {}, transcript: new Transcript(), after: 0, sources: [], pollTimer: null,
+    id: jobId,
+    eventsUrl: null,
+    stop: () => {},
+    transcript: new Transcript(),
+    after: 0,
+    sources: [],
+    pollTimer: null,
   };
   job = current;
   ui.card.hidden = false;
@@ -81,9 +98,15 @@ async function openJob(jobId) {
       view = await getJob(jobId);
     } catch (error) {
       if (job !== current) return;
-      if (error.status) { // the service answered: the job is gone, or the id is wrong
+      if (error.status) { // the service answered: the job is gone, the id is wrong, or a key
         ui.card.hidden = true;
         showAlert(`This answer cannot be shown: ${error.message}`);
+        if (error.status === 401) {
+          retryWithKey('job', () => {
+            showAlert(null);
+            showJobFromUrl();
+          }, error);
+        }
         return;
       }
       setConnection(`${error.message} Retrying…`);
@@ -92,6 +115,7 @@ async function openJob(jobId) {
     if (job !== current) return;
   }
   setConnection('');
+  current.eventsUrl = view.events_url; // with API keys, a fresh token to follow it with
   ui.title.textContent = view.query ?? '(no question)';
   if (view.query) remember(jobId, view.query);
   setSources(view.sources);
@@ -126,7 +150,7 @@ async function openJob(jobId) {
 }
 
 function follow(current) {
-  current.stop = followJob(current.id, current.after, {
+  current.stop = followJob(current, {
     onEvent(event, id) {
       if (job !== current) return;
       if (current.replaying) {
@@ -138,8 +162,12 @@ function follow(current) {
     },
     onConnection(state, error) {
       if (job !== current) return;
-      setConnection(state === 'reconnecting'
-        ? `${error ? error.message : 'The connection was interrupted.'} Reconnecting…` : '');
+      if (state === 'waiting') {
+        setConnection(`${error.message} The answer goes on once a key is entered.`);
+      } else {
+        setConnection(state === 'reconnecting'
+          ? `${error ? error.message : 'The connection was interrupted.'} Reconnecting…` : '');
+      }
     },
     onEnd(view, error) {
       if (job !== current) return;
@@ -413,8 +441,9 @@ async function loadCollections() {
     const { documents } = await request('GET', '/documents');
     const names = [...new Set(documents.map((d) => d.collection))].sort();
     $('collections').replaceChildren(...names.map((name) => h('option', { value: name })));
-  } catch {
+  } catch (error) {
     // The list is a convenience: without it the field still takes any name.
+    if (error.status === 401) retryWithKey('collections', loadCollections, error);
   }
 }
 loadCollections();

@@ -3,8 +3,10 @@
 
 import { ApiError, followJob, request } from './api.js';
 import { ago, h } from './answer.js';
+import { retryWithKey } from './apikey.js';
 
 const TEXT_FILE = /\.(txt|md|markdown)$/i;
+let uploads = 0; // numbers each upload, for one that waits for an API key
 
 /** Drag-and-drop and the file picker both end here: each file becomes one ingestion job. */
 export function setupUploads({ dropzone, input, list, withCollection = (body) => body }) {
@@ -52,11 +54,20 @@ async function upload(file, list, withCollection) {
     const body = { text, title: titleOf(file.name, text), source: file.name };
     accepted = await request('POST', '/documents', withCollection(body));
   } catch (error) {
-    fail(error instanceof ApiError ? error.message : `Could not read the file: ${error.message}`);
+    if (error.status === 401) {
+      fail(`${error.message} The file is sent once a key is entered.`);
+      uploads += 1;
+      retryWithKey(`upload:${uploads}`, () => {
+        row.remove();
+        upload(file, list, withCollection);
+      }, error);
+    } else {
+      fail(error instanceof ApiError ? error.message : `Could not read the file: ${error.message}`);
+    }
     return;
   }
   status.textContent = 'Queued…';
-  followJob(accepted.job_id, 0, {
+  followJob({ id: accepted.job_id, eventsUrl: accepted.events_url, after: 0 }, {
     onEvent(event) {
       if (event.type === 'status') status.textContent = `${capitalise(event.stage ?? event.status)}…`;
       else if (event.type === 'progress') {
@@ -69,8 +80,9 @@ async function upload(file, list, withCollection) {
         status.textContent = `Added: ${event.chunks ?? 0} passages`;
       } else if (event.type === 'error') fail(`Failed: ${event.message}`);
     },
-    onConnection(state) {
+    onConnection(state, error) {
       if (state === 'reconnecting') status.textContent = 'Reconnecting…';
+      else if (state === 'waiting') status.textContent = error.message;
     },
     onEnd(view) {
       if (!view) fail('This upload is no longer known to the service.');
@@ -88,9 +100,14 @@ function titleOf(name, text) {
 
 const capitalise = (word) => word.charAt(0).toUpperCase() + word.slice(1);
 
-/** Poll GET /stats every few seconds (paused while the tab is hidden). */
+/**
+ * Poll GET /stats every few seconds (paused while the tab is hidden). A key that is not an
+ * admin's sees counts only (`workers_alive`, no `workers` list nor `recent_failures`): what
+ * is missing is hidden, not shown as zero.
+ */
 export function setupStats(elements, every = 4000) {
   const { queue, flight, workers, failureCount, note, failures, failureList } = elements;
+  const failureFigure = failureCount.closest('div');
   const show = (values) => {
     queue.textContent = values.queue;
     flight.textContent = values.flight;
@@ -103,24 +120,32 @@ export function setupStats(elements, every = 4000) {
     if (document.hidden) return;
     try {
       const stats = await request('GET', '/stats');
+      const alive = Array.isArray(stats.workers) ? stats.workers.length : stats.workers_alive;
+      const recent = Array.isArray(stats.recent_failures) ? stats.recent_failures : null;
       show({
-        queue: stats.queue_depth,
-        flight: stats.jobs_in_flight,
-        workers: stats.workers.length,
-        failures: stats.recent_failures.length,
+        queue: stats.queue_depth ?? '–',
+        flight: stats.jobs_in_flight ?? '–',
+        workers: alive ?? '–',
+        failures: recent ? recent.length : '–',
       });
-      note.textContent = stats.workers.length
-        ? `Live · updated ${new Date().toLocaleTimeString()}`
-        : 'No worker is running: questions will wait in the queue.';
-      note.classList.toggle('warning', stats.workers.length === 0);
-      failures.hidden = stats.recent_failures.length === 0;
-      failureList.replaceChildren(...stats.recent_failures.slice(0, 5).map((failure) => h('li', {},
+      failureFigure.hidden = recent === null;
+      note.classList.toggle('warning', alive === 0);
+      note.textContent = alive === 0
+        ? 'No worker is running: questions will wait in the queue.'
+        : `Live · updated ${new Date().toLocaleTimeString()}`;
+      failures.hidden = !recent?.length;
+      failureList.replaceChildren(...(recent ?? []).slice(0, 5).map((failure) => h('li', {},
         h('span', { className: 'failure-time' }, ago(failure.at)), ' ',
         h('code', {}, failure.job_id.slice(0, 8)), ' ', failure.error)));
     } catch (error) {
       show(unknown);
       failures.hidden = true;
       note.classList.add('warning');
+      if (error.status === 401) {
+        note.textContent = 'Service figures need an API key.';
+        retryWithKey('stats', poll, error);
+        return;
+      }
       note.textContent = error.status === 404
         ? 'Service figures unavailable (this API has no /stats).'
         : error.status ? `Service figures unavailable: ${error.message}` : 'Service unreachable.';
