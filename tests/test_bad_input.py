@@ -401,7 +401,7 @@ async def test_valkey_gone_mid_flight_is_503_and_the_api_recovers(tmp_path: Path
             assert time.monotonic() - started < 10, "a dead Valkey is reported promptly"
             assert (await http.get("/healthz")).status_code == 200  # the process lives on
             not_ready = await http.get("/readyz")
-            assert not_ready.status_code == 503 and not_ready.json()["status"] == "unavailable"
+            assert not_ready.status_code == 503 and not_ready.json()["error"]["code"] == "not_ready"
 
             # Valkey comes back on the same port: the API reconnects by itself.
             server = EmbeddedValkey(tmp_path / "valkey", port=server.port, appendonly=True)

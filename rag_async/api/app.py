@@ -15,6 +15,7 @@ from fastapi.staticfiles import StaticFiles
 from ..config import Settings
 from ..redaction import redact
 from ..redis_pool import connect_redis
+from ..schemas import ErrorBody
 from .browser import (
     HostCheck,
     OriginCheck,
@@ -33,6 +34,20 @@ log = structlog.get_logger(__name__)
 # The web page lives in the repository's web/ (a checkout or an editable install), unless
 # RAG_WEB_DIR says otherwise.
 REPOSITORY_WEB_DIR = Path(__file__).resolve().parents[2] / "web"
+
+
+# Each router, and the errors any of its routes may answer besides its own (documented, so
+# clients and the OpenAPI fuzzing test know them): a key's (401, 429), a write's (409 for a
+# reused Idempotency-Key, 413, 415), an admin's (403).
+_KEYED, _WRITES = (401, 429), (409, 413, 415)
+_ROUTERS = [
+    (chat, _KEYED + _WRITES),
+    (documents, _KEYED + _WRITES),
+    (jobs, _KEYED),
+    (deadletters, (*_KEYED, 403)),
+    (stats, _KEYED),
+    (health, ()),
+]
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -63,8 +78,8 @@ def create_app(settings: Settings) -> FastAPI:
     _browser_safety(app, settings)
     # Added last, so it runs first: nothing reads an oversized header before it is refused.
     app.add_middleware(HeaderSizeLimit, limit=settings.max_header_bytes)
-    for module in (chat, jobs, documents, deadletters, health, stats):
-        app.include_router(module.router)
+    for module, statuses in _ROUTERS:
+        app.include_router(module.router, responses={s: {"model": ErrorBody} for s in statuses})
     web_dir = settings.web_dir or REPOSITORY_WEB_DIR
     if (web_dir / "index.html").is_file():
         app.mount("/static", StaticFiles(directory=web_dir), name="web")

@@ -53,7 +53,7 @@ def parse_json(model: type[M], raw: bytes) -> M:
         # is refused below naming its field, like everywhere else.
         try:
             data = json.loads(raw.decode())
-        except ValueError:
+        except (ValueError, RecursionError):  # nested too deep for json too: pydantic's reason
             raise _in_body(error) from None
         try:
             body = model.model_validate(data)

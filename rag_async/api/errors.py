@@ -66,6 +66,12 @@ async def _invalid_request(_: Request, error: RequestValidationError) -> Respons
 
 
 async def _http_error(request: Request, error: StarletteHTTPException) -> Response:
+    if error.status_code == 400:
+        # Raised only by the body readers (a JSON body that is not UTF-8 or nests too deep, a
+        # malformed multipart body): the same 422 as any other unreadable body.
+        return error_response(
+            422, "invalid_request", f"the request body cannot be read: {error.detail}"
+        )
     code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(
         error.status_code, "http_error"
     )

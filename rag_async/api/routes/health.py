@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import structlog
 from fastapi import APIRouter
 from fastapi.responses import Response
 
 from ...activity import service_stats
-from ..errors import json_response
+from ...schemas import ErrorBody
+from ..errors import error_response, json_response
 from ..state import State
+
+log = structlog.get_logger(__name__)
 
 router = APIRouter(tags=["health"])
 
@@ -18,7 +22,7 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", responses={503: {"model": ErrorBody}})
 async def readyz(state: State) -> Response:
     """Ready to take work: Redis answers (503 otherwise). Also tells the providers' breaker
     states as the workers last reported them (an open breaker defers jobs; it does not make
@@ -26,8 +30,10 @@ async def readyz(state: State) -> Response:
     try:
         await state.redis.ping()
         stats = await service_stats(state.redis, state.keys, state.settings.worker_dead_after)
-    except Exception as error:  # any failure means "not ready"; say which
-        return json_response({"status": "unavailable", "redis": str(error)}, status=503)
+    except Exception as error:  # any failure means "not ready": say what, not the details
+        log.warning("not ready", error=str(error))
+        message = f"the job store (Redis/Valkey) cannot be reached ({type(error).__name__})"
+        return error_response(503, "not_ready", message)
     return json_response(
         {
             "status": "ready",
