@@ -19,6 +19,7 @@ import pytest
 import uvicorn
 
 from rag_async.api import create_app
+from rag_async.api.server import server_options
 from rag_async.client import RagClient
 from rag_async.config import Settings
 from rag_async.embedded_valkey import EmbeddedValkey, free_port
@@ -78,10 +79,16 @@ class Stack:
 
 @asynccontextmanager
 async def running_api(settings: Settings) -> AsyncIterator[str]:
-    """The real app under uvicorn on a free port, in this event loop."""
+    """The real app under uvicorn on a free port, in this event loop, with the server options
+    `rag-async api` gives it."""
     port = free_port()
     config = uvicorn.Config(
-        create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
+        create_app(settings),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        lifespan="on",
+        **server_options(settings),  # as `rag-async api` serves it
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())

@@ -18,6 +18,7 @@ from rag_async.parsing.html import parse_html
 from rag_async.retrieval import chunk_text
 from tests.conftest import Stack, cli_env, make_settings, run_cli, running_stack
 from tests.support.documents import add_document
+from tests.support.hostile import assemble_pdf
 
 MAX_BYTES = 20_000
 
@@ -56,20 +57,7 @@ def make_pdf(pages: list[str], title: str = "") -> bytes:
         )
         objects.append(b"<< /Length %d >>\nstream\n%s\nendstream" % (len(stream), stream))
     objects.append(b"<< /Title (%s) >>" % title.encode("latin-1"))
-    out = bytearray(b"%PDF-1.4\n")
-    offsets = []
-    for number, body in enumerate(objects, start=1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n%s\nendobj\n" % (number, body)
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R /Info %d 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
-        len(objects) + 1,
-        len(objects),
-        xref,
-    )
-    return bytes(out)
+    return assemble_pdf(objects, info=len(objects))
 
 
 SITE_PAGE = b"""<!doctype html>

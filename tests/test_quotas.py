@@ -7,19 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
-import uvicorn
 from redis.asyncio import Redis
 
-from rag_async.api import create_app
-from rag_async.api.server import server_options
 from rag_async.config import Settings
-from rag_async.embedded_valkey import EmbeddedValkey, free_port
+from rag_async.embedded_valkey import EmbeddedValkey
 from rag_async.keys import Keys
 from tests.conftest import running_api, running_stack, running_worker
 from tests.test_auth import ALICE, BOB, as_, finished, keyed_settings
@@ -124,31 +119,6 @@ async def test_request_headers_over_the_limit_are_refused(settings: Settings) ->
         refused(await http.get("/healthz", headers=split), 431, "headers_too_large")
 
 
-@asynccontextmanager
-async def served_as_the_cli_does(settings: Settings) -> AsyncIterator[tuple[str, int]]:
-    """The app under uvicorn with the options `rag-async api` gives it."""
-    port = free_port()
-    config = uvicorn.Config(
-        create_app(settings),
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
-        lifespan="on",
-        **server_options(settings),
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    try:
-        yield "127.0.0.1", port
-    finally:
-        server.should_exit = True
-        await task
-
-
 async def closed_within(reader: asyncio.StreamReader, seconds: float) -> bytes:
     """What the server sent before it closed the connection; fails if it stays open."""
     received = b""
@@ -160,8 +130,10 @@ async def closed_within(reader: asyncio.StreamReader, seconds: float) -> bytes:
 
 async def test_the_server_drops_slow_and_oversized_request_heads(settings: Settings) -> None:
     served = settings.model_copy(update={"header_timeout": 0.5, "max_header_bytes": 4096})
-    async with served_as_the_cli_does(served) as (host, port):
-        async with httpx.AsyncClient(base_url=f"http://{host}:{port}") as http:
+    async with running_api(served) as base_url:
+        url = httpx.URL(base_url)
+        host, port = url.host, url.port or 80
+        async with httpx.AsyncClient(base_url=base_url) as http:
             for _ in range(2):  # a kept-alive connection serves a second request
                 assert (await http.get("/healthz")).status_code == 200
         # Connected and silent, and a head that trickles in and never ends: both dropped.

@@ -31,14 +31,14 @@ def page_tree_bomb(levels: int = 14, fanout: int = 2) -> bytes:
         b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
         b"<< /Length %d >>\nstream\n%s\nendstream" % (len(stream), stream),
     ]
-    return _pdf(objects)
+    return assemble_pdf(objects)
 
 
 def deflate_bomb(size: int = 70_000_000) -> bytes:
     """A one-page PDF whose content stream inflates to `size` bytes (mostly spaces), from
     about a thousandth of that: under pypdf's own cap of 75 MB per stream."""
     stream = zlib.compress(b"BT /F1 12 Tf 72 720 Td (Hello) Tj ET " + b" " * size, 9)
-    return _pdf(
+    return assemble_pdf(
         [
             b"<< /Type /Catalog /Pages 2 0 R >>",
             b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
@@ -56,7 +56,9 @@ def nested_html(depth: int = 30_000) -> bytes:
     return f"<!doctype html><html><body>{body}</body></html>".encode()
 
 
-def _pdf(objects: list[bytes]) -> bytes:
+def assemble_pdf(objects: list[bytes], *, info: int | None = None) -> bytes:
+    """A PDF file of `objects` (numbered from 1, the first the catalog), with its cross-reference
+    table; `info` is the number of a document-information object."""
     out = bytearray(b"%PDF-1.4\n")
     offsets = []
     for number, body in enumerate(objects, start=1):
@@ -65,8 +67,10 @@ def _pdf(objects: list[bytes]) -> bytes:
     xref = len(out)
     out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
     out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
+    info_entry = b" /Info %d 0 R" % info if info is not None else b""
+    out += b"trailer\n<< /Size %d /Root 1 0 R%s >>\nstartxref\n%d\n%%%%EOF\n" % (
         len(objects) + 1,
+        info_entry,
         xref,
     )
     return bytes(out)
