@@ -90,6 +90,25 @@ class EmbeddedValkey:
 
     def start(self, timeout: float = 10.0) -> None:
         private_folder(self.data_dir)
+        # Its own session, so a Ctrl-C meant for `rag-async up` does not stop Valkey before the
+        # API and workers that use it; `up` stops it last. Before it opens its log file it
+        # prints only that it reads stdin; its errors go to stderr.
+        self.process = subprocess.Popen(
+            self._arguments(),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        assert self.process.stdin is not None
+        try:
+            if self.password:
+                self.process.stdin.write(f"requirepass {self.password}\n".encode())
+            self.process.stdin.close()
+        except BrokenPipeError:
+            pass  # it exited already: said below
+        self._wait_until_it_answers(timeout)
+
+    def _arguments(self) -> list[str]:
         args = [
             str(valkey_binary()),
             "-",  # more configuration on stdin: the password, kept out of `ps`
@@ -112,19 +131,10 @@ class EmbeddedValkey:
         ]
         if self.maxmemory:
             args += ["--maxmemory", self.maxmemory, "--maxmemory-policy", "noeviction"]
-        # Its own session, so a Ctrl-C meant for `rag-async up` does not stop Valkey before the
-        # API and workers that use it; `up` stops it last. Before it opens its log file it
-        # prints only that it reads stdin; its errors go to stderr.
-        self.process = subprocess.Popen(
-            args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, start_new_session=True
-        )
-        assert self.process.stdin is not None
-        try:
-            if self.password:
-                self.process.stdin.write(f"requirepass {self.password}\n".encode())
-            self.process.stdin.close()
-        except BrokenPipeError:
-            pass  # it exited already: said below
+        return args
+
+    def _wait_until_it_answers(self, timeout: float) -> None:
+        assert self.process is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -89,18 +89,8 @@ def run_up(settings: Settings) -> int:
     signal.signal(signal.SIGINT, on_signal)
     try:
         if not settings.redis_url:
-            folder = data_dir / "valkey"
-            valkey = EmbeddedValkey(
-                folder, password=stored_password(folder), maxmemory=settings.valkey_maxmemory
-            )
-            valkey.start()
+            valkey = _start_valkey(settings, data_dir)
             env["RAG_REDIS_URL"] = valkey.url
-            log.info(
-                "embedded valkey started",
-                url=redact(valkey.url),
-                aof=str(valkey.data_dir),
-                maxmemory=settings.valkey_maxmemory,
-            )
         if not settings.qdrant_url:
             log.info("embedded qdrant", path=str(data_dir / "qdrant"))
         for child in children:
@@ -130,6 +120,22 @@ def run_up(settings: Settings) -> int:
         if valkey is not None:
             valkey.stop()
         log.info("stopped")
+
+
+def _start_valkey(settings: Settings, data_dir: Path) -> EmbeddedValkey:
+    """The embedded Valkey: loopback only, behind the data folder's password, memory capped."""
+    folder = data_dir / "valkey"
+    valkey = EmbeddedValkey(
+        folder, password=stored_password(folder), maxmemory=settings.valkey_maxmemory
+    )
+    valkey.start()
+    log.info(
+        "embedded valkey started",
+        url=redact(valkey.url),
+        aof=str(valkey.data_dir),
+        maxmemory=settings.valkey_maxmemory,
+    )
+    return valkey
 
 
 def _supervise(children: list[Child], env: dict[str, str]) -> int:

@@ -147,25 +147,12 @@ async def _add_files(submission: Submission) -> DocumentAccepted:
     rejected: list[RejectedFile] = []
     for upload in files:
         filename = upload.filename or "upload"
-        source = given_source or filename
-        document_id = _document_id(source, collection, state)
-        job_id = new_job_id()
+        fields = {"title": title, "source": given_source or filename, "collection": collection}
         try:
-            content = await upload.read()
-            kind = check_upload(filename, content, max_bytes=state.settings.max_document_bytes)
-            await _within_storage_quota(submission, document_id, len(content))
-            fields = {"document_id": document_id, "title": title, "source": source}
-            fields |= {"collection": collection, "filename": filename, "format": kind}
-            # A limit reached on the way (too many jobs, the queue's depth) refuses this file
-            # and the ones after it, not the ones already queued.
-            await _enqueue_ingest(submission, job_id, content, fields)
+            documents.append(await _add_file(submission, upload, filename, fields))
         except RagError as error:
             errors.append(error)
             rejected.append(_rejected(filename, error))
-            continue
-        finally:
-            await upload.close()
-        documents.append(_accepted_document(submission, document_id, job_id, filename))
     if not documents:
         raise _none_accepted(errors)
     first = documents[0]
@@ -176,6 +163,26 @@ async def _add_files(submission: Submission) -> DocumentAccepted:
         documents=documents,
         rejected=rejected,
     )
+
+
+async def _add_file(
+    submission: Submission, upload: UploadFile, filename: str, fields: dict[str, str]
+) -> AcceptedDocument:
+    """Check one file of an upload and queue its ingestion. A limit reached on the way (too
+    many jobs, the queue's depth) refuses this file and the ones after it, not the ones
+    already queued."""
+    state = submission.state
+    document_id = _document_id(fields["source"], fields["collection"], state)
+    job_id = new_job_id()
+    try:
+        content = await upload.read()
+        kind = check_upload(filename, content, max_bytes=state.settings.max_document_bytes)
+        await _within_storage_quota(submission, document_id, len(content))
+        fields = {**fields, "document_id": document_id, "filename": filename, "format": kind}
+        await _enqueue_ingest(submission, job_id, content, fields)
+    finally:
+        await upload.close()
+    return _accepted_document(submission, document_id, job_id, filename)
 
 
 def _form_collection(value: object, submission: Submission) -> str:
