@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -81,13 +82,9 @@ def run_up(settings: Settings) -> int:
         Child("worker", [sys.executable, "-m", "rag_async.cli", "worker"]),
         Child("api", [sys.executable, "-m", "rag_async.cli", "api"]),
     ]
-
-    def on_signal(signum: int, _frame: object) -> None:
-        raise Stop(signal.Signals(signum).name)
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    _stop_on_signals()
     try:
+        _check_port_free(settings)
         if not settings.redis_url:
             valkey = _start_valkey(settings, data_dir)
             env["RAG_REDIS_URL"] = valkey.url
@@ -120,6 +117,30 @@ def run_up(settings: Settings) -> int:
         if valkey is not None:
             valkey.stop()
         log.info("stopped")
+
+
+def _stop_on_signals() -> None:
+    """SIGTERM and SIGINT (Ctrl-C) raise `Stop`, which leaves the supervision loop."""
+
+    def on_signal(signum: int, _frame: object) -> None:
+        raise Stop(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+
+def _check_port_free(settings: Settings) -> None:
+    """Before anything starts: is the API's port free? Another server answering there would
+    otherwise be taken for ours, or our API would stop with a bind error among other logs."""
+    with socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET) as probe:
+        try:
+            probe.bind((settings.host, settings.port))
+        except OSError as error:
+            raise RuntimeError(
+                f"cannot listen on {settings.host}:{settings.port} ({error.strerror}): another "
+                f"program uses it. Stop it, or pick another port: RAG_PORT={settings.port + 1} "
+                "(also for the rag-async commands you run against it)"
+            ) from None
 
 
 def _start_valkey(settings: Settings, data_dir: Path) -> EmbeddedValkey:

@@ -24,8 +24,15 @@ from redis.exceptions import AuthenticationError
 from rag_async.client import RagClient
 from rag_async.config import Settings
 from rag_async.demo_corpus import DEMO_QUESTION
-from rag_async.embedded_valkey import free_port
-from tests.conftest import Stack, cli_env, rag_async_command, run_cli, running_api
+from rag_async.embedded_valkey import EmbeddedValkey, free_port
+from tests.conftest import (
+    Stack,
+    cli_env,
+    make_settings,
+    rag_async_command,
+    run_cli,
+    running_api,
+)
 from tests.support.documents import add_document
 from tests.support.processes import Proc, bare_env, console_script, started
 
@@ -336,3 +343,19 @@ def test_an_unknown_queue_is_refused(settings: Settings) -> None:
     result = run_cli("worker", "--queue", "emails", env=cli_env(settings))
     assert result.returncode == 2
     assert "unknown queue 'emails': choose from questions, documents" in result.stderr
+
+
+def test_up_on_a_busy_port_says_so_and_how_to_pick_another(
+    valkey: EmbeddedValkey, tmp_path: Path
+) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        env = cli_env(make_settings(valkey, tmp_path), RAG_PORT=str(port))
+        env.pop("RAG_REDIS_URL")  # up's own Valkey, as a newcomer runs it
+        result = run_cli("up", env=env, timeout=30)
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert f"RAG_PORT={port + 1}" in result.stderr
+    assert "Traceback" not in result.stderr
