@@ -21,6 +21,7 @@ sys.path.insert(0, str(REPO))  # for the test fixtures' helpers
 from rag_async.demo_corpus import DEMO_QUESTION, demo_documents  # noqa: E402
 from rag_async.embedded_valkey import EmbeddedValkey  # noqa: E402
 from tests.conftest import make_settings, running_stack  # noqa: E402
+from tests.support.documents import add_document  # noqa: E402
 from tests.test_web import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
 
 
@@ -32,7 +33,7 @@ async def main(output: Path) -> None:
             settings = make_settings(valkey, Path(folder) / "data")  # the offline providers
             async with running_stack(settings) as stack, async_playwright() as playwright:
                 for title, source, text in demo_documents():
-                    accepted = await stack.client.add_document(text, title=title, source=source)
+                    accepted = await add_document(stack.client, text, title=title, source=source)
                     _ = [event async for event in stack.client.follow(accepted["job_id"])]
                 browser = await playwright.chromium.launch(
                     executable_path=str(CHROMIUM), args=CHROMIUM_ARGS
