@@ -69,6 +69,26 @@ def make_settings(valkey: EmbeddedValkey, data_dir: Path, **overrides: Any) -> S
     return Settings(_env_file=None, **values)
 
 
+def keyed_settings(
+    valkey: EmbeddedValkey,
+    data_dir: Path,
+    llm: Any,
+    *,
+    users: dict[str, str],
+    admins: dict[str, str],
+    **overrides: Any,
+) -> Settings:
+    """Settings for one test of an API with keys (name: secret), the LLM the test server."""
+    return make_settings(
+        valkey,
+        data_dir,
+        llm_base_url=llm.base_url,
+        api_keys=",".join(f"{name}={secret}" for name, secret in users.items()),
+        admin_keys=",".join(f"{name}={secret}" for name, secret in admins.items()),
+        **overrides,
+    )
+
+
 @dataclass
 class Stack:
     settings: Settings

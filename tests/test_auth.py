@@ -17,6 +17,7 @@ from rag_async.api import create_app
 from rag_async.config import Settings
 from rag_async.embedded_valkey import EmbeddedValkey
 from rag_async.identity import EventsTokens, KeyRing
+from tests import conftest
 from tests.conftest import (
     SAMPLE_DOCUMENT,
     Stack,
@@ -31,16 +32,9 @@ ALICE, BOB, OPS = "alice-secret-0123456789", "bob-secret-0123456789", "ops-secre
 OPEN = {"/healthz", "/readyz", "/", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
 
 
-def keyed_settings(valkey: EmbeddedValkey, tmp_path: Path, llm: Any, **more: Any) -> Settings:
-    return make_settings(
-        valkey,
-        tmp_path,
-        llm_base_url=llm.base_url,
-        llm_api_key="test-key",
-        api_keys=f"alice={ALICE},bob={BOB}",
-        admin_keys=f"ops={OPS}",
-        **more,
-    )
+def keyed_settings(valkey: EmbeddedValkey, tmp_path: Path, llm: Any) -> Settings:
+    users = {"alice": ALICE, "bob": BOB}
+    return conftest.keyed_settings(valkey, tmp_path, llm, users=users, admins={"ops": OPS})
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import pytest
 
 from rag_async.config import Settings
 from rag_async.identity import EventsTokens, KeyRing
-from tests.conftest import REPO, Stack, ingest, make_settings, running_stack
+from tests.conftest import REPO, Stack, ingest, keyed_settings, make_settings, running_stack
 from tests.support.answer_logs import ANSWER_LOGS
 from tests.support.openai_server import expected_answer
 
@@ -170,14 +170,7 @@ async def test_reload_mid_answer_resumes_without_repeating(
     watched.event_urls.clear()
     await page.reload()
 
-    # Every state of the text after the reload is a prefix of the answer: nothing repeated.
-    deadline = time.monotonic() + 20
-    while not await page.is_visible(ANSWER_DONE):
-        text = await answer_text(page)
-        assert expected.startswith(text), f"repeated or garbled text after reload: {text!r}"
-        assert time.monotonic() < deadline, "the resumed answer never finished"
-        await asyncio.sleep(0.05)
-    assert await answer_text(page) == expected
+    await grows_to(page, expected)
     # It resumed from the last event it had, not from the start.
     resumed_from = [int(re.findall(r"last_event_id=(\d+)", url)[0]) for url in watched.event_urls]
     assert resumed_from and resumed_from[0] > 0, watched.event_urls
@@ -363,16 +356,23 @@ JOB_EVENTS = re.compile(r"/jobs/[0-9a-f]{32}/events")
 async def keyed(valkey: Any, tmp_path: Path, llm: Any) -> AsyncIterator[Stack]:
     """The stack with API keys, a reader's and an admin's (like tests/test_auth.py's)."""
     llm.config.ttft, llm.config.tokens, llm.config.tokens_per_second = 0.0, 12, 200
-    settings = make_settings(
-        valkey,
-        tmp_path,
-        llm_base_url=llm.base_url,
-        llm_api_key="test-key",
-        api_keys=f"reader={USER_KEY}",
-        admin_keys=f"ops={ADMIN_KEY}",
+    settings = keyed_settings(
+        valkey, tmp_path, llm, users={"reader": USER_KEY}, admins={"ops": ADMIN_KEY}
     )
     async with running_stack(settings) as stack:
         yield stack
+
+
+async def grows_to(page: Page, expected: str) -> None:
+    """Every state of the answer's text after a reload is a prefix of `expected` (nothing
+    repeated or garbled) until it is done, and then it is `expected`."""
+    deadline = time.monotonic() + 20
+    while not await page.is_visible(ANSWER_DONE):
+        text = await answer_text(page)
+        assert expected.startswith(text), f"repeated or garbled text after reload: {text!r}"
+        assert time.monotonic() < deadline, "the resumed answer never finished"
+        await asyncio.sleep(0.05)
+    assert await answer_text(page) == expected
 
 
 async def enter_key(page: Page, key: str) -> None:
@@ -474,14 +474,7 @@ async def test_a_reload_keeps_the_key_and_resumes_with_a_fresh_token(
     watched.event_urls.clear()
     await page.reload()
 
-    # Every state of the text after the reload is a prefix of the answer: nothing repeated.
-    deadline = time.monotonic() + 20
-    while not await page.is_visible(ANSWER_DONE):
-        text = await answer_text(page)
-        assert expected.startswith(text), f"repeated or garbled text after reload: {text!r}"
-        assert time.monotonic() < deadline, "the resumed answer never finished"
-        await asyncio.sleep(0.05)
-    assert await answer_text(page) == expected
+    await grows_to(page, expected)
 
     # The key was kept: nothing but the stale stream was refused, and the field stayed shut.
     assert await page.is_hidden("#key-form")
