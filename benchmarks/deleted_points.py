@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from rag_async import demo_corpus
 from rag_async.config import Settings
 from rag_async.parsing import parse
-from rag_async.retrieval import Retriever, open_qdrant
+from rag_async.retrieval import Retriever, open_store
 from tests.support.hostile import page_tree_bomb
 
 QUERIES = [
@@ -64,8 +64,8 @@ async def main() -> None:
         _env_file=None, data_dir=Path(tempfile.mkdtemp()), demo_corpus=False, max_chunks=10**9
     )
 
-    qdrant = await open_qdrant(settings)
-    retriever = await Retriever.open(qdrant, settings)
+    store = await open_store(settings)
+    retriever = await Retriever.open(store, settings)
     chunks = 0
     for path in sorted(Path(demo_corpus.__file__).parent.glob("tutorial-*.md")):
         chunks += await retriever.index(path.stem, path.stem, None, path.read_text())
@@ -81,12 +81,12 @@ async def main() -> None:
         f"  deleted ({await retriever.count('bomb')} left; {held(retriever)} points held): "
         f"{await search_ms(retriever):.1f} ms"
     )
-    await qdrant.close()
+    await store.close()
 
-    qdrant = await open_qdrant(settings)
-    retriever = await Retriever.open(qdrant, settings)
+    store = await open_store(settings)
+    retriever = await Retriever.open(store, settings)
     print(f"reopened ({held(retriever)} points held): {await search_ms(retriever):.1f} ms")
-    await qdrant.close()
+    await store.close()
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ sys.path.insert(0, str(REPO))
 from rag_async.config import Settings  # noqa: E402
 from rag_async.parsing import ParsedDocument  # noqa: E402
 from rag_async.parsing.html import parse_html  # noqa: E402
-from rag_async.retrieval import Chunk, LexicalEncoder, Retriever, chunk_text, open_qdrant  # noqa: E402
+from rag_async.retrieval import Chunk, LexicalEncoder, Retriever, chunk_text, open_store  # noqa: E402
 from rag_async.retrieval.lexical import STOPWORDS  # noqa: E402
 from rag_async.retrieval.retriever import PER_DOCUMENT  # noqa: E402
 
@@ -269,10 +269,10 @@ async def evaluate(
 ) -> tuple[Result, list[list[str]]]:
     with tempfile.TemporaryDirectory(prefix="rag-eval-") as tmp:
         settings = Settings(_env_file=None, data_dir=Path(tmp), **variant.settings)  # type: ignore[arg-type]
-        qdrant = await open_qdrant(settings)
+        store = await open_store(settings)
         try:
             retriever = await variant.retriever.open(
-                qdrant, settings, lexical=variant.encoder(), per_document=variant.per_document
+                store, settings, lexical=variant.encoder(), per_document=variant.per_document
             )
             started = time.perf_counter()
             chunks = 0
@@ -299,7 +299,7 @@ async def evaluate(
                 hits = [pages.index(p) + 1 for p in question.pages if p in pages]
                 ranks.append(min(hits) if hits else None)
         finally:
-            await qdrant.close()
+            await store.close()
     return Result(name, chunks, index_seconds, search_seconds, ranks, in_sources), rankings
 
 

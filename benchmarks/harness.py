@@ -250,14 +250,14 @@ def _indexed_corpus() -> Path:
 async def _index_demo_corpus(data_dir: Path) -> None:
     from rag_async.config import Settings
     from rag_async.demo_corpus import demo_documents
-    from rag_async.retrieval import Retriever, open_qdrant
+    from rag_async.retrieval import Retriever, open_store
 
     settings = Settings(_env_file=None, data_dir=data_dir)
-    qdrant = await open_qdrant(settings)
-    retriever = await Retriever.open(qdrant, settings)
+    store = await open_store(settings)
+    retriever = await Retriever.open(store, settings)
     for title, source, text in demo_documents():
         await retriever.index(source, title, source, text)
-    await qdrant.close()
+    await store.close()
 
 
 def _wait_ready(url: str, timeout: float = 30) -> None:

@@ -79,19 +79,19 @@ _INDEX_ONE = """
 import asyncio, sys, tempfile
 from pathlib import Path
 from rag_async.config import Settings
-from rag_async.retrieval import Retriever, open_qdrant, retriever
+from rag_async.retrieval import Retriever, open_store, retriever
 
 async def main(path, batch):
     retriever.INDEX_BATCH = batch
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(_env_file=None, data_dir=Path(tmp))
-        qdrant = await open_qdrant(settings)
-        index = await Retriever.open(qdrant, settings)
+        store = await open_store(settings)
+        index = await Retriever.open(store, settings)
         before = rss("VmRSS")
         text = Path(path).read_text()
         chunks = await index.index("big", "Big", None, text)
         print(chunks, before, rss("VmHWM"))
-        await qdrant.close()
+        await store.close()
 
 def rss(field):
     for line in Path("/proc/self/status").read_text().splitlines():

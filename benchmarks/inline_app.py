@@ -19,7 +19,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from rag_async.config import Settings
 from rag_async.jobs.answer import coalesce
 from rag_async.llm import OpenAIChat
-from rag_async.retrieval import Retriever, open_qdrant
+from rag_async.retrieval import Retriever, open_store
 from rag_async.schemas import ChatRequest
 
 
@@ -28,14 +28,14 @@ def create_inline_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        qdrant = await open_qdrant(settings)
-        clients["retriever"] = await Retriever.open(qdrant, settings)  # as a worker does
+        store = await open_store(settings)
+        clients["retriever"] = await Retriever.open(store, settings)  # as a worker does
         http = openai.DefaultAioHttpClient()
         chat = openai.AsyncOpenAI(base_url=settings.llm_base_url, api_key="bench", http_client=http)
         clients["llm"] = OpenAIChat(chat, settings.llm_model, max_tokens=settings.llm_max_tokens)
         yield
         await chat.close()
-        await qdrant.close()
+        await store.close()
 
     app = FastAPI(lifespan=lifespan)
 

@@ -7,6 +7,7 @@ import asyncio
 import itertools
 import json
 import math
+import re
 import sys
 import zlib
 from collections.abc import AsyncIterator, Sequence
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import openai
 import pytest
+import snowballstemmer
 from qdrant_client import AsyncQdrantClient, models
 
 from rag_async.config import Settings
@@ -23,6 +25,7 @@ from rag_async.retrieval import (
     ChunkStore,
     LexicalEncoder,
     OpenAIEmbedder,
+    QdrantChunkStore,
     Retriever,
     chunk_text,
     open_qdrant,
@@ -49,7 +52,7 @@ async def qdrant(tmp_path: Path) -> AsyncIterator[AsyncQdrantClient]:
 
 @pytest.fixture
 async def store(qdrant: AsyncQdrantClient) -> ChunkStore:
-    store = ChunkStore(qdrant, "chunks")
+    store = QdrantChunkStore(qdrant, "chunks")
     await store.ensure_collection(None)
     return store
 
@@ -212,6 +215,17 @@ def test_stemming_conflates_derived_forms() -> None:
     for forms in (("compress", "compression"), ("automatic", "automatically"),
                   ("deprecated", "deprecation"), ("connect", "connections")):  # fmt: skip
         assert lexical.terms(forms[0]) == lexical.terms(forms[1])
+
+
+def test_the_c_stemmer_is_used_and_stems_as_the_python_one() -> None:
+    from snowballstemmer.english_stemmer import EnglishStemmer
+
+    # With PyStemmer installed, snowballstemmer hands out its C stemmer.
+    assert type(snowballstemmer.stemmer("english")).__module__ == "Stemmer"
+    python = EnglishStemmer()
+    words = {w for _, _, text in demo_documents() for w in re.findall(r"[a-z']+", text.lower())}
+    assert len(words) > 1000
+    assert [english_stem(w) for w in sorted(words)] == [python.stemWord(w) for w in sorted(words)]
 
 
 def test_lexical_document_weights_saturate_and_normalise_length() -> None:
@@ -390,7 +404,7 @@ class HashingEmbedder:
 
 
 async def test_hybrid_search_fuses_lexical_and_dense(qdrant: AsyncQdrantClient) -> None:
-    store = ChunkStore(qdrant, "hybrid")
+    store = QdrantChunkStore(qdrant, "hybrid")
     embedder = HashingEmbedder()
     retriever = _retriever(store, embedder)
     await retriever.ensure_collection()

@@ -10,7 +10,6 @@ from typing import Any, TypedDict
 import httpx2
 import openai
 from pydantic import SecretStr
-from qdrant_client import AsyncQdrantClient
 from redis.asyncio import Redis
 
 from ..activity import Heartbeat, RecentFailures
@@ -24,7 +23,7 @@ from ..llm import LLM, ExtractiveAnswerer, OpenAIChat, StreamTimeouts
 from ..parsing.isolated import ParserPool
 from ..recovery import RunningJobs
 from ..registry import DocumentRegistry
-from ..retrieval import LexicalEncoder, OpenAIEmbedder, Retriever, open_qdrant
+from ..retrieval import ChunkStore, LexicalEncoder, OpenAIEmbedder, Retriever, open_store
 
 
 def worker_name() -> str:
@@ -39,7 +38,7 @@ class Services:
     events: EventLog
     retriever: Retriever
     llm: LLM
-    qdrant: AsyncQdrantClient
+    store: ChunkStore  # where the retriever's chunks live; closed with the worker
     http: httpx2.AsyncClient
     running: RunningJobs
     dead_letters: DeadLetters
@@ -68,7 +67,7 @@ class Services:
         # on its aiohttp transport, which reads a streamed answer with less CPU than the
         # default one (docs/benchmarks.md).
         http = openai.DefaultAioHttpClient()
-        qdrant = await open_qdrant(settings)
+        store = await open_store(settings)
         lexical = LexicalEncoder()
         embedder = None
         if settings.embed_model:
@@ -76,7 +75,7 @@ class Services:
                 settings, http, settings.embed_base_url, settings.embed_api_key
             )
             embedder = OpenAIEmbedder(embed_client, settings.embed_model)
-        retriever = await Retriever.open(qdrant, settings, lexical=lexical, embedder=embedder)
+        retriever = await Retriever.open(store, settings, lexical=lexical, embedder=embedder)
         worker = worker_name()
         return cls(
             worker=worker,
@@ -90,7 +89,7 @@ class Services:
             events=EventLog(redis, keys, settings.result_ttl),
             retriever=retriever,
             llm=_llm(settings, http, lexical),
-            qdrant=qdrant,
+            store=store,
             http=http,
             running=RunningJobs(redis, keys, worker),
             dead_letters=DeadLetters(redis, keys),
@@ -102,7 +101,7 @@ class Services:
     async def close(self) -> None:
         await self.parser.close()
         await self.http.aclose()
-        await self.qdrant.close()
+        await self.store.close()
 
 
 def _llm(settings: Settings, http: httpx2.AsyncClient, lexical: LexicalEncoder) -> LLM:

@@ -1,19 +1,25 @@
-"""Retrieval: chunking, lexical and dense encoders, the Qdrant store, and the retriever that
-jobs call."""
+"""Retrieval: chunking, lexical and dense encoders, the chunk store (Qdrant Edge or
+qdrant-client), and the retriever that jobs call."""
 
+from rag_async.retrieval.backend import open_store
 from rag_async.retrieval.chunking import Chunk, chunk_text
+from rag_async.retrieval.edge_store import EdgeChunkStore
 from rag_async.retrieval.embedders import Embedder, OpenAIEmbedder
 from rag_async.retrieval.lexical import LexicalEncoder
+from rag_async.retrieval.qdrant_store import QdrantChunkStore, open_qdrant
 from rag_async.retrieval.retriever import Retriever
-from rag_async.retrieval.store import ChunkStore, open_qdrant
+from rag_async.retrieval.store import ChunkStore
 
 __all__ = [
     "Chunk",
     "ChunkStore",
+    "EdgeChunkStore",
     "Embedder",
     "LexicalEncoder",
     "OpenAIEmbedder",
+    "QdrantChunkStore",
     "Retriever",
     "chunk_text",
     "open_qdrant",
+    "open_store",
 ]

@@ -6,7 +6,7 @@ import asyncio
 import itertools
 from collections.abc import Awaitable, Callable, Sequence
 
-from qdrant_client import AsyncQdrantClient, models
+from qdrant_client import models
 
 from rag_async.config import Settings
 from rag_async.parsing.limits import TooManyChunks
@@ -62,16 +62,17 @@ class Retriever:
     @classmethod
     async def open(
         cls,
-        qdrant: AsyncQdrantClient,
+        store: ChunkStore,
         settings: Settings,
         *,
         lexical: LexicalEncoder | None = None,
         embedder: Embedder | None = None,
         per_document: int | None = PER_DOCUMENT,
     ) -> Retriever:
-        """The retriever `settings` describe, its Qdrant collection created if missing."""
+        """The retriever `settings` describe over `store`, its collection created if
+        missing."""
         retriever = cls(
-            ChunkStore(qdrant, settings.collection),
+            store,
             lexical or LexicalEncoder(),
             embedder,
             chunk_tokens=settings.chunk_tokens,
@@ -128,11 +129,11 @@ class Retriever:
         sparse = self._lexical.query(query)  # a handful of terms: cheap enough for the loop
         if dense is None:
             dense = await self.embed_query(query)
-        # With a Qdrant server this is a network call. Embedded Qdrant instead scores every
-        # point in pure Python, on this event loop: fine for a corpus the size of the demo's,
-        # but linear in the corpus and blocking every other job meanwhile (docs/benchmarks.md
-        # has both ends). Its state is not safe to use from a thread pool either. A Qdrant
-        # server (RAG_QDRANT_URL) is the scaling answer.
+        # With a Qdrant server this is a network call; with Qdrant Edge, under a millisecond
+        # on this loop. qdrant-client's local mode instead scores every point in pure Python,
+        # on this event loop: fine for a corpus the size of the demo's, but linear in the
+        # corpus and blocking every other job meanwhile (docs/benchmarks.md has both ends).
+        # Its state is not safe to use from a thread pool either.
         if self._per_document is None:
             return await self._store.search(sparse, dense, top_k, collection=collection)
         candidates = await self._store.search(
@@ -198,6 +199,7 @@ class Retriever:
             )
             await progress("upserted", start + len(batch), total)
         await self._store.trim_document(document_id, keep=total)
+        await self._store.flush()  # once per document: a flush costs tens of ms in Edge
         if total == 0:
             await progress("upserted", 0, 0)
         return total

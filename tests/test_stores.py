@@ -1,0 +1,362 @@
+"""The chunk store's two embedded backends, qdrant-client's local mode and Qdrant Edge, held
+to one set of adapter tests on disk; Edge's own guards; the format file; and a worker on Edge
+that ingests and answers. (The server backend's adapter tests are test_qdrant_calls.py's.)"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from qdrant_client import models
+
+from rag_async.config import Settings
+from rag_async.demo_corpus import DEMO_QUESTION, demo_documents
+from rag_async.embedded_valkey import EmbeddedValkey
+from rag_async.errors import ConfigurationError, ProviderError
+from rag_async.retrieval import (
+    ChunkStore,
+    EdgeChunkStore,
+    LexicalEncoder,
+    Retriever,
+    chunk_text,
+    open_store,
+)
+from rag_async.retrieval.backend import FORMAT_FILE, store_folder
+from rag_async.retrieval.edge_store import MalformedVector, check_sparse, edge_call
+from tests.conftest import ingest, make_settings, running_stack
+
+ROOT = Path(__file__).resolve().parents[1]
+BACKENDS = ["local", "edge"]
+QUERIES = [
+    DEMO_QUESTION,
+    "how do I read a file line by line",
+    "list comprehension",
+    "dictionary keys and values",
+    "raise an exception",
+    "virtual environment packages",
+]
+
+
+def _settings(data_dir: Path, backend: str) -> Settings:
+    return Settings(_env_file=None, data_dir=data_dir, qdrant_url=None, store=backend)
+
+
+async def _opened(data_dir: Path, backend: str, dense_dim: int | None = None) -> ChunkStore:
+    store = await open_store(_settings(data_dir, backend))
+    await store.ensure_collection(dense_dim)
+    return store
+
+
+@pytest.fixture(params=BACKENDS)
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ChunkStore]:
+    opened = await _opened(tmp_path, request.param)
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+def _retriever(store: ChunkStore) -> Retriever:
+    return Retriever(
+        store, LexicalEncoder(), None, chunk_tokens=120, chunk_overlap=24, per_document=None
+    )
+
+
+async def _index(retriever: Retriever, documents: list[tuple[str, str, str]]) -> dict[str, int]:
+    return {
+        source: await retriever.index(source, title, source, text)
+        for title, source, text in documents
+    }
+
+
+def _random_documents(count: int) -> list[tuple[str, str, str]]:
+    rng = random.Random(11)
+    words = [f"{a}{b}" for a in ("kettle", "teapot", "garden", "river") for b in "abcdefgh"]
+    return [
+        (f"Doc {n}", f"doc{n}.md", " ".join(rng.choices(words, k=rng.randint(8, 40))))
+        for n in range(count)
+    ]
+
+
+QUERIES_RANDOM = ["kettlea teapotb", "gardenc riverd kettlee", "teapoth", "riverb gardenf"]
+
+
+async def _rankings(
+    retriever: Retriever, queries: list[str] = QUERIES
+) -> list[list[tuple[str, int, float]]]:
+    """Each query's results, chunks of equal scores in one order (a tie has none)."""
+    rankings = []
+    for query in queries:
+        found = [
+            (s.document_id, s.chunk, round(s.score, 4)) for s in await retriever.search(query, 10)
+        ]
+        rankings.append(sorted(found, key=lambda r: (-r[2], r[0], r[1])))
+    return rankings
+
+
+# --- one set of adapter tests, both backends -----------------------------------------------
+
+
+async def test_upsert_search_filter_count_holds_delete(store: ChunkStore) -> None:
+    retriever = _retriever(store)
+    red = await retriever.index("red", "Red", None, "The orchard grows cherries.", collection="r")
+    green = await retriever.index("green", "Green", "g.md", "The orchard grows limes.")
+    assert await store.count() == red + green == 2
+    assert await store.count_document("red") == 1
+    assert await store.holds_exactly("red", 1) and not await store.holds_exactly("red", 2)
+    assert await store.holds_exactly("absent", 0)
+
+    found = await retriever.search("orchard", 5, collection=None)
+    assert {s.document_id for s in found} == {"red", "green"}
+    assert [s.n for s in found] == [1, 2]
+    only_red = await retriever.search("orchard", 5, collection="r")
+    assert [(s.document_id, s.collection, s.title) for s in only_red] == [("red", "r", "Red")]
+    default = await retriever.search("orchard", 5)
+    assert [(s.document_id, s.source) for s in default] == [("green", "g.md")]
+    assert await retriever.search("orchard", 5, collection="nowhere") == []
+
+    await store.delete_document("red")
+    assert await store.count() == 1 and await store.count_document("red") == 0
+    assert await retriever.search("cherries", 5, collection=None) == []
+
+
+async def test_reindex_overwrites_and_trims(store: ChunkStore) -> None:
+    retriever = Retriever(store, LexicalEncoder(), None, chunk_tokens=20, chunk_overlap=0)
+    text = "\n\n".join(f"Paragraph {i} is about topic{i}." for i in range(300))
+    total = await retriever.index("big", "Big", None, text)
+    assert total > 1 and await store.holds_exactly("big", total)
+    shorter = await retriever.index("big", "Big", None, text[:200])
+    assert await store.count() == shorter < total
+    assert await store.holds_exactly("big", shorter)
+
+
+async def test_rankings_after_deleting_a_fifth_equal_a_fresh_index(
+    store: ChunkStore, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    # Deleted points must stop counting in the IDF: Edge keeps them in its segments. Distinct
+    # random texts, so that no two chunks tie and the order is the scores' alone.
+    documents = _random_documents(50)
+    doomed = documents[::5]
+    await _index(_retriever(store), documents)
+    for _, source, _ in doomed:
+        await store.delete_document(source)
+    kept = [d for d in documents if d not in doomed]
+
+    backend = request.node.callspec.params["store"]
+    fresh = await _opened(tmp_path / "fresh", backend)
+    try:
+        await _index(_retriever(fresh), kept)
+        assert await store.count() == await fresh.count()
+        assert await _rankings(_retriever(store), QUERIES_RANDOM) == await _rankings(
+            _retriever(fresh), QUERIES_RANDOM
+        )
+    finally:
+        await fresh.close()
+
+
+async def test_a_store_is_reopened_with_its_points(tmp_path: Path, backend: str) -> None:
+    store = await _opened(tmp_path, backend)
+    counts = await _index(_retriever(store), list(demo_documents()))
+    before = await _rankings(_retriever(store))
+    await store.close()
+
+    again = await _opened(tmp_path, backend)
+    try:
+        assert await again.count() == sum(counts.values())
+        assert await _rankings(_retriever(again)) == before
+    finally:
+        await again.close()
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+# --- the format file ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("written_by", "opened_by"), [("local", "edge"), ("edge", "local")])
+async def test_a_folder_of_the_other_backend_says_reingest(
+    tmp_path: Path, written_by: str, opened_by: str
+) -> None:
+    store = await _opened(tmp_path, written_by)
+    await store.close()
+
+    with pytest.raises(ConfigurationError) as refused:
+        await _opened(tmp_path, opened_by)
+
+    message = refused.value.message
+    assert "Re-ingest" in message and str(store_folder(_settings(tmp_path, opened_by))) in message
+    assert f"RAG_STORE={written_by}" in message
+
+
+async def test_an_unknown_format_version_says_reingest(tmp_path: Path, backend: str) -> None:
+    store = await _opened(tmp_path, backend)
+    await store.close()
+    folder = store_folder(_settings(tmp_path, backend))
+    (folder / FORMAT_FILE).write_text(json.dumps({"backend": backend, "format": 99}))
+
+    with pytest.raises(ConfigurationError) as refused:
+        await _opened(tmp_path, backend)
+
+    assert "format 99" in refused.value.message and "Re-ingest" in refused.value.message
+    assert "RAG_STORE" not in refused.value.message  # no backend here reads it
+
+
+async def test_a_local_folder_from_before_format_files_still_opens(tmp_path: Path) -> None:
+    store = await _opened(tmp_path, "local")
+    await _index(_retriever(store), list(demo_documents())[:1])
+    await store.close()
+    folder = store_folder(_settings(tmp_path, "local"))
+    (folder / FORMAT_FILE).unlink()
+
+    again = await _opened(tmp_path, "local")
+    try:
+        assert await again.count() > 0
+    finally:
+        await again.close()
+    assert json.loads((folder / FORMAT_FILE).read_text()) == {"backend": "local", "format": 1}
+    with pytest.raises(ConfigurationError, match="Re-ingest"):
+        await _opened(tmp_path, "edge")
+
+
+# --- Edge's guards --------------------------------------------------------------------------
+
+MALFORMED = [
+    models.SparseVector.model_construct(indices=[1, 2], values=[1.0]),
+    models.SparseVector(indices=[2, 1], values=[1.0, 1.0]),
+    models.SparseVector(indices=[1, 1], values=[1.0, 1.0]),
+    models.SparseVector(indices=[1], values=[float("nan")]),
+    models.SparseVector(indices=[2**32], values=[1.0]),
+]
+
+
+@pytest.mark.parametrize("vector", MALFORMED)
+async def test_a_malformed_sparse_vector_never_reaches_the_shard(
+    tmp_path: Path, vector: models.SparseVector
+) -> None:
+    store = await _opened(tmp_path, "edge")
+    try:
+        retriever = _retriever(store)
+        await retriever.index("ok", "Ok", None, "Kettles boil water.")
+        chunk = chunk_text("Kettles boil water.", max_tokens=120, overlap=24)[0]
+        with pytest.raises(MalformedVector):
+            await store.upsert_chunks("bad", "Bad", None, [chunk], [vector], None)
+        with pytest.raises(MalformedVector):
+            await store.search(vector, None, 3)
+        # The shard still answers, and the bad document was not written.
+        assert await store.count() == 1
+        assert [s.document_id for s in await retriever.search("kettle", 3)] == ["ok"]
+    finally:
+        await store.close()
+
+
+def test_a_wellformed_vector_passes_the_check() -> None:
+    check_sparse(LexicalEncoder().document("Exceptions are raised and handled."))
+    check_sparse(models.SparseVector(indices=[], values=[]))
+
+
+class FakePanic(BaseException):
+    """Stands for pyo3's PanicException, a BaseException."""
+
+
+def test_edge_failures_become_provider_errors() -> None:
+    def fails() -> None:
+        raise Exception("Service runtime error")
+
+    def panics() -> None:
+        raise FakePanic("index out of bounds")
+
+    for call in (fails, panics):
+        with pytest.raises(ProviderError) as error:
+            edge_call(call)
+        assert error.value.retryable  # like a server's 5xx: retried, counted by the breaker
+    for stop in (KeyboardInterrupt, SystemExit):
+
+        def stops(stop: type[BaseException] = stop) -> None:
+            raise stop()
+
+        with pytest.raises(stop):
+            edge_call(stops)
+
+
+async def test_an_engine_error_from_the_shard_is_a_provider_error(tmp_path: Path) -> None:
+    store = await _opened(tmp_path, "edge")  # lexical only: no dense vector to search
+    try:
+        assert isinstance(store, EdgeChunkStore)
+        query = LexicalEncoder().query("kettle")
+        with pytest.raises(ProviderError, match="Qdrant Edge"):
+            await store.search(query, [1.0, 0.0, 0.0], 3)
+    finally:
+        await store.close()
+
+
+async def test_an_edge_shard_of_another_size_refuses_an_embedder(tmp_path: Path) -> None:
+    store = await _opened(tmp_path, "edge", dense_dim=4)
+    await store.close()
+    with pytest.raises(ConfigurationError, match="RAG_COLLECTION"):
+        await _opened(tmp_path, "edge", dense_dim=8)
+    reopened = await _opened(tmp_path, "edge", dense_dim=4)
+    await reopened.close()
+
+
+# --- end to end -----------------------------------------------------------------------------
+
+
+async def test_a_worker_on_edge_ingests_and_answers(valkey: EmbeddedValkey, tmp_path: Path) -> None:
+    settings = make_settings(valkey, tmp_path, store="edge")
+    async with running_stack(settings) as stack:
+        assert stack.worker is not None
+        assert isinstance(stack.worker.ctx["services"].store, EdgeChunkStore)
+        await ingest(stack, "# Kettles\n\nDescale the kettle monthly with citric acid.", "Kettle")
+        accepted = await stack.client.ask("How do I descale the kettle?")
+        events = [event async for event in stack.client.follow(accepted["job_id"])]
+
+    assert events[-1].type == "done", events[-1]
+    sources = next(e.data["sources"] for e in events if e.type == "sources")
+    assert sources and sources[0]["title"] == "Kettle" and "citric" in sources[0]["text"]
+    folder = store_folder(settings)
+    assert json.loads((folder / FORMAT_FILE).read_text()) == {"backend": "edge", "format": 1}
+
+
+SECOND_PROCESS = """
+import asyncio, sys
+from pathlib import Path
+from rag_async.config import Settings
+from rag_async.errors import ConfigurationError
+from rag_async.retrieval import open_store
+
+async def main():
+    settings = Settings(_env_file=None, data_dir=Path(sys.argv[1]), qdrant_url=None, store="edge")
+    await (await open_store(settings)).ensure_collection(None)
+
+try:
+    asyncio.run(main())
+except ConfigurationError as exc:
+    print(exc.message)
+"""
+
+
+async def test_a_second_process_on_an_edge_shard_is_told_to_use_a_server(tmp_path: Path) -> None:
+    store = await _opened(tmp_path, "edge")
+    try:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            SECOND_PROCESS,
+            str(tmp_path),
+            cwd=ROOT,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
+    finally:
+        await store.close()
+    assert process.returncode == 0, stderr.decode()
+    assert "one process only" in stdout.decode() and "RAG_QDRANT_URL" in stdout.decode()
