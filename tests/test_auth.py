@@ -32,9 +32,10 @@ ALICE, BOB, OPS = "alice-secret-0123456789", "bob-secret-0123456789", "ops-secre
 OPEN = {"/healthz", "/readyz", "/", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
 
 
-def keyed_settings(valkey: EmbeddedValkey, tmp_path: Path, llm: Any) -> Settings:
+def keyed_settings(valkey: EmbeddedValkey, tmp_path: Path, llm: Any, **more: Any) -> Settings:
+    """Alice's and Bob's keys, and the admin Ops's."""
     users = {"alice": ALICE, "bob": BOB}
-    return conftest.keyed_settings(valkey, tmp_path, llm, users=users, admins={"ops": OPS})
+    return conftest.keyed_settings(valkey, tmp_path, llm, users=users, admins={"ops": OPS}, **more)
 
 
 @pytest.fixture
