@@ -136,10 +136,14 @@ class EdgeChunkStore:
                     f"vectors ({error}). Set RAG_COLLECTION to a new name (and ingest again), "
                     "or delete the shard."
                 ) from None
+            if "WouldBlock" in str(error):  # the WAL's file lock: another process has it
+                raise ConfigurationError(
+                    f"Another process holds the Qdrant Edge shard at {self._path} (its WAL "
+                    "is locked). A shard can be opened by one process only: more than one "
+                    "worker process needs a Qdrant server: set RAG_QDRANT_URL."
+                ) from None
             raise ConfigurationError(
-                f"Cannot open the Qdrant Edge shard at {self._path}: {error}. It can be "
-                "opened by one process only: more than one worker process needs a Qdrant "
-                "server (RAG_QDRANT_URL)."
+                f"Cannot open the Qdrant Edge shard at {self._path}: {error}"
             ) from None
 
     async def upsert_chunks(
@@ -176,7 +180,8 @@ class EdgeChunkStore:
             points.append(edge.Point(point_id(document_id, chunk.index), vector, payload))
         for start in range(0, len(points), INDEX_BATCH):
             operation = edge.UpdateOperation.upsert_points(points[start : start + INDEX_BATCH])
-            # Appends to the WAL and the in-memory segment: a few ms for a batch, on the loop.
+            # A few ms a batch, on the loop: the call holds the GIL throughout (measured), so a
+            # thread would not free the loop. A flush does let go of it, and goes to a thread.
             edge_call(self.shard.update, operation)
 
     async def trim_document(self, document_id: str, *, keep: int) -> None:
