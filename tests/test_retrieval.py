@@ -8,7 +8,6 @@ import itertools
 import json
 import math
 import re
-import sys
 import zlib
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -33,8 +32,7 @@ from rag_async.retrieval import (
 from rag_async.retrieval.chunking import count_tokens
 from rag_async.retrieval.stemming import english_stem
 from rag_async.retrieval.store import INDEX_BATCH
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.support.processes import run_python
 
 
 def _settings(data_dir: Path) -> Settings:
@@ -359,18 +357,9 @@ async def test_a_second_process_is_told_to_use_a_qdrant_server(
 ) -> None:
     # The fixture holds the embedded Qdrant in this process; a worker in another process
     # must get a clear ConfigurationError, not the lock's RuntimeError.
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-c",
-        SECOND_PROCESS,
-        str(tmp_path),
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
+    code, stdout, stderr = await run_python(SECOND_PROCESS, str(tmp_path))
 
-    assert process.returncode == 0, stderr.decode()
+    assert code == 0, stderr
     report = json.loads(stdout)
     assert "another process holds the embedded qdrant" in report["message"].lower()
     assert str(tmp_path / "qdrant") in report["message"]

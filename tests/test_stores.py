@@ -4,11 +4,9 @@ that ingests and answers. (The server backend's adapter tests are test_qdrant_ca
 
 from __future__ import annotations
 
-import asyncio
 import json
 import random
 import shutil
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -30,9 +28,9 @@ from rag_async.retrieval import (
 from rag_async.retrieval.backend import FORMAT_FILE, store_folder
 from rag_async.retrieval.edge_store import MalformedVector, check_sparse, edge_call
 from tests.conftest import ingest, make_settings, running_stack
+from tests.support.processes import run_python
 from tests.test_retrieval import HashingEmbedder
 
-ROOT = Path(__file__).resolve().parents[1]
 BACKENDS = ["local", "edge"]
 QUERIES = [
     DEMO_QUESTION,
@@ -381,18 +379,9 @@ except ConfigurationError as exc:
 async def test_a_second_process_on_an_edge_shard_is_told_to_use_a_server(tmp_path: Path) -> None:
     store = await _opened(tmp_path, "edge")
     try:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-c",
-            SECOND_PROCESS,
-            str(tmp_path),
-            cwd=ROOT,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
+        code, stdout, stderr = await run_python(SECOND_PROCESS, str(tmp_path))
     finally:
         await store.close()
-    assert process.returncode == 0, stderr.decode()
-    assert "another process holds the qdrant edge shard" in stdout.decode().lower()
-    assert "RAG_QDRANT_URL" in stdout.decode()
+    assert code == 0, stderr
+    assert "another process holds the qdrant edge shard" in stdout.lower()
+    assert "RAG_QDRANT_URL" in stdout

@@ -35,7 +35,8 @@ from rag_async.retrieval.store import (
     INDEX_BATCH,
     LEXICAL_VECTOR,
     PREFETCH_FACTOR,
-    chunk_payload,
+    chunk_points,
+    count_probes,
     point_id,
     source_of,
 )
@@ -158,26 +159,19 @@ class EdgeChunkStore:
         collection: str = DEFAULT_COLLECTION,
         pages: Sequence[int | None] | None = None,
     ) -> None:
-        if len(sparse) != len(chunks) or (dense is not None and len(dense) != len(chunks)):
-            raise ValueError("one sparse (and dense, if any) vector per chunk is required")
-        for lexical in sparse:
-            check_sparse(lexical)  # every one, before any point of the batch is written
+        records = chunk_points(
+            document_id, title, source, chunks, sparse, dense, collection=collection, pages=pages
+        )
+        for record in records:
+            check_sparse(record.sparse)  # every one, before any point of the batch is written
         points = []
-        for i, chunk in enumerate(chunks):
+        for record in records:
             vector: dict[str, edge.NamedVector] = {
-                LEXICAL_VECTOR: edge.SparseVector(sparse[i].indices, sparse[i].values)
+                LEXICAL_VECTOR: edge.SparseVector(record.sparse.indices, record.sparse.values)
             }
-            if dense is not None:
-                vector[DENSE_VECTOR] = dense[i]
-            payload = chunk_payload(
-                document_id,
-                title,
-                source,
-                chunk,
-                collection=collection,
-                page=pages[i] if pages else None,
-            )
-            points.append(edge.Point(point_id(document_id, chunk.index), vector, payload))
+            if record.dense is not None:
+                vector[DENSE_VECTOR] = record.dense
+            points.append(edge.Point(record.id, vector, record.payload))
         for start in range(0, len(points), INDEX_BATCH):
             operation = edge.UpdateOperation.upsert_points(points[start : start + INDEX_BATCH])
             # A few ms a batch, on the loop: the call holds the GIL throughout (measured), so a
@@ -194,9 +188,7 @@ class EdgeChunkStore:
         await asyncio.to_thread(edge_call, self.shard.flush)
 
     async def holds_exactly(self, document_id: str, chunks: int) -> bool:
-        probes = [point_id(document_id, chunks)]
-        if chunks > 0:
-            probes.append(point_id(document_id, chunks - 1))
+        probes = count_probes(document_id, chunks)
         return self._existing(probes) == set(probes[1:])
 
     def _existing(self, ids: list[str]) -> set[str]:

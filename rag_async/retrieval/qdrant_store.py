@@ -20,7 +20,8 @@ from rag_async.retrieval.store import (
     INDEX_BATCH,
     LEXICAL_VECTOR,
     PREFETCH_FACTOR,
-    chunk_payload,
+    chunk_points,
+    count_probes,
     point_id,
     source_of,
 )
@@ -147,28 +148,16 @@ class QdrantChunkStore:
         collection: str = DEFAULT_COLLECTION,
         pages: Sequence[int | None] | None = None,
     ) -> None:
-        if len(sparse) != len(chunks) or (dense is not None and len(dense) != len(chunks)):
-            raise ValueError("one sparse (and dense, if any) vector per chunk is required")
+        points = []
+        for point in chunk_points(
+            document_id, title, source, chunks, sparse, dense, collection=collection, pages=pages
+        ):
+            vector: dict[str, Any] = {LEXICAL_VECTOR: point.sparse}
+            if point.dense is not None:
+                vector[DENSE_VECTOR] = point.dense
+            points.append(models.PointStruct(id=point.id, vector=vector, payload=point.payload))
         if self._known_collections is not None:
             self._known_collections.add(collection)  # before writing: never under-filter
-        points = []
-        for i, chunk in enumerate(chunks):
-            vector: dict[str, Any] = {LEXICAL_VECTOR: sparse[i]}
-            if dense is not None:
-                vector[DENSE_VECTOR] = dense[i]
-            payload = chunk_payload(
-                document_id,
-                title,
-                source,
-                chunk,
-                collection=collection,
-                page=pages[i] if pages else None,
-            )
-            points.append(
-                models.PointStruct(
-                    id=point_id(document_id, chunk.index), vector=vector, payload=payload
-                )
-            )
         # (Embedded Qdrant writes to its SQLite file synchronously, on the loop: one more
         # reason for a server at scale.)
         for start in range(0, len(points), INDEX_BATCH):
@@ -193,9 +182,7 @@ class QdrantChunkStore:
     async def holds_exactly(self, document_id: str, chunks: int) -> bool:
         """Whether the document's stored chunks are exactly 0..chunks-1: two look-ups by id,
         as chunks are numbered without gaps (see `trim_document`)."""
-        probes = [point_id(document_id, chunks)]
-        if chunks > 0:
-            probes.append(point_id(document_id, chunks - 1))
+        probes = count_probes(document_id, chunks)
         return await self._existing(probes) == set(probes[1:])
 
     async def _existing(self, ids: list[str]) -> set[str]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from qdrant_client import models
 
@@ -99,28 +99,59 @@ def point_id(document_id: str, chunk_index: int) -> str:
     return str(uuid.uuid5(_POINT_NAMESPACE, f"{document_id}\x00{chunk_index}"))
 
 
-def chunk_payload(
+class ChunkPoint(NamedTuple):
+    """One chunk as every backend stores it: its id, its vectors and its payload."""
+
+    id: str
+    sparse: models.SparseVector
+    dense: list[float] | None
+    payload: dict[str, Any]
+
+
+def chunk_points(
     document_id: str,
     title: str,
     source: str | None,
-    chunk: Chunk,
+    chunks: Sequence[Chunk],
+    sparse: Sequence[models.SparseVector],
+    dense: Sequence[list[float]] | None,
     *,
     collection: str,
-    page: int | None,
-) -> dict[str, Any]:
-    """What every backend stores beside a chunk's vectors."""
-    return {
-        "document_id": document_id,
-        "title": title,
-        "source": source,
-        "collection": collection,
-        "chunk": chunk.index,
-        "page": page,
-        "heading": chunk.heading,
-        "start": chunk.start,
-        "end": chunk.end,
-        "text": chunk.text,
-    }
+    pages: Sequence[int | None] | None,
+) -> list[ChunkPoint]:
+    """The points of `upsert_chunks`'s arguments, each with one sparse (and dense, if any)
+    vector of its own."""
+    if len(sparse) != len(chunks) or (dense is not None and len(dense) != len(chunks)):
+        raise ValueError("one sparse (and dense, if any) vector per chunk is required")
+    return [
+        ChunkPoint(
+            id=point_id(document_id, chunk.index),
+            sparse=sparse[i],
+            dense=None if dense is None else dense[i],
+            payload={
+                "document_id": document_id,
+                "title": title,
+                "source": source,
+                "collection": collection,
+                "chunk": chunk.index,
+                "page": pages[i] if pages else None,
+                "heading": chunk.heading,
+                "start": chunk.start,
+                "end": chunk.end,
+                "text": chunk.text,
+            },
+        )
+        for i, chunk in enumerate(chunks)
+    ]
+
+
+def count_probes(document_id: str, chunks: int) -> list[str]:
+    """The point ids that tell whether a document holds exactly `chunks` chunks (numbered
+    0..n-1): chunk `chunks` must be absent, and chunk `chunks - 1` present."""
+    probes = [point_id(document_id, chunks)]
+    if chunks > 0:
+        probes.append(point_id(document_id, chunks - 1))
+    return probes
 
 
 def citation_heading(title: str, heading: str | None) -> str | None:

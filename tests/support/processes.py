@@ -29,6 +29,26 @@ def console_script(name: str) -> list[str]:
     return rag_async_command() if name == "rag-async" else [sys.executable, "-m", name]
 
 
+REPOSITORY = Path(__file__).resolve().parents[2]
+
+
+async def run_python(script: str, *args: str) -> tuple[int, str, str]:
+    """Run `script` in another Python process, from the repository's root (a second process
+    holding what this one holds, say); its exit code, standard output and standard error."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        script,
+        *args,
+        cwd=REPOSITORY,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode is not None
+    return process.returncode, stdout.decode(), stderr.decode()
+
+
 def bare_env(**extra: str) -> dict[str, str]:
     """This environment without any rag-async configuration (and no OpenAI key, which would
     switch the offline answerer off), plus `extra`."""
