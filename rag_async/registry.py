@@ -94,9 +94,15 @@ class DocumentRegistry:
             return None
         return fingerprint.decode(), int(chunks)
 
-    async def all(self) -> list[DocumentView]:
-        """Every document, most recently ingested first."""
-        ids: set[bytes] = await self._redis.smembers(self._keys.documents)  # type: ignore[misc]
+    async def all(self, owner: str | None = None) -> list[DocumentView]:
+        """Every document (of `owner`, if given), most recently ingested first. An owner's
+        documents are the keys of its byte tally, so a listing reads that owner's entries
+        only."""
+        ids: set[bytes] | list[bytes]
+        if owner is None:
+            ids = await self._redis.smembers(self._keys.documents)  # type: ignore[misc]
+        else:
+            ids = await self._redis.hkeys(self._keys.document_bytes(owner))  # type: ignore[misc]
         async with self._redis.pipeline(transaction=False) as pipe:
             for document_id in ids:
                 pipe.hgetall(self._keys.document(document_id.decode()))
