@@ -1,5 +1,9 @@
-// Rendering text from the API. Everything here builds nodes with createElement and text
-// nodes: answer and document text is data, and data never becomes markup.
+// Rendering answers. Elements are built with createElement and text nodes; Markdown goes
+// through web/markdown.js (marked, then DOMPurify), never through an HTML sink of ours.
+
+import { markdownFragment, morph } from './markdown.js';
+
+export { ago, formatSeconds } from './times.js';
 
 /** createElement with properties and children (strings become text nodes, never HTML). */
 export function h(tag, props = {}, ...children) {
@@ -21,61 +25,75 @@ const CITATION = /\[(\d+(?:\s*,\s*\d+)*)\]/g;
 const PARTIAL_CITATION = /\[[\d,\s]{0,12}$/;
 
 /**
- * The answer as it streams: text appended batch by batch, `[n]` marks turned into buttons
- * that open source n. Only the new text is rendered on each batch, so streaming stays cheap
- * and a focused citation button is never replaced under the user.
+ * The answer on screen: Markdown, with `[n]` marks as buttons that open source n. It shows
+ * the text it is given (the answer so far, as web/transcript.js folds it); each update is
+ * merged into what is on screen (markdown.js `morph`), so streaming does not flicker and a
+ * focused citation button is never replaced under the user.
  */
 export class AnswerText {
-  constructor(element, onCite) {
+  /** `cite` is { open(n), preview(button, n), unpreview() }. */
+  constructor(element, cite) {
     this.element = element;
-    this.onCite = onCite;
+    this.cite = cite;
     this.sources = new Map();
     this.reset();
   }
 
   reset() {
-    this.raw = '';
-    this.rendered = 0;
+    this.text = '';
+    this.final = false;
     this.element.replaceChildren();
   }
 
-  /** Sources may arrive after text (a resumed job): re-render so its marks become links. */
+  /** Sources may arrive after text (a resumed job): render again so its marks become links. */
   setSources(sources) {
     this.sources = new Map(sources.map((source) => [source.n, source]));
-    const text = this.raw;
-    this.reset();
-    this.append(text);
+    this.#render();
   }
 
-  append(text) {
-    this.raw += text;
-    this.#render(false);
+  /** Show `text`, the answer so far; a trailing citation that may be cut is held back. */
+  show(text) {
+    this.text = text ?? '';
+    this.final = false;
+    this.#render();
   }
 
-  /** The job is over: show everything, including a trailing "[" that was held back. */
+  /** The job is over: show everything (the final answer, if given, is authoritative). */
   finish(finalText) {
-    if (typeof finalText === 'string' && finalText !== this.raw) {
-      // The final answer is authoritative (e.g. the stream was joined late).
-      this.reset();
-      this.raw = finalText;
-    }
-    this.#render(true);
+    if (typeof finalText === 'string') this.text = finalText;
+    this.final = true;
+    this.#render();
   }
 
-  #render(final) {
-    let end = this.raw.length;
-    if (!final) {
-      const pending = PARTIAL_CITATION.exec(this.raw.slice(this.rendered));
-      if (pending) end = this.rendered + pending.index;
+  #render() {
+    let text = this.text;
+    if (!this.final) {
+      const pending = PARTIAL_CITATION.exec(text);
+      if (pending) text = text.slice(0, pending.index);
     }
-    const chunk = this.raw.slice(this.rendered, end);
-    this.rendered = end;
-    let last = 0;
-    for (const match of chunk.matchAll(CITATION)) {
-      this.element.append(chunk.slice(last, match.index), ...this.#citation(match));
-      last = match.index + match[0].length;
+    const fragment = markdownFragment(text);
+    this.#linkCitations(fragment);
+    morph(this.element, fragment);
+  }
+
+  /** Turn the citation marks of the fragment's prose (not of its code) into buttons. */
+  #linkCitations(fragment) {
+    const walker = document.createTreeWalker(fragment, NodeFilter.SHOW_TEXT);
+    const found = [];
+    for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+      if (!node.parentElement?.closest('code, pre, a') && CITATION.test(node.data)) found.push(node);
+      CITATION.lastIndex = 0;
     }
-    this.element.append(chunk.slice(last));
+    for (const node of found) {
+      const parts = [];
+      let last = 0;
+      for (const match of node.data.matchAll(CITATION)) {
+        parts.push(node.data.slice(last, match.index), ...this.#citation(match));
+        last = match.index + match[0].length;
+      }
+      parts.push(node.data.slice(last));
+      node.replaceWith(...parts.filter((part) => part !== ''));
+    }
   }
 
   #citation(match) {
@@ -95,26 +113,19 @@ export class AnswerText {
 
   #button(n, label) {
     const source = this.sources.get(n);
+    const { open, preview, unpreview } = this.cite;
+    const show = (event) => preview(event.currentTarget, n);
     return h('button', {
       type: 'button',
       className: 'cite',
+      'data-n': String(n),
       'aria-label': `Source ${n}: ${source.title}`,
-      onclick: () => this.onCite(n),
+      'aria-describedby': 'cite-preview',
+      onclick: () => open(n),
+      onmouseenter: show,
+      onfocus: show,
+      onmouseleave: unpreview,
+      onblur: unpreview,
     }, label);
   }
-}
-
-/** "230 ms" or "1.4 s". */
-export function formatSeconds(seconds) {
-  if (seconds === undefined || seconds === null || Number.isNaN(seconds)) return '';
-  return seconds < 1 ? `${Math.round(seconds * 1000)} ms` : `${seconds.toFixed(1)} s`;
-}
-
-/** "just now", "42 s ago", "3 min ago" for a unix time in seconds. */
-export function ago(unixSeconds) {
-  const seconds = Math.max(0, Date.now() / 1000 - unixSeconds);
-  if (seconds < 2) return 'just now';
-  if (seconds < 90) return `${Math.round(seconds)} s ago`;
-  if (seconds < 5400) return `${Math.round(seconds / 60)} min ago`;
-  return `${Math.round(seconds / 3600)} h ago`;
 }

@@ -22,21 +22,22 @@ export class ApiError extends Error {
 }
 
 /**
- * A JSON request, with the API key (if one is kept) in its Authorization header; throws
+ * A JSON request (or a multipart one, for a FormData body), with the API key (if one is kept) in its Authorization header; throws
  * ApiError with the API's own message ({"error": {"message"}}). A 401 also opens the key
  * field, and its message says whether a key is missing or was refused.
  */
 export async function request(method, path, body) {
   const key = currentKey();
   const sentVersion = keyVersion();
-  const headers = body === undefined ? {} : { 'Content-Type': 'application/json' };
+  const form = body instanceof FormData; // multipart: the browser writes its Content-Type
+  const headers = body === undefined || form ? {} : { 'Content-Type': 'application/json' };
   if (key) headers.Authorization = `Bearer ${key}`;
   let response;
   try {
     response = await fetch(path, {
       method,
       headers,
-      body: body === undefined ? undefined : JSON.stringify(body),
+      body: body === undefined || form ? body : JSON.stringify(body),
       cache: 'no-store',
     });
   } catch {

@@ -1,11 +1,14 @@
 // The page: ask a question, follow its answer as it streams, reopen it after a reload.
 // The job id lives in the URL (?job=<id>), so a reload or a shared link finds the answer.
 
-import { AnswerText, ago, h } from './answer.js';
+import { AnswerText, h } from './answer.js';
 import { ApiError, followJob, getJob, request } from './api.js';
 import { retryWithKey, setupKeyPanel } from './apikey.js';
+import { setupCollections } from './collections.js';
+import { markdownFragment, markQuoted, plainText } from './markdown.js';
 import { setupStats, setupUploads } from './side.js';
 import { StageLine } from './stages.js';
+import { startClock, timeAgo } from './times.js';
 import { Transcript } from './transcript.js';
 
 const $ = (id) => document.getElementById(id);
@@ -15,9 +18,12 @@ const ui = {
   answer: $('answer'), jobError: $('job-error'), sourcesSection: $('sources-section'),
   sources: $('sources'), providers: $('providers'), history: $('history'),
   historyEmpty: $('history-empty'), dialog: $('source-dialog'), announce: $('announce'),
+  welcome: $('welcome'), preview: $('cite-preview'),
 };
 const stages = new StageLine($('stages'));
-const answer = new AnswerText(ui.answer, (n) => openSource(n));
+const answer = new AnswerText(ui.answer, {
+  open: (n) => openSource(n), preview: showPreview, unpreview: hidePreview,
+});
 
 const HISTORY_KEY = 'rag-async:history';
 const PROGRESS_KEY = (jobId) => `rag-async:progress:${jobId}`;
@@ -84,6 +90,7 @@ async function openJob(jobId) {
   };
   job = current;
   ui.card.hidden = false;
+  ui.welcome.hidden = true;
   ui.title.textContent = recalled(jobId)?.query ?? 'Loading…';
   ui.jobError.hidden = true;
   ui.providers.textContent = '';
@@ -119,7 +126,6 @@ async function openJob(jobId) {
   ui.title.textContent = view.query ?? '(no question)';
   if (view.query) remember(jobId, view.query);
   setSources(view.sources);
-  stages.applyTimings(view.timings);
 
   if (view.status === 'complete' || view.status === 'failed' || view.status === 'cancelled') {
     showFinal(view);
@@ -131,19 +137,18 @@ async function openJob(jobId) {
     pollPosition(current);
     current.after = view.last_event_id;
   } else {
-    stages.enter(view.stage ?? 'retrieving');
+    stages.resume({ ...view, stage: view.stage ?? 'retrieving' });
     const saved = loadProgress(jobId);
     if (saved) {
       // What this browser already showed, and the id of the last event it applied: exact.
       current.transcript = new Transcript({ attempt: saved.attempt, text: saved.text });
       current.after = saved.after;
-      answer.append(saved.text);
+      answer.show(saved.text);
     } else {
       // Another browser's job: show the partial answer now, then replay the log from the
       // start and rebuild the text from it. (The record's last event id and its partial text
       // are two reads, so resuming after that id could repeat a batch.)
-      answer.append(view.answer ?? '');
-      current.replaying = true;
+      answer.show(view.answer ?? '');
     }
   }
   follow(current);
@@ -153,10 +158,6 @@ function follow(current) {
   current.stop = followJob(current, {
     onEvent(event, id) {
       if (job !== current) return;
-      if (current.replaying) {
-        current.replaying = false;
-        answer.reset();
-      }
       current.after = id;
       apply(current, event);
     },
@@ -183,7 +184,7 @@ function apply(current, event) {
   const attempt = transcript.attempt;
   if (transcript.apply(event)) {
     // A new attempt after a worker died or a call failed: its answer starts over.
-    answer.reset();
+    answer.show(transcript.text);
     announce(`Attempt ${transcript.attempt} started; the answer starts again.`);
   }
   switch (event.type) {
@@ -201,7 +202,7 @@ function apply(current, event) {
     case 'token':
       stages.enter('generating');
       ui.answer.classList.add('streaming');
-      answer.append(event.text);
+      answer.show(transcript.text);
       break;
     case 'done':
       answer.finish(transcript.text);
@@ -318,15 +319,58 @@ function whereIn(source) {
   return source.page ? `${place} (page ${source.page})` : place;
 }
 
+/**
+ * How well a passage matched, in words a reader can weigh: its rank among this answer's
+ * sources, and its score as a share of the best one's (raw scores, BM25's or fused ones,
+ * mean nothing on their own).
+ */
+function relevance(source, sources) {
+  const scores = sources.map((s) => s.score).filter(Number.isFinite);
+  const rank = 1 + scores.filter((score) => score > source.score).length;
+  const best = Math.max(...scores);
+  const share = best > 0 && source.score >= 0 ? ` · ${Math.round((100 * source.score) / best)}% of the best match` : '';
+  return `ranked ${rank} of ${sources.length}${share}`;
+}
+
 function openSource(n) {
   const source = job?.sources.find((s) => s.n === n);
   if (!source) return;
+  hidePreview();
   $('source-title').textContent = `[${n}] ${whereIn(source)}`;
-  const meta = [source.source, `passage ${source.chunk + 1}`, `relevance ${source.score.toFixed(3)}`];
+  const meta = [source.source, `passage ${source.chunk + 1}`, relevance(source, job.sources)];
   $('source-meta').textContent = meta.filter(Boolean).join(' · ');
-  $('source-text').textContent = source.text;
+  const text = $('source-text');
+  text.replaceChildren(markdownFragment(source.text));
+  const quoted = markQuoted(text, ui.answer.textContent);
+  $('source-quoted').hidden = quoted.length === 0;
   if (!ui.dialog.open) ui.dialog.showModal();
+  text.scrollTop = 0;
+  quoted[0]?.scrollIntoView({ block: 'nearest' });
 }
+
+/** A short preview of source n by its citation button (hover or keyboard focus). */
+function showPreview(button, n) {
+  const source = job?.sources.find((s) => s.n === n);
+  if (!source || ui.dialog.open) return;
+  $('cite-preview-title').textContent = `[${n}] ${whereIn(source)}`;
+  const words = plainText(source.text);
+  $('cite-preview-text').textContent = words.length > 220 ? `${words.slice(0, 220).replace(/\s+\S*$/, '')}…` : words;
+  ui.preview.hidden = false;
+  const place = button.getBoundingClientRect();
+  const width = ui.preview.offsetWidth;
+  const left = Math.min(Math.max(8, place.left), window.innerWidth - width - 8);
+  const below = place.bottom + 6 + ui.preview.offsetHeight < window.innerHeight;
+  ui.preview.style.setProperty('--left', `${left + window.scrollX}px`);
+  ui.preview.style.setProperty('--top', `${(below ? place.bottom + 6 : place.top - ui.preview.offsetHeight - 6) + window.scrollY}px`);
+}
+
+function hidePreview() {
+  ui.preview.hidden = true;
+}
+
+document.addEventListener('keydown', (event) => {
+  if (event.key === 'Escape') hidePreview();
+});
 
 $('source-close').addEventListener('click', () => ui.dialog.close());
 ui.dialog.addEventListener('click', (event) => {
@@ -370,7 +414,7 @@ function renderHistory() {
         openJob(item.id);
       },
     }, h('span', { className: 'history-query' }, item.query),
-    h('span', { className: 'history-time' }, ago(item.at))))));
+    timeAgo(item.at, 'history-time')))));
   markHistory(job?.id);
 }
 
@@ -412,38 +456,35 @@ function showJobFromUrl() {
   else {
     closeJob();
     ui.card.hidden = true;
+    ui.welcome.hidden = false;
   }
+}
+
+const collections = setupCollections({
+  select: $('collection'), newName: $('collection-new'), welcome: ui.welcome,
+  empty: $('welcome-empty'), list: $('collection-list'), examplesTitle: $('examples-title'),
+  examples: $('examples'),
+}, (question) => {
+  ui.question.value = question;
+  ui.form.requestSubmit();
+});
+
+/** The body with the chosen collection, if any (none means the service's default). */
+function withCollection(body) {
+  const collection = collections.chosen();
+  return collection ? { ...body, collection } : body;
 }
 
 window.addEventListener('popstate', showJobFromUrl);
 renderHistory();
 showJobFromUrl();
+startClock();
 setupUploads({
-  dropzone: $('dropzone'), input: $('file-input'), list: $('uploads'), withCollection,
+  dropzone: $('dropzone'), input: $('file-input'), list: $('uploads'),
+  collection: collections.chosen, onAdded: collections.refresh,
 });
 setupStats({
-  queue: $('stat-queue'), flight: $('stat-flight'), workers: $('stat-workers'),
-  failureCount: $('stat-failures'), note: $('service-note'), failures: $('failures'),
-  failureList: $('failure-list'),
+  panel: $('service'), queue: $('stat-queue'), flight: $('stat-flight'),
+  workers: $('stat-workers'), failureCount: $('stat-failures'), note: $('service-note'),
+  failures: $('failures'), failureList: $('failure-list'),
 });
-
-// ---- collections ----------------------------------------------------------------------------
-
-/** The body with the chosen collection, if any (none means the service's default). */
-function withCollection(body) {
-  const collection = $('collection').value.trim();
-  return collection ? { ...body, collection } : body;
-}
-
-/** Offer the collections that hold documents; typing a new name is fine too. */
-async function loadCollections() {
-  try {
-    const { documents } = await request('GET', '/documents');
-    const names = [...new Set(documents.map((d) => d.collection))].sort();
-    $('collections').replaceChildren(...names.map((name) => h('option', { value: name })));
-  } catch (error) {
-    // The list is a convenience: without it the field still takes any name.
-    if (error.status === 401) retryWithKey('collections', loadCollections, error);
-  }
-}
-loadCollections();

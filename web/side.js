@@ -1,17 +1,23 @@
-// The side panels: uploading documents with their ingestion progress, and the live service
-// figures from GET /stats.
+// The side panels: uploading documents with their ingestion progress, and the service panel
+// (for whoever runs it: the queue, the workers, recent failures) from GET /stats, folded
+// away unless opened, with a one-line summary that always shows.
 
 import { ApiError, followJob, request } from './api.js';
-import { ago, h } from './answer.js';
+import { h } from './answer.js';
 import { retryWithKey } from './apikey.js';
+import { timeAgo } from './times.js';
 
-const TEXT_FILE = /\.(txt|md|markdown)$/i;
 let uploads = 0; // numbers each upload, for one that waits for an API key
 
-/** Drag-and-drop and the file picker both end here: each file becomes one ingestion job. */
-export function setupUploads({ dropzone, input, list, withCollection = (body) => body }) {
+/**
+ * Drag-and-drop and the file picker both end here: each file is its own upload, sent as the
+ * API's multipart form, so any type the API parses (text, Markdown, HTML, PDF) goes, and any
+ * other is refused in the API's own words. `collection()` names where files go ('' for the
+ * default); `onAdded()` runs when one is indexed.
+ */
+export function setupUploads({ dropzone, input, list, collection = () => '', onAdded = () => {} }) {
   const accept = (files) => {
-    for (const file of files) upload(file, list, withCollection);
+    for (const file of files) upload(file, list, { collection, onAdded });
   };
   input.addEventListener('change', () => {
     accept(input.files);
@@ -32,9 +38,9 @@ export function setupUploads({ dropzone, input, list, withCollection = (body) =>
   });
 }
 
-async function upload(file, list, withCollection) {
+async function upload(file, list, options) {
   const progress = h('progress', { max: 1, 'aria-label': `Ingestion of ${file.name}` });
-  const status = h('span', { className: 'upload-status' }, 'Reading…');
+  const status = h('span', { className: 'upload-status' }, 'Uploading…');
   const row = h('li', { className: 'upload' }, h('span', { className: 'upload-name' }, file.name),
     progress, status);
   list.prepend(row);
@@ -43,26 +49,29 @@ async function upload(file, list, withCollection) {
     progress.remove();
     status.textContent = message;
   };
-  if (!TEXT_FILE.test(file.name)) {
-    fail('Only .txt and .md files can be added.');
-    return;
-  }
+  const added = (chunks) => {
+    progress.value = progress.max;
+    row.classList.add('complete');
+    status.textContent = `Added: ${passages(chunks ?? 0)}`;
+    options.onAdded();
+  };
   let accepted;
   try {
-    const text = await file.text();
-    status.textContent = 'Uploading…';
-    const body = { text, title: titleOf(file.name, text), source: file.name };
-    accepted = await request('POST', '/documents', withCollection(body));
+    const form = new FormData();
+    form.append('files', file, file.name);
+    const collection = options.collection();
+    if (collection) form.append('collection', collection);
+    accepted = await request('POST', '/documents', form);
   } catch (error) {
     if (error.status === 401) {
       fail(`${error.message} The file is sent once a key is entered.`);
       uploads += 1;
       retryWithKey(`upload:${uploads}`, () => {
         row.remove();
-        upload(file, list, withCollection);
+        upload(file, list, options);
       }, error);
     } else {
-      fail(error instanceof ApiError ? error.message : `Could not read the file: ${error.message}`);
+      fail(error instanceof ApiError ? error.message : `Could not send the file: ${error.message}`);
     }
     return;
   }
@@ -74,11 +83,8 @@ async function upload(file, list, withCollection) {
         progress.max = Math.max(1, event.total);
         progress.value = event.done;
         status.textContent = `${capitalise(event.stage)} ${event.done} of ${event.total}`;
-      } else if (event.type === 'done') {
-        progress.value = progress.max;
-        row.classList.add('complete');
-        status.textContent = `Added: ${event.chunks ?? 0} passages`;
-      } else if (event.type === 'error') fail(`Failed: ${event.message}`);
+      } else if (event.type === 'done') added(event.chunks);
+      else if (event.type === 'error') fail(`Failed: ${event.message}`);
     },
     onConnection(state, error) {
       if (state === 'reconnecting') status.textContent = 'Reconnecting…';
@@ -86,17 +92,14 @@ async function upload(file, list, withCollection) {
     },
     onEnd(view) {
       if (!view) fail('This upload is no longer known to the service.');
-      else if (view.status === 'complete') status.textContent = `Added: ${view.chunks ?? 0} passages`;
+      else if (view.status === 'complete') added(view.chunks);
       else fail(`Failed: ${view.error ?? view.status}`);
     },
   });
 }
 
-/** A Markdown file's first heading names it; otherwise its file name does. */
-function titleOf(name, text) {
-  const heading = text.match(/^#\s+(.+)$/m);
-  return (heading ? heading[1] : name.replace(TEXT_FILE, '')).trim().slice(0, 200) || name;
-}
+/** "1 passage", "3 passages". */
+export const passages = (n) => `${n} passage${n === 1 ? '' : 's'}`;
 
 const capitalise = (word) => word.charAt(0).toUpperCase() + word.slice(1);
 
@@ -106,7 +109,8 @@ const capitalise = (word) => word.charAt(0).toUpperCase() + word.slice(1);
  * is missing is hidden, not shown as zero.
  */
 export function setupStats(elements, every = 4000) {
-  const { queue, flight, workers, failureCount, note, failures, failureList } = elements;
+  const { panel, queue, flight, workers, failureCount, note, failures, failureList } = elements;
+  keepOpenState(panel, 'rag-async:service-open');
   const failureFigure = failureCount.closest('div');
   const show = (values) => {
     queue.textContent = values.queue;
@@ -132,10 +136,13 @@ export function setupStats(elements, every = 4000) {
       note.classList.toggle('warning', alive === 0);
       note.textContent = alive === 0
         ? 'No worker is running: questions will wait in the queue.'
-        : `Live · updated ${new Date().toLocaleTimeString()}`;
+        : [typeof alive === 'number' ? `${alive} worker${alive === 1 ? '' : 's'}` : '',
+          typeof stats.queue_depth === 'number' ? `${stats.queue_depth} queued` : '',
+        ].filter(Boolean).join(' · ') || 'Live';
+      note.title = `Updated ${new Date().toLocaleTimeString()}`;
       failures.hidden = !recent?.length;
       failureList.replaceChildren(...(recent ?? []).slice(0, 5).map((failure) => h('li', {},
-        h('span', { className: 'failure-time' }, ago(failure.at)), ' ',
+        timeAgo(failure.at, 'failure-time'), ' ',
         h('code', {}, failure.job_id.slice(0, 8)), ' ', failure.error)));
     } catch (error) {
       show(unknown);
@@ -154,4 +161,20 @@ export function setupStats(elements, every = 4000) {
   poll();
   setInterval(poll, every);
   document.addEventListener('visibilitychange', poll);
+}
+
+/** Open or fold `details` as it was last left in this browser. */
+function keepOpenState(details, key) {
+  try {
+    details.open = localStorage.getItem(key) === 'open';
+  } catch {
+    // storage disabled: folded
+  }
+  details.addEventListener('toggle', () => {
+    try {
+      localStorage.setItem(key, details.open ? 'open' : 'closed');
+    } catch {
+      // storage disabled: it is folded again after a reload
+    }
+  });
 }

@@ -1,8 +1,11 @@
 // The stage line: queued → (embedding →) retrieving → generating → done, with the time each
 // stage took. Times are measured here while we watch, and replaced by the worker's own
-// timings (the `done` event's `timings`) when the job ends.
+// timings (the `done` event's `timings`) when the job ends. A job reopened mid-way (a
+// reload) takes them from its record instead: the worker's timings of the stages it has
+// passed, and when it was created and started.
 
-import { formatSeconds, h } from './answer.js';
+import { h } from './answer.js';
+import { formatSeconds } from './times.js';
 
 const LABELS = {
   queued: 'Queued', embedding: 'Embedding', retrieving: 'Retrieving',
@@ -52,6 +55,25 @@ export class StageLine {
       if (typeof timings[key] === 'number') this.took[stage] = timings[key];
     }
     this.render();
+  }
+
+  /**
+   * A running job as its record tells it (GET /jobs/{id}): the queue's wait from its times,
+   * the stages already passed from the worker's timings, and the current stage's clock from
+   * the end of the last of them, so a reload keeps every duration instead of restarting.
+   */
+  resume({ stage, timings = {}, created_at: created, started_at: started }) {
+    if (!(stage in LABELS)) return;
+    if ((stage === 'embedding' || 'embedding' in timings) && !this.order.includes('embedding')) {
+      this.order.splice(1, 0, 'embedding');
+    }
+    if (created && started) this.took.queued = Math.max(0, started - created);
+    this.applyTimings(timings);
+    let began = started;
+    for (const passed of this.order.slice(1, this.order.indexOf(stage))) {
+      began += this.took[passed] ?? 0;
+    }
+    this.enter(stage, began ? Math.max(0, Date.now() / 1000 - began) : 0);
   }
 
   note(stage, text) {

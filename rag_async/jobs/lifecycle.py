@@ -84,10 +84,11 @@ class Run:
         )
 
     async def stage(self, stage: str, **fields: Any) -> None:
-        """Tell that the attempt entered `stage`."""
+        """Tell that the attempt entered `stage`. The record keeps the timings of the stages
+        passed so far, so a page reopened mid-job shows how long each took."""
         status = JobStatus.IN_PROGRESS
         event = StatusEvent(status=status, stage=stage, attempt=self.attempt)
-        await self.emit(event, status=status, stage=stage, **fields)
+        await self.emit(event, status=status, stage=stage, timings=self.timings, **fields)
 
     def lap(self, timing: str, since: float) -> float:
         """Record the seconds since `since` as `timing`; return the time now."""
