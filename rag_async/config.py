@@ -40,9 +40,10 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".rag-async")
     redis_url: str | None = None
     qdrant_url: str | None = None
-    # Without RAG_QDRANT_URL, the embedded store in `data_dir`: qdrant-client's local mode
-    # (scores in Python; the default for now) or Qdrant Edge (Qdrant's engine in-process).
-    store: Literal["local", "edge"] = "local"
+    # Without RAG_QDRANT_URL, the embedded store in `data_dir`: Qdrant Edge (Qdrant's engine
+    # in-process), or qdrant-client's local mode (scores in Python, far slower) where Edge has
+    # no build for the machine.
+    store: Literal["edge", "local"] = "edge"
     qdrant_api_key: SecretStr | None = None
     # The embedded Valkey's memory limit (Valkey's units: 512mb, 2gb). Beyond it writes fail,
     # and the API says so, rather than Valkey evicting jobs; the machine's OOM killer would

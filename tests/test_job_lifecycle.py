@@ -8,6 +8,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,6 +18,7 @@ from redis.asyncio import Redis
 
 from rag_async.breaker import BreakerOpen
 from rag_async.config import Settings
+from rag_async.embedded_valkey import EmbeddedValkey, free_port
 from rag_async.errors import BadRequest, ProviderError
 from rag_async.jobs import JOBS, Services, WorkerContext, job_function
 from rag_async.jobs.lifecycle import Finished, Run
@@ -24,7 +26,14 @@ from rag_async.jobs.outcome import decide
 from rag_async.jobstore import JobStore
 from rag_async.keys import Keys
 from rag_async.redis_pool import connect_redis
-from tests.conftest import SAMPLE_DOCUMENT, Stack, ingest, running_stack, running_worker
+from tests.conftest import (
+    SAMPLE_DOCUMENT,
+    Stack,
+    ingest,
+    make_settings,
+    running_stack,
+    running_worker,
+)
 from tests.support.documents import add_document
 
 
@@ -181,3 +190,30 @@ async def test_an_uploads_bytes_are_dropped_when_its_job_ends_even_failed(stack:
             events = [event async for event in stack.client.follow(job_id)]
             assert events[-1].type == ("error" if accepted is corrupt else "done"), events[-1]
             assert not await redis.exists(keys.upload(job_id))
+
+
+async def test_a_worker_that_fails_to_open_its_clients_closes_what_it_opened(
+    valkey: EmbeddedValkey, tmp_path: Path
+) -> None:
+    # The store opens (local mode locks its folder, even against this process), then the
+    # embedder cannot be reached: the store must be closed again, or the next start fails.
+    settings = make_settings(
+        valkey,
+        tmp_path,
+        store="local",
+        embed_model="nowhere",
+        embed_base_url=f"http://127.0.0.1:{free_port()}/v1",
+        llm_max_retries=0,
+    )
+    redis = connect_redis(settings, client_name="test-worker", ride_out_outages=False)
+    try:
+        with pytest.raises(ProviderError) as failed:
+            await Services.open(settings, redis)
+        # Still held (as a log handler or a supervisor may hold it), the error keeps every
+        # local of the failed start alive: nothing may rely on garbage collection to close.
+        settings = settings.model_copy(update={"embed_model": None})
+        async with worker_services(settings) as services:
+            assert await services.store.count() == 0
+        assert failed.value.retryable
+    finally:
+        await redis.aclose(close_connection_pool=True)

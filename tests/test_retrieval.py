@@ -24,10 +24,10 @@ from rag_async.retrieval import (
     ChunkStore,
     LexicalEncoder,
     OpenAIEmbedder,
-    QdrantChunkStore,
     Retriever,
     chunk_text,
     open_qdrant,
+    open_store,
 )
 from rag_async.retrieval.chunking import count_tokens
 from rag_async.retrieval.stemming import english_stem
@@ -48,11 +48,21 @@ async def qdrant(tmp_path: Path) -> AsyncIterator[AsyncQdrantClient]:
         await client.close()
 
 
+async def _default_store(data_dir: Path, collection: str) -> ChunkStore:
+    """The store a worker opens with nothing configured (Qdrant Edge)."""
+    return await open_store(
+        Settings(_env_file=None, data_dir=data_dir, qdrant_url=None, collection=collection)
+    )
+
+
 @pytest.fixture
-async def store(qdrant: AsyncQdrantClient) -> ChunkStore:
-    store = QdrantChunkStore(qdrant, "chunks")
+async def store(tmp_path: Path) -> AsyncIterator[ChunkStore]:
+    store = await _default_store(tmp_path, "chunks")
     await store.ensure_collection(None)
-    return store
+    try:
+        yield store
+    finally:
+        await store.close()
 
 
 def _retriever(store: ChunkStore, embedder: HashingEmbedder | None = None) -> Retriever:
@@ -392,14 +402,20 @@ class HashingEmbedder:
         return vectors
 
 
-async def test_hybrid_search_fuses_lexical_and_dense(qdrant: AsyncQdrantClient) -> None:
-    store = QdrantChunkStore(qdrant, "hybrid")
+@pytest.fixture
+async def hybrid_store(tmp_path: Path) -> AsyncIterator[ChunkStore]:
+    store = await _default_store(tmp_path, "hybrid")
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+async def test_hybrid_search_fuses_lexical_and_dense(hybrid_store: ChunkStore) -> None:
+    store = hybrid_store
     embedder = HashingEmbedder()
     retriever = _retriever(store, embedder)
     await retriever.ensure_collection()
-    info = await qdrant.get_collection("hybrid")
-    assert isinstance(info.config.params.vectors, dict)
-    assert info.config.params.vectors["dense"].size == 64
 
     progress: list[tuple[str, int, int]] = []
 

@@ -9,6 +9,7 @@ import random
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from qdrant_client import models
@@ -19,14 +20,18 @@ from rag_async.embedded_valkey import EmbeddedValkey
 from rag_async.errors import ConfigurationError, ProviderError
 from rag_async.retrieval import (
     ChunkStore,
-    EdgeChunkStore,
     LexicalEncoder,
     Retriever,
     chunk_text,
     open_store,
 )
 from rag_async.retrieval.backend import FORMAT_FILE, store_folder
-from rag_async.retrieval.edge_store import MalformedVector, check_sparse, edge_call
+from rag_async.retrieval.edge_store import (
+    EdgeChunkStore,
+    MalformedVector,
+    check_sparse,
+    edge_call,
+)
 from tests.conftest import ingest, make_settings, running_stack
 from tests.support.processes import run_python
 from tests.test_retrieval import HashingEmbedder
@@ -214,19 +219,16 @@ async def test_both_backends_rank_alike(tmp_path: Path) -> None:
 # --- the format file ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("written_by", "opened_by"), [("local", "edge"), ("edge", "local")])
-async def test_a_folder_of_the_other_backend_says_reingest(
-    tmp_path: Path, written_by: str, opened_by: str
-) -> None:
-    store = await _opened(tmp_path, written_by)
+async def test_an_edge_folder_opened_for_local_mode_says_reingest(tmp_path: Path) -> None:
+    store = await _opened(tmp_path, "edge")
     await store.close()
 
     with pytest.raises(ConfigurationError) as refused:
-        await _opened(tmp_path, opened_by)
+        await _opened(tmp_path, "local")
 
     message = refused.value.message
-    assert "Re-ingest" in message and str(store_folder(_settings(tmp_path, opened_by))) in message
-    assert f"RAG_STORE={written_by}" in message
+    assert "Re-ingest" in message and str(store_folder(_settings(tmp_path, "local"))) in message
+    assert "RAG_STORE=edge" in message
 
 
 async def test_an_unknown_format_version_says_reingest(tmp_path: Path, backend: str) -> None:
@@ -255,8 +257,97 @@ async def test_a_local_folder_from_before_format_files_still_opens(tmp_path: Pat
     finally:
         await again.close()
     assert json.loads((folder / FORMAT_FILE).read_text()) == {"backend": "local", "format": 1}
-    with pytest.raises(ConfigurationError, match="Re-ingest"):
-        await _opened(tmp_path, "edge")
+
+
+# --- a local-mode folder moves to Edge --------------------------------------------------------
+
+
+async def _local_store_with_demo(data_dir: Path, dense_dim: int | None) -> list[list[Any]]:
+    """A local-mode store holding the demo corpus in two collections; its rankings."""
+    store = await _opened(data_dir, "local", dense_dim)
+    try:
+        retriever = _hybrid_retriever(store, dense_dim)
+        documents = list(demo_documents())
+        for n, (title, source, text) in enumerate(documents):
+            await retriever.index(source, title, source, text, collection=f"c{n % 2}")
+        return await _rankings_in(retriever, ["c0", "c1", None], hybrid=bool(dense_dim))
+    finally:
+        await store.close()
+
+
+def _hybrid_retriever(store: ChunkStore, dense_dim: int | None) -> Retriever:
+    embedder = HashingEmbedder() if dense_dim else None
+    return Retriever(
+        store, LexicalEncoder(), embedder, chunk_tokens=120, chunk_overlap=24, per_document=None
+    )
+
+
+async def _rankings_in(
+    retriever: Retriever, collections: list[str | None], *, hybrid: bool
+) -> list[list[Any]]:
+    """Every chunk each query finds (no cut-off, where ties would choose), with its payload
+    and its score (a hybrid's fused score follows the order of ties: left out)."""
+    found = []
+    for collection in collections:
+        for query in QUERIES:
+            sources = await retriever.search(query, 1000, collection=collection)
+            found.append(
+                sorted(
+                    (
+                        s.document_id,
+                        s.chunk,
+                        s.collection,
+                        s.title,
+                        0 if hybrid else round(s.score, 4),
+                    )
+                    for s in sources
+                )
+            )
+    return found
+
+
+@pytest.mark.parametrize("dense_dim", [None, 64])
+async def test_a_local_mode_folder_is_migrated_to_edge_with_every_point(
+    tmp_path: Path, dense_dim: int | None
+) -> None:
+    before = await _local_store_with_demo(tmp_path, dense_dim)
+    folder = store_folder(_settings(tmp_path, "edge"))
+    (folder / FORMAT_FILE).unlink()  # as written before format files: migrated all the same
+
+    migrated = await _opened(tmp_path, "edge", dense_dim)
+    try:
+        retriever = _hybrid_retriever(migrated, dense_dim)
+        after = await _rankings_in(retriever, ["c0", "c1", None], hybrid=bool(dense_dim))
+        assert after == before  # the same chunks found, with their payloads, per collection
+    finally:
+        await migrated.close()
+
+    assert json.loads((folder / FORMAT_FILE).read_text()) == {"backend": "edge", "format": 1}
+    [kept] = folder.parent.glob("qdrant-local-mode-*")
+    assert (kept / "meta.json").exists()  # the old store is kept, untouched, until deleted
+    again = await _opened(tmp_path, "edge", dense_dim)  # opened as Edge, not migrated twice
+    await again.close()
+    assert len(list(folder.parent.glob("qdrant-local-mode-*"))) == 1
+
+
+async def test_a_migration_stopped_half_way_is_finished_or_started_over(tmp_path: Path) -> None:
+    await _local_store_with_demo(tmp_path, None)
+    folder = store_folder(_settings(tmp_path, "edge"))
+    staging = folder.with_name("qdrant.migrating")
+    staging.mkdir()
+    (staging / "half-written").write_text("")  # a copy stopped before it was complete
+
+    first = await _opened(tmp_path, "edge")  # starts the copy over
+    chunks = await first.count()
+    await first.close()
+    assert chunks > 0 and not staging.exists()
+
+    folder.rename(staging)  # stopped between the two renames: the copy waits, complete
+    second = await _opened(tmp_path, "edge")
+    try:
+        assert await second.count() == chunks and not staging.exists()
+    finally:
+        await second.close()
 
 
 # --- Edge's guards --------------------------------------------------------------------------
@@ -385,3 +476,29 @@ async def test_a_second_process_on_an_edge_shard_is_told_to_use_a_server(tmp_pat
     assert code == 0, stderr
     assert "another process holds the qdrant edge shard" in stdout.lower()
     assert "RAG_QDRANT_URL" in stdout
+
+
+WITHOUT_EDGE = """
+import asyncio, sys
+sys.modules["qdrant_edge"] = None  # as on a machine qdrant-edge-py has no wheel for
+from pathlib import Path
+from rag_async.config import Settings
+from rag_async.errors import ConfigurationError
+from rag_async.retrieval import open_store
+
+settings = Settings(_env_file=None, data_dir=Path(sys.argv[1]), qdrant_url=None)
+try:
+    asyncio.run(open_store(settings))
+except ConfigurationError as error:
+    print(error.message)
+local = asyncio.run(open_store(settings.model_copy(update={"store": "local"})))
+asyncio.run(local.close())
+print("local mode opened")
+"""
+
+
+async def test_without_an_edge_build_the_default_store_says_how_to_go_on(tmp_path: Path) -> None:
+    code, stdout, stderr = await run_python(WITHOUT_EDGE, str(tmp_path))
+    assert code == 0, stderr
+    assert "qdrant-edge-py has no build for this machine" in stdout
+    assert "RAG_STORE=local" in stdout and "local mode opened" in stdout

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
@@ -62,46 +63,59 @@ class Services:
 
     @classmethod
     async def open(cls, settings: Settings, redis: Redis) -> Services:
-        keys = Keys(settings.key_prefix)
-        # One pooled HTTP client for every provider call this process makes: the SDK's client
-        # on its aiohttp transport, which reads a streamed answer with less CPU than the
-        # default one (docs/benchmarks.md).
-        http = openai.DefaultAioHttpClient()
-        store = await open_store(settings)
-        lexical = LexicalEncoder()
-        embedder = None
-        if settings.embed_model:
-            embed_client = _openai_client(
-                settings, http, settings.embed_base_url, settings.embed_api_key
+        """Open every client the worker's jobs use; if one fails to open, close the ones
+        opened before it (a worker that cannot start must not leave a shard locked)."""
+        opened = AsyncExitStack()
+        try:
+            # One pooled HTTP client for every provider call this process makes: the SDK's
+            # client on its aiohttp transport, which reads a streamed answer with less CPU
+            # than the default one (docs/benchmarks.md).
+            http = openai.DefaultAioHttpClient()
+            opened.push_async_callback(http.aclose)
+            store = await open_store(settings)
+            opened.push_async_callback(store.close)
+            lexical = LexicalEncoder()
+            embedder = None
+            if settings.embed_model:
+                embed_client = _openai_client(
+                    settings, http, settings.embed_base_url, settings.embed_api_key
+                )
+                embedder = OpenAIEmbedder(embed_client, settings.embed_model)
+            retriever = await Retriever.open(store, settings, lexical=lexical, embedder=embedder)
+            keys = Keys(settings.key_prefix)
+            worker = worker_name()
+            return cls(
+                worker=worker,
+                breakers=_breakers(settings),
+                settings=settings,
+                keys=keys,
+                jobs=JobStore(redis, keys, settings.result_ttl),
+                events=EventLog(redis, keys, settings.result_ttl),
+                retriever=retriever,
+                llm=_llm(settings, http, lexical),
+                store=store,
+                http=http,
+                running=RunningJobs(redis, keys, worker),
+                dead_letters=DeadLetters(redis, keys),
+                failures=RecentFailures(redis, keys),
+                registry=DocumentRegistry(redis, keys),
+                parser=ParserPool.from_settings(settings),
             )
-            embedder = OpenAIEmbedder(embed_client, settings.embed_model)
-        retriever = await Retriever.open(store, settings, lexical=lexical, embedder=embedder)
-        worker = worker_name()
-        return cls(
-            worker=worker,
-            breakers={
-                name: CircuitBreaker(name, settings.breaker_threshold, settings.breaker_reset)
-                for name in ("llm", "embedder", "qdrant")
-            },
-            settings=settings,
-            keys=keys,
-            jobs=JobStore(redis, keys, settings.result_ttl),
-            events=EventLog(redis, keys, settings.result_ttl),
-            retriever=retriever,
-            llm=_llm(settings, http, lexical),
-            store=store,
-            http=http,
-            running=RunningJobs(redis, keys, worker),
-            dead_letters=DeadLetters(redis, keys),
-            failures=RecentFailures(redis, keys),
-            registry=DocumentRegistry(redis, keys),
-            parser=ParserPool.from_settings(settings),
-        )
+        except BaseException:
+            await opened.aclose()
+            raise
 
     async def close(self) -> None:
         await self.parser.close()
         await self.http.aclose()
         await self.store.close()
+
+
+def _breakers(settings: Settings) -> dict[str, CircuitBreaker]:
+    return {
+        name: CircuitBreaker(name, settings.breaker_threshold, settings.breaker_reset)
+        for name in ("llm", "embedder", "qdrant")
+    }
 
 
 def _llm(settings: Settings, http: httpx2.AsyncClient, lexical: LexicalEncoder) -> LLM:

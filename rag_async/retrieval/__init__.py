@@ -1,9 +1,9 @@
 """Retrieval: chunking, lexical and dense encoders, the chunk store (Qdrant Edge or
-qdrant-client), and the retriever that jobs call."""
+qdrant-client), and the retriever that jobs call. `edge_store` is imported where it is
+opened (backend.py): a machine without a Qdrant Edge build can still run the rest."""
 
 from rag_async.retrieval.backend import open_store
 from rag_async.retrieval.chunking import Chunk, chunk_text
-from rag_async.retrieval.edge_store import EdgeChunkStore
 from rag_async.retrieval.embedders import Embedder, OpenAIEmbedder
 from rag_async.retrieval.lexical import LexicalEncoder
 from rag_async.retrieval.qdrant_store import QdrantChunkStore, open_qdrant
@@ -13,7 +13,6 @@ from rag_async.retrieval.store import ChunkStore
 __all__ = [
     "Chunk",
     "ChunkStore",
-    "EdgeChunkStore",
     "Embedder",
     "LexicalEncoder",
     "OpenAIEmbedder",

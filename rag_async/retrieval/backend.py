@@ -1,24 +1,28 @@
 """Which store this process opens, and the format file that says who wrote a store folder.
 
 With `RAG_QDRANT_URL` set, chunks live in a Qdrant server. Otherwise they live on disk under
-`data_dir/qdrant`, written by qdrant-client's local mode (`RAG_STORE=local`, the default) or
-by Qdrant Edge (`RAG_STORE=edge`). Neither can read the other's files, nor can a future
-version be assumed to read today's, so the folder holds `store-format.json` naming the
-backend and its format: a mismatch stops the worker with "re-ingest", not a crash deep in an
-engine.
+`data_dir/qdrant`, written by Qdrant Edge (`RAG_STORE=edge`, the default) or by qdrant-client's
+local mode (`RAG_STORE=local`). Neither can read the other's files, nor can a future version
+be assumed to read today's, so the folder holds `store-format.json` naming the backend and its
+format: a mismatch stops the worker with "re-ingest", not a crash deep in an engine. The one
+exception is the way forward: a local-mode folder opened for Edge is migrated (migration.py).
 """
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
+
+import structlog
 
 from rag_async.config import Settings
 from rag_async.datadir import private_folder
 from rag_async.errors import ConfigurationError
-from rag_async.retrieval.edge_store import EdgeChunkStore
 from rag_async.retrieval.qdrant_store import QdrantChunkStore, open_qdrant
 from rag_async.retrieval.store import ChunkStore
+
+log = structlog.get_logger(__name__)
 
 FORMAT_FILE = "store-format.json"
 # The on-disk format each backend writes; raise one when a release can no longer read the
@@ -35,17 +39,53 @@ async def open_store(settings: Settings) -> ChunkStore:
     if settings.qdrant_url:
         return QdrantChunkStore(await open_qdrant(settings), settings.collection)
     folder = store_folder(settings)
-    check_format(folder, settings.store)
     if settings.store == "edge":
-        store: ChunkStore = EdgeChunkStore(folder / "edge", settings.collection)
-    else:
-        store = QdrantChunkStore(await open_qdrant(settings), settings.collection)
-    write_format(folder, settings.store)
+        return await _open_edge(folder, settings.collection)
+    check_format(folder, "local")
+    store = QdrantChunkStore(await open_qdrant(settings), settings.collection)
+    write_format(folder, "local")
     return store
 
 
 def store_folder(settings: Settings) -> Path:
     return private_folder(settings.data_dir) / "qdrant"
+
+
+async def _open_edge(folder: Path, collection: str) -> ChunkStore:
+    try:
+        from rag_async.retrieval import migration
+        from rag_async.retrieval.edge_store import EdgeChunkStore
+    except ImportError as error:
+        raise ConfigurationError(
+            f"Qdrant Edge cannot be loaded here ({error}): qdrant-edge-py has no build for "
+            "this machine. Set RAG_STORE=local (qdrant-client's local mode: the same features, "
+            "far slower searches) or RAG_QDRANT_URL (a Qdrant server)."
+        ) from None
+    migration.finish_interrupted(folder, lambda staging: read_format(staging) is not None)
+    if read_format(folder) == ("local", FORMATS["local"]):
+        await _migrate(folder)
+    check_format(folder, "edge")
+    write_format(folder, "edge")
+    return EdgeChunkStore(folder / migration.EDGE_SHARDS, collection)
+
+
+async def _migrate(folder: Path) -> None:
+    """Copy a local-mode store into Qdrant Edge and swap it in (see migration.py)."""
+    from rag_async.retrieval import migration
+
+    log.warning("store.migrating", folder=str(folder), to="Qdrant Edge")
+    started = time.monotonic()
+    staging = migration.staging_folder(folder)
+    copied = await migration.copy_local_to_edge(folder, staging)
+    write_format(staging, "edge")  # the copy is complete from here on
+    kept = migration.keep_old(folder, staging)
+    log.warning(
+        "store.migrated",
+        chunks=copied,
+        seconds=round(time.monotonic() - started, 1),
+        old_store=str(kept),
+        hint="the old store is no longer read: delete that folder once you are satisfied",
+    )
 
 
 def check_format(folder: Path, backend: str) -> None:

@@ -35,6 +35,7 @@ from rag_async.retrieval.store import (
     INDEX_BATCH,
     LEXICAL_VECTOR,
     PREFETCH_FACTOR,
+    ChunkPoint,
     chunk_points,
     count_probes,
     point_id,
@@ -162,6 +163,10 @@ class EdgeChunkStore:
         records = chunk_points(
             document_id, title, source, chunks, sparse, dense, collection=collection, pages=pages
         )
+        self.write_points(records)
+
+    def write_points(self, records: Sequence[ChunkPoint]) -> None:
+        """Write points as they are (upsert_chunks's, or another store's when migrating)."""
         for record in records:
             check_sparse(record.sparse)  # every one, before any point of the batch is written
         points = []
