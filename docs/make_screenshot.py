@@ -21,8 +21,8 @@ sys.path.insert(0, str(REPO))  # for the test fixtures' helpers
 from rag_async.demo_corpus import DEMO_QUESTION, demo_documents  # noqa: E402
 from rag_async.embedded_valkey import EmbeddedValkey  # noqa: E402
 from tests.conftest import make_settings, running_stack  # noqa: E402
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
 from tests.support.documents import add_document  # noqa: E402
-from tests.test_web import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
 
 
 async def main(output: Path) -> None:
