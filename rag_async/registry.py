@@ -110,6 +110,21 @@ class DocumentRegistry:
         views = [_view(raw) for raw in entries if raw]
         return sorted(views, key=lambda view: (-(view.ingested_at or 0.0), view.title))
 
+    async def count(self, collection: str) -> int:
+        """How many documents of a collection (its stored name) are indexed: two fields of
+        each entry, read in one pipeline."""
+        ids: set[bytes] = await self._redis.smembers(self._keys.documents)  # type: ignore[misc]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for document_id in ids:
+                pipe.hmget(self._keys.document(document_id.decode()), ["collection", "status"])
+            entries: list[list[bytes | None]] = await pipe.execute()
+        wanted = collection.encode()
+        return sum(
+            1
+            for stored, status in entries
+            if (stored or b"default") == wanted and status == b"indexed"
+        )
+
     async def remove(self, document_id: str) -> None:
         keys = [self._keys.document(document_id), self._keys.documents]
         await self._remove(keys=keys, args=[document_id, self._keys.document_bytes("")])

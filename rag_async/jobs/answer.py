@@ -32,7 +32,8 @@ async def _answer(run: Run) -> Finished:
     await run.stage("generating")
 
     parts: list[str] = []
-    answer_stream = guarded_stream(breakers["llm"], services.llm.stream(query, sources))
+    answer = services.llm.stream(query, sources, collection=collection)
+    answer_stream = guarded_stream(breakers["llm"], answer)
     batches = coalesce(answer_stream, services.settings.token_flush_interval)
     async for batch in screen(batches, sources):  # what the answer must not carry (llm/safety)
         if not parts:

@@ -92,7 +92,7 @@ class Services:
                 jobs=JobStore(redis, keys, settings.result_ttl),
                 events=EventLog(redis, keys, settings.result_ttl),
                 retriever=retriever,
-                llm=_llm(settings, http, lexical),
+                llm=_llm(settings, http, lexical, DocumentRegistry(redis, keys)),
                 store=store,
                 http=http,
                 running=RunningJobs(redis, keys, worker),
@@ -118,10 +118,16 @@ def _breakers(settings: Settings) -> dict[str, CircuitBreaker]:
     }
 
 
-def _llm(settings: Settings, http: httpx2.AsyncClient, lexical: LexicalEncoder) -> LLM:
-    """The configured OpenAI-compatible LLM, or the offline extractive answerer."""
+def _llm(
+    settings: Settings,
+    http: httpx2.AsyncClient,
+    lexical: LexicalEncoder,
+    registry: DocumentRegistry,
+) -> LLM:
+    """The configured OpenAI-compatible LLM, or the offline extractive answerer (which tells
+    how many documents a collection holds when it finds nothing relevant there)."""
     if not settings.llm_configured:
-        return ExtractiveAnswerer(lexical.terms)
+        return ExtractiveAnswerer(lexical.terms, documents=registry.count)
     timeouts = StreamTimeouts(
         total=settings.llm_timeout,
         first_token=settings.llm_first_token_timeout,

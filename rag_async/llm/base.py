@@ -11,6 +11,11 @@ class LLM(Protocol):
 
     name: str
 
-    def stream(self, question: str, sources: Sequence[Source]) -> AsyncIterator[str]: ...
+    def stream(
+        self, question: str, sources: Sequence[Source], *, collection: str | None = None
+    ) -> AsyncIterator[str]:
+        """The answer's text in pieces. `collection`: the (stored) name of the collection that
+        was searched, for an answerer that says where it found nothing."""
+        ...
 
     async def aclose(self) -> None: ...

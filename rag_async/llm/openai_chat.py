@@ -71,7 +71,9 @@ class OpenAIChat:
         self._timeouts = timeouts or StreamTimeouts()
         self.name = f"openai-compatible:{model}"
 
-    async def stream(self, question: str, sources: Sequence[Source]) -> AsyncIterator[str]:
+    async def stream(
+        self, question: str, sources: Sequence[Source], *, collection: str | None = None
+    ) -> AsyncIterator[str]:
         messages = build_messages(question, sources)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeouts.total

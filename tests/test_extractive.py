@@ -1,0 +1,148 @@
+"""The offline extractive answerer over the real demo corpus, indexed by the real retriever in
+embedded Qdrant: what it quotes for the README's question, what it says when nothing is
+relevant, and the same through the service (API, worker, registry)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rag_async.config import Settings
+from rag_async.demo_corpus import DEMO_QUESTION, demo_documents
+from rag_async.embedded_valkey import EmbeddedValkey
+from rag_async.llm import ExtractiveAnswerer
+from rag_async.llm.extractive import QUOTING
+from rag_async.retrieval import LexicalEncoder, Retriever, open_store
+from rag_async.sources import Source
+from tests.conftest import make_settings, running_stack
+from tests.support.documents import add_document
+
+# What pandoc left of Sphinx's markup in the demo corpus: roles' "!" and "~" prefixes,
+# explicit titles ("namedtuples <collections.namedtuple>"), bare cross-reference labels, MyST
+# roles, doctest's blank-line marker, escaped prompts of block-quoted doctests.
+SPHINX_LEFTOVERS = re.compile(
+    r"`[!~][^`]*`|`[^`]*<[^`>]+>`|\{ref\}|:[a-z]+:`|<BLANKLINE>|\\>\\>\\>"
+    r"|`(?:tut-[a-z]|bltin|typesseq|typesmapping|formatspec|formatstrings|sys-path|installing|"
+    r"distributing|old-string)[-a-z]*`"
+)
+
+
+def words(text: str) -> set[str]:
+    return set(re.findall(r"\w+", text.lower()))
+
+
+def quoted(answer: str) -> str:
+    assert answer.startswith(QUOTING), answer
+    return answer[len(QUOTING) :]
+
+
+@pytest.fixture(scope="module")
+async def demo(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Retriever]:
+    """The demo corpus as the service indexes it (default chunking, embedded Qdrant)."""
+    settings = Settings(_env_file=None, data_dir=tmp_path_factory.mktemp("demo"))
+    store = await open_store(settings)
+    try:
+        retriever = await Retriever.open(store, settings, lexical=LexicalEncoder())
+        for title, source, text in demo_documents():
+            await retriever.index(source, title, source, text)
+        yield retriever
+    finally:
+        await store.close()
+
+
+async def sources_for(retriever: Retriever, question: str) -> list[Source]:
+    return await retriever.search(question, Settings(_env_file=None).top_k)
+
+
+def test_the_demo_corpus_has_no_sphinx_leftovers() -> None:
+    for _, source, text in demo_documents():
+        found = SPHINX_LEFTOVERS.findall(text)
+        assert found == [], (source, found)
+    # Cross-references read as the titles the HTML pages show.
+    errors = next(text for _, source, text in demo_documents() if source == "tutorial-errors.md")
+    assert "Built-in Exceptions lists the built-in exceptions" in errors
+
+
+async def test_the_readme_question_quotes_try_and_except(demo: Retriever) -> None:
+    answerer = ExtractiveAnswerer(LexicalEncoder().terms)
+    sources = await sources_for(demo, DEMO_QUESTION)
+    answer = answerer.answer(DEMO_QUESTION, sources)
+    said = quoted(answer)
+    assert {"try", "except"} <= words(said), answer
+    # Every quote is cited with a source that was retrieved, and quotes its text.
+    cited = {int(n) for n in re.findall(r"\[(\d+)\]", said)}
+    assert cited and cited <= {source.n for source in sources}
+    first = re.split(r" \[\d+\]", said)[0].strip().lstrip("…")
+    assert any(first.split(":")[0][:40] in " ".join(s.text.split()) for s in sources), first
+
+
+async def test_a_how_do_i_question_gets_the_code_example_it_asks_for(demo: Retriever) -> None:
+    answerer = ExtractiveAnswerer(LexicalEncoder().terms)
+    question = "How do I read a file line by line?"
+    answer = answerer.answer(question, await sources_for(demo, question))
+    assert "```\n>>> for line in f:" in answer, answer
+    assert "loop over the file object" in answer
+
+
+async def test_a_what_is_question_gets_the_definition(demo: Retriever) -> None:
+    answerer = ExtractiveAnswerer(LexicalEncoder().terms)
+    answer = answerer.answer(
+        "What is a namespace?", await sources_for(demo, "What is a namespace?")
+    )
+    assert "A *namespace* is a mapping from names to objects." in answer, answer
+    assert "```" not in answer  # code examples go with "how do I" questions only
+
+
+async def test_a_weak_match_says_nothing_relevant_was_found(demo: Retriever) -> None:
+    answerer = ExtractiveAnswerer(LexicalEncoder().terms)
+    # Retrieval finds passages that share a word ("world") with the question.
+    question = "Who won the football world cup in 1998?"
+    sources = await sources_for(demo, question)
+    assert sources
+    answer = answerer.answer(question, sources, documents=6)
+    assert not answer.startswith(QUOTING)
+    assert answer.startswith('Nothing relevant to that was found in collection "default" (6 ')
+    assert '"football", "world", "cup" and "1998"' in answer
+    for source in sources:  # nothing of the unrelated passages is quoted
+        assert source.text[:40] not in answer
+
+    # No passage at all: the collection searched is named all the same.
+    question = "What is the capital of France?"
+    answer = answerer.answer(
+        question, await sources_for(demo, question), collection="alice/notes", documents=1
+    )
+    assert answer == (
+        'Nothing relevant to that was found in collection "notes" (1 document): '
+        'no passage mentions "capital" or "France".'
+    )
+    empty = answerer.answer(question, [], collection="default", documents=0)
+    assert empty == 'Collection "default" holds no documents yet: there is nothing to quote.'
+
+
+async def test_the_service_names_the_collection_and_counts_its_documents(
+    valkey: EmbeddedValkey, tmp_path: Path
+) -> None:
+    settings = make_settings(valkey, tmp_path)  # no LLM configured: the extractive answerer
+    async with running_stack(settings) as stack:
+        chosen = ("tutorial-errors.md", "tutorial-venv.md")
+        for title, source, text in [d for d in demo_documents() if d[1] in chosen]:
+            for collection in ("python", "other"):
+                accepted = await add_document(
+                    stack.client, text, title=title, source=source, collection=collection
+                )
+                events = [event async for event in stack.client.follow(accepted["job_id"])]
+                assert events[-1].type == "done", events[-1]
+        job = await stack.client.ask("Who won the football world cup in 1998?", collection="python")
+        answer = await stack.client.answer(job["job_id"])
+        assert answer.final is not None and answer.final.type == "done"
+        text: Any = answer.final.data["answer"]
+        assert text.startswith('Nothing relevant to that was found in collection "python" (2 ')
+
+        job = await stack.client.ask(DEMO_QUESTION, collection="python")
+        answer = await stack.client.answer(job["job_id"])
+        assert answer.final is not None
+        assert {"try", "except"} <= words(quoted(answer.final.data["answer"]))
