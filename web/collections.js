@@ -56,7 +56,13 @@ export function setupCollections(elements, onExample) {
       return;
     }
     known = collectionsOf(documents);
-    const previous = select.value === NEW ? NEW : (select.value || recalled());
+    let previous = select.value || recalled();
+    // A new collection that now holds documents is one of the list.
+    if (previous === NEW && known.some((c) => c.name === newName.value.trim())) {
+      previous = newName.value.trim();
+      newName.value = '';
+      remember(previous);
+    }
     select.replaceChildren(...pickerOptions(known));
     if (previous === NEW) {
       select.value = NEW;
