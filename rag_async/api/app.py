@@ -24,6 +24,7 @@ from .browser import (
     allowed_hosts,
     cors_origins,
 )
+from .docs import install_docs
 from .errors import install_error_handlers
 from .middleware import BodySizeLimit, HeaderSizeLimit
 from .routes import chat, deadletters, documents, health, jobs, stats
@@ -68,6 +69,8 @@ def create_app(settings: Settings) -> FastAPI:
         "workers and streamed back.",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,  # FastAPI's pages load Swagger UI and ReDoc from a CDN: api/docs.py's
+        redoc_url=None,  # serve them from an installed package instead
     )
     install_error_handlers(app)
     app.add_middleware(
@@ -80,6 +83,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(HeaderSizeLimit, limit=settings.max_header_bytes)
     for module, statuses in _ROUTERS:
         app.include_router(module.router, responses={s: {"model": ErrorBody} for s in statuses})
+    install_docs(app)
     web_dir = settings.web_dir or REPOSITORY_WEB_DIR
     if (web_dir / "index.html").is_file():
         app.mount("/static", StaticFiles(directory=web_dir), name="web")
