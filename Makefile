@@ -1,5 +1,6 @@
 # Two commands: `make up` runs the service, `make test` runs every check. Both set up a
-# virtual environment in .venv first (pip install is a no-op when nothing changed).
+# virtual environment in .venv first, and install into it only when pyproject.toml changed
+# since the last install (a stamp file in .venv records each; `make clean` starts afresh).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -10,11 +11,18 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-install: $(BIN)/python
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e .
+	touch $@
 
-install-test: $(BIN)/python
+# The test extras hold the service's dependencies too: the service's stamp is renewed with it.
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@ $(VENV)/.installed
+
+install: $(VENV)/.installed
+
+install-test: $(VENV)/.installed-test
 
 up: install
 	$(BIN)/rag-async up
