@@ -341,7 +341,7 @@ function openSource(n) {
   $('source-meta').textContent = meta.filter(Boolean).join(' · ');
   const text = $('source-text');
   text.replaceChildren(markdownFragment(source.text));
-  const quoted = markQuoted(text, ui.answer.textContent);
+  const quoted = markQuoted(text, ui.answer.innerText); // innerText: blocks stay apart
   $('source-quoted').hidden = quoted.length === 0;
   if (!ui.dialog.open) ui.dialog.showModal();
   text.scrollTop = 0;

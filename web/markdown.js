@@ -63,9 +63,10 @@ export function markdownFragment(text) {
   return fragment;
 }
 
-/** The words a reader sees in `text` (Markdown), on one line: for previews. */
+/** The words a reader sees in `text` (Markdown), its headings left out, on one line. */
 export function plainText(text) {
-  return markdownFragment(text).textContent.replace(/\s+/g, ' ').trim();
+  const blocks = [...markdownFragment(text).children].filter((block) => !/^H\d$/.test(block.tagName));
+  return blocks.map((block) => block.textContent).join(' ').replace(/\s+/g, ' ').trim();
 }
 
 /**
