@@ -238,10 +238,13 @@ async def test_every_response_carries_the_safety_headers(
     page = await api.get("/")
     assert page.status_code == 200 and "<html" in page.text
     assert_safety_headers(page)
-    for path in ("/static/app.js", "/static/style.css", "/openapi.json", "/healthz"):
+    vendored = ("/static/vendor/marked.esm.js", "/static/vendor/purify.es.js")
+    for path in ("/static/app.js", "/static/style.css", *vendored, "/openapi.json", "/healthz"):
         response = await api.get(path)
         assert response.status_code == 200, path
         assert_safety_headers(response)
+    for path in vendored:  # module scripts run only when served as JavaScript
+        assert (await api.get(path)).headers["content-type"].startswith("text/javascript"), path
     not_found = await api.get("/no/such/route")
     assert_refused(not_found, 404, "not_found")
     assert_safety_headers(not_found)
@@ -443,6 +446,16 @@ async def test_the_page_and_the_docs_run_under_their_policies(
         )
         rules = "() => [...document.styleSheets].map((s) => s.cssRules.length)"
         assert (await tab.page.evaluate(rules))[0] > 0
+        # Markdown renders under the policy (marked and DOMPurify need nothing it forbids).
+        rendered = await tab.page.evaluate(
+            """async () => {
+                const { markdownFragment } = await import('/static/markdown.js');
+                const holder = document.createElement('div');
+                holder.append(markdownFragment('**tea** and `code`\\n\\n- a list'));
+                return holder.querySelectorAll('strong, code, li').length;
+            }"""
+        )
+        assert rendered == 3
         assert tab.refused_by_policy == []
 
         # /docs: Swagger UI served by the API, started by a script of its own.

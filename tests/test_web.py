@@ -189,7 +189,8 @@ async def test_markup_in_documents_stays_inert_text(
         )
 
 
-def test_the_page_never_parses_api_text_as_html() -> None:
+def test_no_script_of_ours_assigns_html() -> None:
+    """Markdown becomes elements through web/markdown.js only (tests/test_page_markdown.py)."""
     for script in (REPO / "web").glob("*.js"):
         source = script.read_text()
         for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
