@@ -42,6 +42,7 @@ from rag_async.config import Settings  # noqa: E402
 from rag_async.demo_corpus import demo_documents  # noqa: E402
 from rag_async.llm import ExtractiveAnswerer  # noqa: E402
 from rag_async.retrieval import LexicalEncoder, Retriever, open_store  # noqa: E402
+from rag_async.sources import Source  # noqa: E402
 
 QUESTIONS = Path(__file__).with_name("answer_questions.jsonl")
 CORPORA = ("demo", "python-docs")
@@ -108,11 +109,17 @@ def documents_of(corpus: str, docs: Path) -> list[tuple[str, str, str]]:
     ]
 
 
-def answer_of(answerer: ExtractiveAnswerer, question: str, sources: Sequence, count: int) -> str:
-    """The answer, told the collection's size where the answerer takes it (the answerer before
-    it did not)."""
+def answer_of(
+    answerer: ExtractiveAnswerer,
+    question: str,
+    sources: Sequence[Source],
+    collection: str,
+    count: int,
+) -> str:
+    """The answer, told the collection searched and its size where the answerer takes them
+    (the one before this benchmark did not)."""
     if "documents" in inspect.signature(answerer.answer).parameters:
-        return answerer.answer(question, sources, documents=count)
+        return answerer.answer(question, sources, collection=collection, documents=count)
     return answerer.answer(question, sources)
 
 
@@ -134,7 +141,9 @@ async def run_corpus(
             outcomes = []
             for question in questions:
                 sources = await retriever.search(question.text, settings.top_k)
-                answer = answer_of(answerer, question.text, sources, len(documents))
+                answer = answer_of(
+                    answerer, question.text, sources, settings.default_collection, len(documents)
+                )
                 outcomes.append(judge(question, answer))
         finally:
             await store.close()
