@@ -61,7 +61,7 @@ def _ask_cli(env: Mapping[str, str], cwd: Path) -> str:
 
 def _assert_cited_answer_with_sources(output: str) -> None:
     answer, _, listing = output.strip().partition("\n\n")
-    assert "[1]" in answer, output
+    assert re.search(r"\[\d+\]", answer), output  # cited: which sources it quotes is its own
     assert re.search(r"^\s+\[1\] .+ \(chunk \d+, score \d+\.\d+\)$", listing, re.M), output
 
 
