@@ -5,8 +5,12 @@ import { AnswerText, h } from './answer.js';
 import { ApiError, followJob, getJob, request } from './api.js';
 import { retryWithKey, setupKeyPanel } from './apikey.js';
 import { setupCollections } from './collections.js';
-import { markdownFragment, markQuoted, plainText } from './markdown.js';
+import {
+  forgetProgress, loadProgress, recall, recalled, remember as storeInHistory,
+  saveProgress as storeProgress,
+} from './memory.js';
 import { setupStats, setupUploads } from './side.js';
+import { SourceView } from './sources.js';
 import { StageLine } from './stages.js';
 import { startClock, timeAgo } from './times.js';
 import { Transcript } from './transcript.js';
@@ -15,21 +19,24 @@ const $ = (id) => document.getElementById(id);
 const ui = {
   form: $('ask-form'), question: $('question'), ask: $('ask-button'), alert: $('alert'),
   card: $('answer-card'), title: $('answer-question'), connection: $('connection'),
-  answer: $('answer'), jobError: $('job-error'), sourcesSection: $('sources-section'),
-  sources: $('sources'), providers: $('providers'), history: $('history'),
-  historyEmpty: $('history-empty'), dialog: $('source-dialog'), announce: $('announce'),
-  welcome: $('welcome'), preview: $('cite-preview'),
+  answer: $('answer'), jobError: $('job-error'), providers: $('providers'),
+  history: $('history'), historyEmpty: $('history-empty'), announce: $('announce'),
+  welcome: $('welcome'),
 };
 const stages = new StageLine($('stages'));
+const sourceView = new SourceView({
+  section: $('sources-section'), list: $('sources'), dialog: $('source-dialog'),
+  title: $('source-title'), meta: $('source-meta'), quoted: $('source-quoted'),
+  text: $('source-text'), close: $('source-close'), preview: $('cite-preview'),
+  previewTitle: $('cite-preview-title'), previewText: $('cite-preview-text'),
+}, $('answer'));
 const answer = new AnswerText(ui.answer, {
-  open: (n) => openSource(n), preview: showPreview, unpreview: hidePreview,
+  open: (n) => sourceView.open(n),
+  preview: (button, n) => sourceView.preview(button, n),
+  unpreview: () => sourceView.unpreview(),
 });
 
-const HISTORY_KEY = 'rag-async:history';
-const PROGRESS_KEY = (jobId) => `rag-async:progress:${jobId}`;
-const HISTORY_SIZE = 20;
-
-// The job on screen: { id, eventsUrl, stop, transcript, after, sources, pollTimer }.
+// The job on screen: { id, eventsUrl, stop, transcript, after, pollTimer }.
 let job = null;
 
 setupKeyPanel({
@@ -85,7 +92,6 @@ async function openJob(jobId) {
     stop: () => {},
     transcript: new Transcript(),
     after: 0,
-    sources: [],
     pollTimer: null,
   };
   job = current;
@@ -303,99 +309,14 @@ function announce(text) {
 // ---- sources ------------------------------------------------------------------------------
 
 function setSources(sources) {
-  if (job) job.sources = sources;
   answer.setSources(sources);
-  ui.sourcesSection.hidden = sources.length === 0;
-  ui.sources.replaceChildren(...sources.map((source) => h('li', { value: source.n },
-    h('button', { type: 'button', className: 'source-link', onclick: () => openSource(source.n) },
-      h('span', { className: 'source-title' }, whereIn(source)),
-      h('span', { className: 'source-origin' },
-        [source.source, `passage ${source.chunk + 1}`].filter(Boolean).join(' · '))))));
+  sourceView.set(sources);
 }
 
-/** "Title › Section (page 3)": where a passage sits (the heading path starts at the title). */
-function whereIn(source) {
-  const place = source.heading || source.title;
-  return source.page ? `${place} (page ${source.page})` : place;
-}
-
-/**
- * How well a passage matched, in words a reader can weigh: its rank among this answer's
- * sources, and its score as a share of the best one's (raw scores, BM25's or fused ones,
- * mean nothing on their own).
- */
-function relevance(source, sources) {
-  const scores = sources.map((s) => s.score).filter(Number.isFinite);
-  const rank = 1 + scores.filter((score) => score > source.score).length;
-  const best = Math.max(...scores);
-  const share = best > 0 && source.score >= 0 ? ` · ${Math.round((100 * source.score) / best)}% of the best match` : '';
-  return `ranked ${rank} of ${sources.length}${share}`;
-}
-
-function openSource(n) {
-  const source = job?.sources.find((s) => s.n === n);
-  if (!source) return;
-  hidePreview();
-  $('source-title').textContent = `[${n}] ${whereIn(source)}`;
-  const meta = [source.source, `passage ${source.chunk + 1}`, relevance(source, job.sources)];
-  $('source-meta').textContent = meta.filter(Boolean).join(' · ');
-  const text = $('source-text');
-  text.replaceChildren(markdownFragment(source.text));
-  const quoted = markQuoted(text, ui.answer.innerText); // innerText: blocks stay apart
-  $('source-quoted').hidden = quoted.length === 0;
-  if (!ui.dialog.open) ui.dialog.showModal();
-  text.scrollTop = 0;
-  quoted[0]?.scrollIntoView({ block: 'nearest' });
-}
-
-/** A short preview of source n by its citation button (hover or keyboard focus). */
-function showPreview(button, n) {
-  const source = job?.sources.find((s) => s.n === n);
-  if (!source || ui.dialog.open) return;
-  $('cite-preview-title').textContent = `[${n}] ${whereIn(source)}`;
-  const words = plainText(source.text);
-  $('cite-preview-text').textContent = words.length > 220 ? `${words.slice(0, 220).replace(/\s+\S*$/, '')}…` : words;
-  ui.preview.hidden = false;
-  const place = button.getBoundingClientRect();
-  const width = ui.preview.offsetWidth;
-  const left = Math.min(Math.max(8, place.left), window.innerWidth - width - 8);
-  const below = place.bottom + 6 + ui.preview.offsetHeight < window.innerHeight;
-  ui.preview.style.setProperty('--left', `${left + window.scrollX}px`);
-  ui.preview.style.setProperty('--top', `${(below ? place.bottom + 6 : place.top - ui.preview.offsetHeight - 6) + window.scrollY}px`);
-}
-
-function hidePreview() {
-  ui.preview.hidden = true;
-}
-
-document.addEventListener('keydown', (event) => {
-  if (event.key === 'Escape') hidePreview();
-});
-
-$('source-close').addEventListener('click', () => ui.dialog.close());
-ui.dialog.addEventListener('click', (event) => {
-  if (event.target === ui.dialog) ui.dialog.close(); // a click on the backdrop
-});
-
-// ---- this browser's memory: recent questions, and how far each running answer got --------
-
-function recall() {
-  try {
-    const items = JSON.parse(localStorage.getItem(HISTORY_KEY) ?? '[]');
-    return Array.isArray(items) ? items : [];
-  } catch {
-    return []; // a corrupt entry must not break the page
-  }
-}
-
-const recalled = (jobId) => recall().find((item) => item.id === jobId);
+// ---- the history of questions asked in this browser ---------------------------------------
 
 function remember(jobId, query) {
-  const items = recall().filter((item) => item.id !== jobId);
-  const previous = recalled(jobId);
-  items.unshift({ id: jobId, query, at: previous?.at ?? Date.now() / 1000 });
-  for (const dropped of items.splice(HISTORY_SIZE)) forgetProgress(dropped.id);
-  localStorage.setItem(HISTORY_KEY, JSON.stringify(items));
+  storeInHistory(jobId, query);
   renderHistory();
 }
 
@@ -426,26 +347,7 @@ function markHistory(jobId) {
 }
 
 function saveProgress(current) {
-  const { attempt, text } = current.transcript;
-  const progress = { after: current.after, attempt, text };
-  try {
-    localStorage.setItem(PROGRESS_KEY(current.id), JSON.stringify(progress));
-  } catch {
-    // storage full or disabled: a reload will replay the stream from the start instead
-  }
-}
-
-function loadProgress(jobId) {
-  try {
-    const saved = JSON.parse(localStorage.getItem(PROGRESS_KEY(jobId)));
-    return saved && typeof saved.text === 'string' && saved.after > 0 ? saved : null;
-  } catch {
-    return null;
-  }
-}
-
-function forgetProgress(jobId) {
-  localStorage.removeItem(PROGRESS_KEY(jobId));
+  storeProgress(current.id, current.after, current.transcript);
 }
 
 // ---- start --------------------------------------------------------------------------------
