@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from rag_async.parsing import FORMATS, UnsupportedFormat, format_of
-from tests.conftest import Stack, ingest, make_settings, running_stack
+from tests.conftest import Stack, ingest, make_settings, running_stack, running_worker
 from tests.support.browser import (  # skips the module without chromium or playwright
     ANSWER_DONE,
     Browser,
@@ -234,3 +234,20 @@ async def test_the_welcome_card_says_how_to_begin_when_there_is_nothing(
         "default",
         "New collection…",
     ]
+
+
+async def test_the_welcome_card_follows_documents_still_being_added(
+    settings: Any, watched: Watched
+) -> None:
+    """As just after `rag-async up`, while the demo corpus is ingested: the card says so, and
+    shows the documents and questions about them once they are in, without a reload."""
+    page = watched.page
+    async with running_stack(settings, with_worker=False) as stack:
+        await add_document(stack.client, "# Tea\n\nGreen tea wants 80 degrees.\n", title="Tea")
+        await page.goto(stack.base_url)
+        listed = page.locator("#collection-list li")
+        await listed.filter(has_text="default 0 documents · 1 being added").wait_for()
+        assert await page.is_hidden("#examples-title")
+        async with running_worker(settings):
+            await listed.filter(has_text="default 1 document").wait_for(timeout=10_000)
+            await page.locator("#examples button", has_text="Tea").wait_for()

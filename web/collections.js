@@ -10,6 +10,7 @@ const CHOSEN_KEY = 'rag-async:collection';
 const NEW = '+ new'; // the picker's "New collection…" (a space: no collection has one)
 const NAME = /^[A-Za-z0-9._-]{1,64}$/;
 const EXAMPLES = 4;
+const PENDING_POLL = 3000;
 const ASKING = [
   (title) => `What is “${title}” about?`,
   (title) => `Give me an overview of ${title}.`,
@@ -24,6 +25,7 @@ const ASKING = [
 export function setupCollections(elements, onExample) {
   const { select, newName } = elements;
   let known = [];
+  let again = null;
 
   const chosen = () => {
     if (select.value === NEW) return newName.value.trim();
@@ -73,6 +75,9 @@ export function setupCollections(elements, onExample) {
       remember(collection);
       onExample(question);
     });
+    // Documents still being added (the demo corpus, just after `rag-async up`): look again.
+    clearTimeout(again);
+    if (known.some((c) => c.pending)) again = setTimeout(refresh, PENDING_POLL);
   };
 
   refresh();
