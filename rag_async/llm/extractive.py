@@ -133,36 +133,8 @@ class ExtractiveAnswerer:
 
     def quotes(self, question: str, sources: Sequence[Source]) -> str:
         """The answer that quotes the sources, or "" when none is relevant enough."""
-        wanted = frozenset(self._terms(question))
-        if not wanted:
-            return ""
-        how, what = bool(_HOW.search(question)), bool(_WHAT.search(question))
-        needed = len(wanted) if len(wanted) <= 2 else math.ceil(len(wanted) / 2)
-        candidates: list[_Sentence] = []
-        seen: set[str] = set()  # overlapping chunks repeat sentences: quote each once
-        for rank, source in enumerate(sources):
-            passage = self._terms(f"{source.heading or source.title}\n{source.text}")
-            matched = len(wanted.intersection(passage))
-            if matched < needed:
-                continue
-            for sentence in self._sentences(source, rank):
-                key = sentence.text[:60].lower()
-                if key in seen:
-                    continue
-                seen.add(key)
-                shown = _CODE_IN_SENTENCE.search(sentence.text) is not None
-                overlap = len(wanted & sentence.terms) / len(wanted)
-                if not overlap and not (how and shown):
-                    continue
-                score = overlap + _CHUNK_WEIGHT * matched / len(wanted) - _RANK_STEP * rank
-                if how:
-                    score += self._code_bonus(sentence, shown, wanted)
-                if sentence.text.startswith("…"):
-                    score -= _FRAGMENT_PENALTY
-                if self._defines(sentence.text, wanted):
-                    score += _DEFINITION_BONUS * (2 if what else 1)
-                sentence.score = score
-                candidates.append(sentence)
+        how = bool(_HOW.search(question))
+        candidates = self._scored(question, sources, how=how)
         if not candidates:
             return ""
         best = sorted(candidates, key=lambda s: (-s.score, s.order))[:_MOST_QUOTES]
@@ -174,6 +146,38 @@ class ExtractiveAnswerer:
             if how and sentence.code:
                 parts[-1] += f"\n\n{sentence.code}\n\n"
         return f"{QUOTING} " + " ".join(parts).replace("\n\n ", "\n\n").rstrip()
+
+    def _scored(self, question: str, sources: Sequence[Source], *, how: bool) -> list[_Sentence]:
+        """Every quotable sentence of the relevant sources, scored."""
+        wanted = frozenset(self._terms(question))
+        if not wanted:
+            return []
+        what = bool(_WHAT.search(question))
+        needed = len(wanted) if len(wanted) <= 2 else math.ceil(len(wanted) / 2)
+        candidates: list[_Sentence] = []
+        seen: set[str] = set()  # overlapping chunks repeat sentences: quote each once
+        for rank, source in enumerate(sources):
+            passage = self._terms(f"{source.heading or source.title}\n{source.text}")
+            matched = len(wanted.intersection(passage))
+            if matched < needed:
+                continue
+            for sentence in self._sentences(source, rank):
+                key = sentence.text[:60].lower()
+                shown = _CODE_IN_SENTENCE.search(sentence.text) is not None
+                overlap = len(wanted & sentence.terms) / len(wanted)
+                if key in seen or not (overlap or (how and shown)):
+                    continue
+                seen.add(key)
+                score = overlap + _CHUNK_WEIGHT * matched / len(wanted) - _RANK_STEP * rank
+                if how:
+                    score += self._code_bonus(sentence, shown, wanted)
+                if sentence.text.startswith("…"):
+                    score -= _FRAGMENT_PENALTY
+                if self._defines(sentence.text, wanted):
+                    score += _DEFINITION_BONUS * (2 if what else 1)
+                sentence.score = score
+                candidates.append(sentence)
+        return candidates
 
     def nothing_found(
         self,
