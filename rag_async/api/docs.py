@@ -22,11 +22,13 @@ ASSETS = Path(str(files("fastapi_offline") / "static"))
 ASSETS_PATH = "/docs/assets"
 START_SWAGGER_PATH = "/docs/start-swagger.js"
 
-# Swagger UI's options as FastAPI sets them; the OpenAPI document's URL comes from the page.
+# Swagger UI's options as FastAPI sets them; the OpenAPI document's URL comes from the page,
+# and no validator badge (Swagger UI would send the document to its makers' validator).
 START_SWAGGER = """\
 const root = document.getElementById("swagger-ui");
 window.ui = SwaggerUIBundle({
   url: root.dataset.openapiUrl,
+  validatorUrl: null,
   dom_id: "#swagger-ui",
   layout: "BaseLayout",
   deepLinking: true,
