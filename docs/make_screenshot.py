@@ -43,7 +43,11 @@ async def main(output: Path) -> None:
                 await page.fill("#question", DEMO_QUESTION)
                 await page.press("#question", "Enter")
                 await page.wait_for_selector("[data-stage=done].complete")
-                await asyncio.sleep(4.5)  # one more poll of the live panel
+                # The service panel's summary has heard from the worker.
+                await page.wait_for_function(
+                    "() => /worker/.test(document.getElementById('service-note').textContent)"
+                )
+                await page.mouse.move(0, 0)
                 await page.screenshot(path=str(output), full_page=True)
                 await browser.close()
         finally:
