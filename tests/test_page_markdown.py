@@ -236,6 +236,9 @@ async def test_markdown_payloads_stay_inert(valkey: Any, tmp_path: Path, browser
         assert tags <= ALLOWED_TAGS | {"BUTTON", "MARK", "STRONG", "SPAN"}, tags
         links = [element["href"] for element in shown if element["tag"] == "A"]
         assert links == ["https://tea.example/matcha"], links
+        link = page.locator("#source-text a")  # away from the page, telling nothing
+        assert await link.get_attribute("target") == "_blank"
+        assert await link.get_attribute("rel") == "noopener noreferrer nofollow"
         for element in shown:
             assert not [a for a in element["attrs"] if a.startswith("on") or a == "style"]
         assert await page.evaluate("() => window.__pwned") is None
