@@ -15,8 +15,13 @@ from typing import Any, Literal, get_args
 
 from dotenv import dotenv_values
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from .errors import ConfigurationError
 from .redaction import redact
@@ -208,6 +213,19 @@ class Settings(BaseSettings):
     log_json: bool = False
     demo_corpus: bool = True
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # A variable set in the environment or .env wins over its *_FILE.
+        sources = (init_settings, env_settings, dotenv_settings, SecretFiles(settings_cls))
+        return (*sources, file_secret_settings)
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _any_case(cls, value: Any) -> Any:
@@ -232,6 +250,48 @@ class Settings(BaseSettings):
     @property
     def llm_configured(self) -> bool:
         return bool(self.llm_base_url or self.llm_api_key)
+
+
+def secret_file_fields() -> tuple[str, ...]:
+    """The settings that also read `<their variable>_FILE`: every secret, and the Redis URL
+    (it holds Valkey's password). Not api_keys, whose RAG_API_KEYS_FILE is a setting of its
+    own (one `name=secret` a line)."""
+    fields = Settings.model_fields
+    secrets = [name for name, info in fields.items() if SecretStr in get_args(info.annotation)]
+    return tuple(n for n in ["redis_url", *secrets] if f"{n}_file" not in fields)
+
+
+class SecretFiles(PydanticBaseSettingsSource):
+    """`RAG_LLM_API_KEY_FILE=/run/secrets/llm_api_key`: a secret setting read from the file a
+    variable names, as Docker and Kubernetes mount secrets, so that the secret is in no
+    environment (`docker inspect`, /proc/<pid>/environ). One trailing newline is dropped."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # everything is read at once in __call__
+
+    def __call__(self) -> dict[str, Any]:
+        environ = {name.upper(): value for name, value in os.environ.items()}
+        values: dict[str, Any] = {}
+        for field in secret_file_fields():
+            alias = Settings.model_fields[field].validation_alias
+            # A field with aliases is given under the alias its variable is (pydantic's rule).
+            keys = [field]
+            if isinstance(alias, AliasChoices):
+                keys = [c for c in alias.choices if isinstance(c, str)]
+            for key, name in zip(keys, _variables()[field], strict=True):
+                if path := environ.get(f"{name}_FILE"):
+                    values[key] = _read_secret(f"{name}_FILE", path)
+                    break
+        return values
+
+
+def _read_secret(variable: str, path: str) -> str:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) else "not UTF-8 text"
+        raise ConfigurationError(f"{variable}: cannot read {path}: {reason}") from None
+    return text.removesuffix("\n").removesuffix("\r")
 
 
 def load_settings() -> tuple[Settings, list[str]]:
@@ -282,6 +342,13 @@ def _unknown_variables() -> list[str]:
         name.removeprefix(prefix)
         for names in _variables().values()
         for name in names
+        if name.startswith(prefix)
+    ]
+    variables = _variables()
+    known += [
+        f"{name.removeprefix(prefix)}_FILE"
+        for field in secret_file_fields()
+        for name in variables[field]
         if name.startswith(prefix)
     ]
     found = [(name, "") for name in os.environ]

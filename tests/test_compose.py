@@ -1,21 +1,29 @@
-"""docker-compose.yml and the Dockerfile, checked without a Docker engine: their structure, and
-that what they pass to the image (commands, RAG_* variables) is what the code understands.
+"""docker-compose.yml and the Dockerfile, checked without a Docker engine: the compose-spec
+schema (check-jsonschema ships it), their structure, and that what they pass to the image
+(commands, RAG_* variables, secret files, .env.example) is what the code understands. The
+worker's healthcheck runs against a real Valkey and a real worker.
 
-Not done here: validation against the compose-spec JSON schema (no package providing the
-schema is installed, and nothing may be downloaded), and building or running the images.
+Not done here: building or running the images (no Docker engine).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import re
 import shlex
+import socket
+import subprocess
+import sys
+import time
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import promql_parser
 import pytest
 import typer.main
 import yaml
@@ -23,14 +31,20 @@ from pydantic import AliasChoices
 
 from rag_async.api.browser import allowed_hosts
 from rag_async.cli import app as cli_app
-from rag_async.config import Settings
+from rag_async.config import Settings, load_settings, secret_file_fields
+from rag_async.embedded_valkey import EmbeddedValkey
+from rag_async.errors import ConfigurationError
 from rag_async.identity import check_exposure
+from tests.conftest import make_settings, running_worker
 
 REPO = Path(__file__).resolve().parent.parent
 COMPOSE_TEXT = (REPO / "docker-compose.yml").read_text()
 COMPOSE: dict[str, Any] = yaml.safe_load(COMPOSE_TEXT)
 SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
 RAG_SERVICES = ("api", "worker")
+MONITORING = ("prometheus", "grafana")
+# The worker's metrics settings: the metrics work of issue 12 adds them to Settings.
+METRICS_CONTRACT = {"RAG_WORKER_METRICS_HOST", "RAG_WORKER_METRICS_PORT"}
 
 
 def _dockerfile() -> list[tuple[str, str]]:
@@ -122,16 +136,81 @@ def _healthcheck(service: str) -> str:
     return " ".join(test) if isinstance(test, list) else test
 
 
-def test_the_four_services() -> None:
-    assert set(SERVICES) == {"valkey", "qdrant", "api", "worker"}
+def _secret_files(tmp_path: Path) -> dict[str, str]:
+    """What deploy/compose/make-secrets.sh makes, in tmp_path: {compose secret: its file}."""
+    script = REPO / "deploy" / "compose" / "make-secrets.sh"
+    subprocess.run(["sh", str(script), str(tmp_path)], check=True, capture_output=True)
+    return {name: str(tmp_path / name) for name in COMPOSE["secrets"]}
+
+
+def _container_environment(service: str, host: Mapping[str, str], files: Mapping[str, str]):
+    """The environment a container of `service` gets (without .env), its /run/secrets/ paths
+    replaced by the files made for the test."""
+    env = {name: _interpolate(value, host) for name, value in _environment(service).items()}
+    for name, value in env.items():
+        if value.startswith("/run/secrets/"):
+            env[name] = files[value.removeprefix("/run/secrets/")]
+    return env
+
+
+def test_the_services() -> None:
+    assert set(SERVICES) == {"valkey", "qdrant", "api", "worker", *MONITORING}
+    # Prometheus and Grafana start with `--profile monitoring` only.
+    assert {name for name, spec in SERVICES.items() if spec.get("profiles")} == set(MONITORING)
+    for name in MONITORING:
+        assert SERVICES[name]["profiles"] == ["monitoring"]
+
+
+def test_the_compose_spec_schema() -> None:
+    """The compose-spec JSON schema, as check-jsonschema ships it (no network)."""
+    result = subprocess.run(
+        [
+            *(sys.executable, "-m", "check_jsonschema"),
+            *("--builtin-schema", "vendor.compose-spec", str(REPO / "docker-compose.yml")),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_workers_can_be_scaled() -> None:
     worker = SERVICES["worker"]
     assert "container_name" not in worker, "--scale worker=N needs compose to name them"
     assert "ports" not in worker, "N workers cannot publish the same host port"
-    # The data stores stay inside the compose network; only the API is published.
-    assert [name for name, spec in SERVICES.items() if "ports" in spec] == ["api"]
+    # The data stores stay inside the compose network; the API and the monitoring UIs are
+    # published, the UIs on the host's loopback only.
+    published = [name for name, spec in SERVICES.items() if "ports" in spec]
+    assert published == ["api", *MONITORING]
+    for name in MONITORING:
+        assert all(str(port).startswith("127.0.0.1:") for port in SERVICES[name]["ports"])
+
+
+def test_images_are_pinned() -> None:
+    for name, spec in SERVICES.items():
+        if "build" in spec:
+            continue
+        tag = spec["image"].partition(":")[2]
+        assert tag and tag != "latest", f"{name}: {spec['image']} is not pinned"
+    # Qdrant to the release: its storage format only moves forward.
+    assert re.fullmatch(r"qdrant/qdrant:v\d+\.\d+\.\d+", SERVICES["qdrant"]["image"])
+
+
+def test_every_service_has_resource_limits() -> None:
+    for name, spec in SERVICES.items():
+        limits = spec["deploy"]["resources"]["limits"]
+        assert float(limits["cpus"]) > 0 and re.fullmatch(r"\d+[mg]", limits["memory"]), name
+
+
+def test_the_worker_outlives_its_drain() -> None:
+    """`docker compose stop` SIGTERMs the worker, then SIGKILLs it after stop_grace_period:
+    that must leave its drain (RAG_WORKER_SHUTDOWN_GRACE) and closing its clients time."""
+    grace = Settings.model_fields["worker_shutdown_grace"].default
+    stop = SERVICES["worker"]["stop_grace_period"]
+    seconds = int(re.fullmatch(r"(\d+)s", stop).group(1))  # type: ignore[union-attr]
+    assert seconds >= grace + 10, (stop, grace)
+    assert SERVICES["worker"]["init"] is True  # tini: reaps the parse processes
 
 
 def test_api_and_worker_run_the_same_image_against_the_same_servers() -> None:
@@ -140,21 +219,59 @@ def test_api_and_worker_run_the_same_image_against_the_same_servers() -> None:
     assert api.get("image") == worker.get("image")
     api_env, worker_env = _environment("api"), _environment("worker")
     assert api_env == worker_env
-    redis = urlsplit(api_env["RAG_REDIS_URL"])
+    assert api_env["RAG_REDIS_URL_FILE"] == "/run/secrets/redis_url"
     qdrant = urlsplit(api_env["RAG_QDRANT_URL"])
-    assert (redis.scheme, redis.hostname, redis.port) == ("redis", "valkey", 6379)
     assert (qdrant.scheme, qdrant.hostname, qdrant.port) == ("http", "qdrant", 6333)
 
 
-def test_valkey_keeps_its_data() -> None:
+def test_valkey_keeps_its_data_behind_a_password() -> None:
     valkey = SERVICES["valkey"]
-    assert valkey["image"] == "valkey/valkey:8"
+    assert valkey["image"].startswith("valkey/valkey:")
     command = valkey["command"]
-    args = command if isinstance(command, list) else shlex.split(command)
+    assert command[:2] == ["sh", "-c"]
+    args = shlex.split(command[2])
+    # Through the image's entrypoint (it drops root), as valkey-server.
+    assert args[:3] == ["exec", "docker-entrypoint.sh", "valkey-server"]
     assert args[args.index("--appendonly") + 1] == "yes"
+    assert args[args.index("--maxmemory-policy") + 1] == "noeviction"  # never evict a job
+    password = args[args.index("--requirepass") + 1]
+    assert password == "$$(cat /run/secrets/valkey_password)"
+    assert valkey["secrets"] == ["valkey_password"]
     mounts = [_named_volume(mount) for mount in valkey["volumes"]]
     assert any(name and target == "/data" for name, target in mounts), mounts
     assert "valkey-cli ping" in _healthcheck("valkey")
+    assert "REDISCLI_AUTH=" in _healthcheck("valkey")
+
+
+def test_the_secret_files(tmp_path: Path) -> None:
+    """make-secrets.sh makes every file the compose file mounts, the Redis URL carrying
+    Valkey's password, in a folder that is the user's only; git and the image leave it out."""
+    files = _secret_files(tmp_path)
+    for name, spec in COMPOSE["secrets"].items():
+        assert spec["file"] == f"./secrets/{name}"
+        assert Path(files[name]).read_text().strip()
+    password = Path(files["valkey_password"]).read_text()
+    assert len(password) >= 32
+    assert Path(files["redis_url"]).read_text() == f"redis://:{password}@valkey:6379/0"
+    assert oct(tmp_path.stat().st_mode & 0o777) == oct(0o700)
+    before = {name: Path(path).read_text() for name, path in files.items()}
+    _secret_files(tmp_path)  # a second run keeps them
+    assert before == {name: Path(path).read_text() for name, path in files.items()}
+    ignored = (REPO / ".gitignore").read_text().split()
+    assert "secrets/" in ignored and ".env" in ignored
+    assert {"secrets", ".env"} <= set((REPO / ".dockerignore").read_text().split())
+
+
+def test_every_file_variable_names_a_mounted_secret() -> None:
+    declared = set(COMPOSE["secrets"])
+    for name, spec in SERVICES.items():
+        env = spec.get("environment", {})
+        mounted = set(spec.get("secrets", []))
+        assert mounted <= declared, name
+        for variable, value in env.items():
+            if variable.endswith("_FILE"):
+                assert value.startswith("/run/secrets/"), variable
+                assert value.removeprefix("/run/secrets/") in mounted, (name, variable)
 
 
 def test_qdrant_keeps_its_data_and_is_awaited() -> None:
@@ -187,6 +304,7 @@ def test_the_keyless_api_is_published_on_loopback_only(monkeypatch: pytest.Monke
         monkeypatch.delenv(name, raising=False)
     for name, value in _environment("api").items():
         monkeypatch.setenv(name, _interpolate(value, {}))
+    monkeypatch.delenv("RAG_REDIS_URL_FILE")
     settings = Settings(_env_file=None)
     assert not settings.api_keys_configured
     check_exposure(settings)  # the container starts
@@ -204,14 +322,45 @@ def test_every_variable_passed_is_one_the_settings_read() -> None:
         if keyword == "ENV"
         for name in (item.partition("=")[0] for item in shlex.split(args))
     }
+    known |= {f"{name}_FILE" for name in known}
+    known |= METRICS_CONTRACT
     ours = {n for n in passed | referenced | in_image if n.startswith("RAG_")}
     assert ours, "the services are configured through RAG_* variables"
     assert ours <= known, f"not Settings fields: {sorted(ours - known)}"
     others = passed - ours
     assert others <= known, f"passed to the app but read by nothing: {sorted(others - known)}"
-    # The optional providers are passed through from the shell.
-    for name in ("RAG_LLM_BASE_URL", "RAG_LLM_API_KEY", "OPENAI_API_KEY", "RAG_EMBED_MODEL"):
-        assert _environment("worker")[name] == f"${{{name}:-}}", name
+
+
+def test_every_setting_is_reachable_through_the_env_file() -> None:
+    """The API and the workers read .env (optional), and .env.example lists every variable
+    Settings reads, with the *_FILE of each secret: it is what env_example.py writes."""
+    for service in RAG_SERVICES:
+        assert SERVICES[service]["env_file"] == [{"path": ".env", "required": False}]
+    sys.path.insert(0, str(REPO / "deploy" / "compose"))
+    try:
+        from env_example import render  # type: ignore[import-not-found]
+    finally:
+        sys.path.remove(str(REPO / "deploy" / "compose"))
+    example = (REPO / ".env.example").read_text()
+    assert example == render(), "run: python deploy/compose/env_example.py > .env.example"
+    listed = set(re.findall(r"^# ([A-Z][A-Z0-9_]*)=", example, flags=re.MULTILINE))
+    files = {f"{name}_FILE" for name in _settings_variables() if _reads_a_file(name)}
+    assert listed == _settings_variables() | files
+    assert "RAG_REDIS_URL_FILE" in listed and "RAG_LLM_API_KEY_FILE" in listed
+
+
+def _reads_a_file(variable: str) -> bool:
+    fields = secret_file_fields()
+    return any(
+        variable == f"RAG_{field.upper()}" or variable in _aliases(field) for field in fields
+    )
+
+
+def _aliases(field: str) -> list[str]:
+    alias = Settings.model_fields[field].validation_alias
+    return (
+        [c for c in alias.choices if isinstance(c, str)] if isinstance(alias, AliasChoices) else []
+    )
 
 
 @pytest.mark.parametrize(
@@ -219,17 +368,25 @@ def test_every_variable_passed_is_one_the_settings_read() -> None:
     [({}, None), ({"OPENAI_API_KEY": "sk-from-the-shell"}, "sk-from-the-shell")],
 )
 def test_the_containers_settings(
-    host: dict[str, str], llm_api_key: str | None, monkeypatch: pytest.MonkeyPatch
+    host: dict[str, str],
+    llm_api_key: str | None,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
-    """The environment compose gives a container builds valid Settings; the optional variables
-    it passes through empty mean "not set" (an empty RAG_LLM_API_KEY must not hide
-    OPENAI_API_KEY, an empty RAG_LLM_BASE_URL must not replace the SDK's default URL)."""
+    """The environment compose gives a container builds valid Settings, the Redis URL with
+    Valkey's password read from its secret file; empty variables mean "not set" (an empty
+    RAG_LLM_API_KEY must not hide OPENAI_API_KEY)."""
     for name in _settings_variables():
         monkeypatch.delenv(name, raising=False)
-    for name, value in _environment("worker").items():
-        monkeypatch.setenv(name, _interpolate(value, host))
+    files = _secret_files(tmp_path)
+    for name, value in _container_environment("worker", host, files).items():
+        monkeypatch.setenv(name, value)
+    for name, value in host.items():  # as the .env would give them
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("RAG_LLM_API_KEY", "")
     settings = Settings(_env_file=None)
-    assert settings.redis_url == "redis://valkey:6379/0"
+    password = Path(files["valkey_password"]).read_text()
+    assert settings.redis_url == f"redis://:{password}@valkey:6379/0"
     assert settings.qdrant_url == "http://qdrant:6333"
     assert settings.host == "0.0.0.0" and settings.port == 8000
     key = settings.llm_api_key
@@ -248,6 +405,7 @@ def test_the_api_answers_to_its_service_name_and_the_published_port(
         monkeypatch.delenv(name, raising=False)
     for name, value in _environment("api").items():
         monkeypatch.setenv(name, _interpolate(value, {}))
+    monkeypatch.delenv("RAG_REDIS_URL_FILE")
     hosts = allowed_hosts(Settings(_env_file=None))
     assert {"api", "localhost", "127.0.0.1", "0.0.0.0"} <= set(hosts), hosts
     assert not [host for host in hosts if "*" in host], hosts
@@ -309,3 +467,159 @@ def test_volumes_and_dependencies_are_declared() -> None:
             assert target in SERVICES, f"{name} depends on {target}, which is not a service"
             if condition == "service_healthy":
                 assert "healthcheck" in SERVICES[target], f"{target} has no healthcheck"
+
+
+async def _worker_healthcheck(env: Mapping[str, str]) -> int:
+    test = SERVICES["worker"]["healthcheck"]["test"]
+    assert test[:3] == ["CMD", "python", "-c"]
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", test[3], env=dict(env), stderr=asyncio.subprocess.PIPE
+    )
+    _, stderr = await process.communicate()
+    assert process.returncode in (0, 1), stderr.decode()  # an answer, not a traceback
+    return process.returncode
+
+
+async def test_the_worker_healthcheck_follows_its_heartbeat(
+    valkey: EmbeddedValkey, tmp_path: Path
+) -> None:
+    """The worker's healthcheck, run as Docker runs it (the same command, the Redis URL from
+    the secret file): unhealthy while no worker of this host beats, healthy while one does,
+    unhealthy again once it has stopped."""
+    settings = make_settings(valkey, tmp_path)
+    assert settings.redis_url
+    url_file = tmp_path / "redis_url"
+    url_file.write_text(settings.redis_url + "\n")
+    env = {
+        "PATH": os.environ["PATH"],
+        "RAG_REDIS_URL_FILE": str(url_file),
+        "RAG_KEY_PREFIX": settings.key_prefix,
+    }
+    assert await _worker_healthcheck(env) == 1
+    async with running_worker(settings):
+        deadline = time.monotonic() + 10
+        while await _worker_healthcheck(env) != 0:
+            assert time.monotonic() < deadline, "the healthcheck never saw the heartbeat"
+    # A stopped worker removes its beat (and a killed one goes stale).
+    assert await _worker_healthcheck(env) == 1
+    assert socket.gethostname()  # the beat it looks for is this host's
+
+
+def test_the_api_healthcheck_asks_healthz() -> None:
+    test = SERVICES["api"]["healthcheck"]["test"]
+    assert test[:3] == ["CMD", "python", "-c"] and "/healthz" in test[3]
+
+
+def test_a_secret_setting_reads_its_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in _settings_variables():
+        monkeypatch.delenv(name, raising=False)
+    (tmp_path / "url").write_text("redis://:pw@valkey:6379/0\n")  # an editor's newline
+    (tmp_path / "key").write_text("sk-from-a-file")
+    monkeypatch.setenv("RAG_REDIS_URL_FILE", str(tmp_path / "url"))
+    monkeypatch.setenv("OPENAI_API_KEY_FILE", str(tmp_path / "key"))
+    monkeypatch.setenv("RAG_ADMIN_KEYS_FILE", str(tmp_path / "key"))
+    settings, warnings = load_settings()
+    assert settings.redis_url == "redis://:pw@valkey:6379/0"
+    assert settings.llm_api_key and settings.llm_api_key.get_secret_value() == "sk-from-a-file"
+    assert settings.admin_keys and settings.admin_keys.get_secret_value() == "sk-from-a-file"
+    assert warnings == []  # *_FILE variables are known ones
+    # The variable itself, when set, wins over its file.
+    monkeypatch.setenv("RAG_REDIS_URL", "redis://elsewhere:6379/0")
+    assert load_settings()[0].redis_url == "redis://elsewhere:6379/0"
+
+
+def test_a_missing_secret_file_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in _settings_variables():
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("RAG_TOKEN_SECRET_FILE", str(tmp_path / "absent"))
+    with pytest.raises(ConfigurationError, match=r"RAG_TOKEN_SECRET_FILE: cannot read .*absent"):
+        load_settings()
+    monkeypatch.setenv("RAG_TOKEN_SECRET_FILE", str(tmp_path))  # a folder
+    with pytest.raises(ConfigurationError, match="RAG_TOKEN_SECRET_FILE"):
+        load_settings()
+
+
+def test_only_secrets_read_files() -> None:
+    fields = set(secret_file_fields())
+    assert {"redis_url", "llm_api_key", "embed_api_key", "qdrant_api_key"} <= fields
+    assert {"admin_keys", "token_secret", "api_key"} <= fields
+    # api_keys has a file setting of its own (RAG_API_KEYS_FILE, one key a line).
+    assert "api_keys" not in fields and "port" not in fields
+
+
+MONITORING_DIR = REPO / "deploy" / "monitoring"
+CONTRACT_METRICS = {
+    "rag_queue_depth",
+    "rag_jobs_in_flight",
+    "rag_queue_oldest_age_seconds",
+    "rag_dead_letters",
+    "rag_workers_alive",
+    "rag_jobs_total",
+    "rag_breaker_open",
+    "rag_job_stage_seconds_bucket",
+    "rag_llm_tokens_total",
+    "rag_sse_connections",
+}
+
+
+def _mounts(service: str) -> dict[str, str]:
+    """{path in the container: path in the repository} of a service's bind mounts."""
+    mounts = {}
+    for mount in SERVICES[service]["volumes"]:
+        source, _, rest = mount.partition(":")
+        if source.startswith("./"):
+            mounts[rest.partition(":")[0]] = source
+    return mounts
+
+
+def test_prometheus_scrapes_the_api_and_every_worker() -> None:
+    mounts = _mounts("prometheus")
+    config = yaml.safe_load((REPO / mounts["/etc/prometheus/prometheus.yml"]).read_text())
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    api = jobs["rag-async-api"]
+    assert api["metrics_path"] == "/metrics"
+    assert api["static_configs"][0]["targets"] == ["api:8000"]
+    # Every replica of `worker`, on the port its containers serve metrics on.
+    workers = jobs["rag-async-worker"]["dns_sd_configs"][0]
+    assert workers["names"] == ["worker"] and workers["type"] == "A"
+    assert str(workers["port"]) == _environment("worker")["RAG_WORKER_METRICS_PORT"]
+    assert _environment("worker")["RAG_WORKER_METRICS_HOST"] == "0.0.0.0"
+    # Its rules are the alerts file, mounted where the config says.
+    assert config["rule_files"] == ["/etc/prometheus/alerts.yml"]
+    assert mounts["/etc/prometheus/alerts.yml"] == "./deploy/monitoring/alerts.yml"
+    # The API answers to the name Prometheus uses (Host header).
+    assert "api" in _interpolate(_environment("api")["RAG_ALLOWED_HOSTS"], {}).split(",")
+
+
+def test_grafana_is_provisioned_with_the_dashboard() -> None:
+    mounts = _mounts("grafana")
+    provisioning = REPO / mounts["/etc/grafana/provisioning"]
+    sources = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())
+    source = sources["datasources"][0]
+    assert source["url"] == "http://prometheus:9090" and source["type"] == "prometheus"
+    providers = yaml.safe_load((provisioning / "dashboards" / "rag-async.yml").read_text())
+    path = providers["providers"][0]["options"]["path"]
+    dashboards = REPO / mounts[path]
+    dashboard = json.loads((dashboards / "rag-async.json").read_text())
+    assert dashboard["uid"] == "rag-async"
+    targets = [t for panel in dashboard["panels"] for t in panel["targets"]]
+    assert all(t["datasource"]["uid"] == source["uid"] for t in targets)
+    environment = SERVICES["grafana"]["environment"]
+    assert environment["GF_SECURITY_ADMIN_PASSWORD__FILE"].startswith("/run/secrets/")
+
+
+def test_the_dashboard_shows_the_contract_metrics() -> None:
+    """Queue depth, latency percentiles, outcomes and breakers, in the metric names of
+    issue 12, each query valid PromQL."""
+    path = MONITORING_DIR / "grafana" / "dashboards" / "rag-async.json"
+    dashboard = json.loads(path.read_text())
+    used: set[str] = set()
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            promql_parser.parse(target["expr"])  # raises on a syntax error
+            used |= set(re.findall(r"\brag_[a-z_]+", target["expr"]))
+    assert used <= CONTRACT_METRICS, used - CONTRACT_METRICS
+    assert not CONTRACT_METRICS - used, CONTRACT_METRICS - used
+    exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
+    for quantile in ("0.5", "0.95", "0.99"):
+        assert f"histogram_quantile({quantile}," in exprs

@@ -1,0 +1,20 @@
+#!/bin/sh
+# Makes the secret files docker-compose.yml mounts, once: a random Valkey password, the Redis
+# URL that carries it (what RAG_REDIS_URL_FILE names), and Grafana's admin password.
+# Existing files are kept. Usage: deploy/compose/make-secrets.sh [folder, default ./secrets]
+set -eu
+dir=${1:-secrets}
+umask 077
+mkdir -p "$dir"
+chmod 700 "$dir"  # yours only; the files inside must be readable by the containers' users
+random() { LC_ALL=C tr -dc 'a-f0-9' </dev/urandom | head -c 40; }
+write() {  # name value: a file of that value, no newline, unless it exists
+    if [ ! -e "$dir/$1" ]; then
+        printf '%s' "$2" >"$dir/$1"
+        chmod 644 "$dir/$1"
+        echo "made $dir/$1"
+    fi
+}
+write valkey_password "$(random)"
+write redis_url "redis://:$(cat "$dir/valkey_password")@valkey:6379/0"
+write grafana_admin_password "$(random)"
