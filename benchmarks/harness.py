@@ -49,6 +49,14 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
+def rss_mib(pid: int, field: str = "VmRSS") -> float:
+    """A memory figure of /proc/PID/status (VmRSS: now, VmHWM: the peak so far), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no {field} for process {pid}")
+
+
 def percentile(values: Sequence[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -73,7 +81,7 @@ class Services:
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)  # what every worker starts from
     data: Path = Path()
-    corpus: bool = True
+    corpus: str | None = "demo"  # what every worker's store holds: demo, docs or nothing
     logs: Path | None = None  # each process's stdout and stderr go to files here, if set
     _files: ExitStack = field(default_factory=ExitStack, repr=False)
 
@@ -104,7 +112,8 @@ class Services:
         # copy of the corpus (as read replicas of a Qdrant server would be).
         data_dir = self.data / f"w{n}"
         if self.corpus and not data_dir.exists():
-            shutil.copytree(_indexed_corpus(), data_dir)
+            store = self.env.get("RAG_STORE", "edge")
+            shutil.copytree(_indexed_corpus(self.corpus, store), data_dir)
         worker = self._popen(
             f"worker{n}",
             [sys.executable, "-m", "rag_async.cli", "worker"],
@@ -143,7 +152,7 @@ def services(
     tokens: int,
     tps: float,
     workers: int = 1,
-    corpus: bool = True,
+    corpus: str | None = "demo",
     inline: bool = False,
     env: dict[str, str] | None = None,
     worker_env: Sequence[Mapping[str, str]] = (),
@@ -195,7 +204,8 @@ def services(
         try:
             if inline:  # the replaced design: one process does it all, no worker
                 if corpus:
-                    asyncio.run(_index_demo_corpus(data))
+                    store = base_env.get("RAG_STORE", "edge")
+                    asyncio.run(_index_corpus(data, corpus, store))
                 command = [sys.executable, str(REPO / "benchmarks" / "inline_app.py")]
                 workers = 0
             else:
@@ -232,32 +242,50 @@ def services(
             files.close()
 
 
-_corpus: Path | None = None
+# The Python 3.11 documentation as Debian's python3.11-doc installs it: 530 HTML pages.
+PYTHON_DOCS = Path("/usr/share/doc/python3.11/html")
+_corpora: dict[tuple[str, str], Path] = {}
 
 
-def _indexed_corpus() -> Path:
-    """A data folder with the demo corpus indexed, built once per process and copied for
-    each worker: indexing takes seconds, copying a few milliseconds."""
-    global _corpus
-    if _corpus is None:
+def _indexed_corpus(corpus: str, store: str) -> Path:
+    """A data folder with `corpus` indexed in `store`, built once per process and copied for
+    each worker: indexing takes seconds, copying a moment."""
+    if (corpus, store) not in _corpora:
         folder = Path(tempfile.mkdtemp(prefix="rag-bench-corpus-"))
         atexit.register(shutil.rmtree, folder, ignore_errors=True)
-        asyncio.run(_index_demo_corpus(folder / "data"))
-        _corpus = folder / "data"
-    return _corpus
+        asyncio.run(_index_corpus(folder / "data", corpus, store))
+        _corpora[corpus, store] = folder / "data"
+    return _corpora[corpus, store]
 
 
-async def _index_demo_corpus(data_dir: Path) -> None:
+def corpus_documents(corpus: str) -> Iterator[tuple[str, str, str]]:
+    """(title, source, text) of each document of `corpus`: "demo" (the bundled tutorial
+    pages) or "docs" (the Python documentation, parsed as an upload would be)."""
+    if corpus == "demo":
+        from rag_async.demo_corpus import demo_documents
+
+        yield from demo_documents()
+        return
+    from rag_async.parsing import parse
+
+    if not PYTHON_DOCS.is_dir():
+        raise SystemExit(f"{PYTHON_DOCS}: not found (Debian: apt-get install python3.11-doc)")
+    for page in sorted(PYTHON_DOCS.rglob("*.html")):
+        source = page.relative_to(PYTHON_DOCS).as_posix()
+        document = parse(page.name, page.read_bytes())
+        yield document.title or source, source, document.text
+
+
+async def _index_corpus(data_dir: Path, corpus: str, store: str) -> None:
     from rag_async.config import Settings
-    from rag_async.demo_corpus import demo_documents
     from rag_async.retrieval import Retriever, open_store
 
-    settings = Settings(_env_file=None, data_dir=data_dir)
-    store = await open_store(settings)
-    retriever = await Retriever.open(store, settings)
-    for title, source, text in demo_documents():
+    settings = Settings(_env_file=None, data_dir=data_dir, store=store)  # type: ignore[arg-type]
+    chunk_store = await open_store(settings)
+    retriever = await Retriever.open(chunk_store, settings)
+    for title, source, text in corpus_documents(corpus):
         await retriever.index(source, title, source, text)
-    await store.close()
+    await chunk_store.close()
 
 
 def _wait_ready(url: str, timeout: float = 30) -> None:

@@ -1,62 +1,85 @@
-"""Ingestion throughput and worker memory: the Python 3.11 HTML documentation (530 pages, as
-Debian's `python3.11-doc` installs it) through the real service path.
+"""Ingestion throughput, worker memory and search time at size: the Python 3.11 HTML
+documentation (530 pages, as Debian's `python3.11-doc` installs it) through the real service
+path, for each embedded store side by side (Qdrant Edge, the default, and qdrant-client's
+local mode, the store before it).
 
 Valkey, the API and one worker run as processes (harness.py); the pages are uploaded and
 followed to the end the way `rag-async ingest` does it (one upload per file, 16 in flight),
 offline: lexical retrieval, embedded Qdrant. Reported: pages/s and chunks/s from the first
-upload to the last job's end, the worker's RSS after startup and its peak (VmHWM); then the
+upload to the last job's end, the worker's RSS after startup and its peak (VmHWM); the
+retrieval stage of the 100 questions of retrieval_questions.jsonl asked one at a time, as
+the worker times it (the job's `timings.retrieval`: encoding the query and the search); then the
 same for one large document on a fresh worker; then that document indexed in a process of
 its own (the library path, no service) with the retriever's batches of `INDEX_BATCH` chunks
 and with one batch of everything, as indexing was before batching, to show what it saves.
 
-    python benchmarks/ingest_docs.py                # the 530 pages, then one 4.5 MB document
-    python benchmarks/ingest_docs.py --no-big
+    python benchmarks/ingest_docs.py                # both stores, then one 4.5 MB document
+    python benchmarks/ingest_docs.py --store edge --no-big
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
-from harness import REPO, services
+import httpx
+from harness import REPO, percentile, rss_mib, services
 
-from rag_async.ingest_client import find_documents, ingest_files
+from rag_async.ingest_client import Found, find_documents, ingest_files
 from rag_async.parsing import parse
 
 DOCS = Path("/usr/share/doc/python3.11/html")
 BIG_BYTES = 4_500_000  # under the default 5 MB document limit
 
 
-def rss_mib(pid: int, field: str) -> float:
-    """A memory figure of /proc/PID/status (VmRSS: now, VmHWM: the peak so far), in MiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no {field} for process {pid}")
-
-
-def ingest(files: list[Path]) -> None:
-    env = {"RAG_DEMO_CORPUS": "false", "RAG_LOG_LEVEL": "WARNING"}
-    with services(ttft=0.0, tokens=1, tps=0, corpus=False, env=env) as svc:
+def ingest(files: Sequence[Found | Path], store: str = "edge", questions: Sequence[str] = ()) -> None:
+    env = {"RAG_DEMO_CORPUS": "false", "RAG_LOG_LEVEL": "WARNING", "RAG_STORE": store}
+    with services(ttft=0.0, tokens=1, tps=0, corpus=None, env=env) as svc:
         worker = svc.workers[0].pid
         idle = rss_mib(worker, "VmRSS")
         cpu_before = svc.cpu()
         started = time.perf_counter()
-        chunks, failures = ingest_files(svc.api_url, files, show_progress=False)
+        report = ingest_files(svc.api_url, files, show_progress=False)
+        chunks, failures = report.chunks, report.failures
         elapsed = time.perf_counter() - started
         cpu = {name: svc.cpu()[name] - cpu_before[name] for name in ("api", "worker", "valkey")}
         peak, end = rss_mib(worker, "VmHWM"), rss_mib(worker, "VmRSS")
-    size = sum(file.stat().st_size for file in files) / 1e6
+        searches = retrieval_times(svc.api_url, questions)
+    paths = [file.path if isinstance(file, Found) else file for file in files]
+    size = sum(path.stat().st_size for path in paths) / 1e6
     print(f"  {len(files)} files, {size:.1f} MB, {chunks} chunks in {elapsed:.1f} s")
     print(f"  {len(files) / elapsed:.1f} pages/s, {chunks / elapsed:.0f} chunks/s")
     print("  CPU seconds: " + ", ".join(f"{name} {seconds:.1f}" for name, seconds in cpu.items()))
     print(f"  worker RSS: {idle:.0f} MiB after startup, peak {peak:.0f} MiB, {end:.0f} at the end")
+    if searches:
+        p50, p99 = (percentile(searches, q) * 1000 for q in (50, 99))
+        print(
+            f"  retrieval in the worker, {len(searches)} questions: p50 {p50:.2f}, p99 {p99:.2f} ms"
+        )
     for failure in failures:
         print(f"  FAILED {failure}")
+
+
+def retrieval_times(api_url: str, questions: Sequence[str]) -> list[float]:
+    """Each question asked and answered in turn; the worker's own retrieval time for each."""
+    times = []
+    with httpx.Client(base_url=api_url, timeout=60) as http:
+        for question in questions:
+            job_id = (
+                http.post("/chat", json={"query": question}).raise_for_status().json()["job_id"]
+            )
+            with http.stream("GET", f"/jobs/{job_id}/events") as events:
+                for _ in events.iter_lines():
+                    pass  # to the stream's end: the job is over
+            view = http.get(f"/jobs/{job_id}").raise_for_status().json()
+            times.append(view["timings"]["retrieval"])
+    return times
 
 
 def big_document(root: Path, folder: Path) -> Path:
@@ -122,12 +145,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--docs", type=Path, default=DOCS)
     parser.add_argument("--no-big", action="store_true", help="skip the one-big-document run")
+    parser.add_argument("--store", choices=["edge", "local"], action="append")
     args = parser.parse_args()
     if not args.docs.is_dir():
         raise SystemExit(f"{args.docs}: not found (Debian: apt-get install python3.11-doc)")
     files, _ = find_documents([args.docs], include=["*.html"])
-    print(f"== the Python 3.11 docs: {len(files)} HTML pages, one worker")
-    ingest(files)
+    questions = [
+        json.loads(line)["question"]
+        for line in (Path(__file__).parent / "retrieval_questions.jsonl").read_text().splitlines()
+        if line.strip()
+    ]
+    for store in args.store or ["edge", "local"]:
+        print(f"== the Python 3.11 docs: {len(files)} HTML pages, one worker, store: {store}")
+        ingest(files, store, questions)
     if not args.no_big:
         with tempfile.TemporaryDirectory(prefix="rag-big-") as tmp:
             big = big_document(args.docs, Path(tmp))

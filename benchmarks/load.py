@@ -4,6 +4,7 @@ server (300 ms to first token, 40 tokens at 100 tokens/s: about 690 ms of LLM pe
 
     python benchmarks/load.py                   # C = 10, 50, 200; 20 s each
     python benchmarks/load.py -c 50 -d 30
+    python benchmarks/load.py -c 50 --corpus docs --store local   # the 530 pages, old store
 
 Reports answers/s, client-seen latency p50/p99, the pipeline's overhead (latency minus the
 LLM's own time), POST /chat latency, CPU seconds per answer of each process, and the Redis
@@ -160,9 +161,17 @@ def main() -> None:
         help="measure the replaced design instead: retrieval and the LLM inside the request",
     )
     parser.add_argument(
-        "--no-corpus",
-        action="store_true",
-        help="ingest nothing: retrieval finds no sources, leaving the pipeline's own cost",
+        "--corpus",
+        choices=["demo", "docs", "none"],
+        default="demo",
+        help="what the store holds: the demo corpus, the 530 pages of the Python docs, or "
+        "nothing (retrieval finds no sources, leaving the pipeline's own cost)",
+    )
+    parser.add_argument(
+        "--store",
+        choices=["edge", "local"],
+        default="edge",
+        help="the embedded store: Qdrant Edge, or qdrant-client's local mode (the one before)",
     )
     args = parser.parse_args()
     levels = args.concurrency or [10, 50, 200]
@@ -171,13 +180,19 @@ def main() -> None:
         tokens=TOKENS,
         tps=TPS,
         workers=args.workers,
-        corpus=not args.no_corpus,
+        corpus=None if args.corpus == "none" else args.corpus,
         inline=args.inline,
+        env={"RAG_STORE": args.store},
     ) as svc:
         for concurrency in levels:
             design = "inline (replaced)" if args.inline else f"async, {args.workers} worker(s)"
             measured = load(svc, concurrency, args.duration, args.warmup, inline=args.inline)
-            result = {"design": design, **uvloop.run(measured)}
+            result = {
+                "design": design,
+                "corpus": args.corpus,
+                "store": args.store,
+                **uvloop.run(measured),
+            }
             print(json.dumps(result) if args.json else _table(result), flush=True)
 
 

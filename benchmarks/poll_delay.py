@@ -48,7 +48,7 @@ def main() -> None:
     )
     for delay in args.delays:
         env = {"RAG_WORKER_POLL_DELAY": str(delay), "RAG_DEMO_CORPUS": "false"}
-        with services(ttft=0.0, tokens=5, tps=0, corpus=False, env=env) as svc:
+        with services(ttft=0.0, tokens=5, tps=0, corpus=None, env=env) as svc:
             before, started = svc.cpu(), time.monotonic()
             time.sleep(args.idle)
             after, elapsed = svc.cpu(), time.monotonic() - started

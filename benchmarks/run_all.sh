@@ -10,7 +10,7 @@ echo "== connections, 200 open streams";  $PY connections.py -n 200
 echo "== load: async, 1 worker";          $PY load.py -c 10 -c 50 -c 200
 echo "== load: async, 2 workers";         $PY load.py -c 50 -c 200 --workers 2
 echo "== load: inline (replaced design)"; $PY load.py -c 10 -c 50 -c 200 --inline
-echo "== load: async, 1 worker, no corpus"; $PY load.py -c 50 --no-corpus
+echo "== load: async, 1 worker, no corpus"; $PY load.py -c 50 --corpus none
 echo "== poll delay";                     $PY poll_delay.py
 echo "== faults (docs/reliability.md)";  $PY reliability.py || echo "!! a job was lost or answered twice"
 # These two need Debian's python3.11-doc (the 530 pages under /usr/share/doc/python3.11/html).

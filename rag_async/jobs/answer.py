@@ -18,12 +18,13 @@ async def _answer(run: Run) -> Finished:
     services, record = run.services, run.record
     retriever, breakers = services.retriever, services.breakers
     query = record.query or ""
-    since = run.started
     dense = None
     if retriever.embeds_queries:
+        since = time.time()
         dense = await guarded(breakers["embedder"], retriever.embed_query(query))
-        since = run.lap("embedding", since)
+        run.lap("embedding", since)
         await run.stage("retrieving")
+    since = time.time()  # each stage's timing is its own work, not the events that tell it
     collection = record.collection or services.settings.default_collection
     search = retriever.search(query, services.settings.top_k, dense=dense, collection=collection)
     sources = await guarded(breakers["qdrant"], qdrant_call(search))

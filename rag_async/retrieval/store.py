@@ -64,8 +64,9 @@ class ChunkStore(Protocol):
         searchable throughout a re-index)."""
 
     async def flush(self) -> None:
-        """Make the writes so far durable in the store's own files: called once a document
-        is written, not per batch (a no-op where every write already is)."""
+        """Write the writes so far out to the store's own files: called once a document is
+        written, not per batch. A no-op where every write already is, and spaced out where
+        each write is safe in a log already (Edge)."""
 
     async def holds_exactly(self, document_id: str, chunks: int) -> bool:
         """Whether the document's stored chunks are exactly 0..chunks-1."""
