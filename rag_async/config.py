@@ -210,7 +210,15 @@ class Settings(BaseSettings):
     cors_origins: str | None = None
 
     log_level: LogLevel = "INFO"
+    # JSON lines on stderr, from our code and every library (uvicorn, arq, httpx, ...) alike.
     log_json: bool = False
+    # A worker's own /metrics (its job stages, LLM tokens; rag_async/metrics/), on this port.
+    # Unset: none. The host is loopback unless a scraper elsewhere needs it (0.0.0.0 in a pod).
+    worker_metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    worker_metrics_host: str = "127.0.0.1"
+    # OpenTelemetry traces (the `otel` extra): on with RAG_OTEL=true, or when the standard
+    # OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT is set; OTEL_* variables configure the exporter.
+    otel: bool = False
     demo_corpus: bool = True
 
     @classmethod

@@ -64,6 +64,11 @@ class Keys:
         """List: the most recent failed jobs, newest first (capped)."""
         return f"{self.prefix}failures"
 
+    @property
+    def job_outcomes(self) -> str:
+        """Hash: "<kind>:<outcome>" -> how many jobs of every worker ended so (metrics)."""
+        return f"{self.prefix}job-outcomes"
+
     def unfinished_jobs(self, owner: str) -> str:
         """Sorted set: the ids of an owner's queued or running jobs, by when they were created
         (the per-key cap on unfinished jobs; removed when a job ends, jobstore.py)."""

@@ -26,6 +26,7 @@ from rag_async.errors import ConfigurationError
 from rag_async.jobs import JOBS, Services, WorkerContext, job_function
 from rag_async.keys import Keys
 from rag_async.logs import configure_logging
+from rag_async.metrics import serve_process_metrics
 from rag_async.queues import JOB_KINDS, LANES, Lane
 from rag_async.redis_pool import OUTAGE_ERRORS, connect_redis, outage_retry
 
@@ -54,6 +55,9 @@ async def startup(ctx: WorkerContext) -> None:
         dead_after=settings.worker_dead_after,
     )
     ctx["heartbeat"].start()
+    ctx["metrics_server"] = serve_process_metrics(
+        settings.worker_metrics_host, settings.worker_metrics_port
+    )
     log.info(
         "worker ready",
         pid=os.getpid(),
@@ -63,6 +67,9 @@ async def startup(ctx: WorkerContext) -> None:
 
 
 async def job_started(ctx: WorkerContext) -> None:
+    # Bound in the task arq runs the job in, so arq's own lines of the job carry its id too
+    # (the lifecycle binds the rest once it has read the record).
+    structlog.contextvars.bind_contextvars(job_id=ctx["job_id"])
     # Before the job runs, so a worker that dies from here on leaves the job findable.
     await ctx["services"].running.add(ctx["job_id"])
 
@@ -74,6 +81,8 @@ async def job_ended(ctx: WorkerContext) -> None:
 async def shutdown(ctx: WorkerContext) -> None:
     if "heartbeat" in ctx:
         await ctx["heartbeat"].stop()
+    if (metrics_server := ctx.get("metrics_server")) is not None:
+        await metrics_server.close()
     services = ctx.get("services")
     if services is not None:
         await services.close()

@@ -13,6 +13,7 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from ..config import Settings
+from ..metrics import ClusterCollector, RequestTimer
 from ..redaction import redact
 from ..redis_pool import connect_redis
 from ..schemas import ErrorBody
@@ -27,7 +28,8 @@ from .browser import (
 from .docs import install_docs
 from .errors import install_error_handlers
 from .middleware import BodySizeLimit, HeaderSizeLimit
-from .routes import chat, deadletters, documents, health, jobs, stats
+from .request_ids import RequestIds
+from .routes import chat, deadletters, documents, health, jobs, metrics, stats
 from .state import AppState
 
 log = structlog.get_logger(__name__)
@@ -47,18 +49,20 @@ _ROUTERS = [
     (jobs, _KEYED),
     (deadletters, (*_KEYED, 403)),
     (stats, _KEYED),
+    (metrics, (*_KEYED, 403)),
     (health, ()),
 ]
 
 
 def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, AppState]]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, object]]:
         redis = connect_redis(settings, client_name="rag-api", ride_out_outages=False)
         state = AppState.open(settings, redis)
         log.info("api ready", redis=redact(settings.redis_url or ""))
         try:
-            yield {"rag": state}
+            cluster = ClusterCollector(redis, state.keys, settings.worker_dead_after)
+            yield {"rag": state, "metrics": cluster}
         finally:
             await state.hub.close()
             await redis.aclose(close_connection_pool=True)  # ours: nobody else uses it
@@ -81,6 +85,9 @@ def create_app(settings: Settings) -> FastAPI:
     _browser_safety(app, settings)
     # Added last, so it runs first: nothing reads an oversized header before it is refused.
     app.add_middleware(HeaderSizeLimit, limit=settings.max_header_bytes)
+    # Outermost: every request is timed and has its id, refused ones included.
+    app.add_middleware(RequestIds)
+    app.add_middleware(RequestTimer)
     for module, statuses in _ROUTERS:
         app.include_router(module.router, responses={s: {"model": ErrorBody} for s in statuses})
     install_docs(app)

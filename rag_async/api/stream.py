@@ -19,6 +19,7 @@ from starlette.types import Receive, Scope, Send
 
 from ..eventlog import RESYNC, LoggedEvent
 from ..events import TERMINAL_EVENT_TYPES, event_type_of
+from ..metrics import SSE_CONNECTIONS
 from .state import AppState
 
 
@@ -35,9 +36,11 @@ class CountedEventSource(EventSourceResponse):
         self._release = release
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        SSE_CONNECTIONS.inc()
         try:
             await super().__call__(scope, receive, send)
         finally:
+            SSE_CONNECTIONS.dec()
             self._release()
 
 

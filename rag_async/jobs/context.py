@@ -21,6 +21,7 @@ from ..eventlog import EventLog
 from ..jobstore import JobStore
 from ..keys import Keys
 from ..llm import LLM, ExtractiveAnswerer, OpenAIChat, StreamTimeouts
+from ..metrics import JobOutcomes, ProcessMetricsServer
 from ..parsing.isolated import ParserPool
 from ..recovery import RunningJobs
 from ..registry import DocumentRegistry
@@ -44,6 +45,7 @@ class Services:
     running: RunningJobs
     dead_letters: DeadLetters
     failures: RecentFailures
+    outcomes: JobOutcomes  # how jobs ended, counted for /metrics
     registry: DocumentRegistry
     parser: ParserPool  # uploaded files are parsed in its processes
     # Who runs a job, as its record and logs tell it: "hostname:pid".
@@ -98,6 +100,7 @@ class Services:
                 running=RunningJobs(redis, keys, worker),
                 dead_letters=DeadLetters(redis, keys),
                 failures=RecentFailures(redis, keys),
+                outcomes=JobOutcomes(redis, keys),
                 registry=DocumentRegistry(redis, keys),
                 parser=ParserPool.from_settings(settings),
             )
@@ -167,5 +170,6 @@ class WorkerContext(TypedDict, total=False):
     settings: Settings
     services: Services
     heartbeat: Heartbeat
+    metrics_server: ProcessMetricsServer | None
     job_id: str
     job_try: int

@@ -37,6 +37,7 @@ from ..errors import RagError
 from ..eventlog import Superseded
 from ..events import CancelledEvent, DoneEvent, ErrorEvent, StatusEvent, _Event
 from ..jobrecord import JobRecord, JobStatus, record_fields
+from ..metrics import observe_stages
 from .context import Services, WorkerContext
 from .outcome import Outcome, decide, given_up
 
@@ -120,33 +121,46 @@ def job_function(spec: JobSpec, *, timeout: float, max_tries: int) -> JobFunctio
 
     async def run_job(ctx: WorkerContext, job_id: str) -> None:
         services = ctx["services"]
-        record = await services.jobs.get(job_id)
-        if record is None or record.status.ended:
-            return
-        with structlog.contextvars.bound_contextvars(job_id=job_id, request_id=record.request_id):
-            job_try = ctx.get("job_try", 1)
-            if job_try > max_tries:
-                # arq counts every start; tries spent with no outcome recorded were runs lost
-                # with their workers (killed, or taken for dead: recovery.py).
-                lost = f"gave up after {max_tries} tries: the workers running it were lost"
-                await _end(Run(services, record, record.attempt), spec, given_up(lost))
+        # Bound for the whole run, so every line of the job (the record's load, a give-up, a
+        # deferral, the attempt) carries the job's ids; `attempt` is the latest one until
+        # this run starts its own.
+        with structlog.contextvars.bound_contextvars(job_id=job_id):
+            record = await services.jobs.get(job_id)
+            if record is None or record.status.ended:
                 return
-            try:
-                for provider in spec.providers(services):
-                    services.breakers[provider].check()
-            except BreakerOpen as error:
-                await _settle(
-                    Run(services, record, record.attempt), spec, error, job_try, max_tries
-                )
-                raise  # not reached: a deferral raises arq's Retry
-            attempt = await services.jobs.start_attempt(job_id)
-            if not attempt:
-                return
-            with structlog.contextvars.bound_contextvars(attempt=attempt):
-                run = Run(services, record, attempt)
-                await _attempt(run, spec, time_limit=timeout, job_try=job_try, max_tries=max_tries)
+            ids = {"request_id": record.request_id, "attempt": record.attempt}
+            with structlog.contextvars.bound_contextvars(**ids):
+                await _run(services, record, spec, ctx.get("job_try", 1), timeout, max_tries)
 
     return run_job
+
+
+async def _run(
+    services: Services,
+    record: JobRecord,
+    spec: JobSpec,
+    job_try: int,
+    time_limit: float,
+    max_tries: int,
+) -> None:
+    if job_try > max_tries:
+        # arq counts every start; tries spent with no outcome recorded were runs lost with
+        # their workers (killed, or taken for dead: recovery.py).
+        lost = f"gave up after {max_tries} tries: the workers running it were lost"
+        await _end(Run(services, record, record.attempt), spec, given_up(lost))
+        return
+    try:
+        for provider in spec.providers(services):
+            services.breakers[provider].check()
+    except BreakerOpen as error:
+        await _settle(Run(services, record, record.attempt), spec, error, job_try, max_tries)
+        raise  # not reached: a deferral raises arq's Retry
+    attempt = await services.jobs.start_attempt(record.job_id)
+    if not attempt:
+        return
+    with structlog.contextvars.bound_contextvars(attempt=attempt):
+        run = Run(services, record, attempt)
+        await _attempt(run, spec, time_limit=time_limit, job_try=job_try, max_tries=max_tries)
 
 
 async def _attempt(
@@ -190,6 +204,8 @@ async def _complete(run: Run, finished: Finished) -> None:
         finished_at=finished_at,
     )
     await run.services.jobs.ended(run.job_id)
+    await run.services.outcomes.count(run.record.kind, "complete")
+    observe_stages(run.record.kind, run.timings)
     log.info("job complete", kind=run.record.kind, total_ms=round(run.timings["total"] * 1000, 1))
 
 
@@ -205,6 +221,7 @@ async def _settle(run: Run, spec: JobSpec, error: Exception, job_try: int, max_t
         raise Retry(defer=outcome.delay) from error
     if outcome.action == "retry":
         log.warning("attempt failed, will retry", error=outcome.message, defer=outcome.delay)
+        await run.services.outcomes.count(run.record.kind, "retried")
         raise Retry(defer=outcome.delay) from error
     await _end(run, spec, outcome)
 
@@ -221,8 +238,11 @@ async def _end(run: Run, spec: JobSpec, outcome: Outcome) -> None:
         return  # a newer attempt owns the job and will end it
     log.error("job failed", error=outcome.message)
     services = run.services
-    if outcome.action == "dead_letter":
+    dead_letter = outcome.action == "dead_letter"
+    if dead_letter:
         await services.dead_letters.add(run.job_id)
+    # One outcome a job end: a dead-lettered job is not counted as failed too.
+    await services.outcomes.count(run.record.kind, "dead_lettered" if dead_letter else "failed")
     await services.failures.record(run.job_id, outcome.message)
     await _ended(run, spec, outcome.message)
 
@@ -240,6 +260,7 @@ async def _end_if_cancelled(run: Run, spec: JobSpec) -> None:
         )
     except Superseded:
         return
+    await run.services.outcomes.count(run.record.kind, "cancelled")
     await _ended(run, spec, cancelled.message)
 
 

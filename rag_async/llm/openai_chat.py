@@ -26,6 +26,7 @@ import orjson
 import structlog
 
 from ..errors import ProviderError
+from ..metrics import count_tokens
 from ..retry import backoff, status_error
 from ..sources import Source
 from .prompt import build_messages
@@ -122,6 +123,8 @@ class OpenAIChat:
             raise _status_error(error) from error
         except (openai.APIConnectionError, openai.APITimeoutError, httpx2.TransportError) as error:
             raise _connection_error(error, progress) from error
+        if progress.usage is not None:
+            count_tokens(progress.usage)
         if not progress.finished:
             # A proxy or a crashed server can end the body cleanly mid-answer: without the
             # stop chunk or [DONE] the text may be cut anywhere, so it is not an answer.
@@ -143,6 +146,9 @@ class OpenAIChat:
                     messages=messages,
                     max_tokens=self._max_tokens,
                     stream=True,
+                    # The token counts come in a last chunk (no choices): rag_llm_tokens_total.
+                    # A server that knows no such option ignores it.
+                    stream_options={"include_usage": True},
                 )
             )
         progress.responded = True
@@ -208,24 +214,27 @@ class _Progress:
     responded: bool = False
     received: int = 0
     finished: bool = False
+    usage: dict[str, Any] | None = None  # the token counts, if the server sent them
 
     def take(self, line: bytes) -> str | None:
         """The text of one stream line, counted."""
-        text, end = _parse(line)
+        text, end, usage = _parse(line)
         self.finished = self.finished or end
+        self.usage = usage or self.usage
         if text:
             self.received += len(text)
         return text
 
 
-def _parse(line: bytes) -> tuple[str | None, bool]:
-    """The delta text of one line of a chat-completions SSE stream (None if it has none), and
-    whether the line says the answer is finished ([DONE], or a choice's finish_reason)."""
+def _parse(line: bytes) -> tuple[str | None, bool, dict[str, Any] | None]:
+    """The delta text of one line of a chat-completions SSE stream (None if it has none),
+    whether the line says the answer is finished ([DONE], or a choice's finish_reason), and
+    the token usage it reports, if any."""
     if not line.startswith(b"data:"):
-        return None, False  # blank separators, comments and other fields carry no text
+        return None, False, None  # blank separators, comments and other fields carry no text
     data = line[5:].strip()
     if data == b"[DONE]":
-        return None, True
+        return None, True, None
     try:
         chunk = orjson.loads(data)
     except orjson.JSONDecodeError as error:
@@ -242,13 +251,16 @@ def _parse(line: bytes) -> tuple[str | None, bool]:
         raise ProviderError(
             f"the LLM reported an error mid-stream: {chunk['error']}", retryable=True
         )
+    usage = chunk.get("usage")
+    usage = usage if isinstance(usage, dict) else None
     choices = chunk.get("choices")
     if not choices or not isinstance(choices, list) or not isinstance(choices[0], dict):
-        return None, False  # e.g. the usage chunk
+        return None, False, usage  # e.g. the usage chunk
     choice = choices[0]
     delta = choice.get("delta")
     content = delta.get("content") if isinstance(delta, dict) else None
-    return (content if isinstance(content, str) else None), bool(choice.get("finish_reason"))
+    text = content if isinstance(content, str) else None
+    return text, bool(choice.get("finish_reason")), usage
 
 
 def _check_content_type(headers: Mapping[str, str]) -> None:

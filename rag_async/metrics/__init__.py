@@ -1,0 +1,26 @@
+"""Prometheus metrics: the process's own (process.py), the service's read from Valkey
+(cluster.py), and how they are served (http.py). The metric names are a contract with the
+dashboards, alerts and autoscaler of deploy/ and docs/operations.md."""
+
+from .cluster import ClusterCollector, JobOutcomes
+from .http import (
+    CONTENT_TYPE_LATEST,
+    ProcessMetricsServer,
+    RequestTimer,
+    exposition,
+    serve_process_metrics,
+)
+from .process import SSE_CONNECTIONS, count_tokens, observe_stages
+
+__all__ = [
+    "CONTENT_TYPE_LATEST",
+    "SSE_CONNECTIONS",
+    "ClusterCollector",
+    "JobOutcomes",
+    "ProcessMetricsServer",
+    "RequestTimer",
+    "count_tokens",
+    "exposition",
+    "observe_stages",
+    "serve_process_metrics",
+]
