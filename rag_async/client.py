@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import orjson
@@ -130,10 +131,10 @@ class RagClient:
         return entries
 
     async def document(self, document_id: str) -> dict[str, Any]:
-        return _json_or_raise(await self._http.get(f"/documents/{document_id}"))
+        return _json_or_raise(await self._http.get(f"/documents/{_segment(document_id)}"))
 
     async def delete_document(self, document_id: str) -> dict[str, Any]:
-        return _json_or_raise(await self._http.delete(f"/documents/{document_id}"))
+        return _json_or_raise(await self._http.delete(f"/documents/{_segment(document_id)}"))
 
     async def dead_letters(self) -> list[dict[str, Any]]:
         response = await self._http.get("/dead-letters")
@@ -141,16 +142,25 @@ class RagClient:
         return entries
 
     async def requeue(self, job_id: str) -> dict[str, Any]:
-        return _json_or_raise(await self._http.post(f"/dead-letters/{job_id}/requeue"))
+        return _json_or_raise(await self._http.post(f"/dead-letters/{_segment(job_id)}/requeue"))
 
     async def drop_dead_letter(self, job_id: str) -> None:
-        response = await self._http.delete(f"/dead-letters/{job_id}")
+        response = await self._http.delete(f"/dead-letters/{_segment(job_id)}")
         if response.status_code != 204:
             _json_or_raise(response)
 
     async def job(self, job_id: str) -> dict[str, Any]:
-        response = await self._http.get(f"/jobs/{job_id}")
+        response = await self._http.get(f"/jobs/{_segment(job_id)}")
         return _json_or_raise(response)
+
+    async def cancel(self, job_id: str) -> dict[str, Any]:
+        """Cancel a job; returns its `status`: `cancelled` (it was queued) or `cancelling` (a
+        worker stops it within a poll, and its stream ends with a `cancelled` event)."""
+        return _json_or_raise(await self._http.delete(f"/jobs/{_segment(job_id)}"))
+
+    async def stats(self) -> dict[str, Any]:
+        """Queue depth, jobs in flight, breakers; for an admin also workers and failures."""
+        return _json_or_raise(await self._http.get("/stats"))
 
     async def follow(self, job_id: str, after: int = 0) -> AsyncIterator[JobEvent]:
         """Every event of the job after `after`, until its final one, across reconnects.
@@ -166,7 +176,7 @@ class RagClient:
             try:
                 headers = {"Last-Event-ID": str(last)} if last else {}
                 async with aconnect_sse(
-                    self._http, "GET", f"/jobs/{job_id}/events", headers=headers
+                    self._http, "GET", f"/jobs/{_segment(job_id)}/events", headers=headers
                 ) as source:
                     if source.response.status_code == 204:
                         return  # nothing after `last` and the job is over
@@ -204,6 +214,11 @@ class RagClient:
             path, content=orjson.dumps(body), headers={"content-type": "application/json"}
         )
         return _json_or_raise(response)
+
+
+def _segment(value: str) -> str:
+    """An id as one path segment: `../stats` names no job, it does not lead elsewhere."""
+    return quote(value, safe="")
 
 
 def _json_or_raise(response: httpx.Response) -> dict[str, Any]:

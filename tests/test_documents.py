@@ -393,7 +393,7 @@ async def test_cli_ingests_a_folder_into_a_collection(docs: Stack, tmp_path: Pat
     assert await sources_for(docs, "wombat") == []
 
     shown = await asyncio.to_thread(run_cli, "documents", "list", "--collection", "zoo", env=env)
-    assert "3 document(s)" in shown.stdout, shown.stdout + shown.stderr
+    assert "3 documents" in shown.stdout, shown.stdout + shown.stderr
     notes = next(d for d in listed if d["title"] == "Notes")
     deleted = await asyncio.to_thread(run_cli, "documents", "delete", notes["document_id"], env=env)
     assert deleted.returncode == 0, deleted.stderr

@@ -146,7 +146,7 @@ async def test_dead_letters_can_be_listed_requeued_and_dropped(valkey: Any, tmp_
         assert (entry["job_id"], entry["request"], entry["attempts"]) == (job_id, "tea?", 2)
         env = cli_env(settings, RAG_API_URL=stack.base_url)
         listed = await asyncio.to_thread(run_cli, "dlq", "list", env=env)
-        assert job_id in listed.stdout and "1 dead letter(s)" in listed.stdout
+        assert job_id in listed.stdout and "1 dead letter\n" in listed.stdout
 
         async with serve_openai(ServerConfig(tokens=5, tokens_per_second=0), port=port):
             await stack.client.requeue(job_id)  # the LLM is back: this time it answers
@@ -159,7 +159,7 @@ async def test_dead_letters_can_be_listed_requeued_and_dropped(valkey: Any, tmp_
         async with httpx.AsyncClient(base_url=stack.base_url) as http:
             assert (await http.delete(f"/dead-letters/{job_id}")).status_code == 404
         purged = await asyncio.to_thread(run_cli, "dlq", "purge", env=env)
-        assert "dropped 0 dead letter(s)" in purged.stdout, purged.stderr
+        assert "dropped 0 dead letters" in purged.stdout, purged.stderr
 
 
 async def test_a_breaker_defers_jobs_while_the_llm_is_down(valkey: Any, tmp_path: Path) -> None:

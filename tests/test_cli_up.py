@@ -1,0 +1,52 @@
+"""`rag-async up --host/--port/--data-dir`, as a process started the way a user starts it."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from rag_async.embedded_valkey import free_port
+from tests.conftest import run_cli
+from tests.support.processes import bare_env, console_script, started
+
+
+@pytest.mark.timeout(90)
+def test_up_serves_where_its_options_say(tmp_path: Path) -> None:
+    port = free_port()
+    data = tmp_path / "kept-here"
+    env = bare_env(RAG_DEMO_CORPUS="false", RAG_LOG_LEVEL="INFO", RAG_PORT=str(free_port()))
+    command = [
+        *console_script("rag-async"),
+        *("up", "--host", "localhost", "--port", str(port), "--data-dir", str(data)),
+    ]
+    with started("up", command, env, tmp_path) as up:
+        up.wait_for("rag-async is up at", stream="stdout", timeout=60)
+        assert f"rag-async is up at http://localhost:{port} " in up.stdout(), "over RAG_PORT"
+        assert (data / "valkey").is_dir() and (data / "qdrant").is_dir()
+        assert not (tmp_path / ".rag-async").exists()
+
+        # Its API and worker processes got the options too.
+        stats = subprocess.run(
+            [*console_script("rag-async"), "stats", "--api-url", f"localhost:{port}"],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert stats.returncode == 0, stats.stderr
+        assert "workers: 1 alive" in stats.stdout, stats.stdout
+        assert up.terminate(timeout=20) == 0, up.describe()
+
+
+def test_up_refuses_bad_options_before_starting_anything(tmp_path: Path) -> None:
+    env = bare_env(RAG_DATA_DIR=str(tmp_path / "data"))
+    no_port = run_cli("up", "--port", "0", env=env)
+    anyone = run_cli("up", "--host", "0.0.0.0", "--port", str(free_port()), env=env)
+
+    assert no_port.returncode == 2 and "--port" in no_port.stderr, no_port.stderr
+    assert anyone.returncode == 2, anyone.stderr
+    assert "RAG_API_KEYS" in anyone.stderr and "Traceback" not in anyone.stderr
+    assert not (tmp_path / "data").exists()
