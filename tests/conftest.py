@@ -28,6 +28,8 @@ from tests.support.openai_server import ServerConfig, serve_openai
 from workers.settings import WorkerProcess
 
 REPO = Path(__file__).resolve().parent.parent
+# The page tests' browser and page (importing nothing of Playwright until a test needs it).
+pytest_plugins = ["tests.support.page_fixtures"]
 
 # Tests build their own Settings: a developer's RAG_* or OpenAI variables must not leak in
 # (an OPENAI_API_KEY would switch the offline answerer off, RAG_REDIS_URL point elsewhere).

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -20,23 +20,10 @@ from tests.support.browser import (  # skips the module without chromium or play
     Browser,
     Watched,
     ask,
-    launched_browser,
     open_page,
 )
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture(scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    async with launched_browser() as launched:
-        yield launched
-
-
-@pytest.fixture
-async def watched(browser: Browser) -> AsyncIterator[Watched]:
-    async with open_page(browser) as page:
-        yield page
 
 
 # An answer cut into pieces mid-construct: a code span, the emphasis, the list and the fence

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -16,29 +15,14 @@ from rag_async.parsing import FORMATS, UnsupportedFormat, format_of
 from tests.conftest import Stack, ingest, make_settings, running_stack, running_worker
 from tests.support.browser import (  # skips the module without chromium or playwright
     ANSWER_DONE,
-    Browser,
     Page,
     Watched,
     ask,
-    launched_browser,
-    open_page,
 )
 from tests.support.documents import add_document
 from tests.support.hostile import assemble_pdf
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture(scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    async with launched_browser() as launched:
-        yield launched
-
-
-@pytest.fixture
-async def watched(browser: Browser) -> AsyncIterator[Watched]:
-    async with open_page(browser) as page:
-        yield page
 
 
 def text_pdf(line: bytes) -> bytes:

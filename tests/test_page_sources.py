@@ -20,7 +20,6 @@ from tests.support.browser import (  # skips the module without chromium or play
     Watched,
     answer_text,
     ask,
-    launched_browser,
     open_page,
 )
 
@@ -42,12 +41,6 @@ GREEN = """# Green tea
 Green tea is steamed or pan-fired soon after picking. Steep green tea at 80 degrees for two
 minutes, or it turns bitter.
 """
-
-
-@pytest.fixture(scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    async with launched_browser() as launched:
-        yield launched
 
 
 @pytest.fixture

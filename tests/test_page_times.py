@@ -6,7 +6,6 @@ API, worker and Valkey."""
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -15,27 +14,12 @@ import pytest
 from tests.conftest import Stack, ingest
 from tests.support.browser import (  # skips the module without chromium or playwright
     ANSWER_DONE,
-    Browser,
     Page,
     Watched,
     ask,
-    launched_browser,
-    open_page,
 )
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture(scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    async with launched_browser() as launched:
-        yield launched
-
-
-@pytest.fixture
-async def watched(browser: Browser) -> AsyncIterator[Watched]:
-    async with open_page(browser) as page:
-        yield page
 
 
 async def chip_seconds(page: Page, stage: str) -> float:

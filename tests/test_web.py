@@ -23,25 +23,12 @@ from tests.support.browser import (  # skips the module without chromium or play
     answer_text,
     ask,
     grows_to,
-    launched_browser,
     open_page,
     shows_question,
 )
 from tests.support.openai_server import expected_answer
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture(scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    async with launched_browser() as launched:
-        yield launched
-
-
-@pytest.fixture
-async def watched(browser: Browser) -> AsyncIterator[Watched]:
-    async with open_page(browser) as page:
-        yield page
 
 
 async def test_tokens_arrive_before_done_and_citations_open_the_chunk(
