@@ -99,7 +99,7 @@ def run_up(settings: Settings) -> int:
         print(
             f"\nrag-async is up at {settings.api_base_url}  (Ctrl-C stops it)\n"
             f"  {_who_may_call(settings)}\n"
-            f'  try: rag-async ask "{_demo_question()}"\n',
+            f'  try: rag-async ask{_api_url_option(settings)} "{_demo_question()}"\n',
             flush=True,
         )
         return _supervise(children, env)
@@ -138,9 +138,18 @@ def _check_port_free(settings: Settings) -> None:
         except OSError as error:
             raise RuntimeError(
                 f"cannot listen on {settings.host}:{settings.port} ({error.strerror}): another "
-                f"program uses it. Stop it, or pick another port: RAG_PORT={settings.port + 1} "
-                "(also for the rag-async commands you run against it)"
+                f"program uses it. Stop it, or pick another port: rag-async up --port "
+                f"{settings.port + 1} (and --api-url localhost:{settings.port + 1} for the "
+                "commands you run against it)"
             ) from None
+
+
+def _api_url_option(settings: Settings) -> str:
+    """The `--api-url` other commands need to find this API, if its address is not theirs
+    by default."""
+    if settings.port == Settings.model_fields["port"].default:
+        return ""
+    return f" --api-url {settings.api_base_url}"
 
 
 def _start_valkey(settings: Settings, data_dir: Path) -> EmbeddedValkey:

@@ -24,6 +24,8 @@ def test_up_serves_where_its_options_say(tmp_path: Path) -> None:
     with started("up", command, env, tmp_path) as up:
         up.wait_for("rag-async is up at", stream="stdout", timeout=60)
         assert f"rag-async is up at http://localhost:{port} " in up.stdout(), "over RAG_PORT"
+        # ...and the command it suggests finds this API, not the default address.
+        assert f"try: rag-async ask --api-url http://localhost:{port} " in up.stdout()
         assert (data / "valkey").is_dir() and (data / "qdrant").is_dir()
         assert not (tmp_path / ".rag-async").exists()
 

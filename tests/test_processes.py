@@ -357,5 +357,6 @@ def test_up_on_a_busy_port_says_so_and_how_to_pick_another(
         result = run_cli("up", env=env, timeout=30)
     assert result.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
-    assert f"RAG_PORT={port + 1}" in result.stderr
+    assert f"rag-async up --port {port + 1}" in result.stderr
+    assert f"--api-url localhost:{port + 1}" in result.stderr
     assert "Traceback" not in result.stderr
