@@ -1,6 +1,7 @@
 #!/bin/sh
 # Makes the secret files docker-compose.yml mounts, once: a random Valkey password, the Redis
-# URL that carries it (what RAG_REDIS_URL_FILE names), and Grafana's admin password.
+# URL that carries it (what RAG_REDIS_URL_FILE names), Grafana's admin password, and an
+# API key for machines.
 # Existing files are kept. Usage: deploy/compose/make-secrets.sh [folder, default ./secrets]
 set -eu
 dir=${1:-secrets}
@@ -18,3 +19,8 @@ write() {  # name value: a file of that value, no newline, unless it exists
 write valkey_password "$(random)"
 write redis_url "redis://:$(cat "$dir/valkey_password")@valkey:6379/0"
 write grafana_admin_password "$(random)"
+# An API key for machines that read /stats or /metrics (KEDA's metrics-api, Prometheus): the
+# api_keys file (RAG_API_KEYS_FILE, one name=secret a line) starts with it; add your users'.
+write keda_api_key "$(random)"
+write api_keys "metrics=$(cat "$dir/keda_api_key")
+"
