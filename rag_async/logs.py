@@ -1,7 +1,10 @@
 """Structured logging for every process: readable lines on a terminal, JSON when asked.
 
-Context variables (request_id, job_id) bound with `structlog.contextvars` appear on every line
-logged while they are bound, from the API through the worker.
+Our own lines (structlog) and the libraries' (uvicorn, arq, httpx, openai, qdrant-client:
+the standard library's logging) go through the same processors and the same renderer, so
+with `RAG_LOG_JSON=true` every line on stderr is one JSON object. Context variables
+(request_id, job_id, attempt) bound with `structlog.contextvars` appear on every line logged
+while they are bound, a library's included: from the API through the worker.
 """
 
 from __future__ import annotations
@@ -12,6 +15,13 @@ import sys
 import structlog
 
 from .config import LogLevel
+
+# Libraries that install handlers of their own (uvicorn's default config, arq's CLI): their
+# lines must reach the root handler, and only it, to be rendered like the rest.
+_OWN_HANDLERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "arq")
+# A line per HTTP request is noise.
+_CHATTY = ("httpx", "httpx2", "httpcore")
+_configured = False
 
 
 def configure_logging(level: LogLevel = "INFO", *, json: bool = False, process: str = "") -> None:
@@ -33,16 +43,41 @@ def configure_logging(level: LogLevel = "INFO", *, json: bool = False, process: 
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=True,
     )
-    # Libraries (uvicorn, arq) log through the standard library: same stream, same level.
-    logging.basicConfig(
-        level=level.upper(),
-        stream=sys.stderr,
-        format=f"%(asctime)s [{process or 'rag'}] %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-        force=True,
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                renderer,
+            ],
+        )
     )
-    for chatty in ("httpx", "httpx2", "httpcore"):  # a line per HTTP request is noise
+    root = logging.getLogger()
+    for old in root.handlers[:]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    global _configured
+    _configured = True
+    route_library_logs()
+    for chatty in _CHATTY:
         logging.getLogger(chatty).setLevel(logging.WARNING)
+
+
+def route_library_logs() -> None:
+    """Send the lines of libraries that set up handlers of their own to the root handler
+    alone. Called again once a worker has started: arq's CLI configures its logger after
+    importing the worker's settings, that is after `configure_logging`. Nothing to do in a
+    process whose logging is someone else's (a test run, an embedding application)."""
+    if not _configured:
+        return
+    for name in _OWN_HANDLERS:
+        logger = logging.getLogger(name)
+        for old in logger.handlers[:]:
+            logger.removeHandler(old)
+        logger.propagate = True
 
 
 def _bind_process(name: str) -> structlog.types.Processor:

@@ -25,7 +25,7 @@ from rag_async.config import Settings, load_settings
 from rag_async.errors import ConfigurationError
 from rag_async.jobs import JOBS, Services, WorkerContext, job_function
 from rag_async.keys import Keys
-from rag_async.logs import configure_logging
+from rag_async.logs import configure_logging, route_library_logs
 from rag_async.metrics import serve_process_metrics
 from rag_async.queues import JOB_KINDS, LANES, Lane
 from rag_async.redis_pool import OUTAGE_ERRORS, connect_redis, outage_retry
@@ -43,6 +43,7 @@ def redis_settings(url: str) -> RedisSettings:
 
 
 async def startup(ctx: WorkerContext) -> None:
+    route_library_logs()  # arq's CLI has set up a handler of its own by now
     settings = ctx["settings"]
     services = ctx["services"] = await Services.open(settings, ctx["redis"])
     ctx["heartbeat"] = Heartbeat(
