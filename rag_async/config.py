@@ -7,6 +7,8 @@ Nothing here is instantiated at import time.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import difflib
 import os
 from collections.abc import Iterator
@@ -28,7 +30,14 @@ from .redaction import redact
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
-_URLS = ("redis_url", "qdrant_url", "api_url", "llm_base_url", "embed_base_url")
+_URLS = (
+    "redis_url",
+    "qdrant_url",
+    "api_url",
+    "llm_base_url",
+    "embed_base_url",
+    "otel_exporter_endpoint",
+)
 
 
 class Settings(BaseSettings):
@@ -219,7 +228,26 @@ class Settings(BaseSettings):
     # OpenTelemetry traces (the `otel` extra): on with RAG_OTEL=true, or when the standard
     # OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT is set; OTEL_* variables configure the exporter.
     otel: bool = False
+    otel_exporter_endpoint: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"
+        ),
+    )
     demo_corpus: bool = True
+
+    # Webhooks (rag_async/webhooks/): a job's `webhook_url`, or this default, is POSTed to when
+    # the job ends, signed as Standard Webhooks says with webhook_secret ("whsec_" and the
+    # base64 of 24 to 64 random bytes; without it no job may ask for a webhook).
+    webhook_url: str | None = None
+    webhook_secret: SecretStr | None = None
+    # The hosts webhooks may reach, comma-separated: names, "*.example.com" (its subdomains),
+    # IP literals, and "*" (any host at a public address). Unset: "*". A listed name or
+    # address may be private or loopback (the operator listed it); nothing else may, checked
+    # when the job is accepted and again on the addresses resolved at each delivery.
+    webhook_hosts: str | None = None
+    webhook_timeout: float = Field(default=10.0, gt=0)  # one delivery, connect to response
+    webhook_max_tries: int = Field(default=5, ge=1)  # then the delivery is dead-lettered
 
     @classmethod
     def settings_customise_sources(
@@ -233,6 +261,14 @@ class Settings(BaseSettings):
         # A variable set in the environment or .env wins over its *_FILE.
         sources = (init_settings, env_settings, dotenv_settings, SecretFiles(settings_cls))
         return (*sources, file_secret_settings)
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        """Standard Webhooks' form, so a receiver's library takes the same string."""
+        if value is not None and not _is_webhook_secret(value.get_secret_value()):
+            raise ValueError('must be "whsec_" and the base64 of 24 to 64 random bytes')
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -258,6 +294,14 @@ class Settings(BaseSettings):
     @property
     def llm_configured(self) -> bool:
         return bool(self.llm_base_url or self.llm_api_key)
+
+
+def _is_webhook_secret(text: str) -> bool:
+    try:
+        key = base64.b64decode(text.removeprefix("whsec_"), validate=True)
+    except binascii.Error:
+        return False
+    return text.startswith("whsec_") and 24 <= len(key) <= 64
 
 
 def secret_file_fields() -> tuple[str, ...]:

@@ -11,7 +11,7 @@ import re
 import secrets
 from collections.abc import Mapping
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict
@@ -51,6 +51,25 @@ class IngestProgress(BaseModel):
     total: int
 
 
+class WebhookAttempt(BaseModel):
+    """One try at delivering a job's webhook: the receiver's HTTP status, or why none came."""
+
+    at: float
+    status: int | None = None
+    error: str | None = None
+
+
+class WebhookDelivery(BaseModel):
+    """A job's webhook (rag_async/webhooks/): where, the message's id (the same on every try,
+    so a receiver can drop a repeat) and its event once the job has ended, and how it went."""
+
+    url: str
+    state: Literal["pending", "delivered", "failed"] = "pending"
+    id: str | None = None
+    event: str | None = None
+    attempts: list[WebhookAttempt] = []
+
+
 class JobRecord(BaseModel):
     """Every field a job's hash may hold; a missing or empty one reads as its default."""
 
@@ -64,6 +83,8 @@ class JobRecord(BaseModel):
     seq: int = 0  # the id of the job's latest event
     worker: str | None = None
     request_id: str | None = None
+    # The W3C trace context the worker continues (tracing.py), when the request had one.
+    traceparent: str | None = None
     owner: str | None = None  # the name of the API key that created it (none: the local user)
     # What was asked: a question, or a document to ingest or delete.
     query: str | None = None
@@ -82,6 +103,7 @@ class JobRecord(BaseModel):
     providers: dict[str, str] = {}
     error: str | None = None
     cancel_requested: bool = False
+    webhook: WebhookDelivery | None = None  # its URL is given when the job is created only
     created_at: float | None = None
     started_at: float | None = None
     finished_at: float | None = None
@@ -100,7 +122,7 @@ class JobRecord(BaseModel):
         return self.seq
 
 
-_JSON_FIELDS = frozenset({"sources", "progress", "timings", "providers"})
+_JSON_FIELDS = frozenset({"sources", "progress", "timings", "providers", "webhook"})
 
 
 def record_fields(**values: Any) -> dict[str, str]:

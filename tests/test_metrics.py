@@ -51,6 +51,7 @@ async def scrape(base_url: str, **headers: str) -> Samples:
 
 @pytest.fixture
 def clean_llm(llm: OpenAIApp) -> Iterator[OpenAIApp]:
+    llm.config.ttft, llm.config.tokens, llm.config.tokens_per_second = 0.0, 12, 200
     llm.config.faults.clear()
     llm.config.fault = None
     yield llm

@@ -29,6 +29,7 @@ from rag_async.logs import configure_logging, route_library_logs
 from rag_async.metrics import serve_process_metrics
 from rag_async.queues import JOB_KINDS, LANES, Lane
 from rag_async.redis_pool import OUTAGE_ERRORS, connect_redis, outage_retry
+from rag_async.tracing import setup_tracing
 
 log = structlog.get_logger(__name__)
 
@@ -45,6 +46,7 @@ def redis_settings(url: str) -> RedisSettings:
 async def startup(ctx: WorkerContext) -> None:
     route_library_logs()  # arq's CLI has set up a handler of its own by now
     settings = ctx["settings"]
+    setup_tracing(settings, "rag-async-worker")
     services = ctx["services"] = await Services.open(settings, ctx["redis"])
     ctx["heartbeat"] = Heartbeat(
         ctx["redis"],

@@ -17,6 +17,7 @@ from ..metrics import ClusterCollector, RequestTimer
 from ..redaction import redact
 from ..redis_pool import connect_redis
 from ..schemas import ErrorBody
+from ..tracing import setup_tracing
 from .browser import (
     HostCheck,
     OriginCheck,
@@ -57,6 +58,7 @@ _ROUTERS = [
 def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, object]]:
+        setup_tracing(settings, "rag-async-api")
         redis = connect_redis(settings, client_name="rag-api", ride_out_outages=False)
         state = AppState.open(settings, redis)
         log.info("api ready", redis=redact(settings.redis_url or ""))

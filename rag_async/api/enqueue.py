@@ -17,6 +17,7 @@ from ..jobrecord import JobRecord, JobStatus, record_fields
 from ..queues import Kind
 from ..quotas import held_to_quotas
 from ..schemas import JobAccepted
+from ..tracing import traceparent_for_job
 from .state import AppState
 
 A = TypeVar("A", bound=JobAccepted)
@@ -59,6 +60,8 @@ async def enqueue(
     caller = submission.caller
     limit = state.settings.max_unfinished_jobs_per_key if held_to_quotas(caller) else 0
     fields = {**fields, "request_id": request_id(request, job_id), "owner": caller.name}
+    if traceparent := traceparent_for_job(request.headers.get("traceparent")):
+        fields["traceparent"] = traceparent  # the worker's spans join the request's trace
     if not await state.jobs.create(job_id, kind, fields, upload=upload, max_unfinished=limit):
         raise LimitReached(
             f"this key has {limit} unfinished jobs, as many as a key may; retry when some "

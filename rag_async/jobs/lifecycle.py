@@ -26,12 +26,14 @@ import asyncio
 import itertools
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
 from arq import Retry
 
+from .. import tracing
 from ..breaker import BreakerOpen
 from ..errors import RagError
 from ..eventlog import Superseded
@@ -69,6 +71,7 @@ class Run:
         self.attempt = attempt
         self.started = time.time()
         self.timings: dict[str, float] = {}
+        self.laps: list[tuple[str, float, float]] = []  # (timing, from, to): trace spans
         self._writes = itertools.count()
 
     @property
@@ -95,6 +98,7 @@ class Run:
         """Record the seconds since `since` as `timing`; return the time now."""
         now = time.time()
         self.timings[timing] = now - since
+        self.laps.append((timing, since, now))
         return now
 
 
@@ -129,7 +133,7 @@ def job_function(spec: JobSpec, *, timeout: float, max_tries: int) -> JobFunctio
             if record is None or record.status.ended:
                 return
             ids = {"request_id": record.request_id, "attempt": record.attempt}
-            with structlog.contextvars.bound_contextvars(**ids):
+            with structlog.contextvars.bound_contextvars(**ids), _job_span(record):
                 await _run(services, record, spec, ctx.get("job_try", 1), timeout, max_tries)
 
     return run_job
@@ -163,6 +167,30 @@ async def _run(
         await _attempt(run, spec, time_limit=time_limit, job_try=job_try, max_tries=max_tries)
 
 
+def _job_span(record: JobRecord) -> AbstractContextManager[object]:
+    """The trace span of one run of the job, a child of the request that created it. The
+    first run's span starts when the job was created, so that the queue wait lies within."""
+    first = record.attempt == 0 and record.created_at is not None
+    attributes = {"rag.job_id": record.job_id, "rag.kind": record.kind}
+    start = record.created_at if first else None
+    return tracing.span("job", parent=record.traceparent, start=start, attributes=attributes)
+
+
+def _trace_stages(run: Run) -> None:
+    """The attempt's measured stages as spans of the job's (when traces are on)."""
+    if not tracing.active():
+        return
+    if run.record.attempt == 0 and run.record.created_at is not None:
+        tracing.stage_span("queue_wait", run.record.created_at, run.started)
+    for timing, since, until in run.laps:
+        if timing in _STAGE_SPANS:
+            tracing.stage_span(timing, since, until, {"rag.attempt": run.attempt})
+
+
+# Timings that are stages of their own; the others (time to first token, total) span several.
+_STAGE_SPANS = frozenset({"embedding", "retrieval", "generation"})
+
+
 async def _attempt(
     run: Run, spec: JobSpec, *, time_limit: float, job_try: int, max_tries: int
 ) -> None:
@@ -181,6 +209,8 @@ async def _attempt(
         if isinstance(error, TimeoutError) and deadline.expired():
             error = JobTimedOut(f"the job took longer than its limit of {time_limit:g} s")
         await _settle(run, spec, error, job_try, max_tries)
+    finally:
+        _trace_stages(run)
 
 
 async def _complete(run: Run, finished: Finished) -> None:

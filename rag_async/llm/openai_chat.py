@@ -25,6 +25,7 @@ import openai
 import orjson
 import structlog
 
+from .. import tracing
 from ..errors import ProviderError
 from ..metrics import count_tokens
 from ..retry import backoff, status_error
@@ -109,13 +110,19 @@ class OpenAIChat:
         loop = asyncio.get_running_loop()
         first = _Wait(min(loop.time() + self._timeouts.first_token, deadline), "first")
         progress = _Progress(first)
+        # Not the current span: the context between two yields is the consumer's.
+        call = tracing.span(
+            "llm.chat", current=False, attributes={"gen_ai.request.model": self._model}
+        )
         try:
-            async with contextlib.AsyncExitStack() as stack:
-                body = await self._open(stack, messages, progress)
-                texts = self._texts(body, progress, deadline)
-                async with contextlib.aclosing(texts):
-                    async for text in texts:
-                        yield text
+            with call as span:
+                async with contextlib.AsyncExitStack() as stack:
+                    body = await self._open(stack, messages, progress)
+                    texts = self._texts(body, progress, deadline)
+                    async with contextlib.aclosing(texts):
+                        async for text in texts:
+                            yield text
+                _trace_usage(span, progress.usage)
         except TimeoutError as error:
             message = progress.waiting.failure(self._timeouts, deadline, loop.time())
             raise ProviderError(message, retryable=True) from error
@@ -261,6 +268,13 @@ def _parse(line: bytes) -> tuple[str | None, bool, dict[str, Any] | None]:
     content = delta.get("content") if isinstance(delta, dict) else None
     text = content if isinstance(content, str) else None
     return text, bool(choice.get("finish_reason")), usage
+
+
+def _trace_usage(span: Any, usage: dict[str, Any] | None) -> None:
+    if span is not None and usage:
+        for name, key in (("input", "prompt_tokens"), ("output", "completion_tokens")):
+            if isinstance(usage.get(key), int):
+                span.set_attribute(f"gen_ai.usage.{name}_tokens", usage[key])
 
 
 def _check_content_type(headers: Mapping[str, str]) -> None:
