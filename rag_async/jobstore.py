@@ -18,6 +18,7 @@ from .eventlog import EventLog
 from .events import CancelledEvent
 from .jobrecord import JobRecord, JobStatus, record_fields
 from .keys import Keys
+from .metrics import JobOutcomes
 from .queues import JobQueue, Kind
 
 _ENDED = [status.value for status in JobStatus if status.ended]
@@ -166,6 +167,8 @@ class Cancellation:
                 CancelledEvent(message="cancelled before it started"),
                 record_fields(stage="cancelled", finished_at=time.time()),
             )
+            # No worker will see this end: it is counted here (a running job's, by its worker).
+            await JobOutcomes(self._redis, self._keys).count(record.kind, "cancelled")
             return "cancelled"
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hset(self._keys.job(job_id), mapping=record_fields(cancel_requested=True))

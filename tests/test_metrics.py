@@ -204,3 +204,14 @@ async def test_only_an_admin_key_reads_metrics_when_the_api_has_keys(
     assert (anonymous.status_code, user.status_code, admin.status_code) == (401, 403, 200)
     assert user.json()["error"]["code"] == "forbidden", user.text
     assert "rag_queue_depth" in admin.text
+
+
+async def test_a_job_cancelled_before_any_worker_took_it_counts_as_cancelled(
+    settings: Settings,
+) -> None:
+    async with running_stack(settings, with_worker=False) as stack:
+        job_id = (await stack.client.ask("tea?"))["job_id"]
+        assert (await stack.client.cancel(job_id))["status"] == "cancelled"
+        figures = await scrape(stack.base_url)
+    assert value(figures, "rag_jobs_total", kind="chat", outcome="cancelled") == 1
+    assert value(figures, "rag_queue_depth", queue="questions") == 0
