@@ -105,11 +105,12 @@ def _settings_variables() -> set[str]:
     """Every environment variable that Settings reads."""
     names = set()
     for name, field in Settings.model_fields.items():
-        names.add(f"RAG_{name.upper()}")
         if isinstance(field.validation_alias, AliasChoices):
             names.update(c for c in field.validation_alias.choices if isinstance(c, str))
         elif isinstance(field.validation_alias, str):
             names.add(field.validation_alias)
+        else:
+            names.add(f"RAG_{name.upper()}")
     return names
 
 

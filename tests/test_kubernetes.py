@@ -135,9 +135,10 @@ def test_the_validators_refuse_what_is_wrong() -> None:
 def _settings_variables() -> set[str]:
     names = set()
     for name, field in Settings.model_fields.items():
-        names.add(f"RAG_{name.upper()}")
         if isinstance(field.validation_alias, AliasChoices):
             names.update(c for c in field.validation_alias.choices if isinstance(c, str))
+        else:
+            names.add(f"RAG_{name.upper()}")
     return names
 
 
