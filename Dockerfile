@@ -21,6 +21,7 @@ USER rag
 WORKDIR /home/rag
 
 EXPOSE 8000
-# No HEALTHCHECK here: the same image runs workers, which serve no HTTP. The compose file
-# checks the API's /healthz.
+# No HEALTHCHECK here: the same image runs the API and the workers, which are checked
+# differently (the API's /healthz, a worker's heartbeat in Valkey): docker-compose.yml and
+# deploy/kubernetes/ say how.
 CMD ["rag-async", "api"]

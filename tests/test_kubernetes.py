@@ -28,6 +28,7 @@ from pydantic import AliasChoices
 
 from rag_async.config import Settings, secret_file_fields
 from rag_async.embedded_valkey import EmbeddedValkey
+from rag_async.identity import KeyRing
 from tests.conftest import make_settings, running_api
 
 REPO = Path(__file__).resolve().parent.parent
@@ -285,3 +286,44 @@ async def test_stats_gives_what_the_metrics_api_trigger_reads(
         for part in trigger["metadata"]["valueLocation"].split("."):
             value = value[part]
         assert isinstance(value, int) and value >= 0
+
+
+def test_prometheus_scrapes_the_pods_with_the_admin_key(tmp_path: Path) -> None:
+    """The scrape configs keep the API's and the workers' pods by their labels and ports; the
+    API's with the admin key make-secrets.sh makes and config.env names."""
+    config = yaml.safe_load(
+        (REPO / "deploy" / "monitoring" / "prometheus-kubernetes.yml").read_text()
+    )
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    for job, name, port in (
+        ("rag-async-api", "api", "http"),
+        ("rag-async-worker", "worker", "metrics"),
+    ):
+        keep = {
+            r["source_labels"][0]: r["regex"]
+            for r in jobs[job]["relabel_configs"]
+            if r.get("action") == "keep"
+        }
+        labels = OBJECTS[("Deployment", name)]["spec"]["template"]["metadata"]["labels"]
+        assert (
+            keep["__meta_kubernetes_pod_label_app_kubernetes_io_name"]
+            == labels["app.kubernetes.io/name"]
+        )
+        ports = {p["name"] for p in _container("Deployment", name)["ports"]}
+        assert keep["__meta_kubernetes_pod_container_port_name"] == port and port in ports
+    assert (
+        int(CONFIG["RAG_WORKER_METRICS_PORT"]) == 9101
+        and CONFIG["RAG_WORKER_METRICS_HOST"] == "0.0.0.0"
+    )
+    key_file = jobs["rag-async-api"]["authorization"]["credentials_file"]
+    subprocess.run(
+        ["sh", str(REPO / "deploy" / "compose" / "make-secrets.sh"), str(tmp_path)],
+        check=True,
+        capture_output=True,
+    )
+    key = (tmp_path / Path(key_file).name).read_text()
+    assert (tmp_path / "admin_keys").read_text() == f"prometheus={key}"
+    assert CONFIG["RAG_ADMIN_KEYS_FILE"] == "/run/secrets/rag-async/admin_keys"
+    settings = Settings(_env_file=None, admin_keys=(tmp_path / "admin_keys").read_text())
+    principal = KeyRing.from_settings(settings).identify(key)
+    assert principal is not None and principal.admin

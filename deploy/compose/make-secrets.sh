@@ -24,3 +24,6 @@ write grafana_admin_password "$(random)"
 write keda_api_key "$(random)"
 write api_keys "metrics=$(cat "$dir/keda_api_key")
 "
+# An admin key for Prometheus: the API's /metrics wants one when the API has keys.
+write prometheus_api_key "$(random)"
+write admin_keys "prometheus=$(cat "$dir/prometheus_api_key")"
