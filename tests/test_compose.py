@@ -34,7 +34,7 @@ from rag_async.cli import app as cli_app
 from rag_async.config import Settings, load_settings, secret_file_fields
 from rag_async.embedded_valkey import EmbeddedValkey
 from rag_async.errors import ConfigurationError
-from rag_async.identity import check_exposure
+from rag_async.identity import KeyRing, check_exposure
 from tests.conftest import make_settings, running_worker
 
 REPO = Path(__file__).resolve().parent.parent
@@ -624,3 +624,23 @@ def test_the_dashboard_shows_the_contract_metrics() -> None:
     exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
     for quantile in ("0.5", "0.95", "0.99"):
         assert f"histogram_quantile({quantile}," in exprs
+
+
+def test_keys_from_the_secret_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the two lines the compose file's comment gives, the API has keys from the mounted
+    files: the `metrics` user and the `prometheus` admin, whose key /metrics wants."""
+    for name in _settings_variables():
+        monkeypatch.delenv(name, raising=False)
+    files = _secret_files(tmp_path)
+    assert {"api_keys", "admin_keys"} <= set(SERVICES["api"]["secrets"])
+    for name, value in _container_environment("api", {}, files).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("RAG_API_KEYS_FILE", files["api_keys"])
+    monkeypatch.setenv("RAG_ADMIN_KEYS_FILE", files["admin_keys"])
+    settings, warnings = load_settings()
+    assert settings.api_keys_configured and warnings == []
+    keys = KeyRing.from_settings(settings)
+    prometheus = keys.identify(Path(files["prometheus_api_key"]).read_text())
+    metrics = keys.identify((tmp_path / "keda_api_key").read_text())
+    assert prometheus is not None and prometheus.admin
+    assert metrics is not None and not metrics.admin
