@@ -11,7 +11,9 @@ The path of a trace:
     POST /chat (FastAPI's own server span, once a tracer provider is set: its parent the
       │         client's `traceparent`, if it sent one; FastAPI's spans of the route within)
       └ job (the worker's; its parent, the route's span, stored with the job record)
-          ├ queue_wait, embedding, retrieval, generation (the attempt's measured stages)
+          ├ valkey.start_attempt, valkey.complete (the lifecycle's steps in Valkey)
+          ├ queue_wait, embedding, retrieval (the Qdrant search), generation: the attempt's
+          │   measured stages, recorded as spans once measured
           └ llm.chat (the call to the LLM server, with its token counts)
 
 Without tracing in the API, a valid `traceparent` the client sent is stored as it came, so a

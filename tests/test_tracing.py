@@ -96,12 +96,13 @@ async def test_one_trace_from_the_clients_request_to_the_llm_call(
     job = named(finished, "job")
     stages = [named(finished, name) for name in ("queue_wait", "retrieval", "generation")]
     llm_call = named(finished, "llm.chat")
-    for span in (request, job, *stages, llm_call):
+    valkey = [named(finished, name) for name in ("valkey.start_attempt", "valkey.complete")]
+    for span in (request, job, *stages, llm_call, *valkey):
         assert span.context is not None and f"{span.context.trace_id:032x}" == trace_id, span
     assert parent_of(request) == int(client_span, 16)
     assert request.context is not None and request.context.span_id in ancestors(job, finished)
     assert job.context is not None
-    assert {parent_of(span) for span in (*stages, llm_call)} == {job.context.span_id}
+    assert {parent_of(span) for span in (*stages, llm_call, *valkey)} == {job.context.span_id}
     # The stages follow one another, within the job.
     starts = [span.start_time or 0 for span in stages]
     assert starts == sorted(starts) and (job.start_time or 0) <= starts[0]

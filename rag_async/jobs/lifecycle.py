@@ -15,6 +15,7 @@ happens here, once:
       ├─ cancelled, the worker is stopping ───► nothing: the job runs again elsewhere
       └─ superseded by a newer attempt ───────► nothing: the newer attempt owns the job
     on any end: the TTL restarts; on a failed or cancelled one, the kind's `on_failure` hook
+    on any end, last: the job's webhook, if it has one, is queued for delivery (webhooks/)
 
 arq's own timeout and tries would end a job inside arq without a word to the record, so they
 are set out of reach (workers/settings.py) and the limits here are the ones that act.
@@ -159,7 +160,8 @@ async def _run(
     except BreakerOpen as error:
         await _settle(Run(services, record, record.attempt), spec, error, job_try, max_tries)
         raise  # not reached: a deferral raises arq's Retry
-    attempt = await services.jobs.start_attempt(record.job_id)
+    with tracing.span("valkey.start_attempt", attributes=_VALKEY):
+        attempt = await services.jobs.start_attempt(record.job_id)
     if not attempt:
         return
     with structlog.contextvars.bound_contextvars(attempt=attempt):
@@ -184,11 +186,19 @@ def _trace_stages(run: Run) -> None:
         tracing.stage_span("queue_wait", run.record.created_at, run.started)
     for timing, since, until in run.laps:
         if timing in _STAGE_SPANS:
-            tracing.stage_span(timing, since, until, {"rag.attempt": run.attempt})
+            attributes: dict[str, str | int] = {"rag.attempt": run.attempt}
+            attributes.update(_STAGE_SPANS[timing])
+            tracing.stage_span(timing, since, until, attributes)
 
 
-# Timings that are stages of their own; the others (time to first token, total) span several.
-_STAGE_SPANS = frozenset({"embedding", "retrieval", "generation"})
+# Timings that are stages of their own, and what they call; the others (time to first token,
+# total) span several stages.
+_STAGE_SPANS: dict[str, dict[str, str]] = {
+    "embedding": {"rag.calls": "embedder"},
+    "retrieval": {"db.system": "qdrant"},  # the search; Qdrant Edge or a server
+    "generation": {"rag.calls": "llm"},
+}
+_VALKEY = {"db.system": "redis"}
 
 
 async def _attempt(
@@ -223,18 +233,20 @@ async def _complete(run: Run, finished: Finished) -> None:
         providers=dict(finished.providers),
         chunks=finished.chunks,
     )
-    await run.emit(
-        done,
-        status=JobStatus.COMPLETE,
-        stage="done",
-        answer=finished.answer,
-        timings=run.timings,
-        providers=finished.providers,
-        chunks=finished.chunks,
-        finished_at=finished_at,
-    )
-    await run.services.jobs.ended(run.job_id)
+    with tracing.span("valkey.complete", attributes=_VALKEY):
+        await run.emit(
+            done,
+            status=JobStatus.COMPLETE,
+            stage="done",
+            answer=finished.answer,
+            timings=run.timings,
+            providers=finished.providers,
+            chunks=finished.chunks,
+            finished_at=finished_at,
+        )
+        await run.services.jobs.ended(run.job_id)
     await run.services.outcomes.count(run.record.kind, "complete")
+    await run.services.webhooks.job_ended(run.record, JobStatus.COMPLETE)
     observe_stages(run.record.kind, run.timings)
     log.info("job complete", kind=run.record.kind, total_ms=round(run.timings["total"] * 1000, 1))
 
@@ -274,7 +286,7 @@ async def _end(run: Run, spec: JobSpec, outcome: Outcome) -> None:
     # One outcome a job end: a dead-lettered job is not counted as failed too.
     await services.outcomes.count(run.record.kind, "dead_lettered" if dead_letter else "failed")
     await services.failures.record(run.job_id, outcome.message)
-    await _ended(run, spec, outcome.message)
+    await _ended(run, spec, outcome.message, JobStatus.FAILED)
 
 
 async def _end_if_cancelled(run: Run, spec: JobSpec) -> None:
@@ -291,10 +303,11 @@ async def _end_if_cancelled(run: Run, spec: JobSpec) -> None:
     except Superseded:
         return
     await run.services.outcomes.count(run.record.kind, "cancelled")
-    await _ended(run, spec, cancelled.message)
+    await _ended(run, spec, cancelled.message, JobStatus.CANCELLED)
 
 
-async def _ended(run: Run, spec: JobSpec, reason: str) -> None:
+async def _ended(run: Run, spec: JobSpec, reason: str, status: JobStatus) -> None:
     await run.services.jobs.ended(run.job_id)
     if spec.on_failure is not None:
         await spec.on_failure(run.services, run.record, reason)
+    await run.services.webhooks.job_ended(run.record, status)

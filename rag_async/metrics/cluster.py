@@ -13,6 +13,7 @@ import asyncio
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -100,8 +101,8 @@ class Figures:
     breakers: dict[str, str] = field(default_factory=dict)
 
 
-async def read_figures(redis: Redis, keys: Keys, dead_after: float) -> Figures:
-    queue_script = redis.register_script(_QUEUE)
+async def read_figures(redis: Redis, keys: Keys, dead_after: float, queue_script: Any) -> Figures:
+    """Every figure, in two round trips (the queues' and dead letters', then /stats')."""
     in_progress = keys.arq_in_progress("")
     async with redis.pipeline(transaction=False) as pipe:
         for lane in LANES:
@@ -133,13 +134,16 @@ class ClusterCollector(Collector):
         self._figures: Figures | None = None
         self._read_at = float("-inf")
         self._lock = asyncio.Lock()
+        self._queue_script = redis.register_script(_QUEUE)
 
     async def refresh(self) -> None:
         async with self._lock:  # concurrent scrapes share one read
             if time.monotonic() - self._read_at < self._max_age:
                 return
             try:
-                self._figures = await read_figures(self._redis, self._keys, self._dead_after)
+                self._figures = await read_figures(
+                    self._redis, self._keys, self._dead_after, self._queue_script
+                )
             except RedisError as error:
                 log.warning("metrics: could not read Valkey", error=str(error))
                 self._figures = None
