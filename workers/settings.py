@@ -23,13 +23,14 @@ from redis.exceptions import RedisError
 from rag_async.activity import Heartbeat
 from rag_async.config import Settings, load_settings
 from rag_async.errors import ConfigurationError
-from rag_async.jobs import JOBS, Services, WorkerContext, job_function
+from rag_async.jobs import JOBS, Services, WorkerContext, deliver_webhook, job_function
 from rag_async.keys import Keys
 from rag_async.logs import configure_logging, route_library_logs
 from rag_async.metrics import serve_process_metrics
 from rag_async.queues import JOB_KINDS, LANES, Lane
 from rag_async.redis_pool import OUTAGE_ERRORS, connect_redis, outage_retry
 from rag_async.tracing import setup_tracing
+from rag_async.webhooks import DELIVERY_FUNCTION
 
 log = structlog.get_logger(__name__)
 
@@ -47,6 +48,10 @@ async def startup(ctx: WorkerContext) -> None:
     route_library_logs()  # arq's CLI has set up a handler of its own by now
     settings = ctx["settings"]
     setup_tracing(settings, "rag-async-worker")
+    # First: a port taken is a configuration error, found before any client is opened.
+    ctx["metrics_server"] = serve_process_metrics(
+        settings.worker_metrics_host, settings.worker_metrics_port
+    )
     services = ctx["services"] = await Services.open(settings, ctx["redis"])
     ctx["heartbeat"] = Heartbeat(
         ctx["redis"],
@@ -58,9 +63,6 @@ async def startup(ctx: WorkerContext) -> None:
         dead_after=settings.worker_dead_after,
     )
     ctx["heartbeat"].start()
-    ctx["metrics_server"] = serve_process_metrics(
-        settings.worker_metrics_host, settings.worker_metrics_port
-    )
     log.info(
         "worker ready",
         pid=os.getpid(),
@@ -110,7 +112,18 @@ def lane_functions(settings: Settings, lane: Lane) -> list[Function]:
         )
         for kind, job_kind in JOB_KINDS.items()
         if job_kind.lane == lane
-    ]
+    ] + [webhook_function(settings)]
+
+
+def webhook_function(settings: Settings) -> Function:
+    """Every queue delivers the webhooks of its own jobs (rag_async/webhooks/store.py), one
+    try per run; arq's limits sit beyond ours, as for the jobs."""
+    return func(
+        cast(WorkerCoroutine, deliver_webhook),
+        name=DELIVERY_FUNCTION,
+        timeout=settings.webhook_timeout + ARQ_TIMEOUT_MARGIN,
+        max_tries=settings.webhook_max_tries + 1,
+    )
 
 
 # Time for a job to record its own timeout before arq's fires.

@@ -18,6 +18,7 @@ from ..queues import Kind
 from ..quotas import held_to_quotas
 from ..schemas import JobAccepted
 from ..tracing import traceparent_for_job
+from ..webhooks import webhook_fields
 from .state import AppState
 
 A = TypeVar("A", bound=JobAccepted)
@@ -25,11 +26,13 @@ A = TypeVar("A", bound=JobAccepted)
 
 @dataclass(frozen=True, slots=True)
 class Submission:
-    """A request that submits jobs: the API's state, the request itself, and who sent it."""
+    """A request that submits jobs: the API's state, the request itself, who sent it, and
+    the webhook its jobs call when they end (RAG_WEBHOOK_URL, if any, when it names none)."""
 
     state: AppState
     request: Request
     caller: Principal
+    webhook_url: str | None = None
 
     def accepted(self, model: type[A], job_id: str, **extra: Any) -> A:
         return accepted(self.state, model, job_id, self.caller.name, **extra)
@@ -51,6 +54,7 @@ async def enqueue(
     it fills the queue for everybody. It shares admission fairly, not execution: each queue
     still runs its jobs first in, first out, whoever sent them."""
     state, request = submission.state, submission.request
+    webhook = webhook_fields(state.settings, submission.webhook_url)  # 400 before all else
     depth = await state.queue.depth(kind)
     if depth >= state.settings.max_queue_depth:
         raise Overloaded(
@@ -59,7 +63,7 @@ async def enqueue(
         )
     caller = submission.caller
     limit = state.settings.max_unfinished_jobs_per_key if held_to_quotas(caller) else 0
-    fields = {**fields, "request_id": request_id(request, job_id), "owner": caller.name}
+    fields = {**fields, **webhook, "request_id": request_id(request, job_id), "owner": caller.name}
     if traceparent := traceparent_for_job(request.headers.get("traceparent")):
         fields["traceparent"] = traceparent  # the worker's spans join the request's trace
     if not await state.jobs.create(job_id, kind, fields, upload=upload, max_unfinished=limit):

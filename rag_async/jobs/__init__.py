@@ -6,7 +6,8 @@ from .answer import ANSWER
 from .context import Services, WorkerContext
 from .ingest import DELETE, INGEST
 from .lifecycle import JobSpec, job_function
+from .webhook import deliver_webhook
 
 JOBS: dict[Kind, JobSpec] = {"chat": ANSWER, "ingest": INGEST, "delete": DELETE}
 
-__all__ = ["JOBS", "JobSpec", "Services", "WorkerContext", "job_function"]
+__all__ = ["JOBS", "JobSpec", "Services", "WorkerContext", "deliver_webhook", "job_function"]

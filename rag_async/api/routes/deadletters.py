@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Path, Response
 from ...errors import NotFound
 from ...jobrecord import is_job_id
 from ...schemas import ErrorBody, JobAccepted
+from ...webhooks import Webhooks
 from ..auth import admin
 from ..enqueue import accepted, enqueue_again
 from ..state import State
@@ -21,8 +22,10 @@ _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorBody}}
 
 @router.get("/dead-letters")
 async def list_dead_letters(state: State) -> dict[str, list[dict[str, Any]]]:
-    """Jobs that failed every try, newest first: request, last error, attempts, times."""
-    return {"dead_letters": await state.dead_letters.entries()}
+    """Jobs that failed every try, newest first: request, last error, attempts, times; and
+    under `webhooks`, the jobs whose webhook failed every try (their jobs stand as they ended)."""
+    webhooks = await Webhooks(state.redis, state.keys).dead_letters()
+    return {"dead_letters": await state.dead_letters.entries(), "webhooks": webhooks}
 
 
 @router.post(

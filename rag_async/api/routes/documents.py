@@ -9,6 +9,7 @@ Deletion is a job too: only a worker holds the Qdrant store (embedded Qdrant is 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request
@@ -30,6 +31,7 @@ from ...schemas import (
     JobAccepted,
     RejectedFile,
 )
+from ...webhooks import webhook_fields
 from ..auth import Caller
 from ..bodies import parse_json
 from ..enqueue import Submission, enqueue
@@ -49,6 +51,7 @@ _UPLOAD_BODY: dict[str, Any] = {
                         "collection": {"type": "string"},
                         "title": {"type": "string", "description": "single-file uploads"},
                         "source": {"type": "string", "description": "single-file uploads"},
+                        "webhook_url": {"type": "string", "description": "called as each ends"},
                     },
                 }
             },
@@ -77,13 +80,15 @@ async def add_documents(
     idempotency_key: Annotated[str | None, Header(alias="idempotency-key")] = None,
 ) -> DocumentAccepted:
     """Queue documents for ingestion: a JSON body `{text, title, source, document_id,
-    collection}`, or multipart files (any field name; text, Markdown, HTML, PDF) with an
-    optional `collection` form field. Each document's progress streams at its `events_url`.
+    collection, webhook_url}`, or multipart files (any field name; text, Markdown, HTML, PDF)
+    with optional `collection` and `webhook_url` form fields. Each document's progress
+    streams at its `events_url`; its `webhook_url` is called when its job ends.
     `Idempotency-Key` applies to JSON bodies."""
     submission = Submission(state, request, caller)
     if request.headers.get("content-type", "").startswith("multipart/"):
         return await _add_files(submission)
     body = parse_json(DocumentIn, await request.body())
+    submission = replace(submission, webhook_url=body.webhook_url)
     return await _add_text(body, submission, idempotency_key)
 
 
@@ -138,6 +143,9 @@ async def _add_files(submission: Submission) -> DocumentAccepted:
             code="too_many_files",
         )
     collection = _form_collection(form.get("collection"), submission)
+    webhook_url = _form_text(form.get("webhook_url"))
+    webhook_fields(state.settings, webhook_url)  # a URL refused once, not once per file
+    submission = replace(submission, webhook_url=webhook_url)
     # A single file may be given its own title and source.
     single = len(files) == 1
     title = (_form_text(form.get("title")) if single else None) or ""

@@ -1,0 +1,28 @@
+"""What a webhook says: the job's end, as JSON. Built from the ended job's record, which no
+longer changes, so every try of a message sends the same bytes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from ..jobrecord import JobRecord
+
+
+def payload(record: JobRecord, event: str) -> str:
+    """`{type, timestamp, data: {job_id, kind, status, error, answer | document_id}}`."""
+    data: dict[str, Any] = {
+        "job_id": record.job_id,
+        "kind": record.kind,
+        "status": record.status.value,
+        "error": record.error,
+    }
+    if record.kind == "chat":
+        data["answer"] = record.answer
+    else:
+        data["document_id"] = record.document_id
+    ended = record.finished_at or record.created_at or 0.0
+    timestamp = datetime.fromtimestamp(ended, tz=UTC).isoformat().replace("+00:00", "Z")
+    return orjson.dumps({"type": event, "timestamp": timestamp, "data": data}).decode()

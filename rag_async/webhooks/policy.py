@@ -1,0 +1,146 @@
+"""Where a webhook may go: http(s) only, to the hosts RAG_WEBHOOK_HOSTS allows, and never to a
+loopback, private, link-local or multicast address unless the operator listed that host.
+
+A job's URL is checked when the job is accepted (`check_url`: the scheme, the host, and an IP
+literal's address), and the addresses its host resolves to are checked again at each delivery
+(`addresses`), as a name may point anywhere by then (DNS rebinding). The delivery then
+connects to the very address checked here, not to whatever a second lookup would give.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from dataclasses import dataclass
+from urllib.parse import SplitResult, urlsplit
+
+from ..errors import RagError
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+_MAX_URL = 2048
+
+
+class WebhookRefused(RagError):
+    """A webhook URL this service will not call: 400 when a job asks for it."""
+
+    status_code = 400
+    code = "webhook_refused"
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A webhook URL taken apart, as the delivery needs it."""
+
+    url: str
+    scheme: str
+    host: str  # lower case, an IPv6 literal without its brackets
+    port: int
+
+
+class HostPolicy:
+    """RAG_WEBHOOK_HOSTS: names, "*.suffix" wildcards, IP literals, and "*" (any host whose
+    addresses are public). A host the list names (or a wildcard covers) may be anywhere."""
+
+    def __init__(self, hosts: str | None) -> None:
+        entries = [entry.strip().lower() for entry in (hosts or "*").split(",")]
+        entries = [entry for entry in entries if entry]
+        self._any_public = "*" in entries
+        self._names = {_bare(entry) for entry in entries if not entry.startswith("*")}
+        self._suffixes = tuple(entry[1:] for entry in entries if entry.startswith("*."))
+
+    def listed(self, host: str) -> bool:
+        return host in self._names or host.endswith(self._suffixes)
+
+    def check_url(self, url: str) -> Target:
+        """The URL taken apart, or `WebhookRefused` saying what is wrong with it."""
+        target = _parse(url)
+        host = target.host
+        if self.listed(host):
+            return target
+        if not self._any_public:
+            raise WebhookRefused(f"webhooks may not go to {host}: it is not in RAG_WEBHOOK_HOSTS")
+        if host == "localhost" or host.endswith(".localhost"):
+            raise WebhookRefused(_not_public(host, "a loopback name"))
+        address = _ip(host)
+        if address is not None and not is_public(address):
+            raise WebhookRefused(_not_public(host, _kind(address)))
+        return target
+
+    async def addresses(self, target: Target) -> list[IPAddress]:
+        """The addresses of the target's host, every one allowed, or `WebhookRefused`.
+        Raises OSError when the name does not resolve (worth another try later)."""
+        loop = asyncio.get_running_loop()
+        infos = await loop.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)
+        found = list(dict.fromkeys(ipaddress.ip_address(info[4][0]) for info in infos))
+        if not self.listed(target.host):
+            for address in found:
+                if not is_public(address):
+                    raise WebhookRefused(_not_public(f"{target.host} ({address})", _kind(address)))
+        if not found:
+            raise OSError(f"{target.host} has no address")
+        return found
+
+
+def is_public(address: IPAddress) -> bool:
+    """A global unicast address: not loopback, private, link-local, shared, reserved or
+    multicast (an IPv4 address mapped into IPv6 is judged as itself)."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_global and not address.is_multicast
+
+
+def _parse(url: str) -> Target:
+    if len(url) > _MAX_URL:
+        raise WebhookRefused(f"the webhook URL is {len(url)} characters long; at most {_MAX_URL}")
+    # Before parsing: urlsplit drops tabs and newlines silently.
+    if any(ord(char) < 0x21 or ord(char) == 0x7F for char in url):
+        raise WebhookRefused("the webhook URL may not hold spaces or control characters")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as error:
+        raise WebhookRefused(f"the webhook URL is not a valid URL: {error}") from None
+    if parts.scheme not in ("http", "https"):
+        raise WebhookRefused("the webhook URL must be http:// or https://")
+    if not parts.hostname:
+        raise WebhookRefused("the webhook URL names no host")
+    if parts.username is not None or parts.password is not None:
+        raise WebhookRefused(
+            "the webhook URL may not hold credentials: deliveries are signed (webhook-signature)"
+        )
+    default = 443 if parts.scheme == "https" else 80
+    return Target(url, parts.scheme, _host(parts), port or default)
+
+
+def _host(parts: SplitResult) -> str:
+    return (parts.hostname or "").rstrip(".").lower()
+
+
+def _bare(entry: str) -> str:
+    """A listed host as `Target.host` spells it: an IPv6 literal without brackets."""
+    return entry.removeprefix("[").removesuffix("]").rstrip(".")
+
+
+def _ip(host: str) -> IPAddress | None:
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None
+
+
+def _kind(address: IPAddress) -> str:
+    if address.is_loopback:
+        return "a loopback address"
+    if address.is_link_local:
+        return "a link-local address"
+    if address.is_multicast:
+        return "a multicast address"
+    if address.is_private:
+        return "a private address"
+    return "not a public address"
+
+
+def _not_public(host: str, kind: str) -> str:
+    return f"webhooks may not go to {host}: {kind}; list the host in RAG_WEBHOOK_HOSTS to allow it"
