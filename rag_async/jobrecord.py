@@ -16,6 +16,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict
 
+from .conversations import Turn
 from .queues import Kind
 from .sources import Source
 
@@ -94,7 +95,12 @@ class JobRecord(BaseModel):
     source: str | None = None
     filename: str | None = None
     format: str | None = None
+    # A question's conversation (if any) and the earlier turns its prompt carries, fixed when
+    # it was asked (conversations.py).
+    conversation_id: str | None = None
+    history: list[Turn] = []
     # How it went.
+    search_query: str | None = None  # what retrieval looked for, when the history changed it
     sources: list[Source] = []
     answer: str | None = None
     chunks: int | None = None

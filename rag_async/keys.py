@@ -28,6 +28,11 @@ class Keys:
         """Pub/sub channel: the job's events as they happen."""
         return f"{self.prefix}live:{job_id}"
 
+    def conversation(self, conversation_id: str) -> str:
+        """Hash: a conversation's owner and creation time, and its turns ("turn:<job id>" ->
+        JSON), conversations.py."""
+        return f"{self.prefix}conversation:{conversation_id}"
+
     def upload(self, job_id: str) -> str:
         """String: a document's text waiting for its ingestion job."""
         return f"{self.prefix}upload:{job_id}"

@@ -12,6 +12,8 @@ from .sources import Source
 
 # A document collection's name: the same alphabet as document ids, shorter.
 COLLECTION_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
+# A conversation's id, chosen by its client: the alphabet of document ids.
+CONVERSATION_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 
 
 class ChatRequest(BaseModel):
@@ -23,6 +25,13 @@ class ChatRequest(BaseModel):
         pattern=COLLECTION_PATTERN,
         description="Search this collection only; RAG_DEFAULT_COLLECTION when not given.",
     )
+    conversation_id: str | None = Field(
+        default=None,
+        pattern=CONVERSATION_PATTERN,
+        description="Ask within this conversation (begun by its first question): the prompt "
+        "carries its latest turns, and the search what the previous question was about. "
+        "Read it at GET /conversations/{id}.",
+    )
 
 
 class JobAccepted(BaseModel):
@@ -30,6 +39,10 @@ class JobAccepted(BaseModel):
     status: str = "queued"
     status_url: str
     events_url: str
+
+
+class QuestionAccepted(JobAccepted):
+    conversation_id: str | None = None
 
 
 class DocumentIn(BaseModel):

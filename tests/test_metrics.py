@@ -10,6 +10,7 @@ before and after, never read as absolutes.
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from rag_async.config import Settings
 from rag_async.embedded_valkey import free_port
+from rag_async.errors import ConfigurationError
 from tests.conftest import keyed_settings, make_settings, running_stack, running_worker
 from tests.support.openai_server import OpenAIApp
 
@@ -215,3 +217,16 @@ async def test_a_job_cancelled_before_any_worker_took_it_counts_as_cancelled(
         figures = await scrape(stack.base_url)
     assert value(figures, "rag_jobs_total", kind="chat", outcome="cancelled") == 1
     assert value(figures, "rag_queue_depth", queue="questions") == 0
+
+
+async def test_a_taken_metrics_port_stops_the_worker_with_a_clear_message(
+    settings: Settings,
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        busy = settings.model_copy(update={"worker_metrics_port": port})
+        with pytest.raises(ConfigurationError, match=f"RAG_WORKER_METRICS_PORT.*:{port}"):
+            async with running_worker(busy):
+                pass

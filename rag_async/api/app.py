@@ -29,8 +29,9 @@ from .browser import (
 from .docs import install_docs
 from .errors import install_error_handlers
 from .middleware import BodySizeLimit, HeaderSizeLimit
+from .openai_compat import chat_completions, install_openai_errors, models, responses
 from .request_ids import RequestIds
-from .routes import chat, deadletters, documents, health, jobs, metrics, stats
+from .routes import chat, conversations, deadletters, documents, health, jobs, metrics, stats
 from .state import AppState
 
 log = structlog.get_logger(__name__)
@@ -46,6 +47,10 @@ REPOSITORY_WEB_DIR = Path(__file__).resolve().parents[2] / "web"
 _KEYED, _WRITES = (401, 429), (409, 413, 415)
 _ROUTERS = [
     (chat, _KEYED + _WRITES),
+    (conversations, _KEYED),
+    (responses, _KEYED + _WRITES),
+    (chat_completions, _KEYED + _WRITES),
+    (models, _KEYED),
     (documents, _KEYED + _WRITES),
     (jobs, _KEYED),
     (deadletters, (*_KEYED, 403)),
@@ -79,6 +84,7 @@ def create_app(settings: Settings) -> FastAPI:
         redoc_url=None,  # serve them from an installed package instead
     )
     install_error_handlers(app)
+    install_openai_errors(app)  # OpenAI's error shape under /v1
     app.add_middleware(
         BodySizeLimit,
         default_limit=64 * 1024 + 4 * settings.max_query_chars,

@@ -7,17 +7,23 @@ import time
 from collections.abc import AsyncIterator, Iterable
 
 from ..breaker import guarded, guarded_stream
+from ..conversations import StoredTurn, search_query
 from ..events import SourcesEvent, TokenEvent
 from ..llm import screen
+from ..retrieval import LexicalEncoder
 from .context import Services
 from .lifecycle import Finished, JobSpec, Run
 from .qdrant_calls import qdrant_call
+
+# Only its tokenizer: the key words of a follow-up's search (conversations.search_query).
+_LEXICAL = LexicalEncoder()
 
 
 async def _answer(run: Run) -> Finished:
     services, record = run.services, run.record
     retriever, breakers = services.retriever, services.breakers
-    query = record.query or ""
+    question, history = record.query or "", record.history
+    query = search_query(question, history, _LEXICAL.terms)
     dense = None
     if retriever.embeds_queries:
         since = time.time()
@@ -29,11 +35,12 @@ async def _answer(run: Run) -> Finished:
     search = retriever.search(query, services.settings.top_k, dense=dense, collection=collection)
     sources = await guarded(breakers["qdrant"], qdrant_call(search))
     since = run.lap("retrieval", since)
-    await run.emit(SourcesEvent(sources=sources), sources=sources)
+    rewritten = query if query != question else None
+    await run.emit(SourcesEvent(sources=sources), sources=sources, search_query=rewritten)
     await run.stage("generating")
 
     parts: list[str] = []
-    answer = services.llm.stream(query, sources, collection=collection)
+    answer = services.llm.stream(question, sources, collection=collection, history=history)
     answer_stream = guarded_stream(breakers["llm"], answer)
     batches = coalesce(answer_stream, services.settings.token_flush_interval)
     async for batch in screen(batches, sources):  # what the answer must not carry (llm/safety)
@@ -42,7 +49,17 @@ async def _answer(run: Run) -> Finished:
         parts.append(batch)
         await run.emit(TokenEvent(text=batch))
     run.lap("generation", since)
-    return Finished(answer="".join(parts), providers=services.providers)
+    text = "".join(parts)
+    if record.conversation_id:
+        turn = StoredTurn(
+            question=question,
+            answer=text,
+            job_id=record.job_id,
+            search_query=rewritten,
+            answered_at=time.time(),
+        )
+        await services.conversations.add_turn(record.conversation_id, turn)
+    return Finished(answer=text, providers=services.providers)
 
 
 def _first_stage(services: Services) -> str:

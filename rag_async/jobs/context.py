@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 from ..activity import Heartbeat, RecentFailures
 from ..breaker import CircuitBreaker
 from ..config import Settings
+from ..conversations import Conversations
 from ..deadletters import DeadLetters
 from ..eventlog import EventLog
 from ..jobstore import JobStore
@@ -48,6 +49,7 @@ class Services:
     outcomes: JobOutcomes  # how jobs ended, counted for /metrics
     registry: DocumentRegistry
     parser: ParserPool  # uploaded files are parsed in its processes
+    conversations: Conversations  # where an answered question adds its turn
     # Who runs a job, as its record and logs tell it: "hostname:pid".
     worker: str = field(default_factory=worker_name)
     breakers: dict[str, CircuitBreaker] = field(default_factory=dict)
@@ -103,6 +105,7 @@ class Services:
                 outcomes=JobOutcomes(redis, keys),
                 registry=DocumentRegistry(redis, keys),
                 parser=ParserPool.from_settings(settings),
+                conversations=Conversations(redis, keys, settings.result_ttl),
             )
         except BaseException:
             await opened.aclose()

@@ -3,6 +3,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
 
+from ..conversations import Turn
 from ..sources import Source
 
 
@@ -12,10 +13,16 @@ class LLM(Protocol):
     name: str
 
     def stream(
-        self, question: str, sources: Sequence[Source], *, collection: str | None = None
+        self,
+        question: str,
+        sources: Sequence[Source],
+        *,
+        collection: str | None = None,
+        history: Sequence[Turn] = (),
     ) -> AsyncIterator[str]:
         """The answer's text in pieces. `collection`: the (stored) name of the collection that
-        was searched, for an answerer that says where it found nothing."""
+        was searched, for an answerer that says where it found nothing. `history`: the
+        conversation's earlier turns."""
         ...
 
     async def aclose(self) -> None: ...

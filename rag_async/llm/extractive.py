@@ -24,6 +24,7 @@ import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
+from ..conversations import Turn, search_query
 from ..identity import shown_collection
 from ..sources import Source
 from .passages import blocks, code_quote, items
@@ -100,9 +101,16 @@ class ExtractiveAnswerer:
         self._documents = documents
 
     async def stream(
-        self, question: str, sources: Sequence[Source], *, collection: str | None = None
+        self,
+        question: str,
+        sources: Sequence[Source],
+        *,
+        collection: str | None = None,
+        history: Sequence[Turn] = (),
     ) -> AsyncIterator[str]:
-        quotes = self.quotes(question, sources)
+        # A follow-up ("and at what temperature?") is quoted for with what it follows up on,
+        # as it was searched for (conversations.py).
+        quotes = self.quotes(search_query(question, history, self._terms), sources)
         if quotes:
             text = quotes
         else:

@@ -26,6 +26,7 @@ import orjson
 import structlog
 
 from .. import tracing
+from ..conversations import Turn
 from ..errors import ProviderError
 from ..metrics import count_tokens
 from ..retry import backoff, status_error
@@ -74,9 +75,14 @@ class OpenAIChat:
         self.name = f"openai-compatible:{model}"
 
     async def stream(
-        self, question: str, sources: Sequence[Source], *, collection: str | None = None
+        self,
+        question: str,
+        sources: Sequence[Source],
+        *,
+        collection: str | None = None,
+        history: Sequence[Turn] = (),
     ) -> AsyncIterator[str]:
-        messages = build_messages(question, sources)
+        messages = build_messages(question, sources, history)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeouts.total
         retry = 0

@@ -12,6 +12,7 @@ import html
 import re
 from collections.abc import Sequence
 
+from ..conversations import Turn
 from ..sources import Source
 
 SYSTEM_PROMPT = (
@@ -30,14 +31,27 @@ SYSTEM_PROMPT = (
 _TAG_START = re.compile(r"<(?=\s*/?\s*sources?\b)", re.IGNORECASE)
 
 
-def build_messages(question: str, sources: Sequence[Source]) -> list[dict[str, str]]:
+def build_messages(
+    question: str, sources: Sequence[Source], history: Sequence[Turn] = ()
+) -> list[dict[str, str]]:
+    """The system prompt, the conversation's earlier turns (as the question's job record
+    holds them, already within their budget: conversations.py), then the sources and the
+    question."""
     if sources:
         context = "\n".join(_fenced(s) for s in sources)
         context = f"<sources>\n{context}\n</sources>"
     else:
         context = "(no sources were found)"
     user = f"Sources:\n\n{context}\n\nQuestion: {question}"
-    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
+    earlier: list[dict[str, str]] = []
+    for turn in history:
+        earlier.append({"role": "user", "content": turn.question})
+        earlier.append({"role": "assistant", "content": turn.answer})
+    return [
+        {"role": "system", "content": SYSTEM_PROMPT},
+        *earlier,
+        {"role": "user", "content": user},
+    ]
 
 
 def _fenced(source: Source) -> str:

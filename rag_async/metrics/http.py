@@ -12,6 +12,7 @@ from prometheus_client.core import Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..errors import ConfigurationError
 from .process import HTTP_REQUEST_SECONDS, REGISTRY
 
 __all__ = [
@@ -92,4 +93,13 @@ class ProcessMetricsServer:
 
 
 def serve_process_metrics(host: str, port: int | None) -> ProcessMetricsServer | None:
-    return None if port is None else ProcessMetricsServer(host, port)
+    """The process's /metrics on `host`:`port` (RAG_WORKER_METRICS_*), or none without a port."""
+    if port is None:
+        return None
+    try:
+        return ProcessMetricsServer(host, port)
+    except OSError as error:  # taken, or an address this machine does not have
+        raise ConfigurationError(
+            f"RAG_WORKER_METRICS_PORT: cannot serve metrics on {host}:{port}: "
+            f"{error.strerror or error} (each worker on a machine needs a port of its own)"
+        ) from None

@@ -6,12 +6,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Request
 
-from ...errors import BadRequest, RagError
-from ...jobrecord import new_job_id
-from ...schemas import ChatRequest, ErrorBody, JobAccepted
+from ...conversations import Conversations
+from ...errors import NotFound
+from ...schemas import ChatRequest, ErrorBody, QuestionAccepted
 from ..auth import Caller
 from ..bodies import require_utf8
-from ..enqueue import Submission, enqueue
+from ..enqueue import Submission
+from ..questions import Question, submit_question
 from ..state import State
 
 router = APIRouter(tags=["questions"])
@@ -20,8 +21,15 @@ router = APIRouter(tags=["questions"])
 @router.post(
     "/chat",
     status_code=202,
-    response_model=JobAccepted,
-    responses={422: {"model": ErrorBody}, 429: {"model": ErrorBody}, 503: {"model": ErrorBody}},
+    response_model=QuestionAccepted,
+    response_model_exclude_none=True,
+    responses={
+        400: {"model": ErrorBody},  # a webhook_url refused
+        404: {"model": ErrorBody},
+        422: {"model": ErrorBody},
+        429: {"model": ErrorBody},
+        503: {"model": ErrorBody},
+    },
 )
 async def chat(
     body: ChatRequest,
@@ -29,27 +37,21 @@ async def chat(
     state: State,
     caller: Caller,
     idempotency_key: Annotated[str | None, Header(alias="idempotency-key")] = None,
-) -> JobAccepted:
+) -> QuestionAccepted:
     """Queue a question. Follow it at `events_url` (SSE) or poll `status_url`. A repeat with
-    the same `Idempotency-Key` (within the result TTL) returns the same job."""
+    the same `Idempotency-Key` (within the result TTL) returns the same job. With a
+    `conversation_id`, the answer knows the conversation's latest turns (another key's
+    conversation is not found)."""
     require_utf8(body)
-    query = body.query.strip()
-    limit = state.settings.max_query_chars
-    if not query:
-        raise BadRequest("query is empty: ask a question", code="empty_query")
-    if len(query) > limit:
-        raise BadRequest(
-            f"query is {len(query)} characters long; the limit is {limit}", code="query_too_long"
+    question = Question(body.query, body.collection)
+    if body.conversation_id is not None:
+        conversations = Conversations(state.redis, state.keys, state.settings.result_ttl)
+        conversation = await conversations.join(body.conversation_id, caller)
+        if conversation is None:
+            raise NotFound(f"no conversation {body.conversation_id}")
+        question = Question(
+            body.query, body.collection, conversation.turns, conversation.conversation_id
         )
-    collection = caller.collection(body.collection or state.settings.default_collection)
-    job_id = new_job_id()
-    fingerprint = f"{collection}\x00{query}".encode()
-    claimed = await state.idempotency.claim(idempotency_key, caller, fingerprint, job_id)
     submission = Submission(state, request, caller)
-    if claimed == job_id:
-        try:
-            await enqueue(submission, job_id, "chat", {"query": query, "collection": collection})
-        except RagError:  # refused (a 429): a retry with the same key must not find this job
-            await state.idempotency.release(idempotency_key, caller, job_id)
-            raise
-    return submission.accepted(JobAccepted, claimed)
+    job_id = await submit_question(submission, question, idempotency_key)
+    return submission.accepted(QuestionAccepted, job_id, conversation_id=body.conversation_id)

@@ -1,0 +1,9 @@
+"""OpenAI's wire format over the one job lifecycle: the Responses API (background, streaming,
+resume, cancel), chat completions and the model list, so OpenAI clients need no glue. Each
+request takes the same keys, limits and queue as the native routes; each stream reads the
+same event log."""
+
+from . import chat_completions, models, responses
+from .errors import install_openai_errors
+
+__all__ = ["chat_completions", "install_openai_errors", "models", "responses"]

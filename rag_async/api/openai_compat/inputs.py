@@ -1,0 +1,83 @@
+"""What OpenAI clients send, read into a question and its history.
+
+Fields this service has no use for (temperature, tools, instructions, metadata, ...) are
+ignored, as OpenAI-compatible servers commonly do, so that clients' defaults do not fail; a
+field of the wrong type, text that is not text, or no question at all is a 422 that says so.
+A `collection` beside them (the SDKs' `extra_body`) picks the collection to search.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
+
+from ...conversations import Turn
+from ...errors import BadRequest
+from ...schemas import COLLECTION_PATTERN
+
+Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
+
+
+class _Lenient(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class TextPart(_Lenient):
+    """A text part of a message: `input_text`/`output_text` (Responses) or `text` (chat)."""
+
+    type: Literal["input_text", "output_text", "text"]
+    text: str
+
+
+class Message(_Lenient):
+    type: Literal["message"] = "message"
+    role: Role
+    content: str | list[TextPart] | None = None
+
+    @property
+    def text(self) -> str:
+        if isinstance(self.content, list):
+            return "".join(part.text for part in self.content)
+        return self.content or ""
+
+
+class _Asked(_Lenient):
+    model: str | None = None
+    stream: StrictBool = False
+    collection: str | None = Field(default=None, pattern=COLLECTION_PATTERN)
+
+
+class ResponsesRequest(_Asked):
+    """POST /v1/responses."""
+
+    input: str | list[Message] = Field(min_length=1)
+    background: StrictBool = False
+    previous_response_id: str | None = Field(default=None, max_length=200)
+
+
+class ChatCompletionsRequest(_Asked):
+    """POST /v1/chat/completions."""
+
+    messages: list[Message] = Field(min_length=1)
+
+
+def conversation_of(messages: Sequence[Message]) -> tuple[str, list[Turn]]:
+    """The question (the last message, the user's) and the turns before it: each user
+    message (or run of them) with the assistant's answer that follows. System and developer
+    messages are left out: this service's own instructions keep its answers grounded."""
+    spoken = [(m.role, m.text) for m in messages if m.role in ("user", "assistant")]
+    if not spoken or spoken[-1][0] != "user":
+        raise BadRequest("the last message must be the user's question", code="no_question")
+    return spoken[-1][1], list(_turns(spoken[:-1]))
+
+
+def _turns(spoken: Iterable[tuple[str, str]]) -> Iterable[Turn]:
+    asked: list[str] = []
+    for role, text in spoken:
+        if role == "user":
+            asked.append(text)
+        elif asked:
+            yield Turn(question="\n".join(asked), answer=text)
+            asked = []

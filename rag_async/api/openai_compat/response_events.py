@@ -1,0 +1,131 @@
+"""A job's event log as the Responses API's stream: `response.created`, `response.in_progress`,
+`response.output_item.added`, `response.content_part.added`, `response.output_text.delta`, ...,
+then `response.output_text.done`, `response.content_part.done`, `response.output_item.done` and
+`response.completed` (or `response.failed`, `response.cancelled`).
+
+Sequence numbers come from the log's event ids, so `starting_after` resumes exactly where a
+client stopped, across API processes and until the result expires: the i-th Responses event
+made of logged event n is number `n * PARTS + i` (the log's ids, with a digit for the part).
+`response.created` is number 0, as in OpenAI's streams. The stream itself is api/stream.py's
+`follow_job` (replay, then live; pings, the connection's life cap, the client gone), mapped.
+
+A retried attempt's text cannot be taken back from a client that appended deltas; the final
+`response.output_text.done` and `response.completed` carry the authoritative text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from sse_starlette import ServerSentEvent
+
+from ...config import Settings
+from ...jobrecord import JobRecord
+from ...sources import Source
+from ...transcript import Transcript
+from ..state import AppState
+from ..stream import follow_job
+from .wire import output_message, output_text, response_object
+
+# Room for the Responses events that one logged event becomes (a `done` makes four).
+PARTS = 10
+
+
+class ResponseEvents:
+    """Turns a job's logged events, in order, into Responses events (without numbers)."""
+
+    def __init__(self, record: JobRecord, settings: Settings) -> None:
+        self._record = record
+        self._settings = settings
+        self._sources: list[Source] = list(record.sources)
+        self._transcript = Transcript()  # the answer so far, by the one rule
+        self._item = f"msg_{record.job_id}"
+
+    def created(self) -> dict[str, Any]:
+        return {"type": "response.created", "response": self._response("queued")}
+
+    def map(self, event_type: str, data: dict[str, Any]) -> list[dict[str, Any]]:
+        attempt = self._transcript.attempt
+        self._transcript.apply(event_type, data)
+        if event_type == "status":
+            if self._transcript.attempt == attempt:
+                return []  # a stage of the same attempt: nothing OpenAI tells
+            return [{"type": "response.in_progress", "response": self._response("in_progress")}]
+        if event_type == "sources":
+            self._sources = [Source.model_validate(s) for s in data["sources"]]
+            item = output_message(self._record.job_id, None, (), done=False)
+            part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+            return [
+                {"type": "response.output_item.added", "output_index": 0, "item": item},
+                {**self._at_part(), "type": "response.content_part.added", "part": part},
+            ]
+        if event_type == "token":
+            return [
+                {
+                    **self._at_part(),
+                    "type": "response.output_text.delta",
+                    "delta": data["text"],
+                    "logprobs": [],
+                }
+            ]
+        return self._end(event_type, data)
+
+    def _end(self, event_type: str, data: dict[str, Any]) -> list[dict[str, Any]]:
+        if event_type == "error":
+            failed = self._response("failed")
+            failed["error"] = {"code": data.get("code"), "message": data.get("message")}
+            return [{"type": "response.failed", "response": failed}]
+        if event_type == "cancelled":
+            return [{"type": "response.cancelled", "response": self._response("cancelled")}]
+        if event_type != "done":
+            return []  # not a question's event
+        text = str(data["answer"])
+        part = output_text(text, self._sources)
+        item = output_message(self._record.job_id, text, self._sources, done=True)
+        return [
+            {**self._at_part(), "type": "response.output_text.done", "text": text, "logprobs": []},
+            {**self._at_part(), "type": "response.content_part.done", "part": part},
+            {"type": "response.output_item.done", "output_index": 0, "item": item},
+            {"type": "response.completed", "response": self._response("completed", text)},
+        ]
+
+    def _at_part(self) -> dict[str, Any]:
+        return {"item_id": self._item, "output_index": 0, "content_index": 0}
+
+    def _response(self, status: str, text: str | None = None) -> dict[str, Any]:
+        """The response object as of this event: its output only once the answer is done."""
+        response = response_object(
+            self._record, self._settings, status=status, text=text, sources=self._sources
+        )
+        if text is None:
+            response["output"] = []
+        return response
+
+
+async def response_stream(
+    state: AppState, record: JobRecord, starting_after: int | None
+) -> AsyncIterator[ServerSentEvent]:
+    """The job's Responses events after number `starting_after` (all of them when None)."""
+    events = ResponseEvents(record, state.settings)
+    after = -1 if starting_after is None else starting_after
+    if after < 0:
+        yield _frame(0, events.created())
+    # The logged event that `after` falls in may have parts still to send: read from it.
+    async for logged in follow_job(state, record.job_id, first_logged(after) - 1):
+        number = int(logged.id or 0) * PARTS
+        mapped = events.map(str(logged.event), orjson.loads(logged.data or "{}"))
+        for part, event in enumerate(mapped):
+            if number + part > after:
+                yield _frame(number + part, event)
+
+
+def first_logged(starting_after: int) -> int:
+    """The id of the first logged event a stream after `starting_after` reads."""
+    return max(1, starting_after // PARTS)
+
+
+def _frame(number: int, event: dict[str, Any]) -> ServerSentEvent:
+    event["sequence_number"] = number
+    return ServerSentEvent(data=orjson.dumps(event).decode(), event=event["type"], id=str(number))

@@ -1,0 +1,132 @@
+"""OpenAI's Responses API over the job lifecycle: POST /v1/responses (background, stream, or
+wait for the answer), GET /v1/responses/{id} (poll, or stream with `starting_after`), and
+POST /v1/responses/{id}/cancel. The same keys, limits, checks and queue as POST /chat."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request, Response
+
+from ...conversations import Turn
+from ...errors import Conflict
+from ...identity import Principal
+from ...jobrecord import JobRecord, JobStatus
+from ...quotas import held_to_quotas
+from ..auth import Caller
+from ..enqueue import Submission
+from ..errors import json_response
+from ..questions import Question, submit_question
+from ..state import AppState, State
+from ..stream import CountedEventSource
+from ..views import job_view
+from .answers import StillRunning, owned_answer, wait_for_end, wait_limit
+from .inputs import ResponsesRequest, conversation_of
+from .response_events import first_logged, response_stream
+from .wire import response_object, response_status
+
+router = APIRouter(prefix="/v1", tags=["openai"])
+
+# How long a cancel waits for a running answer's worker to stop it, so that the response it
+# returns usually says `cancelled` already.
+CANCEL_WAIT = 5.0
+_SSE: dict[int | str, dict[str, Any]] = {200: {"content": {"text/event-stream": {}}}}
+
+
+@router.post("/responses", responses=_SSE)
+async def create_response(
+    body: ResponsesRequest,
+    request: Request,
+    state: State,
+    caller: Caller,
+    idempotency_key: Annotated[str | None, Header(alias="idempotency-key")] = None,
+) -> Response:
+    """Ask a question. `background: true`: the response at once, `queued` (poll or stream it
+    by id). `stream: true`: its events as they come. Neither: the completed response. The
+    answer runs on a worker either way: a client that leaves loses nothing."""
+    question = await _question(state, caller, body)
+    job_id = await submit_question(Submission(state, request, caller), question, idempotency_key)
+    record = await owned_answer(state, caller, job_id)
+    headers = {"x-rag-job-id": job_id}
+    if body.stream:
+        return _event_source(state, caller, record, None, headers)
+    if not body.background:
+        ended = await wait_for_end(state, caller, job_id, wait_limit(state))
+        if ended is None:
+            raise StillRunning(f"the answer is still being written: GET /v1/responses/{job_id}")
+        record = ended
+    response = response_object(record, state.settings, background=body.background)
+    return json_response(response, headers=headers)
+
+
+async def _question(state: AppState, caller: Principal, body: ResponsesRequest) -> Question:
+    """The question of a request, with the turns before it: its input messages', or the
+    previous response's own history and turn."""
+    history: list[Turn] = []
+    if isinstance(body.input, str):
+        text = body.input
+    else:
+        text, history = conversation_of(body.input)
+    if body.previous_response_id is None:
+        return Question(text, body.collection, history)
+    previous = await owned_answer(state, caller, body.previous_response_id)
+    if previous.status is not JobStatus.COMPLETE:
+        raise Conflict(
+            f"response {body.previous_response_id} is {response_status(previous.status)}: "
+            "only a completed response can be followed up",
+            code="previous_response_not_completed",
+        )
+    earlier = [*previous.history, Turn(question=previous.query or "", answer=previous.answer or "")]
+    return Question(text, body.collection, [*earlier, *history], previous.conversation_id)
+
+
+@router.get("/responses/{response_id}", responses=_SSE)
+async def get_response(
+    state: State,
+    caller: Caller,
+    response_id: str,
+    stream: bool = False,
+    starting_after: Annotated[int | None, Query(ge=0, le=2**53)] = None,
+) -> Response:
+    """The response as it stands (a running one with its text so far), or with
+    `stream=true` its events after `starting_after` (a sequence number), then live."""
+    record = await owned_answer(state, caller, response_id)
+    if stream:
+        return _event_source(state, caller, record, starting_after, {})
+    view = await job_view(state, record)  # the answer so far, by the transcript's rule
+    return json_response(response_object(record, state.settings, text=view.answer))
+
+
+@router.post("/responses/{response_id}/cancel")
+async def cancel_response(state: State, caller: Caller, response_id: str) -> Response:
+    """Cancel a queued or running response; it is returned as it then stands (`cancelled`,
+    once its worker has stopped it). A completed or failed one cannot be cancelled (409)."""
+    record = await owned_answer(state, caller, response_id)
+    if record.status in (JobStatus.COMPLETE, JobStatus.FAILED):
+        raise Conflict(
+            f"response {response_id} has already ended: {response_status(record.status)}",
+            code="response_ended",
+        )
+    if not record.status.ended:
+        await state.cancellation.cancel(record)
+        record = await wait_for_end(state, caller, record.job_id, CANCEL_WAIT) or record
+    return json_response(response_object(record, state.settings))
+
+
+def _event_source(
+    state: AppState,
+    caller: Principal,
+    record: JobRecord,
+    starting_after: int | None,
+    headers: dict[str, str],
+) -> Response:
+    after = -1 if starting_after is None else starting_after
+    if record.status.ended and first_logged(after) > record.last_event_id:
+        # Everything sent already; an empty stream rather than one waiting for nothing.
+        return Response(status_code=200, media_type="text/event-stream", headers=headers)
+    return CountedEventSource(
+        response_stream(state, record, starting_after),
+        release=state.streams.take(caller.name, limited=held_to_quotas(caller)),
+        ping=int(max(1, state.settings.sse_ping_interval)),
+        headers={"Cache-Control": "no-store", **headers},
+    )

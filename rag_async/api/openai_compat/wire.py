@@ -1,0 +1,144 @@
+"""OpenAI's object shapes, made from a job: ids, statuses, the response object, the output
+message with its citations, and the model that answers.
+
+A response's id and a chat completion's are the job's id with OpenAI's prefix, so any id a
+client holds leads back to the job (and to /jobs/{id} and its events).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from ...config import Settings
+from ...jobrecord import JobRecord, JobStatus, is_job_id
+from ...sources import Source
+
+RESPONSE_PREFIX = "resp_"
+COMPLETION_PREFIX = "chatcmpl-"
+# The offline answerer has no model name of its own; clients need one to send back.
+OFFLINE_MODEL = "extractive"
+
+_STATUS = {
+    JobStatus.QUEUED: "queued",
+    JobStatus.IN_PROGRESS: "in_progress",
+    JobStatus.COMPLETE: "completed",
+    JobStatus.FAILED: "failed",
+    JobStatus.CANCELLED: "cancelled",
+}
+_CITATION = re.compile(r"\[(\d{1,3})\]")
+
+
+def served_model(settings: Settings) -> str:
+    """The model that answers: the configured LLM's, or the offline answerer's name."""
+    return settings.llm_model if settings.llm_configured else OFFLINE_MODEL
+
+
+def response_id(job_id: str) -> str:
+    return f"{RESPONSE_PREFIX}{job_id}"
+
+
+def job_id_of(response_id: str) -> str | None:
+    """The job a response id names (the bare job id is taken too); None if it names none."""
+    job_id = response_id.removeprefix(RESPONSE_PREFIX)
+    return job_id if is_job_id(job_id) else None
+
+
+def response_status(status: JobStatus) -> str:
+    return _STATUS[status]
+
+
+def citations(text: str, sources: Sequence[Source]) -> list[dict[str, Any]]:
+    """The citations of `text`: each `[n]` naming a source becomes a `url_citation` (a source
+    with a web address) or a `file_citation` (a document of the collection) at its place."""
+    by_number = {source.n: source for source in sources}
+    found: list[dict[str, Any]] = []
+    for match in _CITATION.finditer(text):
+        source = by_number.get(int(match[1]))
+        if source is None:
+            continue
+        if source.source and source.source.startswith(("http://", "https://")):
+            found.append(
+                {
+                    "type": "url_citation",
+                    "url": source.source,
+                    "title": source.title,
+                    "start_index": match.start(),
+                    "end_index": match.end(),
+                }
+            )
+        else:
+            found.append(
+                {
+                    "type": "file_citation",
+                    "file_id": source.document_id,
+                    "filename": source.source or source.title,
+                    "index": match.start(),
+                }
+            )
+    return found
+
+
+def output_text(text: str, sources: Sequence[Source]) -> dict[str, Any]:
+    return {
+        "type": "output_text",
+        "text": text,
+        "annotations": citations(text, sources),
+        "logprobs": [],
+    }
+
+
+def output_message(
+    job_id: str, text: str | None, sources: Sequence[Source], *, done: bool
+) -> dict[str, Any]:
+    """The assistant's message item: its one text part, when there is text."""
+    return {
+        "id": f"msg_{job_id}",
+        "type": "message",
+        "role": "assistant",
+        "status": "completed" if done else "in_progress",
+        "content": [] if text is None else [output_text(text, sources)],
+    }
+
+
+def response_object(
+    record: JobRecord,
+    settings: Settings,
+    *,
+    status: str | None = None,
+    text: str | None = None,
+    sources: Sequence[Source] | None = None,
+    background: bool | None = None,
+) -> dict[str, Any]:
+    """The response object for a job: its status, and its output message once it has text
+    (`text`; the record's answer when not given)."""
+    status = status or response_status(record.status)
+    text = text if text is not None else record.answer
+    sources = record.sources if sources is None else sources
+    output = [] if text is None else [output_message(record.job_id, text, sources, done=True)]
+    if status in ("queued", "in_progress") and text is not None:
+        output[0]["status"] = "in_progress"
+    error = None
+    if status == "failed":
+        error = {"code": "server_error", "message": record.error or "the answer failed"}
+    return {
+        "id": response_id(record.job_id),
+        "object": "response",
+        "created_at": int(record.created_at or 0),
+        "status": status,
+        "background": background,
+        "model": served_model(settings),
+        "output": output,
+        "error": error,
+        "incomplete_details": None,
+        "instructions": None,
+        "metadata": {},
+        "parallel_tool_calls": False,
+        "tool_choice": "none",
+        "tools": [],
+        "usage": None,
+        "conversation": (
+            {"id": record.conversation_id} if record.conversation_id is not None else None
+        ),
+    }

@@ -1,0 +1,66 @@
+"""Accepting a question, the one way for every route that asks one (POST /chat and the OpenAI
+routes): its checks, its Idempotency-Key, and its job on the queue (enqueue.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import orjson
+
+from ..conversations import Turn, recent_turns
+from ..errors import BadRequest, RagError
+from ..jobrecord import new_job_id, record_fields
+from .bodies import utf8_problem
+from .enqueue import Submission, enqueue
+
+
+@dataclass(frozen=True, slots=True)
+class Question:
+    """What a client asks: the question, where to search, and what came before it."""
+
+    text: str
+    collection: str | None = None
+    history: Sequence[Turn] = ()
+    conversation_id: str | None = None
+
+
+def checked_query(text: str, limit: int) -> str:
+    """The question without its surrounding blanks; 422 when empty, too long or not UTF-8."""
+    query = text.strip()
+    if not query:
+        raise BadRequest("query is empty: ask a question", code="empty_query")
+    if len(query) > limit:
+        raise BadRequest(
+            f"query is {len(query)} characters long; the limit is {limit}", code="query_too_long"
+        )
+    problem = utf8_problem(query)
+    if problem is not None:
+        raise BadRequest(f"query {problem}")
+    return query
+
+
+async def submit_question(
+    submission: Submission, question: Question, idempotency_key: str | None
+) -> str:
+    """Queue the question's answer job (or find the one its Idempotency-Key stands for) and
+    return its id. The history kept is the latest that fits the prompt's budget."""
+    state, caller = submission.state, submission.caller
+    query = checked_query(question.text, state.settings.max_query_chars)
+    collection = caller.collection(question.collection or state.settings.default_collection)
+    history = recent_turns(question.history)
+    fields = {"query": query, "collection": collection}
+    fingerprint = f"{collection}\x00{query}"
+    if history or question.conversation_id:
+        context = record_fields(history=history, conversation_id=question.conversation_id)
+        fields.update(context)
+        fingerprint += "\x00" + orjson.dumps(context).decode()
+    job_id = new_job_id()
+    claimed = await state.idempotency.claim(idempotency_key, caller, fingerprint.encode(), job_id)
+    if claimed == job_id:
+        try:
+            await enqueue(submission, job_id, "chat", fields)
+        except RagError:  # refused (a 429): a retry with the same key must not find this job
+            await state.idempotency.release(idempotency_key, caller, job_id)
+            raise
+    return claimed

@@ -1,0 +1,34 @@
+"""GET /conversations/{id}: a conversation's turns, for the key that began it."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path
+
+from ...conversations import Conversation, Conversations
+from ...errors import NotFound
+from ...schemas import CONVERSATION_PATTERN, ErrorBody
+from ..auth import Caller
+from ..state import State
+
+router = APIRouter(tags=["questions"])
+
+
+@router.get(
+    "/conversations/{conversation_id}",
+    response_model=Conversation,
+    responses={404: {"model": ErrorBody}},
+)
+async def get_conversation(
+    state: State,
+    caller: Caller,
+    conversation_id: Annotated[str, Path(pattern=CONVERSATION_PATTERN)],
+) -> Conversation:
+    """Its answered turns, oldest first, each with the search its question made. Another key's
+    conversation is not found, exactly like one that never existed or has expired."""
+    conversations = Conversations(state.redis, state.keys, state.settings.result_ttl)
+    conversation = await conversations.get(conversation_id)
+    if conversation is None or not caller.may_see(conversation.owner):
+        raise NotFound(f"no conversation {conversation_id}: it never existed, or has expired")
+    return conversation
