@@ -257,6 +257,8 @@ async def test_urls_are_refused_at_accept_time_with_400(
         "ftp://example.com/hook": "http:// or https://",
         "http://user:pw@example.com/hook": "credentials",
         "http://exa mple.com/hook": "control characters",
+        "http://bücher.example/hook": "xn--",
+        "http://[::1/hook": "not a valid URL",
     }
     async with (
         running_stack(settings, with_worker=False) as stack,

@@ -80,6 +80,12 @@ class Courier:
             return Sent(WebhookAttempt(at=at, error=error_text), retryable=True)
         except (httpx.HTTPError, OSError) as error:
             return Sent(WebhookAttempt(at=at, error=_describe(error)), retryable=True)
+        except Exception as error:
+            # As for jobs (jobs/outcome.py): a bug may be transient, and must never leave the
+            # delivery pending for good; its last try dead-letters it.
+            log.exception("unexpected error delivering a webhook")
+            error_text = f"internal error: {type(error).__name__}"
+            return Sent(WebhookAttempt(at=at, error=error_text), retryable=True)
 
     async def _post(
         self, target: Target, address: IPAddress, message_id: str, body: str, at: float

@@ -15,6 +15,8 @@ import socket
 from dataclasses import dataclass
 from urllib.parse import SplitResult, urlsplit
 
+import httpx
+
 from ..errors import RagError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -110,8 +112,15 @@ def _parse(url: str) -> Target:
         raise WebhookRefused(
             "the webhook URL may not hold credentials: deliveries are signed (webhook-signature)"
         )
+    host = _host(parts)
+    if not host.isascii():
+        raise WebhookRefused("the webhook URL's host must be ASCII (a name's xn-- form)")
+    try:
+        httpx.URL(url)  # what the delivery will build its request from
+    except httpx.InvalidURL as error:
+        raise WebhookRefused(f"the webhook URL is not a valid URL: {error}") from None
     default = 443 if parts.scheme == "https" else 80
-    return Target(url, parts.scheme, _host(parts), port or default)
+    return Target(url, parts.scheme, host, port or default)
 
 
 def _host(parts: SplitResult) -> str:

@@ -66,6 +66,7 @@ _UPLOAD_BODY: dict[str, Any] = {
     status_code=202,
     response_model=DocumentAccepted,
     responses={
+        400: {"model": ErrorBody},  # a webhook_url refused
         413: {"model": ErrorBody},
         415: {"model": ErrorBody},
         422: {"model": ErrorBody},
