@@ -128,7 +128,7 @@ class JobRecord(BaseModel):
         return self.seq
 
 
-_JSON_FIELDS = frozenset({"sources", "progress", "timings", "providers", "webhook"})
+_JSON_FIELDS = frozenset({"sources", "progress", "timings", "providers", "webhook", "history"})
 
 
 def record_fields(**values: Any) -> dict[str, str]:
