@@ -364,3 +364,22 @@ def test_the_host_policy() -> None:
     assert is_public(ipaddress.ip_address("93.184.216.34"))
     assert not is_public(ipaddress.ip_address("fe80::1"))
     assert not is_public(ipaddress.ip_address("fc00::1"))
+
+
+async def test_a_requeued_job_calls_its_webhook_again_at_its_next_end(
+    valkey: EmbeddedValkey, tmp_path: Path, llm: Any
+) -> None:
+    settings = hook_settings(valkey, tmp_path, llm, job_max_tries=1)
+    async with receiving() as receiver, running_stack(settings) as stack:
+        llm.config.fault = Fault("500")  # worth another try, but there is none: dead letter
+        accepted = await ask(stack, receiver.url)
+        failed = await settled(stack, accepted["job_id"])
+        llm.config.fault = None
+        async with httpx.AsyncClient(base_url=stack.base_url) as http:
+            requeued = await http.post(f"/dead-letters/{accepted['job_id']}/requeue")
+            assert requeued.status_code == 202, requeued.text
+        completed = await settled(stack, accepted["job_id"])
+    assert failed["status"] == "failed" and completed["status"] == "complete"
+    assert [d.payload["type"] for d in receiver.received] == ["job.failed", "job.completed"]
+    first, second = (d.headers["webhook-id"] for d in receiver.received)
+    assert first != second  # two ends, two messages

@@ -13,7 +13,7 @@ from fastapi import Request
 from ..errors import LimitReached, Overloaded
 from ..events import StatusEvent
 from ..identity import Principal
-from ..jobrecord import JobRecord, JobStatus, record_fields
+from ..jobrecord import JobRecord, JobStatus, WebhookDelivery, record_fields
 from ..queues import Kind
 from ..quotas import held_to_quotas
 from ..schemas import JobAccepted
@@ -94,10 +94,14 @@ async def enqueue_again(state: AppState, record: JobRecord) -> None:
     await state.jobs.forget_tries(job_id)
     await state.jobs.reopened(job_id, record.owner)
     queued = JobStatus.QUEUED
+    # Its webhook is called again at its next end, with tries of its own.
+    webhook = None if record.webhook is None else WebhookDelivery(url=record.webhook.url)
     await state.events.append(
         job_id,
         StatusEvent(status=queued, stage="requeued", attempt=record.attempt),
-        record_fields(status=queued, stage="requeued", error=None, finished_at=None),
+        record_fields(
+            status=queued, stage="requeued", error=None, finished_at=None, webhook=webhook
+        ),
     )
     await state.queue.put(job_id, record.kind)
 
