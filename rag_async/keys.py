@@ -65,6 +65,11 @@ class Keys:
         return f"{self.prefix}dead-letters"
 
     @property
+    def webhook_dead_letters(self) -> str:
+        """Sorted set: ids of the jobs whose webhook failed every try, by when it gave up."""
+        return f"{self.prefix}webhook-dead-letters"
+
+    @property
     def failures(self) -> str:
         """List: the most recent failed jobs, newest first (capped)."""
         return f"{self.prefix}failures"

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .jobrecord import IngestProgress, JobStatus
+from .jobrecord import IngestProgress, JobStatus, WebhookDelivery
 from .queues import Kind
 from .sources import Source
 
@@ -24,6 +24,12 @@ class ChatRequest(BaseModel):
         default=None,
         pattern=COLLECTION_PATTERN,
         description="Search this collection only; RAG_DEFAULT_COLLECTION when not given.",
+    )
+    webhook_url: str | None = Field(
+        default=None,
+        max_length=2048,
+        description="POSTed to (signed, Standard Webhooks) when the job ends; "
+        "RAG_WEBHOOK_URL when not given. Only hosts RAG_WEBHOOK_HOSTS allows.",
     )
     conversation_id: str | None = Field(
         default=None,
@@ -61,6 +67,12 @@ class DocumentIn(BaseModel):
         default=None,
         pattern=COLLECTION_PATTERN,
         description="The collection to add it to; RAG_DEFAULT_COLLECTION when not given.",
+    )
+    webhook_url: str | None = Field(
+        default=None,
+        max_length=2048,
+        description="POSTed to (signed, Standard Webhooks) when the job ends; "
+        "RAG_WEBHOOK_URL when not given. Only hosts RAG_WEBHOOK_HOSTS allows.",
     )
 
 
@@ -140,6 +152,9 @@ class JobView(BaseModel):
     started_at: float | None = None
     finished_at: float | None = None
     last_event_id: int = 0
+    webhook: WebhookDelivery | None = Field(
+        default=None, description="The job's webhook: its URL, state and every try so far."
+    )
     queue_position: int | None = Field(
         default=None,
         description="While queued: 1 + the unfinished jobs ahead of it (running ones included).",

@@ -27,6 +27,7 @@ from ..parsing.isolated import ParserPool
 from ..recovery import RunningJobs
 from ..registry import DocumentRegistry
 from ..retrieval import ChunkStore, LexicalEncoder, OpenAIEmbedder, Retriever, open_store
+from ..webhooks import Courier, Webhooks
 
 
 def worker_name() -> str:
@@ -49,6 +50,8 @@ class Services:
     outcomes: JobOutcomes  # how jobs ended, counted for /metrics
     registry: DocumentRegistry
     parser: ParserPool  # uploaded files are parsed in its processes
+    webhooks: Webhooks  # a job's webhook queued at its end, and each try recorded
+    courier: Courier | None  # delivers webhooks (None: no RAG_WEBHOOK_SECRET)
     conversations: Conversations  # where an answered question adds its turn
     # Who runs a job, as its record and logs tell it: "hostname:pid".
     worker: str = field(default_factory=worker_name)
@@ -105,6 +108,8 @@ class Services:
                 outcomes=JobOutcomes(redis, keys),
                 registry=DocumentRegistry(redis, keys),
                 parser=ParserPool.from_settings(settings),
+                webhooks=Webhooks(redis, keys),
+                courier=Courier.from_settings(settings),
                 conversations=Conversations(redis, keys, settings.result_ttl),
             )
         except BaseException:
@@ -114,6 +119,8 @@ class Services:
     async def close(self) -> None:
         await self.parser.close()
         await self.http.aclose()
+        if self.courier is not None:
+            await self.courier.aclose()
         await self.store.close()
 
 

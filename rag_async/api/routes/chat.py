@@ -52,6 +52,6 @@ async def chat(
         question = Question(
             body.query, body.collection, conversation.turns, conversation.conversation_id
         )
-    submission = Submission(state, request, caller)
+    submission = Submission(state, request, caller, webhook_url=body.webhook_url)
     job_id = await submit_question(submission, question, idempotency_key)
     return submission.accepted(QuestionAccepted, job_id, conversation_id=body.conversation_id)
