@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import SecretStr
 from redis.asyncio import Redis
 
 from rag_async.api.browser import allowed_hosts
@@ -187,9 +188,27 @@ async def test_a_rebinding_host_is_refused_but_probes_answer(
         # Orchestrators probe by the pod's IP.
         assert (await api.get("/healthz", headers={"host": host})).status_code == 200
         assert (await api.get("/readyz", headers={"host": host})).status_code == 200
+        # Without keys, /metrics is the local user's: behind the check like the rest.
+        assert_refused(await api.get("/metrics", headers={"host": host}), 400, "invalid_host")
     assert await queued(settings) == 0
     for host in (f"localhost:{port}", f"LOCALHOST:{port}", "127.0.0.1", f"[::1]:{port}"):
         assert (await api.get("/stats", headers={"host": host})).status_code == 200, host
+
+
+async def test_with_keys_prometheus_scrapes_metrics_by_the_pods_address(
+    settings: Settings,
+) -> None:
+    # /metrics then needs an admin key, which a rebinding page cannot send.
+    settings = settings.model_copy(
+        update={"api_keys": SecretStr("alice:user-secret"), "admin_keys": SecretStr("ops:admin")}
+    )
+    async with running_api(settings) as base_url, httpx.AsyncClient(base_url=base_url) as http:
+        pod = {"host": "10.0.0.7:8000"}
+        scraped = await http.get("/metrics", headers={**pod, "authorization": "Bearer admin"})
+        assert scraped.status_code == 200 and "rag_queue_depth" in scraped.text
+        assert (await http.get("/metrics", headers=pod)).status_code == 401
+        stats = await http.get("/stats", headers={**pod, "authorization": "Bearer admin"})
+        assert_refused(stats, 400, "invalid_host")
 
 
 async def test_the_allowed_hosts_are_a_setting(settings: Settings) -> None:

@@ -13,6 +13,7 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from ..config import Settings
+from ..identity import KeyRing
 from ..metrics import ClusterCollector, RequestTimer
 from ..redaction import redact
 from ..redis_pool import connect_redis
@@ -124,7 +125,8 @@ def _browser_safety(app: FastAPI, settings: Settings) -> None:
             max_age=600,
         )
     app.add_middleware(OriginCheck, origins=origins)
-    app.add_middleware(HostCheck, hosts=allowed_hosts(settings))
+    keyed = KeyRing.from_settings(settings).enabled
+    app.add_middleware(HostCheck, hosts=allowed_hosts(settings), keyed=keyed)
     # Around the whole stack, Starlette's outermost ServerErrorMiddleware included, so that its
     # 500 carries the headers too.
     build = app.build_middleware_stack

@@ -27,6 +27,9 @@ LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 # Probes of an orchestrator reach the pod by its IP, a name nobody can list in advance; what
 # these answer (up, and the queue's depth) is no secret worth a rebinding attack.
 PROBE_PATHS = frozenset({"/healthz", "/readyz"})
+# Prometheus scrapes a pod by its IP too. /metrics answers any Host only where it needs an
+# admin key, which a rebinding page cannot send; without keys it stays behind the check.
+SCRAPE_PATH = "/metrics"
 
 # The web page (web/index.html) loads its own ES modules and style sheet, and nothing inline.
 PAGE_POLICY = (
@@ -102,13 +105,14 @@ class HostCheck:
     Host header (the attacker's name) tells the two apart.
     """
 
-    def __init__(self, app: ASGIApp, *, hosts: Iterable[str]) -> None:
+    def __init__(self, app: ASGIApp, *, hosts: Iterable[str], keyed: bool) -> None:
         self.app = app
         self.hosts = [host.lower() for host in hosts]
         self.any = "*" in self.hosts
+        self.any_host_paths = PROBE_PATHS | ({SCRAPE_PATH} if keyed else set())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self.any or scope["path"] in PROBE_PATHS:
+        if scope["type"] != "http" or self.any or scope["path"] in self.any_host_paths:
             await self.app(scope, receive, send)
             return
         host = Headers(scope=scope).get("host", "")
