@@ -170,7 +170,7 @@ class Cancellation:
             )
             # No worker will see this end: it is counted here (a running job's, by its worker).
             await JobOutcomes(self._redis, self._keys).count(record.kind, "cancelled")
-            await Webhooks(self._redis, self._keys).job_ended(record, JobStatus.CANCELLED)
+            await Webhooks(self._redis, self._keys).job_ended(record)
             return "cancelled"
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hset(self._keys.job(job_id), mapping=record_fields(cancel_requested=True))

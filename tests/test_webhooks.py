@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from redis.asyncio import Redis
 from standardwebhooks.webhooks import Webhook
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -27,6 +28,8 @@ from starlette.routing import Route
 
 from rag_async.config import Settings
 from rag_async.embedded_valkey import EmbeddedValkey, free_port
+from rag_async.jobrecord import JobStatus, record_fields
+from rag_async.keys import Keys
 from rag_async.webhooks import HostPolicy, WebhookRefused
 from rag_async.webhooks.policy import is_public
 from tests.conftest import Stack, keyed_settings, make_settings, running_stack
@@ -383,3 +386,25 @@ async def test_a_requeued_job_calls_its_webhook_again_at_its_next_end(
     assert [d.payload["type"] for d in receiver.received] == ["job.failed", "job.completed"]
     first, second = (d.headers["webhook-id"] for d in receiver.received)
     assert first != second  # two ends, two messages
+
+
+async def test_a_webhook_lost_with_its_worker_is_queued_when_the_job_runs_again(
+    valkey: EmbeddedValkey, tmp_path: Path, llm: Any
+) -> None:
+    """A worker that ended a job and died before queuing its webhook: arq runs the job again,
+    the lifecycle finds it ended, and queues the webhook it lacks (once)."""
+    settings = hook_settings(valkey, tmp_path, llm)
+    async with receiving() as receiver:
+        async with running_stack(settings, with_worker=False) as stack:
+            accepted = await ask(stack, receiver.url)
+            # The dead worker's last write: the job's end, and nothing after it.
+            redis = Redis.from_url(settings.redis_url or "")
+            ended = record_fields(status=JobStatus.COMPLETE, answer="Two minutes.", seq=3)
+            await redis.hset(Keys(settings.key_prefix).job(accepted["job_id"]), mapping=ended)
+            await redis.aclose()
+        async with running_stack(settings) as stack:  # arq hands the job to a worker again
+            view = await settled(stack, accepted["job_id"])
+    assert view["webhook"]["state"] == "delivered"
+    [delivery] = receiver.received
+    assert delivery.payload["type"] == "job.completed"
+    assert delivery.payload["data"]["answer"] == "Two minutes."

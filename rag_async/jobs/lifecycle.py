@@ -131,7 +131,11 @@ def job_function(spec: JobSpec, *, timeout: float, max_tries: int) -> JobFunctio
         # this run starts its own.
         with structlog.contextvars.bound_contextvars(job_id=job_id):
             record = await services.jobs.get(job_id)
-            if record is None or record.status.ended:
+            if record is None:
+                return
+            if record.status.ended:
+                # Run again after its end: its worker may have died before queuing the webhook.
+                await services.webhooks.job_ended(record)
                 return
             ids = {"request_id": record.request_id, "attempt": record.attempt}
             with structlog.contextvars.bound_contextvars(**ids), _job_span(record):
@@ -246,7 +250,7 @@ async def _complete(run: Run, finished: Finished) -> None:
         )
         await run.services.jobs.ended(run.job_id)
     await run.services.outcomes.count(run.record.kind, "complete")
-    await run.services.webhooks.job_ended(run.record, JobStatus.COMPLETE)
+    await run.services.webhooks.job_ended(run.record)
     observe_stages(run.record.kind, run.timings)
     log.info("job complete", kind=run.record.kind, total_ms=round(run.timings["total"] * 1000, 1))
 
@@ -286,7 +290,7 @@ async def _end(run: Run, spec: JobSpec, outcome: Outcome) -> None:
     # One outcome a job end: a dead-lettered job is not counted as failed too.
     await services.outcomes.count(run.record.kind, "dead_lettered" if dead_letter else "failed")
     await services.failures.record(run.job_id, outcome.message)
-    await _ended(run, spec, outcome.message, JobStatus.FAILED)
+    await _ended(run, spec, outcome.message)
 
 
 async def _end_if_cancelled(run: Run, spec: JobSpec) -> None:
@@ -303,11 +307,11 @@ async def _end_if_cancelled(run: Run, spec: JobSpec) -> None:
     except Superseded:
         return
     await run.services.outcomes.count(run.record.kind, "cancelled")
-    await _ended(run, spec, cancelled.message, JobStatus.CANCELLED)
+    await _ended(run, spec, cancelled.message)
 
 
-async def _ended(run: Run, spec: JobSpec, reason: str, status: JobStatus) -> None:
+async def _ended(run: Run, spec: JobSpec, reason: str) -> None:
     await run.services.jobs.ended(run.job_id)
     if spec.on_failure is not None:
         await spec.on_failure(run.services, run.record, reason)
-    await run.services.webhooks.job_ended(run.record, status)
+    await run.services.webhooks.job_ended(run.record)

@@ -9,7 +9,6 @@ does not wait behind a burst of uploads.
 
 from __future__ import annotations
 
-import secrets
 import time
 from typing import Any
 
@@ -52,25 +51,40 @@ class Webhooks:
         self._keys = keys
         self._save = self._arq.register_script(_SAVE)
 
-    async def job_ended(self, record: JobRecord, status: JobStatus) -> None:
-        """Queue the delivery of the webhook of a job that has just ended `status`, if it
-        asked for one. Never raises: the job's end stands whatever becomes of its webhook."""
+    async def job_ended(self, record: JobRecord) -> None:
+        """Queue the delivery of the webhook of a job that has ended, if it asked for one.
+
+        Safe to repeat: an end's message (its id is the job's and its last event's) is queued
+        once, so a job run again after its end (its worker died before queuing this) queues
+        what is missing and nothing twice. Never raises: the job's end stands whatever
+        becomes of its webhook."""
         if record.webhook is None:
-            return
-        message_id = f"msg_{secrets.token_hex(16)}"
-        pending = WebhookDelivery(url=record.webhook.url, id=message_id, event=EVENTS[status])
+            return  # given when the job was created, or never: no need to read the record
         try:
-            if not await self.save(record.job_id, pending):
-                return
-            await self._arq.enqueue_job(
-                DELIVERY_FUNCTION,
-                record.job_id,
-                message_id,
-                _job_id=message_id,
-                _queue_name=self._keys.queue(JOB_KINDS[record.kind].lane),
-            )
+            await self._queue(record.job_id)
         except Exception:
             log.exception("could not queue the job's webhook", job_id=record.job_id)
+
+    async def _queue(self, job_id: str) -> None:
+        raw = await self._arq.hgetall(self._keys.job(job_id))  # type: ignore[misc]
+        record = JobRecord.from_hash(job_id, raw) if raw else None
+        if record is None or record.webhook is None or not record.status.ended:
+            return
+        message_id = f"msg_{job_id}_{record.seq}"
+        if record.webhook.id == message_id:
+            return  # queued already
+        event = EVENTS[record.status]
+        if not await self.save(
+            job_id, WebhookDelivery(url=record.webhook.url, id=message_id, event=event)
+        ):
+            return
+        await self._arq.enqueue_job(
+            DELIVERY_FUNCTION,
+            job_id,
+            message_id,
+            _job_id=message_id,  # arq queues one job of an id at a time
+            _queue_name=self._keys.queue(JOB_KINDS[record.kind].lane),
+        )
 
     async def save(self, job_id: str, delivery: WebhookDelivery) -> bool:
         """Write the delivery's state on the job record; False if the record has expired."""
