@@ -15,7 +15,8 @@ happens here, once:
       ├─ cancelled, the worker is stopping ───► nothing: the job runs again elsewhere
       └─ superseded by a newer attempt ───────► nothing: the newer attempt owns the job
     on any end: the TTL restarts; on a failed or cancelled one, the kind's `on_failure` hook
-    on any end, last: the job's webhook, if it has one, is queued for delivery (webhooks/)
+    on any end, last: the job's webhook, if it has one, is queued for delivery (webhooks/);
+    a job run again after its end queues it, if its worker died before it could
 
 arq's own timeout and tries would end a job inside arq without a word to the record, so they
 are set out of reach (workers/settings.py) and the limits here are the ones that act.
