@@ -19,6 +19,7 @@ from sse_starlette import ServerSentEvent
 from ...errors import Conflict, RagError
 from ...jobrecord import JobRecord, JobStatus
 from ...quotas import held_to_quotas
+from ...schemas import ErrorBody
 from ..auth import Caller
 from ..enqueue import Submission
 from ..errors import json_response
@@ -37,7 +38,13 @@ class AnswerFailed(RagError):
     code = "answer_failed"
 
 
-@router.post("/chat/completions", responses={200: {"content": {"text/event-stream": {}}}})
+@router.post(
+    "/chat/completions",
+    responses={
+        200: {"content": {"application/json": {}, "text/event-stream": {}}},
+        **{status: {"model": ErrorBody} for status in (409, 422, 502, 504)},
+    },
+)
 async def chat_completions(
     body: ChatCompletionsRequest,
     request: Request,

@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from ...errors import NotFound
+from ...schemas import ErrorBody
 from ..auth import Caller
 from ..state import State
 from .wire import served_model
@@ -24,7 +25,7 @@ async def list_models(state: State, caller: Caller) -> dict[str, Any]:
     return {"object": "list", "data": [_model(served_model(state.settings))]}
 
 
-@router.get("/models/{model}")
+@router.get("/models/{model}", responses={404: {"model": ErrorBody}})
 async def get_model(state: State, caller: Caller, model: str) -> dict[str, Any]:
     if model != served_model(state.settings):
         raise NotFound(f"no model {model[:80]!r} here: GET /v1/models lists the one there is")

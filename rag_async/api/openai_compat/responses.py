@@ -13,6 +13,7 @@ from ...errors import Conflict
 from ...identity import Principal
 from ...jobrecord import JobRecord, JobStatus
 from ...quotas import held_to_quotas
+from ...schemas import ErrorBody
 from ..auth import Caller
 from ..enqueue import Submission
 from ..errors import json_response
@@ -30,10 +31,13 @@ router = APIRouter(prefix="/v1", tags=["openai"])
 # How long a cancel waits for a running answer's worker to stop it, so that the response it
 # returns usually says `cancelled` already.
 CANCEL_WAIT = 5.0
-_SSE: dict[int | str, dict[str, Any]] = {200: {"content": {"text/event-stream": {}}}}
+_SSE: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"application/json": {}, "text/event-stream": {}}}
+}
+_ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": ErrorBody} for s in (404, 409, 422)}
 
 
-@router.post("/responses", responses=_SSE)
+@router.post("/responses", responses={**_SSE, **_ERRORS, 504: {"model": ErrorBody}})
 async def create_response(
     body: ResponsesRequest,
     request: Request,
@@ -80,7 +84,7 @@ async def _question(state: AppState, caller: Principal, body: ResponsesRequest) 
     return Question(text, body.collection, [*earlier, *history], previous.conversation_id)
 
 
-@router.get("/responses/{response_id}", responses=_SSE)
+@router.get("/responses/{response_id}", responses={**_SSE, **_ERRORS})
 async def get_response(
     state: State,
     caller: Caller,
@@ -97,7 +101,7 @@ async def get_response(
     return json_response(response_object(record, state.settings, text=view.answer))
 
 
-@router.post("/responses/{response_id}/cancel")
+@router.post("/responses/{response_id}/cancel", responses=_ERRORS)
 async def cancel_response(state: State, caller: Caller, response_id: str) -> Response:
     """Cancel a queued or running response; it is returned as it then stands (`cancelled`,
     once its worker has stopped it). A completed or failed one cannot be cancelled (409)."""
