@@ -43,13 +43,16 @@ def wait_limit(state: AppState) -> float:
 
 
 async def wait_for_end(
-    state: AppState, caller: Principal, job_id: str, limit: float
+    state: AppState, caller: Principal, job_id: str, limit: float, *, counted: bool = True
 ) -> JobRecord | None:
-    """The job's record once it has ended, or None if it has not within `limit` seconds."""
+    """The job's record once it has ended, or None if it has not within `limit` seconds.
+    Unless `counted` is False (a short wait that must not be refused), the wait holds one of
+    the caller's stream slots."""
     record = await state.jobs.get(job_id)
     if record is None or record.status.ended:
         return record
-    release = state.streams.take(caller.name, limited=held_to_quotas(caller))
+    limited = counted and held_to_quotas(caller)
+    release = state.streams.take(caller.name, limited=limited)
     try:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(limit):

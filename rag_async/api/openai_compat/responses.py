@@ -113,7 +113,9 @@ async def cancel_response(state: State, caller: Caller, response_id: str) -> Res
         )
     if not record.status.ended:
         await state.cancellation.cancel(record)
-        record = await wait_for_end(state, caller, record.job_id, CANCEL_WAIT) or record
+        # Briefly, and never refused for the key's open streams: a cancel must get through.
+        waited = await wait_for_end(state, caller, record.job_id, CANCEL_WAIT, counted=False)
+        record = waited or record
     return json_response(response_object(record, state.settings))
 
 
