@@ -113,6 +113,15 @@ async def test_previous_response_id_and_chat_messages_carry_the_conversation(
         assert third.status == "completed"
         assert [text for role, text in _spoken(llm)[:4] if role == "user"] == [FIRST, FOLLOW_UP]
 
+        await client.responses.create(
+            input=[
+                {"role": "user", "content": FIRST},
+                {"role": "assistant", "content": [{"type": "output_text", "text": "Long."}]},
+                {"role": "user", "content": [{"type": "input_text", "text": FOLLOW_UP}]},
+            ]
+        )
+        assert _spoken(llm)[:2] == [("user", FIRST), ("assistant", "Long.")]
+
         await client.chat.completions.create(
             model="any",
             messages=[
