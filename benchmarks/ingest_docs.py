@@ -38,7 +38,9 @@ DOCS = Path("/usr/share/doc/python3.11/html")
 BIG_BYTES = 4_500_000  # under the default 5 MB document limit
 
 
-def ingest(files: Sequence[Found | Path], store: str = "edge", questions: Sequence[str] = ()) -> None:
+def ingest(
+    files: Sequence[Found | Path], store: str = "edge", questions: Sequence[str] = ()
+) -> None:
     env = {"RAG_DEMO_CORPUS": "false", "RAG_LOG_LEVEL": "WARNING", "RAG_STORE": store}
     with services(ttft=0.0, tokens=1, tps=0, corpus=None, env=env) as svc:
         worker = svc.workers[0].pid

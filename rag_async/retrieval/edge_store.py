@@ -57,7 +57,7 @@ RRF_K = 2
 _MAX_INDEX = 2**32
 # IDF over the points a filter matches, and an empty filter matches every live point: deleted
 # points, still in the segments until they are rebuilt, no longer weigh on term rarity.
-_LIVE_IDF = edge.SearchParams(idf=edge.IdfParams(corpus=edge.Filter()))
+LIVE_IDF = edge.SearchParams(idf=edge.IdfParams(corpus=edge.Filter()))
 # Seconds between two flushes at least (see the module's docstring).
 FLUSH_INTERVAL = 2.0
 # Never let these become provider errors: they stop the process or cancel the job.
@@ -245,7 +245,7 @@ class EdgeChunkStore:
         )
         if dense is None:
             request = edge.QueryRequest(
-                limit=limit, query=lexical, filter=where, with_payload=True, params=_LIVE_IDF
+                limit=limit, query=lexical, filter=where, with_payload=True, params=LIVE_IDF
             )
         else:
             candidates = limit * PREFETCH_FACTOR
@@ -258,7 +258,7 @@ class EdgeChunkStore:
             ]
             if sparse.indices:
                 prefetches.append(
-                    edge.Prefetch(limit=candidates, query=lexical, filter=where, params=_LIVE_IDF)
+                    edge.Prefetch(limit=candidates, query=lexical, filter=where, params=LIVE_IDF)
                 )
             request = edge.QueryRequest(
                 limit=limit,
