@@ -200,15 +200,18 @@ async def test_with_keys_prometheus_scrapes_metrics_by_the_pods_address(
 ) -> None:
     # /metrics then needs an admin key, which a rebinding page cannot send.
     settings = settings.model_copy(
-        update={"api_keys": SecretStr("alice:user-secret"), "admin_keys": SecretStr("ops:admin")}
+        update={
+            "api_keys": SecretStr("alice=user-secret-0123456789"),
+            "admin_keys": SecretStr("ops=admin-secret-0123456789"),
+        }
     )
     async with running_api(settings) as base_url, httpx.AsyncClient(base_url=base_url) as http:
         pod = {"host": "10.0.0.7:8000"}
-        scraped = await http.get("/metrics", headers={**pod, "authorization": "Bearer admin"})
+        admin = {**pod, "authorization": "Bearer admin-secret-0123456789"}
+        scraped = await http.get("/metrics", headers=admin)
         assert scraped.status_code == 200 and "rag_queue_depth" in scraped.text
         assert (await http.get("/metrics", headers=pod)).status_code == 401
-        stats = await http.get("/stats", headers={**pod, "authorization": "Bearer admin"})
-        assert_refused(stats, 400, "invalid_host")
+        assert_refused(await http.get("/stats", headers=admin), 400, "invalid_host")
 
 
 async def test_the_allowed_hosts_are_a_setting(settings: Settings) -> None:

@@ -58,14 +58,14 @@ async def test_every_worker_line_is_json_and_a_jobs_lines_carry_its_ids(
             assert await finish(client, added["job_id"]) == "done"
             deleted = (await client.delete_document(added["document_id"]))["job_id"]
             assert await finish(client, deleted) == "done"
-        # Before it stops: the CLI's farewell (rag_async/cli/serve.py) is a plain message.
-        logged = worker.stderr()
         assert await worker.async_terminate() == 0, worker.describe()
+        logged = worker.stderr()  # to the last line: its farewell is JSON too
     finally:
         llm.config.faults.clear()
         worker.cleanup()
 
     lines = json_lines(logged)
+    assert lines[-1]["event"] == "worker stopped", lines[-1]
     assert {line.get("logger") for line in lines} >= {"arq.worker"}, "arq's lines are JSON too"
     jobs = {answered: "chat", failed: "chat", added["job_id"]: "ingest", deleted: "delete"}
     for job_id in jobs:

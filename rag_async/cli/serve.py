@@ -8,6 +8,7 @@ import signal
 from pathlib import Path
 from typing import Annotated
 
+import structlog
 import typer
 from redis import Redis
 from redis.exceptions import RedisError
@@ -161,4 +162,6 @@ def worker(
         fail(error.message, code=2)
     # Jobs still running at the end of the grace period were cancelled and stay queued: they
     # run again on a worker (at-least-once), so stopping is an ordinary end, not a crash.
-    typer.secho("worker stopped; any unfinished jobs will run again on a worker", err=True)
+    structlog.get_logger(__name__).info(
+        "worker stopped", unfinished_jobs="run again on a worker"
+    )  # a log line, so that with RAG_LOG_JSON=true it is JSON like the rest

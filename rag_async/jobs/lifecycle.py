@@ -214,7 +214,7 @@ async def _attempt(
         async with deadline:
             first_stage = spec.first_stage(run.services)
             await run.stage(first_stage, started_at=run.started, worker=run.services.worker)
-            await _complete(run, await spec.work(run))
+            await _complete(run, spec, await spec.work(run))
     except Superseded:
         log.warning("attempt superseded by a newer one, stopping")
     except asyncio.CancelledError:
@@ -228,7 +228,7 @@ async def _attempt(
         _trace_stages(run)
 
 
-async def _complete(run: Run, finished: Finished) -> None:
+async def _complete(run: Run, spec: JobSpec, finished: Finished) -> None:
     created = run.record.created_at or run.started
     run.timings["queue_wait"] = run.started - created
     finished_at = run.lap("total", created)
@@ -249,9 +249,7 @@ async def _complete(run: Run, finished: Finished) -> None:
             chunks=finished.chunks,
             finished_at=finished_at,
         )
-        await run.services.jobs.ended(run.job_id)
-    await run.services.outcomes.count(run.record.kind, "complete")
-    await run.services.webhooks.job_ended(run.record)
+    await _ended(run, spec, "complete")
     observe_stages(run.record.kind, run.timings)
     log.info("job complete", kind=run.record.kind, total_ms=round(run.timings["total"] * 1000, 1))
 
@@ -288,10 +286,9 @@ async def _end(run: Run, spec: JobSpec, outcome: Outcome) -> None:
     dead_letter = outcome.action == "dead_letter"
     if dead_letter:
         await services.dead_letters.add(run.job_id)
-    # One outcome a job end: a dead-lettered job is not counted as failed too.
-    await services.outcomes.count(run.record.kind, "dead_lettered" if dead_letter else "failed")
     await services.failures.record(run.job_id, outcome.message)
-    await _ended(run, spec, outcome.message)
+    # One outcome a job end: a dead-lettered job is not counted as failed too.
+    await _ended(run, spec, "dead_lettered" if dead_letter else "failed", outcome.message)
 
 
 async def _end_if_cancelled(run: Run, spec: JobSpec) -> None:
@@ -307,12 +304,16 @@ async def _end_if_cancelled(run: Run, spec: JobSpec) -> None:
         )
     except Superseded:
         return
-    await run.services.outcomes.count(run.record.kind, "cancelled")
-    await _ended(run, spec, cancelled.message)
+    await _ended(run, spec, "cancelled", cancelled.message)
 
 
-async def _ended(run: Run, spec: JobSpec, reason: str) -> None:
-    await run.services.jobs.ended(run.job_id)
-    if spec.on_failure is not None:
-        await spec.on_failure(run.services, run.record, reason)
-    await run.services.webhooks.job_ended(run.record)
+async def _ended(run: Run, spec: JobSpec, outcome: str, reason: str = "") -> None:
+    """What every end of a job does once its last event is written, whichever the end: the
+    upload dropped, the outcome counted, the kind's hook for a job that did not complete,
+    the webhook queued."""
+    services = run.services
+    await services.jobs.ended(run.job_id)
+    await services.outcomes.count(run.record.kind, outcome)
+    if outcome != "complete" and spec.on_failure is not None:
+        await spec.on_failure(services, run.record, reason)
+    await services.webhooks.job_ended(run.record)
