@@ -57,28 +57,28 @@ def _tidy(param: object) -> None:
         param.metavar = "" if param.is_flag else (param.name or "value").upper()
 
 
-class Command(TyperCommand):
+class _Tidied:
+    """Tidies a command's (or a group's) options and its --help, as `_tidy` says."""
+
+    params: list[Any]
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         for param in self.params:
             _tidy(param)
 
     def get_help_option(self, ctx: Any) -> TyperOption | None:
-        option = super().get_help_option(ctx)
+        option: TyperOption | None = super().get_help_option(ctx)  # type: ignore[misc]
         _tidy(option)
         return option
 
 
-class Group(TyperGroup):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        for param in self.params:
-            _tidy(param)
+class Command(_Tidied, TyperCommand):
+    pass
 
-    def get_help_option(self, ctx: Any) -> TyperOption | None:
-        option = super().get_help_option(ctx)
-        _tidy(option)
-        return option
+
+class Group(_Tidied, TyperGroup):
+    pass
 
 
 def typer_app(help: str) -> typer.Typer:
