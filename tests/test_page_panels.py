@@ -113,13 +113,21 @@ async def test_the_service_panel_folds_into_the_side_column(stack: Stack, watche
     await page.click("#service summary")
     assert await page.is_visible("#stat-workers")
     assert await page.text_content("#stat-workers") == "1"
-    # This browser remembers it open.
+    # This browser remembers it open (its `toggle` event, a moment after the click, saves it).
+    await remembered(page, "open")
     await page.reload()
     await page.wait_for_selector("#service[open]")
     assert await page.is_visible("#stat-queue")
     await page.click("#service summary")
+    await remembered(page, "closed")
     await page.reload()
     await page.wait_for_selector("#service:not([open])")
+
+
+async def remembered(page: Page, state: str) -> None:
+    await page.wait_for_function(
+        f"() => localStorage.getItem('rag-async:service-open') === '{state}'"
+    )
 
 
 async def test_the_panel_says_when_no_worker_runs_while_folded(

@@ -41,7 +41,8 @@ async def test_a_reload_keeps_the_stage_durations(stack: Stack, llm: Any, watche
             const time = document.querySelector('[data-stage=generating] .stage-time');
             return time && /^[\\d.]+ s$/.test(time.textContent)
                 && parseFloat(time.textContent) >= 1.5;
-        }"""
+        }""",
+        polling=100,
     )
     job_id = re.findall(r"job=([0-9a-f]{32})", page.url)[0]
     # The record has the worker's timings of the stages passed so far.

@@ -40,7 +40,12 @@ export class StageLine {
     if (!(stage in LABELS) || stage === this.current) return;
     if (stage === 'embedding' && !this.order.includes('embedding')) this.order.splice(1, 0, 'embedding');
     const now = performance.now();
-    if (this.current && this.took[this.current] === undefined && this.began[this.current] !== undefined) {
+    // A stage ends when a later one begins. Going back (the log replayed from its start after
+    // a reopened job resumed mid-way, or a new attempt) ends nothing: the stage it leaves
+    // keeps its clock.
+    const back = this.order.indexOf(stage) < this.order.indexOf(this.current);
+    if (!back && this.current && this.took[this.current] === undefined
+        && this.began[this.current] !== undefined) {
       this.took[this.current] = (now - this.began[this.current]) / 1000;
     }
     this.current = stage;
