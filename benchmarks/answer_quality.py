@@ -39,10 +39,10 @@ sys.path.insert(0, str(REPO))
 from eval_retrieval import DOCS, load_corpus  # noqa: E402
 
 from rag_async.config import Settings  # noqa: E402
-from rag_async.demo_corpus import demo_documents  # noqa: E402
-from rag_async.llm import ExtractiveAnswerer  # noqa: E402
-from rag_async.retrieval import LexicalEncoder, Retriever, open_store  # noqa: E402
-from rag_async.sources import Source  # noqa: E402
+from rag_async.domain.sources import Source  # noqa: E402
+from rag_async.local.demo_corpus import demo_documents  # noqa: E402
+from rag_async.providers.llm import ExtractiveAnswerer  # noqa: E402
+from rag_async.providers.retrieval import LexicalEncoder, Retriever, open_store  # noqa: E402
 
 QUESTIONS = Path(__file__).with_name("answer_questions.jsonl")
 CORPORA = ("demo", "python-docs")

@@ -22,10 +22,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from rag_async import demo_corpus
 from rag_async.config import Settings
-from rag_async.parsing import parse
-from rag_async.retrieval import Retriever, open_store
+from rag_async.local import demo_corpus
+from rag_async.providers.parsing import parse
+from rag_async.providers.retrieval import Retriever, open_store
 from tests.support.hostile import page_tree_bomb
 
 QUERIES = [

@@ -23,9 +23,9 @@ import qdrant_edge as edge
 from harness import corpus_documents, percentile
 
 from rag_async.config import Settings
-from rag_async.retrieval import LexicalEncoder, Retriever, open_store
-from rag_async.retrieval.edge_store import LIVE_IDF, EdgeChunkStore
-from rag_async.retrieval.store import LEXICAL_VECTOR
+from rag_async.providers.retrieval import LexicalEncoder, Retriever, open_store
+from rag_async.providers.retrieval.edge_store import LIVE_IDF, EdgeChunkStore
+from rag_async.providers.retrieval.store import LEXICAL_VECTOR
 
 QUESTIONS = Path(__file__).with_name("retrieval_questions.jsonl")
 LIMIT = 16  # what the worker asks for: top_k (4) x the per-document cap's candidates

@@ -41,11 +41,11 @@ sys.path.insert(0, str(REPO))
 from harness import percentile  # noqa: E402
 
 from rag_async.config import Settings  # noqa: E402
-from rag_async.parsing import ParsedDocument  # noqa: E402
-from rag_async.parsing.html import parse_html  # noqa: E402
-from rag_async.retrieval import Chunk, LexicalEncoder, Retriever, chunk_text, open_store  # noqa: E402
-from rag_async.retrieval.lexical import STOPWORDS  # noqa: E402
-from rag_async.retrieval.retriever import PER_DOCUMENT  # noqa: E402
+from rag_async.providers.parsing import ParsedDocument  # noqa: E402
+from rag_async.providers.parsing.html import parse_html  # noqa: E402
+from rag_async.providers.retrieval import Chunk, LexicalEncoder, Retriever, chunk_text, open_store  # noqa: E402
+from rag_async.providers.retrieval.lexical import STOPWORDS  # noqa: E402
+from rag_async.providers.retrieval.retriever import PER_DOCUMENT  # noqa: E402
 
 DOCS = Path("/usr/share/doc/python3.11/html")
 QUESTIONS = Path(__file__).with_name("retrieval_questions.jsonl")

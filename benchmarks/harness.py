@@ -28,7 +28,7 @@ import httpx
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from rag_async.embedded_valkey import EmbeddedValkey, free_port  # noqa: E402
+from rag_async.local.valkey import EmbeddedValkey, free_port  # noqa: E402
 
 _TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -116,7 +116,7 @@ class Services:
             shutil.copytree(_indexed_corpus(self.corpus, store), data_dir)
         worker = self._popen(
             f"worker{n}",
-            [sys.executable, "-m", "rag_async.cli", "worker"],
+            [sys.executable, "-m", "rag_async.client.cli", "worker"],
             {**self.env, "RAG_DATA_DIR": str(data_dir), **(env or {})},
         )
         self.workers.append(worker)
@@ -209,7 +209,7 @@ def services(
                 command = [sys.executable, str(REPO / "benchmarks" / "inline_app.py")]
                 workers = 0
             else:
-                command = [sys.executable, "-m", "rag_async.cli", "api"]
+                command = [sys.executable, "-m", "rag_async.client.cli", "api"]
             api = _popen(files, logs, "api", command, base_env)
             svc = Services(
                 valkey, llm, llm_url, api, api_url,
@@ -262,11 +262,11 @@ def corpus_documents(corpus: str) -> Iterator[tuple[str, str, str]]:
     """(title, source, text) of each document of `corpus`: "demo" (the bundled tutorial
     pages) or "docs" (the Python documentation, parsed as an upload would be)."""
     if corpus == "demo":
-        from rag_async.demo_corpus import demo_documents
+        from rag_async.local.demo_corpus import demo_documents
 
         yield from demo_documents()
         return
-    from rag_async.parsing import parse
+    from rag_async.providers.parsing import parse
 
     if not PYTHON_DOCS.is_dir():
         raise SystemExit(f"{PYTHON_DOCS}: not found (Debian: apt-get install python3.11-doc)")
@@ -278,7 +278,7 @@ def corpus_documents(corpus: str) -> Iterator[tuple[str, str, str]]:
 
 async def _index_corpus(data_dir: Path, corpus: str, store: str) -> None:
     from rag_async.config import Settings
-    from rag_async.retrieval import Retriever, open_store
+    from rag_async.providers.retrieval import Retriever, open_store
 
     settings = Settings(_env_file=None, data_dir=data_dir, store=store)  # type: ignore[arg-type]
     chunk_store = await open_store(settings)
@@ -306,7 +306,7 @@ def _wait_worker(redis_url: str, prefix: str, timeout: float = 60) -> None:
     import redis
     from arq.constants import health_check_key_suffix
 
-    from rag_async.keys import Keys
+    from rag_async.store.keys import Keys
 
     client = redis.Redis.from_url(redis_url)
     health_check = Keys(prefix).queue("questions") + health_check_key_suffix

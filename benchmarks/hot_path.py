@@ -2,9 +2,9 @@
 
 1. Consuming a 40-token chat stream through the openai SDK: its typed chunk objects, against
    the same call's raw streaming response parsed line by line with orjson (what
-   `rag_async.llm.OpenAIChat` does).
+   `rag_async.providers.llm.OpenAIChat` does).
 2. Telling Redis about the tokens: one event-log append (XADD + PUBLISH, one Lua call) per
-   token, against one per coalesced batch (what `rag_async.jobs.answer` does).
+   token, against one per coalesced batch (what `rag_async.worker.jobs.answer` does).
 
 The test server runs in its own process, so only the consumer's CPU is counted here.
 
@@ -25,11 +25,11 @@ import openai
 from harness import REPO, median
 from redis.asyncio import Redis
 
-from rag_async.embedded_valkey import EmbeddedValkey
-from rag_async.eventlog import EventLog
-from rag_async.events import TokenEvent
-from rag_async.keys import Keys
-from rag_async.llm import OpenAIChat
+from rag_async.domain.events import TokenEvent
+from rag_async.local.valkey import EmbeddedValkey
+from rag_async.providers.llm import OpenAIChat
+from rag_async.store.events import EventLog
+from rag_async.store.keys import Keys
 
 ANSWERS = 200
 TOKENS = 40

@@ -31,8 +31,8 @@ from pathlib import Path
 import httpx
 from harness import REPO, percentile, rss_mib, services
 
-from rag_async.ingest_client import Found, find_documents, ingest_files
-from rag_async.parsing import parse
+from rag_async.client.ingest import Found, find_documents, ingest_files
+from rag_async.providers.parsing import parse
 
 DOCS = Path("/usr/share/doc/python3.11/html")
 BIG_BYTES = 4_500_000  # under the default 5 MB document limit
@@ -104,7 +104,7 @@ _INDEX_ONE = """
 import asyncio, sys, tempfile
 from pathlib import Path
 from rag_async.config import Settings
-from rag_async.retrieval import Retriever, open_store, retriever
+from rag_async.providers.retrieval import Retriever, open_store, retriever
 
 async def main(path, batch):
     retriever.INDEX_BATCH = batch

@@ -17,10 +17,10 @@ from fastapi import FastAPI
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from rag_async.config import Settings
-from rag_async.jobs.answer import coalesce
-from rag_async.llm import OpenAIChat
-from rag_async.retrieval import Retriever, open_store
-from rag_async.schemas import ChatRequest
+from rag_async.domain.schemas import ChatRequest
+from rag_async.providers.llm import OpenAIChat
+from rag_async.providers.retrieval import Retriever, open_store
+from rag_async.worker.jobs.answer import coalesce
 
 
 def create_inline_app(settings: Settings) -> FastAPI:

@@ -18,7 +18,7 @@ import time
 import httpx
 from harness import median, percentile, services
 
-from rag_async.client import RagClient
+from rag_async.client.api import RagClient
 
 
 async def queue_waits(api_url: str, count: int) -> list[float]:

@@ -36,10 +36,10 @@ import orjson
 from harness import QUESTIONS, Services, percentile, services
 from redis.asyncio import Redis
 
-from rag_async.client import Answer, ApiError, RagClient
-from rag_async.eventlog import EventLog
-from rag_async.events import TERMINAL_EVENT_TYPES, event_type_of
-from rag_async.keys import Keys
+from rag_async.client.api import Answer, ApiError, RagClient
+from rag_async.domain.events import TERMINAL_EVENT_TYPES, event_type_of
+from rag_async.store.events import EventLog
+from rag_async.store.keys import Keys
 from tests.support.openai_server import expected_answer
 from tests.support.tcp_proxy import TcpProxy
 

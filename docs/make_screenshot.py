@@ -18,8 +18,8 @@ from playwright.async_api import async_playwright
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # for the test fixtures' helpers
 
-from rag_async.demo_corpus import DEMO_QUESTION, demo_documents  # noqa: E402
-from rag_async.embedded_valkey import EmbeddedValkey  # noqa: E402
+from rag_async.local.demo_corpus import DEMO_QUESTION, demo_documents  # noqa: E402
+from rag_async.local.valkey import EmbeddedValkey  # noqa: E402
 from tests.conftest import make_settings, running_stack  # noqa: E402
 from tests.support.browser import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
 from tests.support.documents import add_document  # noqa: E402

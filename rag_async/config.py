@@ -25,8 +25,8 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from .errors import ConfigurationError
-from .redaction import redact
+from rag_async.domain.errors import ConfigurationError
+from rag_async.redaction import redact
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 

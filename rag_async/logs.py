@@ -14,7 +14,7 @@ import sys
 
 import structlog
 
-from .config import LogLevel
+from rag_async.config import LogLevel
 
 # Libraries that install handlers of their own (uvicorn's default config, arq's CLI): their
 # lines must reach the root handler, and only it, to be rendered like the rest.

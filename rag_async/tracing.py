@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from .config import Settings
+from rag_async.config import Settings
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span, Tracer

@@ -20,12 +20,12 @@ import uvicorn
 
 from rag_async.api import create_app
 from rag_async.api.server import server_options
-from rag_async.client import RagClient
+from rag_async.client.api import RagClient
 from rag_async.config import Settings
-from rag_async.embedded_valkey import EmbeddedValkey, free_port
+from rag_async.local.valkey import EmbeddedValkey, free_port
+from rag_async.worker.process import WorkerProcess
 from tests.support.documents import add_document
 from tests.support.openai_server import ServerConfig, serve_openai
-from workers.settings import WorkerProcess
 
 REPO = Path(__file__).resolve().parent.parent
 # The page tests' browser and page (importing nothing of Playwright until a test needs it).
@@ -196,7 +196,7 @@ def cli_env(settings: Settings, **extra: str) -> dict[str, str]:
 
 
 def rag_async_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "rag_async.cli", *args]
+    return [sys.executable, "-m", "rag_async.client.cli", *args]
 
 
 def run_cli(

@@ -15,8 +15,8 @@ from httpx_sse import aconnect_sse
 
 from rag_async.api import create_app
 from rag_async.config import Settings
-from rag_async.embedded_valkey import EmbeddedValkey
-from rag_async.identity import EventsTokens, KeyRing
+from rag_async.domain.identity import EventsTokens, KeyRing
+from rag_async.local.valkey import EmbeddedValkey
 from tests import conftest
 from tests.conftest import (
     SAMPLE_DOCUMENT,

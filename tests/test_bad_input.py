@@ -23,9 +23,9 @@ from redis.exceptions import ResponseError
 from structlog.testing import capture_logs
 
 from rag_async.config import Settings
-from rag_async.embedded_valkey import EmbeddedValkey, free_port
-from rag_async.keys import Keys
-from rag_async.schemas import ErrorBody
+from rag_async.domain.schemas import ErrorBody
+from rag_async.local.valkey import EmbeddedValkey, free_port
+from rag_async.store.keys import Keys
 from tests.conftest import (
     REPO,
     Stack,
@@ -627,7 +627,9 @@ async def test_a_misspelt_variable_is_warned_of_at_start(settings: Settings) -> 
         asyncio.to_thread(run_cli, "ask", "tea?", env=env),
         # What arq's CLI does first: read the worker's settings (then it would run the worker).
         asyncio.to_thread(
-            _run, [sys.executable, "-c", "import workers.settings as w; w.WorkerSettings"], env
+            _run,
+            [sys.executable, "-c", "import rag_async.worker.process as w; w.WorkerSettings"],
+            env,
         ),
     )
     warning = "RAG_PROT is not a setting of rag-async and is ignored; did you mean RAG_PORT?"

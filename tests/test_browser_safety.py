@@ -21,7 +21,7 @@ from redis.asyncio import Redis
 
 from rag_async.api.browser import allowed_hosts
 from rag_async.config import Settings
-from rag_async.keys import Keys
+from rag_async.store.keys import Keys
 from tests.conftest import running_api
 
 UNKNOWN_JOB = "0123456789abcdef" * 2

@@ -16,8 +16,8 @@ import pytest
 from redis.asyncio import Redis
 
 from rag_async.config import Settings
-from rag_async.embedded_valkey import EmbeddedValkey, free_port
-from rag_async.keys import Keys
+from rag_async.local.valkey import EmbeddedValkey, free_port
+from rag_async.store.keys import Keys
 from tests.conftest import (
     REPO,
     Stack,
@@ -331,7 +331,7 @@ def test_help_names_values_without_type_noise_or_broken_lines() -> None:
     import typer
     from typer.testing import CliRunner
 
-    from rag_async.cli import app
+    from rag_async.client.cli import app
 
     root = typer.main.get_command(app)
     runner = CliRunner()

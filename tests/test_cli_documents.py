@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from rag_async.embedded_valkey import EmbeddedValkey
+from rag_async.local.valkey import EmbeddedValkey
 from tests.conftest import Stack, make_settings, running_stack
 from tests.support.documents import add_document
 from tests.test_cli import MOMENT, cli, no_traceback

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from rag_async.embedded_valkey import free_port
+from rag_async.local.valkey import free_port
 from tests.conftest import run_cli
 from tests.support.processes import bare_env, console_script, started
 

@@ -30,11 +30,11 @@ import yaml
 from pydantic import AliasChoices
 
 from rag_async.api.browser import allowed_hosts
-from rag_async.cli import app as cli_app
+from rag_async.client.cli import app as cli_app
 from rag_async.config import Settings, load_settings, secret_file_fields
-from rag_async.embedded_valkey import EmbeddedValkey
-from rag_async.errors import ConfigurationError
-from rag_async.identity import KeyRing, check_exposure
+from rag_async.domain.errors import ConfigurationError
+from rag_async.domain.identity import KeyRing, check_exposure
+from rag_async.local.valkey import EmbeddedValkey
 from tests.conftest import make_settings, running_worker
 
 REPO = Path(__file__).resolve().parent.parent

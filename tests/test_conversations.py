@@ -11,9 +11,9 @@ from typing import Any
 import httpx
 import openai
 
-from rag_async.conversations import Turn, recent_turns, search_query
-from rag_async.embedded_valkey import EmbeddedValkey
-from rag_async.retrieval import LexicalEncoder
+from rag_async.local.valkey import EmbeddedValkey
+from rag_async.providers.retrieval import LexicalEncoder
+from rag_async.store.conversations import Turn, recent_turns, search_query
 from tests.conftest import Stack, ingest, keyed_settings, make_settings, running_stack
 from tests.support.openai_server import expected_answer
 

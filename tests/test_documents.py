@@ -11,11 +11,11 @@ from typing import Any
 import httpx
 import pytest
 
-from rag_async.client import ApiError, JobEvent
-from rag_async.embedded_valkey import EmbeddedValkey
-from rag_async.parsing import parse
-from rag_async.parsing.html import parse_html
-from rag_async.retrieval import chunk_text
+from rag_async.client.api import ApiError, JobEvent
+from rag_async.local.valkey import EmbeddedValkey
+from rag_async.providers.parsing import parse
+from rag_async.providers.parsing.html import parse_html
+from rag_async.providers.retrieval import chunk_text
 from tests.conftest import Stack, cli_env, make_settings, run_cli, running_stack
 from tests.support.documents import add_document
 from tests.support.hostile import assemble_pdf

@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 
 from rag_async.config import Settings
-from rag_async.demo_corpus import DEMO_QUESTION, demo_documents
-from rag_async.embedded_valkey import EmbeddedValkey
-from rag_async.llm import ExtractiveAnswerer
-from rag_async.llm.extractive import QUOTING
-from rag_async.retrieval import LexicalEncoder, Retriever, open_store
-from rag_async.sources import Source
+from rag_async.domain.sources import Source
+from rag_async.local.demo_corpus import DEMO_QUESTION, demo_documents
+from rag_async.local.valkey import EmbeddedValkey
+from rag_async.providers.llm import ExtractiveAnswerer
+from rag_async.providers.llm.extractive import QUOTING
+from rag_async.providers.retrieval import LexicalEncoder, Retriever, open_store
 from tests.conftest import make_settings, running_stack
 from tests.support.documents import add_document
 

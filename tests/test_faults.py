@@ -17,13 +17,13 @@ import pytest
 from arq.constants import retry_key_prefix
 from redis.asyncio import Redis
 
-from rag_async.client import Answer, RagClient
+from rag_async.client.api import Answer, RagClient
 from rag_async.config import Settings
-from rag_async.embedded_valkey import EmbeddedValkey, free_port
-from rag_async.eventlog import EventLog
-from rag_async.events import event_type_of
-from rag_async.keys import Keys
-from rag_async.retrieval import open_store
+from rag_async.domain.events import event_type_of
+from rag_async.local.valkey import EmbeddedValkey, free_port
+from rag_async.providers.retrieval import open_store
+from rag_async.store.events import EventLog
+from rag_async.store.keys import Keys
 from tests.conftest import (
     cli_env,
     make_settings,

@@ -225,7 +225,7 @@ async def test_a_provider_refusal_fails_the_job_with_a_readable_error(
 async def test_a_transient_failure_is_retried_and_each_attempt_announced(
     valkey: Any, tmp_path: Any
 ) -> None:
-    from rag_async.embedded_valkey import free_port
+    from rag_async.local.valkey import free_port
     from tests.conftest import make_settings
 
     closed = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens: a connection error

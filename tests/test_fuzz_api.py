@@ -33,7 +33,7 @@ from schemathesis.python import asgi
 from schemathesis.schemas import BaseSchema
 
 from rag_async.api import create_app
-from rag_async.embedded_valkey import EmbeddedValkey
+from rag_async.local.valkey import EmbeddedValkey
 from tests.conftest import make_settings, running_api
 
 ALICE = "alice-secret-0123456789"

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from rag_async.client import JobEvent
-from rag_async.embedded_valkey import EmbeddedValkey
-from rag_async.parsing import parse
-from rag_async.parsing.limits import ParseLimits, TooDeep, TooManyPages
+from rag_async.client.api import JobEvent
+from rag_async.local.valkey import EmbeddedValkey
+from rag_async.providers.parsing import parse
+from rag_async.providers.parsing.limits import ParseLimits, TooDeep, TooManyPages
 from tests.conftest import Stack, ingest, make_settings, running_stack
 from tests.support.hostile import PAGE_TREE_BOMB, deflate_bomb, nested_html, page_tree_bomb
 from tests.test_documents import make_pdf

@@ -16,16 +16,16 @@ import pytest
 from arq import Retry
 from redis.asyncio import Redis
 
-from rag_async.breaker import BreakerOpen
 from rag_async.config import Settings
-from rag_async.embedded_valkey import EmbeddedValkey, free_port
-from rag_async.errors import BadRequest, ProviderError
-from rag_async.jobs import JOBS, Services, WorkerContext, job_function
-from rag_async.jobs.lifecycle import Finished, Run
-from rag_async.jobs.outcome import decide
-from rag_async.jobstore import JobStore
-from rag_async.keys import Keys
-from rag_async.redis_pool import connect_redis
+from rag_async.domain.errors import BadRequest, ProviderError
+from rag_async.local.valkey import EmbeddedValkey, free_port
+from rag_async.providers.breaker import BreakerOpen
+from rag_async.store.jobs import JobStore
+from rag_async.store.keys import Keys
+from rag_async.store.pool import connect_redis
+from rag_async.worker.jobs import JOBS, Services, WorkerContext, job_function
+from rag_async.worker.lifecycle import Finished, Run
+from rag_async.worker.outcome import decide
 from tests.conftest import (
     SAMPLE_DOCUMENT,
     Stack,

@@ -27,8 +27,8 @@ from dotenv import dotenv_values
 from pydantic import AliasChoices
 
 from rag_async.config import Settings, secret_file_fields
-from rag_async.embedded_valkey import EmbeddedValkey
-from rag_async.identity import KeyRing
+from rag_async.domain.identity import KeyRing
+from rag_async.local.valkey import EmbeddedValkey
 from tests.conftest import make_settings, running_api
 
 REPO = Path(__file__).resolve().parent.parent

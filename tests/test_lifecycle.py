@@ -11,7 +11,7 @@ import httpx
 from redis.asyncio import Redis
 
 from rag_async.config import Settings
-from rag_async.keys import Keys
+from rag_async.store.keys import Keys
 from tests.conftest import Stack, cli_env, rag_async_command, running_api, running_stack
 from tests.support.openai_server import expected_answer
 from tests.support.processes import Proc
@@ -197,7 +197,7 @@ async def test_a_breaker_defers_jobs_while_the_llm_is_down(valkey: Any, tmp_path
 def _llm_down(valkey: Any, tmp_path: Path, **overrides: Any) -> tuple[int, Settings]:
     """Settings whose LLM is at a free port where nothing listens yet, and that port (a test
     brings the LLM up there with `serve_openai(port=...)`)."""
-    from rag_async.embedded_valkey import free_port
+    from rag_async.local.valkey import free_port
     from tests.conftest import make_settings
 
     port = free_port()

@@ -11,9 +11,9 @@ import pytest
 from httpx_sse import aconnect_sse
 from redis.asyncio import Redis
 
-from rag_async import redis_pool
 from rag_async.config import Settings
-from rag_async.keys import Keys
+from rag_async.store import pool as redis_pool
+from rag_async.store.keys import Keys
 from tests.conftest import running_stack
 from tests.support.openai_server import expected_answer
 

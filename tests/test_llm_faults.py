@@ -19,12 +19,12 @@ import httpx
 import openai
 import pytest
 
-from rag_async.breaker import BreakerOpen, CircuitBreaker, guarded_stream
-from rag_async.client import Answer, JobEvent
+from rag_async.client.api import Answer, JobEvent
 from rag_async.config import Settings
-from rag_async.errors import ProviderError
-from rag_async.llm import OpenAIChat, StreamTimeouts
-from rag_async.sources import Source
+from rag_async.domain.errors import ProviderError
+from rag_async.domain.sources import Source
+from rag_async.providers.breaker import BreakerOpen, CircuitBreaker, guarded_stream
+from rag_async.providers.llm import OpenAIChat, StreamTimeouts
 from tests.conftest import Stack, cli_env, make_settings, run_cli, running_stack
 from tests.support.openai_server import Fault, OpenAIApp, expected_answer
 

@@ -14,9 +14,9 @@ from typing import Any
 import httpx
 import pytest
 
-from rag_async.client import RagClient
+from rag_async.client.api import RagClient
 from rag_async.config import Settings
-from rag_async.embedded_valkey import free_port
+from rag_async.local.valkey import free_port
 from tests.conftest import SAMPLE_DOCUMENT, cli_env, rag_async_command, running_api
 from tests.support.documents import add_document
 from tests.support.openai_server import OpenAIApp

@@ -21,8 +21,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from rag_async.config import Settings
-from rag_async.embedded_valkey import free_port
-from rag_async.errors import ConfigurationError
+from rag_async.domain.errors import ConfigurationError
+from rag_async.local.valkey import free_port
 from tests.conftest import keyed_settings, make_settings, running_stack, running_worker
 from tests.support.openai_server import OpenAIApp
 

@@ -14,7 +14,7 @@ import httpx
 import openai
 import pytest
 
-from rag_async.embedded_valkey import EmbeddedValkey
+from rag_async.local.valkey import EmbeddedValkey
 from tests.conftest import SAMPLE_DOCUMENT, Stack, keyed_settings, running_stack
 from tests.support.documents import add_document
 from tests.support.openai_server import expected_answer

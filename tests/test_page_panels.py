@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from rag_async.parsing import FORMATS, UnsupportedFormat, format_of
+from rag_async.providers.parsing import FORMATS, UnsupportedFormat, format_of
 from tests.conftest import Stack, ingest, make_settings, running_stack, running_worker
 from tests.support.browser import (  # skips the module without chromium or playwright
     ANSWER_DONE,

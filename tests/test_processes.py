@@ -21,10 +21,10 @@ import pytest
 from redis import Redis
 from redis.exceptions import AuthenticationError
 
-from rag_async.client import RagClient
+from rag_async.client.api import RagClient
 from rag_async.config import Settings
-from rag_async.demo_corpus import DEMO_QUESTION
-from rag_async.embedded_valkey import EmbeddedValkey, free_port
+from rag_async.local.demo_corpus import DEMO_QUESTION
+from rag_async.local.valkey import EmbeddedValkey, free_port
 from tests.conftest import (
     Stack,
     cli_env,

@@ -13,10 +13,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from rag_async.client import JobEvent
-from rag_async.embedded_valkey import EmbeddedValkey
-from rag_async.llm.prompt import SYSTEM_PROMPT
-from rag_async.llm.safety import ECHO_WORDS, REDACTED, EchoGuard, LinkGuard
+from rag_async.client.api import JobEvent
+from rag_async.local.valkey import EmbeddedValkey
+from rag_async.providers.llm.prompt import SYSTEM_PROMPT
+from rag_async.providers.llm.safety import ECHO_WORDS, REDACTED, EchoGuard, LinkGuard
 from tests.conftest import Stack, cli_env, make_settings, run_cli, running_stack
 from tests.support.documents import add_document
 from tests.support.openai_server import OpenAIApp

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from qdrant_client import AsyncQdrantClient
 
-from rag_async.embedded_valkey import free_port
-from rag_async.errors import ProviderError
-from rag_async.jobs.qdrant_calls import qdrant_call
+from rag_async.domain.errors import ProviderError
+from rag_async.local.valkey import free_port
+from rag_async.providers.retrieval.qdrant_calls import qdrant_call
 from tests.support.status_server import answering
 
 

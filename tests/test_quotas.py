@@ -14,8 +14,8 @@ import httpx
 from redis.asyncio import Redis
 
 from rag_async.config import Settings
-from rag_async.embedded_valkey import EmbeddedValkey
-from rag_async.keys import Keys
+from rag_async.local.valkey import EmbeddedValkey
+from rag_async.store.keys import Keys
 from tests.conftest import running_api, running_stack, running_worker
 from tests.test_auth import ALICE, BOB, as_, finished, keyed_settings
 

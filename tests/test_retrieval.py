@@ -18,9 +18,9 @@ import snowballstemmer
 from qdrant_client import AsyncQdrantClient, models
 
 from rag_async.config import Settings
-from rag_async.demo_corpus import DEMO_QUESTION, demo_documents
-from rag_async.errors import ConfigurationError, ProviderError
-from rag_async.retrieval import (
+from rag_async.domain.errors import ConfigurationError, ProviderError
+from rag_async.local.demo_corpus import DEMO_QUESTION, demo_documents
+from rag_async.providers.retrieval import (
     ChunkStore,
     LexicalEncoder,
     OpenAIEmbedder,
@@ -29,9 +29,9 @@ from rag_async.retrieval import (
     open_qdrant,
     open_store,
 )
-from rag_async.retrieval.chunking import count_tokens
-from rag_async.retrieval.stemming import english_stem
-from rag_async.retrieval.store import INDEX_BATCH
+from rag_async.providers.retrieval.chunking import count_tokens
+from rag_async.providers.retrieval.stemming import english_stem
+from rag_async.providers.retrieval.store import INDEX_BATCH
 from tests.support.processes import run_python
 
 
@@ -352,8 +352,8 @@ SECOND_PROCESS = """
 import asyncio, json, sys
 from pathlib import Path
 from rag_async.config import Settings
-from rag_async.errors import ConfigurationError
-from rag_async.retrieval import open_qdrant
+from rag_async.domain.errors import ConfigurationError
+from rag_async.providers.retrieval import open_qdrant
 
 try:
     asyncio.run(open_qdrant(Settings(data_dir=Path(sys.argv[1]), qdrant_url=None)))

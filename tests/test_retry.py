@@ -15,11 +15,11 @@ import openai
 import pytest
 from qdrant_client import AsyncQdrantClient
 
-from rag_async.errors import ProviderError
-from rag_async.jobs.qdrant_calls import qdrant_call
-from rag_async.llm import OpenAIChat
-from rag_async.retrieval.embedders import OpenAIEmbedder
-from rag_async.retry import RETRYABLE_STATUSES, backoff, retry_after
+from rag_async.domain.errors import ProviderError
+from rag_async.providers.llm import OpenAIChat
+from rag_async.providers.retrieval.embedders import OpenAIEmbedder
+from rag_async.providers.retrieval.qdrant_calls import qdrant_call
+from rag_async.providers.retry import RETRYABLE_STATUSES, backoff, retry_after
 from tests.support.status_server import answering
 
 # Worth another try: timed out, conflict, rate limited, any server error. Nothing else.

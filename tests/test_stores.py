@@ -14,18 +14,18 @@ import pytest
 from qdrant_client import models
 
 from rag_async.config import Settings
-from rag_async.demo_corpus import DEMO_QUESTION, demo_documents
-from rag_async.embedded_valkey import EmbeddedValkey
-from rag_async.errors import ConfigurationError, ProviderError
-from rag_async.retrieval import (
+from rag_async.domain.errors import ConfigurationError, ProviderError
+from rag_async.local.demo_corpus import DEMO_QUESTION, demo_documents
+from rag_async.local.valkey import EmbeddedValkey
+from rag_async.providers.retrieval import (
     ChunkStore,
     LexicalEncoder,
     Retriever,
     chunk_text,
     open_store,
 )
-from rag_async.retrieval.backend import FORMAT_FILE, store_folder
-from rag_async.retrieval.edge_store import (
+from rag_async.providers.retrieval.backend import FORMAT_FILE, store_folder
+from rag_async.providers.retrieval.edge_store import (
     EdgeChunkStore,
     MalformedVector,
     check_sparse,
@@ -465,8 +465,8 @@ SECOND_PROCESS = """
 import asyncio, sys
 from pathlib import Path
 from rag_async.config import Settings
-from rag_async.errors import ConfigurationError
-from rag_async.retrieval import open_store
+from rag_async.domain.errors import ConfigurationError
+from rag_async.providers.retrieval import open_store
 
 async def main():
     settings = Settings(_env_file=None, data_dir=Path(sys.argv[1]), qdrant_url=None, store="edge")
@@ -495,8 +495,8 @@ import asyncio, sys
 sys.modules["qdrant_edge"] = None  # as on a machine qdrant-edge-py has no wheel for
 from pathlib import Path
 from rag_async.config import Settings
-from rag_async.errors import ConfigurationError
-from rag_async.retrieval import open_store
+from rag_async.domain.errors import ConfigurationError
+from rag_async.providers.retrieval import open_store
 
 settings = Settings(_env_file=None, data_dir=Path(sys.argv[1]), qdrant_url=None)
 try:
@@ -520,8 +520,8 @@ KILLED_AFTER_INDEXING = """
 import asyncio, os, signal, sys
 from pathlib import Path
 from rag_async.config import Settings
-from rag_async.demo_corpus import demo_documents
-from rag_async.retrieval import Retriever, open_store
+from rag_async.local.demo_corpus import demo_documents
+from rag_async.providers.retrieval import Retriever, open_store
 
 async def main():
     settings = Settings(_env_file=None, data_dir=Path(sys.argv[1]), qdrant_url=None)

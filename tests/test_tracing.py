@@ -20,10 +20,10 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from redis.asyncio import Redis
 
 from rag_async import tracing
-from rag_async.client import RagClient
+from rag_async.client.api import RagClient
 from rag_async.config import Settings
-from rag_async.jobstore import JobStore
-from rag_async.keys import Keys
+from rag_async.store.jobs import JobStore
+from rag_async.store.keys import Keys
 from tests.conftest import make_settings, running_stack
 from tests.support.openai_server import OpenAIApp
 from tests.support.processes import run_python
@@ -135,7 +135,7 @@ async def test_with_traces_off_the_opentelemetry_sdk_is_not_imported() -> None:
         "import sys\n"
         "from rag_async.api import create_app\n"
         "from rag_async.config import Settings\n"
-        "import workers.settings, rag_async.jobs\n"
+        "import rag_async.worker.process, rag_async.worker.jobs\n"
         "create_app(Settings(_env_file=None))\n"
         "print(sorted(m for m in sys.modules if m.startswith('opentelemetry.sdk')))\n"
     )

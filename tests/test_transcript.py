@@ -13,13 +13,13 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
-from rag_async.client import Answer, JobEvent
+from rag_async.client.api import Answer, JobEvent
 from rag_async.config import Settings
-from rag_async.eventlog import EventLog
-from rag_async.events import TERMINAL_EVENT_TYPES, encode_event
-from rag_async.jobstore import JobStore
-from rag_async.keys import Keys
-from rag_async.transcript import Transcript
+from rag_async.domain.events import TERMINAL_EVENT_TYPES, encode_event
+from rag_async.domain.transcript import Transcript
+from rag_async.store.events import EventLog
+from rag_async.store.jobs import JobStore
+from rag_async.store.keys import Keys
 from tests.conftest import running_api
 from tests.support.answer_logs import ANSWER_LOGS, AnswerLog
 from tests.support.events import decode_event

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from rag_async.config import Settings
-from rag_async.identity import EventsTokens, KeyRing
+from rag_async.domain.identity import EventsTokens, KeyRing
 from tests.conftest import REPO, Stack, ingest, keyed_settings, make_settings, running_stack
 from tests.support.answer_logs import ANSWER_LOGS
 from tests.support.browser import (  # skips the module without chromium or playwright

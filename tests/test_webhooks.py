@@ -27,9 +27,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from rag_async.config import Settings
-from rag_async.embedded_valkey import EmbeddedValkey, free_port
-from rag_async.jobrecord import JobStatus, record_fields
-from rag_async.keys import Keys
+from rag_async.domain.job import JobStatus, record_fields
+from rag_async.local.valkey import EmbeddedValkey, free_port
+from rag_async.store.keys import Keys
 from rag_async.webhooks import HostPolicy, WebhookRefused
 from rag_async.webhooks.policy import is_public
 from tests.conftest import Stack, keyed_settings, make_settings, running_stack

@@ -1,5 +1,5 @@
 """The HTTP API: accepts questions and documents, enqueues jobs, reports and streams them."""
 
-from .app import create_app
+from rag_async.api.app import create_app
 
 __all__ = ["create_app"]

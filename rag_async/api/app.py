@@ -12,14 +12,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
-from ..config import Settings
-from ..identity import KeyRing
-from ..metrics import ClusterCollector, RequestTimer
-from ..redaction import redact
-from ..redis_pool import connect_redis
-from ..schemas import ErrorBody
-from ..tracing import setup_tracing
-from .browser import (
+from rag_async.api.browser import (
     HostCheck,
     OriginCheck,
     SecurityHeaders,
@@ -27,13 +20,29 @@ from .browser import (
     allowed_hosts,
     cors_origins,
 )
-from .docs import install_docs
-from .errors import install_error_handlers
-from .middleware import BodySizeLimit, HeaderSizeLimit
-from .openai_compat import chat_completions, install_openai_errors, models, responses
-from .request_ids import RequestIds
-from .routes import chat, conversations, deadletters, documents, health, jobs, metrics, stats
-from .state import AppState
+from rag_async.api.docs import install_docs
+from rag_async.api.errors import install_error_handlers
+from rag_async.api.middleware import BodySizeLimit, HeaderSizeLimit
+from rag_async.api.openai_compat import chat_completions, install_openai_errors, models, responses
+from rag_async.api.request_ids import RequestIds
+from rag_async.api.routes import (
+    chat,
+    conversations,
+    deadletters,
+    documents,
+    health,
+    jobs,
+    metrics,
+    stats,
+)
+from rag_async.api.state import AppState
+from rag_async.config import Settings
+from rag_async.domain.identity import KeyRing
+from rag_async.domain.schemas import ErrorBody
+from rag_async.metrics import ClusterCollector, RequestTimer
+from rag_async.redaction import redact
+from rag_async.store.pool import connect_redis
+from rag_async.tracing import setup_tracing
 
 log = structlog.get_logger(__name__)
 

@@ -8,9 +8,9 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from ..errors import Forbidden, Unauthorized
-from ..identity import LOCAL, Principal
-from .state import State
+from rag_async.api.state import State
+from rag_async.domain.errors import Forbidden, Unauthorized
+from rag_async.domain.identity import LOCAL, Principal
 
 # Declared as a dependency so the OpenAPI document (and /docs's "Authorize") know the scheme.
 _bearer = HTTPBearer(auto_error=False, description="an API key: Authorization: Bearer <key>")

@@ -20,8 +20,8 @@ from urllib.parse import urlsplit
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..config import Settings
-from .errors import error_response
+from rag_async.api.errors import error_response
+from rag_async.config import Settings
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 # Probes of an orchestrator reach the pod by its IP, a name nobody can list in advance; what

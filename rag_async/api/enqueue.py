@@ -10,16 +10,16 @@ from typing import Any, TypeVar
 
 from fastapi import Request
 
-from ..errors import LimitReached, Overloaded
-from ..events import StatusEvent
-from ..identity import Principal
-from ..jobrecord import JobRecord, JobStatus, WebhookDelivery, record_fields
-from ..queues import Kind
-from ..quotas import held_to_quotas
-from ..schemas import JobAccepted
-from ..tracing import traceparent_for_job
-from ..webhooks import webhook_fields
-from .state import AppState
+from rag_async.api.quotas import held_to_quotas
+from rag_async.api.state import AppState
+from rag_async.domain.errors import LimitReached, Overloaded
+from rag_async.domain.events import StatusEvent
+from rag_async.domain.identity import Principal
+from rag_async.domain.job import JobRecord, JobStatus, WebhookDelivery, record_fields
+from rag_async.domain.schemas import JobAccepted
+from rag_async.store.queue import Kind
+from rag_async.tracing import traceparent_for_job
+from rag_async.webhooks import webhook_fields
 
 A = TypeVar("A", bound=JobAccepted)
 

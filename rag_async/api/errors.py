@@ -15,9 +15,9 @@ from redis.exceptions import OutOfMemoryError as RedisOutOfMemoryError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..errors import RagError
-from ..schemas import ErrorBody
-from .bodies import utf8_problem
+from rag_async.api.bodies import utf8_problem
+from rag_async.domain.errors import RagError
+from rag_async.domain.schemas import ErrorBody
 
 log = structlog.get_logger(__name__)
 

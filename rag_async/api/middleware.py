@@ -9,8 +9,8 @@ import orjson
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..errors import HeadersTooLarge
-from .errors import error_response
+from rag_async.api.errors import error_response
+from rag_async.domain.errors import HeadersTooLarge
 
 
 class HeaderSizeLimit:

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 
 import orjson
 
-from ..conversations import Turn, recent_turns
-from ..errors import BadRequest, RagError
-from ..jobrecord import new_job_id, record_fields
-from .bodies import utf8_problem
-from .enqueue import Submission, enqueue
+from rag_async.api.bodies import utf8_problem
+from rag_async.api.enqueue import Submission, enqueue
+from rag_async.domain.errors import BadRequest, RagError
+from rag_async.domain.job import new_job_id, record_fields
+from rag_async.store.conversations import Turn, recent_turns
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ import structlog
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .enqueue import _REQUEST_ID as PLAIN_TOKEN
+from rag_async.api.enqueue import _REQUEST_ID as PLAIN_TOKEN
 
 
 class RequestIds:

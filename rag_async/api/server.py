@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from ..config import Settings
+from rag_async.config import Settings
 
 # A request line's worth on top of the headers (as nginx's large header buffers allow).
 _REQUEST_LINE = 8 * 1024

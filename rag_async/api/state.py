@@ -8,16 +8,16 @@ from typing import Annotated
 from arq.connections import ArqRedis
 from fastapi import Depends, Request
 
-from ..config import Settings
-from ..deadletters import DeadLetters
-from ..eventlog import EventLog, LiveHub
-from ..idempotency import IdempotencyKeys
-from ..identity import EventsTokens, KeyRing
-from ..jobstore import Cancellation, JobStore
-from ..keys import Keys
-from ..queues import JobQueue
-from ..quotas import RateLimiter, StreamSlots
-from ..registry import DocumentRegistry
+from rag_async.api.quotas import RateLimiter, StreamSlots
+from rag_async.config import Settings
+from rag_async.domain.identity import EventsTokens, KeyRing
+from rag_async.store.dead_letters import DeadLetters
+from rag_async.store.documents import DocumentRegistry
+from rag_async.store.events import EventLog, LiveHub
+from rag_async.store.idempotency import IdempotencyKeys
+from rag_async.store.jobs import Cancellation, JobStore
+from rag_async.store.keys import Keys
+from rag_async.store.queue import JobQueue
 
 
 @dataclass(slots=True)

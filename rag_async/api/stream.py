@@ -17,10 +17,10 @@ from typing import Any
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.types import Receive, Scope, Send
 
-from ..eventlog import RESYNC, LoggedEvent
-from ..events import TERMINAL_EVENT_TYPES, event_type_of
-from ..metrics import SSE_CONNECTIONS
-from .state import AppState
+from rag_async.api.state import AppState
+from rag_async.domain.events import TERMINAL_EVENT_TYPES, event_type_of
+from rag_async.metrics import SSE_CONNECTIONS
+from rag_async.store.events import RESYNC, LoggedEvent
 
 
 class CountedEventSource(EventSourceResponse):

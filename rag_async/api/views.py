@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import orjson
 
-from ..events import event_type_of
-from ..jobrecord import JobRecord, JobStatus
-from ..schemas import JobView
-from ..transcript import Transcript
-from .enqueue import events_url
-from .state import AppState
+from rag_async.api.enqueue import events_url
+from rag_async.api.state import AppState
+from rag_async.domain.events import event_type_of
+from rag_async.domain.job import JobRecord, JobStatus
+from rag_async.domain.schemas import JobView
+from rag_async.domain.transcript import Transcript
 
 
 async def job_view(state: AppState, record: JobRecord) -> JobView:

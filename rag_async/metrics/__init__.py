@@ -2,15 +2,15 @@
 (cluster.py), and how they are served (http.py). The metric names are a contract with the
 dashboards, alerts and autoscaler of deploy/ and docs/operations.md."""
 
-from .cluster import ClusterCollector, JobOutcomes
-from .http import (
+from rag_async.metrics.cluster import ClusterCollector, JobOutcomes
+from rag_async.metrics.http import (
     CONTENT_TYPE_LATEST,
     ProcessMetricsServer,
     RequestTimer,
     exposition,
     serve_process_metrics,
 )
-from .process import SSE_CONNECTIONS, count_tokens, observe_stages
+from rag_async.metrics.process import SSE_CONNECTIONS, count_tokens, observe_stages
 
 __all__ = [
     "CONTENT_TYPE_LATEST",

@@ -21,9 +21,9 @@ from prometheus_client.registry import Collector
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from ..activity import service_stats
-from ..keys import Keys
-from ..queues import JOB_KINDS, LANES
+from rag_async.store.activity import service_stats
+from rag_async.store.keys import Keys
+from rag_async.store.queue import JOB_KINDS, LANES
 
 log = structlog.get_logger(__name__)
 

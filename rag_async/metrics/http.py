@@ -12,8 +12,8 @@ from prometheus_client.core import Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..errors import ConfigurationError
-from .process import HTTP_REQUEST_SECONDS, REGISTRY
+from rag_async.domain.errors import ConfigurationError
+from rag_async.metrics.process import HTTP_REQUEST_SECONDS, REGISTRY
 
 __all__ = [
     "CONTENT_TYPE_LATEST",

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ..config import Settings
-from ..jobrecord import WebhookDelivery, record_fields
-from .policy import HostPolicy, WebhookRefused
+from rag_async.config import Settings
+from rag_async.domain.job import WebhookDelivery, record_fields
+from rag_async.webhooks.policy import HostPolicy, WebhookRefused
 
 
 def webhook_fields(settings: Settings, url: str | None) -> dict[str, str]:

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 import httpx
 import structlog
 
-from ..config import Settings
-from ..jobrecord import WebhookAttempt
-from ..retry import retry_after
-from .policy import HostPolicy, IPAddress, Target, WebhookRefused
-from .signing import Signer
+from rag_async.config import Settings
+from rag_async.domain.job import WebhookAttempt
+from rag_async.providers.retry import retry_after
+from rag_async.webhooks.policy import HostPolicy, IPAddress, Target, WebhookRefused
+from rag_async.webhooks.signing import Signer
 
 log = structlog.get_logger(__name__)
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from ..jobrecord import JobRecord
+from rag_async.domain.job import JobRecord
 
 
 def payload(record: JobRecord, event: str) -> str:

@@ -17,7 +17,7 @@ from urllib.parse import SplitResult, urlsplit
 
 import httpx
 
-from ..errors import RagError
+from rag_async.domain.errors import RagError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import orjson
 
-from rag_async.client import RagClient
+from rag_async.client.api import RagClient
 
 
 async def add_document(

@@ -1,11 +1,11 @@
 """An event's wire JSON read back into its typed model. The service only writes events
-(`rag_async.events.encode_event`); tests check what it wrote against the one schema."""
+(`rag_async.domain.events.encode_event`); tests check what it wrote against the one schema."""
 
 from __future__ import annotations
 
 from pydantic import TypeAdapter
 
-from rag_async.events import Event
+from rag_async.domain.events import Event
 
 _EVENT: TypeAdapter[Event] = TypeAdapter(Event)
 

@@ -3,7 +3,7 @@ resume, cancel), chat completions and the model list, so OpenAI clients need no 
 request takes the same keys, limits and queue as the native routes; each stream reads the
 same event log."""
 
-from . import chat_completions, models, responses
-from .errors import install_openai_errors
+from rag_async.api.openai_compat import chat_completions, models, responses
+from rag_async.api.openai_compat.errors import install_openai_errors
 
 __all__ = ["chat_completions", "install_openai_errors", "models", "responses"]

@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from ...errors import NotFound, RagError
-from ...identity import Principal
-from ...jobrecord import JobRecord
-from ...quotas import held_to_quotas
-from ..state import AppState
-from ..stream import follow_job
-from .wire import job_id_of
+from rag_async.api.openai_compat.wire import job_id_of
+from rag_async.api.quotas import held_to_quotas
+from rag_async.api.state import AppState
+from rag_async.api.stream import follow_job
+from rag_async.domain.errors import NotFound, RagError
+from rag_async.domain.identity import Principal
+from rag_async.domain.job import JobRecord
 
 
 class StillRunning(RagError):

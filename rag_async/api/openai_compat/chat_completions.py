@@ -16,19 +16,19 @@ import orjson
 from fastapi import APIRouter, Header, Request, Response
 from sse_starlette import ServerSentEvent
 
-from ...errors import Conflict, RagError
-from ...jobrecord import JobRecord, JobStatus
-from ...quotas import held_to_quotas
-from ...schemas import ErrorBody
-from ..auth import Caller
-from ..enqueue import Submission
-from ..errors import json_response
-from ..questions import Question, submit_question
-from ..state import AppState, State
-from ..stream import CountedEventSource, follow_job
-from .answers import StillRunning, wait_for_end, wait_limit
-from .inputs import ChatCompletionsRequest, conversation_of
-from .wire import COMPLETION_PREFIX, citations, served_model
+from rag_async.api.auth import Caller
+from rag_async.api.enqueue import Submission
+from rag_async.api.errors import json_response
+from rag_async.api.openai_compat.answers import StillRunning, wait_for_end, wait_limit
+from rag_async.api.openai_compat.inputs import ChatCompletionsRequest, conversation_of
+from rag_async.api.openai_compat.wire import COMPLETION_PREFIX, citations, served_model
+from rag_async.api.questions import Question, submit_question
+from rag_async.api.quotas import held_to_quotas
+from rag_async.api.state import AppState, State
+from rag_async.api.stream import CountedEventSource, follow_job
+from rag_async.domain.errors import Conflict, RagError
+from rag_async.domain.job import JobRecord, JobStatus
+from rag_async.domain.schemas import ErrorBody
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 

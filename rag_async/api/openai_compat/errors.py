@@ -14,7 +14,7 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
-from ..errors import json_response
+from rag_async.api.errors import json_response
 
 PREFIX = "/v1/"
 

@@ -13,9 +13,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
-from ...conversations import Turn
-from ...errors import BadRequest
-from ...schemas import COLLECTION_PATTERN
+from rag_async.domain.errors import BadRequest
+from rag_async.domain.schemas import COLLECTION_PATTERN
+from rag_async.store.conversations import Turn
 
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
 

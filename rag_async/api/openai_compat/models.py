@@ -7,11 +7,11 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from ...errors import NotFound
-from ...schemas import ErrorBody
-from ..auth import Caller
-from ..state import State
-from .wire import served_model
+from rag_async.api.auth import Caller
+from rag_async.api.openai_compat.wire import served_model
+from rag_async.api.state import State
+from rag_async.domain.errors import NotFound
+from rag_async.domain.schemas import ErrorBody
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 

@@ -21,13 +21,13 @@ from typing import Any
 import orjson
 from sse_starlette import ServerSentEvent
 
-from ...config import Settings
-from ...jobrecord import JobRecord
-from ...sources import Source
-from ...transcript import Transcript
-from ..state import AppState
-from ..stream import follow_job
-from .wire import output_message, output_text, response_object
+from rag_async.api.openai_compat.wire import output_message, output_text, response_object
+from rag_async.api.state import AppState
+from rag_async.api.stream import follow_job
+from rag_async.config import Settings
+from rag_async.domain.job import JobRecord
+from rag_async.domain.sources import Source
+from rag_async.domain.transcript import Transcript
 
 # Room for the Responses events that one logged event becomes (a `done` makes four).
 PARTS = 10

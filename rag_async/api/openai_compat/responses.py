@@ -8,23 +8,23 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
 
-from ...conversations import Turn
-from ...errors import Conflict
-from ...identity import Principal
-from ...jobrecord import JobRecord, JobStatus
-from ...quotas import held_to_quotas
-from ...schemas import ErrorBody
-from ..auth import Caller
-from ..enqueue import Submission
-from ..errors import json_response
-from ..questions import Question, submit_question
-from ..state import AppState, State
-from ..stream import CountedEventSource
-from ..views import job_view
-from .answers import StillRunning, owned_answer, wait_for_end, wait_limit
-from .inputs import ResponsesRequest, conversation_of
-from .response_events import first_logged, response_stream
-from .wire import response_object, response_status
+from rag_async.api.auth import Caller
+from rag_async.api.enqueue import Submission
+from rag_async.api.errors import json_response
+from rag_async.api.openai_compat.answers import StillRunning, owned_answer, wait_for_end, wait_limit
+from rag_async.api.openai_compat.inputs import ResponsesRequest, conversation_of
+from rag_async.api.openai_compat.response_events import first_logged, response_stream
+from rag_async.api.openai_compat.wire import response_object, response_status
+from rag_async.api.questions import Question, submit_question
+from rag_async.api.quotas import held_to_quotas
+from rag_async.api.state import AppState, State
+from rag_async.api.stream import CountedEventSource
+from rag_async.api.views import job_view
+from rag_async.domain.errors import Conflict
+from rag_async.domain.identity import Principal
+from rag_async.domain.job import JobRecord, JobStatus
+from rag_async.domain.schemas import ErrorBody
+from rag_async.store.conversations import Turn
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 

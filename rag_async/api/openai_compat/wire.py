@@ -11,9 +11,9 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from ...config import Settings
-from ...jobrecord import JobRecord, JobStatus, is_job_id
-from ...sources import Source
+from rag_async.config import Settings
+from rag_async.domain.job import JobRecord, JobStatus, is_job_id
+from rag_async.domain.sources import Source
 
 RESPONSE_PREFIX = "resp_"
 COMPLETION_PREFIX = "chatcmpl-"

@@ -6,14 +6,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Request
 
-from ...conversations import Conversations
-from ...errors import NotFound
-from ...schemas import ChatRequest, ErrorBody, QuestionAccepted
-from ..auth import Caller
-from ..bodies import require_utf8
-from ..enqueue import Submission
-from ..questions import Question, submit_question
-from ..state import State
+from rag_async.api.auth import Caller
+from rag_async.api.bodies import require_utf8
+from rag_async.api.enqueue import Submission
+from rag_async.api.questions import Question, submit_question
+from rag_async.api.state import State
+from rag_async.domain.errors import NotFound
+from rag_async.domain.schemas import ChatRequest, ErrorBody, QuestionAccepted
+from rag_async.store.conversations import Conversations
 
 router = APIRouter(tags=["questions"])
 

@@ -6,11 +6,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path
 
-from ...conversations import Conversation, Conversations
-from ...errors import NotFound
-from ...schemas import CONVERSATION_PATTERN, ErrorBody
-from ..auth import Caller
-from ..state import State
+from rag_async.api.auth import Caller
+from rag_async.api.state import State
+from rag_async.domain.errors import NotFound
+from rag_async.domain.schemas import CONVERSATION_PATTERN, ErrorBody
+from rag_async.store.conversations import Conversation, Conversations
 
 router = APIRouter(tags=["questions"])
 

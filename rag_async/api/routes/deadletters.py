@@ -6,13 +6,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Response
 
-from ...errors import NotFound
-from ...jobrecord import is_job_id
-from ...schemas import ErrorBody, JobAccepted
-from ...webhooks import Webhooks
-from ..auth import admin
-from ..enqueue import accepted, enqueue_again
-from ..state import State
+from rag_async.api.auth import admin
+from rag_async.api.enqueue import accepted, enqueue_again
+from rag_async.api.state import State
+from rag_async.domain.errors import NotFound
+from rag_async.domain.job import is_job_id
+from rag_async.domain.schemas import ErrorBody, JobAccepted
+from rag_async.store.webhooks import Webhooks
 
 # Dead letters are anyone's failed jobs: an operator's business, so admin keys only.
 router = APIRouter(tags=["dead letters"], dependencies=[Depends(admin)])

@@ -16,12 +16,15 @@ from fastapi import APIRouter, Header, Request
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
-from ...errors import BadRequest, Conflict, NotFound, RagError, TooLarge
-from ...identity import Principal
-from ...jobrecord import new_job_id
-from ...parsing import check_upload
-from ...quotas import held_to_quotas
-from ...schemas import (
+from rag_async.api.auth import Caller
+from rag_async.api.bodies import parse_json
+from rag_async.api.enqueue import Submission, enqueue
+from rag_async.api.quotas import held_to_quotas
+from rag_async.api.state import AppState, State
+from rag_async.domain.errors import BadRequest, Conflict, NotFound, RagError, TooLarge
+from rag_async.domain.identity import Principal
+from rag_async.domain.job import new_job_id
+from rag_async.domain.schemas import (
     AcceptedDocument,
     DocumentAccepted,
     DocumentIn,
@@ -31,11 +34,8 @@ from ...schemas import (
     JobAccepted,
     RejectedFile,
 )
-from ...webhooks import webhook_fields
-from ..auth import Caller
-from ..bodies import parse_json
-from ..enqueue import Submission, enqueue
-from ..state import AppState, State
+from rag_async.providers.parsing import check_upload
+from rag_async.webhooks import webhook_fields
 
 router = APIRouter(tags=["documents"])
 

@@ -6,10 +6,10 @@ import structlog
 from fastapi import APIRouter
 from fastapi.responses import Response
 
-from ...activity import service_stats
-from ...schemas import ErrorBody
-from ..errors import error_response, json_response
-from ..state import State
+from rag_async.api.errors import error_response, json_response
+from rag_async.api.state import State
+from rag_async.domain.schemas import ErrorBody
+from rag_async.store.activity import service_stats
 
 log = structlog.get_logger(__name__)
 

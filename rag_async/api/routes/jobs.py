@@ -7,15 +7,15 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Response
 
-from ...errors import BadRequest, Conflict, NotFound, Unauthorized
-from ...identity import Principal
-from ...jobrecord import JobRecord, is_job_id
-from ...quotas import held_to_quotas
-from ...schemas import ErrorBody, JobCancelled, JobView
-from ..auth import Caller, optional_caller
-from ..state import AppState, State
-from ..stream import CountedEventSource, follow_job
-from ..views import job_view
+from rag_async.api.auth import Caller, optional_caller
+from rag_async.api.quotas import held_to_quotas
+from rag_async.api.state import AppState, State
+from rag_async.api.stream import CountedEventSource, follow_job
+from rag_async.api.views import job_view
+from rag_async.domain.errors import BadRequest, Conflict, NotFound, Unauthorized
+from rag_async.domain.identity import Principal
+from rag_async.domain.job import JobRecord, is_job_id
+from rag_async.domain.schemas import ErrorBody, JobCancelled, JobView
 
 router = APIRouter(tags=["jobs"])
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
-from ...metrics import CONTENT_TYPE_LATEST, ClusterCollector, exposition
-from ..auth import Admin
+from rag_async.api.auth import Admin
+from rag_async.metrics import CONTENT_TYPE_LATEST, ClusterCollector, exposition
 
 router = APIRouter(tags=["health"])
 

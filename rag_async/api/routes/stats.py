@@ -6,9 +6,9 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from ...activity import service_stats
-from ..auth import Caller
-from ..state import State
+from rag_async.api.auth import Caller
+from rag_async.api.state import State
+from rag_async.store.activity import service_stats
 
 router = APIRouter(tags=["health"])
 

@@ -1,5 +1,0 @@
-"""`python -m rag_async.cli`: how `up` starts its API and worker processes."""
-
-from . import main
-
-main()

@@ -1,0 +1,238 @@
+"""A small async client of the rag-async HTTP API, used by the CLI (and handy in scripts).
+
+Following a job reads its SSE stream and resumes with Last-Event-ID if the connection drops,
+so a caller sees every event exactly once. `Answer` turns those events into the text to show:
+a job may be retried, and each new attempt starts its answer over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import orjson
+from httpx_sse import aconnect_sse
+
+from rag_async.domain.events import TERMINAL_EVENT_TYPES
+from rag_async.domain.transcript import Transcript
+
+# Statuses that mean "not now" rather than "no": the API, or a proxy before it, is restarting.
+_UNAVAILABLE = frozenset({502, 503, 504})
+# How long `follow` keeps reconnecting without an event before it gives up, in seconds.
+_PATIENCE = 60.0
+
+
+class ApiError(Exception):
+    """The API answered with an error; `message` is its human-readable explanation."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{message} (HTTP {status}, {code})")
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class JobEvent:
+    id: int
+    type: str
+    data: dict[str, Any]
+
+
+class Answer:
+    """A question's answer as a client should show it, built event by event with `apply`.
+
+    The text follows the one rule of `transcript.Transcript`: only the current attempt's text
+    counts, so when a status event announces a later attempt (the worker died, or a call
+    failed and the job is retried) the text so far is dropped (kept in `discarded`, for the
+    curious), and the `done` event's answer is authoritative. `final` is the job's last event
+    (done, error or cancelled).
+    """
+
+    def __init__(self) -> None:
+        self._transcript = Transcript()
+        self.final: JobEvent | None = None
+
+    @property
+    def text(self) -> str:
+        return self._transcript.text
+
+    @property
+    def attempt(self) -> int:
+        return self._transcript.attempt
+
+    @property
+    def discarded(self) -> list[str]:
+        return self._transcript.discarded
+
+    def apply(self, event: JobEvent) -> bool:
+        """Take one event; True if it started a new attempt that dropped text already shown."""
+        if event.type in TERMINAL_EVENT_TYPES:
+            self.final = event
+        return self._transcript.apply(event.type, event.data)
+
+    def __repr__(self) -> str:
+        return f"Answer(text={self.text!r}, attempt={self.attempt}, final={self.final!r})"
+
+
+class RagClient:
+    def __init__(self, base_url: str, *, api_key: str | None = None, timeout: float = 30.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url,
+            headers={"Authorization": f"Bearer {api_key}"} if api_key else None,
+            # A stream may idle between events, but the server pings every 10 s (by default).
+            timeout=httpx.Timeout(timeout, read=60.0),
+            limits=httpx.Limits(max_connections=1000, max_keepalive_connections=1000),
+        )
+
+    async def __aenter__(self) -> RagClient:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def ask(self, query: str, *, collection: str | None = None) -> dict[str, Any]:
+        """Submit a question; returns the 202 body (job_id, status_url, events_url)."""
+        body = (
+            {"query": query} if collection is None else {"query": query, "collection": collection}
+        )
+        return await self._post("/chat", body)
+
+    async def upload(
+        self,
+        files: list[tuple[str, bytes]],
+        *,
+        collection: str | None = None,
+        source: str | None = None,
+    ) -> dict[str, Any]:
+        """Upload `(filename, content)` files in one multipart request; returns the 202 body
+        (`documents` accepted, `rejected` files)."""
+        data = {k: v for k, v in (("collection", collection), ("source", source)) if v}
+        response = await self._http.post(
+            "/documents",
+            files=[("files", (name, content)) for name, content in files],
+            data=data,
+        )
+        return _json_or_raise(response)
+
+    async def documents(self, collection: str | None = None) -> list[dict[str, Any]]:
+        params = {"collection": collection} if collection else {}
+        response = await self._http.get("/documents", params=params)
+        entries: list[dict[str, Any]] = _json_or_raise(response)["documents"]
+        return entries
+
+    async def document(self, document_id: str) -> dict[str, Any]:
+        return _json_or_raise(await self._http.get(f"/documents/{_segment(document_id)}"))
+
+    async def delete_document(self, document_id: str) -> dict[str, Any]:
+        return _json_or_raise(await self._http.delete(f"/documents/{_segment(document_id)}"))
+
+    async def dead_letters(self) -> list[dict[str, Any]]:
+        response = await self._http.get("/dead-letters")
+        entries: list[dict[str, Any]] = _json_or_raise(response)["dead_letters"]
+        return entries
+
+    async def requeue(self, job_id: str) -> dict[str, Any]:
+        return _json_or_raise(await self._http.post(f"/dead-letters/{_segment(job_id)}/requeue"))
+
+    async def drop_dead_letter(self, job_id: str) -> None:
+        response = await self._http.delete(f"/dead-letters/{_segment(job_id)}")
+        if response.status_code != 204:
+            _json_or_raise(response)
+
+    async def job(self, job_id: str) -> dict[str, Any]:
+        response = await self._http.get(f"/jobs/{_segment(job_id)}")
+        return _json_or_raise(response)
+
+    async def cancel(self, job_id: str) -> dict[str, Any]:
+        """Cancel a job; returns its `status`: `cancelled` (it was queued) or `cancelling` (a
+        worker stops it within a poll, and its stream ends with a `cancelled` event)."""
+        return _json_or_raise(await self._http.delete(f"/jobs/{_segment(job_id)}"))
+
+    async def stats(self) -> dict[str, Any]:
+        """Queue depth, jobs in flight, breakers; for an admin also workers and failures."""
+        return _json_or_raise(await self._http.get("/stats"))
+
+    async def follow(self, job_id: str, after: int = 0) -> AsyncIterator[JobEvent]:
+        """Every event of the job after `after`, until its final one, across reconnects.
+
+        A lost connection or an API that cannot serve for a moment (503 while Valkey
+        restarts, or a 502/504 from a proxy in front) is retried with backoff, resuming after
+        the last event, for up to a minute without an event.
+        """
+        last = after
+        failures = 0
+        deadline: float | None = None
+        while True:
+            try:
+                headers = {"Last-Event-ID": str(last)} if last else {}
+                async with aconnect_sse(
+                    self._http, "GET", f"/jobs/{_segment(job_id)}/events", headers=headers
+                ) as source:
+                    if source.response.status_code == 204:
+                        return  # nothing after `last` and the job is over
+                    if source.response.status_code >= 400:
+                        await source.response.aread()
+                        _json_or_raise(source.response)
+                    async for sse in source.aiter_sse():
+                        failures, deadline = 0, None
+                        if not sse.data:
+                            continue  # the blank line after a keep-alive comment
+                        event = JobEvent(int(sse.id), sse.event, orjson.loads(sse.data))
+                        last = event.id
+                        yield event
+                        if event.type in TERMINAL_EVENT_TYPES:
+                            return
+            except (httpx.TransportError, ApiError) as error:
+                if isinstance(error, ApiError) and error.status not in _UNAVAILABLE:
+                    raise
+                now = time.monotonic()
+                deadline = deadline or now + _PATIENCE
+                if now >= deadline:
+                    raise
+                failures += 1
+                await asyncio.sleep(min(0.1 * 2**failures, 2.0))
+
+    async def answer(self, job_id: str) -> Answer:
+        """Follow a question to its end; the answer as a client shows it (see `Answer`)."""
+        answer = Answer()
+        async for event in self.follow(job_id):
+            answer.apply(event)
+        return answer
+
+    async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        response = await self._http.post(
+            path, content=orjson.dumps(body), headers={"content-type": "application/json"}
+        )
+        return _json_or_raise(response)
+
+
+def _segment(value: str) -> str:
+    """An id as one path segment: `../stats` names no job, it does not lead elsewhere."""
+    return quote(value, safe="")
+
+
+def _json_or_raise(response: httpx.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if response.status_code >= 400:
+        error = body.get("error", {}) if isinstance(body, dict) else {}
+        raise ApiError(
+            response.status_code,
+            str(error.get("code", "http_error")),
+            str(error.get("message", response.text[:200] or response.reason_phrase)),
+        )
+    if not isinstance(body, dict):
+        raise ApiError(response.status_code, "bad_response", "the API did not answer with JSON")
+    return body

@@ -1,0 +1,167 @@
+"""The job record, typed: what one Redis hash per job holds, parsed in one place and written
+through one encoder, so no module spells a field name or formats a timestamp of its own.
+
+The hash keeps plain strings (JSON for structured fields) so that the event log's Lua script
+can update fields in the same atomic step that appends an event (eventlog.py).
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict
+
+from rag_async.domain.sources import Source
+from rag_async.store.conversations import Turn
+from rag_async.store.queue import Kind
+
+# 128 random bits as 32 hex characters: unguessable, and easy to tell from anything else.
+_JOB_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def new_job_id() -> str:
+    return secrets.token_hex(16)
+
+
+def is_job_id(value: str) -> bool:
+    return _JOB_ID.fullmatch(value) is not None
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    IN_PROGRESS = "in_progress"
+    COMPLETE = "complete"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def ended(self) -> bool:
+        return self in (JobStatus.COMPLETE, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+class IngestProgress(BaseModel):
+    """An ingestion's latest `progress` event: `done` of `total` units of `stage`."""
+
+    stage: str
+    done: int
+    total: int
+
+
+class WebhookAttempt(BaseModel):
+    """One try at delivering a job's webhook: the receiver's HTTP status, or why none came."""
+
+    at: float
+    status: int | None = None
+    error: str | None = None
+
+
+class WebhookDelivery(BaseModel):
+    """A job's webhook (rag_async/webhooks/): where, the message's id (the same on every try,
+    so a receiver can drop a repeat) and its event once the job has ended, and how it went."""
+
+    url: str
+    state: Literal["pending", "delivered", "failed"] = "pending"
+    id: str | None = None
+    event: str | None = None
+    attempts: list[WebhookAttempt] = []
+
+
+class JobRecord(BaseModel):
+    """Every field a job's hash may hold; a missing or empty one reads as its default."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    job_id: str
+    kind: Kind = "chat"
+    status: JobStatus = JobStatus.QUEUED
+    stage: str | None = None
+    attempt: int = 0  # the latest attempt's number: the event log's fence (eventlog.py)
+    seq: int = 0  # the id of the job's latest event
+    worker: str | None = None
+    request_id: str | None = None
+    # The W3C trace context the worker continues (tracing.py), when the request had one.
+    traceparent: str | None = None
+    owner: str | None = None  # the name of the API key that created it (none: the local user)
+    # What was asked: a question, or a document to ingest or delete.
+    query: str | None = None
+    collection: str | None = None
+    document_id: str | None = None
+    title: str | None = None
+    source: str | None = None
+    filename: str | None = None
+    format: str | None = None
+    # A question's conversation (if any) and the earlier turns its prompt carries, fixed when
+    # it was asked (conversations.py).
+    conversation_id: str | None = None
+    history: list[Turn] = []
+    # How it went.
+    search_query: str | None = None  # what retrieval looked for, when the history changed it
+    sources: list[Source] = []
+    answer: str | None = None
+    chunks: int | None = None
+    progress: IngestProgress | None = None
+    timings: dict[str, float] = {}
+    providers: dict[str, str] = {}
+    error: str | None = None
+    cancel_requested: bool = False
+    webhook: WebhookDelivery | None = None  # its URL is given when the job is created only
+    created_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+
+    @classmethod
+    def from_hash(cls, job_id: str, raw: Mapping[bytes, bytes]) -> JobRecord:
+        fields: dict[str, Any] = {"job_id": job_id}
+        for key, value in raw.items():
+            name, text = key.decode(), value.decode()
+            if text:
+                fields[name] = orjson.loads(text) if name in _JSON_FIELDS else text
+        return cls.model_validate(fields)
+
+    @property
+    def last_event_id(self) -> int:
+        return self.seq
+
+
+_JSON_FIELDS = frozenset({"sources", "progress", "timings", "providers", "webhook", "history"})
+
+
+def record_fields(**values: Any) -> dict[str, str]:
+    """Typed values as the hash stores them: the one place that formats a field.
+
+    A name that is not a field of `JobRecord` is a bug, caught here rather than stored.
+    None (or False) clears a field.
+    """
+    encoded: dict[str, str] = {}
+    for name, value in values.items():
+        if name not in JobRecord.model_fields or name == "job_id":
+            raise KeyError(f"{name!r} is not a field of the job record")
+        encoded[name] = stored_value(value)
+    return encoded
+
+
+def stored_value(value: Any) -> str:
+    """A value as a Redis hash field holds it: the one place that formats timestamps (and
+    other numbers, flags and JSON) for the job record and the document registry alike."""
+    if value is None or value is False:
+        return ""
+    if value is True:
+        return "1"
+    if isinstance(value, str):  # a StrEnum too
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:.6f}"  # timestamps: microseconds are plenty
+    if isinstance(value, int):
+        return str(value)
+    return orjson.dumps(value, default=_model_dump).decode()
+
+
+def _model_dump(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    raise TypeError(f"cannot store {type(value).__name__} in a job record")

@@ -1,0 +1,177 @@
+"""Request and response models of the HTTP API."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from rag_async.domain.job import IngestProgress, JobStatus, WebhookDelivery
+from rag_async.domain.sources import Source
+from rag_async.store.queue import Kind
+
+# A document collection's name: the same alphabet as document ids, shorter.
+COLLECTION_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
+# A conversation's id, chosen by its client: the alphabet of document ids.
+CONVERSATION_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+
+
+class ChatRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    query: str = Field(description="The question. Its length limit is RAG_MAX_QUERY_CHARS.")
+    collection: str | None = Field(
+        default=None,
+        pattern=COLLECTION_PATTERN,
+        description="Search this collection only; RAG_DEFAULT_COLLECTION when not given.",
+    )
+    webhook_url: str | None = Field(
+        default=None,
+        max_length=2048,
+        description="POSTed to (signed, Standard Webhooks) when the job ends; "
+        "RAG_WEBHOOK_URL when not given. Only hosts RAG_WEBHOOK_HOSTS allows.",
+    )
+    conversation_id: str | None = Field(
+        default=None,
+        pattern=CONVERSATION_PATTERN,
+        description="Ask within this conversation (begun by its first question): the prompt "
+        "carries its latest turns, and the search what the previous question was about. "
+        "Read it at GET /conversations/{id}.",
+    )
+
+
+class JobAccepted(BaseModel):
+    job_id: str
+    status: str = "queued"
+    status_url: str
+    events_url: str
+
+
+class QuestionAccepted(JobAccepted):
+    conversation_id: str | None = None
+
+
+class DocumentIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    text: str
+    title: str | None = Field(default=None, max_length=500)
+    source: str | None = Field(default=None, max_length=2000)
+    document_id: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9._:-]{1,128}$",
+        description="Re-using an id replaces that document. Defaults to one derived from "
+        "`source` (or `title`), so ingesting the same file again replaces it.",
+    )
+    collection: str | None = Field(
+        default=None,
+        pattern=COLLECTION_PATTERN,
+        description="The collection to add it to; RAG_DEFAULT_COLLECTION when not given.",
+    )
+    webhook_url: str | None = Field(
+        default=None,
+        max_length=2048,
+        description="POSTed to (signed, Standard Webhooks) when the job ends; "
+        "RAG_WEBHOOK_URL when not given. Only hosts RAG_WEBHOOK_HOSTS allows.",
+    )
+
+
+class AcceptedDocument(BaseModel):
+    """One file (or JSON document) of an upload, queued as its own ingestion job."""
+
+    document_id: str
+    job_id: str
+    filename: str | None = None
+    status_url: str
+    events_url: str
+
+
+class RejectedFile(BaseModel):
+    """A file of a multipart upload refused at upload time; the others still ingest."""
+
+    filename: str
+    status: int = Field(description="The HTTP status this file alone would have had.")
+    code: str
+    message: str
+
+
+class DocumentAccepted(JobAccepted):
+    """`job_id`/`document_id` are the first document's (all of them for a JSON body); a
+    multipart upload lists every accepted file in `documents` and every refused one in
+    `rejected`."""
+
+    document_id: str
+    documents: list[AcceptedDocument] = []
+    rejected: list[RejectedFile] = []
+
+
+class DocumentView(BaseModel):
+    """A document as the registry knows it."""
+
+    document_id: str
+    title: str
+    source: str | None = None
+    filename: str | None = None
+    format: str | None = None
+    collection: str
+    status: Literal["queued", "ingesting", "indexed", "failed", "deleting"]
+    chunks: int | None = None
+    size: int | None = Field(default=None, description="Bytes of the uploaded file or text.")
+    ingested_at: float | None = None
+    job_id: str | None = Field(default=None, description="The latest job on this document.")
+    error: str | None = None
+    owner: str | None = Field(default=None, description="The name of the API key that added it.")
+
+
+class DocumentList(BaseModel):
+    documents: list[DocumentView]
+
+
+class JobView(BaseModel):
+    """The job record as `/job-status` and `/jobs/{id}` tell it."""
+
+    job_id: str
+    kind: Kind
+    status: JobStatus
+    stage: str | None = None
+    attempt: int = 0
+    worker: str | None = Field(
+        default=None, description='Who runs (or ran) the latest attempt, as "hostname:pid".'
+    )
+    query: str | None = None
+    answer: str | None = None
+    answer_is_partial: bool = False
+    sources: list[Source] = []
+    timings: dict[str, float] = {}
+    providers: dict[str, str] = {}
+    error: str | None = None
+    document_id: str | None = None
+    chunks: int | None = None
+    progress: IngestProgress | None = None
+    created_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    last_event_id: int = 0
+    webhook: WebhookDelivery | None = Field(
+        default=None, description="The job's webhook: its URL, state and every try so far."
+    )
+    queue_position: int | None = Field(
+        default=None,
+        description="While queued: 1 + the unfinished jobs ahead of it (running ones included).",
+    )
+    events_url: str
+
+
+class JobCancelled(BaseModel):
+    job_id: str
+    status: Literal["cancelled", "cancelling"]
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    details: list[dict[str, Any]] | None = None
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail

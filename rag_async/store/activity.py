@@ -1,0 +1,148 @@
+"""What the service is doing right now: which workers are alive, how many jobs they run, and
+the latest failures. Workers write it; `GET /stats` (and the web page's live panel) read it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from rag_async.store.keys import Keys
+from rag_async.store.queue import LANES
+from rag_async.store.workers import DeadWorkerReaper, RunningJobs
+
+log = structlog.get_logger(__name__)
+
+FAILURES_KEPT = 20
+
+
+# KEYS: the workers' hash. ARGV: the worker's id, the rest of its beat (a JSON object). The
+# beat is stamped with Valkey's clock, not the worker's: a beat held up on the way (a network
+# partition healing) arrives fresh, and workers' clocks need not agree. Returns the stamp.
+_BEAT = """
+local t = redis.call('TIME')
+local now = t[1] .. '.' .. string.format('%06d', t[2])
+redis.call('HSET', KEYS[1], ARGV[1], '{"last_seen":' .. now .. ',' .. string.sub(ARGV[2], 2))
+return now
+"""
+
+
+class Heartbeat:
+    """A worker's periodic "still here, running N jobs" in one hash shared by all workers.
+
+    After each beat it also frees the jobs of workers gone silent, and its own jobs whose end
+    it could not record (recovery.py).
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        worker_id: str,
+        report: Callable[[], dict[str, Any]],
+        running: RunningJobs,
+        interval: float,
+        dead_after: float,
+    ) -> None:
+        # At least three beats fit in the silence that declares a worker dead, so one late
+        # beat (a busy event loop, a Valkey hiccup) never does.
+        self._interval = min(interval, dead_after / 3)
+        self._redis = redis
+        self._keys = keys
+        self._worker_id = worker_id
+        self._report = report  # what the worker says of itself: in_flight, breakers
+        self._reaper = DeadWorkerReaper(redis, keys, worker_id, dead_after)
+        self._running = running
+        self._beat = redis.register_script(_BEAT)
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._beat_forever(), name="heartbeat")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        with contextlib.suppress(RedisError):
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.hdel(self._keys.workers, self._worker_id)
+                pipe.delete(self._keys.worker_jobs(self._worker_id))
+                await pipe.execute()
+
+    async def _beat_forever(self) -> None:
+        last_beat = float("-inf")  # monotonic time of the last beat that reached Valkey
+        while True:
+            report = orjson.dumps(self._report())
+            try:
+                beat = await self._beat(keys=[self._keys.workers], args=[self._worker_id, report])
+                # Judge others only when this worker was not cut off itself: after a Valkey
+                # outage every beat is old, and the others need a beat's time to catch up.
+                if time.monotonic() - last_beat < 2 * self._interval + 1:
+                    await self._reaper.reap(float(beat))
+                    await self._running.repair()
+                last_beat = time.monotonic()
+            except RedisError as error:  # Valkey away for a moment: the next beat will do
+                log.warning("heartbeat failed", error=str(error))
+            await asyncio.sleep(self._interval)
+
+
+class RecentFailures:
+    """The latest jobs that failed, newest first, for `GET /stats` and the web page."""
+
+    def __init__(self, redis: Redis, keys: Keys) -> None:
+        self._redis = redis
+        self._keys = keys
+
+    async def record(self, job_id: str, error: str) -> None:
+        entry = orjson.dumps({"job_id": job_id, "error": error, "at": time.time()})
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.lpush(self._keys.failures, entry)
+            pipe.ltrim(self._keys.failures, 0, FAILURES_KEPT - 1)
+            await pipe.execute()
+
+
+async def service_stats(redis: Redis, keys: Keys, dead_after: float) -> dict[str, Any]:
+    """Queue depth, jobs in flight, live workers and recent failures, in one round trip."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for lane in LANES:
+            pipe.zcard(keys.queue(lane))
+        pipe.hgetall(keys.workers)
+        pipe.lrange(keys.failures, 0, 9)
+        pipe.time()  # beats carry Valkey's clock
+        *per_lane, beats, failures, (seconds, microseconds) = await pipe.execute()
+    queued_or_running = sum(per_lane)
+    now = seconds + microseconds / 1e6
+    workers = []
+    for worker_id, raw in beats.items():
+        beat = orjson.loads(raw)
+        if now - beat["last_seen"] <= dead_after:
+            workers.append({"id": worker_id.decode(), **beat})
+    in_flight = sum(int(worker["in_flight"]) for worker in workers)
+    breakers: dict[str, str] = {}
+    for worker in workers:  # a provider is as bad as the worst state any worker sees
+        for provider, state in worker.get("breakers", {}).items():
+            if _SEVERITY[state] > _SEVERITY[breakers.get(provider, "closed")]:
+                breakers[provider] = state
+            breakers.setdefault(provider, state)
+    return {
+        # arq keeps a running job in its queue until it ends: waiting = all - running.
+        "queue_depth": max(0, int(queued_or_running) - in_flight),
+        # Waiting or running, per queue: what an autoscaler of each kind of worker watches.
+        "queues": dict(zip(LANES, per_lane, strict=True)),
+        "jobs_in_flight": in_flight,
+        "workers": sorted(workers, key=lambda worker: str(worker["id"])),
+        "recent_failures": [orjson.loads(entry) for entry in failures],
+        "breakers": breakers,
+    }
+
+
+_SEVERITY = {"closed": 0, "half_open": 1, "open": 2}

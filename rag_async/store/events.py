@@ -1,0 +1,252 @@
+"""A job's events in Redis: durable append and replay, and live delivery.
+
+Each event is appended to a per-job Stream whose entry ids are `0-1`, `0-2`, ... so the stream
+id *is* the event id, and announced on the job's pub/sub channel, in one Lua call (one round
+trip, atomic, and the id is assigned by Redis, so two writers can never reuse one). The same
+call can update fields of the job record, so `/job-status` and the stream never disagree.
+
+An API process holds ONE pub/sub connection for all its SSE clients (`LiveHub`); a client first
+subscribes, then replays the log after its Last-Event-ID, then follows live, skipping what it
+has seen and re-reading the log whenever it notices a gap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+
+import structlog
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from rag_async.domain.events import _Event, encode_event
+from rag_async.store.keys import Keys
+from rag_async.store.pool import pubsub_pool
+
+log = structlog.get_logger(__name__)
+
+# KEYS: job hash, event stream, live channel. ARGV: payload, ttl, the writer's attempt ('0' for
+# none), a write id ('' for none), then field/value pairs for the job record. The seq counter
+# lives in the job record so a retried attempt continues numbering.
+# - The attempt is a fence: once a newer attempt of the job has started (its worker was taken
+#   for dead, recovery.py), the older one may write no more.
+# - The write id makes a resent append harmless: a client that lost the reply (Valkey restarted,
+#   the connection dropped) sends the same call again, and it must not log the event twice.
+_APPEND = """
+if ARGV[3] ~= '0' and redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[3] then
+  return 0
+end
+if ARGV[4] ~= '' then
+  if redis.call('HGET', KEYS[1], 'last_write') == ARGV[4] then
+    return tonumber(redis.call('HGET', KEYS[1], 'seq'))
+  end
+  redis.call('HSET', KEYS[1], 'last_write', ARGV[4])
+end
+local n = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+redis.call('XADD', KEYS[2], '0-' .. n, 'e', ARGV[1])
+if #ARGV > 4 then
+  redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+end
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+redis.call('PUBLISH', KEYS[3], n .. ' ' .. ARGV[1])
+return n
+"""
+
+
+class Superseded(Exception):
+    """A newer attempt of the job is running elsewhere: this one must stop without a word."""
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedEvent:
+    id: int
+    data: bytes  # the encoded event, as `events.encode_event` made it
+
+
+class EventLog:
+    """Append and replay a job's events. Used by workers (append) and the API (replay)."""
+
+    def __init__(self, redis: Redis, keys: Keys, ttl: int) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._ttl = ttl
+        self._append = redis.register_script(_APPEND)
+
+    async def append(
+        self,
+        job_id: str,
+        event: _Event,
+        record: Mapping[str, str | int | float] | None = None,
+        *,
+        attempt: int = 0,
+        write_id: str = "",
+    ) -> int:
+        """Append `event` to the job's log, publish it, update `record` fields; return its id.
+
+        With `attempt`, only while that is still the job's latest attempt: else `Superseded`.
+        With `write_id`, a repeat of the job's latest write is not appended again.
+        """
+        args: list[str | int | float | bytes] = [encode_event(event), self._ttl, attempt, write_id]
+        for field, value in (record or {}).items():
+            args += [field, value]
+        keys = [self._keys.job(job_id), self._keys.events(job_id), self._keys.live(job_id)]
+        event_id = int(await self._append(keys=keys, args=args))
+        if event_id == 0:
+            raise Superseded(f"job {job_id}: attempt {attempt} was superseded by a newer one")
+        return event_id
+
+    async def replay(self, job_id: str, after: int = 0) -> list[LoggedEvent]:
+        """Every logged event with an id greater than `after`, in order."""
+        entries = await self._redis.xrange(self._keys.events(job_id), min=f"0-{after + 1}")
+        return [LoggedEvent(_event_id(entry_id), fields[b"e"]) for entry_id, fields in entries]
+
+
+def _event_id(stream_id: bytes | str) -> int:
+    text = stream_id.decode() if isinstance(stream_id, bytes) else stream_id
+    return int(text.partition("-")[2])
+
+
+# Put in every subscriber's queue after the live connection was lost and re-established:
+# events published meanwhile were missed, so each follower re-reads the log.
+RESYNC = LoggedEvent(-1, b"")
+
+
+class LiveHub:
+    """One pub/sub connection shared by every SSE client of this process.
+
+    `subscribe(job_id)` yields a queue of `LoggedEvent`s published for that job from the moment
+    Redis confirmed the subscription, so a replay done afterwards cannot miss anything.
+
+    The connection is the hub's own, outside `redis`'s pool and without its health check
+    (`redis_pool.pubsub_pool`), so a SUBSCRIBE from a request task only writes to it and the
+    reader task alone reads it.
+    """
+
+    def __init__(self, redis: Redis, keys: Keys) -> None:
+        self._keys = keys
+        self._pool = pubsub_pool(redis)
+        self._pubsub = PubSub(self._pool)
+        self._queues: dict[str, set[asyncio.Queue[LoggedEvent]]] = {}
+        self._confirmations: dict[str, asyncio.Future[None]] = {}
+        self._reader: asyncio.Task[None] | None = None
+        self._subscription_lock = asyncio.Lock()
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        with contextlib.suppress(Exception):
+            await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+        await self._pool.aclose()
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self, job_id: str) -> AsyncIterator[asyncio.Queue[LoggedEvent]]:
+        channel = self._keys.live(job_id)
+        queue: asyncio.Queue[LoggedEvent] = asyncio.Queue()
+        try:
+            async with self._subscription_lock:
+                followers = self._queues.setdefault(channel, set())
+                followers.add(queue)
+                if len(followers) == 1:
+                    confirmed = asyncio.get_running_loop().create_future()
+                    self._confirmations[channel] = confirmed
+                    await self._pubsub.subscribe(channel)
+                    self._ensure_reader()
+                else:
+                    confirmed = self._confirmations.get(channel) or _done_future()
+            await asyncio.wait_for(asyncio.shield(confirmed), timeout=5.0)
+            yield queue
+        finally:
+            await self._leave(channel, queue)
+
+    async def _leave(self, channel: str, queue: asyncio.Queue[LoggedEvent]) -> None:
+        async with self._subscription_lock:
+            followers = self._queues.get(channel)
+            if followers is None:
+                return
+            followers.discard(queue)
+            if followers:
+                return
+            del self._queues[channel]
+            self._confirmations.pop(channel, None)
+            with contextlib.suppress(RedisConnectionError, RedisTimeoutError):
+                await self._pubsub.unsubscribe(channel)
+
+    def _ensure_reader(self) -> None:
+        if self._reader is None or self._reader.done():
+            self._reader = asyncio.create_task(self._read_forever(), name="live-hub-reader")
+
+    async def _read_forever(self) -> None:
+        """Reads the connection and hands out its messages until cancelled.
+
+        Any failure, not only a lost connection, ends in a reconnect and a resync of every
+        follower: were this task to end, the streams already open would get no more events.
+        """
+        lost = False
+        while True:
+            try:
+                message = await self._pubsub.get_message(timeout=None)
+                if lost:
+                    lost = False
+                    log.info("live pub/sub connection re-established")
+                    self._resync()
+                if message is not None:
+                    self._dispatch(message)
+            except (RedisConnectionError, RedisTimeoutError, OSError) as error:
+                if not lost:
+                    log.warning("live pub/sub connection lost; reconnecting", error=str(error))
+                lost = True
+                await asyncio.sleep(0.5)
+            except Exception:
+                # Say, a read that collided with another one while Valkey restarted: the
+                # connection's state is unknown, so it starts over as if it had been lost.
+                if not lost:
+                    log.exception("live pub/sub reader failed; reconnecting")
+                lost = True
+                await self._disconnect()
+                await asyncio.sleep(0.5)
+
+    def _resync(self) -> None:
+        """Reconnected (redis-py re-subscribes our channels on connect): anything published
+        meanwhile is only in the logs, so every follower re-reads."""
+        for queues in self._queues.values():
+            for queue in queues:
+                queue.put_nowait(RESYNC)
+
+    async def _disconnect(self) -> None:
+        """Drops the connection; the next read opens a new one, which re-subscribes."""
+        connection = self._pubsub.connection
+        if connection is not None:
+            # Already failing: an error while closing it changes nothing.
+            with contextlib.suppress(Exception):
+                await connection.disconnect()
+
+    def _dispatch(self, message: dict[str, object]) -> None:
+        kind = message["type"]
+        channel = message["channel"]
+        channel = channel.decode() if isinstance(channel, bytes) else str(channel)
+        if kind == b"subscribe" or kind == "subscribe":
+            confirmed = self._confirmations.get(channel)
+            if confirmed is not None and not confirmed.done():
+                confirmed.set_result(None)
+            return
+        if kind not in (b"message", "message"):
+            return
+        data = message["data"]
+        if not isinstance(data, bytes):
+            return
+        event_id, _, payload = data.partition(b" ")
+        event = LoggedEvent(int(event_id), payload)
+        for queue in self._queues.get(channel, ()):
+            queue.put_nowait(event)
+
+
+def _done_future() -> asyncio.Future[None]:
+    future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    future.set_result(None)
+    return future

@@ -1,0 +1,189 @@
+"""The job record in Redis: one hash per job (jobrecord.py says what it holds), the upload
+waiting for an ingestion job, arq's count of a job's tries, cancellation, and each owner's
+unfinished jobs (the per-key limit on them).
+
+This is the one writer of a job's hash outside the event log, whose Lua script updates fields
+in the same step that appends an event (eventlog.py). The record expires with the result.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Literal
+
+from redis.asyncio import Redis
+
+from rag_async.domain.events import CancelledEvent
+from rag_async.domain.job import JobRecord, JobStatus, record_fields
+from rag_async.metrics import JobOutcomes
+from rag_async.store.events import EventLog
+from rag_async.store.keys import Keys
+from rag_async.store.queue import JobQueue, Kind
+from rag_async.store.webhooks import Webhooks
+
+_ENDED = [status.value for status in JobStatus if status.ended]
+
+# KEYS: job hash. ARGV: the statuses that end a job. Returns the new attempt's number, or 0 for
+# a job that has ended (a late write of a superseded attempt may have finished it) or is gone.
+_START_ATTEMPT = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return 0 end
+for _, ended in ipairs(ARGV) do
+  if status == ended then return 0 end
+end
+return redis.call('HINCRBY', KEYS[1], 'attempt', 1)
+"""
+
+
+# Each owner's unfinished jobs are a sorted set of job ids by creation time: added with the
+# record, removed when the job ends or is cancelled off the queue. A set, so that a retried
+# job, or an end written twice (arq delivers at least once), still counts once.
+
+# KEYS: job hash, the owner's unfinished jobs, the upload. ARGV: job id, ttl, the owner's limit
+# (0: none), '1' if there is an upload, the upload, then the record's fields and values.
+# Returns 0, writing nothing, when the owner is at the limit.
+_CREATE = """
+local ttl = tonumber(ARGV[2])
+local now = tonumber(redis.call('TIME')[1])
+-- A job still unfinished a result's life after it was created has lost its record (which
+-- expires then unless the job ended) and will never end: it no longer counts.
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - ttl)
+local limit = tonumber(ARGV[3])
+if limit > 0 and redis.call('ZCARD', KEYS[2]) >= limit then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 6))
+redis.call('EXPIRE', KEYS[1], ttl)
+if ARGV[4] == '1' then redis.call('SET', KEYS[3], ARGV[5], 'EX', ttl) end
+redis.call('ZADD', KEYS[2], now, ARGV[1])
+return 1
+"""
+
+# KEYS: job hash, its events, its upload. ARGV: ttl, job id, the prefix of the owners'
+# unfinished-job sets (the owner is read from the record, so no caller can name another).
+_END = """
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[2], ARGV[1])
+redis.call('DEL', KEYS[3])
+redis.call('ZREM', ARGV[3] .. (redis.call('HGET', KEYS[1], 'owner') or ''), ARGV[2])
+"""
+
+
+class JobStore:
+    def __init__(self, redis: Redis, keys: Keys, ttl: int) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._ttl = ttl
+        self._start_attempt = redis.register_script(_START_ATTEMPT)
+        self._create = redis.register_script(_CREATE)
+        self._end = redis.register_script(_END)
+
+    async def create(
+        self,
+        job_id: str,
+        kind: Kind,
+        fields: Mapping[str, str],
+        *,
+        upload: bytes | None = None,
+        max_unfinished: int = 0,
+    ) -> bool:
+        """Write a new queued job's record (and the bytes it will ingest); must happen before
+        the job is enqueued. The upload expires with the job if nobody takes it.
+
+        The job counts as unfinished for its owner (`fields["owner"]`) until it ends; with
+        `max_unfinished`, nothing is written and False returned when the owner already has
+        that many (one atomic step, so concurrent requests cannot overshoot it)."""
+        owner = fields.get("owner", "")
+        record = record_fields(kind=kind, status=JobStatus.QUEUED, created_at=time.time(), **fields)
+        pairs = [item for field in record.items() for item in field]
+        keys = [self._keys.job(job_id), self._keys.unfinished_jobs(owner)]
+        keys.append(self._keys.upload(job_id))
+        has_upload = "1" if upload is not None else ""
+        head: list[str | int | bytes] = [job_id, self._ttl, max_unfinished, has_upload]
+        return bool(await self._create(keys=keys, args=[*head, upload or b"", *pairs]))
+
+    async def get(self, job_id: str) -> JobRecord | None:
+        raw: dict[bytes, bytes] = await self._redis.hgetall(self._keys.job(job_id))  # type: ignore[misc]
+        return JobRecord.from_hash(job_id, raw) if raw else None
+
+    async def start_attempt(self, job_id: str) -> int:
+        """Count a new attempt (arq delivers at least once) and return its number; 0 if the
+        job has ended meanwhile. Conditional and atomic, so an ended job never runs again."""
+        return int(await self._start_attempt(keys=[self._keys.job(job_id)], args=_ENDED))
+
+    async def ended(self, job_id: str) -> None:
+        """The job has ended, however: its result lives `ttl` from now, the bytes it was
+        given, if any, are dropped at once, and it no longer counts as its owner's unfinished
+        job. Safe to repeat."""
+        keys = [self._keys.job(job_id), self._keys.events(job_id), self._keys.upload(job_id)]
+        await self._end(keys=keys, args=[self._ttl, job_id, self._keys.unfinished_jobs("")])
+
+    async def reopened(self, job_id: str, owner: str | None) -> None:
+        """An ended job runs again (a dead letter requeued): it counts as its owner's
+        unfinished job again, beyond the limit if need be (an admin chose to run it)."""
+        await self._redis.zadd(self._keys.unfinished_jobs(owner or ""), {job_id: int(time.time())})
+
+    async def upload(self, job_id: str) -> bytes | None:
+        """The bytes an ingestion job was given, while they have not expired."""
+        content: bytes | None = await self._redis.get(self._keys.upload(job_id))
+        return content
+
+    async def take_back_try(self, job_id: str) -> None:
+        """Uncount arq's latest start of the job: it was deferred, not tried."""
+        await self._redis.decr(self._keys.arq_tries(job_id))
+
+    async def forget_tries(self, job_id: str) -> None:
+        """Reset arq's count of tries, so a requeued job gets all its tries again."""
+        await self._redis.delete(self._keys.arq_tries(job_id))
+
+
+# KEYS: arq queue, arq's in-progress key of the job, job record. ARGV: job id, 'cancelled', the
+# prefix of the owners' unfinished-job sets. Atomic, so a worker cannot start the job between
+# the check and the removal; a worker that read the queue just before still finds the record
+# cancelled and does nothing. (A running job's end is counted by `JobStore.ended`.)
+_CANCEL_QUEUED = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[3], 'status', ARGV[2])
+redis.call('ZREM', ARGV[3] .. (redis.call('HGET', KEYS[3], 'owner') or ''), ARGV[1])
+return 1
+"""
+
+
+class Cancellation:
+    """Cancel a job: take it off the queue if no worker has it, else ask its worker to abort
+    (the worker's lifecycle then ends it as cancelled, jobs/lifecycle.py)."""
+
+    def __init__(self, redis: Redis, keys: Keys, events: EventLog, queue: JobQueue) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._events = events
+        self._queue = queue
+        self._cancel_queued = redis.register_script(_CANCEL_QUEUED)
+
+    async def cancel(self, record: JobRecord) -> Literal["cancelled", "cancelling"]:
+        job_id = record.job_id
+        if await self._take_off_queue(job_id, self._queue.name(record.kind)):
+            await self._events.append(
+                job_id,
+                CancelledEvent(message="cancelled before it started"),
+                record_fields(stage="cancelled", finished_at=time.time()),
+            )
+            # No worker will see this end: it is counted here (a running job's, by its worker).
+            await JobOutcomes(self._redis, self._keys).count(record.kind, "cancelled")
+            await Webhooks(self._redis, self._keys).job_ended(record)
+            return "cancelled"
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self._keys.job(job_id), mapping=record_fields(cancel_requested=True))
+            pipe.zadd(self._keys.arq_aborts, {job_id: int(time.time() * 1000)})
+            await pipe.execute()
+        return "cancelling"
+
+    async def _take_off_queue(self, job_id: str, queue: str) -> bool:
+        """True if the job was waiting in `queue` and is now off it, marked cancelled."""
+        keys = [queue, self._keys.arq_in_progress(job_id), self._keys.job(job_id)]
+        args = [job_id, JobStatus.CANCELLED.value, self._keys.unfinished_jobs("")]
+        if not await self._cancel_queued(keys=keys, args=args):
+            return False
+        # arq's copy of its arguments, and the bytes it would have ingested.
+        await self._redis.delete(self._keys.arq_job(job_id), self._keys.upload(job_id))
+        return True

@@ -1,0 +1,93 @@
+"""Answer one question: retrieve, stream the LLM, and tell the story as events. The job's
+life around this work (attempts, retries, the end) is jobs/lifecycle.py's."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Iterable
+
+from rag_async.domain.events import SourcesEvent, TokenEvent
+from rag_async.providers.breaker import guarded, guarded_stream
+from rag_async.providers.llm import screen
+from rag_async.providers.retrieval import LexicalEncoder
+from rag_async.providers.retrieval.qdrant_calls import qdrant_call
+from rag_async.store.conversations import StoredTurn, search_query
+from rag_async.worker.lifecycle import Finished, JobSpec, Run
+from rag_async.worker.services import Services
+
+# Only its tokenizer: the key words of a follow-up's search (conversations.search_query).
+_LEXICAL = LexicalEncoder()
+
+
+async def _answer(run: Run) -> Finished:
+    services, record = run.services, run.record
+    retriever, breakers = services.retriever, services.breakers
+    question, history = record.query or "", record.history
+    query = search_query(question, history, _LEXICAL.terms)
+    dense = None
+    if retriever.embeds_queries:
+        since = time.time()
+        dense = await guarded(breakers["embedder"], retriever.embed_query(query))
+        run.lap("embedding", since)
+        await run.stage("retrieving")
+    since = time.time()  # each stage's timing is its own work, not the events that tell it
+    collection = record.collection or services.settings.default_collection
+    search = retriever.search(query, services.settings.top_k, dense=dense, collection=collection)
+    sources = await guarded(breakers["qdrant"], qdrant_call(search))
+    since = run.lap("retrieval", since)
+    rewritten = query if query != question else None
+    await run.emit(SourcesEvent(sources=sources), sources=sources, search_query=rewritten)
+    await run.stage("generating")
+
+    parts: list[str] = []
+    answer = services.llm.stream(question, sources, collection=collection, history=history)
+    answer_stream = guarded_stream(breakers["llm"], answer)
+    batches = coalesce(answer_stream, services.settings.token_flush_interval)
+    async for batch in screen(batches, sources):  # what the answer must not carry (llm/safety)
+        if not parts:
+            run.lap("time_to_first_token", record.created_at or run.started)
+        parts.append(batch)
+        await run.emit(TokenEvent(text=batch))
+    run.lap("generation", since)
+    text = "".join(parts)
+    if record.conversation_id:
+        turn = StoredTurn(
+            question=question,
+            answer=text,
+            job_id=record.job_id,
+            search_query=rewritten,
+            answered_at=time.time(),
+        )
+        await services.conversations.add_turn(record.conversation_id, turn)
+    return Finished(answer=text, providers=services.providers)
+
+
+def _first_stage(services: Services) -> str:
+    return "embedding" if services.retriever.embeds_queries else "retrieving"
+
+
+def _providers(services: Services) -> Iterable[str]:
+    return ("llm", "qdrant", "embedder") if services.retriever.embeds_queries else ("llm", "qdrant")
+
+
+ANSWER = JobSpec(work=_answer, first_stage=_first_stage, providers=_providers)
+
+
+async def coalesce(pieces: AsyncIterator[str], interval: float) -> AsyncIterator[str]:
+    """Join streamed pieces into batches at most one per `interval` seconds.
+
+    The first piece goes out at once (time to first token is what users feel); later ones
+    wait until `interval` has passed since the last batch. A piece is only ever held until the
+    next one arrives or the stream ends, so nothing is delayed by more than one gap.
+    """
+    buffer: list[str] = []
+    last_flush = 0.0
+    async for piece in pieces:
+        buffer.append(piece)
+        now = time.monotonic()
+        if now - last_flush >= interval:
+            yield "".join(buffer)
+            buffer.clear()
+            last_flush = now
+    if buffer:
+        yield "".join(buffer)

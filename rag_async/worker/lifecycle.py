@@ -1,0 +1,319 @@
+"""One lifecycle for every kind of job (answer, ingest, delete, and whatever comes next).
+
+A kind of job is its work (`JobSpec.work`, a function of a `Run`); everything around the work
+happens here, once:
+
+    load the record ─── gone or ended ──────────────────────────────► nothing (at-least-once)
+    tries used up by lost workers ──────────────────────────────────► dead letter
+    a provider it needs is known to be down ────────────────────────► defer, no try spent
+    start the attempt (one Lua step; refused once the job has ended) ► nothing
+    status event: first stage, attempt n; logs bound to job_id, request_id, attempt
+    the work, within the kind's time limit
+      ├─ returns ─────────────────────────────► done event, record complete
+      ├─ raises ── outcome.decide ────────────► defer / retry / dead letter / fail
+      ├─ cancelled, as DELETE /jobs/{id} asked ► cancelled event
+      ├─ cancelled, the worker is stopping ───► nothing: the job runs again elsewhere
+      └─ superseded by a newer attempt ───────► nothing: the newer attempt owns the job
+    on any end: the TTL restarts; on a failed or cancelled one, the kind's `on_failure` hook
+    on any end, last: the job's webhook, if it has one, is queued for delivery (webhooks/);
+    a job run again after its end queues it, if its worker died before it could
+
+arq's own timeout and tries would end a job inside arq without a word to the record, so they
+are set out of reach (workers/settings.py) and the limits here are the ones that act.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from arq import Retry
+
+from rag_async import tracing
+from rag_async.domain.errors import RagError
+from rag_async.domain.events import CancelledEvent, DoneEvent, ErrorEvent, StatusEvent, _Event
+from rag_async.domain.job import JobRecord, JobStatus, record_fields
+from rag_async.metrics import observe_stages
+from rag_async.providers.breaker import BreakerOpen
+from rag_async.store.events import Superseded
+from rag_async.worker.outcome import Outcome, decide, given_up
+from rag_async.worker.services import Services, WorkerContext
+
+log = structlog.get_logger(__name__)
+
+
+class JobTimedOut(RagError):
+    code = "job_timeout"
+    retryable = True  # slowness often passes; a job that is always too slow is dead-lettered
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """What a job's work hands back for its `done` event and its record: the answer (or a
+    summary of what was done), who produced it, and for document jobs the chunk count."""
+
+    answer: str
+    providers: Mapping[str, str]
+    chunks: int | None = None
+
+
+class Run:
+    """One attempt of a job, as its work sees it: the record it started from, the worker's
+    clients, its timings, and writes to the job's log fenced to this attempt."""
+
+    def __init__(self, services: Services, record: JobRecord, attempt: int) -> None:
+        self.services = services
+        self.record = record
+        self.attempt = attempt
+        self.started = time.time()
+        self.timings: dict[str, float] = {}
+        self.laps: list[tuple[str, float, float]] = []  # (timing, from, to): trace spans
+        self._writes = itertools.count()
+
+    @property
+    def job_id(self) -> str:
+        return self.record.job_id
+
+    async def emit(self, event: _Event, **fields: Any) -> int:
+        """Append `event` (and set the record's `fields`) while this is the job's latest
+        attempt, else raise `Superseded`. Each write has an id, so an append resent after a
+        lost reply is logged once (eventlog.py)."""
+        write_id = f"{self.attempt}:{next(self._writes)}"
+        return await self.services.events.append(
+            self.job_id, event, record_fields(**fields), attempt=self.attempt, write_id=write_id
+        )
+
+    async def stage(self, stage: str, **fields: Any) -> None:
+        """Tell that the attempt entered `stage`. The record keeps the timings of the stages
+        passed so far, so a page reopened mid-job shows how long each took."""
+        status = JobStatus.IN_PROGRESS
+        event = StatusEvent(status=status, stage=stage, attempt=self.attempt)
+        await self.emit(event, status=status, stage=stage, timings=self.timings, **fields)
+
+    def lap(self, timing: str, since: float) -> float:
+        """Record the seconds since `since` as `timing`; return the time now."""
+        now = time.time()
+        self.timings[timing] = now - since
+        self.laps.append((timing, since, now))
+        return now
+
+
+FailureHook = Callable[[Services, JobRecord, str], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """A kind of job, as the lifecycle runs it."""
+
+    work: Callable[[Run], Awaitable[Finished]]
+    first_stage: Callable[[Services], str]
+    # The providers whose breakers must be closed before an attempt starts.
+    providers: Callable[[Services], Iterable[str]]
+    # Called once when the job ends failed or cancelled, with the reason.
+    on_failure: FailureHook | None = None
+
+
+JobFunction = Callable[[WorkerContext, str], Awaitable[None]]
+
+
+def job_function(spec: JobSpec, *, timeout: float, max_tries: int) -> JobFunction:
+    """The arq job that lives `spec` through the lifecycle, within our time and try limits."""
+
+    async def run_job(ctx: WorkerContext, job_id: str) -> None:
+        services = ctx["services"]
+        # Bound for the whole run, so every line of the job (the record's load, a give-up, a
+        # deferral, the attempt) carries the job's ids; `attempt` is the latest one until
+        # this run starts its own.
+        with structlog.contextvars.bound_contextvars(job_id=job_id):
+            record = await services.jobs.get(job_id)
+            if record is None:
+                return
+            if record.status.ended:
+                # Run again after its end: its worker may have died before queuing the webhook.
+                await services.webhooks.job_ended(record)
+                return
+            ids = {"request_id": record.request_id, "attempt": record.attempt}
+            with structlog.contextvars.bound_contextvars(**ids), _job_span(record):
+                await _run(services, record, spec, ctx.get("job_try", 1), timeout, max_tries)
+
+    return run_job
+
+
+async def _run(
+    services: Services,
+    record: JobRecord,
+    spec: JobSpec,
+    job_try: int,
+    time_limit: float,
+    max_tries: int,
+) -> None:
+    if job_try > max_tries:
+        # arq counts every start; tries spent with no outcome recorded were runs lost with
+        # their workers (killed, or taken for dead: recovery.py).
+        lost = f"gave up after {max_tries} tries: the workers running it were lost"
+        await _end(Run(services, record, record.attempt), spec, given_up(lost))
+        return
+    try:
+        for provider in spec.providers(services):
+            services.breakers[provider].check()
+    except BreakerOpen as error:
+        await _settle(Run(services, record, record.attempt), spec, error, job_try, max_tries)
+        raise  # not reached: a deferral raises arq's Retry
+    with tracing.span("valkey.start_attempt", attributes=_VALKEY):
+        attempt = await services.jobs.start_attempt(record.job_id)
+    if not attempt:
+        return
+    with structlog.contextvars.bound_contextvars(attempt=attempt):
+        run = Run(services, record, attempt)
+        await _attempt(run, spec, time_limit=time_limit, job_try=job_try, max_tries=max_tries)
+
+
+def _job_span(record: JobRecord) -> AbstractContextManager[object]:
+    """The trace span of one run of the job, a child of the request that created it. The
+    first run's span starts when the job was created, so that the queue wait lies within."""
+    first = record.attempt == 0 and record.created_at is not None
+    attributes = {"rag.job_id": record.job_id, "rag.kind": record.kind}
+    start = record.created_at if first else None
+    return tracing.span("job", parent=record.traceparent, start=start, attributes=attributes)
+
+
+def _trace_stages(run: Run) -> None:
+    """The attempt's measured stages as spans of the job's (when traces are on)."""
+    if not tracing.active():
+        return
+    if run.record.attempt == 0 and run.record.created_at is not None:
+        tracing.stage_span("queue_wait", run.record.created_at, run.started)
+    for timing, since, until in run.laps:
+        if timing in _STAGE_SPANS:
+            attributes: dict[str, str | int] = {"rag.attempt": run.attempt}
+            attributes.update(_STAGE_SPANS[timing])
+            tracing.stage_span(timing, since, until, attributes)
+
+
+# Timings that are stages of their own, and what they call; the others (time to first token,
+# total) span several stages.
+_STAGE_SPANS: dict[str, dict[str, str]] = {
+    "embedding": {"rag.calls": "embedder"},
+    "retrieval": {"db.system": "qdrant"},  # the search; Qdrant Edge or a server
+    "generation": {"rag.calls": "llm"},
+}
+_VALKEY = {"db.system": "redis"}
+
+
+async def _attempt(
+    run: Run, spec: JobSpec, *, time_limit: float, job_try: int, max_tries: int
+) -> None:
+    deadline = asyncio.timeout(time_limit)
+    try:
+        async with deadline:
+            first_stage = spec.first_stage(run.services)
+            await run.stage(first_stage, started_at=run.started, worker=run.services.worker)
+            await _complete(run, spec, await spec.work(run))
+    except Superseded:
+        log.warning("attempt superseded by a newer one, stopping")
+    except asyncio.CancelledError:
+        await _end_if_cancelled(run, spec)
+        raise
+    except Exception as error:
+        if isinstance(error, TimeoutError) and deadline.expired():
+            error = JobTimedOut(f"the job took longer than its limit of {time_limit:g} s")
+        await _settle(run, spec, error, job_try, max_tries)
+    finally:
+        _trace_stages(run)
+
+
+async def _complete(run: Run, spec: JobSpec, finished: Finished) -> None:
+    created = run.record.created_at or run.started
+    run.timings["queue_wait"] = run.started - created
+    finished_at = run.lap("total", created)
+    done = DoneEvent(
+        answer=finished.answer,
+        timings=run.timings,
+        providers=dict(finished.providers),
+        chunks=finished.chunks,
+    )
+    with tracing.span("valkey.complete", attributes=_VALKEY):
+        await run.emit(
+            done,
+            status=JobStatus.COMPLETE,
+            stage="done",
+            answer=finished.answer,
+            timings=run.timings,
+            providers=finished.providers,
+            chunks=finished.chunks,
+            finished_at=finished_at,
+        )
+    await _ended(run, spec, "complete")
+    observe_stages(run.record.kind, run.timings)
+    log.info("job complete", kind=run.record.kind, total_ms=round(run.timings["total"] * 1000, 1))
+
+
+async def _settle(run: Run, spec: JobSpec, error: Exception, job_try: int, max_tries: int) -> None:
+    """Act on the one decision for a failed attempt (outcome.py)."""
+    if not isinstance(error, RagError):
+        log.error("unexpected error in a job", exc_info=error)
+    outcome = decide(error, job_try, max_tries)
+    if outcome.action == "defer":
+        # The provider is known to be down: wait for it without spending a try.
+        await run.services.jobs.take_back_try(run.job_id)
+        log.info("provider paused, job deferred", error=outcome.message, defer=outcome.delay)
+        raise Retry(defer=outcome.delay) from error
+    if outcome.action == "retry":
+        log.warning("attempt failed, will retry", error=outcome.message, defer=outcome.delay)
+        await run.services.outcomes.count(run.record.kind, "retried")
+        raise Retry(defer=outcome.delay) from error
+    await _end(run, spec, outcome)
+
+
+async def _end(run: Run, spec: JobSpec, outcome: Outcome) -> None:
+    """The job's last word on a failure: an `error` event and the record marked failed (and
+    a dead letter kept, if the outcome says so)."""
+    error = ErrorEvent(message=outcome.message, code=outcome.code)
+    try:
+        await run.emit(
+            error, status=JobStatus.FAILED, error=outcome.message, finished_at=time.time()
+        )
+    except Superseded:
+        return  # a newer attempt owns the job and will end it
+    log.error("job failed", error=outcome.message)
+    services = run.services
+    dead_letter = outcome.action == "dead_letter"
+    if dead_letter:
+        await services.dead_letters.add(run.job_id)
+    await services.failures.record(run.job_id, outcome.message)
+    # One outcome a job end: a dead-lettered job is not counted as failed too.
+    await _ended(run, spec, "dead_lettered" if dead_letter else "failed", outcome.message)
+
+
+async def _end_if_cancelled(run: Run, spec: JobSpec) -> None:
+    """The attempt's task is being cancelled. If DELETE /jobs/{id} asked for it, the job ends
+    cancelled; otherwise the worker is stopping and the job will run again elsewhere."""
+    record = await run.services.jobs.get(run.job_id)
+    if record is None or not record.cancel_requested:
+        return
+    cancelled = CancelledEvent()
+    try:
+        await run.emit(
+            cancelled, status=JobStatus.CANCELLED, stage="cancelled", finished_at=time.time()
+        )
+    except Superseded:
+        return
+    await _ended(run, spec, "cancelled", cancelled.message)
+
+
+async def _ended(run: Run, spec: JobSpec, outcome: str, reason: str = "") -> None:
+    """What every end of a job does once its last event is written, whichever the end: the
+    upload dropped, the outcome counted, the kind's hook for a job that did not complete,
+    the webhook queued."""
+    services = run.services
+    await services.jobs.ended(run.job_id)
+    await services.outcomes.count(run.record.kind, outcome)
+    if outcome != "complete" and spec.on_failure is not None:
+        await spec.on_failure(services, run.record, reason)
+    await services.webhooks.job_ended(run.record)

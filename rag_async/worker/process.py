@@ -1,0 +1,286 @@
+"""The worker process: an arq worker per queue over shared clients, and arq's WorkerSettings.
+
+Startup builds the clients, shutdown closes them.
+Jobs are JSON (orjson), never pickle: the API's pool and the worker use the same serializer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from asyncio import FIRST_COMPLETED
+from typing import Any, cast
+
+import orjson
+import structlog
+from arq.connections import RedisSettings
+from arq.typing import WorkerCoroutine
+from arq.worker import Function, Worker, func
+from redis.exceptions import RedisError
+
+from rag_async.config import Settings, load_settings
+from rag_async.domain.errors import ConfigurationError
+from rag_async.logs import configure_logging, route_library_logs
+from rag_async.metrics import serve_process_metrics
+from rag_async.store.activity import Heartbeat
+from rag_async.store.keys import Keys
+from rag_async.store.pool import OUTAGE_ERRORS, connect_redis, outage_retry
+from rag_async.store.queue import JOB_KINDS, LANES, Lane
+from rag_async.store.webhooks import DELIVERY_FUNCTION
+from rag_async.tracing import setup_tracing
+from rag_async.worker.jobs import JOBS, Services, WorkerContext, deliver_webhook, job_function
+
+log = structlog.get_logger(__name__)
+
+
+def redis_settings(url: str) -> RedisSettings:
+    """For arq's CLI, which builds its own pool: the same resends as `connect_redis`'s."""
+    settings = RedisSettings.from_dsn(url)
+    settings.conn_retries = 0  # the resends cover the first connect too
+    settings.retry_on_error = list(OUTAGE_ERRORS)
+    settings.retry = outage_retry()
+    return settings
+
+
+async def startup(ctx: WorkerContext) -> None:
+    route_library_logs()  # arq's CLI has set up a handler of its own by now
+    settings = ctx["settings"]
+    setup_tracing(settings, "rag-async-worker")
+    # First: a port taken is a configuration error, found before any client is opened.
+    ctx["metrics_server"] = serve_process_metrics(
+        settings.worker_metrics_host, settings.worker_metrics_port
+    )
+    services = ctx["services"] = await Services.open(settings, ctx["redis"])
+    ctx["heartbeat"] = Heartbeat(
+        ctx["redis"],
+        services.keys,
+        services.worker,
+        services.report,
+        services.running,
+        interval=settings.worker_heartbeat,
+        dead_after=settings.worker_dead_after,
+    )
+    ctx["heartbeat"].start()
+    log.info(
+        "worker ready",
+        pid=os.getpid(),
+        max_jobs=settings.worker_max_jobs,
+        providers=ctx["services"].providers,
+    )
+
+
+async def job_started(ctx: WorkerContext) -> None:
+    # Bound in the task arq runs the job in, so arq's own lines of the job carry its id too
+    # (the lifecycle binds the rest once it has read the record).
+    structlog.contextvars.bind_contextvars(job_id=ctx["job_id"])
+    # Before the job runs, so a worker that dies from here on leaves the job findable.
+    await ctx["services"].running.add(ctx["job_id"])
+
+
+async def job_ended(ctx: WorkerContext) -> None:
+    await ctx["services"].running.discard(ctx["job_id"])
+
+
+async def shutdown(ctx: WorkerContext) -> None:
+    if "heartbeat" in ctx:
+        await ctx["heartbeat"].stop()
+    if (metrics_server := ctx.get("metrics_server")) is not None:
+        await metrics_server.close()
+    services = ctx.get("services")
+    if services is not None:
+        await services.close()
+
+
+def lane_functions(settings: Settings, lane: Lane) -> list[Function]:
+    """The arq functions of one queue, each living its jobs through our lifecycle and within
+    our limits (rag_async/jobs/lifecycle.py).
+
+    arq's own timeout and tries sit just beyond ours, so that ours always act first and the
+    job's record is told; arq's would drop the job silently.
+    """
+    timeout = settings.question_timeout if lane == "questions" else settings.document_timeout
+    max_tries = settings.job_max_tries
+    # arq types `ctx` as a plain dict; ours is a TypedDict of the same thing.
+    return [
+        func(
+            cast(WorkerCoroutine, job_function(JOBS[kind], timeout=timeout, max_tries=max_tries)),
+            name=job_kind.function,
+            timeout=timeout + ARQ_TIMEOUT_MARGIN,
+            max_tries=max_tries + 1,
+        )
+        for kind, job_kind in JOB_KINDS.items()
+        if job_kind.lane == lane
+    ] + [webhook_function(settings)]
+
+
+def webhook_function(settings: Settings) -> Function:
+    """Every queue delivers the webhooks of its own jobs (rag_async/webhooks/store.py), one
+    try per run; arq's limits sit beyond ours, as for the jobs."""
+    return func(
+        cast(WorkerCoroutine, deliver_webhook),
+        name=DELIVERY_FUNCTION,
+        timeout=settings.webhook_timeout + ARQ_TIMEOUT_MARGIN,
+        max_tries=settings.webhook_max_tries + 1,
+    )
+
+
+# Time for a job to record its own timeout before arq's fires.
+ARQ_TIMEOUT_MARGIN = 30.0
+
+
+def worker_options(settings: Settings, lane: Lane) -> dict[str, Any]:
+    """Everything arq's Worker takes for one queue, built from our one Settings."""
+    if not settings.redis_url:
+        raise ValueError("RAG_REDIS_URL is not set: the worker needs a Redis/Valkey server")
+    questions = lane == "questions"
+    return {
+        "functions": lane_functions(settings, lane),
+        "on_startup": startup,
+        "on_shutdown": shutdown,
+        "on_job_start": job_started,
+        "on_job_end": job_ended,
+        "ctx": {"settings": settings},
+        "redis_settings": redis_settings(settings.redis_url),
+        "queue_name": Keys(settings.key_prefix).queue(lane),
+        "max_jobs": settings.worker_max_jobs if questions else settings.worker_max_documents,
+        "job_completion_wait": settings.worker_shutdown_grace,
+        "allow_abort_jobs": True,  # DELETE /jobs/{id} of a running job
+        "poll_delay": settings.worker_poll_delay
+        if questions
+        else settings.worker_document_poll_delay,
+        "keep_result": 0,  # results live in our job record; arq need not store them too
+        "job_serializer": orjson.dumps,
+        "job_deserializer": orjson.loads,
+    }
+
+
+class RagWorker(Worker):
+    """arq's Worker, without re-checking the jobs it is already running at every poll.
+
+    A running job stays in arq's queue until it ends, and each poll reads the queue's ids and
+    spends three Redis round trips per id to learn whether it is running somewhere. The jobs
+    running in *this* process are known locally, so they are skipped before any round trip.
+    With answers in flight and a short poll delay that was a large share of the worker's CPU,
+    and of Valkey's (docs/benchmarks.md, "arq's poll delay").
+    """
+
+    async def start_jobs(self, job_ids: list[bytes]) -> None:
+        running = self.tasks
+        await super().start_jobs(
+            [
+                job_id
+                for job_id in job_ids
+                if (task := running.get(job_id.decode())) is None or task.done()
+            ]
+        )
+
+
+class WorkerProcess:
+    """One worker process: an arq worker per queue (rag_async/queues.py), sharing the process's
+    clients (one Redis pool, one Qdrant client, one HTTP pool) and its heartbeat.
+
+    `run()` returns after `stop()`: no new job is taken, running ones get
+    `worker_shutdown_grace` seconds to finish, and what still runs then is cancelled and stays
+    queued for another worker.
+    """
+
+    def __init__(self, settings: Settings, lanes: tuple[Lane, ...] = LANES) -> None:
+        if not settings.redis_url:
+            raise ValueError("RAG_REDIS_URL is not set: the worker needs a Redis/Valkey server")
+        self.settings = settings
+        self.lanes = lanes
+        self.ctx: dict[str, Any] = {"settings": settings}
+        self.workers: list[RagWorker] = []
+        self._stop_asked = asyncio.Event()
+
+    @property
+    def services(self) -> Services | None:
+        services: Services | None = self.ctx.get("services")
+        return services
+
+    def stop(self) -> None:
+        self._stop_asked.set()
+
+    async def run(self) -> None:
+        settings = self.settings
+        redis = connect_redis(settings, client_name="rag-worker", ride_out_outages=True)
+        self.ctx["redis"] = redis
+        try:
+            await startup(cast(WorkerContext, self.ctx))
+            for lane in self.lanes:
+                options = worker_options(settings, lane)
+                for shared in ("on_startup", "on_shutdown", "redis_settings"):
+                    del options[shared]  # done once for the process, here
+                options |= {"ctx": self.ctx, "redis_pool": redis, "handle_signals": False}
+                self.workers.append(RagWorker(**options))
+            await self._run_until_stopped()
+        finally:
+            await shutdown(cast(WorkerContext, self.ctx))
+            await redis.aclose(close_connection_pool=True)  # ours: nobody else uses it
+
+    async def _run_until_stopped(self) -> None:
+        polling: dict[asyncio.Task[Any], RagWorker] = {
+            asyncio.create_task(worker.async_run()): worker for worker in self.workers
+        }
+        stop_asked = asyncio.create_task(self._stop_asked.wait())
+        failure: BaseException | None = None
+        while not stop_asked.done():
+            done, _ = await asyncio.wait([*polling, stop_asked], return_when=FIRST_COMPLETED)
+            for task in done & polling.keys():
+                worker = polling.pop(task)
+                error = None if task.cancelled() else task.exception()
+                if isinstance(error, RedisError):
+                    # Valkey away for longer than the client's retries: arq's poll loop ended,
+                    # the running jobs did not. Poll again once it is back.
+                    log.warning("lost Valkey, polling again", queue=worker.queue_name, error=error)
+                    polling[asyncio.create_task(self._poll_again(worker))] = worker
+                else:
+                    failure = error or RuntimeError(f"{worker.queue_name}: polling stopped")
+                    self.stop()
+        for worker in self.workers:  # graceful: arq waits for running jobs, then cancels them
+            worker.handle_sig_wait_for_completion(signal.SIGTERM)
+        if polling:
+            await asyncio.wait(polling)
+        for worker in self.workers:  # the cancelled jobs' own bookkeeping
+            await asyncio.gather(*worker.tasks.values(), return_exceptions=True)
+            with contextlib.suppress(RedisError):
+                await worker.pool.delete(worker.health_check_key)
+        if failure is not None:
+            raise failure
+
+    async def _poll_again(self, worker: RagWorker) -> None:
+        await asyncio.sleep(1.0)
+        if not self._stop_asked.is_set():
+            await worker.async_run()
+
+
+def _settings_for_arq_cli(lane: Lane) -> type:
+    # `arq workers.settings.WorkerSettings` reads a class's attributes, so this entry point
+    # builds Settings from the environment when arq imports it. Everything else passes its own.
+    # arq's CLI runs one queue per process: `WorkerSettings` for questions and
+    # `DocumentWorkerSettings` for documents (two processes need a Qdrant server).
+    # A bad environment stops here with a message: an empty class would let arq start a
+    # worker on its default Redis and queue, which serves none of our jobs.
+    try:
+        settings, warnings = load_settings()
+    except ConfigurationError as error:
+        raise SystemExit(f"error: {error.message}") from None
+    try:
+        options = worker_options(settings, lane)
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from None
+    configure_logging(settings.log_level, json=settings.log_json, process="worker")
+    for warning in warnings:
+        log.warning(warning)
+    return type("WorkerSettings", (), options)
+
+
+def __getattr__(name: str) -> Any:
+    # Lazily, so importing this module (tests, `rag-async worker`) reads no environment.
+    if name == "WorkerSettings":
+        return _settings_for_arq_cli("questions")
+    if name == "DocumentWorkerSettings":
+        return _settings_for_arq_cli("documents")
+    raise AttributeError(name)
