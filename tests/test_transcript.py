@@ -36,7 +36,7 @@ def test_the_logs_are_events_as_the_worker_writes_them(log: AnswerLog) -> None:
 @each_log
 def test_the_rule(log: AnswerLog) -> None:
     transcript = Transcript()
-    dropped = [transcript.apply(event["type"], event) for event in log.events]
+    dropped = [transcript.apply(decode_event(orjson.dumps(event))) for event in log.events]
     assert transcript.text == log.answer
     assert transcript.discarded == log.discarded
     assert dropped.count(True) == len(log.discarded)

@@ -3,11 +3,9 @@ event log, so polling and streaming tell exactly the same story."""
 
 from __future__ import annotations
 
-import orjson
-
 from rag_async.api.enqueue import events_url
 from rag_async.api.state import AppState
-from rag_async.domain.events import event_type_of
+from rag_async.domain.events import decode_event
 from rag_async.domain.job import JobRecord, JobStatus
 from rag_async.domain.schemas import JobView
 from rag_async.domain.transcript import Transcript
@@ -48,5 +46,5 @@ async def _partial_answer(state: AppState, record: JobRecord) -> tuple[str, int]
     last_event_id = 0
     for event in await state.events.replay(record.job_id):
         last_event_id = event.id
-        transcript.apply(event_type_of(event.data), orjson.loads(event.data))
+        transcript.apply(decode_event(event.data))
     return transcript.text, last_event_id

@@ -18,7 +18,7 @@ import httpx
 import orjson
 from httpx_sse import aconnect_sse
 
-from rag_async.domain.events import TERMINAL_EVENT_TYPES
+from rag_async.domain.events import TERMINAL_EVENT_TYPES, parse_event
 from rag_async.domain.transcript import Transcript
 
 # Statuses that mean "not now" rather than "no": the API, or a proxy before it, is restarting.
@@ -74,7 +74,8 @@ class Answer:
         """Take one event; True if it started a new attempt that dropped text already shown."""
         if event.type in TERMINAL_EVENT_TYPES:
             self.final = event
-        return self._transcript.apply(event.type, event.data)
+        typed = parse_event(event.data)
+        return typed is not None and self._transcript.apply(typed)
 
     def __repr__(self) -> str:
         return f"Answer(text={self.text!r}, attempt={self.attempt}, final={self.final!r})"

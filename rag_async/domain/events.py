@@ -7,10 +7,11 @@ appends them (see `eventlog`), the SSE endpoint sends them as `id:`/`event:`/`da
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from rag_async.domain.job import JobStatus
 from rag_async.domain.sources import Source
@@ -89,6 +90,23 @@ Event = Annotated[
 TERMINAL_EVENT_TYPES: frozenset[str] = frozenset({"done", "error", "cancelled"})
 
 
+_EVENTS: TypeAdapter[Event] = TypeAdapter(Event)
+
+
+def decode_event(data: bytes | str) -> Event:
+    """A logged or streamed event, as its typed model (`ValidationError` if it is none)."""
+    return _EVENTS.validate_json(data)
+
+
+def parse_event(data: Mapping[str, Any]) -> Event | None:
+    """An event's JSON object as its typed model; None for a type this code does not know
+    (a newer server's) or a malformed one, which a reader skips."""
+    try:
+        return _EVENTS.validate_python(data)
+    except ValidationError:
+        return None
+
+
 def encode_event(event: _Event) -> bytes:
     """The event's JSON, as stored in the log, published live and sent as SSE `data:`."""
     return orjson.dumps(event.model_dump(mode="json"))
@@ -98,7 +116,9 @@ _TYPE_PREFIX = b'{"type":"'
 
 
 def event_type_of(data: bytes) -> str:
-    """The `type` of an encoded event without parsing it: the SSE hot path.
+    """The `type` of an encoded event without parsing it: the SSE hot path, which forwards
+    the stored bytes as they are and only needs to know where a stream ends (every other
+    reader decodes events into their models with `decode_event`).
 
     `encode_event` always writes `type` first (it is every model's first field)."""
     if data.startswith(_TYPE_PREFIX):

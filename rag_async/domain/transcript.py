@@ -12,8 +12,7 @@ tests/fixtures/answer_logs.json holds the event logs all three are tested agains
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from rag_async.domain.events import DoneEvent, Event, StatusEvent, TokenEvent
 
 
 class Transcript:
@@ -31,20 +30,19 @@ class Transcript:
     def text(self) -> str:
         return "".join(self._parts)
 
-    def apply(self, event_type: str, data: Mapping[str, Any]) -> bool:
-        """Take one event (its type and its JSON); True if it dropped text of a dead attempt."""
-        if event_type == "status":
-            attempt = int(data.get("attempt") or 0)
-            if attempt <= self.attempt:
+    def apply(self, event: Event) -> bool:
+        """Take one event; True if it dropped text of a dead attempt."""
+        if isinstance(event, StatusEvent):
+            if event.attempt <= self.attempt:
                 return False
-            self.attempt = attempt
+            self.attempt = event.attempt
             text = self.text
             self._parts.clear()
             if text:
                 self.discarded.append(text)
             return bool(text)
-        if event_type == "token":
-            self._parts.append(str(data.get("text", "")))
-        elif event_type == "done" and "answer" in data:
-            self._parts[:] = [str(data["answer"])]
+        if isinstance(event, TokenEvent):
+            self._parts.append(event.text)
+        elif isinstance(event, DoneEvent):
+            self._parts[:] = [event.answer]
         return False

@@ -1,14 +1,5 @@
-"""An event's wire JSON read back into its typed model. The service only writes events
-(`rag_async.domain.events.encode_event`); tests check what it wrote against the one schema."""
+"""An event's wire JSON read back into its typed model, as the service reads it."""
 
-from __future__ import annotations
+from rag_async.domain.events import decode_event
 
-from pydantic import TypeAdapter
-
-from rag_async.domain.events import Event
-
-_EVENT: TypeAdapter[Event] = TypeAdapter(Event)
-
-
-def decode_event(data: bytes | str) -> Event:
-    return _EVENT.validate_json(data)
+__all__ = ["decode_event"]

@@ -27,6 +27,7 @@ from rag_async.api.quotas import held_to_quotas
 from rag_async.api.state import AppState, State
 from rag_async.api.stream import CountedEventSource, follow_job
 from rag_async.domain.errors import Conflict, RagError
+from rag_async.domain.events import CancelledEvent, DoneEvent, ErrorEvent, TokenEvent, decode_event
 from rag_async.domain.job import JobRecord, JobStatus
 from rag_async.domain.schemas import ErrorBody
 
@@ -109,12 +110,12 @@ async def completion_chunks(state: AppState, job_id: str) -> AsyncIterator[Serve
 
     yield chunk({"role": "assistant", "content": ""})
     async for logged in follow_job(state, job_id, 0):
-        data = orjson.loads(logged.data or "{}")
-        if logged.event == "token":
-            yield chunk({"content": data["text"]})
-        elif logged.event == "done":
+        event = decode_event(logged.data or "{}")
+        if isinstance(event, TokenEvent):
+            yield chunk({"content": event.text})
+        elif isinstance(event, DoneEvent):
             yield chunk({}, "stop")
             yield ServerSentEvent(data="[DONE]")
-        elif logged.event in ("error", "cancelled"):
-            error = {"message": data["message"], "type": "server_error", "code": logged.event}
+        elif isinstance(event, ErrorEvent | CancelledEvent):
+            error = {"message": event.message, "type": "server_error", "code": event.type}
             yield ServerSentEvent(data=orjson.dumps({"error": error}).decode())

@@ -25,6 +25,16 @@ from rag_async.api.openai_compat.wire import output_message, output_text, respon
 from rag_async.api.state import AppState
 from rag_async.api.stream import follow_job
 from rag_async.config import Settings
+from rag_async.domain.events import (
+    CancelledEvent,
+    DoneEvent,
+    ErrorEvent,
+    Event,
+    SourcesEvent,
+    StatusEvent,
+    TokenEvent,
+    decode_event,
+)
 from rag_async.domain.job import JobRecord
 from rag_async.domain.sources import Source
 from rag_async.domain.transcript import Transcript
@@ -46,42 +56,42 @@ class ResponseEvents:
     def created(self) -> dict[str, Any]:
         return {"type": "response.created", "response": self._response("queued")}
 
-    def map(self, event_type: str, data: dict[str, Any]) -> list[dict[str, Any]]:
+    def map(self, event: Event) -> list[dict[str, Any]]:
         attempt = self._transcript.attempt
-        self._transcript.apply(event_type, data)
-        if event_type == "status":
+        self._transcript.apply(event)
+        if isinstance(event, StatusEvent):
             if self._transcript.attempt == attempt:
                 return []  # a stage of the same attempt: nothing OpenAI tells
             return [{"type": "response.in_progress", "response": self._response("in_progress")}]
-        if event_type == "sources":
-            self._sources = [Source.model_validate(s) for s in data["sources"]]
+        if isinstance(event, SourcesEvent):
+            self._sources = list(event.sources)
             item = output_message(self._record.job_id, None, (), done=False)
             part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
             return [
                 {"type": "response.output_item.added", "output_index": 0, "item": item},
                 {**self._at_part(), "type": "response.content_part.added", "part": part},
             ]
-        if event_type == "token":
+        if isinstance(event, TokenEvent):
             return [
                 {
                     **self._at_part(),
                     "type": "response.output_text.delta",
-                    "delta": data["text"],
+                    "delta": event.text,
                     "logprobs": [],
                 }
             ]
-        return self._end(event_type, data)
+        return self._end(event)
 
-    def _end(self, event_type: str, data: dict[str, Any]) -> list[dict[str, Any]]:
-        if event_type == "error":
+    def _end(self, event: Event) -> list[dict[str, Any]]:
+        if isinstance(event, ErrorEvent):
             failed = self._response("failed")
-            failed["error"] = {"code": data.get("code"), "message": data.get("message")}
+            failed["error"] = {"code": event.code, "message": event.message}
             return [{"type": "response.failed", "response": failed}]
-        if event_type == "cancelled":
+        if isinstance(event, CancelledEvent):
             return [{"type": "response.cancelled", "response": self._response("cancelled")}]
-        if event_type != "done":
+        if not isinstance(event, DoneEvent):
             return []  # not a question's event
-        text = str(data["answer"])
+        text = event.answer
         part = output_text(text, self._sources)
         item = output_message(self._record.job_id, text, self._sources, done=True)
         return [
@@ -115,7 +125,7 @@ async def response_stream(
     # The logged event that `after` falls in may have parts still to send: read from it.
     async for logged in follow_job(state, record.job_id, first_logged(after) - 1):
         number = int(logged.id or 0) * PARTS
-        mapped = events.map(str(logged.event), orjson.loads(logged.data or "{}"))
+        mapped = events.map(decode_event(logged.data or "{}"))
         for part, event in enumerate(mapped):
             if number + part > after:
                 yield _frame(number + part, event)
