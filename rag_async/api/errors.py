@@ -10,14 +10,12 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import OutOfMemoryError as RedisOutOfMemoryError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rag_async.api.bodies import utf8_problem
 from rag_async.domain.errors import RagError
 from rag_async.domain.schemas import ErrorBody
+from rag_async.store.errors import StoreFull, StoreUnreachable
 
 log = structlog.get_logger(__name__)
 
@@ -47,9 +45,9 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RagError, _rag_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _invalid_request)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
-    app.add_exception_handler(RedisConnectionError, _redis_down)
-    app.add_exception_handler(RedisTimeoutError, _redis_down)
-    app.add_exception_handler(RedisOutOfMemoryError, _redis_full)
+    for unreachable in StoreUnreachable:
+        app.add_exception_handler(unreachable, _redis_down)
+    app.add_exception_handler(StoreFull, _redis_full)
     # Starlette calls this for any exception no other handler took (then re-raises it, so the
     # server logs it too): the client gets the one shape, never a traceback.
     app.add_exception_handler(Exception, _unexpected)

@@ -8,7 +8,7 @@ from typing import Annotated
 from arq.connections import ArqRedis
 from fastapi import Depends, Request
 
-from rag_async.api.quotas import RateLimiter, StreamSlots
+from rag_async.api.quotas import StreamSlots
 from rag_async.config import Settings
 from rag_async.domain.identity import EventsTokens, KeyRing
 from rag_async.store.dead_letters import DeadLetters
@@ -18,6 +18,7 @@ from rag_async.store.idempotency import IdempotencyKeys
 from rag_async.store.jobs import Cancellation, JobStore
 from rag_async.store.keys import Keys
 from rag_async.store.queue import JobQueue
+from rag_async.store.rate import RateLimiter
 
 
 @dataclass(slots=True)

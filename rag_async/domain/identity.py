@@ -173,3 +173,10 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False  # a name: it may resolve to anything
+
+
+def held_to_quotas(principal: Principal) -> bool:
+    """Whether the per-key limits apply to this caller: every key, admins' too (a script
+    holding an admin key can run away like any other), but not the local user of an instance
+    without keys, which has one user (api/quotas.py says more)."""
+    return principal != LOCAL

@@ -15,11 +15,9 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from redis import Redis
-from redis.exceptions import RedisError
-
 from rag_async.datadir import private_folder, stored_secret
 from rag_async.domain.errors import ConfigurationError
+from rag_async.store.errors import StoreError, ping
 
 # Characters that a redis:// URL and a Valkey configuration line both hold as they are.
 _URL_SAFE = re.compile(r"[A-Za-z0-9_-]+")
@@ -180,12 +178,8 @@ class EmbeddedValkey:
 
 
 def _answers_ping(port: int, password: str | None) -> bool:
-    client = Redis(
-        "127.0.0.1", port, password=password, socket_timeout=0.5, socket_connect_timeout=0.5
-    )
     try:
-        return bool(client.ping())
-    except (RedisError, OSError):  # not listening yet, or loading its AOF
+        ping(port=port, password=password, timeout=0.5)
+    except (StoreError, OSError):  # not listening yet, or loading its AOF
         return False
-    finally:
-        client.close()
+    return True

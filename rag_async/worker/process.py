@@ -18,13 +18,13 @@ import structlog
 from arq.connections import RedisSettings
 from arq.typing import WorkerCoroutine
 from arq.worker import Function, Worker, func
-from redis.exceptions import RedisError
 
 from rag_async.config import Settings, load_settings
 from rag_async.domain.errors import ConfigurationError
 from rag_async.logs import configure_logging, route_library_logs
 from rag_async.metrics import serve_process_metrics
 from rag_async.store.activity import Heartbeat
+from rag_async.store.errors import StoreError
 from rag_async.store.keys import Keys
 from rag_async.store.pool import OUTAGE_ERRORS, connect_redis, outage_retry
 from rag_async.store.queue import JOB_KINDS, LANES, Lane
@@ -231,7 +231,7 @@ class WorkerProcess:
             for task in done & polling.keys():
                 worker = polling.pop(task)
                 error = None if task.cancelled() else task.exception()
-                if isinstance(error, RedisError):
+                if isinstance(error, StoreError):
                     # Valkey away for longer than the client's retries: arq's poll loop ended,
                     # the running jobs did not. Poll again once it is back.
                     log.warning("lost Valkey, polling again", queue=worker.queue_name, error=error)
@@ -245,7 +245,7 @@ class WorkerProcess:
             await asyncio.wait(polling)
         for worker in self.workers:  # the cancelled jobs' own bookkeeping
             await asyncio.gather(*worker.tasks.values(), return_exceptions=True)
-            with contextlib.suppress(RedisError):
+            with contextlib.suppress(StoreError):
                 await worker.pool.delete(worker.health_check_key)
         if failure is not None:
             raise failure

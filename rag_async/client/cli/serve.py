@@ -10,14 +10,13 @@ from typing import Annotated
 
 import structlog
 import typer
-from redis import Redis
-from redis.exceptions import RedisError
 
 from rag_async.client.cli.base import app, command, fail, settings
 from rag_async.config import Settings
 from rag_async.domain.errors import ConfigurationError
 from rag_async.logs import configure_logging
 from rag_async.redaction import redact
+from rag_async.store.errors import StoreError, ping
 
 RUN = "Run the service"
 
@@ -37,8 +36,8 @@ def _check_redis(url: str | None) -> None:
     if not url:
         fail("RAG_REDIS_URL is not set (or use `rag-async up`, which starts a Valkey)")
     try:
-        Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2).ping()
-    except (RedisError, OSError, ValueError) as error:
+        ping(url, timeout=2)
+    except (StoreError, OSError, ValueError) as error:
         fail(f"cannot reach Redis/Valkey at {redact(url)}: {error}")
 
 
