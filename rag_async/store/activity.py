@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from rag_async.store.keys import Keys
-from rag_async.store.queue import JobQueue
+from rag_async.store.queue import JobQueue, Lane
 from rag_async.store.workers import DeadWorkerReaper, RunningJobs
 
 log = structlog.get_logger(__name__)
@@ -39,8 +39,9 @@ return now
 class Heartbeat:
     """A worker's periodic "still here, running N jobs" in one hash shared by all workers.
 
-    After each beat it also frees the jobs of workers gone silent, and its own jobs whose end
-    it could not record (recovery.py).
+    After each beat it also frees the jobs of workers gone silent or that died before
+    recording a job they took, and its own jobs whose end it could not record (workers.py).
+    `in_progress_ttls` is the TTL arq gives a job's in-progress key, per queue.
     """
 
     def __init__(
@@ -52,6 +53,7 @@ class Heartbeat:
         running: RunningJobs,
         interval: float,
         dead_after: float,
+        in_progress_ttls: Mapping[Lane, float],
     ) -> None:
         # At least three beats fit in the silence that declares a worker dead, so one late
         # beat (a busy event loop, a Valkey hiccup) never does.
@@ -60,7 +62,7 @@ class Heartbeat:
         self._keys = keys
         self._worker_id = worker_id
         self._report = report  # what the worker says of itself: in_flight, breakers
-        self._reaper = DeadWorkerReaper(redis, keys, worker_id, dead_after)
+        self._reaper = DeadWorkerReaper(redis, keys, worker_id, dead_after, in_progress_ttls)
         self._running = running
         self._beat = redis.register_script(_BEAT)
         self._task: asyncio.Task[None] | None = None

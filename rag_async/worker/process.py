@@ -61,6 +61,7 @@ async def startup(ctx: WorkerContext) -> None:
         services.running,
         interval=settings.worker_heartbeat,
         dead_after=settings.worker_dead_after,
+        in_progress_ttls={lane: in_progress_ttl(settings, lane) for lane in LANES},
     )
     ctx["heartbeat"].start()
     log.info(
@@ -128,6 +129,13 @@ def webhook_function(settings: Settings) -> Function:
 
 # Time for a job to record its own timeout before arq's fires.
 ARQ_TIMEOUT_MARGIN = 30.0
+
+
+def in_progress_ttl(settings: Settings, lane: Lane) -> float:
+    """How long the in-progress key that arq sets on a job of `lane` lives, in seconds: the
+    longest timeout of the lane's functions plus 10 s (arq's `Worker.in_progress_timeout_s`).
+    Every worker of a deployment, whatever its lanes, judges the keys' age by it."""
+    return max(function.timeout_s or 0.0 for function in lane_functions(settings, lane)) + 10
 
 
 def worker_options(settings: Settings, lane: Lane) -> dict[str, Any]:
