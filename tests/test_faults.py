@@ -367,6 +367,31 @@ async def test_a_job_whose_worker_died_between_take_and_record_is_freed_in_secon
         await assert_one_clean_answer(settings, stack.client, job_id, answer, tokens)
 
 
+@pytest.mark.timeout(60)
+async def test_a_job_ending_stays_recorded_until_arq_has_finished_it(
+    valkey: EmbeddedValkey, llm: Any, tmp_path: Path
+) -> None:
+    """arq calls its job end hook, then deletes the in-progress key: a job unrecorded between
+    the two would look like one a dead worker took. A reaper run back to back while thirty
+    answers end (each older than its grace) must free none of them."""
+    llm.config.ttft, llm.config.tokens, llm.config.tokens_per_second = 1.2, 3, 200
+    settings = make_settings(valkey, tmp_path, llm_base_url=llm.base_url, llm_api_key="test-key")
+    keys = Keys(settings.key_prefix)
+    ttls = {lane: in_progress_ttl(settings, lane) for lane in ("questions", "documents")}
+    async with running_stack(settings) as stack, Redis.from_url(settings.redis_url or "") as redis:
+        reaper = DeadWorkerReaper(redis, keys, "probe", 1.0, ttls)
+        jobs = [(await stack.client.ask(f"question {i}"))["job_id"] for i in range(30)]
+        answers = asyncio.ensure_future(
+            asyncio.gather(*(stack.client.answer(job_id) for job_id in jobs))
+        )
+        freed: list[str] = []
+        while not answers.done():
+            freed += await reaper.free_unrecorded()
+        for job_id, answer in zip(jobs, await answers, strict=True):
+            await assert_one_clean_answer(settings, stack.client, job_id, answer, 3)
+    assert freed == []
+
+
 async def test_the_reaper_frees_only_old_keys_that_no_worker_holds(
     valkey: EmbeddedValkey, tmp_path: Path
 ) -> None:

@@ -117,6 +117,11 @@ class RunningJobs:
         except RedisError as error:
             log.warning("could not record a running job", job_id=job_id, error=str(error))
 
+    def ending(self, job_id: str) -> None:
+        """The job no longer runs here; its record stays until `discard`, once arq has
+        finished it. Should arq fail to (Valkey away), `repair` frees the job."""
+        self._here.discard(job_id)
+
     async def discard(self, job_id: str) -> None:
         self._here.discard(job_id)
         try:
@@ -192,9 +197,10 @@ class DeadWorkerReaper:
             job_ids = [job_id.decode() for job_id in jobs]
             log.warning("worker silent, its jobs freed", worker=worker_id, jobs=job_ids)
             freed += job_ids
-        return freed + await self._free_unrecorded()
+        return freed + await self.free_unrecorded()
 
-    async def _free_unrecorded(self) -> list[str]:
+    async def free_unrecorded(self) -> list[str]:
+        """Free the in-progress keys of jobs that a worker took and died before recording."""
         lanes = list(self._in_progress_ttls)
         if not lanes:
             return []

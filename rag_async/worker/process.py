@@ -80,7 +80,14 @@ async def job_started(ctx: WorkerContext) -> None:
     await ctx["services"].running.add(ctx["job_id"])
 
 
+async def job_ending(ctx: WorkerContext) -> None:
+    ctx["services"].running.ending(ctx["job_id"])
+
+
 async def job_ended(ctx: WorkerContext) -> None:
+    # After arq has finished the job (deleted its in-progress key, taken it off its queue), not
+    # before: a job with its key set that no job set holds is taken for one a worker died
+    # holding (store/workers.py), and would be freed to run again.
     await ctx["services"].running.discard(ctx["job_id"])
 
 
@@ -148,7 +155,8 @@ def worker_options(settings: Settings, lane: Lane) -> dict[str, Any]:
         "on_startup": startup,
         "on_shutdown": shutdown,
         "on_job_start": job_started,
-        "on_job_end": job_ended,
+        "on_job_end": job_ending,
+        "after_job_end": job_ended,
         "ctx": {"settings": settings},
         "redis_settings": redis_settings(settings.redis_url),
         "queue_name": Keys(settings.key_prefix).queue(lane),
