@@ -37,9 +37,11 @@ from harness import QUESTIONS, Services, percentile, services
 from redis.asyncio import Redis
 
 from rag_async.client.api import Answer, ApiError, RagClient
+from rag_async.config import Settings
 from rag_async.domain.events import TERMINAL_EVENT_TYPES, event_type_of
 from rag_async.store.events import EventLog
 from rag_async.store.keys import Keys
+from rag_async.worker.process import in_progress_ttl
 from tests.support.openai_server import expected_answer
 from tests.support.tcp_proxy import TcpProxy
 
@@ -148,6 +150,54 @@ async def stop_worker(trial: Trial) -> None:
     trial.at_fault()
 
 
+async def kill_between_take_and_record(trial: Trial) -> None:
+    """A worker killed between arq's take of a job (its in-progress key) and the job's record
+    in the worker's job set, two round trips later: too narrow a window to hit with a signal,
+    so it is made, exactly. Both workers are paused (SIGSTOP) for a moment; the questions that
+    arrive meanwhile are taken as arq takes them (the key, with arq's TTL) by a worker that
+    then dies (its last heartbeat now, nothing in its job set); the workers resume. No job set
+    names those jobs: only the keys' age tells that they were lost."""
+    workers = trial.svc.workers
+    keys = Keys(trial.svc.prefix)
+    # The TTL arq gives the key: the workers run with the default timeouts.
+    ttl_ms = int(in_progress_ttl(Settings.model_construct(), "questions") * 1000)
+    for worker in workers:
+        worker.send_signal(signal.SIGSTOP)
+    try:
+        async with Redis.from_url(trial.svc.valkey.url) as redis:
+            waiting = await _jobs_waiting(redis, keys, at_least=5, within=1.0)
+            taken = [
+                job_id
+                for job_id in waiting
+                if await redis.set(keys.arq_in_progress(job_id), b"1", px=ttl_ms, nx=True)
+            ]
+            seconds, microseconds = await redis.time()
+            beat = {"last_seen": seconds + microseconds / 1e6, "in_flight": len(taken)}
+            await redis.hset(keys.workers, "taker:0", orjson.dumps(beat))  # type: ignore[misc]
+    finally:
+        for worker in workers:
+            worker.send_signal(signal.SIGCONT)
+    trial.at_fault()
+    trial.notes.append(f"taken and not recorded: {len(taken)}")
+
+
+async def _jobs_waiting(redis: Redis, keys: Keys, at_least: int, within: float) -> list[str]:
+    """The due questions no worker has taken, once there are `at_least` (or `within` s)."""
+    deadline = time.monotonic() + within
+    while True:
+        seconds, microseconds = await redis.time()
+        now_ms = seconds * 1000 + microseconds // 1000
+        due = await redis.zrangebyscore(keys.queue("questions"), "-inf", now_ms)
+        waiting = [
+            job_id.decode()
+            for job_id in due
+            if not await redis.exists(keys.arq_in_progress(job_id.decode()))
+        ]
+        if len(waiting) >= at_least or time.monotonic() > deadline:
+            return waiting
+        await asyncio.sleep(0.05)
+
+
 async def restart_valkey(trial: Trial) -> None:
     """SIGKILL Valkey, and start it again 2 s later on the same port and AOF folder. While it
     is down the API refuses new questions (503) and the workers' Redis calls wait and resend.
@@ -217,6 +267,12 @@ SCENARIOS = [
     Scenario("baseline", "no fault (baseline)", no_fault),
     Scenario("kill", "worker SIGKILL", kill_worker),
     Scenario("kill-fast", "worker SIGKILL, fast recovery", kill_worker, FAST_RECOVERY),
+    Scenario(
+        "kill-between-take-and-record",
+        "worker killed between arq's take and the job's record, fast recovery",
+        kill_between_take_and_record,
+        FAST_RECOVERY,
+    ),
     Scenario(
         "sigterm", "worker SIGTERM, grace 1 s", stop_worker, env={"RAG_WORKER_SHUTDOWN_GRACE": "1"}
     ),
@@ -478,6 +534,7 @@ LOG_MARKERS = {
     "attempt failed, will retry": "attempts retried",
 }
 FREED = re.compile(r"worker silent, its jobs freed\s+jobs=\[([^\]]*)\]")
+UNRECORDED = re.compile(r"died before recording them freed\s+jobs=\[([^\]]*)\]")
 
 
 def log_notes(logs: Path) -> list[str]:
@@ -488,6 +545,9 @@ def log_notes(logs: Path) -> list[str]:
     freed = [ids.count("'") // 2 for ids in FREED.findall(text)]
     if freed:
         notes.append(f"jobs freed from silent workers: {' + '.join(map(str, freed))}")
+    unrecorded = [ids.count("'") // 2 for ids in UNRECORDED.findall(text)]
+    if unrecorded:
+        notes.append(f"unrecorded jobs freed: {' + '.join(map(str, unrecorded))}")
     return notes
 
 

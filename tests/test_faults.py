@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from arq.constants import retry_key_prefix
 from redis.asyncio import Redis
@@ -24,6 +25,8 @@ from rag_async.local.valkey import EmbeddedValkey, free_port
 from rag_async.providers.retrieval import open_store
 from rag_async.store.events import EventLog
 from rag_async.store.keys import Keys
+from rag_async.store.workers import DeadWorkerReaper
+from rag_async.worker.process import in_progress_ttl
 from tests.conftest import (
     cli_env,
     make_settings,
@@ -321,6 +324,99 @@ async def test_tries_spent_by_lost_workers_end_in_the_dead_letter_queue(
         assert "the workers running it were lost" in answer.final.data["message"]
         assert (await stack.client.job(job_id))["status"] == "failed"
         assert [entry["job_id"] for entry in await stack.client.dead_letters()] == [job_id]
+
+
+async def _stale_worker(redis: Redis, keys: Keys, worker_id: str, silent_for: float) -> None:
+    """A worker in the heartbeat hash whose last beat is `silent_for` seconds old."""
+    seconds, microseconds = await redis.time()
+    beat = {"last_seen": seconds + microseconds / 1e6 - silent_for, "in_flight": 1}
+    await redis.hset(keys.workers, worker_id, orjson.dumps(beat))  # type: ignore[misc]
+
+
+@pytest.mark.timeout(60)
+async def test_a_job_whose_worker_died_between_take_and_record_is_freed_in_seconds(
+    valkey: EmbeddedValkey, llm: Any, tmp_path: Path
+) -> None:
+    """arq's in-progress key is set, the worker died before its job set named the job: no
+    worker's set holds it, so only its key's age tells that it was lost."""
+    tokens = 12
+    llm.config.ttft, llm.config.tokens, llm.config.tokens_per_second = 0.0, tokens, 200
+    settings = make_settings(
+        valkey,
+        tmp_path,
+        llm_base_url=llm.base_url,
+        llm_api_key="test-key",
+        worker_heartbeat=0.5,
+        worker_dead_after=2.0,
+    )
+    keys = Keys(settings.key_prefix)
+    ttl = in_progress_ttl(settings, "questions")
+    async with running_stack(settings, with_worker=False) as stack:
+        job_id = (await stack.client.ask("taken by the dead?"))["job_id"]
+        async with Redis.from_url(settings.redis_url or "") as redis:
+            # What arq's start_jobs does, and the worker's silence after.
+            await redis.psetex(keys.arq_in_progress(job_id), int(ttl * 1000), b"1")
+            await _stale_worker(redis, keys, "dead:1", silent_for=60)
+        async with running_worker(settings) as worker:
+            # The age of the key is judged by the TTL arq itself gives it.
+            assert [arq.in_progress_timeout_s for arq in worker.workers] == [
+                in_progress_ttl(settings, lane) for lane in worker.lanes
+            ]
+            # Without freeing the key, the job would wait out its TTL (220 s).
+            answer = await asyncio.wait_for(stack.client.answer(job_id), 30)
+        await assert_one_clean_answer(settings, stack.client, job_id, answer, tokens)
+
+
+@pytest.mark.timeout(60)
+async def test_a_job_ending_stays_recorded_until_arq_has_finished_it(
+    valkey: EmbeddedValkey, llm: Any, tmp_path: Path
+) -> None:
+    """arq calls its job end hook, then deletes the in-progress key: a job unrecorded between
+    the two would look like one a dead worker took. A reaper run back to back while thirty
+    answers end (each older than its grace) must free none of them."""
+    llm.config.ttft, llm.config.tokens, llm.config.tokens_per_second = 1.2, 3, 200
+    settings = make_settings(valkey, tmp_path, llm_base_url=llm.base_url, llm_api_key="test-key")
+    keys = Keys(settings.key_prefix)
+    ttls = {lane: in_progress_ttl(settings, lane) for lane in ("questions", "documents")}
+    async with running_stack(settings) as stack, Redis.from_url(settings.redis_url or "") as redis:
+        reaper = DeadWorkerReaper(redis, keys, "probe", 1.0, ttls)
+        jobs = [(await stack.client.ask(f"question {i}"))["job_id"] for i in range(30)]
+        answers = asyncio.ensure_future(
+            asyncio.gather(*(stack.client.answer(job_id) for job_id in jobs))
+        )
+        freed: list[str] = []
+        while not answers.done():
+            freed += await reaper.free_unrecorded()
+        for job_id, answer in zip(jobs, await answers, strict=True):
+            await assert_one_clean_answer(settings, stack.client, job_id, answer, 3)
+    assert freed == []
+
+
+async def test_the_reaper_frees_only_old_keys_that_no_worker_holds(
+    valkey: EmbeddedValkey, tmp_path: Path
+) -> None:
+    """Run once, by hand, with each key's age set by its TTL: no clock in the test."""
+    settings = make_settings(valkey, tmp_path)
+    keys = Keys(settings.key_prefix)
+    ttl = 220_000  # ms
+    ages = {"lost": 5_000, "being-recorded": 500, "held-live": 5_000, "held-silent": 5_000}
+    async with Redis.from_url(settings.redis_url or "") as redis:
+        seconds, microseconds = await redis.time()
+        due = seconds * 1000 + microseconds // 1000 - 1000
+        await redis.zadd(keys.queue("questions"), {job_id: due for job_id in ages})
+        await redis.zadd(keys.queue("questions"), {"later": due + 600_000})
+        for job_id, age in {**ages, "later": 5_000}.items():
+            await redis.psetex(keys.arq_in_progress(job_id), ttl - age, b"1")
+        await _stale_worker(redis, keys, "live:1", silent_for=0)
+        await redis.sadd(keys.worker_jobs("live:1"), "held-live")  # type: ignore[misc]
+        await _stale_worker(redis, keys, "silent:1", silent_for=60)
+        await redis.sadd(keys.worker_jobs("silent:1"), "held-silent")  # type: ignore[misc]
+        reaper = DeadWorkerReaper(redis, keys, "me", 2.0, {"questions": ttl / 1000})
+        freed = await reaper.reap(seconds + microseconds / 1e6)
+        assert sorted(freed) == ["held-silent", "lost"]
+        left = [job for job in [*ages, "later"] if await redis.exists(keys.arq_in_progress(job))]
+        assert left == ["being-recorded", "held-live", "later"]
+        assert await reaper.reap(seconds + microseconds / 1e6) == []  # nothing twice
 
 
 async def test_sse_clients_that_vanish_release_their_subscriptions(settings: Settings) -> None:

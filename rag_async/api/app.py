@@ -78,7 +78,7 @@ def create_app(settings: Settings) -> FastAPI:
         state = AppState.open(settings, redis)
         log.info("api ready", redis=redact(settings.redis_url or ""))
         try:
-            cluster = ClusterCollector(redis, state.keys, settings.worker_dead_after)
+            cluster = ClusterCollector(redis, state.keys, state.queue, settings.worker_dead_after)
             yield {"rag": state, "metrics": cluster}
         finally:
             await state.hub.close()

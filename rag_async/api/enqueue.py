@@ -17,7 +17,7 @@ from rag_async.domain.events import StatusEvent
 from rag_async.domain.identity import Principal
 from rag_async.domain.job import JobRecord, JobStatus, WebhookDelivery, record_fields
 from rag_async.domain.schemas import JobAccepted
-from rag_async.store.queue import Kind
+from rag_async.store.queue import JOB_KINDS, Kind
 from rag_async.tracing import traceparent_for_job
 from rag_async.webhooks import webhook_fields
 
@@ -55,7 +55,8 @@ async def enqueue(
     still runs its jobs first in, first out, whoever sent them."""
     state, request = submission.state, submission.request
     webhook = webhook_fields(state.settings, submission.webhook_url)  # 400 before all else
-    depth = await state.queue.depth(kind)
+    lane = JOB_KINDS[kind].lane
+    depth = (await state.queue.depth([lane]))[lane].total
     if depth >= state.settings.max_queue_depth:
         raise Overloaded(
             f"the queue holds {depth} jobs, more than this service takes on; retry shortly",

@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -16,7 +17,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from rag_async.store.keys import Keys
-from rag_async.store.queue import LANES
+from rag_async.store.queue import JobQueue, Lane
 from rag_async.store.workers import DeadWorkerReaper, RunningJobs
 
 log = structlog.get_logger(__name__)
@@ -38,8 +39,9 @@ return now
 class Heartbeat:
     """A worker's periodic "still here, running N jobs" in one hash shared by all workers.
 
-    After each beat it also frees the jobs of workers gone silent, and its own jobs whose end
-    it could not record (recovery.py).
+    After each beat it also frees the jobs of workers gone silent or that died before
+    recording a job they took, and its own jobs whose end it could not record (workers.py).
+    `in_progress_ttls` is the TTL arq gives a job's in-progress key, per queue.
     """
 
     def __init__(
@@ -51,6 +53,7 @@ class Heartbeat:
         running: RunningJobs,
         interval: float,
         dead_after: float,
+        in_progress_ttls: Mapping[Lane, float],
     ) -> None:
         # At least three beats fit in the silence that declares a worker dead, so one late
         # beat (a busy event loop, a Valkey hiccup) never does.
@@ -59,7 +62,7 @@ class Heartbeat:
         self._keys = keys
         self._worker_id = worker_id
         self._report = report  # what the worker says of itself: in_flight, breakers
-        self._reaper = DeadWorkerReaper(redis, keys, worker_id, dead_after)
+        self._reaper = DeadWorkerReaper(redis, keys, worker_id, dead_after, in_progress_ttls)
         self._running = running
         self._beat = redis.register_script(_BEAT)
         self._task: asyncio.Task[None] | None = None
@@ -110,39 +113,54 @@ class RecentFailures:
             await pipe.execute()
 
 
-async def service_stats(redis: Redis, keys: Keys, dead_after: float) -> dict[str, Any]:
-    """Queue depth, jobs in flight, live workers and recent failures, in one round trip."""
+async def service_stats(
+    redis: Redis, keys: Keys, queue: JobQueue, dead_after: float
+) -> dict[str, Any]:
+    """Queue depth, jobs in flight, live workers and recent failures (`GET /stats`)."""
+    depths, activity = await asyncio.gather(queue.depth(), worker_activity(redis, keys, dead_after))
+    return {
+        # Waiting: ready, or a retry waiting out its backoff; not running.
+        "queue_depth": sum(depth.total - depth.running for depth in depths.values()),
+        # Waiting or running, per queue: what an autoscaler of each kind of worker watches.
+        "queues": {lane: depth.total for lane, depth in depths.items()},
+        "jobs_in_flight": sum(depth.running for depth in depths.values()),
+        "workers": activity.workers,
+        "recent_failures": activity.failures,
+        "breakers": activity.breakers,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerActivity:
+    workers: list[dict[str, Any]]  # the live ones' latest beats, by id
+    failures: list[dict[str, Any]]  # the latest failed jobs, newest first
+    breakers: dict[str, str]  # provider -> the worst breaker state any live worker sees
+
+
+async def worker_activity(redis: Redis, keys: Keys, dead_after: float) -> WorkerActivity:
+    """The live workers, their breakers and the latest failures, in one round trip."""
     async with redis.pipeline(transaction=False) as pipe:
-        for lane in LANES:
-            pipe.zcard(keys.queue(lane))
         pipe.hgetall(keys.workers)
         pipe.lrange(keys.failures, 0, 9)
         pipe.time()  # beats carry Valkey's clock
-        *per_lane, beats, failures, (seconds, microseconds) = await pipe.execute()
-    queued_or_running = sum(per_lane)
+        beats, failures, (seconds, microseconds) = await pipe.execute()
     now = seconds + microseconds / 1e6
     workers = []
     for worker_id, raw in beats.items():
         beat = orjson.loads(raw)
         if now - beat["last_seen"] <= dead_after:
             workers.append({"id": worker_id.decode(), **beat})
-    in_flight = sum(int(worker["in_flight"]) for worker in workers)
     breakers: dict[str, str] = {}
     for worker in workers:  # a provider is as bad as the worst state any worker sees
         for provider, state in worker.get("breakers", {}).items():
             if _SEVERITY[state] > _SEVERITY[breakers.get(provider, "closed")]:
                 breakers[provider] = state
             breakers.setdefault(provider, state)
-    return {
-        # arq keeps a running job in its queue until it ends: waiting = all - running.
-        "queue_depth": max(0, int(queued_or_running) - in_flight),
-        # Waiting or running, per queue: what an autoscaler of each kind of worker watches.
-        "queues": dict(zip(LANES, per_lane, strict=True)),
-        "jobs_in_flight": in_flight,
-        "workers": sorted(workers, key=lambda worker: str(worker["id"])),
-        "recent_failures": [orjson.loads(entry) for entry in failures],
-        "breakers": breakers,
-    }
+    return WorkerActivity(
+        sorted(workers, key=lambda worker: str(worker["id"])),
+        [orjson.loads(entry) for entry in failures],
+        breakers,
+    )
 
 
 _SEVERITY = {"closed": 0, "half_open": 1, "open": 2}

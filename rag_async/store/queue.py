@@ -9,6 +9,7 @@ longest job timeout of a worker, is a question's own rather than a long ingestio
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -40,13 +41,10 @@ class JobQueue:
     def __init__(self, redis: ArqRedis, keys: Keys) -> None:
         self._redis = redis
         self._keys = keys
+        self._depth = redis.register_script(_DEPTH)
 
     def name(self, kind: Kind) -> str:
         return self._keys.queue(JOB_KINDS[kind].lane)
-
-    async def depth(self, kind: Kind) -> int:
-        """Jobs waiting or running in the queue of `kind` (arq keeps a running job queued)."""
-        return int(await self._redis.zcard(self.name(kind)))
 
     async def position(self, job_id: str, kind: Kind) -> int | None:
         """1 + the unfinished jobs ahead of it, or None if it is not on its queue."""
@@ -57,3 +55,68 @@ class JobQueue:
         """Hand a recorded job to arq, under its own id (so a repeat enqueues nothing)."""
         function = JOB_KINDS[kind].function
         await self._redis.enqueue_job(function, job_id, _job_id=job_id, _queue_name=self.name(kind))
+
+    async def depth(self, lanes: Sequence[Lane] = LANES) -> dict[Lane, LaneDepth]:
+        """Each lane's ready, running and scheduled jobs and its oldest ready job's age, read
+        in one round trip: the one count that admission, `/stats` and `/metrics` share."""
+        keys = [self._keys.queue(lane) for lane in lanes]
+        now, *counts = await self._depth(keys=keys, args=[self._keys.arq_in_progress(""), HEAD])
+        depths: dict[Lane, LaneDepth] = {}
+        for i, lane in enumerate(lanes):
+            ready, running, scheduled, oldest = counts[4 * i : 4 * i + 4]
+            age = max(0.0, (now - oldest) / 1000) if oldest >= 0 else 0.0
+            depths[lane] = LaneDepth(int(ready), int(running), int(scheduled), age)
+        return depths
+
+
+@dataclass(frozen=True, slots=True)
+class LaneDepth:
+    """One queue's jobs by state. arq keeps a running job in its queue, scored by when it was
+    due, until it ends, and marks it with an in-progress key while a worker holds it."""
+
+    ready: int  # due and waiting for a worker
+    running: int  # held by a worker (its in-progress key is set)
+    scheduled: int  # not due yet: a retry waiting out its backoff, a deferred job
+    oldest_age: float  # seconds the oldest ready job has been due; 0 when none is ready
+
+    @property
+    def total(self) -> int:
+        """Every job on the queue, whatever its state."""
+        return self.ready + self.running + self.scheduled
+
+
+# How many of a queue's due jobs, from its head, are looked at one by one (for a running
+# job's in-progress key). Running jobs are due and, first in first out, sit at the head: the
+# head finds them without walking a deep queue. Beyond the jobs a deployment runs at once.
+HEAD = 1000
+
+# KEYS: the arq queues. ARGV: arq's in-progress key prefix, HEAD. Returns Valkey's clock in
+# ms, then per queue: ready, running, scheduled, the oldest ready job's score (due time, ms)
+# or -1. One script for every queue, so that the whole count is one round trip.
+_DEPTH = """
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local limit = tonumber(ARGV[2])
+local result = {now}
+for _, queue in ipairs(KEYS) do
+  local due = redis.call('ZCOUNT', queue, '-inf', now)
+  local all = redis.call('ZCARD', queue)
+  local head = redis.call('ZRANGEBYSCORE', queue, '-inf', now, 'WITHSCORES', 'LIMIT', 0, limit)
+  local running, oldest = 0, -1
+  for i = 1, #head, 2 do
+    if redis.call('EXISTS', ARGV[1] .. head[i]) == 1 then
+      running = running + 1
+    elseif oldest < 0 then
+      oldest = tonumber(head[i + 1])
+    end
+  end
+  if oldest < 0 and due > limit then
+    local after = redis.call('ZRANGEBYSCORE', queue, '-inf', now, 'WITHSCORES', 'LIMIT', limit, 1)
+    if #after > 0 then oldest = tonumber(after[2]) end
+  end
+  for _, n in ipairs({due - running, running, all - due, oldest}) do
+    result[#result + 1] = n
+  end
+end
+return result
+"""

@@ -9,12 +9,18 @@ So every worker records the ids of the jobs it runs in a set of its own, and bea
 silent one's in-progress keys, and the jobs start again at the next poll of any worker. arq
 counts the lost run as a try, which is true: the job was started and did not finish.
 
+A worker killed between arq's take of a job (the in-progress key) and the job's record in its
+set (two round trips later) leaves a key that no set names; the reaper frees such keys once
+they are older than a live worker could take to record its job (`DeadWorkerReaper`).
+
 A worker that was only slow, its event loop blocked for longer than `worker_dead_after`, may
 then run a job at the same time as the job's new owner. The event log's attempt fence
-(eventlog.py) stops the older attempt at its next write, so clients still see one answer.
+(events.py) stops the older attempt at its next write, so clients still see one answer.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import orjson
 import structlog
@@ -22,6 +28,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from rag_async.store.keys import Keys
+from rag_async.store.queue import HEAD, Lane
 
 log = structlog.get_logger(__name__)
 
@@ -46,6 +53,41 @@ for i = 2, #ARGV do
   redis.call('DEL', ARGV[1] .. ARGV[i])
   redis.call('SREM', KEYS[1], ARGV[i])
 end
+"""
+
+
+# KEYS: the workers' heartbeat hash, then the arq queues. ARGV: the worker job sets' key
+# prefix, arq's in-progress key prefix, the grace and the cap (how many due jobs of a queue
+# to look at), then each queue's in-progress TTL (ms, as arq sets it). Frees the in-progress
+# keys older than the grace of due jobs that no worker's job set holds: taken by a worker
+# that died before it recorded them. Returns their ids.
+_FREE_UNRECORDED = """
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local grace, cap = tonumber(ARGV[3]), tonumber(ARGV[4])
+local recorded = nil
+local freed = {}
+for q = 2, #KEYS do
+  local ttl = tonumber(ARGV[3 + q])
+  for _, job_id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[q], '-inf', now, 'LIMIT', 0, cap)) do
+    local left = redis.call('PTTL', ARGV[2] .. job_id)
+    if left > 0 and ttl - left > grace then
+      if recorded == nil then
+        recorded = {}
+        for _, worker in ipairs(redis.call('HKEYS', KEYS[1])) do
+          for _, held in ipairs(redis.call('SMEMBERS', ARGV[1] .. worker)) do
+            recorded[held] = true
+          end
+        end
+      end
+      if not recorded[job_id] then
+        redis.call('DEL', ARGV[2] .. job_id)
+        freed[#freed + 1] = job_id
+      end
+    end
+  end
+end
+return freed
 """
 
 
@@ -75,6 +117,11 @@ class RunningJobs:
         except RedisError as error:
             log.warning("could not record a running job", job_id=job_id, error=str(error))
 
+    def ending(self, job_id: str) -> None:
+        """The job no longer runs here; its record stays until `discard`, once arq has
+        finished it. Should arq fail to (Valkey away), `repair` frees the job."""
+        self._here.discard(job_id)
+
     async def discard(self, job_id: str) -> None:
         self._here.discard(job_id)
         try:
@@ -83,8 +130,13 @@ class RunningJobs:
             log.warning("could not record a job's end", job_id=job_id, error=str(error))
 
     async def repair(self) -> list[str]:
-        """Free the jobs recorded as running here that have not run here for a whole beat."""
+        """Free the jobs recorded as running here that have not run here for a whole beat,
+        and record again the ones running here whose start could not be recorded: a job
+        that no job set holds is one a dead worker took, to the reaper."""
+        running = set(self._here)
         recorded = {job_id.decode() for job_id in await self._redis.smembers(self._key)}  # type: ignore[misc]
+        if unrecorded := (running & self._here) - recorded:
+            await self._redis.sadd(self._key, *unrecorded)  # type: ignore[misc]
         # Seen twice, a beat apart: not a job whose end is being recorded right now.
         orphans, self._suspects = self._suspects & (recorded - self._here), recorded - self._here
         if not orphans:
@@ -96,17 +148,38 @@ class RunningJobs:
 
 
 class DeadWorkerReaper:
-    """Finds workers whose heartbeat went silent and frees the jobs they held."""
+    """Finds workers whose heartbeat went silent and frees the jobs they held, and the jobs
+    that a worker took but died before recording.
 
-    def __init__(self, redis: Redis, keys: Keys, worker_id: str, dead_after: float) -> None:
+    arq sets a job's in-progress key when it takes the job; the job enters the worker's job
+    set two round trips later (`RunningJobs.add`, from arq's job start hook). A worker killed
+    in between leaves a key that no job set names. Such a key is freed once it is older than
+    `dead_after`: its age is the TTL arq gave it (`in_progress_ttls`, per queue) less what is
+    left of it, and a live worker records its job within milliseconds. Only due jobs can be
+    running, and running jobs sit at the head of their queue, so `HEAD` of them are looked at.
+    A job that any worker in the heartbeat hash holds is left alone, a silent worker's too:
+    `reap` frees those with the worker, atomically with its beat.
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        worker_id: str,
+        dead_after: float,
+        in_progress_ttls: Mapping[Lane, float],
+    ) -> None:
         self._redis = redis
         self._keys = keys
         self._worker_id = worker_id
         self._dead_after = dead_after
+        self._in_progress_ttls = dict(in_progress_ttls)
         self._free_jobs = redis.register_script(_FREE_JOBS)
+        self._free_unrecorded_jobs = redis.register_script(_FREE_UNRECORDED)
 
     async def reap(self, now: float) -> list[str]:
-        """Free the jobs of every worker silent for too long; return their ids."""
+        """Free the jobs of every worker silent for too long, then those no worker recorded;
+        return their ids."""
         beats: dict[bytes, bytes] = await self._redis.hgetall(self._keys.workers)  # type: ignore[misc]
         freed: list[str] = []
         for raw_id, beat in beats.items():
@@ -124,4 +197,25 @@ class DeadWorkerReaper:
             job_ids = [job_id.decode() for job_id in jobs]
             log.warning("worker silent, its jobs freed", worker=worker_id, jobs=job_ids)
             freed += job_ids
-        return freed
+        return freed + await self.free_unrecorded()
+
+    async def free_unrecorded(self) -> list[str]:
+        """Free the in-progress keys of jobs that a worker took and died before recording."""
+        lanes = list(self._in_progress_ttls)
+        if not lanes:
+            return []
+        keys = [self._keys.workers, *(self._keys.queue(lane) for lane in lanes)]
+        args: list[str | int] = [
+            self._keys.worker_jobs(""),
+            self._keys.arq_in_progress(""),
+            int(self._dead_after * 1000),
+            HEAD,
+            *(int(self._in_progress_ttls[lane] * 1000) for lane in lanes),
+        ]
+        jobs = await self._free_unrecorded_jobs(keys=keys, args=args)
+        job_ids = [job_id.decode() for job_id in jobs]
+        if job_ids:
+            log.warning(
+                "jobs taken by a worker that died before recording them freed", jobs=job_ids
+            )
+        return job_ids

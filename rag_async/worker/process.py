@@ -61,6 +61,7 @@ async def startup(ctx: WorkerContext) -> None:
         services.running,
         interval=settings.worker_heartbeat,
         dead_after=settings.worker_dead_after,
+        in_progress_ttls={lane: in_progress_ttl(settings, lane) for lane in LANES},
     )
     ctx["heartbeat"].start()
     log.info(
@@ -79,7 +80,14 @@ async def job_started(ctx: WorkerContext) -> None:
     await ctx["services"].running.add(ctx["job_id"])
 
 
+async def job_ending(ctx: WorkerContext) -> None:
+    ctx["services"].running.ending(ctx["job_id"])
+
+
 async def job_ended(ctx: WorkerContext) -> None:
+    # After arq has finished the job (deleted its in-progress key, taken it off its queue), not
+    # before: a job with its key set that no job set holds is taken for one a worker died
+    # holding (store/workers.py), and would be freed to run again.
     await ctx["services"].running.discard(ctx["job_id"])
 
 
@@ -130,6 +138,13 @@ def webhook_function(settings: Settings) -> Function:
 ARQ_TIMEOUT_MARGIN = 30.0
 
 
+def in_progress_ttl(settings: Settings, lane: Lane) -> float:
+    """How long the in-progress key that arq sets on a job of `lane` lives, in seconds: the
+    longest timeout of the lane's functions plus 10 s (arq's `Worker.in_progress_timeout_s`).
+    Every worker of a deployment, whatever its lanes, judges the keys' age by it."""
+    return max(function.timeout_s or 0.0 for function in lane_functions(settings, lane)) + 10
+
+
 def worker_options(settings: Settings, lane: Lane) -> dict[str, Any]:
     """Everything arq's Worker takes for one queue, built from our one Settings."""
     if not settings.redis_url:
@@ -140,7 +155,8 @@ def worker_options(settings: Settings, lane: Lane) -> dict[str, Any]:
         "on_startup": startup,
         "on_shutdown": shutdown,
         "on_job_start": job_started,
-        "on_job_end": job_ended,
+        "on_job_end": job_ending,
+        "after_job_end": job_ended,
         "ctx": {"settings": settings},
         "redis_settings": redis_settings(settings.redis_url),
         "queue_name": Keys(settings.key_prefix).queue(lane),

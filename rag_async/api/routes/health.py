@@ -29,7 +29,9 @@ async def readyz(state: State) -> Response:
     the API unready)."""
     try:
         await state.redis.ping()
-        stats = await service_stats(state.redis, state.keys, state.settings.worker_dead_after)
+        stats = await service_stats(
+            state.redis, state.keys, state.queue, state.settings.worker_dead_after
+        )
     except Exception as error:  # any failure means "not ready": say what, not the details
         log.warning("not ready", error=str(error))
         message = f"the job store (Redis/Valkey) cannot be reached ({type(error).__name__})"

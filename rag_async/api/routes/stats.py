@@ -20,7 +20,9 @@ _COUNTS = ("queue_depth", "queues", "jobs_in_flight", "breakers")
 async def stats(state: State, caller: Caller) -> dict[str, Any]:
     """Queue depth (waiting jobs), jobs in flight and the providers' breakers; for an admin
     key (or the local user) also the live workers and the latest failures."""
-    figures = await service_stats(state.redis, state.keys, state.settings.worker_dead_after)
+    figures = await service_stats(
+        state.redis, state.keys, state.queue, state.settings.worker_dead_after
+    )
     if caller.admin:
         return figures
     return {name: figures[name] for name in _COUNTS} | {"workers_alive": len(figures["workers"])}
