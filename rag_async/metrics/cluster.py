@@ -27,7 +27,7 @@ from rag_async.store.queue import JOB_KINDS, LANES
 
 log = structlog.get_logger(__name__)
 
-OUTCOMES = ("complete", "failed", "cancelled", "retried", "dead_lettered")
+OUTCOMES = ("complete", "failed", "cancelled", "retried", "dead_lettered", "requeued")
 
 # KEYS: an arq queue. ARGV: arq's in-progress key prefix, how many of the oldest ready jobs to
 # look at one by one. arq keeps a running job in its queue (scored by when it was due, in
