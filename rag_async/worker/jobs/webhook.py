@@ -8,7 +8,7 @@ Tries are counted by what the record holds, not by arq's count of runs: a worker
 after the receiver answered but before the answer was recorded leaves a run that counts for
 arq and not for us, and the next run sends the message again (the same `webhook-id`, which
 receivers dedupe) rather than give up on a delivery that may well have arrived. arq's own
-limit sits far beyond, a backstop for runs that keep being lost (`arq_max_tries`).
+limit sits far beyond, a backstop for runs that keep being lost (`lost_runs_limit`).
 """
 
 from __future__ import annotations
