@@ -28,6 +28,7 @@ from tests.conftest import (
     running_api,
     running_stack,
 )
+from tests.support.documents import add_document
 from tests.support.openai_server import expected_answer
 from tests.support.processes import Proc
 
@@ -317,3 +318,31 @@ async def test_an_idempotency_claim_stays_with_a_created_job_and_a_stale_one_is_
         ]
         await redis.expire(claim_key, 600 - STALE_AFTER - 1)  # as it stands that long after
         assert await claims.claim("lost", LOCAL, b"tea?", other) == other
+
+
+async def test_a_dead_lettered_ingestion_keeps_its_upload_for_its_requeue(
+    valkey: Any, tmp_path: Path, llm: Any
+) -> None:
+    """The ingest kind keeps its upload while it is a dead letter (worker/kinds.py): the
+    requeue ingests it; the end after that drops it."""
+    values: dict[str, Any] = {"llm_base_url": llm.base_url, "job_max_tries": 1}
+    hurried = make_settings(valkey, tmp_path, document_timeout=0.000_1, **values)
+    keys = Keys(hurried.key_prefix)
+    async with running_stack(hurried) as stack:  # no ingestion ends in a tenth of a ms
+        accepted = await add_document(stack.client, "Green tea brews at 80 degrees.", title="Tea")
+        job_id = accepted["job_id"]
+        events = [event async for event in stack.client.follow(job_id)]
+        assert events[-1].data["code"] == "dead_lettered", events[-1]
+    settings = hurried.model_copy(update={"document_timeout": 600.0})
+    async with (
+        running_stack(settings) as stack,
+        Redis.from_url(settings.redis_url or "") as redis,
+    ):
+        assert await redis.exists(keys.upload(job_id)) == 1
+        await stack.client.requeue(job_id)
+        resumed = [event async for event in stack.client.follow(job_id, after=events[-1].id)]
+        assert resumed[-1].type == "done", resumed[-1]
+        document = await stack.client.document(accepted["document_id"])
+        assert document["status"] == "indexed" and document["chunks"] == 1
+        assert await redis.exists(keys.upload(job_id)) == 0
+        assert await redis.hget(keys.job_outcomes, "ingest:requeued") == b"1"
