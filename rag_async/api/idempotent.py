@@ -5,12 +5,8 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Awaitable, Callable
 
-import structlog
-
 from rag_async.api.enqueue import Submission
 from rag_async.domain.job import JobStatus
-
-log = structlog.get_logger(__name__)
 
 
 async def create_once(

@@ -56,11 +56,11 @@ return 1
 
 # KEYS: job hash, its events, its upload. ARGV: ttl, job id, the prefix of the owners'
 # unfinished-job sets (the owner is read from the record, so no caller can name another),
-# '1' to drop the upload.
+# '1' to drop the upload (else it lives as long as the record: a dead letter's requeue reads it).
 _END = """
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 redis.call('EXPIRE', KEYS[2], ARGV[1])
-if ARGV[4] == '1' then redis.call('DEL', KEYS[3]) end
+if ARGV[4] == '1' then redis.call('DEL', KEYS[3]) else redis.call('EXPIRE', KEYS[3], ARGV[1]) end
 redis.call('ZREM', ARGV[3] .. (redis.call('HGET', KEYS[1], 'owner') or ''), ARGV[2])
 """
 
