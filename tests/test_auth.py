@@ -137,6 +137,9 @@ async def test_admin_routes_are_for_admin_keys(keyed: Stack) -> None:
         refused = await bob.get("/dead-letters")
         assert refused.status_code == 403 and refused.json()["error"]["code"] == "forbidden"
         assert (await bob.post(f"/dead-letters/{'0' * 32}/requeue")).status_code == 403
+        webhook = f"/dead-letters/webhooks/{'0' * 32}"
+        assert (await bob.post(f"{webhook}/requeue")).status_code == 403
+        assert (await bob.delete(webhook)).status_code == 403
         assert (await ops.get("/dead-letters")).status_code == 200
         counts, details = (await bob.get("/stats")).json(), (await ops.get("/stats")).json()
     assert "workers" not in counts and "recent_failures" not in counts

@@ -3,16 +3,32 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from redis.asyncio import Redis
 
 from rag_async.config import Settings
+from rag_async.domain.errors import Conflict
+from rag_async.domain.identity import LOCAL
+from rag_async.domain.job import new_job_id
+from rag_async.store.documents import DocumentRegistry
+from rag_async.store.idempotency import STALE_AFTER, IdempotencyKeys
+from rag_async.store.jobs import JobStore
 from rag_async.store.keys import Keys
-from tests.conftest import Stack, cli_env, rag_async_command, running_api, running_stack
+from tests.conftest import (
+    Stack,
+    cli_env,
+    make_settings,
+    rag_async_command,
+    running_api,
+    running_stack,
+)
+from tests.support.documents import add_document
 from tests.support.openai_server import expected_answer
 from tests.support.processes import Proc
 
@@ -205,3 +221,128 @@ def _llm_down(valkey: Any, tmp_path: Path, **overrides: Any) -> tuple[int, Setti
     return port, make_settings(
         valkey, tmp_path, llm_base_url=llm_base_url, llm_api_key="k", **overrides
     )
+
+
+async def test_cancelling_a_queued_ingestion_ends_it_as_a_worker_would(
+    valkey: Any, tmp_path: Path, llm: Any
+) -> None:
+    """The API's cancel of a queued job is the lifecycle's end too: the document kinds' hook
+    runs (the registry no longer says `queued`, the bytes no longer count), the outcome is
+    counted once and the webhook queued once."""
+    settings = make_settings(
+        valkey,
+        tmp_path,
+        llm_base_url=llm.base_url,
+        webhook_secret="whsec_" + base64.b64encode(b"k" * 32).decode(),
+        webhook_hosts="127.0.0.1",
+    )
+    keys = Keys(settings.key_prefix)
+    text = "# Tea\n\nGreen tea brews at 80 degrees."
+    async with (
+        running_stack(settings, with_worker=False) as stack,  # nobody takes it
+        httpx.AsyncClient(base_url=stack.base_url) as http,
+        Redis.from_url(settings.redis_url or "") as redis,
+    ):
+        body = {"text": text, "title": "Tea", "webhook_url": "http://127.0.0.1:9/hook"}
+        accepted = (await http.post("/documents", json=body)).json()
+        job_id, document_id = accepted["job_id"], accepted["document_id"]
+        registry = DocumentRegistry(redis, keys)
+        assert await registry.stored_bytes("") == len(text.encode())
+        response = await http.delete(f"/jobs/{job_id}")
+        assert response.json() == {"job_id": job_id, "status": "cancelled"}
+        document = (await http.get(f"/documents/{document_id}")).json()
+        listed = (await http.get("/documents")).json()["documents"]
+        assert document["status"] != "queued" and "cancelled" in document["error"]
+        assert [d["size"] for d in listed if d["document_id"] == document_id] in ([], [None])
+        assert await registry.stored_bytes("") == 0
+        assert await redis.hget(keys.job_outcomes, "ingest:cancelled") == b"1"
+        view = (await http.get(f"/jobs/{job_id}")).json()
+        assert view["status"] == "cancelled" and view["webhook"]["state"] == "pending"
+        # The delivery waits on the job's queue, once: the job itself was taken off it.
+        queued = [m.decode() for m in await redis.zrange(keys.queue("documents"), 0, -1)]
+        assert queued == [view["webhook"]["id"]]
+        assert await redis.exists(keys.upload(job_id)) == 0
+
+
+async def test_a_request_that_failed_after_claiming_its_idempotency_key_is_retried(
+    settings: Settings,
+) -> None:
+    """A failure that is no refusal of ours (here a 500: Valkey answers an error) between
+    the claim and the job's record: the retry with the same key creates the job."""
+    keys = Keys(settings.key_prefix)
+    async with (
+        running_stack(settings, with_worker=False) as stack,
+        httpx.AsyncClient(base_url=stack.base_url) as http,
+        Redis.from_url(settings.redis_url or "") as redis,
+    ):
+        # The record's write needs this key to be a sorted set: a string fails it.
+        await redis.set(keys.unfinished_jobs(""), "not a sorted set")
+        for path, body in (("/chat", {"query": "tea?"}), ("/documents", {"text": "Tea."})):
+            key = {"Idempotency-Key": f"retry-{path}"}
+            failed = await http.post(path, json=body, headers=key)
+            assert failed.status_code == 500, failed.text
+            await redis.delete(keys.unfinished_jobs(""))
+            retried = await http.post(path, json=body, headers=key)
+            assert retried.status_code == 202, retried.text
+            job_id = retried.json()["job_id"]
+            assert (await http.get(f"/jobs/{job_id}")).status_code == 200
+            again = await http.post(path, json=body, headers=key)
+            assert again.json()["job_id"] == job_id
+            await redis.set(keys.unfinished_jobs(""), "not a sorted set")
+
+
+async def test_an_idempotency_claim_stays_with_a_created_job_and_a_stale_one_is_taken(
+    settings: Settings,
+) -> None:
+    keys = Keys(settings.key_prefix)
+    async with Redis.from_url(settings.redis_url or "") as redis:
+        claims = IdempotencyKeys(redis, keys, ttl=600)
+        jobs = JobStore(redis, keys, ttl=600)
+        created, other = new_job_id(), new_job_id()
+        assert await claims.claim("made", LOCAL, b"tea?", created) == created
+        await jobs.create(created, "chat", {"query": "tea?"})
+        # A failure after the record: the claim stays, and stands for the job.
+        await claims.release("made", LOCAL, created)
+        assert await claims.claim("made", LOCAL, b"tea?", other) == created
+
+        # A request that claimed and then lost Valkey, so that it could not release.
+        lost = new_job_id()
+        assert await claims.claim("lost", LOCAL, b"tea?", lost) == lost
+        with pytest.raises(Conflict) as in_use:  # it may still be creating its job
+            await claims.claim("lost", LOCAL, b"tea?", other)
+        assert in_use.value.code == "idempotency_key_in_use"
+        [claim_key] = [
+            key
+            async for key in redis.scan_iter(keys.idempotency("*"))
+            if (await redis.get(key) or b"").startswith(lost.encode())
+        ]
+        await redis.expire(claim_key, 600 - STALE_AFTER - 1)  # as it stands that long after
+        assert await claims.claim("lost", LOCAL, b"tea?", other) == other
+
+
+async def test_a_dead_lettered_ingestion_keeps_its_upload_for_its_requeue(
+    valkey: Any, tmp_path: Path, llm: Any
+) -> None:
+    """The ingest kind keeps its upload while it is a dead letter (worker/kinds.py): the
+    requeue ingests it; the end after that drops it."""
+    values: dict[str, Any] = {"llm_base_url": llm.base_url, "job_max_tries": 1}
+    hurried = make_settings(valkey, tmp_path, document_timeout=0.000_1, **values)
+    keys = Keys(hurried.key_prefix)
+    async with running_stack(hurried) as stack:  # no ingestion ends in a tenth of a ms
+        accepted = await add_document(stack.client, "Green tea brews at 80 degrees.", title="Tea")
+        job_id = accepted["job_id"]
+        events = [event async for event in stack.client.follow(job_id)]
+        assert events[-1].data["code"] == "dead_lettered", events[-1]
+    settings = hurried.model_copy(update={"document_timeout": 600.0})
+    async with (
+        running_stack(settings) as stack,
+        Redis.from_url(settings.redis_url or "") as redis,
+    ):
+        assert await redis.exists(keys.upload(job_id)) == 1
+        await stack.client.requeue(job_id)
+        resumed = [event async for event in stack.client.follow(job_id, after=events[-1].id)]
+        assert resumed[-1].type == "done", resumed[-1]
+        document = await stack.client.document(accepted["document_id"])
+        assert document["status"] == "indexed" and document["chunks"] == 1
+        assert await redis.exists(keys.upload(job_id)) == 0
+        assert await redis.hget(keys.job_outcomes, "ingest:requeued") == b"1"

@@ -197,12 +197,17 @@ async def test_a_receiver_that_always_fails_ends_in_the_dead_letters(
         view = await settled(stack, accepted["job_id"])
         async with httpx.AsyncClient(base_url=stack.base_url) as http:
             dead = (await http.get("/dead-letters")).json()
+            dropped = await http.delete(f"/dead-letters/webhooks/{accepted['job_id']}")
+            dropped_again = await http.delete(f"/dead-letters/webhooks/{accepted['job_id']}")
+            after_drop = (await http.get("/dead-letters")).json()
     assert view["status"] == "complete"  # the job stands, whatever its webhook's fate
     assert view["webhook"]["state"] == "failed"
     assert [a["status"] for a in view["webhook"]["attempts"]] == [503, 503]
     assert [entry["job_id"] for entry in dead["webhooks"]] == [accepted["job_id"]]
     assert dead["webhooks"][0]["attempts"] == 2
     assert dead["dead_letters"] == []  # the job itself is no dead letter: it is not run again
+    assert dropped.status_code == 204 and dropped_again.status_code == 404
+    assert after_drop["webhooks"] == []
 
 
 async def test_a_client_error_is_not_retried(
@@ -408,3 +413,54 @@ async def test_a_webhook_lost_with_its_worker_is_queued_when_the_job_runs_again(
     [delivery] = receiver.received
     assert delivery.payload["type"] == "job.completed"
     assert delivery.payload["data"]["answer"] == "Two minutes."
+
+
+async def test_a_delivery_whose_worker_was_lost_after_the_receiver_answered_is_sent_again(
+    valkey: EmbeddedValkey, tmp_path: Path, llm: Any
+) -> None:
+    """A worker killed after the receiver answered, before it recorded the answer: arq has
+    counted the run, the record has not. As such a worker leaves it: the delivery pending,
+    no try recorded, and arq's count of runs at the tries allowed. The next run sends the
+    message again (the receiver dedupes by its id) instead of giving up."""
+    settings = hook_settings(valkey, tmp_path, llm, webhook_max_tries=3)
+    async with receiving() as receiver:
+        async with running_stack(settings, with_worker=False) as stack:
+            accepted = await ask(stack, receiver.url)
+            await stack.client.cancel(accepted["job_id"])  # ended: its webhook is queued
+            message_id = (await job(stack, accepted["job_id"]))["webhook"]["id"]
+            async with Redis.from_url(settings.redis_url or "") as redis:
+                await redis.set(Keys(settings.key_prefix).arq_tries(message_id), 3)
+        async with running_stack(settings) as stack:
+            view = await settled(stack, accepted["job_id"])
+            async with httpx.AsyncClient(base_url=stack.base_url) as http:
+                dead = (await http.get("/dead-letters")).json()
+    assert view["webhook"]["state"] == "delivered"
+    assert [a["status"] for a in view["webhook"]["attempts"]] == [204]
+    [delivery] = receiver.received
+    assert delivery.headers["webhook-id"] == message_id
+    assert dead["webhooks"] == []
+
+
+async def test_a_dead_lettered_webhook_requeued_is_delivered_once_the_receiver_is_up(
+    valkey: EmbeddedValkey, tmp_path: Path, llm: Any
+) -> None:
+    settings = hook_settings(valkey, tmp_path, llm, webhook_max_tries=2)
+    async with receiving() as receiver, running_stack(settings) as stack:
+        receiver.then = 503  # the receiver is down
+        job_id = (await ask(stack, receiver.url))["job_id"]
+        failed = await settled(stack, job_id)
+        receiver.then = 204  # and back
+        async with httpx.AsyncClient(base_url=stack.base_url) as http:
+            requeued = await http.post(f"/dead-letters/webhooks/{job_id}/requeue")
+            assert requeued.status_code == 202, requeued.text
+            delivered = await settled(stack, job_id)
+            dead = (await http.get("/dead-letters")).json()
+            again = await http.post(f"/dead-letters/webhooks/{job_id}/requeue")
+            not_a_job = await http.post("/dead-letters/webhooks/nope/requeue")
+    assert failed["webhook"]["state"] == "failed"
+    assert delivered["status"] == "complete" and delivered["webhook"]["state"] == "delivered"
+    assert requeued.json()["webhook_id"] == failed["webhook"]["id"]
+    assert dead["webhooks"] == [] and again.status_code == not_a_job.status_code == 404
+    # The same message each try, and delivered once.
+    assert [d.headers["webhook-id"] for d in receiver.received] == [failed["webhook"]["id"]] * 3
+    assert [a["status"] for a in delivered["webhook"]["attempts"]] == [204]

@@ -13,9 +13,7 @@ from fastapi import Request
 from rag_async.api.quotas import held_to_quotas
 from rag_async.api.state import AppState
 from rag_async.domain.errors import LimitReached, Overloaded
-from rag_async.domain.events import StatusEvent
 from rag_async.domain.identity import Principal
-from rag_async.domain.job import JobRecord, JobStatus, WebhookDelivery, record_fields
 from rag_async.domain.schemas import JobAccepted
 from rag_async.store.queue import JOB_KINDS, Kind
 from rag_async.tracing import traceparent_for_job
@@ -86,25 +84,6 @@ def request_id(request: Request, job_id: str) -> str:
     job id's first 12 characters, so every job's log lines can be found by one id."""
     given = request.headers.get("x-request-id", "")
     return given if _REQUEST_ID.fullmatch(given) else job_id[:12]
-
-
-async def enqueue_again(state: AppState, record: JobRecord) -> None:
-    """Run an ended job again with all its tries; its event stream continues (the status
-    event repeats its latest attempt, so clients keep the text they have until a new one)."""
-    job_id = record.job_id
-    await state.jobs.forget_tries(job_id)
-    await state.jobs.reopened(job_id, record.owner)
-    queued = JobStatus.QUEUED
-    # Its webhook is called again at its next end, with tries of its own.
-    webhook = None if record.webhook is None else WebhookDelivery(url=record.webhook.url)
-    await state.events.append(
-        job_id,
-        StatusEvent(status=queued, stage="requeued", attempt=record.attempt),
-        record_fields(
-            status=queued, stage="requeued", error=None, finished_at=None, webhook=webhook
-        ),
-    )
-    await state.queue.put(job_id, record.kind)
 
 
 def accepted(state: AppState, model: type[A], job_id: str, owner: str | None, **extra: Any) -> A:

@@ -10,7 +10,8 @@ import orjson
 
 from rag_async.api.bodies import utf8_problem
 from rag_async.api.enqueue import Submission, enqueue
-from rag_async.domain.errors import BadRequest, RagError
+from rag_async.api.idempotent import create_once
+from rag_async.domain.errors import BadRequest
 from rag_async.domain.job import new_job_id, record_fields
 from rag_async.store.conversations import Turn, recent_turns
 
@@ -56,11 +57,8 @@ async def submit_question(
         fields.update(context)
         fingerprint += "\x00" + orjson.dumps(context).decode()
     job_id = new_job_id()
-    claimed = await state.idempotency.claim(idempotency_key, caller, fingerprint.encode(), job_id)
-    if claimed == job_id:
-        try:
-            await enqueue(submission, job_id, "chat", fields)
-        except RagError:  # refused (a 429): a retry with the same key must not find this job
-            await state.idempotency.release(idempotency_key, caller, job_id)
-            raise
-    return claimed
+
+    async def create() -> None:
+        await enqueue(submission, job_id, "chat", fields)
+
+    return await create_once(submission, idempotency_key, fingerprint.encode(), job_id, create)

@@ -15,10 +15,12 @@ from rag_async.store.dead_letters import DeadLetters
 from rag_async.store.documents import DocumentRegistry
 from rag_async.store.events import EventLog, LiveHub
 from rag_async.store.idempotency import IdempotencyKeys
-from rag_async.store.jobs import Cancellation, JobStore
+from rag_async.store.jobs import JobStore
 from rag_async.store.keys import Keys
 from rag_async.store.queue import JobQueue
 from rag_async.store.rate import RateLimiter
+from rag_async.store.webhooks import Webhooks
+from rag_async.worker.ends import Ends
 
 
 @dataclass(slots=True)
@@ -26,39 +28,52 @@ class AppState:
     settings: Settings
     keys: Keys
     redis: ArqRedis  # one bounded pool, shared by the stores below
-    jobs: JobStore
-    queue: JobQueue
-    events: EventLog
+    ends: Ends  # the stores a job's end writes, shared with the workers (worker/ends.py)
     hub: LiveHub
-    cancellation: Cancellation
     idempotency: IdempotencyKeys
-    registry: DocumentRegistry
-    dead_letters: DeadLetters
     keyring: KeyRing
     tokens: EventsTokens
     rate: RateLimiter  # requests a minute per key (shared through Valkey)
     streams: StreamSlots  # open event streams per key (this process's)
+
+    # The stores of `ends`, by their own names.
+    @property
+    def jobs(self) -> JobStore:
+        return self.ends.jobs
+
+    @property
+    def queue(self) -> JobQueue:
+        return self.ends.queue
+
+    @property
+    def events(self) -> EventLog:
+        return self.ends.events
+
+    @property
+    def registry(self) -> DocumentRegistry:
+        return self.ends.registry
+
+    @property
+    def dead_letters(self) -> DeadLetters:
+        return self.ends.dead_letters
+
+    @property
+    def webhooks(self) -> Webhooks:
+        return self.ends.webhooks
 
     @classmethod
     def open(cls, settings: Settings, redis: ArqRedis) -> AppState:
         """Every store of the API process, over one Redis pool."""
         keys = Keys(settings.key_prefix)
         ttl = settings.result_ttl
-        events = EventLog(redis, keys, ttl)
-        queue = JobQueue(redis, keys)
         keyring = KeyRing.from_settings(settings)
         return cls(
             settings=settings,
             keys=keys,
             redis=redis,
-            jobs=JobStore(redis, keys, ttl),
-            queue=queue,
-            events=events,
+            ends=Ends.open(redis, keys, ttl),
             hub=LiveHub(redis, keys),
-            cancellation=Cancellation(redis, keys, events, queue),
             idempotency=IdempotencyKeys(redis, keys, ttl),
-            registry=DocumentRegistry(redis, keys),
-            dead_letters=DeadLetters(redis, keys),
             keyring=keyring,
             tokens=EventsTokens(keyring.token_secret(settings), settings.events_token_ttl),
             rate=RateLimiter(

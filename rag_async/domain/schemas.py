@@ -167,6 +167,13 @@ class JobCancelled(BaseModel):
     status: Literal["cancelled", "cancelling"]
 
 
+class WebhookRequeued(BaseModel):
+    job_id: str
+    webhook_id: str  # the message's id: the same as its earlier tries'
+    state: Literal["pending"] = "pending"
+    status_url: str  # the job, whose `webhook` shows how the delivery goes
+
+
 class ErrorDetail(BaseModel):
     code: str
     message: str

@@ -26,7 +26,7 @@ from rag_async.store.queue import JOB_KINDS, JobQueue, Lane, LaneDepth
 
 log = structlog.get_logger(__name__)
 
-OUTCOMES = ("complete", "failed", "cancelled", "retried", "dead_lettered")
+OUTCOMES = ("complete", "failed", "cancelled", "retried", "dead_lettered", "requeued")
 
 
 class JobOutcomes:

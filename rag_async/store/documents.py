@@ -40,6 +40,22 @@ redis.call('DEL', KEYS[1])
 redis.call('SREM', KEYS[2], ARGV[1])
 """
 
+# KEYS: the document's hash. ARGV: the document id, the tallies' prefix, the job that ended
+# without doing its work, why. Only the job the entry stands for may mark it (an older one's
+# end must not fail a newer version); a version that never got indexed in full stores no
+# bytes, so they leave the owner's tally.
+_FAILED = """
+local job = redis.call('HGET', KEYS[1], 'job_id')
+if not job or (job ~= '' and job ~= ARGV[3]) then return 0 end
+redis.call('HSET', KEYS[1], 'status', 'failed', 'error', ARGV[4])
+local fingerprint = redis.call('HGET', KEYS[1], 'fingerprint')
+if not fingerprint or fingerprint == '' then
+  redis.call('HDEL', ARGV[2] .. (redis.call('HGET', KEYS[1], 'owner') or ''), ARGV[1])
+  redis.call('HDEL', KEYS[1], 'size')
+end
+return 1
+"""
+
 # KEYS: an owner's byte tally. ARGV: a document not to count (the one an upload replaces).
 _STORED_BYTES = """
 local total = 0
@@ -58,6 +74,7 @@ class DocumentRegistry:
         self._put_sized = redis.register_script(_PUT_SIZED)
         self._remove = redis.register_script(_REMOVE)
         self._stored_bytes = redis.register_script(_STORED_BYTES)
+        self._failed = redis.register_script(_FAILED)
 
     async def put(self, document_id: str, fields: Mapping[str, str | int | float]) -> None:
         """Create or update the entry (only the given fields change)."""
@@ -124,6 +141,13 @@ class DocumentRegistry:
             for stored, status in entries
             if (stored or b"default") == wanted and status == b"indexed"
         )
+
+    async def failed(self, document_id: str, job_id: str, reason: str) -> None:
+        """The document's job `job_id` ended without doing its work (failed, dead-lettered
+        or cancelled): its entry says why, and a version never indexed counts no bytes."""
+        keys = [self._keys.document(document_id)]
+        args = [document_id, self._keys.document_bytes(""), job_id, reason]
+        await self._failed(keys=keys, args=args)
 
     async def remove(self, document_id: str) -> None:
         keys = [self._keys.document(document_id), self._keys.documents]

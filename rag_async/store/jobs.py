@@ -1,26 +1,22 @@
-"""The job record in Redis: one hash per job (jobrecord.py says what it holds), the upload
-waiting for an ingestion job, arq's count of a job's tries, cancellation, and each owner's
-unfinished jobs (the per-key limit on them).
+"""The job record in Redis: one hash per job (domain/job.py says what it holds), the upload
+waiting for an ingestion job, and each owner's unfinished jobs (the per-key limit on them).
 
 This is the one writer of a job's hash outside the event log, whose Lua script updates fields
-in the same step that appends an event (eventlog.py). The record expires with the result.
+in the same step that appends an event (store/events.py): creation, attempts, the end, a
+cancel asked of a running job, a requeue, and the state of the job's webhook. The record
+expires with the result. arq's keys are store/queue.py's alone.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import Literal
 
 from redis.asyncio import Redis
 
-from rag_async.domain.events import CancelledEvent
-from rag_async.domain.job import JobRecord, JobStatus, record_fields
-from rag_async.metrics import JobOutcomes
-from rag_async.store.events import EventLog
+from rag_async.domain.job import JobRecord, JobStatus, WebhookDelivery, record_fields
 from rag_async.store.keys import Keys
-from rag_async.store.queue import JobQueue, Kind
-from rag_async.store.webhooks import Webhooks
+from rag_async.store.queue import Kind
 
 _ENDED = [status.value for status in JobStatus if status.ended]
 
@@ -59,12 +55,21 @@ return 1
 """
 
 # KEYS: job hash, its events, its upload. ARGV: ttl, job id, the prefix of the owners'
-# unfinished-job sets (the owner is read from the record, so no caller can name another).
+# unfinished-job sets (the owner is read from the record, so no caller can name another),
+# '1' to drop the upload (else it lives as long as the record: a dead letter's requeue reads it).
 _END = """
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 redis.call('EXPIRE', KEYS[2], ARGV[1])
-redis.call('DEL', KEYS[3])
+if ARGV[4] == '1' then redis.call('DEL', KEYS[3]) else redis.call('EXPIRE', KEYS[3], ARGV[1]) end
 redis.call('ZREM', ARGV[3] .. (redis.call('HGET', KEYS[1], 'owner') or ''), ARGV[2])
+"""
+
+# KEYS: job hash. ARGV: the field's new value. A record that has expired stays gone, rather
+# than coming back as a hash of one field without a TTL.
+_SAVE_WEBHOOK = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'webhook', ARGV[1])
+return 1
 """
 
 
@@ -76,6 +81,7 @@ class JobStore:
         self._start_attempt = redis.register_script(_START_ATTEMPT)
         self._create = redis.register_script(_CREATE)
         self._end = redis.register_script(_END)
+        self._save_webhook = redis.register_script(_SAVE_WEBHOOK)
 
     async def create(
         self,
@@ -110,12 +116,27 @@ class JobStore:
         job has ended meanwhile. Conditional and atomic, so an ended job never runs again."""
         return int(await self._start_attempt(keys=[self._keys.job(job_id)], args=_ENDED))
 
-    async def ended(self, job_id: str) -> None:
+    async def ended(self, job_id: str, *, drop_upload: bool = True) -> None:
         """The job has ended, however: its result lives `ttl` from now, the bytes it was
-        given, if any, are dropped at once, and it no longer counts as its owner's unfinished
-        job. Safe to repeat."""
+        given, if any, are dropped at once (unless its kind keeps them, worker/kinds.py), and
+        it no longer counts as its owner's unfinished job. Safe to repeat."""
         keys = [self._keys.job(job_id), self._keys.events(job_id), self._keys.upload(job_id)]
-        await self._end(keys=keys, args=[self._ttl, job_id, self._keys.unfinished_jobs("")])
+        drop = "1" if drop_upload else ""
+        await self._end(keys=keys, args=[self._ttl, job_id, self._keys.unfinished_jobs(""), drop])
+
+    async def drop_upload(self, job_id: str) -> None:
+        """Drop the bytes a job kept past its end (a dead letter forgotten)."""
+        await self._redis.delete(self._keys.upload(job_id))
+
+    async def request_cancel(self, job_id: str) -> None:
+        """Mark a running job for cancelling: its worker, told by store/queue.py's abort,
+        ends it cancelled rather than taking the cancel for a stop of its own."""
+        await self._redis.hset(self._keys.job(job_id), mapping=record_fields(cancel_requested=True))  # type: ignore[misc]
+
+    async def save_webhook(self, job_id: str, delivery: WebhookDelivery) -> bool:
+        """Write the state of the job's webhook delivery; False if the record has expired."""
+        value = record_fields(webhook=delivery)["webhook"]
+        return bool(await self._save_webhook(keys=[self._keys.job(job_id)], args=[value]))
 
     async def reopened(self, job_id: str, owner: str | None) -> None:
         """An ended job runs again (a dead letter requeued): it counts as its owner's
@@ -126,64 +147,3 @@ class JobStore:
         """The bytes an ingestion job was given, while they have not expired."""
         content: bytes | None = await self._redis.get(self._keys.upload(job_id))
         return content
-
-    async def take_back_try(self, job_id: str) -> None:
-        """Uncount arq's latest start of the job: it was deferred, not tried."""
-        await self._redis.decr(self._keys.arq_tries(job_id))
-
-    async def forget_tries(self, job_id: str) -> None:
-        """Reset arq's count of tries, so a requeued job gets all its tries again."""
-        await self._redis.delete(self._keys.arq_tries(job_id))
-
-
-# KEYS: arq queue, arq's in-progress key of the job, job record. ARGV: job id, 'cancelled', the
-# prefix of the owners' unfinished-job sets. Atomic, so a worker cannot start the job between
-# the check and the removal; a worker that read the queue just before still finds the record
-# cancelled and does nothing. (A running job's end is counted by `JobStore.ended`.)
-_CANCEL_QUEUED = """
-if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
-if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[3], 'status', ARGV[2])
-redis.call('ZREM', ARGV[3] .. (redis.call('HGET', KEYS[3], 'owner') or ''), ARGV[1])
-return 1
-"""
-
-
-class Cancellation:
-    """Cancel a job: take it off the queue if no worker has it, else ask its worker to abort
-    (the worker's lifecycle then ends it as cancelled, jobs/lifecycle.py)."""
-
-    def __init__(self, redis: Redis, keys: Keys, events: EventLog, queue: JobQueue) -> None:
-        self._redis = redis
-        self._keys = keys
-        self._events = events
-        self._queue = queue
-        self._cancel_queued = redis.register_script(_CANCEL_QUEUED)
-
-    async def cancel(self, record: JobRecord) -> Literal["cancelled", "cancelling"]:
-        job_id = record.job_id
-        if await self._take_off_queue(job_id, self._queue.name(record.kind)):
-            await self._events.append(
-                job_id,
-                CancelledEvent(message="cancelled before it started"),
-                record_fields(stage="cancelled", finished_at=time.time()),
-            )
-            # No worker will see this end: it is counted here (a running job's, by its worker).
-            await JobOutcomes(self._redis, self._keys).count(record.kind, "cancelled")
-            await Webhooks(self._redis, self._keys).job_ended(record)
-            return "cancelled"
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(self._keys.job(job_id), mapping=record_fields(cancel_requested=True))
-            pipe.zadd(self._keys.arq_aborts, {job_id: int(time.time() * 1000)})
-            await pipe.execute()
-        return "cancelling"
-
-    async def _take_off_queue(self, job_id: str, queue: str) -> bool:
-        """True if the job was waiting in `queue` and is now off it, marked cancelled."""
-        keys = [queue, self._keys.arq_in_progress(job_id), self._keys.job(job_id)]
-        args = [job_id, JobStatus.CANCELLED.value, self._keys.unfinished_jobs("")]
-        if not await self._cancel_queued(keys=keys, args=args):
-            return False
-        # arq's copy of its arguments, and the bytes it would have ingested.
-        await self._redis.delete(self._keys.arq_job(job_id), self._keys.upload(job_id))
-        return True

@@ -14,9 +14,11 @@ happens here, once:
       ├─ cancelled, as DELETE /jobs/{id} asked ► cancelled event
       ├─ cancelled, the worker is stopping ───► nothing: the job runs again elsewhere
       └─ superseded by a newer attempt ───────► nothing: the newer attempt owns the job
-    on any end: the TTL restarts; on a failed or cancelled one, the kind's `on_failure` hook
-    on any end, last: the job's webhook, if it has one, is queued for delivery (webhooks/);
-    a job run again after its end queues it, if its worker died before it could
+    on any end, ends.py's `ended`: the TTL restarts, the upload is dropped or kept (kinds.py),
+    the outcome is counted, a failed or cancelled job's kind runs its failure hook, and last
+    the job's webhook, if it has one, is queued for delivery (webhooks/); a job run again
+    after its end queues it, if its worker died before it could. The API's cancel of a
+    queued job and its requeue of a dead letter are ends.py's too.
 
 arq's own timeout and tries would end a job inside arq without a word to the record, so they
 are set out of reach (workers/settings.py) and the limits here are the ones that act.
@@ -42,6 +44,7 @@ from rag_async.domain.job import JobRecord, JobStatus, record_fields
 from rag_async.metrics import observe_stages
 from rag_async.providers.breaker import BreakerOpen
 from rag_async.store.events import Superseded
+from rag_async.worker.ends import Ending, ended
 from rag_async.worker.outcome import Outcome, decide, given_up
 from rag_async.worker.services import Services, WorkerContext
 
@@ -104,19 +107,15 @@ class Run:
         return now
 
 
-FailureHook = Callable[[Services, JobRecord, str], Awaitable[None]]
-
-
 @dataclass(frozen=True, slots=True)
 class JobSpec:
-    """A kind of job, as the lifecycle runs it."""
+    """A kind of job, as the lifecycle runs it (what its end asks is kinds.py's, so that
+    the API can end a job too)."""
 
     work: Callable[[Run], Awaitable[Finished]]
     first_stage: Callable[[Services], str]
     # The providers whose breakers must be closed before an attempt starts.
     providers: Callable[[Services], Iterable[str]]
-    # Called once when the job ends failed or cancelled, with the reason.
-    on_failure: FailureHook | None = None
 
 
 JobFunction = Callable[[WorkerContext, str], Awaitable[None]]
@@ -157,13 +156,13 @@ async def _run(
         # arq counts every start; tries spent with no outcome recorded were runs lost with
         # their workers (killed, or taken for dead: recovery.py).
         lost = f"gave up after {max_tries} tries: the workers running it were lost"
-        await _end(Run(services, record, record.attempt), spec, given_up(lost))
+        await _end(Run(services, record, record.attempt), given_up(lost))
         return
     try:
         for provider in spec.providers(services):
             services.breakers[provider].check()
     except BreakerOpen as error:
-        await _settle(Run(services, record, record.attempt), spec, error, job_try, max_tries)
+        await _settle(Run(services, record, record.attempt), error, job_try, max_tries)
         raise  # not reached: a deferral raises arq's Retry
     with tracing.span("valkey.start_attempt", attributes=_VALKEY):
         attempt = await services.jobs.start_attempt(record.job_id)
@@ -214,21 +213,21 @@ async def _attempt(
         async with deadline:
             first_stage = spec.first_stage(run.services)
             await run.stage(first_stage, started_at=run.started, worker=run.services.worker)
-            await _complete(run, spec, await spec.work(run))
+            await _complete(run, await spec.work(run))
     except Superseded:
         log.warning("attempt superseded by a newer one, stopping")
     except asyncio.CancelledError:
-        await _end_if_cancelled(run, spec)
+        await _end_if_cancelled(run)
         raise
     except Exception as error:
         if isinstance(error, TimeoutError) and deadline.expired():
             error = JobTimedOut(f"the job took longer than its limit of {time_limit:g} s")
-        await _settle(run, spec, error, job_try, max_tries)
+        await _settle(run, error, job_try, max_tries)
     finally:
         _trace_stages(run)
 
 
-async def _complete(run: Run, spec: JobSpec, finished: Finished) -> None:
+async def _complete(run: Run, finished: Finished) -> None:
     created = run.record.created_at or run.started
     run.timings["queue_wait"] = run.started - created
     finished_at = run.lap("total", created)
@@ -249,29 +248,29 @@ async def _complete(run: Run, spec: JobSpec, finished: Finished) -> None:
             chunks=finished.chunks,
             finished_at=finished_at,
         )
-    await _ended(run, spec, "complete")
+    await ended(run.services.ends, run.record, "complete")
     observe_stages(run.record.kind, run.timings)
     log.info("job complete", kind=run.record.kind, total_ms=round(run.timings["total"] * 1000, 1))
 
 
-async def _settle(run: Run, spec: JobSpec, error: Exception, job_try: int, max_tries: int) -> None:
+async def _settle(run: Run, error: Exception, job_try: int, max_tries: int) -> None:
     """Act on the one decision for a failed attempt (outcome.py)."""
     if not isinstance(error, RagError):
         log.error("unexpected error in a job", exc_info=error)
     outcome = decide(error, job_try, max_tries)
     if outcome.action == "defer":
         # The provider is known to be down: wait for it without spending a try.
-        await run.services.jobs.take_back_try(run.job_id)
+        await run.services.queue.take_back_try(run.job_id)
         log.info("provider paused, job deferred", error=outcome.message, defer=outcome.delay)
         raise Retry(defer=outcome.delay) from error
     if outcome.action == "retry":
         log.warning("attempt failed, will retry", error=outcome.message, defer=outcome.delay)
         await run.services.outcomes.count(run.record.kind, "retried")
         raise Retry(defer=outcome.delay) from error
-    await _end(run, spec, outcome)
+    await _end(run, outcome)
 
 
-async def _end(run: Run, spec: JobSpec, outcome: Outcome) -> None:
+async def _end(run: Run, outcome: Outcome) -> None:
     """The job's last word on a failure: an `error` event and the record marked failed (and
     a dead letter kept, if the outcome says so)."""
     error = ErrorEvent(message=outcome.message, code=outcome.code)
@@ -282,16 +281,12 @@ async def _end(run: Run, spec: JobSpec, outcome: Outcome) -> None:
     except Superseded:
         return  # a newer attempt owns the job and will end it
     log.error("job failed", error=outcome.message)
-    services = run.services
-    dead_letter = outcome.action == "dead_letter"
-    if dead_letter:
-        await services.dead_letters.add(run.job_id)
-    await services.failures.record(run.job_id, outcome.message)
     # One outcome a job end: a dead-lettered job is not counted as failed too.
-    await _ended(run, spec, "dead_lettered" if dead_letter else "failed", outcome.message)
+    end: Ending = "dead_lettered" if outcome.action == "dead_letter" else "failed"
+    await ended(run.services.ends, run.record, end, outcome.message)
 
 
-async def _end_if_cancelled(run: Run, spec: JobSpec) -> None:
+async def _end_if_cancelled(run: Run) -> None:
     """The attempt's task is being cancelled. If DELETE /jobs/{id} asked for it, the job ends
     cancelled; otherwise the worker is stopping and the job will run again elsewhere."""
     record = await run.services.jobs.get(run.job_id)
@@ -304,16 +299,4 @@ async def _end_if_cancelled(run: Run, spec: JobSpec) -> None:
         )
     except Superseded:
         return
-    await _ended(run, spec, "cancelled", cancelled.message)
-
-
-async def _ended(run: Run, spec: JobSpec, outcome: str, reason: str = "") -> None:
-    """What every end of a job does once its last event is written, whichever the end: the
-    upload dropped, the outcome counted, the kind's hook for a job that did not complete,
-    the webhook queued."""
-    services = run.services
-    await services.jobs.ended(run.job_id)
-    await services.outcomes.count(run.record.kind, outcome)
-    if outcome != "complete" and spec.on_failure is not None:
-        await spec.on_failure(services, run.record, reason)
-    await services.webhooks.job_ended(run.record)
+    await ended(run.services.ends, run.record, "cancelled", cancelled.message)

@@ -31,6 +31,7 @@ from rag_async.store.queue import JOB_KINDS, LANES, Lane
 from rag_async.store.webhooks import DELIVERY_FUNCTION
 from rag_async.tracing import setup_tracing
 from rag_async.worker.jobs import JOBS, Services, WorkerContext, deliver_webhook, job_function
+from rag_async.worker.jobs.webhook import lost_runs_limit
 
 log = structlog.get_logger(__name__)
 
@@ -124,13 +125,15 @@ def lane_functions(settings: Settings, lane: Lane) -> list[Function]:
 
 
 def webhook_function(settings: Settings) -> Function:
-    """Every queue delivers the webhooks of its own jobs (rag_async/webhooks/store.py), one
-    try per run; arq's limits sit beyond ours, as for the jobs."""
+    """Every queue delivers the webhooks of its own jobs (store/webhooks.py), one try per
+    run; arq's limits sit beyond ours, as for the jobs. Tries are counted by what the job's
+    record holds, so arq's count, which includes runs lost with their workers, is only a
+    backstop, far beyond (worker/jobs/webhook.py)."""
     return func(
         cast(WorkerCoroutine, deliver_webhook),
         name=DELIVERY_FUNCTION,
         timeout=settings.webhook_timeout + ARQ_TIMEOUT_MARGIN,
-        max_tries=settings.webhook_max_tries + 1,
+        max_tries=lost_runs_limit(settings.webhook_max_tries) + 1,
     )
 
 

@@ -32,9 +32,11 @@ from rag_async.store.documents import DocumentRegistry
 from rag_async.store.events import EventLog
 from rag_async.store.jobs import JobStore
 from rag_async.store.keys import Keys
+from rag_async.store.queue import JobQueue
 from rag_async.store.webhooks import Webhooks
 from rag_async.store.workers import RunningJobs
 from rag_async.webhooks import Courier
+from rag_async.worker.ends import Ends
 
 
 def worker_name() -> str:
@@ -45,24 +47,51 @@ def worker_name() -> str:
 class Services:
     settings: Settings
     keys: Keys
-    jobs: JobStore
-    events: EventLog
+    ends: Ends  # the stores a job's end writes, shared with the API (worker/ends.py)
     retriever: Retriever
     llm: LLM
     store: ChunkStore  # where the retriever's chunks live; closed with the worker
     http: httpx2.AsyncClient
     running: RunningJobs
-    dead_letters: DeadLetters
-    failures: RecentFailures
-    outcomes: JobOutcomes  # how jobs ended, counted for /metrics
-    registry: DocumentRegistry
     parser: ParserPool  # uploaded files are parsed in its processes
-    webhooks: Webhooks  # a job's webhook queued at its end, and each try recorded
     courier: Courier | None  # delivers webhooks (None: no RAG_WEBHOOK_SECRET)
     conversations: Conversations  # where an answered question adds its turn
     # Who runs a job, as its record and logs tell it: "hostname:pid".
     worker: str = field(default_factory=worker_name)
     breakers: dict[str, CircuitBreaker] = field(default_factory=dict)
+
+    # The stores of `ends`, by their own names.
+    @property
+    def jobs(self) -> JobStore:
+        return self.ends.jobs
+
+    @property
+    def events(self) -> EventLog:
+        return self.ends.events
+
+    @property
+    def queue(self) -> JobQueue:
+        return self.ends.queue
+
+    @property
+    def dead_letters(self) -> DeadLetters:
+        return self.ends.dead_letters
+
+    @property
+    def failures(self) -> RecentFailures:
+        return self.ends.failures
+
+    @property
+    def outcomes(self) -> JobOutcomes:
+        return self.ends.outcomes
+
+    @property
+    def registry(self) -> DocumentRegistry:
+        return self.ends.registry
+
+    @property
+    def webhooks(self) -> Webhooks:
+        return self.ends.webhooks
 
     def report(self) -> dict[str, Any]:
         """What this worker's heartbeat tells: jobs running, and its breakers' states."""
@@ -98,24 +127,19 @@ class Services:
             retriever = await Retriever.open(store, settings, lexical=lexical, embedder=embedder)
             keys = Keys(settings.key_prefix)
             worker = worker_name()
+            ends = Ends.open(redis, keys, settings.result_ttl)
             return cls(
                 worker=worker,
                 breakers=_breakers(settings),
                 settings=settings,
                 keys=keys,
-                jobs=JobStore(redis, keys, settings.result_ttl),
-                events=EventLog(redis, keys, settings.result_ttl),
+                ends=ends,
                 retriever=retriever,
-                llm=_llm(settings, http, lexical, DocumentRegistry(redis, keys)),
+                llm=_llm(settings, http, lexical, ends.registry),
                 store=store,
                 http=http,
                 running=RunningJobs(redis, keys, worker),
-                dead_letters=DeadLetters(redis, keys),
-                failures=RecentFailures(redis, keys),
-                outcomes=JobOutcomes(redis, keys),
-                registry=DocumentRegistry(redis, keys),
                 parser=ParserPool.from_settings(settings),
-                webhooks=Webhooks(redis, keys),
                 courier=Courier.from_settings(settings),
                 conversations=Conversations(redis, keys, settings.result_ttl),
             )

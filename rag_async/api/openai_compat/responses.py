@@ -25,6 +25,7 @@ from rag_async.domain.identity import Principal
 from rag_async.domain.job import JobRecord, JobStatus
 from rag_async.domain.schemas import ErrorBody
 from rag_async.store.conversations import Turn
+from rag_async.worker.ends import cancel
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -112,7 +113,7 @@ async def cancel_response(state: State, caller: Caller, response_id: str) -> Res
             code="response_ended",
         )
     if not record.status.ended:
-        await state.cancellation.cancel(record)
+        await cancel(state.ends, record)
         # Briefly, and never refused for the key's open streams: a cancel must get through.
         waited = await wait_for_end(state, caller, record.job_id, CANCEL_WAIT, counted=False)
         record = waited or record

@@ -19,6 +19,7 @@ from starlette.datastructures import UploadFile
 from rag_async.api.auth import Caller
 from rag_async.api.bodies import parse_json
 from rag_async.api.enqueue import Submission, enqueue
+from rag_async.api.idempotent import create_once
 from rag_async.api.quotas import held_to_quotas
 from rag_async.api.state import AppState, State
 from rag_async.domain.errors import BadRequest, Conflict, NotFound, RagError, TooLarge
@@ -112,18 +113,14 @@ async def _add_text(
         await _not_anothers(state, caller, body.document_id)
     await _within_storage_quota(submission, document_id, size)
     job_id = new_job_id()
-    claimed = await state.idempotency.claim(
-        idempotency_key, caller, body.model_dump_json().encode(), job_id
-    )
-    if claimed == job_id:
-        fields = {"document_id": document_id, "title": title, "source": body.source or ""}
-        try:
-            await _enqueue_ingest(
-                submission, job_id, body.text.encode(), fields | {"collection": collection}
-            )
-        except RagError:  # refused (a 429): a retry with the same key must not find this job
-            await state.idempotency.release(idempotency_key, caller, job_id)
-            raise
+    fields = {"document_id": document_id, "title": title, "source": body.source or ""}
+
+    async def create() -> None:
+        content = body.text.encode()
+        await _enqueue_ingest(submission, job_id, content, fields | {"collection": collection})
+
+    request = body.model_dump_json().encode()
+    claimed = await create_once(submission, idempotency_key, request, job_id, create)
     one = _accepted_document(submission, document_id, claimed, None)
     return submission.accepted(DocumentAccepted, claimed, document_id=document_id, documents=[one])
 

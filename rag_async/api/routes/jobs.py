@@ -16,6 +16,7 @@ from rag_async.domain.errors import BadRequest, Conflict, NotFound, Unauthorized
 from rag_async.domain.identity import Principal
 from rag_async.domain.job import JobRecord, is_job_id
 from rag_async.domain.schemas import ErrorBody, JobCancelled, JobView
+from rag_async.worker.ends import cancel
 
 router = APIRouter(tags=["jobs"])
 
@@ -67,7 +68,7 @@ async def cancel_job(state: State, caller: Caller, job_id: Annotated[str, Path()
     record = await _load(state, job_id, caller)
     if record.status.ended:
         raise Conflict(f"job {job_id} has already ended: {record.status}", code="job_ended")
-    return JobCancelled(job_id=job_id, status=await state.cancellation.cancel(record))
+    return JobCancelled(job_id=job_id, status=await cancel(state.ends, record))
 
 
 @router.get(

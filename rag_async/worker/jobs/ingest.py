@@ -1,6 +1,7 @@
 """Ingest one uploaded document (parse, chunk, encode, upsert, with progress events), and
-delete one. Both keep the document registry (`registry.py`) up to date; the job's life around
-this work (attempts, retries, the end) is jobs/lifecycle.py's."""
+delete one. Both keep the document registry (store/documents.py) up to date; the job's life
+around this work (attempts, retries, the end) is worker/lifecycle.py's, and what a document
+job's failed end does to the registry is worker/kinds.py's."""
 
 from __future__ import annotations
 
@@ -131,12 +132,6 @@ async def _delete(run: Run) -> Finished:
     )
 
 
-async def _document_failed(services: Services, record: JobRecord, reason: str) -> None:
-    """A document job that ended without doing its work: the registry says why. (A job only
-    deferred or retried is not over, and leaves the registry as it is.)"""
-    await services.registry.put(_document_id(record), {"status": "failed", "error": reason})
-
-
 def _document_id(record: JobRecord) -> str:
     return record.document_id or record.job_id
 
@@ -153,11 +148,9 @@ INGEST = JobSpec(
     work=_ingest,
     first_stage=lambda _: "ingesting",
     providers=_qdrant,
-    on_failure=_document_failed,
 )
 DELETE = JobSpec(
     work=_delete,
     first_stage=lambda _: "deleting",
     providers=_qdrant,
-    on_failure=_document_failed,
 )

@@ -3,6 +3,12 @@ with the jobs' backoff on what another try may mend, dead-lettered after the las
 
 It runs after the job has ended, on the job's own queue, and changes nothing of the job but
 its `webhook` field: whatever becomes of the delivery, the job's outcome stands.
+
+Tries are counted by what the record holds, not by arq's count of runs: a worker killed
+after the receiver answered but before the answer was recorded leaves a run that counts for
+arq and not for us, and the next run sends the message again (the same `webhook-id`, which
+receivers dedupe) rather than give up on a delivery that may well have arrived. arq's own
+limit sits far beyond, a backstop for runs that keep being lost (`lost_runs_limit`).
 """
 
 from __future__ import annotations
@@ -24,6 +30,15 @@ log = structlog.get_logger(__name__)
 # outlive the job's record.
 _LONGEST_WAIT = 600.0
 
+# Runs lost with their workers that a delivery survives, beyond its recorded tries.
+_LOST_RUNS = 10
+
+
+def lost_runs_limit(max_tries: int) -> int:
+    """The runs after which a delivery whose tries keep going unrecorded gives up; arq's
+    max_tries is one more, so that this, not arq, ends it (worker/process.py)."""
+    return max_tries + _LOST_RUNS
+
 
 async def deliver_webhook(ctx: WorkerContext, job_id: str, message_id: str) -> None:
     services = ctx["services"]
@@ -42,10 +57,12 @@ async def _try(
 ) -> None:
     max_tries = services.settings.webhook_max_tries
     courier = services.courier
-    if courier is None or job_try > max_tries:
-        # arq counts every start: tries spent without an attempt recorded were lost with
-        # their workers.
-        reason = "the workers delivering it were lost" if courier else "no RAG_WEBHOOK_SECRET"
+    # This try's number, by the tries recorded: a run lost before recording its try (its
+    # worker killed, maybe after the receiver answered) does not count, and the message is
+    # sent again.
+    try_number = len(delivery.attempts) + 1
+    reason = _give_up(courier is not None, try_number, job_try, max_tries)
+    if courier is None or reason is not None:
         attempt = WebhookAttempt(at=time.time(), error=f"gave up: {reason}")
         await _settle(services, record.job_id, delivery, attempt, "failed", dead_letter=True)
         return
@@ -54,15 +71,26 @@ async def _try(
     if sent.delivered:
         await _settle(services, record.job_id, delivery, sent.attempt, "delivered")
         return
-    if sent.retryable and job_try < max_tries:
+    if sent.retryable and try_number < max_tries:
         await _settle(services, record.job_id, delivery, sent.attempt, "pending")
         wait = None if sent.retry_after is None else min(sent.retry_after, _LONGEST_WAIT)
-        defer = backoff(job_try, wait)
+        defer = backoff(try_number, wait)
         log.warning("webhook not delivered, will retry", error=sent.attempt.error, defer=defer)
         raise Retry(defer=defer)
     await _settle(
         services, record.job_id, delivery, sent.attempt, "failed", dead_letter=sent.retryable
     )
+
+
+def _give_up(has_secret: bool, try_number: int, job_try: int, max_tries: int) -> str | None:
+    """Why this run must not try at all, if it must not."""
+    if not has_secret:
+        return "no RAG_WEBHOOK_SECRET"
+    if try_number > max_tries:
+        return f"{max_tries} tries spent"
+    if job_try > lost_runs_limit(max_tries):
+        return "the workers delivering it were lost"
+    return None
 
 
 async def _settle(
@@ -76,7 +104,7 @@ async def _settle(
 ) -> None:
     """Record the try on the job, and the delivery's new state."""
     update = {"attempts": [*delivery.attempts, attempt], "state": state}
-    await services.webhooks.save(job_id, delivery.model_copy(update=update))
+    await services.jobs.save_webhook(job_id, delivery.model_copy(update=update))
     if dead_letter:
         await services.webhooks.dead_letter(job_id)
     if state == "delivered":
