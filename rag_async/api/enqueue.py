@@ -46,9 +46,10 @@ async def enqueue(
     *,
     upload: bytes | None = None,
 ) -> None:
-    """Record the job, then enqueue it (a worker may pick it up at once, so record first).
-    Refused with 429 when its queue is deeper than this service takes on, or when the caller
-    has as many unfinished jobs as a key may.
+    """Record the job and put it on its queue, in one step (jobs.py), or refuse it: 429 when
+    its queue is deeper than this service takes on, when the caller has as many unfinished
+    jobs as a key may, or when uploads waiting for workers already hold their bound; 507 when
+    Valkey is nearly full (store/memory.py). A refused job leaves nothing behind.
 
     The per-key limit sits below the queue's, so one key flooding the queue is refused before
     it fills the queue for everybody. It shares admission fairly, not execution: each queue
@@ -61,19 +62,29 @@ async def enqueue(
             f"the queue holds {depth} jobs, more than this service takes on; retry shortly",
             retry_after=5,
         )
+    await state.memory.check(len(upload or b""))
     caller = submission.caller
     limit = state.settings.max_unfinished_jobs_per_key if held_to_quotas(caller) else 0
     fields = {**fields, **webhook, "request_id": request_id(request, job_id), "owner": caller.name}
     if traceparent := traceparent_for_job(request.headers.get("traceparent")):
         fields["traceparent"] = traceparent  # the worker's spans join the request's trace
-    if not await state.jobs.create(job_id, kind, fields, upload=upload, max_unfinished=limit):
+    created = await state.jobs.create(job_id, kind, fields, upload=upload, max_unfinished=limit)
+    if created == "too_many_jobs":
         raise LimitReached(
             f"this key has {limit} unfinished jobs, as many as a key may; retry when some "
             "have ended",
             code="too_many_jobs",
             retry_after=5,  # when one ends is not known; a question takes seconds
         )
-    await state.queue.put(job_id, kind)
+    if created == "uploads_pending":
+        # A backlog that drains by itself as workers ingest, like a deep queue: a 429 to retry,
+        # not the 507 of a store that needs old results to expire.
+        raise Overloaded(
+            f"uploads waiting for ingestion already hold {state.uploads.max_pending_bytes} "
+            "bytes, as many as this service keeps; retry once some are ingested",
+            retry_after=10,
+            code="uploads_pending",
+        )
 
 
 # What an X-Request-ID may be to be kept with the job and put on its worker's log lines.

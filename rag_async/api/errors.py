@@ -105,6 +105,7 @@ async def _redis_full(_: Request, error: Exception) -> Response:
         "insufficient_storage",
         "the job store (Redis/Valkey) is full, so this request was not accepted; try again "
         "once old jobs have expired or the operator has freed memory",
+        headers={"Retry-After": "10"},
     )
 
 

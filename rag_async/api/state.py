@@ -17,7 +17,9 @@ from rag_async.store.events import EventLog, LiveHub
 from rag_async.store.idempotency import IdempotencyKeys
 from rag_async.store.jobs import Cancellation, JobStore
 from rag_async.store.keys import Keys
+from rag_async.store.memory import MemoryGauge
 from rag_async.store.queue import JobQueue
+from rag_async.store.uploads import Uploads
 
 
 @dataclass(slots=True)
@@ -26,6 +28,8 @@ class AppState:
     keys: Keys
     redis: ArqRedis  # one bounded pool, shared by the stores below
     jobs: JobStore
+    uploads: Uploads
+    memory: MemoryGauge  # refuses new work before Valkey's maxmemory
     queue: JobQueue
     events: EventLog
     hub: LiveHub
@@ -46,15 +50,18 @@ class AppState:
         events = EventLog(redis, keys, ttl)
         queue = JobQueue(redis, keys)
         keyring = KeyRing.from_settings(settings)
+        uploads = Uploads(redis, keys, settings.max_pending_upload_bytes)
         return cls(
             settings=settings,
             keys=keys,
             redis=redis,
-            jobs=JobStore(redis, keys, ttl),
+            jobs=JobStore(redis, keys, ttl, uploads),
+            uploads=uploads,
+            memory=MemoryGauge(redis, settings.valkey_memory_reserve),
             queue=queue,
             events=events,
             hub=LiveHub(redis, keys),
-            cancellation=Cancellation(redis, keys, events, queue),
+            cancellation=Cancellation(redis, keys, events, queue, uploads),
             idempotency=IdempotencyKeys(redis, keys, ttl),
             registry=DocumentRegistry(redis, keys),
             dead_letters=DeadLetters(redis, keys),

@@ -309,10 +309,10 @@ async def _end_if_cancelled(run: Run, spec: JobSpec) -> None:
 
 async def _ended(run: Run, spec: JobSpec, outcome: str, reason: str = "") -> None:
     """What every end of a job does once its last event is written, whichever the end: the
-    upload dropped, the outcome counted, the kind's hook for a job that did not complete,
-    the webhook queued."""
+    upload dropped (kept for a dead letter, which may be requeued), the outcome counted, the
+    kind's hook for a job that did not complete, the webhook queued."""
     services = run.services
-    await services.jobs.ended(run.job_id)
+    await services.jobs.ended(run.job_id, keep_upload=outcome == "dead_lettered")
     await services.outcomes.count(run.record.kind, outcome)
     if outcome != "complete" and spec.on_failure is not None:
         await spec.on_failure(services, run.record, reason)

@@ -32,6 +32,7 @@ from rag_async.store.documents import DocumentRegistry
 from rag_async.store.events import EventLog
 from rag_async.store.jobs import JobStore
 from rag_async.store.keys import Keys
+from rag_async.store.uploads import Uploads
 from rag_async.store.webhooks import Webhooks
 from rag_async.store.workers import RunningJobs
 from rag_async.webhooks import Courier
@@ -46,6 +47,7 @@ class Services:
     settings: Settings
     keys: Keys
     jobs: JobStore
+    uploads: Uploads  # the bytes ingestion jobs were given
     events: EventLog
     retriever: Retriever
     llm: LLM
@@ -97,13 +99,15 @@ class Services:
                 embedder = OpenAIEmbedder(embed_client, settings.embed_model)
             retriever = await Retriever.open(store, settings, lexical=lexical, embedder=embedder)
             keys = Keys(settings.key_prefix)
+            uploads = Uploads(redis, keys)
             worker = worker_name()
             return cls(
                 worker=worker,
                 breakers=_breakers(settings),
                 settings=settings,
                 keys=keys,
-                jobs=JobStore(redis, keys, settings.result_ttl),
+                jobs=JobStore(redis, keys, settings.result_ttl, uploads),
+                uploads=uploads,
                 events=EventLog(redis, keys, settings.result_ttl),
                 retriever=retriever,
                 llm=_llm(settings, http, lexical, DocumentRegistry(redis, keys)),

@@ -46,7 +46,8 @@ async def requeue(state: State, job_id: Annotated[str, Path()]) -> JobAccepted:
 
 @router.delete("/dead-letters/{job_id}", status_code=204, responses=_NOT_FOUND)
 async def drop(state: State, job_id: Annotated[str, Path()]) -> Response:
-    """Forget a dead letter (its job stays failed)."""
+    """Forget a dead letter (its job stays failed), and the upload it kept for a requeue."""
     if not await state.dead_letters.remove(job_id):
         raise NotFound(f"no dead letter {job_id[:80]!r}")
+    await state.uploads.drop(job_id)
     return Response(status_code=204)
