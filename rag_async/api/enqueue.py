@@ -12,7 +12,7 @@ from fastapi import Request
 
 from rag_async.api.quotas import held_to_quotas
 from rag_async.api.state import AppState
-from rag_async.domain.errors import LimitReached, Overloaded
+from rag_async.domain.errors import LimitReached, Overloaded, StoreFull
 from rag_async.domain.events import StatusEvent
 from rag_async.domain.identity import Principal
 from rag_async.domain.job import JobRecord, JobStatus, WebhookDelivery, record_fields
@@ -49,7 +49,8 @@ async def enqueue(
     """Record the job and put it on its queue, in one step (jobs.py), or refuse it: 429 when
     its queue is deeper than this service takes on, when the caller has as many unfinished
     jobs as a key may, or when uploads waiting for workers already hold their bound; 507 when
-    Valkey is nearly full (store/memory.py). A refused job leaves nothing behind.
+    Valkey is nearly full (store/memory.py). All but the queue's depth are checked in the
+    step that creates the job, and a refused job leaves nothing behind.
 
     The per-key limit sits below the queue's, so one key flooding the queue is refused before
     it fills the queue for everybody. It shares admission fairly, not execution: each queue
@@ -62,7 +63,6 @@ async def enqueue(
             f"the queue holds {depth} jobs, more than this service takes on; retry shortly",
             retry_after=5,
         )
-    await state.memory.check(len(upload or b""))
     caller = submission.caller
     limit = state.settings.max_unfinished_jobs_per_key if held_to_quotas(caller) else 0
     fields = {**fields, **webhook, "request_id": request_id(request, job_id), "owner": caller.name}
@@ -75,6 +75,12 @@ async def enqueue(
             "have ended",
             code="too_many_jobs",
             retry_after=5,  # when one ends is not known; a question takes seconds
+        )
+    if created == "store_full":
+        raise StoreFull(
+            "the job store (Valkey) is nearly full, so new work is not accepted while the jobs "
+            "already accepted finish and free memory; try again shortly",
+            retry_after=10,
         )
     if created == "uploads_pending":
         # A backlog that drains by itself as workers ingest, like a deep queue: a 429 to retry,

@@ -17,7 +17,6 @@ from rag_async.store.events import EventLog, LiveHub
 from rag_async.store.idempotency import IdempotencyKeys
 from rag_async.store.jobs import Cancellation, JobStore
 from rag_async.store.keys import Keys
-from rag_async.store.memory import MemoryGauge
 from rag_async.store.queue import JobQueue
 from rag_async.store.uploads import Uploads
 
@@ -29,7 +28,6 @@ class AppState:
     redis: ArqRedis  # one bounded pool, shared by the stores below
     jobs: JobStore
     uploads: Uploads
-    memory: MemoryGauge  # refuses new work before Valkey's maxmemory
     queue: JobQueue
     events: EventLog
     hub: LiveHub
@@ -55,9 +53,8 @@ class AppState:
             settings=settings,
             keys=keys,
             redis=redis,
-            jobs=JobStore(redis, keys, ttl, uploads),
+            jobs=JobStore(redis, keys, ttl, uploads, memory_reserve=settings.valkey_memory_reserve),
             uploads=uploads,
-            memory=MemoryGauge(redis, settings.valkey_memory_reserve),
             queue=queue,
             events=events,
             hub=LiveHub(redis, keys),

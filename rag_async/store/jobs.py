@@ -21,6 +21,7 @@ from rag_async.domain.job import JobRecord, JobStatus, record_fields
 from rag_async.metrics import JobOutcomes
 from rag_async.store.events import EventLog
 from rag_async.store.keys import Keys
+from rag_async.store.memory import LUA as MEMORY_LUA
 from rag_async.store.queue import LUA as QUEUE_LUA
 from rag_async.store.queue import JobQueue, Kind, arq_entry
 from rag_async.store.uploads import LUA as UPLOADS_LUA
@@ -51,10 +52,11 @@ return redis.call('HINCRBY', KEYS[1], 'attempt', 1)
 # write, and a prune that writes first would let the rest of the job past the limit.
 # KEYS: 1 job hash, 2 the owner's unfinished jobs, 3-6 the upload's, 7-9 arq's entry's.
 # ARGV: 1 job id, 2 ttl, 3 the owner's limit (0: none), 4 the bound on pending uploads (0:
-# none), 5 '1' if there is an upload, 6 the upload, 7-10 arq's entry, then the record's fields
-# and values. Returns 'created', or what refused the job.
+# none), 5 '1' if there is an upload, 6 the upload, 7 the memory reserve (memory.py), 8-11
+# arq's entry, then the record's fields and values. Returns 'created', or what refused the job.
 _CREATE = (
     "#!lua\n"
+    + MEMORY_LUA
     + UPLOADS_LUA
     + QUEUE_LUA
     + """
@@ -66,16 +68,18 @@ local u = {KEYS[3], KEYS[4], KEYS[5], KEYS[6]}
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - ttl)
 local limit = tonumber(ARGV[3])
 if limit > 0 and redis.call('ZCARD', KEYS[2]) >= limit then return 'too_many_jobs' end
+local size = string.len(ARGV[6])
+if memory_over(tonumber(ARGV[7]), size) then return 'store_full' end
 local upload = ARGV[5] == '1'
 if upload then
   uploads_prune(u, now)
-  if not uploads_fit(u, string.len(ARGV[6]), tonumber(ARGV[4])) then return 'uploads_pending' end
+  if not uploads_fit(u, size, tonumber(ARGV[4])) then return 'uploads_pending' end
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 11))
+redis.call('HSET', KEYS[1], unpack(ARGV, 12))
 redis.call('EXPIRE', KEYS[1], ttl)
 if upload then uploads_keep(u, ARGV[1], ARGV[6], ttl, now) end
 redis.call('ZADD', KEYS[2], now, ARGV[1])
-arq_enqueue({KEYS[7], KEYS[8], KEYS[9]}, {ARGV[7], ARGV[8], ARGV[9], ARGV[10]})
+arq_enqueue({KEYS[7], KEYS[8], KEYS[9]}, {ARGV[8], ARGV[9], ARGV[10], ARGV[11]})
 return 'created'
 """
 )
@@ -100,15 +104,26 @@ redis.call('ZREM', ARGV[3] .. (redis.call('HGET', KEYS[1], 'owner') or ''), ARGV
 )
 
 # What refused a job's creation, or "created".
-Created = Literal["created", "too_many_jobs", "uploads_pending"]
+Created = Literal["created", "too_many_jobs", "store_full", "uploads_pending"]
 
 
 class JobStore:
-    def __init__(self, redis: Redis, keys: Keys, ttl: int, uploads: Uploads | None = None) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        ttl: int,
+        uploads: Uploads | None = None,
+        *,
+        memory_reserve: float = 0.0,
+    ) -> None:
         self._redis = redis
         self._keys = keys
         self._ttl = ttl
         self.uploads = uploads or Uploads(redis, keys)
+        # New jobs are refused once Valkey's used memory would pass its maxmemory less this
+        # share of it (memory.py); the workers' writes use the rest.
+        self._memory_reserve = memory_reserve
         self._start_attempt = redis.register_script(_START_ATTEMPT)
         self._create = redis.register_script(_CREATE)
         self._end = redis.register_script(_END)
@@ -128,9 +143,10 @@ class JobStore:
 
         The job counts as unfinished for its owner (`fields["owner"]`) until it ends. Nothing
         is written, and what refused the job is returned, when the owner already has
-        `max_unfinished` jobs or the upload would take the pending uploads past their bound
-        (checked in the same step, so concurrent requests cannot overshoot either). Raises
-        `StoreFull`, having written nothing, when Valkey is at its memory limit."""
+        `max_unfinished` jobs, when Valkey's used memory would pass the line below its
+        maxmemory (memory.py), or when the upload would take the pending uploads past their
+        bound: checked in the same step, so concurrent requests cannot overshoot any of them.
+        Raises `StoreFull`, having written nothing, when Valkey is at its memory limit."""
         owner = fields.get("owner", "")
         record = record_fields(kind=kind, status=JobStatus.QUEUED, created_at=time.time(), **fields)
         pairs = [item for field in record.items() for item in field]
@@ -139,9 +155,10 @@ class JobStore:
         keys += [*self.uploads.script_keys(job_id), *arq.keys]
         bound = self.uploads.max_pending_bytes
         has_upload = "1" if upload is not None else ""
-        head = [job_id, self._ttl, max_unfinished, bound, has_upload, upload or b"", *arq.args]
+        args: list[str | int | float | bytes] = [job_id, self._ttl, max_unfinished, bound]
+        args += [has_upload, upload or b"", self._memory_reserve, *arq.args, *pairs]
         try:
-            created = await self._create(keys=keys, args=[*head, *pairs])
+            created = await self._create(keys=keys, args=args)
         except OutOfMemoryError:
             raise StoreFull(
                 "the job store (Valkey) is full, so this job was not accepted; try again once "
