@@ -88,9 +88,8 @@ async def test_an_upload_flood_at_valkeys_limit_ends_every_accepted_job_then_rec
         for response in refused:
             assert response.status_code == 507, response.text
             error = refusal(response)
-            assert error["code"] == "insufficient_storage" and "nearly full" in error["message"], (
-                error
-            )
+            assert error["code"] == "insufficient_storage", error
+            assert "nearly full" in error["message"], error
 
         async def all_ended() -> bool:
             views = [await stack.client.job(job_id) for job_id in accepted]
