@@ -8,6 +8,7 @@ in the same step that appends an event (eventlog.py). The record expires with th
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Mapping
 from typing import Literal
@@ -103,6 +104,9 @@ redis.call('ZREM', ARGV[3] .. (redis.call('HGET', KEYS[1], 'owner') or ''), ARGV
 """
 )
 
+# How long uploads are refused without a word to Valkey after it was found past the line.
+_FULL_FOR = 1.0
+
 # What refused a job's creation, or "created".
 Created = Literal["created", "too_many_jobs", "store_full", "uploads_pending"]
 
@@ -124,6 +128,13 @@ class JobStore:
         # New jobs are refused once Valkey's used memory would pass its maxmemory less this
         # share of it (memory.py); the workers' writes use the rest.
         self._memory_reserve = memory_reserve
+        # Valkey holds a command's bytes before its script can refuse them, so uploads sent at
+        # once could pass the memory line together, by as many as were on their way: one at a
+        # time from this process, the reserve needs to hold one upload per API process.
+        self._sending_upload = asyncio.Lock()
+        # Once Valkey is found past the line, uploads are refused here for a moment rather
+        # than each sent whole to be refused there (its bytes held by Valkey meanwhile).
+        self._full_until = 0.0  # monotonic
         self._start_attempt = redis.register_script(_START_ATTEMPT)
         self._create = redis.register_script(_CREATE)
         self._end = redis.register_script(_END)
@@ -157,8 +168,14 @@ class JobStore:
         has_upload = "1" if upload is not None else ""
         args: list[str | int | float | bytes] = [job_id, self._ttl, max_unfinished, bound]
         args += [has_upload, upload or b"", self._memory_reserve, *arq.args, *pairs]
+        if upload is not None and time.monotonic() < self._full_until:
+            return "store_full"
         try:
-            created = await self._create(keys=keys, args=args)
+            if upload is None:
+                created = await self._create(keys=keys, args=args)
+            else:
+                async with self._sending_upload:
+                    created = await self._create(keys=keys, args=args)
         except OutOfMemoryError:
             raise StoreFull(
                 "the job store (Valkey) is full, so this job was not accepted; try again once "
@@ -166,6 +183,8 @@ class JobStore:
                 retry_after=10,
             ) from None
         result: Created = created.decode()
+        if result == "store_full":
+            self._full_until = time.monotonic() + _FULL_FOR
         return result
 
     async def get(self, job_id: str) -> JobRecord | None:
