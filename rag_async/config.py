@@ -65,7 +65,9 @@ class Settings(BaseSettings):
     valkey_maxmemory: str = Field(default="512mb", pattern=r"(?i)^[0-9]+([kmg]b?|b)?$")
     # The share of Valkey's maxmemory (the embedded one's, or a server's) kept for the writes
     # that running jobs need to end: new work is refused (507) once used memory passes the
-    # rest. A Valkey without maxmemory has no such line.
+    # rest. A Valkey without maxmemory has no such line. It must also hold one upload on its
+    # way (max_document_bytes) per API process: Valkey takes a command's bytes in before
+    # refusing them.
     valkey_memory_reserve: float = Field(default=0.2, ge=0, lt=1)
     # Seconds for one call to a Qdrant server: searches take milliseconds, an upsert batch of a
     # big document a few seconds on a loaded server. A failure is retried by the job.
