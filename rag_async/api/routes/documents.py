@@ -133,8 +133,8 @@ async def _add_files(submission: Submission) -> DocumentAccepted:
     """One ingestion job per acceptable file; the others are listed as rejected, or, when no
     file is acceptable, the request fails with their reason. Each file's job is created in
     one step or not at all (jobs.py), so the answer tells each file's fate: a file listed as
-    rejected has no job, and a limit met part-way (a full Valkey included) refuses the files
-    from there on, never the ones queued before."""
+    rejected has no job, and a limit met part-way (a full Valkey included) refuses that file
+    and, as a rule, those after it, never the ones queued before."""
     state = submission.state
     most = state.settings.max_files_per_upload
     # Starlette's own cap (a 400) only beyond ours; the body's size bounds the parsing anyway.
