@@ -12,11 +12,12 @@ from fastapi import Request
 
 from rag_async.api.quotas import held_to_quotas
 from rag_async.api.state import AppState
-from rag_async.domain.errors import LimitReached, Overloaded, StoreFull
+from rag_async.domain.errors import LimitReached, Overloaded, RagError, StoreFull
 from rag_async.domain.events import StatusEvent
 from rag_async.domain.identity import Principal
 from rag_async.domain.job import JobRecord, JobStatus, WebhookDelivery, record_fields
 from rag_async.domain.schemas import JobAccepted
+from rag_async.store.jobs import Created
 from rag_async.store.queue import Kind
 from rag_async.tracing import traceparent_for_job
 from rag_async.webhooks import webhook_fields
@@ -69,28 +70,33 @@ async def enqueue(
     if traceparent := traceparent_for_job(request.headers.get("traceparent")):
         fields["traceparent"] = traceparent  # the worker's spans join the request's trace
     created = await state.jobs.create(job_id, kind, fields, upload=upload, max_unfinished=limit)
-    if created == "too_many_jobs":
-        raise LimitReached(
+    if created != "created":
+        raise _refusal(created, state, limit)
+
+
+def _refusal(why: Created, state: AppState, limit: int) -> RagError:
+    """The error for a job that `JobStore.create` refused, and why."""
+    if why == "too_many_jobs":
+        return LimitReached(
             f"this key has {limit} unfinished jobs, as many as a key may; retry when some "
             "have ended",
             code="too_many_jobs",
             retry_after=5,  # when one ends is not known; a question takes seconds
         )
-    if created == "store_full":
-        raise StoreFull(
+    if why == "store_full":
+        return StoreFull(
             "the job store (Valkey) is nearly full, so new work is not accepted while the jobs "
             "already accepted finish and free memory; try again shortly",
             retry_after=10,
         )
-    if created == "uploads_pending":
-        # A backlog that drains by itself as workers ingest, like a deep queue: a 429 to retry,
-        # not the 507 of a store that needs old results to expire.
-        raise Overloaded(
-            f"uploads waiting for ingestion already hold {state.uploads.max_pending_bytes} "
-            "bytes, as many as this service keeps; retry once some are ingested",
-            retry_after=10,
-            code="uploads_pending",
-        )
+    # A backlog that drains by itself as workers ingest, like a deep queue: a 429 to retry,
+    # not the 507 of a store that needs old results to expire.
+    return Overloaded(
+        f"uploads waiting for ingestion already hold {state.uploads.max_pending_bytes} bytes, "
+        "as many as this service keeps; retry once some are ingested",
+        retry_after=10,
+        code="uploads_pending",
+    )
 
 
 # What an X-Request-ID may be to be kept with the job and put on its worker's log lines.
