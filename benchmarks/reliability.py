@@ -256,6 +256,48 @@ async def llm_hangs(trial: Trial) -> None:
     await trial.until_served("hang", 10)
 
 
+async def upload_flood(trial: Trial) -> None:
+    """Valkey's maxmemory cut to what it holds plus 8 MB, then 5 s of uploads (1 MB files, 4
+    at a time) far past it; then, the flood stopped, every upload the API took must end."""
+    async with Redis.from_url(trial.svc.valkey.url) as redis:
+        used = int((await redis.info("memory"))["used_memory"])
+        await redis.config_set("maxmemory", used + 8 * 2**20)
+    trial.at_fault()
+    accepted: list[str] = []
+    refused = Counter[str]()
+    stop = time.monotonic() + 5.0
+
+    async def lane(n: int) -> None:
+        while time.monotonic() < stop:
+            content = f"flood {n} tea ".encode() * 70_000  # each file its own: none unchanged
+            try:
+                accepted.append((await trial.client.upload([(f"f{n}.txt", content)]))["job_id"])
+            except ApiError as error:
+                refused[f"HTTP {error.status} {error.code}"] += 1
+            n += 4
+
+    await asyncio.gather(*(lane(n) for n in range(4)))
+    trial.fault_end = time.monotonic()
+    ended = await until_ended(trial, accepted, within=PATIENCE)
+    refusals = ", ".join(f"{n} x {r}" for r, n in refused.items()) or "none"
+    trial.notes.append(
+        f"uploads: {len(accepted)} accepted, {ended.total()} ended "
+        f"({', '.join(f'{n} {s}' for s, n in ended.items())}), "
+        f"{len(accepted) - ended.total()} lost; refused: {refusals}"
+    )
+
+
+async def until_ended(trial: Trial, job_ids: list[str], within: float) -> Counter[str]:
+    """How the jobs ended (by status), once all have or `within` seconds have passed."""
+    deadline = time.monotonic() + within
+    while True:
+        statuses = [(await trial.client.job(job_id))["status"] for job_id in job_ids]
+        ended = Counter(s for s in statuses if s in ("complete", "failed", "cancelled"))
+        if ended.total() == len(job_ids) or time.monotonic() > deadline:
+            return ended
+        await asyncio.sleep(1.0)
+
+
 def recovery_env(recovery: dict[str, float]) -> dict[str, str]:
     return {
         "RAG_WORKER_HEARTBEAT": f"{recovery['heartbeat']:g}",
@@ -289,6 +331,7 @@ SCENARIOS = [
     Scenario("llm-500", "LLM 500 burst (40)", llm_500_burst),
     Scenario("llm-drop", "LLM streams dropped (1 in 5, 4 s)", llm_drops),
     Scenario("llm-hang", "LLM hangs after headers (10)", llm_hangs),
+    Scenario("valkey-full", "upload flood at Valkey's maxmemory (5 s)", upload_flood),
 ]
 
 

@@ -63,6 +63,12 @@ class Settings(BaseSettings):
     # and the API says so, rather than Valkey evicting jobs; the machine's OOM killer would
     # take the whole server.
     valkey_maxmemory: str = Field(default="512mb", pattern=r"(?i)^[0-9]+([kmg]b?|b)?$")
+    # The share of Valkey's maxmemory (the embedded one's, or a server's) kept for the writes
+    # that running jobs need to end: new work is refused (507) once used memory passes the
+    # rest. A Valkey without maxmemory has no such line. It must also hold one upload on its
+    # way (max_document_bytes) per API process: Valkey takes a command's bytes in before
+    # refusing them.
+    valkey_memory_reserve: float = Field(default=0.2, ge=0, lt=1)
     # Seconds for one call to a Qdrant server: searches take milliseconds, an upsert batch of a
     # big document a few seconds on a loaded server. A failure is retried by the job.
     qdrant_timeout: float = Field(default=30.0, gt=0)
@@ -110,6 +116,10 @@ class Settings(BaseSettings):
     # Bytes of documents (as uploaded) a key keeps in the registry: their chunks and vectors
     # fill Qdrant in proportion.
     max_stored_bytes_per_key: int = Field(default=1024**3, ge=0)
+    # Bytes of uploads waiting for their ingestion jobs (held in Valkey until the job ends),
+    # all keys together: beyond it an upload is refused with 429 until workers catch up. One
+    # upload is always let in when none is waiting. 0: no bound but the memory reserve.
+    max_pending_upload_bytes: int = Field(default=128 * 1024**2, ge=0)
     # Files in one multipart upload: each becomes a job (the body's bytes are capped as well,
     # at about twice max_document_bytes).
     max_files_per_upload: int = Field(default=20, ge=1)

@@ -12,9 +12,10 @@ from fastapi import Request
 
 from rag_async.api.quotas import held_to_quotas
 from rag_async.api.state import AppState
-from rag_async.domain.errors import LimitReached, Overloaded
+from rag_async.domain.errors import LimitReached, Overloaded, RagError, StoreFull
 from rag_async.domain.identity import Principal
 from rag_async.domain.schemas import JobAccepted
+from rag_async.store.jobs import Created
 from rag_async.store.queue import JOB_KINDS, Kind
 from rag_async.tracing import traceparent_for_job
 from rag_async.webhooks import webhook_fields
@@ -44,9 +45,11 @@ async def enqueue(
     *,
     upload: bytes | None = None,
 ) -> None:
-    """Record the job, then enqueue it (a worker may pick it up at once, so record first).
-    Refused with 429 when its queue is deeper than this service takes on, or when the caller
-    has as many unfinished jobs as a key may.
+    """Record the job and put it on its queue, in one step (jobs.py), or refuse it: 429 when
+    its queue is deeper than this service takes on, when the caller has as many unfinished
+    jobs as a key may, or when uploads waiting for workers already hold their bound; 507 when
+    Valkey is nearly full (store/memory.py). All but the queue's depth are checked in the
+    step that creates the job, and a refused job leaves nothing behind.
 
     The per-key limit sits below the queue's, so one key flooding the queue is refused before
     it fills the queue for everybody. It shares admission fairly, not execution: each queue
@@ -65,14 +68,34 @@ async def enqueue(
     fields = {**fields, **webhook, "request_id": request_id(request, job_id), "owner": caller.name}
     if traceparent := traceparent_for_job(request.headers.get("traceparent")):
         fields["traceparent"] = traceparent  # the worker's spans join the request's trace
-    if not await state.jobs.create(job_id, kind, fields, upload=upload, max_unfinished=limit):
-        raise LimitReached(
+    created = await state.jobs.create(job_id, kind, fields, upload=upload, max_unfinished=limit)
+    if created != "created":
+        raise _refusal(created, state, limit)
+
+
+def _refusal(why: Created, state: AppState, limit: int) -> RagError:
+    """The error for a job that `JobStore.create` refused, and why."""
+    if why == "too_many_jobs":
+        return LimitReached(
             f"this key has {limit} unfinished jobs, as many as a key may; retry when some "
             "have ended",
             code="too_many_jobs",
             retry_after=5,  # when one ends is not known; a question takes seconds
         )
-    await state.queue.put(job_id, kind)
+    if why == "store_full":
+        return StoreFull(
+            "the job store (Valkey) is nearly full, so new work is not accepted while the jobs "
+            "already accepted finish and free memory; try again shortly",
+            retry_after=10,
+        )
+    # A backlog that drains by itself as workers ingest, like a deep queue: a 429 to retry,
+    # not the 507 of a store that needs old results to expire.
+    return Overloaded(
+        f"uploads waiting for ingestion already hold {state.uploads.max_pending_bytes} bytes, "
+        "as many as this service keeps; retry once some are ingested",
+        retry_after=10,
+        code="uploads_pending",
+    )
 
 
 # What an X-Request-ID may be to be kept with the job and put on its worker's log lines.

@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from rag_async.api.bodies import utf8_problem
 from rag_async.domain.errors import RagError
 from rag_async.domain.schemas import ErrorBody
-from rag_async.store.errors import StoreFull, StoreUnreachable
+from rag_async.store.errors import StoreOutOfMemory, StoreUnreachable
 
 log = structlog.get_logger(__name__)
 
@@ -47,7 +47,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
     for unreachable in StoreUnreachable:
         app.add_exception_handler(unreachable, _redis_down)
-    app.add_exception_handler(StoreFull, _redis_full)
+    app.add_exception_handler(StoreOutOfMemory, _redis_full)
     # Starlette calls this for any exception no other handler took (then re-raises it, so the
     # server logs it too): the client gets the one shape, never a traceback.
     app.add_exception_handler(Exception, _unexpected)
@@ -103,6 +103,7 @@ async def _redis_full(_: Request, error: Exception) -> Response:
         "insufficient_storage",
         "the job store (Redis/Valkey) is full, so this request was not accepted; try again "
         "once old jobs have expired or the operator has freed memory",
+        headers={"Retry-After": "10"},
     )
 
 

@@ -19,6 +19,7 @@ from rag_async.store.jobs import JobStore
 from rag_async.store.keys import Keys
 from rag_async.store.queue import JobQueue
 from rag_async.store.rate import RateLimiter
+from rag_async.store.uploads import Uploads
 from rag_async.store.webhooks import Webhooks
 from rag_async.worker.ends import Ends
 
@@ -61,6 +62,10 @@ class AppState:
     def webhooks(self) -> Webhooks:
         return self.ends.webhooks
 
+    @property
+    def uploads(self) -> Uploads:
+        return self.ends.jobs.uploads
+
     @classmethod
     def open(cls, settings: Settings, redis: ArqRedis) -> AppState:
         """Every store of the API process, over one Redis pool."""
@@ -71,7 +76,7 @@ class AppState:
             settings=settings,
             keys=keys,
             redis=redis,
-            ends=Ends.open(redis, keys, ttl),
+            ends=Ends.open(redis, keys, settings),
             hub=LiveHub(redis, keys),
             idempotency=IdempotencyKeys(redis, keys, ttl),
             keyring=keyring,

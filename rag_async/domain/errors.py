@@ -65,6 +65,22 @@ class Overloaded(RagError):
     status_code = 429
     code = "overloaded"
 
+    def __init__(self, message: str, *, retry_after: int, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
+class StoreFull(RagError):
+    """Valkey is at or near its memory limit: new work is refused while the reserve left lets
+    running jobs end (and free the uploads they hold). It passes once they have, or once old
+    results expire, so the answer says when to try again."""
+
+    status_code = 507
+    code = "insufficient_storage"
+
     def __init__(self, message: str, *, retry_after: int) -> None:
         super().__init__(message)
         self.retry_after = retry_after

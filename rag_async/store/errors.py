@@ -11,7 +11,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 # Valkey cannot be reached right now (down, restarting, a network away): worth a retry soon.
 StoreUnreachable = (RedisConnectionError, RedisTimeoutError)
 # Valkey refuses writes at its maxmemory (noeviction).
-StoreFull = OutOfMemoryError
+StoreOutOfMemory = OutOfMemoryError
 # Any failure of a call to Valkey.
 StoreError = RedisError
 

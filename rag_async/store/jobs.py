@@ -1,22 +1,32 @@
-"""The job record in Redis: one hash per job (domain/job.py says what it holds), the upload
-waiting for an ingestion job, and each owner's unfinished jobs (the per-key limit on them).
+"""The job record in Redis: one hash per job (domain/job.py says what it holds), created with
+its upload and its place on arq's queue in one step, and each owner's unfinished jobs (the
+per-key limit on them).
 
 This is the one writer of a job's hash outside the event log, whose Lua script updates fields
 in the same step that appends an event (store/events.py): creation, attempts, the end, a
 cancel asked of a running job, a requeue, and the state of the job's webhook. The record
-expires with the result. arq's keys are store/queue.py's alone.
+expires with the result. arq's keys are store/queue.py's alone: its Lua (`arq_enqueue`) is
+part of the creating script here, as the uploads' and the memory line's are.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Mapping
+from typing import Literal
 
 from redis.asyncio import Redis
+from redis.exceptions import OutOfMemoryError
 
+from rag_async.domain.errors import StoreFull
 from rag_async.domain.job import JobRecord, JobStatus, WebhookDelivery, record_fields
 from rag_async.store.keys import Keys
-from rag_async.store.queue import Kind
+from rag_async.store.memory import LUA as MEMORY_LUA
+from rag_async.store.queue import LUA as QUEUE_LUA
+from rag_async.store.queue import Kind, arq_entry
+from rag_async.store.uploads import LUA as UPLOADS_LUA
+from rag_async.store.uploads import Uploads
 
 _ENDED = [status.value for status in JobStatus if status.ended]
 
@@ -36,33 +46,65 @@ return redis.call('HINCRBY', KEYS[1], 'attempt', 1)
 # record, removed when the job ends or is cancelled off the queue. A set, so that a retried
 # job, or an end written twice (arq delivers at least once), still counts once.
 
-# KEYS: job hash, the owner's unfinished jobs, the upload. ARGV: job id, ttl, the owner's limit
-# (0: none), '1' if there is an upload, the upload, then the record's fields and values.
-# Returns 0, writing nothing, when the owner is at the limit.
-_CREATE = """
+# A job is created in one step: its record, its upload (uploads.py) and its place on arq's
+# queue (queue.py), or nothing at all. The `#!lua` line (with no `allow-oom` flag) has Valkey
+# refuse the whole script at its memory limit; a script without it is refused only at its first
+# write, and a prune that writes first would let the rest of the job past the limit.
+# KEYS: 1 job hash, 2 the owner's unfinished jobs, 3-6 the upload's, 7-9 arq's entry's.
+# ARGV: 1 job id, 2 ttl, 3 the owner's limit (0: none), 4 the bound on pending uploads (0:
+# none), 5 '1' if there is an upload, 6 the upload, 7 the memory reserve (memory.py), 8-11
+# arq's entry, then the record's fields and values. Returns 'created', or what refused the job.
+_CREATE = (
+    "#!lua\n"
+    + MEMORY_LUA
+    + UPLOADS_LUA
+    + QUEUE_LUA
+    + """
 local ttl = tonumber(ARGV[2])
 local now = tonumber(redis.call('TIME')[1])
+local u = {KEYS[3], KEYS[4], KEYS[5], KEYS[6]}
 -- A job still unfinished a result's life after it was created has lost its record (which
 -- expires then unless the job ended) and will never end: it no longer counts.
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - ttl)
 local limit = tonumber(ARGV[3])
-if limit > 0 and redis.call('ZCARD', KEYS[2]) >= limit then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 6))
+if limit > 0 and redis.call('ZCARD', KEYS[2]) >= limit then return 'too_many_jobs' end
+local size = string.len(ARGV[6])
+if memory_over(tonumber(ARGV[7]), size) then return 'store_full' end
+local upload = ARGV[5] == '1'
+if upload then
+  uploads_prune(u, now)
+  if not uploads_fit(u, size, tonumber(ARGV[4])) then return 'uploads_pending' end
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 12))
 redis.call('EXPIRE', KEYS[1], ttl)
-if ARGV[4] == '1' then redis.call('SET', KEYS[3], ARGV[5], 'EX', ttl) end
+if upload then uploads_keep(u, ARGV[1], ARGV[6], ttl, now) end
 redis.call('ZADD', KEYS[2], now, ARGV[1])
-return 1
+arq_enqueue({KEYS[7], KEYS[8], KEYS[9]}, {ARGV[8], ARGV[9], ARGV[10], ARGV[11]})
+return 'created'
 """
+)
 
-# KEYS: job hash, its events, its upload. ARGV: ttl, job id, the prefix of the owners'
-# unfinished-job sets (the owner is read from the record, so no caller can name another),
-# '1' to drop the upload (else it lives as long as the record: a dead letter's requeue reads it).
-_END = """
-redis.call('EXPIRE', KEYS[1], ARGV[1])
-redis.call('EXPIRE', KEYS[2], ARGV[1])
-if ARGV[4] == '1' then redis.call('DEL', KEYS[3]) else redis.call('EXPIRE', KEYS[3], ARGV[1]) end
+# KEYS: 1 job hash, 2 its events, 3-6 its upload's. ARGV: 1 ttl, 2 job id, 3 the prefix of the
+# owners' unfinished-job sets (the owner is read from the record, so no caller can name
+# another), 4 '1' to keep the upload for the record's life (a dead letter's), else dropped.
+_END = (
+    UPLOADS_LUA
+    + """
+local ttl = tonumber(ARGV[1])
+redis.call('EXPIRE', KEYS[1], ttl)
+redis.call('EXPIRE', KEYS[2], ttl)
+local u = {KEYS[3], KEYS[4], KEYS[5], KEYS[6]}
+if ARGV[4] == '1' then
+  uploads_retain(u, ARGV[2], ttl, tonumber(redis.call('TIME')[1]))
+else
+  uploads_drop(u, ARGV[2])
+end
 redis.call('ZREM', ARGV[3] .. (redis.call('HGET', KEYS[1], 'owner') or ''), ARGV[2])
 """
+)
+
+# How long uploads are refused without a word to Valkey after it was found past the line.
+_FULL_FOR = 1.0
 
 # KEYS: job hash. ARGV: the field's new value. A record that has expired stays gone, rather
 # than coming back as a hash of one field without a TTL.
@@ -72,12 +114,34 @@ redis.call('HSET', KEYS[1], 'webhook', ARGV[1])
 return 1
 """
 
+# What refused a job's creation, or "created".
+Created = Literal["created", "too_many_jobs", "store_full", "uploads_pending"]
+
 
 class JobStore:
-    def __init__(self, redis: Redis, keys: Keys, ttl: int) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        ttl: int,
+        uploads: Uploads | None = None,
+        *,
+        memory_reserve: float = 0.0,
+    ) -> None:
         self._redis = redis
         self._keys = keys
         self._ttl = ttl
+        self.uploads = uploads or Uploads(redis, keys)
+        # New jobs are refused once Valkey's used memory would pass its maxmemory less this
+        # share of it (memory.py); the workers' writes use the rest.
+        self._memory_reserve = memory_reserve
+        # Valkey holds a command's bytes before its script can refuse them, so uploads sent at
+        # once could pass the memory line together, by as many as were on their way: one at a
+        # time from this process, the reserve needs to hold one upload per API process.
+        self._sending_upload = asyncio.Lock()
+        # Once Valkey is found past the line, uploads are refused here for a moment rather
+        # than each sent whole to be refused there (its bytes held by Valkey meanwhile).
+        self._full_until = 0.0  # monotonic
         self._start_attempt = redis.register_script(_START_ATTEMPT)
         self._create = redis.register_script(_CREATE)
         self._end = redis.register_script(_END)
@@ -91,21 +155,45 @@ class JobStore:
         *,
         upload: bytes | None = None,
         max_unfinished: int = 0,
-    ) -> bool:
-        """Write a new queued job's record (and the bytes it will ingest); must happen before
-        the job is enqueued. The upload expires with the job if nobody takes it.
+    ) -> Created:
+        """Write a new job in one step: its record, the bytes it will ingest (they expire with
+        the record if nobody takes the job) and its place on arq's queue. A job is never
+        recorded but not queued, nor queued without its record.
 
-        The job counts as unfinished for its owner (`fields["owner"]`) until it ends; with
-        `max_unfinished`, nothing is written and False returned when the owner already has
-        that many (one atomic step, so concurrent requests cannot overshoot it)."""
+        The job counts as unfinished for its owner (`fields["owner"]`) until it ends. Nothing
+        is written, and what refused the job is returned, when the owner already has
+        `max_unfinished` jobs, when Valkey's used memory would pass the line below its
+        maxmemory (memory.py), or when the upload would take the pending uploads past their
+        bound: checked in the same step, so concurrent requests cannot overshoot any of them.
+        Raises `StoreFull`, having written nothing, when Valkey is at its memory limit."""
         owner = fields.get("owner", "")
         record = record_fields(kind=kind, status=JobStatus.QUEUED, created_at=time.time(), **fields)
         pairs = [item for field in record.items() for item in field]
+        arq = arq_entry(self._keys, job_id, kind)
         keys = [self._keys.job(job_id), self._keys.unfinished_jobs(owner)]
-        keys.append(self._keys.upload(job_id))
+        keys += [*self.uploads.script_keys(job_id), *arq.keys]
+        bound = self.uploads.max_pending_bytes
         has_upload = "1" if upload is not None else ""
-        head: list[str | int | bytes] = [job_id, self._ttl, max_unfinished, has_upload]
-        return bool(await self._create(keys=keys, args=[*head, upload or b"", *pairs]))
+        args: list[str | int | float | bytes] = [job_id, self._ttl, max_unfinished, bound]
+        args += [has_upload, upload or b"", self._memory_reserve, *arq.args, *pairs]
+        if upload is not None and time.monotonic() < self._full_until:
+            return "store_full"
+        try:
+            if upload is None:
+                created = await self._create(keys=keys, args=args)
+            else:
+                async with self._sending_upload:
+                    created = await self._create(keys=keys, args=args)
+        except OutOfMemoryError:
+            raise StoreFull(
+                "the job store (Valkey) is full, so this job was not accepted; try again once "
+                "running jobs have ended and freed memory",
+                retry_after=10,
+            ) from None
+        result: Created = created.decode()
+        if result == "store_full":
+            self._full_until = time.monotonic() + _FULL_FOR
+        return result
 
     async def get(self, job_id: str) -> JobRecord | None:
         raw: dict[bytes, bytes] = await self._redis.hgetall(self._keys.job(job_id))  # type: ignore[misc]
@@ -116,17 +204,20 @@ class JobStore:
         job has ended meanwhile. Conditional and atomic, so an ended job never runs again."""
         return int(await self._start_attempt(keys=[self._keys.job(job_id)], args=_ENDED))
 
-    async def ended(self, job_id: str, *, drop_upload: bool = True) -> None:
-        """The job has ended, however: its result lives `ttl` from now, the bytes it was
-        given, if any, are dropped at once (unless its kind keeps them, worker/kinds.py), and
-        it no longer counts as its owner's unfinished job. Safe to repeat."""
-        keys = [self._keys.job(job_id), self._keys.events(job_id), self._keys.upload(job_id)]
-        drop = "1" if drop_upload else ""
-        await self._end(keys=keys, args=[self._ttl, job_id, self._keys.unfinished_jobs(""), drop])
+    async def ended(self, job_id: str, *, keep_upload: bool = False) -> None:
+        """The job has ended, however: its result lives `ttl` from now, and it no longer
+        counts as its owner's unfinished job. The bytes it was given, if any, are dropped at
+        once, or with `keep_upload` (a dead letter, which may be requeued) live as long as
+        its record. Safe to repeat."""
+        keys = [self._keys.job(job_id), self._keys.events(job_id)]
+        keys += self.uploads.script_keys(job_id)
+        unfinished = self._keys.unfinished_jobs("")
+        await self._end(keys=keys, args=[self._ttl, job_id, unfinished, "1" if keep_upload else ""])
 
-    async def drop_upload(self, job_id: str) -> None:
-        """Drop the bytes a job kept past its end (a dead letter forgotten)."""
-        await self._redis.delete(self._keys.upload(job_id))
+    async def reopened(self, job_id: str, owner: str | None) -> None:
+        """An ended job runs again (a dead letter requeued): it counts as its owner's
+        unfinished job again, beyond the limit if need be (an admin chose to run it)."""
+        await self._redis.zadd(self._keys.unfinished_jobs(owner or ""), {job_id: int(time.time())})
 
     async def request_cancel(self, job_id: str) -> None:
         """Mark a running job for cancelling: its worker, told by store/queue.py's abort,
@@ -137,13 +228,3 @@ class JobStore:
         """Write the state of the job's webhook delivery; False if the record has expired."""
         value = record_fields(webhook=delivery)["webhook"]
         return bool(await self._save_webhook(keys=[self._keys.job(job_id)], args=[value]))
-
-    async def reopened(self, job_id: str, owner: str | None) -> None:
-        """An ended job runs again (a dead letter requeued): it counts as its owner's
-        unfinished job again, beyond the limit if need be (an admin chose to run it)."""
-        await self._redis.zadd(self._keys.unfinished_jobs(owner or ""), {job_id: int(time.time())})
-
-    async def upload(self, job_id: str) -> bytes | None:
-        """The bytes an ingestion job was given, while they have not expired."""
-        content: bytes | None = await self._redis.get(self._keys.upload(job_id))
-        return content

@@ -9,7 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix, retry_key_prefix
+from arq.constants import (
+    abort_jobs_ss,
+    in_progress_key_prefix,
+    job_key_prefix,
+    result_key_prefix,
+    retry_key_prefix,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,8 +40,25 @@ class Keys:
         return f"{self.prefix}conversation:{conversation_id}"
 
     def upload(self, job_id: str) -> str:
-        """String: a document's text waiting for its ingestion job."""
+        """String: a document's bytes waiting for its ingestion job (uploads.py)."""
         return f"{self.prefix}upload:{job_id}"
+
+    @property
+    def upload_bytes(self) -> str:
+        """Integer: the bytes of every pending upload, summed (the bound on them, uploads.py)."""
+        return f"{self.prefix}upload-bytes"
+
+    @property
+    def upload_sizes(self) -> str:
+        """Hash: job id -> the size of its pending upload, so the sum drops by it however the
+        upload goes (uploads.py)."""
+        return f"{self.prefix}upload-sizes"
+
+    @property
+    def upload_expiries(self) -> str:
+        """Sorted set: the job ids of pending uploads, by when they expire: one that expires
+        before it is dropped leaves the sum too (uploads.py)."""
+        return f"{self.prefix}upload-expiries"
 
     def document(self, document_id: str) -> str:
         """Hash: a document's registry entry (title, source, collection, chunks, status, ...)."""
@@ -102,6 +125,11 @@ class Keys:
     def arq_job(self, job_id: str) -> str:
         """String: arq's copy of a queued job's function and arguments."""
         return job_key_prefix + job_id
+
+    def arq_result(self, job_id: str) -> str:
+        """String: arq's result of a job (none kept here: keep_result is 0), which arq's
+        enqueue checks for, as queue.py's does."""
+        return result_key_prefix + job_id
 
     def arq_in_progress(self, job_id: str) -> str:
         """String: set while a worker runs the job; no other worker may start it meanwhile."""

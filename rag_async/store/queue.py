@@ -16,6 +16,7 @@ from typing import Literal
 
 import orjson
 from arq.connections import ArqRedis
+from arq.constants import expires_extra_ms
 from redis.asyncio import Redis
 
 from rag_async.store.keys import Keys
@@ -49,6 +50,57 @@ redis.call('DEL', KEYS[3])
 return 1
 """
 
+# Putting a job on arq's queue as arq's `ArqRedis.enqueue_job` does, in Lua so that the job
+# store can do it in the same step as the job's record (jobs.py). `q` is `ArqEntry.keys`: arq's
+# copy of the job, its result, the queue; `a` is `ArqEntry.args`.
+LUA = """
+-- A job arq has (or had, its result kept) under this id is not enqueued again.
+local function arq_taken(q)
+  return redis.call('EXISTS', q[1], q[2]) > 0
+end
+
+local function arq_enqueue(q, a)
+  redis.call('PSETEX', q[1], a[4], a[2])
+  redis.call('ZADD', q[3], a[3], a[1])
+end
+"""
+
+_PUT = (
+    LUA
+    + """
+local q = {KEYS[1], KEYS[2], KEYS[3]}
+if arq_taken(q) then return 0 end
+arq_enqueue(q, ARGV)
+return 1
+"""
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ArqEntry:
+    """What `LUA` writes to put one job on arq's queue."""
+
+    keys: list[str]  # arq's job, arq's result, the queue
+    args: list[str | int | bytes]  # job id, arq's payload, score (ms), the payload's life (ms)
+
+
+def arq_entry(keys: Keys, job_id: str, kind: Kind) -> ArqEntry:
+    """The job as arq itself would enqueue it now: its function and id as the one argument,
+    serialized with the workers' serializer (orjson), first in line at its enqueue time."""
+    now_ms = round(time.time() * 1000)
+    payload: dict[str, object] = {
+        "t": None,
+        "f": JOB_KINDS[kind].function,
+        "a": [job_id],
+        "k": {},
+        "et": now_ms,
+    }
+    queue = keys.queue(JOB_KINDS[kind].lane)
+    return ArqEntry(
+        keys=[keys.arq_job(job_id), keys.arq_result(job_id), queue],
+        args=[job_id, orjson.dumps(payload), now_ms, expires_extra_ms],
+    )
+
 
 class JobQueue:
     """The arq queues, as the API and the lifecycle use them (the workers read them through
@@ -64,6 +116,7 @@ class JobQueue:
         self._keys = keys
         self._depth = self._redis.register_script(_DEPTH)
         self._take_off = self._redis.register_script(_TAKE_OFF)
+        self._put = self._redis.register_script(_PUT)
 
     def name(self, kind: Kind) -> str:
         return self._keys.queue(JOB_KINDS[kind].lane)
@@ -74,9 +127,10 @@ class JobQueue:
         return None if rank is None else int(rank) + 1
 
     async def put(self, job_id: str, kind: Kind) -> None:
-        """Hand a recorded job to arq, under its own id (so a repeat enqueues nothing)."""
-        function = JOB_KINDS[kind].function
-        await self._redis.enqueue_job(function, job_id, _job_id=job_id, _queue_name=self.name(kind))
+        """Hand a recorded job to arq again (a dead letter requeued), under its own id, so a
+        repeat enqueues nothing. A new job is put on the queue with its record (jobs.py)."""
+        entry = arq_entry(self._keys, job_id, kind)
+        await self._put(keys=entry.keys, args=entry.args)
 
     async def take_off(self, job_id: str, kind: Kind) -> bool:
         """Take a job that no worker has started off its queue; False if it is not waiting

@@ -20,6 +20,7 @@ from typing import Literal
 
 from redis.asyncio import Redis
 
+from rag_async.config import Settings
 from rag_async.domain.events import CancelledEvent, StatusEvent
 from rag_async.domain.job import JobRecord, JobStatus, WebhookDelivery, record_fields
 from rag_async.metrics import JobOutcomes
@@ -30,6 +31,7 @@ from rag_async.store.events import EventLog
 from rag_async.store.jobs import JobStore
 from rag_async.store.keys import Keys
 from rag_async.store.queue import JobQueue
+from rag_async.store.uploads import Uploads
 from rag_async.store.webhooks import Webhooks
 from rag_async.worker.kinds import KIND_POLICIES
 
@@ -51,8 +53,11 @@ class Ends:
     registry: DocumentRegistry  # for the document kinds' failure hook
 
     @classmethod
-    def open(cls, redis: Redis, keys: Keys, ttl: int) -> Ends:
-        jobs = JobStore(redis, keys, ttl)
+    def open(cls, redis: Redis, keys: Keys, settings: Settings) -> Ends:
+        ttl = settings.result_ttl
+        uploads = Uploads(redis, keys, settings.max_pending_upload_bytes)
+        reserve = settings.valkey_memory_reserve
+        jobs = JobStore(redis, keys, ttl, uploads, memory_reserve=reserve)
         queue = JobQueue(redis, keys)
         return cls(
             jobs=jobs,
@@ -79,7 +84,7 @@ async def ended(ends: Ends, record: JobRecord, outcome: Ending, reason: str = ""
     if outcome in ("failed", "dead_lettered"):
         await ends.failures.record(job_id, reason)
     keep = outcome == "dead_lettered" and policy.keeps_upload
-    await ends.jobs.ended(job_id, drop_upload=not keep)
+    await ends.jobs.ended(job_id, keep_upload=keep)
     await ends.outcomes.count(record.kind, outcome)
     if outcome != "complete" and policy.on_failure is not None:
         await policy.on_failure(ends, record, reason)
@@ -128,5 +133,5 @@ async def forget(ends: Ends, job_id: str) -> bool:
     """Drop a dead letter (its job stays failed) and the upload it kept; False if none."""
     if not await ends.dead_letters.remove(job_id):
         return False
-    await ends.jobs.drop_upload(job_id)
+    await ends.jobs.uploads.drop(job_id)
     return True

@@ -33,6 +33,7 @@ from rag_async.store.events import EventLog
 from rag_async.store.jobs import JobStore
 from rag_async.store.keys import Keys
 from rag_async.store.queue import JobQueue
+from rag_async.store.uploads import Uploads
 from rag_async.store.webhooks import Webhooks
 from rag_async.store.workers import RunningJobs
 from rag_async.webhooks import Courier
@@ -93,6 +94,10 @@ class Services:
     def webhooks(self) -> Webhooks:
         return self.ends.webhooks
 
+    @property
+    def uploads(self) -> Uploads:
+        return self.ends.jobs.uploads
+
     def report(self) -> dict[str, Any]:
         """What this worker's heartbeat tells: jobs running, and its breakers' states."""
         return {
@@ -127,7 +132,7 @@ class Services:
             retriever = await Retriever.open(store, settings, lexical=lexical, embedder=embedder)
             keys = Keys(settings.key_prefix)
             worker = worker_name()
-            ends = Ends.open(redis, keys, settings.result_ttl)
+            ends = Ends.open(redis, keys, settings)
             return cls(
                 worker=worker,
                 breakers=_breakers(settings),

@@ -29,6 +29,7 @@ router = APIRouter(tags=["questions"])
         422: {"model": ErrorBody},
         429: {"model": ErrorBody},
         503: {"model": ErrorBody},
+        507: {"model": ErrorBody},  # Valkey nearly full
     },
 )
 async def chat(

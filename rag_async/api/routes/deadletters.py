@@ -46,7 +46,7 @@ async def requeue_job(state: State, job_id: Annotated[str, Path()]) -> JobAccept
 
 @router.delete("/dead-letters/{job_id}", status_code=204, responses=_NOT_FOUND)
 async def drop_job(state: State, job_id: Annotated[str, Path()]) -> Response:
-    """Forget a dead letter (its job stays failed)."""
+    """Forget a dead letter (its job stays failed), and the upload it kept for a requeue."""
     if not await forget(state.ends, job_id):
         raise NotFound(f"no dead letter {job_id[:80]!r}")
     return Response(status_code=204)

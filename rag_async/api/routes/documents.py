@@ -72,6 +72,7 @@ _UPLOAD_BODY: dict[str, Any] = {
         415: {"model": ErrorBody},
         422: {"model": ErrorBody},
         429: {"model": ErrorBody},
+        507: {"model": ErrorBody},  # Valkey nearly full
     },
     openapi_extra=_UPLOAD_BODY,
 )
@@ -127,7 +128,10 @@ async def _add_text(
 
 async def _add_files(submission: Submission) -> DocumentAccepted:
     """One ingestion job per acceptable file; the others are listed as rejected, or, when no
-    file is acceptable, the request fails with their reason."""
+    file is acceptable, the request fails with their reason. Each file's job is created in
+    one step or not at all (jobs.py), so the answer tells each file's fate: a file listed as
+    rejected has no job, and a limit met part-way (a full Valkey included) refuses that file
+    and, as a rule, those after it, never the ones queued before."""
     state = submission.state
     most = state.settings.max_files_per_upload
     # Starlette's own cap (a 400) only beyond ours; the body's size bounds the parsing anyway.
@@ -174,9 +178,8 @@ async def _add_files(submission: Submission) -> DocumentAccepted:
 async def _add_file(
     submission: Submission, upload: UploadFile, filename: str, fields: dict[str, str]
 ) -> AcceptedDocument:
-    """Check one file of an upload and queue its ingestion. A limit reached on the way (too
-    many jobs, the queue's depth) refuses this file and the ones after it, not the ones
-    already queued."""
+    """Check one file of an upload and queue its ingestion, or raise why it is refused (a
+    limit reached on the way refuses this file, not the ones already queued)."""
     state = submission.state
     document_id = _document_id(fields["source"], fields["collection"], state)
     job_id = new_job_id()
@@ -219,8 +222,10 @@ def _none_accepted(errors: list[RagError]) -> RagError:
     )
 
 
-# Refusals that are about the caller's limits, not about a file.
-_LIMITS = frozenset({"too_many_jobs", "overloaded", "quota_exceeded"})
+# Refusals that are about the caller's or the service's limits, not about a file.
+_LIMITS = frozenset(
+    {"too_many_jobs", "overloaded", "quota_exceeded", "uploads_pending", "insufficient_storage"}
+)
 
 
 async def _within_storage_quota(submission: Submission, document_id: str, size: int) -> None:

@@ -26,7 +26,7 @@ class UploadExpired(RagError):
 async def _ingest(run: Run) -> Finished:
     services, record = run.services, run.record
     document_id = _document_id(record)
-    raw = await services.jobs.upload(run.job_id)
+    raw = await services.uploads.get(run.job_id)
     if raw is None:
         raise UploadExpired("the uploaded text expired before it was ingested")
     size = len(raw)
