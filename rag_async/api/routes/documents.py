@@ -21,6 +21,7 @@ from rag_async.api.bodies import parse_json
 from rag_async.api.enqueue import Submission, enqueue
 from rag_async.api.quotas import held_to_quotas
 from rag_async.api.state import AppState, State
+from rag_async.domain.document import DocumentRecord, DocumentStatus
 from rag_async.domain.errors import BadRequest, Conflict, NotFound, RagError, TooLarge
 from rag_async.domain.identity import Principal
 from rag_async.domain.job import new_job_id
@@ -246,18 +247,17 @@ async def _within_storage_quota(submission: Submission, document_id: str, size: 
 async def _enqueue_ingest(
     submission: Submission, job_id: str, content: bytes, fields: dict[str, str]
 ) -> None:
-    await enqueue(submission, job_id, "ingest", fields, upload=content)
-    await submission.state.registry.put(
-        fields["document_id"],
-        {
-            **{k: v for k, v in fields.items() if v},
-            "size": len(content),
-            "status": "queued",
-            "job_id": job_id,
-            "owner": submission.caller.name,
-            "error": "",
-        },
-    )
+    # The job owns the document before it is queued (so it finds itself the owner), and
+    # gives it back if it cannot be.
+    registry, document_id = submission.state.registry, fields["document_id"]
+    owned = {k: v for k, v in fields.items() if v and k != "document_id"}
+    owned |= {"status": DocumentStatus.QUEUED, "owner": submission.caller.name, "error": ""}
+    accepted = await registry.accept(document_id, job_id, owned, size=len(content))
+    try:
+        await enqueue(submission, job_id, "ingest", fields, upload=content)
+    except BaseException:
+        await registry.withdraw(document_id, job_id, accepted)
+        raise
 
 
 @router.get("/documents", response_model=DocumentList)
@@ -266,7 +266,8 @@ async def list_documents(
 ) -> DocumentList:
     """Every document of the caller (of `collection`, if given), most recently ingested
     first. An admin key sees everyone's."""
-    documents = await state.registry.all(None if caller.admin else caller.name)
+    records = await state.registry.all(None if caller.admin else caller.name)
+    documents = [record.view() for record in records]
     if collection is not None:
         documents = [d for d in documents if d.collection == collection]
     return DocumentList(documents=documents)
@@ -276,7 +277,7 @@ async def list_documents(
     "/documents/{document_id}", response_model=DocumentView, responses={404: {"model": ErrorBody}}
 )
 async def show_document(document_id: str, state: State, caller: Caller) -> DocumentView:
-    return await _owned(state, caller, document_id)
+    return (await _owned(state, caller, document_id)).view()
 
 
 @router.delete(
@@ -288,17 +289,24 @@ async def show_document(document_id: str, state: State, caller: Caller) -> Docum
 async def delete_document(
     document_id: str, request: Request, state: State, caller: Caller
 ) -> DocumentAccepted:
-    """Queue the removal of every chunk of the document; follow it at `events_url`."""
+    """Queue the removal of every chunk of the document; follow it at `events_url`. The
+    deletion owns the document from now on: an ingestion of it still running cannot bring
+    it back."""
     document = await _owned(state, caller, document_id)
     submission = Submission(state, request, caller)
     job_id = new_job_id()
-    await enqueue(submission, job_id, "delete", {"document_id": document_id})
-    await state.registry.put(document_id, {"status": "deleting", "job_id": job_id})
+    deleting = {"status": DocumentStatus.DELETING, "error": ""}
+    accepted = await state.registry.accept(document_id, job_id, deleting)
+    try:
+        await enqueue(submission, job_id, "delete", {"document_id": document_id})
+    except BaseException:
+        await state.registry.withdraw(document_id, job_id, accepted)
+        raise
     one = _accepted_document(submission, document_id, job_id, document.filename)
     return submission.accepted(DocumentAccepted, job_id, document_id=document_id, documents=[one])
 
 
-async def _owned(state: AppState, caller: Principal, document_id: str) -> DocumentView:
+async def _owned(state: AppState, caller: Principal, document_id: str) -> DocumentRecord:
     """The caller's document: another key's is not found, exactly like an unknown one."""
     document = await state.registry.get(document_id)
     if document is None or not caller.may_see(document.owner):
