@@ -215,13 +215,14 @@ async def _document_failed(services: Services, record: JobRecord, reason: str) -
     its work on the way out). Nothing changes if a newer job owns the document. (A job only
     deferred or retried is not over, and leaves the registry as it is.)"""
     await services.registry.version_ended(
-        _document_id(record), record.job_id, _ended_as(reason), reason
+        _document_id(record), record.job_id, _ended_as(record, reason), reason
     )
 
 
-def _ended_as(reason: str) -> DocumentStatus:
-    # Both cancels (of a queued job, of a running one) say "cancelled ...".
-    cancelled = reason.startswith("cancelled")
+def _ended_as(record: JobRecord, reason: str) -> DocumentStatus:
+    # Both cancels (of a queued job, of a running one) say "cancelled ...". A deletion that
+    # did not finish may have removed part of the document: not an intact one, so failed.
+    cancelled = record.kind == "ingest" and reason.startswith("cancelled")
     return DocumentStatus.CANCELLED if cancelled else DocumentStatus.FAILED
 
 
