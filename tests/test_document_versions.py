@@ -11,6 +11,7 @@ test releases it.
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -164,7 +165,8 @@ async def test_a_cancelled_ingestion_leaves_the_previous_version(
     shown = await stack.client.document(document_id)
     assert await stored_bytes(stack) == shown["size"] == len(first_text.encode())
     assert shown["chunks"] == 3 and shown.get("version") == first["job_id"]
-    assert shown["status"] == "cancelled" and shown["job_id"] == second["job_id"]
+    assert shown["status"] == "indexed" and shown["job_id"] == second["job_id"]
+    assert shown["error"] == "cancelled on request"
 
 
 async def test_a_failed_first_ingestion_leaves_nothing_searchable(
@@ -193,7 +195,7 @@ async def test_a_version_ended_before_it_ran_drops_its_bytes(valkey: EmbeddedVal
     from redis.asyncio import Redis
 
     redis = Redis.from_url(valkey.url)
-    registry = DocumentRegistry(redis, Keys(prefix="versions-test:"))
+    registry = DocumentRegistry(redis, Keys(prefix=f"t{secrets.token_hex(4)}:"))
     try:
         await registry.accept("d", "job1", {"status": "queued", "owner": "k"}, size=100)
         assert await registry.stored_bytes("k") == 100
@@ -213,5 +215,6 @@ async def test_a_version_ended_before_it_ran_drops_its_bytes(valkey: EmbeddedVal
         assert await registry.stored_bytes("k") == 70
         record = await registry.get("d")
         assert record is not None and record.version == "job2" and record.chunks == 2
+        assert record.status == DocumentStatus.INDEXED and record.error == "cancelled"
     finally:
         await redis.aclose()

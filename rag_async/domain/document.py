@@ -27,7 +27,9 @@ VERSION_FIELD = "v:"
 
 
 class DocumentStatus(StrEnum):
-    """How the document's latest job went (what is searchable is the `version`)."""
+    """Where the document stands: a version on its way (queued, ingesting), a current version
+    searchable (indexed: if a newer one failed or was cancelled, `error` says so), a deletion
+    under way, or no version at all because its only one failed or was cancelled."""
 
     QUEUED = "queued"
     INGESTING = "ingesting"

@@ -115,7 +115,7 @@ class DocumentView(BaseModel):
     format: str | None = None
     collection: str
     status: Literal["queued", "ingesting", "indexed", "failed", "cancelled", "deleting"] = Field(
-        description="How the latest job on the document went (what is searchable: `version`)."
+        description="indexed: a version is searchable (`error`: a newer one that failed)."
     )
     chunks: int | None = Field(default=None, description="Of the current version.")
     size: int | None = Field(

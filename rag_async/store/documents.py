@@ -104,6 +104,24 @@ return others
 """
 )
 
+# KEYS: the document's hash. ARGV: the document id, the tallies' prefix, the job, how it
+# ended (failed, cancelled), why. Refused (0) unless the job owns the document. A document
+# that keeps a current version stays indexed (its error says what became of the newer one),
+# unless a deletion had begun on it.
+_ENDED = (
+    _TALLY
+    + """
+if redis.call('HGET', KEYS[1], 'job_id') ~= ARGV[3] then return 0 end
+local status = ARGV[4]
+local deleting = redis.call('HGET', KEYS[1], 'status') == 'deleting'
+if not deleting and redis.call('HGET', KEYS[1], 'chunks') then status = 'indexed' end
+redis.call('HSET', KEYS[1], 'status', status, 'error', ARGV[5])
+redis.call('HDEL', KEYS[1], 'pending_size')
+tally()
+return 1
+"""
+)
+
 # KEYS: the document's hash, the set of ids. ARGV: the document id, the tallies' prefix, the
 # job. The entry goes if the job owns the document.
 _OWNED_REMOVE = """
@@ -143,6 +161,7 @@ class DocumentRegistry:
         self._withdraw = redis.register_script(_WITHDRAW)
         self._owned_write = redis.register_script(_OWNED_WRITE)
         self._owned_remove = redis.register_script(_OWNED_REMOVE)
+        self._ended = redis.register_script(_ENDED)
         self._stored_bytes = redis.register_script(_STORED_BYTES)
 
     # The API's writes: a job accepted makes it the document's owner.
@@ -209,11 +228,11 @@ class DocumentRegistry:
     async def version_ended(
         self, document_id: str, job_id: str, status: DocumentStatus, reason: str
     ) -> bool:
-        """The job ended without its version becoming the current one (failed, cancelled):
-        the entry says why and counts the current version's bytes only. Nothing changes if a
-        newer job owns the document."""
-        fields = {"status": status, "error": reason}
-        return await self._owned(document_id, job_id, fields, clear=["pending_size"]) is not None
+        """The job ended without its work done (`status`: failed, cancelled): the entry says
+        why and counts the current version's bytes only; a document that keeps a current
+        version stays indexed. Nothing changes if a newer job owns the document."""
+        args = [*self._args(document_id, {}), job_id, status, reason]
+        return bool(await self._ended(keys=[self._keys.document(document_id)], args=args))
 
     async def forget_versions(self, document_id: str, versions: Sequence[str]) -> None:
         """These versions' chunks are deleted: no longer anyone's to remove. (Not fenced: it
