@@ -220,6 +220,42 @@ async def test_a_version_ended_before_it_ran_drops_its_bytes(valkey: EmbeddedVal
         await redis.aclose()
 
 
+async def test_an_upload_refused_after_its_acceptance_gives_the_document_back(
+    valkey: EmbeddedValkey,
+) -> None:
+    """The API makes a job the owner before queuing it; if the queue refuses it, `withdraw`
+    puts back the owner, status and counted bytes of before (or no entry at all)."""
+    from redis.asyncio import Redis
+
+    redis = Redis.from_url(valkey.url)
+    registry = DocumentRegistry(redis, Keys(prefix=f"t{secrets.token_hex(4)}:"))
+    queued = {"status": "queued", "owner": "k"}
+    try:
+        fresh = await registry.accept("new", "job0", queued, size=10)
+        await registry.withdraw("new", "job0", fresh)
+        assert await registry.get("new") is None and await registry.stored_bytes("k") == 0
+
+        await registry.accept("d", "job1", queued, size=100)
+        assert await registry.begin_version("d", "job1")
+        refused = await registry.accept("d", "job2", queued, size=300)
+        assert await registry.stored_bytes("k") == 300
+        assert not await registry.owns("d", "job1")
+        await registry.withdraw("d", "job2", refused)
+        record = await registry.get("d")
+        assert record is not None and record.job_id == "job1"
+        assert record.status == DocumentStatus.INGESTING and record.versions == {"job1"}
+        assert await registry.stored_bytes("k") == 100
+        # A job that lost the document can neither switch it nor remove it.
+        await registry.accept("d", "job3", {"status": "deleting"})
+        assert await registry.switch_version("d", "job1", {"chunks": 1, "size": 100}) is None
+        assert not await registry.remove("d", "job1")
+        assert await registry.begin_deletion("d", "job3") == ["job1"]
+        assert await registry.remove("d", "job3") and await registry.get("d") is None
+        assert await registry.stored_bytes("k") == 0
+    finally:
+        await redis.aclose()
+
+
 @pytest.mark.xfail(
     reason="the API's cancel of a queued job runs the kind's failure hook once it ends through "
     "the lifecycle's one end (the 'ends' change of issue 18); remove this mark then",

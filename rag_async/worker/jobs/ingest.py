@@ -25,6 +25,7 @@ from rag_async.providers.breaker import guarded
 from rag_async.providers.parsing import ParsedDocument
 from rag_async.providers.retrieval.qdrant_calls import qdrant_call
 from rag_async.store.documents import Fields
+from rag_async.store.events import Superseded
 from rag_async.worker.lifecycle import Finished, JobSpec, Run
 from rag_async.worker.services import Services
 
@@ -92,6 +93,8 @@ async def _write_version(
         stale = await registry.switch_version(document_id, job_id, facts)
         if stale is None:
             raise _superseded(document_id)
+    except Superseded:
+        raise  # a newer attempt of this job writes the same version: its chunks stay
     except BaseException:  # a failure, a cancel, the worker stopping: a retry rewrites it
         await _drop_own_version(run.services, document_id, job_id)
         raise
