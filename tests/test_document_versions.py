@@ -279,3 +279,22 @@ async def test_a_cancelled_queued_ingestion_leaves_no_bytes_and_no_queued_docume
     finally:
         await redis.aclose()
     assert shown["status"] == "cancelled" and shown["version"] is None, shown
+
+
+async def test_an_upload_the_queue_refuses_leaves_the_document_to_its_job(
+    valkey: EmbeddedValkey, tmp_path: Path, llm: OpenAIApp
+) -> None:
+    """The API makes a job the document's owner before queuing it: when the queue refuses
+    it (the key's unfinished jobs), the document is given back to the job before it."""
+    from tests.test_auth import ALICE, as_, keyed_settings
+
+    settings = keyed_settings(valkey, tmp_path, llm, max_unfinished_jobs_per_key=1)
+    body = {"text": paragraphs("quinces", 3), "title": "Orchard", "source": SOURCE}
+    async with running_stack(settings, with_worker=False) as stack, as_(stack, ALICE) as alice:
+        first = await alice.post("/documents", json=body)
+        assert first.status_code == 202, first.text
+        again = await alice.post("/documents", json=body | {"text": paragraphs("limes", 4)})
+        assert again.status_code == 429, again.text
+        shown = (await alice.get(f"/documents/{first.json()['document_id']}")).json()
+    assert shown["job_id"] == first.json()["job_id"] and shown["status"] == "queued", shown
+    assert shown["size"] == len(body["text"].encode())

@@ -38,11 +38,6 @@ class DocumentStatus(StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
 
-    @property
-    def pending(self) -> bool:
-        """A version is on its way: its bytes count against the owner's quota already."""
-        return self in (DocumentStatus.QUEUED, DocumentStatus.INGESTING)
-
 
 class DocumentRecord(BaseModel):
     """Every field of a document's registry hash; a missing or empty one reads as None."""
@@ -82,10 +77,9 @@ class DocumentRecord(BaseModel):
 
     def view(self) -> DocumentView:
         """The document as the API shows it."""
-        filename_title = self.filename or None
         return DocumentView(
             document_id=self.document_id,
-            title=self.title or filename_title or "untitled",
+            title=self.title or self.filename or "untitled",
             source=self.source,
             filename=self.filename,
             format=self.format,

@@ -19,14 +19,18 @@ with it; its removal drops it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+import structlog
 from redis.asyncio import Redis
 
 from rag_async.domain.document import VERSION_FIELD, DocumentRecord, DocumentStatus
 from rag_async.domain.job import stored_value
 from rag_async.store.keys import Keys
+
+log = structlog.get_logger(__name__)
 
 # The owner's tally follows the entry (KEYS[1]); ARGV[1] is the document id, ARGV[2] the
 # prefix of the owners' tallies.
@@ -188,6 +192,23 @@ class DocumentRegistry:
         owns the document since."""
         args = [*self._args(document_id, {}), job_id, "1" if accepted.existed else "0"]
         await self._withdraw(keys=self._entry(document_id), args=[*args, *accepted.before])
+
+    @asynccontextmanager
+    async def owned_by(
+        self, document_id: str, job_id: str, fields: Fields, *, size: int | None = None
+    ) -> AsyncIterator[None]:
+        """`accept` the job, and `withdraw` it if the block (queuing the job) fails. The
+        block's error is the one raised: a withdrawal that fails too is only logged (the
+        next job accepted for the document takes it over anyway)."""
+        accepted = await self.accept(document_id, job_id, fields, size=size)
+        try:
+            yield
+        except BaseException:
+            try:
+                await self.withdraw(document_id, job_id, accepted)
+            except Exception as error:
+                log.warning("document not given back", document_id=document_id, error=str(error))
+            raise
 
     # A job's writes, each refused once the job no longer owns the document.
 

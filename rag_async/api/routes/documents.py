@@ -247,17 +247,13 @@ async def _within_storage_quota(submission: Submission, document_id: str, size: 
 async def _enqueue_ingest(
     submission: Submission, job_id: str, content: bytes, fields: dict[str, str]
 ) -> None:
-    # The job owns the document before it is queued (so it finds itself the owner), and
-    # gives it back if it cannot be.
+    # The job owns the document before it is queued (so that it finds itself the owner),
+    # and gives it back if it cannot be queued.
     registry, document_id = submission.state.registry, fields["document_id"]
     owned = {k: v for k, v in fields.items() if v and k != "document_id"}
     owned |= {"status": DocumentStatus.QUEUED, "owner": submission.caller.name, "error": ""}
-    accepted = await registry.accept(document_id, job_id, owned, size=len(content))
-    try:
+    async with registry.owned_by(document_id, job_id, owned, size=len(content)):
         await enqueue(submission, job_id, "ingest", fields, upload=content)
-    except BaseException:
-        await registry.withdraw(document_id, job_id, accepted)
-        raise
 
 
 @router.get("/documents", response_model=DocumentList)
@@ -296,12 +292,8 @@ async def delete_document(
     submission = Submission(state, request, caller)
     job_id = new_job_id()
     deleting = {"status": DocumentStatus.DELETING, "error": ""}
-    accepted = await state.registry.accept(document_id, job_id, deleting)
-    try:
+    async with state.registry.owned_by(document_id, job_id, deleting):
         await enqueue(submission, job_id, "delete", {"document_id": document_id})
-    except BaseException:
-        await state.registry.withdraw(document_id, job_id, accepted)
-        raise
     one = _accepted_document(submission, document_id, job_id, document.filename)
     return submission.accepted(DocumentAccepted, job_id, document_id=document_id, documents=[one])
 
