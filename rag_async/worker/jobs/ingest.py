@@ -26,7 +26,7 @@ from rag_async.providers.parsing import ParsedDocument
 from rag_async.providers.retrieval.qdrant_calls import qdrant_call
 from rag_async.store.documents import Fields
 from rag_async.store.events import Superseded
-from rag_async.worker.lifecycle import Finished, JobSpec, Run
+from rag_async.worker.lifecycle import Finished, JobSpec, Replaced, Run
 from rag_async.worker.services import Services
 
 log = structlog.get_logger(__name__)
@@ -36,12 +36,9 @@ class UploadExpired(RagError):
     code = "expired"  # the bytes are gone: no try can bring them back
 
 
-class VersionSuperseded(RagError):
+class VersionSuperseded(Replaced):
     """A newer job (an upload of the same document, or its deletion) owns the document: this
-    one's work is moot. No try can change that."""
-
-    status_code = 409
-    code = "superseded"
+    one's work is moot, and it ends cancelled."""
 
 
 async def _ingest(run: Run) -> Finished:
@@ -129,8 +126,8 @@ async def _drop_versions(services: Services, document_id: str, versions: Sequenc
 
 def _superseded(document_id: str) -> VersionSuperseded:
     return VersionSuperseded(
-        f"document {document_id} was uploaded again or deleted since this job was accepted: "
-        "the newer job owns it"
+        f"superseded: document {document_id} was uploaded again or deleted since this job "
+        "was accepted, and the newer job owns it"
     )
 
 
