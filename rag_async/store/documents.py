@@ -109,16 +109,16 @@ return others
 )
 
 # KEYS: the document's hash. ARGV: the document id, the tallies' prefix, the job, how it
-# ended (failed, cancelled), why. Refused (0) unless the job owns the document. A document
-# that keeps a current version stays indexed (its error says what became of the newer one),
-# unless a deletion had begun on it.
+# ended (failed, cancelled), why. Refused (0) unless the job owns the document. A deletion
+# that did not finish leaves the document failed: it may be half gone. Else a document that
+# keeps a current version stays indexed (its error says what became of the newer one).
 _ENDED = (
     _TALLY
     + """
 if redis.call('HGET', KEYS[1], 'job_id') ~= ARGV[3] then return 0 end
 local status = ARGV[4]
-local deleting = redis.call('HGET', KEYS[1], 'status') == 'deleting'
-if not deleting and redis.call('HGET', KEYS[1], 'chunks') then status = 'indexed' end
+if redis.call('HGET', KEYS[1], 'status') == 'deleting' then status = 'failed'
+elseif redis.call('HGET', KEYS[1], 'chunks') then status = 'indexed' end
 redis.call('HSET', KEYS[1], 'status', status, 'error', ARGV[5])
 redis.call('HDEL', KEYS[1], 'pending_size')
 tally()
@@ -254,6 +254,14 @@ class DocumentRegistry:
         version stays indexed. Nothing changes if a newer job owns the document."""
         args = [*self._args(document_id, {}), job_id, status, reason]
         return bool(await self._ended(keys=[self._keys.document(document_id)], args=args))
+
+    async def failed(self, document_id: str, job_id: str, reason: str) -> bool:
+        """`version_ended` for the failure hook of the document jobs, which knows why they
+        ended only: "cancelled ..." (either cancel: of a queued job, of a running one) is
+        cancelled, anything else failed."""
+        cancelled = reason.startswith("cancelled")
+        status = DocumentStatus.CANCELLED if cancelled else DocumentStatus.FAILED
+        return await self.version_ended(document_id, job_id, status, reason)
 
     async def forget_versions(self, document_id: str, versions: Sequence[str]) -> None:
         """These versions' chunks are deleted: no longer anyone's to remove. (Not fenced: it

@@ -17,7 +17,6 @@ from collections.abc import Iterable, Sequence
 
 import structlog
 
-from rag_async.domain.document import DocumentStatus
 from rag_async.domain.errors import RagError
 from rag_async.domain.events import ProgressEvent
 from rag_async.domain.job import IngestProgress, JobRecord
@@ -214,16 +213,7 @@ async def _document_failed(services: Services, record: JobRecord, reason: str) -
     the current version's bytes only (the job's own chunks, if it wrote any, were deleted by
     its work on the way out). Nothing changes if a newer job owns the document. (A job only
     deferred or retried is not over, and leaves the registry as it is.)"""
-    await services.registry.version_ended(
-        _document_id(record), record.job_id, _ended_as(record, reason), reason
-    )
-
-
-def _ended_as(record: JobRecord, reason: str) -> DocumentStatus:
-    # Both cancels (of a queued job, of a running one) say "cancelled ...". A deletion that
-    # did not finish may have removed part of the document: not an intact one, so failed.
-    cancelled = record.kind == "ingest" and reason.startswith("cancelled")
-    return DocumentStatus.CANCELLED if cancelled else DocumentStatus.FAILED
+    await services.registry.failed(_document_id(record), record.job_id, reason)
 
 
 def _document_id(record: JobRecord) -> str:
