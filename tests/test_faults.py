@@ -145,7 +145,8 @@ async def test_a_worker_killed_mid_ingestion_leaves_no_duplicate_or_orphan_chunk
     try:
         assert await store.count() == await store.count_document(accepted["document_id"])
         assert await store.count() == chunks
-        assert await store.holds_exactly(accepted["document_id"], chunks)
+        version = accepted["job_id"]  # the chunks are the ingesting job's version
+        assert await store.holds_exactly(accepted["document_id"], chunks, version=version)
     finally:
         await store.close()
 

@@ -70,7 +70,12 @@ async def assert_refused(stack: Stack, job_id: str, document_id: str, code: str)
     assert not [e for e in events if e.type == "status" and e.data.get("attempt", 1) > 1]
     assert stack.worker is not None
     assert await stack.worker.ctx["services"].retriever.count(document_id) == 0
-    document = await stack.client.document(document_id)
+    # The kind's failure hook runs just after the job's last event: give it a moment.
+    for _ in range(100):
+        document = await stack.client.document(document_id)
+        if document["status"] not in ("queued", "ingesting"):
+            break
+        await asyncio.sleep(0.02)
     assert document["status"] == "failed" and document["error"] == view["error"], document
     message: str = view["error"]
     return message

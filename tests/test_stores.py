@@ -142,6 +142,32 @@ async def test_reindex_overwrites_and_trims(store: ChunkStore) -> None:
     assert await store.holds_exactly("big", shorter)
 
 
+async def test_versions_of_a_document_are_written_trimmed_and_deleted_apart(
+    store: ChunkStore,
+) -> None:
+    retriever = Retriever(store, LexicalEncoder(), None, chunk_tokens=20, chunk_overlap=0)
+    text = "\n\n".join(f"Paragraph {i} is about topic{i}." for i in range(40))
+    old = await retriever.index("doc", "Doc", None, text, version="v1")
+    new = await retriever.index("doc", "Doc", None, text[:200], version="v2")
+    legacy = await retriever.index("doc", "Doc", None, "Kettles boil water.")  # no version
+    assert 1 < new < old and legacy == 1
+    # Side by side: a shorter version trims its own chunks only.
+    assert await store.count_document("doc") == old + new + legacy
+    assert await store.holds_exactly("doc", old, version="v1")
+    assert await store.holds_exactly("doc", new, version="v2")
+    assert await store.holds_exactly("doc", legacy)
+
+    await store.delete_versions("doc", ["v1", ""])
+    assert await store.count_document("doc") == new
+    assert await store.holds_exactly("doc", new, version="v2")
+    assert not await store.holds_exactly("doc", old, version="v1")
+    assert await retriever.search("kettles", 5) == []
+    await store.delete_versions("doc", [])  # nothing named: nothing removed
+    assert await store.count_document("doc") == new
+    await store.delete_document("doc")  # every version
+    assert await store.count() == 0
+
+
 async def test_rankings_after_deleting_a_fifth_equal_a_fresh_index(
     store: ChunkStore, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:

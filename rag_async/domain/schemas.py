@@ -114,11 +114,20 @@ class DocumentView(BaseModel):
     filename: str | None = None
     format: str | None = None
     collection: str
-    status: Literal["queued", "ingesting", "indexed", "failed", "deleting"]
-    chunks: int | None = None
-    size: int | None = Field(default=None, description="Bytes of the uploaded file or text.")
+    status: Literal["queued", "ingesting", "indexed", "failed", "cancelled", "deleting"] = Field(
+        description="indexed: a version is searchable (`error`: a newer one that failed)."
+    )
+    chunks: int | None = Field(default=None, description="Of the current version.")
+    size: int | None = Field(
+        default=None,
+        description="Bytes of the uploaded file or text (the current version's, if any).",
+    )
     ingested_at: float | None = None
     job_id: str | None = Field(default=None, description="The latest job on this document.")
+    version: str | None = Field(
+        default=None,
+        description="The ingestion job whose chunks are searchable; none before one ends.",
+    )
     error: str | None = None
     owner: str | None = Field(default=None, description="The name of the API key that added it.")
 

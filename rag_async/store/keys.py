@@ -61,7 +61,8 @@ class Keys:
         return f"{self.prefix}upload-expiries"
 
     def document(self, document_id: str) -> str:
-        """Hash: a document's registry entry (title, source, collection, chunks, status, ...)."""
+        """Hash: a document's registry entry (domain/document.py: title, status, the job that
+        owns it, its current version, `v:<job id>` marks of versions with chunks, ...)."""
         return f"{self.prefix}doc:{document_id}"
 
     @property
@@ -109,7 +110,7 @@ class Keys:
 
     def document_bytes(self, owner: str) -> str:
         """Hash: document id -> its size in bytes, for each of an owner's documents (the
-        per-key storage quota; kept by the registry on every put and remove)."""
+        per-key storage quota; kept by the registry with every change of the entry)."""
         return f"{self.prefix}doc-bytes:{owner}"
 
     def rate(self, owner: str) -> str:

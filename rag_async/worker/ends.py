@@ -87,7 +87,7 @@ async def ended(ends: Ends, record: JobRecord, outcome: Ending, reason: str = ""
     await ends.jobs.ended(job_id, keep_upload=keep)
     await ends.outcomes.count(record.kind, outcome)
     if outcome != "complete" and policy.on_failure is not None:
-        await policy.on_failure(ends, record, reason)
+        await policy.on_failure(ends, record, outcome, reason)
     await ends.webhooks.job_ended(record)
 
 

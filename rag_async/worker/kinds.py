@@ -12,13 +12,16 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from rag_async.domain.document import DocumentStatus
 from rag_async.domain.job import JobRecord
 from rag_async.store.queue import Kind
 
 if TYPE_CHECKING:
     from rag_async.worker.ends import Ends
 
-FailureHook = Callable[["Ends", JobRecord, str], Awaitable[None]]
+# The hook of a job that ended without doing its work: how it ended ("failed",
+# "dead_lettered" or "cancelled") and why.
+FailureHook = Callable[["Ends", JobRecord, str, str], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,10 +33,14 @@ class KindPolicy:
     keeps_upload: bool = False
 
 
-async def _document_failed(ends: Ends, record: JobRecord, reason: str) -> None:
-    """A document job that ended without doing its work: the registry says why. (A job only
+async def _document_failed(ends: Ends, record: JobRecord, outcome: str, reason: str) -> None:
+    """A document job that ended without doing its work: the registry says why, and counts
+    the current version's bytes only (the job's own chunks, if it wrote any, were deleted by
+    its work on the way out). Nothing changes if a newer job owns the document. (A job only
     deferred or retried is not over, and leaves the registry as it is.)"""
-    await ends.registry.failed(record.document_id or record.job_id, record.job_id, reason)
+    status = DocumentStatus.CANCELLED if outcome == "cancelled" else DocumentStatus.FAILED
+    document_id = record.document_id or record.job_id
+    await ends.registry.version_ended(document_id, record.job_id, status, reason)
 
 
 KIND_POLICIES: dict[Kind, KindPolicy] = {

@@ -12,6 +12,7 @@ happens here, once:
       ├─ returns ─────────────────────────────► done event, record complete
       ├─ raises ── outcome.decide ────────────► defer / retry / dead letter / fail
       ├─ cancelled, as DELETE /jobs/{id} asked ► cancelled event
+      ├─ raises Replaced (a newer job took over) ► cancelled event, its reason
       ├─ cancelled, the worker is stopping ───► nothing: the job runs again elsewhere
       └─ superseded by a newer attempt ───────► nothing: the newer attempt owns the job
     on any end, ends.py's `ended`: the TTL restarts, the upload is dropped or kept (kinds.py),
@@ -54,6 +55,13 @@ log = structlog.get_logger(__name__)
 class JobTimedOut(RagError):
     code = "job_timeout"
     retryable = True  # slowness often passes; a job that is always too slow is dead-lettered
+
+
+class Replaced(RagError):
+    """The job's work became moot: a newer job took over what it works on (a document
+    uploaded again, or deleted). The job ends cancelled, saying why; no try would help."""
+
+    code = "superseded"
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +224,9 @@ async def _attempt(
             await _complete(run, await spec.work(run))
     except Superseded:
         log.warning("attempt superseded by a newer one, stopping")
+    except Replaced as replaced:
+        log.info("job replaced by a newer one", reason=replaced.message)
+        await _end_cancelled(run, CancelledEvent(message=replaced.message))
     except asyncio.CancelledError:
         await _end_if_cancelled(run)
         raise
@@ -292,7 +303,10 @@ async def _end_if_cancelled(run: Run) -> None:
     record = await run.services.jobs.get(run.job_id)
     if record is None or not record.cancel_requested:
         return
-    cancelled = CancelledEvent()
+    await _end_cancelled(run, CancelledEvent())
+
+
+async def _end_cancelled(run: Run, cancelled: CancelledEvent) -> None:
     try:
         await run.emit(
             cancelled, status=JobStatus.CANCELLED, stage="cancelled", finished_at=time.time()

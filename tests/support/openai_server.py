@@ -131,6 +131,12 @@ class ServerConfig:
     fault: Fault | None = None  # every chat request (once `faults` is used up)
     # What to answer, one chunk per piece, instead of `token`'s words (which `tokens` counts).
     answer: list[str] | None = None
+    # Embedding requests with this word in an input wait until `release` is set, then answer
+    # (or fail with `release_status`, if set): a test holds an ingestion mid-way, its earlier
+    # batches written and a later one not, for as long as it likes.
+    hold_word: str | None = None
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+    release_status: int | None = None
 
 
 @dataclass
@@ -154,6 +160,7 @@ class Stats:
     completed_streams: int = 0  # streams that reached [DONE]
     embedding_requests: int = 0
     embedded_inputs: int = 0
+    held_embeddings: int = 0  # requests held by `ServerConfig.hold_word`, so far
     errors: int = 0
     disconnects: int = 0
     active_streams: int = 0
@@ -339,6 +346,7 @@ class OpenAIApp:
         texts = [texts] if isinstance(texts, str) else texts
         if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
             raise ApiError(400, "'input' must be a string or a list of strings", "invalid_input")
+        await self._hold(texts)
         self.stats.embedding_requests += 1
         self.stats.embedded_inputs += len(texts)
         self.stats.last_embedding_request = body
@@ -357,6 +365,17 @@ class OpenAIApp:
         await _respond(
             send, orjson.dumps({**reply, "usage": {"prompt_tokens": n, "total_tokens": n}})
         )
+
+    async def _hold(self, texts: list[str]) -> None:
+        word = self.config.hold_word
+        if word is None or not any(word in text.lower() for text in texts):
+            return
+        self.stats.held_embeddings += 1
+        await self.config.release.wait()
+        if (status := self.config.release_status) is not None:
+            raise ApiError(
+                status, "Held, then failed as the test asked", "held", kind="server_error"
+            )
 
     async def _models(self, scope: Message, receive: Receive, send: Send, _: float) -> None:
         model = {"id": self.config.model, "object": "model", "created": 0, "owned_by": "tests"}

@@ -22,6 +22,7 @@ from rag_async.api.enqueue import Submission, enqueue
 from rag_async.api.idempotent import create_once
 from rag_async.api.quotas import held_to_quotas
 from rag_async.api.state import AppState, State
+from rag_async.domain.document import DocumentRecord, DocumentStatus
 from rag_async.domain.errors import BadRequest, Conflict, NotFound, RagError, TooLarge
 from rag_async.domain.identity import Principal
 from rag_async.domain.job import new_job_id
@@ -248,18 +249,13 @@ async def _within_storage_quota(submission: Submission, document_id: str, size: 
 async def _enqueue_ingest(
     submission: Submission, job_id: str, content: bytes, fields: dict[str, str]
 ) -> None:
-    await enqueue(submission, job_id, "ingest", fields, upload=content)
-    await submission.state.registry.put(
-        fields["document_id"],
-        {
-            **{k: v for k, v in fields.items() if v},
-            "size": len(content),
-            "status": "queued",
-            "job_id": job_id,
-            "owner": submission.caller.name,
-            "error": "",
-        },
-    )
+    # The job owns the document before it is queued (so that it finds itself the owner),
+    # and gives it back if it cannot be queued.
+    registry, document_id = submission.state.registry, fields["document_id"]
+    owned = {k: v for k, v in fields.items() if v and k != "document_id"}
+    owned |= {"status": DocumentStatus.QUEUED, "owner": submission.caller.name, "error": ""}
+    async with registry.owned_by(document_id, job_id, owned, size=len(content)):
+        await enqueue(submission, job_id, "ingest", fields, upload=content)
 
 
 @router.get("/documents", response_model=DocumentList)
@@ -268,7 +264,8 @@ async def list_documents(
 ) -> DocumentList:
     """Every document of the caller (of `collection`, if given), most recently ingested
     first. An admin key sees everyone's."""
-    documents = await state.registry.all(None if caller.admin else caller.name)
+    records = await state.registry.all(None if caller.admin else caller.name)
+    documents = [record.view() for record in records]
     if collection is not None:
         documents = [d for d in documents if d.collection == collection]
     return DocumentList(documents=documents)
@@ -278,7 +275,7 @@ async def list_documents(
     "/documents/{document_id}", response_model=DocumentView, responses={404: {"model": ErrorBody}}
 )
 async def show_document(document_id: str, state: State, caller: Caller) -> DocumentView:
-    return await _owned(state, caller, document_id)
+    return (await _owned(state, caller, document_id)).view()
 
 
 @router.delete(
@@ -290,17 +287,20 @@ async def show_document(document_id: str, state: State, caller: Caller) -> Docum
 async def delete_document(
     document_id: str, request: Request, state: State, caller: Caller
 ) -> DocumentAccepted:
-    """Queue the removal of every chunk of the document; follow it at `events_url`."""
+    """Queue the removal of every chunk of the document; follow it at `events_url`. The
+    deletion owns the document from now on: an ingestion of it still running cannot bring
+    it back."""
     document = await _owned(state, caller, document_id)
     submission = Submission(state, request, caller)
     job_id = new_job_id()
-    await enqueue(submission, job_id, "delete", {"document_id": document_id})
-    await state.registry.put(document_id, {"status": "deleting", "job_id": job_id})
+    deleting = {"status": DocumentStatus.DELETING, "error": ""}
+    async with state.registry.owned_by(document_id, job_id, deleting):
+        await enqueue(submission, job_id, "delete", {"document_id": document_id})
     one = _accepted_document(submission, document_id, job_id, document.filename)
     return submission.accepted(DocumentAccepted, job_id, document_id=document_id, documents=[one])
 
 
-async def _owned(state: AppState, caller: Principal, document_id: str) -> DocumentView:
+async def _owned(state: AppState, caller: Principal, document_id: str) -> DocumentRecord:
     """The caller's document: another key's is not found, exactly like an unknown one."""
     document = await state.registry.get(document_id)
     if document is None or not caller.may_see(document.owner):

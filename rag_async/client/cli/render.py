@@ -96,6 +96,7 @@ def document_lines(entry: Mapping[str, Any]) -> list[str]:
             ("size", size(entry["size"]) if entry.get("size") is not None else None),
             ("ingested", moment(entry["ingested_at"]) if entry.get("ingested_at") else None),
             ("last job", entry.get("job_id")),
+            ("version", entry.get("version")),  # the job whose chunks are searchable
             ("owner", entry.get("owner")),
             ("error", entry.get("error")),
         ]

@@ -130,6 +130,7 @@ class EdgeChunkStore:
         for field, schema in (
             ("document_id", edge.PayloadSchemaType.Keyword),
             ("collection", edge.PayloadSchemaType.Keyword),
+            ("version", edge.PayloadSchemaType.Keyword),
             ("chunk", edge.PayloadSchemaType.Integer),
         ):
             edge_call(self.shard.update, edge.UpdateOperation.create_field_index(field, schema))
@@ -165,9 +166,18 @@ class EdgeChunkStore:
         *,
         collection: str = DEFAULT_COLLECTION,
         pages: Sequence[int | None] | None = None,
+        version: str = "",
     ) -> None:
         records = chunk_points(
-            document_id, title, source, chunks, sparse, dense, collection=collection, pages=pages
+            document_id,
+            title,
+            source,
+            chunks,
+            sparse,
+            dense,
+            collection=collection,
+            pages=pages,
+            version=version,
         )
         self.write_points(records)
 
@@ -189,11 +199,11 @@ class EdgeChunkStore:
             # thread would not free the loop. A flush does let go of it, and goes to a thread.
             edge_call(self.shard.update, operation)
 
-    async def trim_document(self, document_id: str, *, keep: int) -> None:
+    async def trim_document(self, document_id: str, *, keep: int, version: str = "") -> None:
         # Chunks are numbered 0..n-1 (see QdrantChunkStore.trim_document): a look-up by id
         # tells whether anything lies beyond `keep`.
-        if self._existing([point_id(document_id, keep)]):
-            self._delete(document_id, from_chunk=keep)
+        if self._existing([point_id(document_id, keep, version)]):
+            self._delete(_document_filter(document_id, versions=[version], from_chunk=keep))
 
     async def flush(self) -> None:
         now = time.monotonic()
@@ -202,8 +212,8 @@ class EdgeChunkStore:
         self._flushed_at = now
         await asyncio.to_thread(edge_call, self.shard.flush)
 
-    async def holds_exactly(self, document_id: str, chunks: int) -> bool:
-        probes = count_probes(document_id, chunks)
+    async def holds_exactly(self, document_id: str, chunks: int, *, version: str = "") -> bool:
+        probes = count_probes(document_id, chunks, version)
         return self._existing(probes) == set(probes[1:])
 
     def _existing(self, ids: list[str]) -> set[str]:
@@ -211,15 +221,19 @@ class EdgeChunkStore:
         return {str(record.id) for record in records}
 
     async def delete_document(self, document_id: str) -> None:
-        self._delete(document_id, from_chunk=0)
+        self._delete(_document_filter(document_id))
         await self.flush()
+
+    async def delete_versions(self, document_id: str, versions: Sequence[str]) -> None:
+        if versions:
+            self._delete(_document_filter(document_id, versions=versions))
+            await self.flush()
 
     async def count_document(self, document_id: str) -> int:
         request = edge.CountRequest(exact=True, filter=_document_filter(document_id))
         return edge_call(self.shard.count, request)
 
-    def _delete(self, document_id: str, *, from_chunk: int) -> None:
-        where = _document_filter(document_id, from_chunk=from_chunk)
+    def _delete(self, where: edge.Filter) -> None:
         edge_call(self.shard.update, edge.UpdateOperation.delete_points_by_filter(where))
 
     async def search(
@@ -278,10 +292,25 @@ class EdgeChunkStore:
             await asyncio.to_thread(edge_call, shard.close)  # flushes
 
 
-def _document_filter(document_id: str, *, from_chunk: int = 0) -> edge.Filter:
-    conditions: list[edge.FieldCondition] = [
+_Condition = edge.FieldCondition | edge.IsEmptyCondition | edge.Filter
+
+
+def _document_filter(
+    document_id: str, *, versions: Sequence[str] | None = None, from_chunk: int = 0
+) -> edge.Filter:
+    """The document's chunks (of these `versions` only, if given; "" is its unversioned
+    ones), from chunk `from_chunk` on."""
+    conditions: list[_Condition] = [
         edge.FieldCondition("document_id", match=edge.MatchValue(document_id))
     ]
+    if versions is not None:
+        named = [version for version in versions if version]
+        either: list[_Condition] = []
+        if named:
+            either.append(edge.FieldCondition("version", match=edge.MatchAny(named)))
+        if len(named) < len(versions):
+            either.append(edge.IsEmptyCondition("version"))
+        conditions.append(edge.Filter(should=list(either)))
     if from_chunk > 0:
         conditions.append(edge.FieldCondition("chunk", range=edge.RangeFloat(gte=from_chunk)))
     return edge.Filter(must=list(conditions))

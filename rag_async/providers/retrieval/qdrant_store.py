@@ -102,6 +102,7 @@ class QdrantChunkStore:
             for field, schema in (
                 ("document_id", models.PayloadSchemaType.KEYWORD),
                 ("collection", models.PayloadSchemaType.KEYWORD),
+                ("version", models.PayloadSchemaType.KEYWORD),
                 ("chunk", models.PayloadSchemaType.INTEGER),
             ):
                 await self._client.create_payload_index(self._collection, field, schema)
@@ -146,10 +147,19 @@ class QdrantChunkStore:
         *,
         collection: str = DEFAULT_COLLECTION,
         pages: Sequence[int | None] | None = None,
+        version: str = "",
     ) -> None:
         points = []
         for point in chunk_points(
-            document_id, title, source, chunks, sparse, dense, collection=collection, pages=pages
+            document_id,
+            title,
+            source,
+            chunks,
+            sparse,
+            dense,
+            collection=collection,
+            pages=pages,
+            version=version,
         ):
             vector: dict[str, Any] = {LEXICAL_VECTOR: point.sparse}
             if point.dense is not None:
@@ -164,24 +174,23 @@ class QdrantChunkStore:
                 self._collection, points=points[start : start + INDEX_BATCH], wait=True
             )
 
-    async def trim_document(self, document_id: str, *, keep: int) -> None:
-        """Drop the chunks numbered `keep` and beyond: what is left of a longer earlier
-        version once the new one is written (upsert first, then trim: the document stays
-        searchable throughout a re-index)."""
+    async def trim_document(self, document_id: str, *, keep: int, version: str = "") -> None:
+        """Drop the chunks of `version` numbered `keep` and beyond: what is left of a longer
+        earlier write of the same version once the new one is written."""
         # A document's chunks are always numbered 0..n-1 (written in order, trimmed from
         # the end), so if chunk `keep` is absent there is nothing beyond it. The look-up by id
         # is O(1); the filtered delete scans every point in embedded Qdrant, which made
         # ingesting a corpus quadratic in its size.
-        if await self._existing([point_id(document_id, keep)]):
-            await self._delete(document_id, from_chunk=keep)
+        if await self._existing([point_id(document_id, keep, version)]):
+            await self._delete(_document_filter(document_id, versions=[version], from_chunk=keep))
 
     async def flush(self) -> None:
         """Nothing to do: qdrant-client's upserts wait until written."""
 
-    async def holds_exactly(self, document_id: str, chunks: int) -> bool:
-        """Whether the document's stored chunks are exactly 0..chunks-1: two look-ups by id,
-        as chunks are numbered without gaps (see `trim_document`)."""
-        probes = count_probes(document_id, chunks)
+    async def holds_exactly(self, document_id: str, chunks: int, *, version: str = "") -> bool:
+        """Whether the stored chunks of the document's `version` are exactly 0..chunks-1: two
+        look-ups by id, as chunks are numbered without gaps (see `trim_document`)."""
+        probes = count_probes(document_id, chunks, version)
         return await self._existing(probes) == set(probes[1:])
 
     async def _existing(self, ids: list[str]) -> set[str]:
@@ -191,7 +200,11 @@ class QdrantChunkStore:
         return {str(point.id) for point in points}
 
     async def delete_document(self, document_id: str) -> None:
-        await self._delete(document_id, from_chunk=0)
+        await self._delete(_document_filter(document_id))
+
+    async def delete_versions(self, document_id: str, versions: Sequence[str]) -> None:
+        if versions:
+            await self._delete(_document_filter(document_id, versions=versions))
 
     async def count_document(self, document_id: str) -> int:
         """How many chunks of `document_id` the collection holds."""
@@ -203,18 +216,9 @@ class QdrantChunkStore:
         )
         return result.count
 
-    async def _delete(self, document_id: str, *, from_chunk: int) -> None:
-        conditions: list[models.Condition] = [
-            models.FieldCondition(key="document_id", match=models.MatchValue(value=document_id))
-        ]
-        if from_chunk > 0:
-            conditions.append(
-                models.FieldCondition(key="chunk", range=models.Range(gte=from_chunk))
-            )
+    async def _delete(self, where: models.Filter) -> None:
         await self._client.delete(
-            self._collection,
-            points_selector=models.FilterSelector(filter=models.Filter(must=conditions)),
-            wait=True,
+            self._collection, points_selector=models.FilterSelector(filter=where), wait=True
         )
 
     async def search(
@@ -277,6 +281,27 @@ class QdrantChunkStore:
 
     async def close(self) -> None:
         await self._client.close()
+
+
+def _document_filter(
+    document_id: str, *, versions: Sequence[str] | None = None, from_chunk: int = 0
+) -> models.Filter:
+    """The document's chunks (of these `versions` only, if given; "" is its unversioned
+    ones), from chunk `from_chunk` on."""
+    conditions: list[models.Condition] = [
+        models.FieldCondition(key="document_id", match=models.MatchValue(value=document_id))
+    ]
+    if versions is not None:
+        named = [version for version in versions if version]
+        either: list[models.Condition] = []
+        if named:
+            either.append(models.FieldCondition(key="version", match=models.MatchAny(any=named)))
+        if len(named) < len(versions):
+            either.append(models.IsEmptyCondition(is_empty=models.PayloadField(key="version")))
+        conditions.append(models.Filter(should=either))
+    if from_chunk > 0:
+        conditions.append(models.FieldCondition(key="chunk", range=models.Range(gte=from_chunk)))
+    return models.Filter(must=conditions)
 
 
 def _is_embedded(client: AsyncQdrantClient) -> bool:

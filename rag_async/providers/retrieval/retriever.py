@@ -150,12 +150,16 @@ class Retriever:
         *,
         collection: str = DEFAULT_COLLECTION,
         page_starts: Sequence[int] = (),
+        version: str = "",
     ) -> int:
-        """Chunk, encode (and embed) a document and write it under `document_id`, replacing
-        any earlier version. Returns the number of chunks. `page_starts` (paged formats) are
-        the offsets in `text` where each page begins, so each chunk records its page. A
-        document of more than `max_chunks` chunks raises `TooManyChunks`, and nothing of it
-        is written: every chunk stored is scored on every question by embedded Qdrant."""
+        """Chunk, encode (and embed) a document and write it under `document_id` as
+        `version`, beside its other versions (an ingestion job deletes those once the
+        registry has switched to this one: jobs/ingest.py); the unversioned "" replaces any
+        earlier unversioned write in place. Returns the number of chunks. `page_starts`
+        (paged formats) are the offsets in `text` where each page begins, so each chunk
+        records its page. A document of more than `max_chunks` chunks raises
+        `TooManyChunks`, and nothing of it is written: every chunk stored is scored on every
+        question by embedded Qdrant."""
 
         async def progress(stage: str, done: int, total: int) -> None:
             if on_progress is not None:
@@ -174,8 +178,8 @@ class Retriever:
 
         # Encoded, embedded and written a batch at a time: a big document's contexts, sparse
         # and dense vectors and Qdrant points (several times the text's size together) never
-        # exist all at once. Earlier chunks of an older version are overwritten in place, and
-        # its surplus chunks trimmed at the end, so the document stays searchable throughout.
+        # exist all at once. Chunks of an earlier write of the same version (a retried job)
+        # are overwritten in place, and its surplus chunks trimmed at the end.
         for start in range(0, total, INDEX_BATCH):
             batch = chunks[start : start + INDEX_BATCH]
             contexts, sparse = await asyncio.to_thread(self._encode, title, batch)
@@ -195,27 +199,33 @@ class Retriever:
                 dense,
                 collection=collection,
                 pages=pages[start : start + INDEX_BATCH] if pages else None,
+                version=version,
             )
             await progress("upserted", start + len(batch), total)
-        await self._store.trim_document(document_id, keep=total)
+        await self._store.trim_document(document_id, keep=total, version=version)
         await self._store.flush()  # once per document: a flush costs tens of ms in Edge
         if total == 0:
             await progress("upserted", 0, 0)
         return total
 
     async def delete(self, document_id: str) -> int:
-        """Remove every chunk of a document; returns how many there were."""
+        """Remove every chunk of a document, of every version; returns how many there were."""
         count = await self._store.count_document(document_id)
         await self._store.delete_document(document_id)
         return count
+
+    async def delete_versions(self, document_id: str, versions: Sequence[str]) -> None:
+        """Remove the chunks of these versions of a document, and only theirs."""
+        await self._store.delete_versions(document_id, versions)
 
     async def count(self, document_id: str) -> int:
         """How many chunks of the document are stored."""
         return await self._store.count_document(document_id)
 
-    async def holds(self, document_id: str, chunks: int) -> bool:
-        """Whether exactly `chunks` chunks of the document are stored (cheaper than `count`)."""
-        return await self._store.holds_exactly(document_id, chunks)
+    async def holds(self, document_id: str, chunks: int, *, version: str = "") -> bool:
+        """Whether exactly `chunks` chunks of the document's `version` are stored (cheaper
+        than `count`)."""
+        return await self._store.holds_exactly(document_id, chunks, version=version)
 
     def _encode(
         self, title: str, chunks: Sequence[Chunk]

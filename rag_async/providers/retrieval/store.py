@@ -6,8 +6,13 @@ engine, in this process). `backend.open_store` picks one from the settings.
 
 A point is one chunk. It carries a sparse vector "lexical" (BM25 weights; Qdrant applies the
 IDF) and, when an embedder is configured, a dense vector "dense". Point ids are derived from
-the document id and the chunk index, so indexing the same document again overwrites instead
-of duplicating: an ingestion job retried after a crash is harmless.
+the document id, its version and the chunk index, so indexing the same version again
+overwrites instead of duplicating: an ingestion job retried after a crash is harmless.
+
+A version is the id of the ingestion job that wrote it (`version` in the payload): a new
+version is written beside the current one and the old one deleted once the registry has
+switched to the new (domain/document.py). The empty version is a document written without
+one (by a tool, a benchmark, or before versions existed): its points have no `version`.
 """
 
 from __future__ import annotations
@@ -53,25 +58,31 @@ class ChunkStore(Protocol):
         *,
         collection: str = DEFAULT_COLLECTION,
         pages: Sequence[int | None] | None = None,
+        version: str = "",
     ) -> None:
-        """Write chunks of a document (a batch of them: see `INDEX_BATCH`), overwriting the
-        chunks of the same index. `pages` is each chunk's page, for paged formats."""
+        """Write chunks of a document's `version` (a batch of them: see `INDEX_BATCH`),
+        overwriting the chunks of the same index. `pages` is each chunk's page, for paged
+        formats."""
 
-    async def trim_document(self, document_id: str, *, keep: int) -> None:
-        """Drop the chunks numbered `keep` and beyond: what is left of a longer earlier
-        version once the new one is written (upsert first, then trim: the document stays
-        searchable throughout a re-index)."""
+    async def trim_document(self, document_id: str, *, keep: int, version: str = "") -> None:
+        """Drop the chunks of `version` numbered `keep` and beyond: what is left of a longer
+        earlier write of the same version once the new one is written."""
 
     async def flush(self) -> None:
         """Write the writes so far out to the store's own files: called once a document is
         written, not per batch. A no-op where every write already is, and spaced out where
         each write is safe in a log already (Edge)."""
 
-    async def holds_exactly(self, document_id: str, chunks: int) -> bool:
-        """Whether the document's stored chunks are exactly 0..chunks-1."""
+    async def holds_exactly(self, document_id: str, chunks: int, *, version: str = "") -> bool:
+        """Whether the stored chunks of the document's `version` are exactly 0..chunks-1."""
 
     async def delete_document(self, document_id: str) -> None:
-        """Remove every chunk of the document (durably, and out of the IDF statistics)."""
+        """Remove every chunk of the document, of every version (durably, and out of the IDF
+        statistics)."""
+
+    async def delete_versions(self, document_id: str, versions: Sequence[str]) -> None:
+        """Remove every chunk of these versions of the document ("": its unversioned chunks),
+        and nothing of its other versions."""
 
     async def count_document(self, document_id: str) -> int:
         """How many chunks of `document_id` the collection holds."""
@@ -94,9 +105,15 @@ class ChunkStore(Protocol):
         """Release the store's files or connections."""
 
 
-def point_id(document_id: str, chunk_index: int) -> str:
-    """The same id for the same chunk of the same document, in every process and run."""
-    return str(uuid.uuid5(_POINT_NAMESPACE, f"{document_id}\x00{chunk_index}"))
+def point_id(document_id: str, chunk_index: int, version: str = "") -> str:
+    """The same id for the same chunk of the same version of a document, in every process
+    and run (an unversioned chunk keeps the id it had before versions existed)."""
+    name = (
+        f"{document_id}\x00{version}\x00{chunk_index}"
+        if version
+        else f"{document_id}\x00{chunk_index}"
+    )
+    return str(uuid.uuid5(_POINT_NAMESPACE, name))
 
 
 class ChunkPoint(NamedTuple):
@@ -118,17 +135,20 @@ def chunk_points(
     *,
     collection: str,
     pages: Sequence[int | None] | None,
+    version: str = "",
 ) -> list[ChunkPoint]:
     """The points of `upsert_chunks`'s arguments, each with one sparse (and dense, if any)
     vector of its own."""
     if len(sparse) != len(chunks) or (dense is not None and len(dense) != len(chunks)):
         raise ValueError("one sparse (and dense, if any) vector per chunk is required")
+    stamp = {"version": version} if version else {}
     return [
         ChunkPoint(
-            id=point_id(document_id, chunk.index),
+            id=point_id(document_id, chunk.index, version),
             sparse=sparse[i],
             dense=None if dense is None else dense[i],
-            payload={
+            payload=stamp
+            | {
                 "document_id": document_id,
                 "title": title,
                 "source": source,
@@ -145,12 +165,12 @@ def chunk_points(
     ]
 
 
-def count_probes(document_id: str, chunks: int) -> list[str]:
-    """The point ids that tell whether a document holds exactly `chunks` chunks (numbered
-    0..n-1): chunk `chunks` must be absent, and chunk `chunks - 1` present."""
-    probes = [point_id(document_id, chunks)]
+def count_probes(document_id: str, chunks: int, version: str = "") -> list[str]:
+    """The point ids that tell whether a document's version holds exactly `chunks` chunks
+    (numbered 0..n-1): chunk `chunks` must be absent, and chunk `chunks - 1` present."""
+    probes = [point_id(document_id, chunks, version)]
     if chunks > 0:
-        probes.append(point_id(document_id, chunks - 1))
+        probes.append(point_id(document_id, chunks - 1, version))
     return probes
 
 

@@ -1,13 +1,22 @@
 """Ingest one uploaded document (parse, chunk, encode, upsert, with progress events), and
 delete one. Both keep the document registry (store/documents.py) up to date; the job's life
 around this work (attempts, retries, the end) is worker/lifecycle.py's, and what a document
-job's failed end does to the registry is worker/kinds.py's."""
+job's failed end does to the registry is worker/kinds.py's.
+
+A document has one current version (domain/document.py). An ingestion writes its chunks as
+its own version, beside the current one, and only if it still owns the document when they
+are all written does the registry switch to it; then the other versions' chunks go. A job
+that loses the document to a newer upload or a deletion stops (`VersionSuperseded`), and a
+version that fails, is cancelled or is superseded deletes what it wrote.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+
+import structlog
 
 from rag_async.domain.errors import RagError
 from rag_async.domain.events import ProgressEvent
@@ -15,12 +24,21 @@ from rag_async.domain.job import IngestProgress, JobRecord
 from rag_async.providers.breaker import guarded
 from rag_async.providers.parsing import ParsedDocument
 from rag_async.providers.retrieval.qdrant_calls import qdrant_call
-from rag_async.worker.lifecycle import Finished, JobSpec, Run
+from rag_async.store.documents import Fields
+from rag_async.store.events import Superseded
+from rag_async.worker.lifecycle import Finished, JobSpec, Replaced, Run
 from rag_async.worker.services import Services
+
+log = structlog.get_logger(__name__)
 
 
 class UploadExpired(RagError):
     code = "expired"  # the bytes are gone: no try can bring them back
+
+
+class VersionSuperseded(Replaced):
+    """A newer job (an upload of the same document, or its deletion) owns the document: this
+    one's work is moot, and it ends cancelled."""
 
 
 async def _ingest(run: Run) -> Finished:
@@ -35,40 +53,91 @@ async def _ingest(run: Run) -> Finished:
     unchanged = await _unchanged(services, document_id, fingerprint)
     if unchanged is not None:
         # The same version is indexed already: nothing is written, the job says so.
-        await services.registry.put(document_id, {"status": "indexed", "error": ""})
+        if not await services.registry.keep_version(document_id, run.job_id):
+            raise _superseded(document_id)
         await _progress(run, "unchanged", unchanged, unchanged)
-        summary, chunks = f"unchanged: {unchanged} chunks already indexed", unchanged
-    else:
-        # Until this version is indexed in full, no fingerprint vouches for its chunks.
-        await services.registry.put(document_id, {"status": "ingesting", "fingerprint": ""})
-        document = await _parse(services, record, raw)
-        # A big document is from here on held as its text and its chunks, not as its bytes
-        # too (and the retriever writes vectors and points a batch at a time).
-        del raw
-        await _progress(run, "parsed", 1, 1)
+        summary = f"unchanged: {unchanged} chunks already indexed"
+        return Finished(answer=summary, providers=_retrieval(services), chunks=unchanged)
+    document = await _parse(services, record, raw)
+    # A big document is from here on held as its text and its chunks, not as its bytes too
+    # (and the retriever writes vectors and points a batch at a time).
+    del raw
+    await _progress(run, "parsed", 1, 1)
+    facts: Fields = {
+        "title": _title(record, document),
+        "size": size,
+        "format": document.format,
+        "content_sha256": content_sha256,
+        "fingerprint": fingerprint,
+    }
+    chunks = await _write_version(run, document_id, document, facts)
+    return Finished(
+        answer=f"indexed {chunks} chunks", providers=_retrieval(services), chunks=chunks
+    )
+
+
+async def _write_version(
+    run: Run, document_id: str, document: ParsedDocument, facts: Fields
+) -> int:
+    """Write the job's version of the document and make it the current one, if the job
+    still owns the document; else (or if anything fails) delete what it wrote."""
+    registry, job_id = run.services.registry, run.job_id
+    try:
+        if not await registry.begin_version(document_id, job_id):
+            raise _superseded(document_id)
         chunks = await _index(run, document_id, document)
-        await services.registry.put(
-            document_id,
-            {
-                "title": _title(record, document),
-                "status": "indexed",
-                "chunks": chunks,
-                "size": size,
-                "format": document.format,
-                "content_sha256": content_sha256,
-                "fingerprint": fingerprint,
-                "ingested_at": time.time(),
-                "error": "",
-            },
-        )
-        summary = f"indexed {chunks} chunks"
-    return Finished(answer=summary, providers=_retrieval(services), chunks=chunks)
+        facts = {**facts, "chunks": chunks, "ingested_at": time.time()}
+        stale = await registry.switch_version(document_id, job_id, facts)
+        if stale is None:
+            raise _superseded(document_id)
+    except Superseded:
+        raise  # a newer attempt of this job writes the same version: its chunks stay
+    except BaseException:  # a failure, a cancel, the worker stopping: a retry rewrites it
+        await _drop_own_version(run.services, document_id, job_id)
+        raise
+    try:
+        await _drop_versions(run.services, document_id, stale)
+    except Exception as error:
+        # The switch is made: this version is the document. The old ones stay marked in the
+        # registry, so the next version or the deletion removes them.
+        log.warning("old versions not removed", document_id=document_id, error=str(error))
+    return chunks
+
+
+async def _drop_own_version(services: Services, document_id: str, job_id: str) -> None:
+    """Delete the chunks a job wrote, unless they are the current version (an earlier
+    attempt of the job switched to them). Never masks the error that got here."""
+    try:
+        document = await services.registry.get(document_id)
+        if document is None or document.version != job_id:
+            await _drop_versions(services, document_id, [job_id])
+    except Exception as error:
+        # Still marked in the registry: the next version or the deletion removes them.
+        log.warning("version not removed", document_id=document_id, error=str(error))
+
+
+async def _drop_versions(services: Services, document_id: str, versions: Sequence[str]) -> None:
+    if not versions:
+        return
+    deleting = services.retriever.delete_versions(document_id, versions)
+    await guarded(services.breakers["qdrant"], qdrant_call(deleting))
+    await services.registry.forget_versions(document_id, versions)
+
+
+def _superseded(document_id: str) -> VersionSuperseded:
+    return VersionSuperseded(
+        f"superseded: document {document_id} was uploaded again or deleted since this job "
+        "was accepted, and the newer job owns it"
+    )
 
 
 async def _index(run: Run, document_id: str, document: ParsedDocument) -> int:
     services, record = run.services, run.record
 
     async def on_progress(stage: str, done: int, total: int) -> None:
+        # Once a batch is written: a job that lost the document stops here, not at the end.
+        if stage == "upserted" and not await services.registry.owns(document_id, run.job_id):
+            raise _superseded(document_id)
         await _progress(run, stage, done, total)
 
     indexing = services.retriever.index(
@@ -79,6 +148,7 @@ async def _index(run: Run, document_id: str, document: ParsedDocument) -> int:
         on_progress=on_progress,
         collection=record.collection or services.settings.default_collection,
         page_starts=document.page_starts,
+        version=run.job_id,
     )
     return await guarded(services.breakers["qdrant"], qdrant_call(indexing))
 
@@ -99,12 +169,14 @@ def _fingerprint(content_sha256: str, record: JobRecord, signature: str) -> str:
 
 
 async def _unchanged(services: Services, document_id: str, fingerprint: str) -> int | None:
-    """The chunk count, if this very version of the document is indexed in full already."""
-    indexed = await services.registry.indexed(document_id)
-    if indexed is None or indexed[0] != fingerprint:
+    """The chunk count, if this very content of the document is its current version."""
+    current = await services.registry.get(document_id)
+    if current is None or current.fingerprint != fingerprint or current.chunks is None:
         return None
     # Trust, but check that the chunks are still there (a Qdrant emptied under the registry).
-    return indexed[1] if await services.retriever.holds(document_id, indexed[1]) else None
+    version = current.version or ""  # none: indexed before versions existed
+    held = await services.retriever.holds(document_id, current.chunks, version=version)
+    return current.chunks if held else None
 
 
 async def _parse(services: Services, record: JobRecord, raw: bytes) -> ParsedDocument:
@@ -121,12 +193,17 @@ def _title(record: JobRecord, document: ParsedDocument) -> str:
 
 
 async def _delete(run: Run) -> Finished:
-    """Remove every chunk of a document, then its registry entry."""
-    services = run.services
+    """Remove every version's chunks of a document, then its registry entry, while the job
+    owns the document (an upload accepted since owns it instead, and replaces them)."""
+    services, registry = run.services, run.services.registry
     document_id = _document_id(run.record)
-    deleting = services.retriever.delete(document_id)
-    removed = await guarded(services.breakers["qdrant"], qdrant_call(deleting))
-    await services.registry.remove(document_id)
+    versions = await registry.begin_deletion(document_id, run.job_id)
+    if versions is None:
+        raise _superseded(document_id)
+    removed = await services.retriever.count(document_id)
+    await _drop_versions(services, document_id, versions)
+    if not await registry.remove(document_id, run.job_id):
+        raise _superseded(document_id)
     return Finished(
         answer=f"deleted {removed} chunks", providers=_retrieval(services), chunks=removed
     )
