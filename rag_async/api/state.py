@@ -5,18 +5,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from arq.connections import ArqRedis
 from fastapi import Depends, Request
 
 from rag_async.api.quotas import StreamSlots
 from rag_async.config import Settings
 from rag_async.domain.identity import EventsTokens, KeyRing
+from rag_async.store.activity import Activity
+from rag_async.store.conversations import Conversations
 from rag_async.store.dead_letters import DeadLetters
 from rag_async.store.documents import DocumentRegistry
 from rag_async.store.events import EventLog, LiveHub
 from rag_async.store.idempotency import IdempotencyKeys
 from rag_async.store.jobs import JobStore
 from rag_async.store.keys import Keys
+from rag_async.store.pool import Connection
 from rag_async.store.queue import JobQueue
 from rag_async.store.rate import RateLimiter
 from rag_async.store.uploads import Uploads
@@ -28,9 +30,10 @@ from rag_async.worker.ends import Ends
 class AppState:
     settings: Settings
     keys: Keys
-    redis: ArqRedis  # one bounded pool, shared by the stores below
     ends: Ends  # the stores a job's end writes, shared with the workers (worker/ends.py)
     hub: LiveHub
+    conversations: Conversations
+    activity: Activity
     idempotency: IdempotencyKeys
     keyring: KeyRing
     tokens: EventsTokens
@@ -67,17 +70,19 @@ class AppState:
         return self.ends.jobs.uploads
 
     @classmethod
-    def open(cls, settings: Settings, redis: ArqRedis) -> AppState:
+    def open(cls, settings: Settings, redis: Connection) -> AppState:
         """Every store of the API process, over one Redis pool."""
         keys = Keys(settings.key_prefix)
         ttl = settings.result_ttl
         keyring = KeyRing.from_settings(settings)
+        ends = Ends.open(redis, keys, settings)
         return cls(
             settings=settings,
             keys=keys,
-            redis=redis,
-            ends=Ends.open(redis, keys, settings),
+            ends=ends,
+            activity=Activity(redis, keys, ends.queue),
             hub=LiveHub(redis, keys),
+            conversations=Conversations(redis, keys, ttl),
             idempotency=IdempotencyKeys(redis, keys, ttl),
             keyring=keyring,
             tokens=EventsTokens(keyring.token_secret(settings), settings.events_token_ttl),

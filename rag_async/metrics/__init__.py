@@ -2,7 +2,7 @@
 (cluster.py), and how they are served (http.py). The metric names are a contract with the
 dashboards, alerts and autoscaler of deploy/ and docs/operations.md."""
 
-from rag_async.metrics.cluster import ClusterCollector, JobOutcomes
+from rag_async.metrics.cluster import ClusterCollector, ClusterStores
 from rag_async.metrics.http import (
     CONTENT_TYPE_LATEST,
     ProcessMetricsServer,
@@ -16,7 +16,7 @@ __all__ = [
     "CONTENT_TYPE_LATEST",
     "SSE_CONNECTIONS",
     "ClusterCollector",
-    "JobOutcomes",
+    "ClusterStores",
     "ProcessMetricsServer",
     "RequestTimer",
     "count_tokens",

@@ -17,44 +17,14 @@ from dataclasses import dataclass, field
 import structlog
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
-from rag_async.store.activity import worker_activity
-from rag_async.store.keys import Keys
-from rag_async.store.queue import JOB_KINDS, JobQueue, Lane, LaneDepth
+from rag_async.store.activity import Activity
+from rag_async.store.dead_letters import DeadLetters
+from rag_async.store.errors import StoreError
+from rag_async.store.outcomes import JobOutcomes
+from rag_async.store.queue import JobQueue, Lane, LaneDepth
 
 log = structlog.get_logger(__name__)
-
-OUTCOMES = ("complete", "failed", "cancelled", "retried", "dead_lettered", "requeued")
-
-
-class JobOutcomes:
-    """How jobs ended, counted in Valkey by every worker's lifecycle, so one scrape of any
-    API process gives the totals of all workers (a worker's own counter would reset with it
-    and be lost with it)."""
-
-    def __init__(self, redis: Redis, keys: Keys) -> None:
-        self._redis = redis
-        self._key = keys.job_outcomes
-
-    async def count(self, kind: str, outcome: str) -> None:
-        try:
-            await self._redis.hincrby(self._key, f"{kind}:{outcome}", 1)  # type: ignore[misc]
-        except RedisError as error:  # a lost count is not worth failing the job's end
-            log.warning("could not count the job's outcome", outcome=outcome, error=str(error))
-
-
-def _outcome_counts(raw: dict[bytes, bytes]) -> dict[tuple[str, str], int]:
-    """The counts of every kind and outcome, 0 for those not seen yet: a series that exists
-    from the start lets `rate()` and `increase()` see its first job."""
-    counts: dict[tuple[str, str], int] = {
-        (kind, outcome): 0 for kind in JOB_KINDS for outcome in OUTCOMES
-    }
-    for name, value in raw.items():
-        kind, _, outcome = name.decode().partition(":")
-        counts[kind, outcome] = int(value)
-    return counts
 
 
 @dataclass(slots=True)
@@ -66,24 +36,29 @@ class Figures:
     breakers: dict[str, str] = field(default_factory=dict)
 
 
-async def read_figures(redis: Redis, keys: Keys, queue: JobQueue, dead_after: float) -> Figures:
-    """Every figure, in one round trip's time (three reads at once)."""
+@dataclass(frozen=True, slots=True)
+class ClusterStores:
+    """What the figures are read from."""
 
-    async def counts() -> tuple[int, dict[bytes, bytes]]:
-        async with redis.pipeline(transaction=False) as pipe:
-            pipe.zcard(keys.dead_letters)
-            pipe.hgetall(keys.job_outcomes)
-            dead_letters, outcomes = await pipe.execute()
-        return int(dead_letters), outcomes
+    queue: JobQueue
+    activity: Activity
+    outcomes: JobOutcomes
+    dead_letters: DeadLetters
 
-    depths, activity, (dead_letters, outcomes) = await asyncio.gather(
-        queue.depth(), worker_activity(redis, keys, dead_after), counts()
+
+async def read_figures(stores: ClusterStores, dead_after: float) -> Figures:
+    """Every figure, in one round trip's time (the reads go at once)."""
+    depths, activity, dead_letters, outcomes = await asyncio.gather(
+        stores.queue.depth(),
+        stores.activity.workers(dead_after),
+        stores.dead_letters.count(),
+        stores.outcomes.counts(),
     )
     return Figures(
         queues=depths,
         dead_letters=dead_letters,
         workers_alive=len(activity.workers),
-        outcomes=_outcome_counts(outcomes),
+        outcomes=outcomes,
         breakers=activity.breakers,
     )
 
@@ -93,10 +68,8 @@ class ClusterCollector(Collector):
     /metrics route awaits `refresh()` first. When Valkey cannot be read the figures are left
     out (stale ones would mislead an alert), and the process's own metrics still answer."""
 
-    def __init__(
-        self, redis: Redis, keys: Keys, queue: JobQueue, dead_after: float, max_age: float = 1.0
-    ) -> None:
-        self._redis, self._keys, self._queue, self._dead_after = redis, keys, queue, dead_after
+    def __init__(self, stores: ClusterStores, dead_after: float, max_age: float = 1.0) -> None:
+        self._stores, self._dead_after = stores, dead_after
         self._max_age = max_age
         self._figures: Figures | None = None
         self._read_at = float("-inf")
@@ -107,10 +80,8 @@ class ClusterCollector(Collector):
             if time.monotonic() - self._read_at < self._max_age:
                 return
             try:
-                self._figures = await read_figures(
-                    self._redis, self._keys, self._queue, self._dead_after
-                )
-            except RedisError as error:
+                self._figures = await read_figures(self._stores, self._dead_after)
+            except StoreError as error:
                 log.warning("metrics: could not read Valkey", error=str(error))
                 self._figures = None
             self._read_at = time.monotonic()

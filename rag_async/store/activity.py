@@ -113,23 +113,6 @@ class RecentFailures:
             await pipe.execute()
 
 
-async def service_stats(
-    redis: Redis, keys: Keys, queue: JobQueue, dead_after: float
-) -> dict[str, Any]:
-    """Queue depth, jobs in flight, live workers and recent failures (`GET /stats`)."""
-    depths, activity = await asyncio.gather(queue.depth(), worker_activity(redis, keys, dead_after))
-    return {
-        # Waiting: ready, or a retry waiting out its backoff; not running.
-        "queue_depth": sum(depth.total - depth.running for depth in depths.values()),
-        # Waiting or running, per queue: what an autoscaler of each kind of worker watches.
-        "queues": {lane: depth.total for lane, depth in depths.items()},
-        "jobs_in_flight": sum(depth.running for depth in depths.values()),
-        "workers": activity.workers,
-        "recent_failures": activity.failures,
-        "breakers": activity.breakers,
-    }
-
-
 @dataclass(frozen=True, slots=True)
 class WorkerActivity:
     workers: list[dict[str, Any]]  # the live ones' latest beats, by id
@@ -137,14 +120,46 @@ class WorkerActivity:
     breakers: dict[str, str]  # provider -> the worst breaker state any live worker sees
 
 
-async def worker_activity(redis: Redis, keys: Keys, dead_after: float) -> WorkerActivity:
-    """The live workers, their breakers and the latest failures, in one round trip."""
-    async with redis.pipeline(transaction=False) as pipe:
-        pipe.hgetall(keys.workers)
-        pipe.lrange(keys.failures, 0, 9)
-        pipe.time()  # beats carry Valkey's clock
-        beats, failures, (seconds, microseconds) = await pipe.execute()
-    now = seconds + microseconds / 1e6
+class Activity:
+    """What the workers report, read for `GET /stats`, `/readyz` and `/metrics`."""
+
+    def __init__(self, redis: Redis, keys: Keys, queue: JobQueue) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._queue = queue
+
+    async def ping(self) -> None:
+        """Raises if Valkey does not answer."""
+        await self._redis.ping()
+
+    async def stats(self, dead_after: float) -> dict[str, Any]:
+        """Queue depth, jobs in flight, live workers and recent failures (`GET /stats`)."""
+        depths, activity = await asyncio.gather(self._queue.depth(), self.workers(dead_after))
+        return {
+            # Waiting: ready, or a retry waiting out its backoff; not running.
+            "queue_depth": sum(depth.total - depth.running for depth in depths.values()),
+            # Waiting or running, per queue: what an autoscaler of each kind of worker watches.
+            "queues": {lane: depth.total for lane, depth in depths.items()},
+            "jobs_in_flight": sum(depth.running for depth in depths.values()),
+            "workers": activity.workers,
+            "recent_failures": activity.failures,
+            "breakers": activity.breakers,
+        }
+
+    async def workers(self, dead_after: float) -> WorkerActivity:
+        """The live workers, their breakers and the latest failures, in one round trip."""
+        keys = self._keys
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(keys.workers)
+            pipe.lrange(keys.failures, 0, 9)
+            pipe.time()  # beats carry Valkey's clock
+            beats, failures, (seconds, microseconds) = await pipe.execute()
+        return _activity(beats, failures, seconds + microseconds / 1e6, dead_after)
+
+
+def _activity(
+    beats: dict[bytes, bytes], failures: list[bytes], now: float, dead_after: float
+) -> WorkerActivity:
     workers = []
     for worker_id, raw in beats.items():
         beat = orjson.loads(raw)

@@ -27,6 +27,9 @@ class DeadLetters:
     async def contains(self, job_id: str) -> bool:
         return await self._redis.zscore(self._keys.dead_letters, job_id) is not None
 
+    async def count(self) -> int:
+        return int(await self._redis.zcard(self._keys.dead_letters))
+
     async def remove(self, job_id: str) -> bool:
         return bool(await self._redis.zrem(self._keys.dead_letters, job_id))
 

@@ -4,7 +4,7 @@ free connection instead of failing, speaking arq's JSON job format (never pickle
 from __future__ import annotations
 
 import orjson
-from arq.connections import ArqRedis
+from arq.connections import ArqRedis, RedisSettings
 from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
@@ -16,6 +16,9 @@ from rag_async.store.keys import Keys
 
 # Errors after which a worker's command is sent again: lost or refused connections.
 OUTAGE_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
+
+# A process's client of the store, as `connect_redis` makes it: what the stores are built on.
+Connection = Redis
 
 # A pooled connection idle for longer than this (seconds) is PINGed before its next command
 # (never the pub/sub connection: see `pubsub_pool`).
@@ -30,6 +33,15 @@ def outage_retry() -> Retry:
         15,
         supported_errors=OUTAGE_ERRORS,  # type: ignore[arg-type]
     )
+
+
+def arq_cli_settings(url: str) -> RedisSettings:
+    """For arq's CLI, which builds its own pool: the same resends as `connect_redis`'s."""
+    settings = RedisSettings.from_dsn(url)
+    settings.conn_retries = 0  # the resends cover the first connect too
+    settings.retry_on_error = list(OUTAGE_ERRORS)
+    settings.retry = outage_retry()
+    return settings
 
 
 def connect_redis(settings: Settings, *, client_name: str, ride_out_outages: bool) -> ArqRedis:

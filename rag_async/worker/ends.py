@@ -18,18 +18,17 @@ import time
 from dataclasses import dataclass
 from typing import Literal
 
-from redis.asyncio import Redis
-
 from rag_async.config import Settings
 from rag_async.domain.events import CancelledEvent, StatusEvent
 from rag_async.domain.job import JobRecord, JobStatus, WebhookDelivery, record_fields
-from rag_async.metrics import JobOutcomes
 from rag_async.store.activity import RecentFailures
 from rag_async.store.dead_letters import DeadLetters
 from rag_async.store.documents import DocumentRegistry
 from rag_async.store.events import EventLog
 from rag_async.store.jobs import JobStore
 from rag_async.store.keys import Keys
+from rag_async.store.outcomes import JobOutcomes
+from rag_async.store.pool import Connection
 from rag_async.store.queue import JobQueue
 from rag_async.store.uploads import Uploads
 from rag_async.store.webhooks import Webhooks
@@ -53,7 +52,7 @@ class Ends:
     registry: DocumentRegistry  # for the document kinds' failure hook
 
     @classmethod
-    def open(cls, redis: Redis, keys: Keys, settings: Settings) -> Ends:
+    def open(cls, redis: Connection, keys: Keys, settings: Settings) -> Ends:
         ttl = settings.result_ttl
         uploads = Uploads(redis, keys, settings.max_pending_upload_bytes)
         reserve = settings.valkey_memory_reserve

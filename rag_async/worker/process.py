@@ -15,7 +15,6 @@ from typing import Any, cast
 
 import orjson
 import structlog
-from arq.connections import RedisSettings
 from arq.typing import WorkerCoroutine
 from arq.worker import Function, Worker, func
 
@@ -26,7 +25,7 @@ from rag_async.metrics import serve_process_metrics
 from rag_async.store.activity import Heartbeat
 from rag_async.store.errors import StoreError
 from rag_async.store.keys import Keys
-from rag_async.store.pool import OUTAGE_ERRORS, connect_redis, outage_retry
+from rag_async.store.pool import arq_cli_settings, connect_redis
 from rag_async.store.queue import JOB_KINDS, LANES, Lane
 from rag_async.store.webhooks import DELIVERY_FUNCTION
 from rag_async.tracing import setup_tracing
@@ -34,15 +33,6 @@ from rag_async.worker.jobs import JOBS, Services, WorkerContext, deliver_webhook
 from rag_async.worker.jobs.webhook import lost_runs_limit
 
 log = structlog.get_logger(__name__)
-
-
-def redis_settings(url: str) -> RedisSettings:
-    """For arq's CLI, which builds its own pool: the same resends as `connect_redis`'s."""
-    settings = RedisSettings.from_dsn(url)
-    settings.conn_retries = 0  # the resends cover the first connect too
-    settings.retry_on_error = list(OUTAGE_ERRORS)
-    settings.retry = outage_retry()
-    return settings
 
 
 async def startup(ctx: WorkerContext) -> None:
@@ -161,7 +151,7 @@ def worker_options(settings: Settings, lane: Lane) -> dict[str, Any]:
         "on_job_end": job_ending,
         "after_job_end": job_ended,
         "ctx": {"settings": settings},
-        "redis_settings": redis_settings(settings.redis_url),
+        "redis_settings": arq_cli_settings(settings.redis_url),
         "queue_name": Keys(settings.key_prefix).queue(lane),
         "max_jobs": settings.worker_max_jobs if questions else settings.worker_max_documents,
         "job_completion_wait": settings.worker_shutdown_grace,

@@ -11,10 +11,9 @@ from typing import Any, TypedDict
 import httpx2
 import openai
 from pydantic import SecretStr
-from redis.asyncio import Redis
 
 from rag_async.config import Settings
-from rag_async.metrics import JobOutcomes, ProcessMetricsServer
+from rag_async.metrics import ProcessMetricsServer
 from rag_async.providers.breaker import CircuitBreaker
 from rag_async.providers.llm import LLM, ExtractiveAnswerer, OpenAIChat, StreamTimeouts
 from rag_async.providers.parsing.isolated import ParserPool
@@ -32,6 +31,8 @@ from rag_async.store.documents import DocumentRegistry
 from rag_async.store.events import EventLog
 from rag_async.store.jobs import JobStore
 from rag_async.store.keys import Keys
+from rag_async.store.outcomes import JobOutcomes
+from rag_async.store.pool import Connection
 from rag_async.store.queue import JobQueue
 from rag_async.store.uploads import Uploads
 from rag_async.store.webhooks import Webhooks
@@ -110,7 +111,7 @@ class Services:
         return {"retrieval": self.retriever.name, "llm": self.llm.name}
 
     @classmethod
-    async def open(cls, settings: Settings, redis: Redis) -> Services:
+    async def open(cls, settings: Settings, redis: Connection) -> Services:
         """Open every client the worker's jobs use; if one fails to open, close the ones
         opened before it (a worker that cannot start must not leave a shard locked)."""
         opened = AsyncExitStack()
@@ -212,7 +213,7 @@ def _openai_client(
 class WorkerContext(TypedDict, total=False):
     """arq's per-job `ctx`, with what our startup adds."""
 
-    redis: Redis
+    redis: Connection
     settings: Settings
     services: Services
     heartbeat: Heartbeat

@@ -13,7 +13,6 @@ from rag_async.api.questions import Question, submit_question
 from rag_async.api.state import State
 from rag_async.domain.errors import NotFound
 from rag_async.domain.schemas import ChatRequest, ErrorBody, QuestionAccepted
-from rag_async.store.conversations import Conversations
 
 router = APIRouter(tags=["questions"])
 
@@ -46,8 +45,7 @@ async def chat(
     require_utf8(body)
     question = Question(body.query, body.collection)
     if body.conversation_id is not None:
-        conversations = Conversations(state.redis, state.keys, state.settings.result_ttl)
-        conversation = await conversations.join(body.conversation_id, caller)
+        conversation = await state.conversations.join(body.conversation_id, caller)
         if conversation is None:
             raise NotFound(f"no conversation {body.conversation_id}")
         question = Question(

@@ -10,7 +10,7 @@ from rag_async.api.auth import Caller
 from rag_async.api.state import State
 from rag_async.domain.errors import NotFound
 from rag_async.domain.schemas import CONVERSATION_PATTERN, ErrorBody
-from rag_async.store.conversations import Conversation, Conversations
+from rag_async.store.conversations import Conversation
 
 router = APIRouter(tags=["questions"])
 
@@ -27,8 +27,7 @@ async def get_conversation(
 ) -> Conversation:
     """Its answered turns, oldest first, each with the search its question made. Another key's
     conversation is not found, exactly like one that never existed or has expired."""
-    conversations = Conversations(state.redis, state.keys, state.settings.result_ttl)
-    conversation = await conversations.get(conversation_id)
+    conversation = await state.conversations.get(conversation_id)
     if conversation is None or not caller.may_see(conversation.owner):
         raise NotFound(f"no conversation {conversation_id}: it never existed, or has expired")
     return conversation

@@ -9,7 +9,6 @@ from fastapi.responses import Response
 from rag_async.api.errors import error_response, json_response
 from rag_async.api.state import State
 from rag_async.domain.schemas import ErrorBody
-from rag_async.store.activity import service_stats
 
 log = structlog.get_logger(__name__)
 
@@ -28,10 +27,8 @@ async def readyz(state: State) -> Response:
     states as the workers last reported them (an open breaker defers jobs; it does not make
     the API unready)."""
     try:
-        await state.redis.ping()
-        stats = await service_stats(
-            state.redis, state.keys, state.queue, state.settings.worker_dead_after
-        )
+        await state.activity.ping()
+        stats = await state.activity.stats(state.settings.worker_dead_after)
     except Exception as error:  # any failure means "not ready": say what, not the details
         log.warning("not ready", error=str(error))
         message = f"the job store (Redis/Valkey) cannot be reached ({type(error).__name__})"

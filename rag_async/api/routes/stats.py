@@ -8,7 +8,6 @@ from fastapi import APIRouter
 
 from rag_async.api.auth import Caller
 from rag_async.api.state import State
-from rag_async.store.activity import service_stats
 
 router = APIRouter(tags=["health"])
 
@@ -20,9 +19,7 @@ _COUNTS = ("queue_depth", "queues", "jobs_in_flight", "breakers")
 async def stats(state: State, caller: Caller) -> dict[str, Any]:
     """Queue depth (waiting jobs), jobs in flight and the providers' breakers; for an admin
     key (or the local user) also the live workers and the latest failures."""
-    figures = await service_stats(
-        state.redis, state.keys, state.queue, state.settings.worker_dead_after
-    )
+    figures = await state.activity.stats(state.settings.worker_dead_after)
     if caller.admin:
         return figures
     return {name: figures[name] for name in _COUNTS} | {"workers_alive": len(figures["workers"])}
