@@ -39,7 +39,7 @@ from rag_async.api.state import AppState
 from rag_async.config import Settings
 from rag_async.domain.identity import KeyRing
 from rag_async.domain.schemas import ErrorBody
-from rag_async.metrics import ClusterCollector, ClusterStores, RequestTimer
+from rag_async.metrics import ClusterCollector, RequestTimer
 from rag_async.redaction import redact
 from rag_async.store.pool import connect_redis
 from rag_async.tracing import setup_tracing
@@ -78,10 +78,7 @@ def create_app(settings: Settings) -> FastAPI:
         state = AppState.open(settings, redis)
         log.info("api ready", redis=redact(settings.redis_url or ""))
         try:
-            stores = ClusterStores(
-                state.queue, state.activity, state.ends.outcomes, state.dead_letters
-            )
-            cluster = ClusterCollector(stores, settings.worker_dead_after)
+            cluster = ClusterCollector(state.cluster_stores(), settings.worker_dead_after)
             yield {"rag": state, "metrics": cluster}
         finally:
             await state.hub.close()

@@ -10,6 +10,7 @@ from fastapi import Depends, Request
 from rag_async.api.quotas import StreamSlots
 from rag_async.config import Settings
 from rag_async.domain.identity import EventsTokens, KeyRing
+from rag_async.metrics import ClusterStores
 from rag_async.store.activity import Activity
 from rag_async.store.conversations import Conversations
 from rag_async.store.dead_letters import DeadLetters
@@ -68,6 +69,10 @@ class AppState:
     @property
     def uploads(self) -> Uploads:
         return self.ends.jobs.uploads
+
+    def cluster_stores(self) -> ClusterStores:
+        """What /metrics reads the service's figures from."""
+        return ClusterStores(self.queue, self.activity, self.ends.outcomes, self.dead_letters)
 
     @classmethod
     def open(cls, settings: Settings, redis: Connection) -> AppState:

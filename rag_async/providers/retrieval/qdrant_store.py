@@ -252,21 +252,9 @@ class QdrantChunkStore:
                 query_filter=where,
             )
         else:
-            candidates = limit * PREFETCH_FACTOR
-            # The filter goes on each branch: a fusion of unfiltered candidates could come up
-            # short, or empty, for a small collection.
-            prefetch = [
-                models.Prefetch(query=dense, using=DENSE_VECTOR, limit=candidates, filter=where)
-            ]
-            if sparse.indices:
-                prefetch.append(
-                    models.Prefetch(
-                        query=sparse, using=LEXICAL_VECTOR, limit=candidates, filter=where
-                    )
-                )
             response = await self._client.query_points(
                 self._collection,
-                prefetch=prefetch,
+                prefetch=_hybrid_prefetch(sparse, dense, limit * PREFETCH_FACTOR, where),
                 query=models.FusionQuery(fusion=models.Fusion.RRF),
                 limit=limit,
             )
@@ -316,3 +304,20 @@ def collection_filter(collection: str) -> models.Filter:
     return models.Filter(
         must=[models.FieldCondition(key="collection", match=models.MatchValue(value=collection))]
     )
+
+
+def _hybrid_prefetch(
+    sparse: models.SparseVector,
+    dense: list[float],
+    candidates: int,
+    where: models.Filter | None,
+) -> list[models.Prefetch]:
+    """The candidate lists a hybrid search fuses: dense, and lexical unless only stopwords
+    were asked. The filter goes on each branch: a fusion of unfiltered candidates could come
+    up short, or empty, for a small collection."""
+    prefetch = [models.Prefetch(query=dense, using=DENSE_VECTOR, limit=candidates, filter=where)]
+    if sparse.indices:
+        prefetch.append(
+            models.Prefetch(query=sparse, using=LEXICAL_VECTOR, limit=candidates, filter=where)
+        )
+    return prefetch

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 
 from qdrant_client import models
 
@@ -22,6 +23,26 @@ from rag_async.providers.retrieval.store import (
 )
 
 ProgressCallback = Callable[[str, int, int], Awaitable[None]]
+
+
+def _reporter(on_progress: ProgressCallback | None) -> ProgressCallback:
+    async def progress(stage: str, done: int, total: int) -> None:
+        if on_progress is not None:
+            await on_progress(stage, done, total)
+
+    return progress
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """Where an indexed document's chunks go, and what they are cited by."""
+
+    document_id: str
+    title: str
+    source: str | None
+    collection: str
+    version: str
+
 
 # Chunks of one document among the first results before the other documents' chunks come
 # first: the answer's few sources (`top_k`) are not all one long page's neighbouring chunks.
@@ -161,10 +182,7 @@ class Retriever:
         `TooManyChunks`, and nothing of it is written: every chunk stored is scored on every
         question by embedded Qdrant."""
 
-        async def progress(stage: str, done: int, total: int) -> None:
-            if on_progress is not None:
-                await on_progress(stage, done, total)
-
+        progress = _reporter(on_progress)
         # Chunking and encoding grow with the text: for a large document, long enough to stall
         # every other job on this worker's loop (docs/benchmarks.md). Run them in a thread.
         chunks, pages = await asyncio.to_thread(self._chunk, text, page_starts)
@@ -175,38 +193,51 @@ class Retriever:
                 "document (RAG_MAX_CHUNKS)"
             )
         await progress("chunked", total, total)
-
         # Encoded, embedded and written a batch at a time: a big document's contexts, sparse
         # and dense vectors and Qdrant points (several times the text's size together) never
         # exist all at once. Chunks of an earlier write of the same version (a retried job)
         # are overwritten in place, and its surplus chunks trimmed at the end.
+        target = _Target(document_id, title, source, collection, version)
         for start in range(0, total, INDEX_BATCH):
             batch = chunks[start : start + INDEX_BATCH]
-            contexts, sparse = await asyncio.to_thread(self._encode, title, batch)
-            dense: list[list[float]] | None = None
-            if self._embedder is not None:
-                dense = []
-                for offset in range(0, len(batch), EMBED_BATCH_SIZE):
-                    part = contexts[offset : offset + EMBED_BATCH_SIZE]
-                    dense.extend(await self._embedder.embed(part))
-                    await progress("embedded", start + len(dense), total)
-            await self._store.upsert_chunks(
-                document_id,
-                title,
-                source,
-                batch,
-                sparse,
-                dense,
-                collection=collection,
-                pages=pages[start : start + INDEX_BATCH] if pages else None,
-                version=version,
-            )
-            await progress("upserted", start + len(batch), total)
+            batch_pages = pages[start : start + INDEX_BATCH] if pages else None
+            await self._write_batch(target, batch, batch_pages, start, total, progress)
         await self._store.trim_document(document_id, keep=total, version=version)
         await self._store.flush()  # once per document: a flush costs tens of ms in Edge
         if total == 0:
             await progress("upserted", 0, 0)
         return total
+
+    async def _write_batch(
+        self,
+        target: _Target,
+        batch: list[Chunk],
+        pages: list[int | None] | None,
+        start: int,
+        total: int,
+        progress: ProgressCallback,
+    ) -> None:
+        """Encode, embed and upsert the chunks `start`.. of a document of `total` chunks."""
+        contexts, sparse = await asyncio.to_thread(self._encode, target.title, batch)
+        dense: list[list[float]] | None = None
+        if self._embedder is not None:
+            dense = []
+            for offset in range(0, len(batch), EMBED_BATCH_SIZE):
+                part = contexts[offset : offset + EMBED_BATCH_SIZE]
+                dense.extend(await self._embedder.embed(part))
+                await progress("embedded", start + len(dense), total)
+        await self._store.upsert_chunks(
+            target.document_id,
+            target.title,
+            target.source,
+            batch,
+            sparse,
+            dense,
+            collection=target.collection,
+            pages=pages,
+            version=target.version,
+        )
+        await progress("upserted", start + len(batch), total)
 
     async def delete(self, document_id: str) -> int:
         """Remove every chunk of a document, of every version; returns how many there were."""
