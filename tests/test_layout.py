@@ -64,3 +64,18 @@ def test_no_module_is_long() -> None:
         f"{path}" for path, _ in _modules() if len((REPO / path).read_text().splitlines()) > 600
     ]
     assert long == []
+
+
+def test_a_kind_has_one_name_and_jobs_queued_under_the_earlier_names_still_run() -> None:
+    from rag_async.config import Settings
+    from rag_async.domain.job import JobRecord
+    from rag_async.store.queue import EARLIER_NAMES, JOB_KINDS
+    from rag_async.worker.jobs import JOBS
+    from rag_async.worker.kinds import KIND_POLICIES
+    from rag_async.worker.process import lane_functions
+
+    assert set(JOBS) == set(KIND_POLICIES) == set(JOB_KINDS) == set(EARLIER_NAMES)
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    names = {f.name for lane in ("questions", "documents") for f in lane_functions(settings, lane)}
+    assert set(JOB_KINDS) <= names and set(EARLIER_NAMES.values()) <= names
+    assert JobRecord.from_hash("j", {b"kind": b"chat"}).kind == "answer"

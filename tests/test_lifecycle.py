@@ -300,7 +300,7 @@ async def test_an_idempotency_claim_stays_with_a_created_job_and_a_stale_one_is_
         jobs = JobStore(redis, keys, ttl=600)
         created, other = new_job_id(), new_job_id()
         assert await claims.claim("made", LOCAL, b"tea?", created) == created
-        await jobs.create(created, "chat", {"query": "tea?"})
+        await jobs.create(created, "answer", {"query": "tea?"})
         # A failure after the record: the claim stays, and stands for the job.
         await claims.release("made", LOCAL, created)
         assert await claims.claim("made", LOCAL, b"tea?", other) == created

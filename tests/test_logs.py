@@ -67,7 +67,7 @@ async def test_every_worker_line_is_json_and_a_jobs_lines_carry_its_ids(
     lines = json_lines(logged)
     assert lines[-1]["event"] == "worker stopped", lines[-1]
     assert {line.get("logger") for line in lines} >= {"arq.worker"}, "arq's lines are JSON too"
-    jobs = {answered: "chat", failed: "chat", added["job_id"]: "ingest", deleted: "delete"}
+    jobs = {answered: "answer", failed: "answer", added["job_id"]: "ingest", deleted: "delete"}
     for job_id in jobs:
         mine = [line for line in lines if job_id in json.dumps(line)]
         # arq's own start and end lines, and ours: each with the id as a field.

@@ -82,7 +82,7 @@ async def test_figures_move_as_jobs_complete_fail_retry_and_dead_letter(
     )
     async with running_stack(settings) as stack:
         before = await scrape(stack.base_url)
-        assert value(before, "rag_jobs_total", kind="chat", outcome="complete") == 0
+        assert value(before, "rag_jobs_total", kind="answer", outcome="complete") == 0
         assert value(before, "rag_workers_alive") == 1  # the first beat is at startup
 
         answer = await stack.client.answer((await stack.client.ask("tea?"))["job_id"])
@@ -96,7 +96,7 @@ async def test_figures_move_as_jobs_complete_fail_retry_and_dead_letter(
         await asyncio.sleep(1.1)  # the cluster figures are cached for a second
         after = await scrape(stack.base_url)
 
-    chat = {"kind": "chat"}
+    chat = {"kind": "answer"}
     assert value(after, "rag_jobs_total", **chat, outcome="complete") == 1
     assert value(after, "rag_jobs_total", **chat, outcome="failed") == 1
     assert value(after, "rag_jobs_total", **chat, outcome="retried") == 1
@@ -112,8 +112,8 @@ async def test_figures_move_as_jobs_complete_fail_retry_and_dead_letter(
 
     # Stages of the one completed answer, from the worker running in this process.
     for stage in ("queue_wait", "retrieval", "first_token", "generation", "total"):
-        assert grew("rag_job_stage_seconds_count", kind="chat", stage=stage) == 1, stage
-    assert grew("rag_job_stage_seconds_sum", kind="chat", stage="total") > 0
+        assert grew("rag_job_stage_seconds_count", kind="answer", stage=stage) == 1, stage
+    assert grew("rag_job_stage_seconds_sum", kind="answer", stage="total") > 0
     # The test server reports 12 completion tokens an answer, when asked to.
     assert grew("rag_llm_tokens_total", direction="completion") == 12
     assert grew("rag_llm_tokens_total", direction="prompt") > 0
@@ -141,7 +141,7 @@ async def test_waiting_jobs_show_as_queue_depth_and_age_until_a_worker_takes_the
 
             async def drained() -> bool:
                 figures = await scrape(stack.base_url)
-                return value(figures, "rag_jobs_total", kind="chat", outcome="complete") == 2
+                return value(figures, "rag_jobs_total", kind="answer", outcome="complete") == 2
 
             await until(drained)
         done = await scrape(stack.base_url)
@@ -183,7 +183,7 @@ async def test_a_worker_serves_its_own_metrics_when_given_a_port(
             response = await http.get(f"http://127.0.0.1:{port}/metrics")
     assert response.status_code == 200
     figures = parse(response.text)
-    assert value(figures, "rag_job_stage_seconds_count", kind="chat", stage="total") >= 1
+    assert value(figures, "rag_job_stage_seconds_count", kind="answer", stage="total") >= 1
     async with httpx.AsyncClient() as http:  # closed with the worker
         with pytest.raises(httpx.ConnectError):
             await http.get(f"http://127.0.0.1:{port}/metrics")
@@ -215,7 +215,7 @@ async def test_a_job_cancelled_before_any_worker_took_it_counts_as_cancelled(
         job_id = (await stack.client.ask("tea?"))["job_id"]
         assert (await stack.client.cancel(job_id))["status"] == "cancelled"
         figures = await scrape(stack.base_url)
-    assert value(figures, "rag_jobs_total", kind="chat", outcome="cancelled") == 1
+    assert value(figures, "rag_jobs_total", kind="answer", outcome="cancelled") == 1
     assert value(figures, "rag_queue_depth", queue="questions") == 0
 
 

@@ -63,7 +63,7 @@ async def test_job_status_reads_the_answer_so_far_from_the_log(
     job_id = secrets.token_hex(16)
     async with Redis.from_url(settings.redis_url or "") as redis:
         keys = Keys(settings.key_prefix)
-        await JobStore(redis, keys, 60).create(job_id, "chat", {"query": "tea?"})
+        await JobStore(redis, keys, 60).create(job_id, "answer", {"query": "tea?"})
         events = EventLog(redis, keys, 60)
         for n, event in enumerate(log.events):
             # The record stays in progress, so the view folds the whole log: as it does when

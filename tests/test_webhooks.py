@@ -160,7 +160,7 @@ async def test_a_questions_webhook_is_signed_retried_after_a_500_and_delivered(
     assert second.payload["type"] == "job.completed"
     assert second.payload["data"] == {
         "job_id": accepted["job_id"],
-        "kind": "chat",
+        "kind": "answer",
         "status": "complete",
         "error": None,
         "answer": view["answer"],

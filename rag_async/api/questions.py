@@ -59,6 +59,6 @@ async def submit_question(
     job_id = new_job_id()
 
     async def create() -> None:
-        await enqueue(submission, job_id, "chat", fields)
+        await enqueue(submission, job_id, "answer", fields)
 
     return await create_once(submission, idempotency_key, fingerprint.encode(), job_id, create)

@@ -13,7 +13,7 @@ from rag_async.domain.transcript import Transcript
 
 async def job_view(state: AppState, record: JobRecord) -> JobView:
     answer, partial, last_event_id = record.answer, False, record.last_event_id
-    if record.kind == "chat" and record.status is JobStatus.IN_PROGRESS:
+    if record.kind == "answer" and record.status is JobStatus.IN_PROGRESS:
         # Text and id from the same read of the log, so that resuming after `last_event_id`
         # continues exactly where `answer` stops.
         answer, last_event_id = await _partial_answer(state, record)

@@ -77,7 +77,7 @@ class JobRecord(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     job_id: str
-    kind: Kind = "chat"
+    kind: Kind = "answer"
     status: JobStatus = JobStatus.QUEUED
     stage: str | None = None
     attempt: int = 0  # the latest attempt's number: the event log's fence (eventlog.py)
@@ -121,6 +121,8 @@ class JobRecord(BaseModel):
             name, text = key.decode(), value.decode()
             if text:
                 fields[name] = orjson.loads(text) if name in _JSON_FIELDS else text
+        if fields.get("kind") == "chat":  # an answer's record written before kinds had one name
+            fields["kind"] = "answer"
         return cls.model_validate(fields)
 
     @property

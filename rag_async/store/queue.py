@@ -23,19 +23,28 @@ from rag_async.store.keys import Keys
 
 Lane = Literal["questions", "documents"]
 LANES: tuple[Lane, ...] = ("questions", "documents")
-Kind = Literal["chat", "ingest", "delete"]
+# A kind of job is one name everywhere: the job record's `kind`, the arq function that runs
+# it, its lifecycle spec (worker/jobs/) and its policy (worker/kinds.py).
+Kind = Literal["answer", "ingest", "delete"]
 
 
 @dataclass(frozen=True, slots=True)
 class JobKind:
-    function: str  # the arq function name
-    lane: Lane
+    lane: Lane  # the queue its jobs wait in
 
 
 JOB_KINDS: dict[Kind, JobKind] = {
-    "chat": JobKind("answer_question", "questions"),
-    "ingest": JobKind("ingest_document", "documents"),
-    "delete": JobKind("delete_document", "documents"),
+    "answer": JobKind("questions"),
+    "ingest": JobKind("documents"),
+    "delete": JobKind("documents"),
+}
+
+# The arq function names of the kinds before they were given one name: jobs an earlier
+# version queued still find their function (worker/process.py registers both).
+EARLIER_NAMES: dict[Kind, str] = {
+    "answer": "answer_question",
+    "ingest": "ingest_document",
+    "delete": "delete_document",
 }
 
 
@@ -90,7 +99,7 @@ def arq_entry(keys: Keys, job_id: str, kind: Kind) -> ArqEntry:
     now_ms = round(time.time() * 1000)
     payload: dict[str, object] = {
         "t": None,
-        "f": JOB_KINDS[kind].function,
+        "f": kind,
         "a": [job_id],
         "k": {},
         "et": now_ms,

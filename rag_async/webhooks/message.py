@@ -19,7 +19,7 @@ def payload(record: JobRecord, event: str) -> str:
         "status": record.status.value,
         "error": record.error,
     }
-    if record.kind == "chat":
+    if record.kind == "answer":
         data["answer"] = record.answer
     else:
         data["document_id"] = record.document_id

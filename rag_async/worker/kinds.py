@@ -44,7 +44,7 @@ async def _document_failed(ends: Ends, record: JobRecord, outcome: str, reason: 
 
 
 KIND_POLICIES: dict[Kind, KindPolicy] = {
-    "chat": KindPolicy(),
+    "answer": KindPolicy(),
     "ingest": KindPolicy(on_failure=_document_failed, keeps_upload=True),
     "delete": KindPolicy(on_failure=_document_failed),
 }

@@ -26,7 +26,7 @@ from rag_async.store.activity import Heartbeat
 from rag_async.store.errors import StoreError
 from rag_async.store.keys import Keys
 from rag_async.store.pool import arq_cli_settings, connect_redis
-from rag_async.store.queue import JOB_KINDS, LANES, Lane
+from rag_async.store.queue import EARLIER_NAMES, JOB_KINDS, LANES, Lane
 from rag_async.store.webhooks import DELIVERY_FUNCTION
 from rag_async.tracing import setup_tracing
 from rag_async.worker.jobs import JOBS, Services, WorkerContext, deliver_webhook, job_function
@@ -105,12 +105,13 @@ def lane_functions(settings: Settings, lane: Lane) -> list[Function]:
     return [
         func(
             cast(WorkerCoroutine, job_function(JOBS[kind], timeout=timeout, max_tries=max_tries)),
-            name=job_kind.function,
+            name=name,
             timeout=timeout + ARQ_TIMEOUT_MARGIN,
             max_tries=max_tries + 1,
         )
         for kind, job_kind in JOB_KINDS.items()
         if job_kind.lane == lane
+        for name in (kind, EARLIER_NAMES[kind])
     ] + [webhook_function(settings)]
 
 

@@ -31,7 +31,7 @@ async def owned_answer(state: AppState, caller: Principal, given_id: str) -> Job
     job, or an unknown or expired id is not found, all alike."""
     job_id = job_id_of(given_id)
     record = None if job_id is None else await state.jobs.get(job_id)
-    if record is None or record.kind != "chat" or not caller.may_see(record.owner):
+    if record is None or record.kind != "answer" or not caller.may_see(record.owner):
         raise NotFound(f"no response {given_id[:80]!r}: it never existed, or has expired")
     return record
 

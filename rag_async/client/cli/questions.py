@@ -250,7 +250,7 @@ def status(
         if view.get("answer"):
             partial = " (so far)" if view.get("answer_is_partial") else ""
             typer.echo(f"\nanswer{partial}:\n{plain(view['answer']).strip()}")
-        if view.get("sources") and view.get("kind") == "chat":
+        if view.get("sources") and view.get("kind") == "answer":
             typer.echo("\nSources:\n" + "\n".join(source_lines(view["sources"])))
 
     with_client(api_url, show)

@@ -105,7 +105,7 @@ def document_lines(entry: Mapping[str, Any]) -> list[str]:
 
 # ---- a job (GET /jobs/{id}) ----------------------------------------------------------------
 
-_KINDS = {"chat": "question", "ingest": "ingest a document", "delete": "delete a document"}
+_KINDS = {"answer": "question", "ingest": "ingest a document", "delete": "delete a document"}
 # The worker's timings, in the order a job goes through them.
 _TIMINGS = {
     "queue_wait": "queued",

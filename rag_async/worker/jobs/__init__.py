@@ -8,6 +8,6 @@ from rag_async.worker.jobs.webhook import deliver_webhook
 from rag_async.worker.lifecycle import JobSpec, job_function
 from rag_async.worker.services import Services, WorkerContext
 
-JOBS: dict[Kind, JobSpec] = {"chat": ANSWER, "ingest": INGEST, "delete": DELETE}
+JOBS: dict[Kind, JobSpec] = {"answer": ANSWER, "ingest": INGEST, "delete": DELETE}
 
 __all__ = ["JOBS", "JobSpec", "Services", "WorkerContext", "deliver_webhook", "job_function"]
