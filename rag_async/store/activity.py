@@ -1,101 +1,25 @@
-"""What the service is doing right now: which workers are alive, how many jobs they run, and
-the latest failures. Workers write it; `GET /stats` (and the web page's live panel) read it.
+"""What the service is doing right now, as `GET /stats`, `/readyz`, `/metrics` and the web
+page's live panel read it: which workers are alive (their beats, store/workers.py), how many
+jobs wait and run (store/queue.py), and the latest failures (written here).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 import structlog
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from rag_async.store.keys import Keys
-from rag_async.store.queue import JobQueue, Lane
-from rag_async.store.workers import DeadWorkerReaper, RunningJobs
+from rag_async.store.queue import JobQueue
 
 log = structlog.get_logger(__name__)
 
 FAILURES_KEPT = 20
-
-
-# KEYS: the workers' hash. ARGV: the worker's id, the rest of its beat (a JSON object). The
-# beat is stamped with Valkey's clock, not the worker's: a beat held up on the way (a network
-# partition healing) arrives fresh, and workers' clocks need not agree. Returns the stamp.
-_BEAT = """
-local t = redis.call('TIME')
-local now = t[1] .. '.' .. string.format('%06d', t[2])
-redis.call('HSET', KEYS[1], ARGV[1], '{"last_seen":' .. now .. ',' .. string.sub(ARGV[2], 2))
-return now
-"""
-
-
-class Heartbeat:
-    """A worker's periodic "still here, running N jobs" in one hash shared by all workers.
-
-    After each beat it also frees the jobs of workers gone silent or that died before
-    recording a job they took, and its own jobs whose end it could not record (workers.py).
-    `in_progress_ttls` is the TTL arq gives a job's in-progress key, per queue.
-    """
-
-    def __init__(
-        self,
-        redis: Redis,
-        keys: Keys,
-        worker_id: str,
-        report: Callable[[], dict[str, Any]],
-        running: RunningJobs,
-        interval: float,
-        dead_after: float,
-        in_progress_ttls: Mapping[Lane, float],
-    ) -> None:
-        # At least three beats fit in the silence that declares a worker dead, so one late
-        # beat (a busy event loop, a Valkey hiccup) never does.
-        self._interval = min(interval, dead_after / 3)
-        self._redis = redis
-        self._keys = keys
-        self._worker_id = worker_id
-        self._report = report  # what the worker says of itself: in_flight, breakers
-        self._reaper = DeadWorkerReaper(redis, keys, worker_id, dead_after, in_progress_ttls)
-        self._running = running
-        self._beat = redis.register_script(_BEAT)
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._beat_forever(), name="heartbeat")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        with contextlib.suppress(RedisError):
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.hdel(self._keys.workers, self._worker_id)
-                pipe.delete(self._keys.worker_jobs(self._worker_id))
-                await pipe.execute()
-
-    async def _beat_forever(self) -> None:
-        last_beat = float("-inf")  # monotonic time of the last beat that reached Valkey
-        while True:
-            report = orjson.dumps(self._report())
-            try:
-                beat = await self._beat(keys=[self._keys.workers], args=[self._worker_id, report])
-                # Judge others only when this worker was not cut off itself: after a Valkey
-                # outage every beat is old, and the others need a beat's time to catch up.
-                if time.monotonic() - last_beat < 2 * self._interval + 1:
-                    await self._reaper.reap(float(beat))
-                    await self._running.repair()
-                last_beat = time.monotonic()
-            except RedisError as error:  # Valkey away for a moment: the next beat will do
-                log.warning("heartbeat failed", error=str(error))
-            await asyncio.sleep(self._interval)
 
 
 class RecentFailures:

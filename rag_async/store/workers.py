@@ -1,11 +1,13 @@
-"""Freeing the jobs of a worker that died, in seconds rather than minutes.
+"""The workers in Valkey: their heartbeats, the jobs each runs, and freeing the jobs of a worker
+that died, in seconds rather than minutes. This module alone writes the workers' hash and
+their job sets.
 
 arq marks a job it starts with an in-progress key that lives for the longest job timeout plus
 10 s, and no worker may start the job again while that key exists. A worker killed with SIGKILL
 (or lost with its machine) never deletes it, so its jobs would wait out the key: minutes.
 
 So every worker records the ids of the jobs it runs in a set of its own, and beats a heartbeat
-(activity.py). Any worker that finds another silent for `worker_dead_after` seconds deletes the
+(`WorkerBeats`). Any worker that finds another silent for `worker_dead_after` seconds deletes the
 silent one's in-progress keys, and the jobs start again at the next poll of any worker. arq
 counts the lost run as a try, which is true: the job was started and did not finish.
 
@@ -219,3 +221,36 @@ class DeadWorkerReaper:
                 "jobs taken by a worker that died before recording them freed", jobs=job_ids
             )
         return job_ids
+
+
+# KEYS: the workers' hash. ARGV: the worker's id, the rest of its beat (a JSON object). The
+# beat is stamped with Valkey's clock, not the worker's: a beat held up on the way (a network
+# partition healing) arrives fresh, and workers' clocks need not agree. Returns the stamp.
+_BEAT = """
+local t = redis.call('TIME')
+local now = t[1] .. '.' .. string.format('%06d', t[2])
+redis.call('HSET', KEYS[1], ARGV[1], '{"last_seen":' .. now .. ',' .. string.sub(ARGV[2], 2))
+return now
+"""
+
+
+class WorkerBeats:
+    """A worker's "still here" in the hash all workers share (read by store/activity.py)."""
+
+    def __init__(self, redis: Redis, keys: Keys, worker_id: str) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._worker_id = worker_id
+        self._beat = redis.register_script(_BEAT)
+
+    async def beat(self, report: bytes) -> float:
+        """Beat with `report` (a JSON object: jobs in flight, breakers); returns Valkey's
+        time of the beat."""
+        return float(await self._beat(keys=[self._keys.workers], args=[self._worker_id, report]))
+
+    async def leave(self) -> None:
+        """A worker stopping: no beat and no job set of it remain."""
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hdel(self._keys.workers, self._worker_id)
+            pipe.delete(self._keys.worker_jobs(self._worker_id))
+            await pipe.execute()

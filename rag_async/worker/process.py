@@ -22,13 +22,13 @@ from rag_async.config import Settings, load_settings
 from rag_async.domain.errors import ConfigurationError
 from rag_async.logs import configure_logging, route_library_logs
 from rag_async.metrics import serve_process_metrics
-from rag_async.store.activity import Heartbeat
 from rag_async.store.errors import StoreError
 from rag_async.store.keys import Keys
 from rag_async.store.pool import arq_cli_settings, connect_redis
 from rag_async.store.queue import EARLIER_NAMES, JOB_KINDS, LANES, Lane
 from rag_async.store.webhooks import DELIVERY_FUNCTION
 from rag_async.tracing import setup_tracing
+from rag_async.worker.heartbeat import Heartbeat
 from rag_async.worker.jobs import JOBS, Services, WorkerContext, deliver_webhook, job_function
 from rag_async.worker.jobs.webhook import lost_runs_limit
 

@@ -24,7 +24,7 @@ from rag_async.providers.retrieval import (
     Retriever,
     open_store,
 )
-from rag_async.store.activity import Heartbeat, RecentFailures
+from rag_async.store.activity import RecentFailures
 from rag_async.store.conversations import Conversations
 from rag_async.store.dead_letters import DeadLetters
 from rag_async.store.documents import DocumentRegistry
@@ -39,6 +39,7 @@ from rag_async.store.webhooks import Webhooks
 from rag_async.store.workers import RunningJobs
 from rag_async.webhooks import Courier
 from rag_async.worker.ends import Ends
+from rag_async.worker.heartbeat import Heartbeat
 
 
 def worker_name() -> str:
