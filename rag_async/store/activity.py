@@ -1,5 +1,6 @@
 """What the service is doing right now: which workers are alive, how many jobs they run, and
-the latest failures. Workers write it; `GET /stats` (and the web page's live panel) read it.
+the latest failures (listed by the step that settles a failed job's end, jobs.py, with this
+module's `FAILURES_LUA`). Workers write it; `GET /stats` (and the web page's live panel) read it.
 """
 
 from __future__ import annotations
@@ -7,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,20 @@ from rag_async.store.workers import DeadWorkerReaper, RunningJobs
 log = structlog.get_logger(__name__)
 
 FAILURES_KEPT = 20
+
+# A failure listed in the one step that settles its job's end (jobs.py), so once: `entry`
+# is `failure_entry`'s.
+FAILURES_LUA = """
+local function failures_record(key, entry, kept)
+  redis.call('LPUSH', key, entry)
+  redis.call('LTRIM', key, 0, kept - 1)
+end
+"""
+
+
+def failure_entry(job_id: str, error: str) -> bytes:
+    """A failed job as the list of recent failures holds it."""
+    return orjson.dumps({"job_id": job_id, "error": error, "at": time.time()})
 
 
 # KEYS: the workers' hash. ARGV: the worker's id, the rest of its beat (a JSON object). The
@@ -40,8 +55,10 @@ class Heartbeat:
     """A worker's periodic "still here, running N jobs" in one hash shared by all workers.
 
     After each beat it also frees the jobs of workers gone silent or that died before
-    recording a job they took, and its own jobs whose end it could not record (workers.py).
-    `in_progress_ttls` is the TTL arq gives a job's in-progress key, per queue.
+    recording a job they took, and its own jobs whose end it could not record (workers.py),
+    then calls `settle`: the worker finishes the ends that a process left half done
+    (worker/ends.py). `in_progress_ttls` is the TTL arq gives a job's in-progress key, per
+    queue.
     """
 
     def __init__(
@@ -54,6 +71,7 @@ class Heartbeat:
         interval: float,
         dead_after: float,
         in_progress_ttls: Mapping[Lane, float],
+        settle: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         # At least three beats fit in the silence that declares a worker dead, so one late
         # beat (a busy event loop, a Valkey hiccup) never does.
@@ -64,6 +82,7 @@ class Heartbeat:
         self._report = report  # what the worker says of itself: in_flight, breakers
         self._reaper = DeadWorkerReaper(redis, keys, worker_id, dead_after, in_progress_ttls)
         self._running = running
+        self._settle = settle
         self._beat = redis.register_script(_BEAT)
         self._task: asyncio.Task[None] | None = None
 
@@ -92,25 +111,12 @@ class Heartbeat:
                 if time.monotonic() - last_beat < 2 * self._interval + 1:
                     await self._reaper.reap(float(beat))
                     await self._running.repair()
+                    if self._settle is not None:
+                        await self._settle()
                 last_beat = time.monotonic()
             except RedisError as error:  # Valkey away for a moment: the next beat will do
                 log.warning("heartbeat failed", error=str(error))
             await asyncio.sleep(self._interval)
-
-
-class RecentFailures:
-    """The latest jobs that failed, newest first, for `GET /stats` and the web page."""
-
-    def __init__(self, redis: Redis, keys: Keys) -> None:
-        self._redis = redis
-        self._keys = keys
-
-    async def record(self, job_id: str, error: str) -> None:
-        entry = orjson.dumps({"job_id": job_id, "error": error, "at": time.time()})
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.lpush(self._keys.failures, entry)
-            pipe.ltrim(self._keys.failures, 0, FAILURES_KEPT - 1)
-            await pipe.execute()
 
 
 @dataclass(frozen=True, slots=True)
