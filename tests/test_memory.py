@@ -191,8 +191,8 @@ async def test_the_sum_of_uploads_follows_every_way_an_upload_goes(
         assert await uploads.pending_bytes() == 110
         # A dead letter keeps its upload (for a requeue); a forgotten one drops it.
         end = ErrorEvent(message="gave up", code="dead_lettered")
-        fields = record_fields(status=JobStatus.FAILED, outcome="dead_lettered")
-        event_id = await EventLog(redis, keys, 1).append("b" * 32, end, fields)
+        last = record_fields(status=JobStatus.FAILED, outcome="dead_lettered")
+        event_id = await EventLog(redis, keys, 1).append("b" * 32, end, last)
         await jobs.settle(JobEnd("b" * 32, "ingest", "dead_lettered", event_id), keep_upload=True)
         assert await uploads.get("b" * 32) == b"y" * 10
         await uploads.drop("b" * 32)

@@ -150,16 +150,26 @@ async def cancel(ends: Ends, record: JobRecord) -> Literal["cancelled", "cancell
     job_id = record.job_id
     # Marked first: should the job start meanwhile, its worker reads the cancel as asked.
     await ends.jobs.request_cancel(job_id)
-    event = CancelledEvent(message="cancelled before it started")
-    fields = record_fields(
-        status=JobStatus.CANCELLED, stage="cancelled", finished_at=time.time(), outcome="cancelled"
-    )
-    event_id = await ends.events.cancel_queued(job_id, record.kind, event, fields)
+    event_id = await cancel_waiting(ends, record)
     if not event_id:
         await ends.queue.abort(job_id)
         return "cancelling"
-    await ended(ends, record, "cancelled", event.message, event_id=event_id)
+    await ended(ends, record, "cancelled", CANCELLED_WAITING.message, event_id=event_id)
     return "cancelled"
+
+
+CANCELLED_WAITING = CancelledEvent(message="cancelled before it started")
+
+
+async def cancel_waiting(ends: Ends, record: JobRecord) -> int:
+    """End a job that waits in its queue, cancelled, in one step (store/events.py): taken
+    off arq's queue, its `cancelled` event and status, its end in the ending set. Returns
+    the event's id; 0, having written nothing, if a worker holds the job or it has ended.
+    A process that dies after it leaves the end to a worker's heartbeat (`settle_stale`)."""
+    fields = record_fields(
+        status=JobStatus.CANCELLED, stage="cancelled", finished_at=time.time(), outcome="cancelled"
+    )
+    return await ends.events.cancel_queued(record.job_id, record.kind, CANCELLED_WAITING, fields)
 
 
 async def requeue(ends: Ends, record: JobRecord) -> None:
