@@ -33,6 +33,17 @@ local now = t[1] * 1000 + math.floor(t[2] / 1000)
 return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]), 'LIMIT', 0, ARGV[2])
 """
 
+# KEYS: the ending set. ARGV: job id, event id. The end scored now, if it is still there: one
+# that could not be settled waits behind the others rather than holding up every batch.
+_POSTPONE = (
+    LUA
+    + """
+if redis.call('ZSCORE', KEYS[1], ARGV[1] .. ':' .. ARGV[2]) then
+  ending_add(KEYS[1], ARGV[1], ARGV[2])
+end
+"""
+)
+
 
 class EndingJobs:
     """The ends not settled yet, each as (job id, the id of its last event)."""
@@ -41,6 +52,7 @@ class EndingJobs:
         self._redis = redis
         self._key = keys.ending
         self._stale = redis.register_script(_STALE)
+        self._postpone = redis.register_script(_POSTPONE)
 
     async def stale(self, grace: float, limit: int) -> list[tuple[str, int]]:
         """The oldest `limit` ends that have waited longer than `grace` seconds."""
@@ -54,6 +66,10 @@ class EndingJobs:
     async def settled(self, job_id: str, event_id: int) -> None:
         """The end's bookkeeping is done (or moot: the job ended again, or expired)."""
         await self._redis.zrem(self._key, f"{job_id}:{event_id}")
+
+    async def postpone(self, job_id: str, event_id: int) -> None:
+        """Try this end again after the others (settling it failed for now)."""
+        await self._postpone(keys=[self._key], args=[job_id, event_id])
 
 
 def _parsed(member: bytes) -> tuple[str, int]:

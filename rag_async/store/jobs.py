@@ -3,8 +3,10 @@ its upload and its place on arq's queue in one step, and each owner's unfinished
 per-key limit on them).
 
 This is the one writer of a job's hash outside the event log, whose Lua script updates fields
-in the same step that appends an event (store/events.py): creation, attempts, the end, a
-cancel asked of a running job, a requeue, and the state of the job's webhook. The record
+in the same step that appends an event (store/events.py): creation, attempts, the settling of
+an end (once, in one step with the outcome counted, the dead letter and the failure listed,
+composed from their modules' Lua), a cancel asked of a running job, a requeue, and the state
+of the job's webhook. The record
 expires with the result. arq's keys are store/queue.py's alone: its Lua (`arq_enqueue`) is
 part of the creating script here, as the uploads' and the memory line's are.
 """

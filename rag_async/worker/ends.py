@@ -19,6 +19,7 @@ a provider: the API imports it without the worker's clients.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from typing import Literal
@@ -138,6 +139,8 @@ async def settle_stale(ends: Ends, grace: float, batch: int = SETTLE_BATCH) -> i
             settled += 1
         except Exception:
             log.exception("could not settle the job's end", job_id=job_id)
+            with contextlib.suppress(Exception):
+                await ends.ending.postpone(job_id, event_id)
     if settled:
         log.warning("job ends left unsettled by their process settled", count=settled)
     return settled
