@@ -10,16 +10,18 @@ import time
 from typing import Any
 
 import httpx
+import pytest
 from redis.asyncio import Redis
 
 from rag_async.config import Settings
 from rag_async.domain.document import DocumentStatus
-from rag_async.domain.events import ErrorEvent
-from rag_async.domain.job import JobStatus, new_job_id
+from rag_async.domain.events import CancelledEvent, DoneEvent, ErrorEvent
+from rag_async.domain.job import JobStatus, new_job_id, record_fields
 from rag_async.local.valkey import EmbeddedValkey
+from rag_async.store.events import Superseded
 from rag_async.store.keys import Keys
 from rag_async.store.queue import JobQueue
-from rag_async.worker.ends import Ends, cancel, cancel_waiting, ended, settle
+from rag_async.worker.ends import Ends, cancel, cancel_waiting, ended, requeue, settle
 from rag_async.worker.lifecycle import Run
 from tests.conftest import running_stack, running_worker
 from tests.test_job_lifecycle import worker_services
@@ -167,3 +169,34 @@ async def test_a_queued_cancel_is_one_step(settings: Settings) -> None:
         assert stranded == set()
         assert await redis.zcard(queue) == 0
         assert await redis.hget(keys.job_outcomes, "answer:cancelled") == str(jobs_count).encode()
+
+
+async def test_a_job_that_has_ended_is_not_ended_again(settings: Settings) -> None:
+    """A second last word (a cancel that races a `done`, a late error) would be a second
+    end, counted again: the log refuses it, but for a resend of the very write that ended
+    the job; a requeue (which clears the outcome) lets the job end once more."""
+    keys = Keys(settings.key_prefix)
+    async with Redis.from_url(settings.redis_url or "") as redis:
+        ends = Ends.open(redis, keys, settings)
+        job_id = new_job_id()
+        assert await ends.jobs.create(job_id, "answer", {"query": "tea?"}) == "created"
+        attempt = await ends.jobs.start_attempt(job_id)
+        done = DoneEvent(answer="Two minutes.", timings={}, providers={})
+        complete = record_fields(status=JobStatus.COMPLETE, outcome="complete")
+        write = {"attempt": attempt, "write_id": "1:9"}
+        first = await ends.events.append(job_id, done, complete, **write)
+        assert await ends.events.append(job_id, done, complete, **write) == first  # resent
+        cancelled = record_fields(status=JobStatus.CANCELLED, outcome="cancelled")
+        with pytest.raises(Superseded):
+            await ends.events.append(job_id, CancelledEvent(), cancelled, attempt=attempt)
+        record = await ends.jobs.get(job_id)
+        assert record is not None and record.status == JobStatus.COMPLETE and record.seq == first
+        assert await ends.ending.all() == [(job_id, first)]
+        await ended(ends, record, "complete", event_id=first)
+
+        await requeue(ends, record)
+        attempt = await ends.jobs.start_attempt(job_id)
+        second = await ends.events.append(job_id, done, complete, attempt=attempt)
+        await ended(ends, record, "complete", event_id=second)
+        assert await redis.hget(keys.job_outcomes, "answer:complete") == b"2"
+        assert await ends.ending.all() == []

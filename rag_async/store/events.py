@@ -64,11 +64,19 @@ end
 # KEYS: job hash, event stream, live channel, the ending set (ending.py). ARGV: payload, ttl,
 # the writer's attempt ('0' for none), a write id ('' for none), the job id if the event ends
 # the job ('' if not), then field/value pairs for the job record. An event that ends the job
-# enters its end in the ending set in the same step: no process can die in between.
+# enters its end in the ending set in the same step: no process can die in between. A job
+# that has ended (its outcome written, until a requeue clears it) is not ended again: one end,
+# one outcome counted (but for a resend of the very write that ended it).
 _APPEND = (
     LUA
     + ENDING_LUA
     + """
+if ARGV[5] ~= '' then
+  local outcome = redis.call('HGET', KEYS[1], 'outcome')
+  if outcome and outcome ~= '' and redis.call('HGET', KEYS[1], 'last_write') ~= ARGV[4] then
+    return 0
+  end
+end
 local n, logged = events_append(
   {KEYS[1], KEYS[2], KEYS[3]}, ARGV[1], ARGV[2], ARGV[3], ARGV[4], {unpack(ARGV, 6)})
 if logged and ARGV[5] ~= '' then ending_add(KEYS[4], ARGV[5], n) end
@@ -131,7 +139,8 @@ class EventLog:
         With `attempt`, only while that is still the job's latest attempt: else `Superseded`.
         With `write_id`, a repeat of the job's latest write is not appended again. An event
         whose `record` gives the job's `outcome` ends the job: its end enters the ending set
-        (ending.py) in the same step, until its bookkeeping is done.
+        (ending.py) in the same step, until its bookkeeping is done; a job that has ended
+        already is not ended again (`Superseded`: its end is another's).
         """
         record = record or {}
         ends = job_id if record.get("outcome") else ""

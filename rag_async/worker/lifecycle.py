@@ -262,7 +262,7 @@ async def _complete(run: Run, finished: Finished) -> None:
             chunks=finished.chunks,
             finished_at=finished_at,
         )
-    await ended(run.services.ends, run.record, "complete", event_id=event_id)
+    await _ended(run, "complete", "", event_id)
     observe_stages(run.record.kind, run.timings)
     log.info("job complete", kind=run.record.kind, total_ms=round(run.timings["total"] * 1000, 1))
 
@@ -301,7 +301,7 @@ async def _end(run: Run, outcome: Outcome) -> None:
     except Superseded:
         return  # a newer attempt owns the job and will end it
     log.error("job failed", error=outcome.message)
-    await ended(run.services.ends, run.record, end, outcome.message, event_id=event_id)
+    await _ended(run, end, outcome.message, event_id)
 
 
 async def _end_if_cancelled(run: Run) -> None:
@@ -319,4 +319,14 @@ async def _end_cancelled(run: Run, cancelled: CancelledEvent) -> None:
         event_id = await run.emit(cancelled, outcome="cancelled", **fields)
     except Superseded:
         return
-    await ended(run.services.ends, run.record, "cancelled", cancelled.message, event_id=event_id)
+    await _ended(run, "cancelled", cancelled.message, event_id)
+
+
+async def _ended(run: Run, outcome: Ending, reason: str, event_id: int) -> None:
+    """The end's bookkeeping (ends.py). Its last event is written, so the job has ended
+    whatever happens here: a failure (Valkey away for a moment) leaves the end in the ending
+    set for a worker's heartbeat to finish, rather than failing an attempt that is over."""
+    try:
+        await ended(run.services.ends, run.record, outcome, reason, event_id=event_id)
+    except Exception:
+        log.exception("the job's end is left for a worker's heartbeat to settle")
