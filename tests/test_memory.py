@@ -20,8 +20,11 @@ from redis.asyncio import Redis
 
 from rag_async.client.api import RagClient
 from rag_async.domain.errors import StoreFull
+from rag_async.domain.events import ErrorEvent
+from rag_async.domain.job import JobStatus, record_fields
 from rag_async.local.valkey import EmbeddedValkey, free_port
-from rag_async.store.jobs import JobStore
+from rag_async.store.events import EventLog
+from rag_async.store.jobs import JobEnd, JobStore
 from rag_async.store.keys import Keys
 from rag_async.store.uploads import Uploads
 from tests.conftest import make_settings, running_api, running_stack, running_worker
@@ -187,7 +190,10 @@ async def test_the_sum_of_uploads_follows_every_way_an_upload_goes(
         assert await jobs.create("b" * 32, "ingest", fields, upload=b"y" * 10) == "created"
         assert await uploads.pending_bytes() == 110
         # A dead letter keeps its upload (for a requeue); a forgotten one drops it.
-        await jobs.ended("b" * 32, keep_upload=True)
+        end = ErrorEvent(message="gave up", code="dead_lettered")
+        last = record_fields(status=JobStatus.FAILED, outcome="dead_lettered")
+        event_id = await EventLog(redis, keys, 1).append("b" * 32, end, last)
+        await jobs.settle(JobEnd("b" * 32, "ingest", "dead_lettered", event_id), keep_upload=True)
         assert await uploads.get("b" * 32) == b"y" * 10
         await uploads.drop("b" * 32)
         await uploads.drop("b" * 32)  # twice: counted once

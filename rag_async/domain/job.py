@@ -44,6 +44,11 @@ class JobStatus(StrEnum):
         return self in (JobStatus.COMPLETE, JobStatus.FAILED, JobStatus.CANCELLED)
 
 
+# How a job ended, written with its last event (its `outcome`): what its end's bookkeeping
+# does (worker/ends.py) follows from it, whoever finishes that bookkeeping.
+Ending = Literal["complete", "failed", "dead_lettered", "cancelled"]
+
+
 class IngestProgress(BaseModel):
     """An ingestion's latest `progress` event: `done` of `total` units of `stage`."""
 
@@ -108,6 +113,11 @@ class JobRecord(BaseModel):
     timings: dict[str, float] = {}
     providers: dict[str, str] = {}
     error: str | None = None
+    # How the job ended (with its last event), and the id of the last event whose end's
+    # bookkeeping is done (store/jobs.py `settle`): an ended job whose `settled` is not its
+    # `seq` has bookkeeping left (store/ending.py).
+    outcome: Ending | None = None
+    settled: int = 0
     cancel_requested: bool = False
     webhook: WebhookDelivery | None = None  # its URL is given when the job is created only
     created_at: float | None = None

@@ -1,6 +1,7 @@
 """What the service is doing right now, as `GET /stats`, `/readyz`, `/metrics` and the web
 page's live panel read it: which workers are alive (their beats, store/workers.py), how many
-jobs wait and run (store/queue.py), and the latest failures (written here).
+jobs wait and run (store/queue.py), and the latest failures (listed by the step that settles a
+failed job's end, store/jobs.py, with this module's `FAILURES_LUA`).
 """
 
 from __future__ import annotations
@@ -21,20 +22,19 @@ log = structlog.get_logger(__name__)
 
 FAILURES_KEPT = 20
 
+# A failure listed in the one step that settles its job's end (jobs.py), so once: `entry`
+# is `failure_entry`'s.
+FAILURES_LUA = """
+local function failures_record(key, entry, kept)
+  redis.call('LPUSH', key, entry)
+  redis.call('LTRIM', key, 0, kept - 1)
+end
+"""
 
-class RecentFailures:
-    """The latest jobs that failed, newest first, for `GET /stats` and the web page."""
 
-    def __init__(self, redis: Redis, keys: Keys) -> None:
-        self._redis = redis
-        self._keys = keys
-
-    async def record(self, job_id: str, error: str) -> None:
-        entry = orjson.dumps({"job_id": job_id, "error": error, "at": time.time()})
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.lpush(self._keys.failures, entry)
-            pipe.ltrim(self._keys.failures, 0, FAILURES_KEPT - 1)
-            await pipe.execute()
+def failure_entry(job_id: str, error: str) -> bytes:
+    """A failed job as the list of recent failures holds it."""
+    return orjson.dumps({"job_id": job_id, "error": error, "at": time.time()})
 
 
 @dataclass(frozen=True, slots=True)

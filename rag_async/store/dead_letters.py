@@ -7,7 +7,6 @@ and event stream, back on the work queue, so a client following it sees it resum
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from redis.asyncio import Redis
@@ -15,14 +14,18 @@ from redis.asyncio import Redis
 from rag_async.domain.job import JobRecord
 from rag_async.store.keys import Keys
 
+# A dead letter added in the one step that settles its job's end (jobs.py), so once.
+LUA = """
+local function dead_letters_add(key, id, now)
+  redis.call('ZADD', key, now, id)
+end
+"""
+
 
 class DeadLetters:
     def __init__(self, redis: Redis, keys: Keys) -> None:
         self._redis = redis
         self._keys = keys
-
-    async def add(self, job_id: str) -> None:
-        await self._redis.zadd(self._keys.dead_letters, {job_id: time.time()})
 
     async def contains(self, job_id: str) -> bool:
         return await self._redis.zscore(self._keys.dead_letters, job_id) is not None

@@ -24,37 +24,85 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from rag_async.domain.events import _Event, encode_event
+from rag_async.store.ending import LUA as ENDING_LUA
 from rag_async.store.keys import Keys
 from rag_async.store.pool import pubsub_pool
+from rag_async.store.queue import TAKE_OFF_LUA, Kind, take_off_keys
 
 log = structlog.get_logger(__name__)
 
-# KEYS: job hash, event stream, live channel. ARGV: payload, ttl, the writer's attempt ('0' for
-# none), a write id ('' for none), then field/value pairs for the job record. The seq counter
-# lives in the job record so a retried attempt continues numbering.
+# Appending one event, as a Lua function (`LUA`) that this module's scripts compose. `k`: the
+# job hash, its event stream, its live channel; `fields`: field/value pairs for the record.
+# The seq counter lives in the job record so a retried attempt continues numbering.
 # - The attempt is a fence: once a newer attempt of the job has started (its worker was taken
-#   for dead, recovery.py), the older one may write no more.
+#   for dead, recovery.py), the older one may write no more ('0': no fence).
 # - The write id makes a resent append harmless: a client that lost the reply (Valkey restarted,
 #   the connection dropped) sends the same call again, and it must not log the event twice.
-_APPEND = """
-if ARGV[3] ~= '0' and redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[3] then
-  return 0
-end
-if ARGV[4] ~= '' then
-  if redis.call('HGET', KEYS[1], 'last_write') == ARGV[4] then
-    return tonumber(redis.call('HGET', KEYS[1], 'seq'))
+# Returns the event's id (0: superseded) and whether it was logged now (not a repeat).
+LUA = """
+local function events_append(k, payload, ttl, attempt, write_id, fields)
+  if attempt ~= '0' and redis.call('HGET', k[1], 'attempt') ~= attempt then
+    return 0, false
   end
-  redis.call('HSET', KEYS[1], 'last_write', ARGV[4])
+  if write_id ~= '' then
+    if redis.call('HGET', k[1], 'last_write') == write_id then
+      return tonumber(redis.call('HGET', k[1], 'seq')), false
+    end
+    redis.call('HSET', k[1], 'last_write', write_id)
+  end
+  local n = redis.call('HINCRBY', k[1], 'seq', 1)
+  redis.call('XADD', k[2], '0-' .. n, 'e', payload)
+  if #fields > 0 then
+    redis.call('HSET', k[1], unpack(fields))
+  end
+  redis.call('EXPIRE', k[2], ttl)
+  redis.call('PUBLISH', k[3], n .. ' ' .. payload)
+  return n, true
 end
-local n = redis.call('HINCRBY', KEYS[1], 'seq', 1)
-redis.call('XADD', KEYS[2], '0-' .. n, 'e', ARGV[1])
-if #ARGV > 4 then
-  redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+"""
+
+# KEYS: job hash, event stream, live channel, the ending set (ending.py). ARGV: payload, ttl,
+# the writer's attempt ('0' for none), a write id ('' for none), the job id if the event ends
+# the job ('' if not), then field/value pairs for the job record. An event that ends the job
+# enters its end in the ending set in the same step: no process can die in between. A job
+# that has ended (its outcome written, until a requeue clears it) is not ended again: one end,
+# one outcome counted (but for a resend of the very write that ended it).
+_APPEND = (
+    LUA
+    + ENDING_LUA
+    + """
+if ARGV[5] ~= '' then
+  local outcome = redis.call('HGET', KEYS[1], 'outcome')
+  if outcome and outcome ~= '' and redis.call('HGET', KEYS[1], 'last_write') ~= ARGV[4] then
+    return 0
+  end
 end
-redis.call('EXPIRE', KEYS[2], ARGV[2])
-redis.call('PUBLISH', KEYS[3], n .. ' ' .. ARGV[1])
+local n, logged = events_append(
+  {KEYS[1], KEYS[2], KEYS[3]}, ARGV[1], ARGV[2], ARGV[3], ARGV[4], {unpack(ARGV, 6)})
+if logged and ARGV[5] ~= '' then ending_add(KEYS[4], ARGV[5], n) end
 return n
 """
+)
+
+# A queued job cancelled in one step: taken off arq's queue (queue.py), its `cancelled` event
+# and record fields, its end in the ending set; or nothing at all, when a worker holds it, it
+# is no longer queued, or it has ended (its outcome written). KEYS: job hash, event stream,
+# live channel, the ending set, then `queue.take_off_keys`. ARGV: job id, payload, ttl, then
+# field/value pairs. Returns the event's id, or 0.
+_CANCEL_QUEUED = (
+    LUA
+    + ENDING_LUA
+    + TAKE_OFF_LUA
+    + """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local outcome = redis.call('HGET', KEYS[1], 'outcome')
+if outcome and outcome ~= '' then return 0 end
+if not arq_take_off({KEYS[5], KEYS[6], KEYS[7]}, ARGV[1]) then return 0 end
+local n = events_append({KEYS[1], KEYS[2], KEYS[3]}, ARGV[2], ARGV[3], '0', '', {unpack(ARGV, 4)})
+ending_add(KEYS[4], ARGV[1], n)
+return n
+"""
+)
 
 
 class Superseded(Exception):
@@ -75,6 +123,7 @@ class EventLog:
         self._keys = keys
         self._ttl = ttl
         self._append = redis.register_script(_APPEND)
+        self._cancel_queued = redis.register_script(_CANCEL_QUEUED)
 
     async def append(
         self,
@@ -88,16 +137,38 @@ class EventLog:
         """Append `event` to the job's log, publish it, update `record` fields; return its id.
 
         With `attempt`, only while that is still the job's latest attempt: else `Superseded`.
-        With `write_id`, a repeat of the job's latest write is not appended again.
+        With `write_id`, a repeat of the job's latest write is not appended again. An event
+        whose `record` gives the job's `outcome` ends the job: its end enters the ending set
+        (ending.py) in the same step, until its bookkeeping is done; a job that has ended
+        already is not ended again (`Superseded`: its end is another's).
         """
+        record = record or {}
+        ends = job_id if record.get("outcome") else ""
         args: list[str | int | float | bytes] = [encode_event(event), self._ttl, attempt, write_id]
-        for field, value in (record or {}).items():
+        args.append(ends)
+        for field, value in record.items():
             args += [field, value]
-        keys = [self._keys.job(job_id), self._keys.events(job_id), self._keys.live(job_id)]
-        event_id = int(await self._append(keys=keys, args=args))
+        event_id = int(await self._append(keys=self._script_keys(job_id), args=args))
         if event_id == 0:
             raise Superseded(f"job {job_id}: attempt {attempt} was superseded by a newer one")
         return event_id
+
+    async def cancel_queued(
+        self, job_id: str, kind: Kind, event: _Event, record: Mapping[str, str]
+    ) -> int:
+        """End a job that waits in its queue, in one step: taken off arq's queue, `event`
+        logged with `record` (which gives the job's outcome), its end in the ending set.
+        Returns the event's id; 0, having written nothing, if the job is not waiting there
+        (a worker holds it, or it has ended)."""
+        args: list[str | int | float | bytes] = [job_id, encode_event(event), self._ttl]
+        for field, value in record.items():
+            args += [field, value]
+        keys = [*self._script_keys(job_id), *take_off_keys(self._keys, job_id, kind)]
+        return int(await self._cancel_queued(keys=keys, args=args))
+
+    def _script_keys(self, job_id: str) -> list[str]:
+        keys = self._keys
+        return [keys.job(job_id), keys.events(job_id), keys.live(job_id), keys.ending]
 
     async def replay(self, job_id: str, after: int = 0) -> list[LoggedEvent]:
         """Every logged event with an id greater than `after`, in order."""

@@ -3,8 +3,10 @@ its upload and its place on arq's queue in one step, and each owner's unfinished
 per-key limit on them).
 
 This is the one writer of a job's hash outside the event log, whose Lua script updates fields
-in the same step that appends an event (store/events.py): creation, attempts, the end, a
-cancel asked of a running job, a requeue, and the state of the job's webhook. The record
+in the same step that appends an event (store/events.py): creation, attempts, the settling of
+an end (once, in one step with the outcome counted, the dead letter and the failure listed,
+composed from their modules' Lua), a cancel asked of a running job, a requeue, and the state
+of the job's webhook. The record
 expires with the result. arq's keys are store/queue.py's alone: its Lua (`arq_enqueue`) is
 part of the creating script here, as the uploads' and the memory line's are.
 """
@@ -14,15 +16,19 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Literal
 
 from redis.asyncio import Redis
 from redis.exceptions import OutOfMemoryError
 
 from rag_async.domain.errors import StoreFull
-from rag_async.domain.job import JobRecord, JobStatus, WebhookDelivery, record_fields
+from rag_async.domain.job import Ending, JobRecord, JobStatus, WebhookDelivery, record_fields
+from rag_async.store.activity import FAILURES_KEPT, FAILURES_LUA, failure_entry
+from rag_async.store.dead_letters import LUA as DEAD_LETTERS_LUA
 from rag_async.store.keys import Keys
 from rag_async.store.memory import LUA as MEMORY_LUA
+from rag_async.store.outcomes import LUA as OUTCOMES_LUA
 from rag_async.store.queue import LUA as QUEUE_LUA
 from rag_async.store.queue import Kind, arq_entry
 from rag_async.store.uploads import LUA as UPLOADS_LUA
@@ -84,22 +90,41 @@ return 'created'
 """
 )
 
-# KEYS: 1 job hash, 2 its events, 3-6 its upload's. ARGV: 1 ttl, 2 job id, 3 the prefix of the
-# owners' unfinished-job sets (the owner is read from the record, so no caller can name
-# another), 4 '1' to keep the upload for the record's life (a dead letter's), else dropped.
-_END = (
+# A job's end settled in one step, once: its record and events live `ttl` from now, its upload
+# dropped (or kept, a dead letter's), it no longer counts as its owner's unfinished job, its
+# outcome counted (outcomes.py), its dead letter added (dead_letters.py) and its failure listed
+# (activity.py). The record's `settled` names the end done, so a settle run again (its process
+# killed after this step, the end found in the ending set) counts nothing twice; an end whose
+# job has ended again since (a dead letter requeued), or whose record is gone, is moot.
+# KEYS: 1 job hash, 2 its events, 3-6 its upload's, 7 the outcome counts, 8 the dead letters,
+# 9 the recent failures. ARGV: 1 ttl, 2 job id, 3 the prefix of the owners' unfinished-job sets
+# (the owner is read from the record, so no caller can name another), 4 '1' to keep the upload
+# for the record's life, 5 the end's event id, 6 the kind, 7 the outcome, 8 the failure's entry
+# ('' for none), 9 how many failures are kept. Returns 'settled' (now), 'done' (before), 'moot'.
+_SETTLE = (
     UPLOADS_LUA
+    + OUTCOMES_LUA
+    + DEAD_LETTERS_LUA
+    + FAILURES_LUA
     + """
+if redis.call('HGET', KEYS[1], 'seq') ~= ARGV[5] then return 'moot' end
+if redis.call('HGET', KEYS[1], 'settled') == ARGV[5] then return 'done' end
+redis.call('HSET', KEYS[1], 'settled', ARGV[5])
 local ttl = tonumber(ARGV[1])
+local t = redis.call('TIME')
 redis.call('EXPIRE', KEYS[1], ttl)
 redis.call('EXPIRE', KEYS[2], ttl)
 local u = {KEYS[3], KEYS[4], KEYS[5], KEYS[6]}
 if ARGV[4] == '1' then
-  uploads_retain(u, ARGV[2], ttl, tonumber(redis.call('TIME')[1]))
+  uploads_retain(u, ARGV[2], ttl, tonumber(t[1]))
 else
   uploads_drop(u, ARGV[2])
 end
 redis.call('ZREM', ARGV[3] .. (redis.call('HGET', KEYS[1], 'owner') or ''), ARGV[2])
+outcomes_count(KEYS[7], ARGV[6], ARGV[7])
+if ARGV[7] == 'dead_lettered' then dead_letters_add(KEYS[8], ARGV[2], t[1] + t[2] / 1000000) end
+if ARGV[8] ~= '' then failures_record(KEYS[9], ARGV[8], tonumber(ARGV[9])) end
+return 'settled'
 """
 )
 
@@ -116,6 +141,19 @@ return 1
 
 # What refused a job's creation, or "created".
 Created = Literal["created", "too_many_jobs", "store_full", "uploads_pending"]
+# What a settle found: an end it settled now, one settled before, or one that is moot.
+Settled = Literal["settled", "done", "moot"]
+
+
+@dataclass(frozen=True, slots=True)
+class JobEnd:
+    """One end of a job, as its bookkeeping needs it."""
+
+    job_id: str
+    kind: Kind
+    outcome: Ending
+    event_id: int  # the job's last event: which end this is
+    reason: str = ""  # why a job that did not complete ended so
 
 
 class JobStore:
@@ -144,7 +182,7 @@ class JobStore:
         self._full_until = 0.0  # monotonic
         self._start_attempt = redis.register_script(_START_ATTEMPT)
         self._create = redis.register_script(_CREATE)
-        self._end = redis.register_script(_END)
+        self._settle = redis.register_script(_SETTLE)
         self._save_webhook = redis.register_script(_SAVE_WEBHOOK)
 
     async def create(
@@ -204,15 +242,23 @@ class JobStore:
         job has ended meanwhile. Conditional and atomic, so an ended job never runs again."""
         return int(await self._start_attempt(keys=[self._keys.job(job_id)], args=_ENDED))
 
-    async def ended(self, job_id: str, *, keep_upload: bool = False) -> None:
-        """The job has ended, however: its result lives `ttl` from now, and it no longer
-        counts as its owner's unfinished job. The bytes it was given, if any, are dropped at
-        once, or with `keep_upload` (a dead letter, which may be requeued) live as long as
-        its record. Safe to repeat."""
-        keys = [self._keys.job(job_id), self._keys.events(job_id)]
-        keys += self.uploads.script_keys(job_id)
-        unfinished = self._keys.unfinished_jobs("")
-        await self._end(keys=keys, args=[self._ttl, job_id, unfinished, "1" if keep_upload else ""])
+    async def settle(self, end: JobEnd, *, keep_upload: bool = False) -> Settled:
+        """Settle the job's end once, in one step (`_SETTLE`): its result lives `ttl` from
+        now, it no longer counts as its owner's unfinished job, the bytes it was given, if
+        any, are dropped (or with `keep_upload`, a dead letter's, live as long as its record),
+        its outcome is counted, a dead letter added and a failure listed. Safe to repeat:
+        'done' if this end was settled before, 'moot' if the job has ended again since (or
+        its record is gone), when nothing is written."""
+        failed = end.outcome in ("failed", "dead_lettered")
+        entry = failure_entry(end.job_id, end.reason) if failed else b""
+        keys = [self._keys.job(end.job_id), self._keys.events(end.job_id)]
+        keys += self.uploads.script_keys(end.job_id)
+        keys += [self._keys.job_outcomes, self._keys.dead_letters, self._keys.failures]
+        args: list[str | int | bytes] = [self._ttl, end.job_id, self._keys.unfinished_jobs("")]
+        args += ["1" if keep_upload else "", end.event_id, end.kind, end.outcome, entry]
+        args.append(FAILURES_KEPT)
+        settled: bytes = await self._settle(keys=keys, args=args)
+        return settled.decode()  # type: ignore[return-value]
 
     async def reopened(self, job_id: str, owner: str | None) -> None:
         """An ended job runs again (a dead letter requeued): it counts as its owner's

@@ -103,6 +103,13 @@ class Keys:
         """Hash: "<kind>:<outcome>" -> how many jobs of every worker ended so (metrics)."""
         return f"{self.prefix}job-outcomes"
 
+    @property
+    def ending(self) -> str:
+        """Sorted set: "<job id>:<event id>" of every job end whose bookkeeping is not done
+        yet, by when the job ended (Valkey's clock, ms): written with the job's last event,
+        removed once its end is settled (ending.py)."""
+        return f"{self.prefix}ending"
+
     def unfinished_jobs(self, owner: str) -> str:
         """Sorted set: the ids of an owner's queued or running jobs, by when they were created
         (the per-key cap on unfinished jobs; removed when a job ends, jobstore.py)."""

@@ -1,5 +1,6 @@
 """How jobs ended: a counter per kind and outcome in Valkey, incremented once per end by the
-lifecycle (worker/ends.py) of every process, read by /metrics."""
+lifecycle (worker/ends.py) of every process, read by /metrics. A job's end is counted by the
+job store's settling step, with this module's Lua (`LUA`); retries and requeues here."""
 
 from __future__ import annotations
 
@@ -11,6 +12,14 @@ from rag_async.store.keys import Keys
 from rag_async.store.queue import JOB_KINDS
 
 log = structlog.get_logger(__name__)
+
+# Counting an end, in Lua, so that the job store counts it in the one step that settles the
+# end (jobs.py): a settle run again after a crash finds it settled and counts nothing.
+LUA = """
+local function outcomes_count(key, kind, outcome)
+  redis.call('HINCRBY', key, kind .. ':' .. outcome, 1)
+end
+"""
 
 OUTCOMES = ("complete", "failed", "cancelled", "retried", "dead_lettered", "requeued")
 

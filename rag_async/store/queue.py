@@ -48,17 +48,6 @@ EARLIER_NAMES: dict[Kind, str] = {
 }
 
 
-# KEYS: arq queue, arq's in-progress key of the job, arq's copy of the job. ARGV: job id.
-# Atomic, so a worker cannot start the job between the check and the removal; a worker that
-# read the queue just before and marks the job in progress after finds arq's copy gone, and
-# arq drops the run without calling the job's function.
-_TAKE_OFF = """
-if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
-if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
-redis.call('DEL', KEYS[3])
-return 1
-"""
-
 # Putting a job on arq's queue as arq's `ArqRedis.enqueue_job` does, in Lua so that the job
 # store can do it in the same step as the job's record (jobs.py). `q` is `ArqEntry.keys`: arq's
 # copy of the job, its result, the queue; `a` is `ArqEntry.args`.
@@ -71,6 +60,20 @@ end
 local function arq_enqueue(q, a)
   redis.call('PSETEX', q[1], a[4], a[2])
   redis.call('ZADD', q[3], a[3], a[1])
+end
+"""
+
+# Taking a job that no worker holds off arq's queue (`t` is `take_off_keys`), in Lua so that
+# the event log can do it in the same step as the job's `cancelled` event (events.py). A
+# worker that read the queue just before and marks the job in progress after finds arq's
+# copy gone, and arq drops the run without calling the job's function. False if the job is
+# not waiting there (running, or gone).
+TAKE_OFF_LUA = """
+local function arq_take_off(t, id)
+  if redis.call('EXISTS', t[2]) == 1 then return false end
+  if redis.call('ZREM', t[1], id) == 0 then return false end
+  redis.call('DEL', t[3])
+  return true
 end
 """
 
@@ -111,6 +114,12 @@ def arq_entry(keys: Keys, job_id: str, kind: Kind) -> ArqEntry:
     )
 
 
+def take_off_keys(keys: Keys, job_id: str, kind: Kind) -> list[str]:
+    """The keys `TAKE_OFF_LUA` takes as `t`: the job's queue, its in-progress key, arq's copy."""
+    queue = keys.queue(JOB_KINDS[kind].lane)
+    return [queue, keys.arq_in_progress(job_id), keys.arq_job(job_id)]
+
+
 class JobQueue:
     """The arq queues, as the API and the lifecycle use them (the workers read them through
     arq): the one module that knows arq's keys."""
@@ -124,7 +133,6 @@ class JobQueue:
         )
         self._keys = keys
         self._depth = self._redis.register_script(_DEPTH)
-        self._take_off = self._redis.register_script(_TAKE_OFF)
         self._put = self._redis.register_script(_PUT)
 
     def name(self, kind: Kind) -> str:
@@ -140,12 +148,6 @@ class JobQueue:
         repeat enqueues nothing. A new job is put on the queue with its record (jobs.py)."""
         entry = arq_entry(self._keys, job_id, kind)
         await self._put(keys=entry.keys, args=entry.args)
-
-    async def take_off(self, job_id: str, kind: Kind) -> bool:
-        """Take a job that no worker has started off its queue; False if it is not waiting
-        there (running, or gone)."""
-        keys = [self.name(kind), self._keys.arq_in_progress(job_id), self._keys.arq_job(job_id)]
-        return bool(await self._take_off(keys=keys, args=[job_id]))
 
     async def abort(self, job_id: str) -> None:
         """Ask the worker running the job to cancel its task (arq's allow_abort_jobs)."""

@@ -1,31 +1,39 @@
 """The ends of a job, and the transitions that end or reopen one outside a worker's attempt.
 
 Whichever way a job ends (its work done, failed, dead-lettered, cancelled by its worker or
-cancelled in the queue by the API), it ends in `ended`: the upload dropped or kept by its
-kind's policy (kinds.py), the outcome counted once, the kind's failure hook, the webhook
-queued. The API cancels a queued job (`cancel`) and requeues a dead letter (`requeue`) here
-too, so both processes end and reopen jobs alike. Nothing here needs a provider: the API
-imports it without the worker's clients.
+cancelled in the queue by the API), its last event gives its outcome, and in the same step
+puts its end in the ending set (store/ending.py); then `ended` does its bookkeeping: the
+upload dropped or kept by its kind's policy (kinds.py), the outcome counted, a dead letter
+kept and a failure listed (all once, in one step), the kind's failure hook, the webhook
+queued, and last the end leaves the ending set. A process killed in between leaves the end
+there, and whoever finds it finishes it (`settle`): a worker that arq hands the ended job
+again, or any worker's heartbeat once it is older than a grace (`settle_stale`). Every part
+is once-only or safe to repeat. The API cancels a queued job (`cancel`) and requeues a dead
+letter (`requeue`) here too, so both processes end and reopen jobs alike. Nothing here needs
+a provider: the API imports it without the worker's clients.
 
-    cancel ── waiting in its queue ── taken off ── `cancelled` event ──► ended
-          └── running ─────────────── asked of its worker ─────────────► its lifecycle ends it
+    cancel ── waiting in its queue ── one step: taken off, `cancelled` event, ending ──► ended
+          └── running ─────────────── asked of its worker ────────► its lifecycle ends it
     requeue ── counted, tries reset, reopened, `requeued` event, queued; the dead letter cleared
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from typing import Literal
 
+import structlog
+
 from rag_async.config import Settings
-from rag_async.domain.events import CancelledEvent, StatusEvent
-from rag_async.domain.job import JobRecord, JobStatus, WebhookDelivery, record_fields
-from rag_async.store.activity import RecentFailures
+from rag_async.domain.events import CancelledEvent, ErrorEvent, StatusEvent, decode_event
+from rag_async.domain.job import Ending, JobRecord, JobStatus, WebhookDelivery, record_fields
 from rag_async.store.dead_letters import DeadLetters
 from rag_async.store.documents import DocumentRegistry
+from rag_async.store.ending import EndingJobs
 from rag_async.store.events import EventLog
-from rag_async.store.jobs import JobStore
+from rag_async.store.jobs import JobEnd, JobStore
 from rag_async.store.keys import Keys
 from rag_async.store.outcomes import JobOutcomes
 from rag_async.store.pool import Connection
@@ -34,7 +42,11 @@ from rag_async.store.uploads import Uploads
 from rag_async.store.webhooks import Webhooks
 from rag_async.worker.kinds import KIND_POLICIES
 
-Ending = Literal["complete", "failed", "dead_lettered", "cancelled"]
+log = structlog.get_logger(__name__)
+
+# How many stale ends one heartbeat settles: a backlog drains over a few beats, and no beat
+# is held up for long.
+SETTLE_BATCH = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,8 +60,8 @@ class Ends:
     outcomes: JobOutcomes  # how jobs ended, counted for /metrics
     webhooks: Webhooks  # a job's webhook queued at its end, and each try recorded
     dead_letters: DeadLetters
-    failures: RecentFailures
     registry: DocumentRegistry  # for the document kinds' failure hook
+    ending: EndingJobs  # the ends whose bookkeeping is not done yet
 
     @classmethod
     def open(cls, redis: Connection, keys: Keys, settings: Settings) -> Ends:
@@ -65,45 +77,102 @@ class Ends:
             outcomes=JobOutcomes(redis, keys),
             webhooks=Webhooks(redis, keys, jobs, queue),
             dead_letters=DeadLetters(redis, keys),
-            failures=RecentFailures(redis, keys),
             registry=DocumentRegistry(redis, keys),
+            ending=EndingJobs(redis, keys),
         )
 
 
-async def ended(ends: Ends, record: JobRecord, outcome: Ending, reason: str = "") -> None:
-    """What every end of a job does once its last event is written, whichever the end and
-    whoever wrote it: a dead letter kept and a failure listed, the upload dropped (unless its
-    kind keeps it for a dead letter's requeue), the outcome counted, the kind's hook for a
-    job that did not complete, the webhook queued. Each job end comes here once: the one
-    that wrote the last event."""
-    job_id = record.job_id
+async def ended(
+    ends: Ends, record: JobRecord, outcome: Ending, reason: str = "", *, event_id: int
+) -> None:
+    """What every end of a job does once its last event (`event_id`) is written, whichever
+    the end and whoever wrote it: in one step and once, the upload dropped (unless its kind
+    keeps it for a dead letter's requeue), the outcome counted, a dead letter kept and a
+    failure listed; then the kind's hook for a job that did not complete and the webhook
+    (both safe to repeat); last, the end leaves the ending set. Run again after a crash at
+    any point, it does what is left and nothing twice."""
     policy = KIND_POLICIES[record.kind]
-    if outcome == "dead_lettered":
-        await ends.dead_letters.add(job_id)
-    if outcome in ("failed", "dead_lettered"):
-        await ends.failures.record(job_id, reason)
     keep = outcome == "dead_lettered" and policy.keeps_upload
-    await ends.jobs.ended(job_id, keep_upload=keep)
-    await ends.outcomes.count(record.kind, outcome)
-    if outcome != "complete" and policy.on_failure is not None:
-        await policy.on_failure(ends, record, outcome, reason)
-    await ends.webhooks.job_ended(record)
+    end = JobEnd(record.job_id, record.kind, outcome, event_id, reason)
+    if await ends.jobs.settle(end, keep_upload=keep) != "moot":
+        if outcome != "complete" and policy.on_failure is not None:
+            await policy.on_failure(ends, record, outcome, reason)
+        await ends.webhooks.job_ended(record)
+    await ends.ending.settled(record.job_id, event_id)
+
+
+async def settle(ends: Ends, record: JobRecord) -> None:
+    """Finish the end of an ended job from its record (how it ended, why), whatever of it is
+    left: a worker that arq hands the job again after its end, or a heartbeat that found the
+    end unsettled. A job that ended before its outcome was recorded has only its webhook to
+    make sure of."""
+    if record.outcome is None:
+        await ends.webhooks.job_ended(record)
+        return
+    reason = await _reason(ends, record)
+    await ended(ends, record, record.outcome, reason, event_id=record.seq)
+
+
+async def _reason(ends: Ends, record: JobRecord) -> str:
+    """Why the job ended as it did: its error, or what its last event says (a cancel)."""
+    if record.error or record.outcome == "complete":
+        return record.error or ""
+    logged = await ends.events.replay(record.job_id, after=record.seq - 1)
+    last = decode_event(logged[-1].data) if logged else None
+    return last.message if isinstance(last, CancelledEvent | ErrorEvent) else ""
+
+
+async def settle_stale(ends: Ends, grace: float, batch: int = SETTLE_BATCH) -> int:
+    """Settle the ends left unsettled for longer than `grace` seconds (their process died
+    between the last event and the end of `ended`), the oldest `batch` of them; return how
+    many were settled. Called on every worker's heartbeat: it catches the ends no worker will
+    run again (a queued job cancelled by an API process that died). Never raises for one
+    end: the others still settle, and it is tried again at the next beat."""
+    settled = 0
+    for job_id, event_id in await ends.ending.stale(grace, batch):
+        try:
+            record = await ends.jobs.get(job_id)
+            if record is None or record.seq != event_id or not record.status.ended:
+                await ends.ending.settled(job_id, event_id)  # expired, or ended again since
+                continue
+            await settle(ends, record)
+            settled += 1
+        except Exception:
+            log.exception("could not settle the job's end", job_id=job_id)
+            with contextlib.suppress(Exception):
+                await ends.ending.postpone(job_id, event_id)
+    if settled:
+        log.warning("job ends left unsettled by their process settled", count=settled)
+    return settled
 
 
 async def cancel(ends: Ends, record: JobRecord) -> Literal["cancelled", "cancelling"]:
     """Cancel a job that has not ended: at once if it waits in its queue (no worker will see
-    it, so its end is written here), else by asking its worker, whose lifecycle ends it."""
+    it, so its end is written here, in one step with its take-off), else by asking its
+    worker, whose lifecycle ends it."""
     job_id = record.job_id
     # Marked first: should the job start meanwhile, its worker reads the cancel as asked.
     await ends.jobs.request_cancel(job_id)
-    if not await ends.queue.take_off(job_id, record.kind):
+    event_id = await cancel_waiting(ends, record)
+    if not event_id:
         await ends.queue.abort(job_id)
         return "cancelling"
-    event = CancelledEvent(message="cancelled before it started")
-    fields = record_fields(status=JobStatus.CANCELLED, stage="cancelled", finished_at=time.time())
-    await ends.events.append(job_id, event, fields)
-    await ended(ends, record, "cancelled", event.message)
+    await ended(ends, record, "cancelled", CANCELLED_WAITING.message, event_id=event_id)
     return "cancelled"
+
+
+CANCELLED_WAITING = CancelledEvent(message="cancelled before it started")
+
+
+async def cancel_waiting(ends: Ends, record: JobRecord) -> int:
+    """End a job that waits in its queue, cancelled, in one step (store/events.py): taken
+    off arq's queue, its `cancelled` event and status, its end in the ending set. Returns
+    the event's id; 0, having written nothing, if a worker holds the job or it has ended.
+    A process that dies after it leaves the end to a worker's heartbeat (`settle_stale`)."""
+    fields = record_fields(
+        status=JobStatus.CANCELLED, stage="cancelled", finished_at=time.time(), outcome="cancelled"
+    )
+    return await ends.events.cancel_queued(record.job_id, record.kind, CANCELLED_WAITING, fields)
 
 
 async def requeue(ends: Ends, record: JobRecord) -> None:
@@ -120,8 +189,14 @@ async def requeue(ends: Ends, record: JobRecord) -> None:
     await ends.events.append(
         job_id,
         StatusEvent(status=queued, stage="requeued", attempt=record.attempt),
+        # No outcome: the job has not ended (again) yet.
         record_fields(
-            status=queued, stage="requeued", error=None, finished_at=None, webhook=webhook
+            status=queued,
+            stage="requeued",
+            error=None,
+            finished_at=None,
+            outcome=None,
+            webhook=webhook,
         ),
     )
     await ends.queue.put(job_id, record.kind)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
@@ -26,8 +26,9 @@ class Heartbeat:
 
     After each beat it also frees the jobs of workers gone silent or that died before
     recording a job they took, and its own jobs whose end it could not record
-    (store/workers.py).
-    `in_progress_ttls` is the TTL arq gives a job's in-progress key, per queue.
+    (store/workers.py), then calls `settle`: the worker finishes the ends that a process left
+    half done (worker/ends.py). `in_progress_ttls` is the TTL arq gives a job's in-progress
+    key, per queue.
     """
 
     def __init__(
@@ -40,6 +41,7 @@ class Heartbeat:
         interval: float,
         dead_after: float,
         in_progress_ttls: Mapping[Lane, float],
+        settle: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         # At least three beats fit in the silence that declares a worker dead, so one late
         # beat (a busy event loop, a Valkey hiccup) never does.
@@ -48,6 +50,7 @@ class Heartbeat:
         self._report = report  # what the worker says of itself: in_flight, breakers
         self._reaper = DeadWorkerReaper(redis, keys, worker_id, dead_after, in_progress_ttls)
         self._running = running
+        self._settle = settle
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -72,6 +75,8 @@ class Heartbeat:
                 if time.monotonic() - last_beat < 2 * self._interval + 1:
                     await self._reaper.reap(beat)
                     await self._running.repair()
+                    if self._settle is not None:
+                        await self._settle()
                 last_beat = time.monotonic()
             except StoreError as error:  # Valkey away for a moment: the next beat will do
                 log.warning("heartbeat failed", error=str(error))

@@ -15,11 +15,12 @@ happens here, once:
       ├─ raises Replaced (a newer job took over) ► cancelled event, its reason
       ├─ cancelled, the worker is stopping ───► nothing: the job runs again elsewhere
       └─ superseded by a newer attempt ───────► nothing: the newer attempt owns the job
-    on any end, ends.py's `ended`: the TTL restarts, the upload is dropped or kept (kinds.py),
-    the outcome is counted, a failed or cancelled job's kind runs its failure hook, and last
-    the job's webhook, if it has one, is queued for delivery (webhooks/); a job run again
-    after its end queues it, if its worker died before it could. The API's cancel of a
-    queued job and its requeue of a dead letter are ends.py's too.
+    on any end, the last event gives the job's outcome (and enters its end in the ending set,
+    in the same step), then ends.py's `ended`: the TTL restarts, the upload is dropped or kept
+    (kinds.py), the outcome is counted, a failed or cancelled job's kind runs its failure hook,
+    and the job's webhook, if it has one, is queued for delivery (webhooks/); a job run again
+    after its end finishes whatever of that its worker died before doing (ends.py `settle`).
+    The API's cancel of a queued job and its requeue of a dead letter are ends.py's too.
 
 arq's own timeout and tries would end a job inside arq without a word to the record, so they
 are set out of reach (workers/settings.py) and the limits here are the ones that act.
@@ -41,11 +42,11 @@ from arq import Retry
 from rag_async import tracing
 from rag_async.domain.errors import RagError
 from rag_async.domain.events import CancelledEvent, DoneEvent, ErrorEvent, StatusEvent, _Event
-from rag_async.domain.job import JobRecord, JobStatus, record_fields
+from rag_async.domain.job import Ending, JobRecord, JobStatus, record_fields
 from rag_async.metrics import observe_stages
 from rag_async.providers.breaker import BreakerOpen
 from rag_async.store.events import Superseded
-from rag_async.worker.ends import Ending, ended
+from rag_async.worker.ends import ended, settle
 from rag_async.worker.outcome import Outcome, decide, given_up
 from rag_async.worker.services import Services, WorkerContext
 
@@ -94,7 +95,8 @@ class Run:
     async def emit(self, event: _Event, **fields: Any) -> int:
         """Append `event` (and set the record's `fields`) while this is the job's latest
         attempt, else raise `Superseded`. Each write has an id, so an append resent after a
-        lost reply is logged once (eventlog.py)."""
+        lost reply is logged once (eventlog.py). An event whose fields give the job's
+        `outcome` is its last, and enters the job's end in the ending set (store/ending.py)."""
         write_id = f"{self.attempt}:{next(self._writes)}"
         return await self.services.events.append(
             self.job_id, event, record_fields(**fields), attempt=self.attempt, write_id=write_id
@@ -142,8 +144,8 @@ def job_function(spec: JobSpec, *, timeout: float, max_tries: int) -> JobFunctio
             if record is None:
                 return
             if record.status.ended:
-                # Run again after its end: its worker may have died before queuing the webhook.
-                await services.webhooks.job_ended(record)
+                # Run again after its end: its worker may have died before its bookkeeping.
+                await settle(services.ends, record)
                 return
             ids = {"request_id": record.request_id, "attempt": record.attempt}
             with structlog.contextvars.bound_contextvars(**ids), _job_span(record):
@@ -249,8 +251,9 @@ async def _complete(run: Run, finished: Finished) -> None:
         chunks=finished.chunks,
     )
     with tracing.span("valkey.complete", attributes=_VALKEY):
-        await run.emit(
+        event_id = await run.emit(
             done,
+            outcome="complete",
             status=JobStatus.COMPLETE,
             stage="done",
             answer=finished.answer,
@@ -259,7 +262,7 @@ async def _complete(run: Run, finished: Finished) -> None:
             chunks=finished.chunks,
             finished_at=finished_at,
         )
-    await ended(run.services.ends, run.record, "complete")
+    await _ended(run, "complete", "", event_id)
     observe_stages(run.record.kind, run.timings)
     log.info("job complete", kind=run.record.kind, total_ms=round(run.timings["total"] * 1000, 1))
 
@@ -285,16 +288,20 @@ async def _end(run: Run, outcome: Outcome) -> None:
     """The job's last word on a failure: an `error` event and the record marked failed (and
     a dead letter kept, if the outcome says so)."""
     error = ErrorEvent(message=outcome.message, code=outcome.code)
+    # One outcome a job end: a dead-lettered job is not counted as failed too.
+    end: Ending = "dead_lettered" if outcome.action == "dead_letter" else "failed"
     try:
-        await run.emit(
-            error, status=JobStatus.FAILED, error=outcome.message, finished_at=time.time()
+        event_id = await run.emit(
+            error,
+            outcome=end,
+            status=JobStatus.FAILED,
+            error=outcome.message,
+            finished_at=time.time(),
         )
     except Superseded:
         return  # a newer attempt owns the job and will end it
     log.error("job failed", error=outcome.message)
-    # One outcome a job end: a dead-lettered job is not counted as failed too.
-    end: Ending = "dead_lettered" if outcome.action == "dead_letter" else "failed"
-    await ended(run.services.ends, run.record, end, outcome.message)
+    await _ended(run, end, outcome.message, event_id)
 
 
 async def _end_if_cancelled(run: Run) -> None:
@@ -307,10 +314,19 @@ async def _end_if_cancelled(run: Run) -> None:
 
 
 async def _end_cancelled(run: Run, cancelled: CancelledEvent) -> None:
+    fields = {"status": JobStatus.CANCELLED, "stage": "cancelled", "finished_at": time.time()}
     try:
-        await run.emit(
-            cancelled, status=JobStatus.CANCELLED, stage="cancelled", finished_at=time.time()
-        )
+        event_id = await run.emit(cancelled, outcome="cancelled", **fields)
     except Superseded:
         return
-    await ended(run.services.ends, run.record, "cancelled", cancelled.message)
+    await _ended(run, "cancelled", cancelled.message, event_id)
+
+
+async def _ended(run: Run, outcome: Ending, reason: str, event_id: int) -> None:
+    """The end's bookkeeping (ends.py). Its last event is written, so the job has ended
+    whatever happens here: a failure (Valkey away for a moment) leaves the end in the ending
+    set for a worker's heartbeat to finish, rather than failing an attempt that is over."""
+    try:
+        await ended(run.services.ends, run.record, outcome, reason, event_id=event_id)
+    except Exception:
+        log.exception("the job's end is left for a worker's heartbeat to settle")

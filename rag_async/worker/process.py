@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import signal
 from asyncio import FIRST_COMPLETED
@@ -28,6 +29,7 @@ from rag_async.store.pool import arq_cli_settings, connect_redis
 from rag_async.store.queue import EARLIER_NAMES, JOB_KINDS, LANES, Lane
 from rag_async.store.webhooks import DELIVERY_FUNCTION
 from rag_async.tracing import setup_tracing
+from rag_async.worker.ends import settle_stale
 from rag_async.worker.heartbeat import Heartbeat
 from rag_async.worker.jobs import JOBS, Services, WorkerContext, deliver_webhook, job_function
 from rag_async.worker.jobs.webhook import lost_runs_limit
@@ -53,6 +55,8 @@ async def startup(ctx: WorkerContext) -> None:
         interval=settings.worker_heartbeat,
         dead_after=settings.worker_dead_after,
         in_progress_ttls={lane: in_progress_ttl(settings, lane) for lane in LANES},
+        # Ends left half done by a process that died: given a dead worker's time to finish.
+        settle=functools.partial(settle_stale, services.ends, settings.worker_dead_after),
     )
     ctx["heartbeat"].start()
     log.info(

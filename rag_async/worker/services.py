@@ -24,7 +24,6 @@ from rag_async.providers.retrieval import (
     Retriever,
     open_store,
 )
-from rag_async.store.activity import RecentFailures
 from rag_async.store.conversations import Conversations
 from rag_async.store.dead_letters import DeadLetters
 from rag_async.store.documents import DocumentRegistry
@@ -79,10 +78,6 @@ class Services:
     @property
     def dead_letters(self) -> DeadLetters:
         return self.ends.dead_letters
-
-    @property
-    def failures(self) -> RecentFailures:
-        return self.ends.failures
 
     @property
     def outcomes(self) -> JobOutcomes:
