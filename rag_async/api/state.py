@@ -13,22 +13,16 @@ from rag_async.domain.identity import EventsTokens, KeyRing
 from rag_async.metrics import ClusterStores
 from rag_async.store.activity import Activity
 from rag_async.store.conversations import Conversations
-from rag_async.store.dead_letters import DeadLetters
-from rag_async.store.documents import DocumentRegistry
-from rag_async.store.events import EventLog, LiveHub
+from rag_async.store.events import LiveHub
 from rag_async.store.idempotency import IdempotencyKeys
-from rag_async.store.jobs import JobStore
 from rag_async.store.keys import Keys
 from rag_async.store.pool import Connection
-from rag_async.store.queue import JobQueue
 from rag_async.store.rate import RateLimiter
-from rag_async.store.uploads import Uploads
-from rag_async.store.webhooks import Webhooks
-from rag_async.worker.ends import Ends
+from rag_async.worker.ends import Ends, HoldsEnds
 
 
 @dataclass(slots=True)
-class AppState:
+class AppState(HoldsEnds):
     settings: Settings
     keys: Keys
     ends: Ends  # the stores a job's end writes, shared with the workers (worker/ends.py)
@@ -40,35 +34,6 @@ class AppState:
     tokens: EventsTokens
     rate: RateLimiter  # requests a minute per key (shared through Valkey)
     streams: StreamSlots  # open event streams per key (this process's)
-
-    # The stores of `ends`, by their own names.
-    @property
-    def jobs(self) -> JobStore:
-        return self.ends.jobs
-
-    @property
-    def queue(self) -> JobQueue:
-        return self.ends.queue
-
-    @property
-    def events(self) -> EventLog:
-        return self.ends.events
-
-    @property
-    def registry(self) -> DocumentRegistry:
-        return self.ends.registry
-
-    @property
-    def dead_letters(self) -> DeadLetters:
-        return self.ends.dead_letters
-
-    @property
-    def webhooks(self) -> Webhooks:
-        return self.ends.webhooks
-
-    @property
-    def uploads(self) -> Uploads:
-        return self.ends.jobs.uploads
 
     def cluster_stores(self) -> ClusterStores:
         """What /metrics reads the service's figures from."""

@@ -82,6 +82,46 @@ class Ends:
         )
 
 
+class HoldsEnds:
+    """The stores of an `Ends`, by their own names, for what holds one (the API's state, a
+    worker's services)."""
+
+    __slots__ = ()
+    ends: Ends
+
+    @property
+    def jobs(self) -> JobStore:
+        return self.ends.jobs
+
+    @property
+    def events(self) -> EventLog:
+        return self.ends.events
+
+    @property
+    def queue(self) -> JobQueue:
+        return self.ends.queue
+
+    @property
+    def dead_letters(self) -> DeadLetters:
+        return self.ends.dead_letters
+
+    @property
+    def outcomes(self) -> JobOutcomes:
+        return self.ends.outcomes
+
+    @property
+    def registry(self) -> DocumentRegistry:
+        return self.ends.registry
+
+    @property
+    def webhooks(self) -> Webhooks:
+        return self.ends.webhooks
+
+    @property
+    def uploads(self) -> Uploads:
+        return self.ends.jobs.uploads
+
+
 async def ended(
     ends: Ends, record: JobRecord, outcome: Ending, reason: str = "", *, event_id: int
 ) -> None:

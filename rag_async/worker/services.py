@@ -25,19 +25,12 @@ from rag_async.providers.retrieval import (
     open_store,
 )
 from rag_async.store.conversations import Conversations
-from rag_async.store.dead_letters import DeadLetters
 from rag_async.store.documents import DocumentRegistry
-from rag_async.store.events import EventLog
-from rag_async.store.jobs import JobStore
 from rag_async.store.keys import Keys
-from rag_async.store.outcomes import JobOutcomes
 from rag_async.store.pool import Connection
-from rag_async.store.queue import JobQueue
-from rag_async.store.uploads import Uploads
-from rag_async.store.webhooks import Webhooks
 from rag_async.store.workers import RunningJobs
 from rag_async.webhooks import Courier
-from rag_async.worker.ends import Ends
+from rag_async.worker.ends import Ends, HoldsEnds
 from rag_async.worker.heartbeat import Heartbeat
 
 
@@ -46,7 +39,7 @@ def worker_name() -> str:
 
 
 @dataclass(slots=True)
-class Services:
+class Services(HoldsEnds):
     settings: Settings
     keys: Keys
     ends: Ends  # the stores a job's end writes, shared with the API (worker/ends.py)
@@ -61,39 +54,6 @@ class Services:
     # Who runs a job, as its record and logs tell it: "hostname:pid".
     worker: str = field(default_factory=worker_name)
     breakers: dict[str, CircuitBreaker] = field(default_factory=dict)
-
-    # The stores of `ends`, by their own names.
-    @property
-    def jobs(self) -> JobStore:
-        return self.ends.jobs
-
-    @property
-    def events(self) -> EventLog:
-        return self.ends.events
-
-    @property
-    def queue(self) -> JobQueue:
-        return self.ends.queue
-
-    @property
-    def dead_letters(self) -> DeadLetters:
-        return self.ends.dead_letters
-
-    @property
-    def outcomes(self) -> JobOutcomes:
-        return self.ends.outcomes
-
-    @property
-    def registry(self) -> DocumentRegistry:
-        return self.ends.registry
-
-    @property
-    def webhooks(self) -> Webhooks:
-        return self.ends.webhooks
-
-    @property
-    def uploads(self) -> Uploads:
-        return self.ends.jobs.uploads
 
     def report(self) -> dict[str, Any]:
         """What this worker's heartbeat tells: jobs running, and its breakers' states."""
