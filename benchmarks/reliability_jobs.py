@@ -113,9 +113,22 @@ async def version_problems(redis: Redis, prefix: str, document_id: str, job_id: 
     return problems
 
 
+async def searchable(client: RagClient, word: str, document_id: str) -> bool:
+    """Whether a question for `word` finds a chunk of the document that holds it."""
+    asked = await client.ask(word)
+    async for event in client.follow(asked["job_id"]):
+        if event.type == "sources":
+            return any(
+                s["document_id"] == document_id and word in s["text"] for s in event.data["sources"]
+            )
+    return False
+
+
 # Requeue of dead-lettered ingestions.
 
-DOCUMENTS = 6
+# Each document's one word, shared with no other (the test embedder's vectors are bags of
+# words, so a document sharing words with the others may rank below them).
+WORDS = ("amber", "basalt", "cobalt", "dune", "ember", "fjord")
 
 
 async def llm_faults(svc_llm_admin: str, body: dict[str, Any]) -> None:
@@ -135,15 +148,17 @@ def dead_letter_requeue(logs: Path) -> JobRow:
         "RAG_DEMO_CORPUS": "false",
         "RAG_BREAKER_THRESHOLD": "1000",
     }
-    with services(ttft=0.0, tokens=5, tps=0.0, workers=2, corpus=None, env=env, logs=logs) as svc:
+    # One worker: each worker in harness.py has an embedded store of its own, so a document
+    # is searchable only through the worker that ingested it.
+    with services(ttft=0.0, tokens=5, tps=0.0, workers=1, corpus=None, env=env, logs=logs) as svc:
 
         async def go() -> None:
             await llm_faults(svc.llm_admin_url, {"embeddings": 500})
             async with RagClient(svc.api_url) as client, Redis.from_url(svc.valkey.url) as redis:
                 docs: dict[str, str] = {}  # job id -> document id
-                for n in range(DOCUMENTS):
-                    text = f"# Ledger {n}\n\nThe ledger of harbour {n} records crate{n}.\n"
-                    accepted = await client.upload([(f"ledger{n}.md", text.encode())])
+                for word in WORDS:
+                    text = f"# {word}\n\n" + f"{word} " * 20
+                    accepted = await client.upload([(f"{word}.md", text.encode())])
                     docs[accepted["job_id"]] = accepted["document_id"]
                 row.accepted = len(docs)
                 jobs = list(docs)
@@ -162,15 +177,22 @@ def dead_letter_requeue(logs: Path) -> JobRow:
                 left = {e["job_id"] for e in await client.dead_letters()} & set(jobs)
                 if left:
                     row.notes.append(f"{len(left)} still dead-lettered")
-                for job_id, document_id in docs.items():
+                unsearchable = 0
+                for word, (job_id, document_id) in zip(WORDS, docs.items(), strict=True):
                     row.completed += final[job_id] == "complete"
                     # A requeued job's log ends twice: the dead letter's error, then its end.
                     row.lost += final[job_id] not in ENDED or not ends[job_id]
+                    if final[job_id] == "complete" and not await searchable(
+                        client, word, document_id
+                    ):
+                        unsearchable += 1
+                        row.lost += 1
                     row.duplicated += ends[job_id].count("done") > 1 or len(ends[job_id]) > 2
                     problems = await version_problems(redis, svc.prefix, document_id, job_id)
                     if problems:
                         row.mixed += 1
                         row.notes.append(f"{document_id}: {', '.join(problems)}")
+                row.notes.append(f"complete but not searchable: {unsearchable}")
                 row.notes.append(
                     "after requeue: "
                     + ", ".join(f"{n} {s}" for s, n in Counter(final.values()).items())
