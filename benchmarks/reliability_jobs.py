@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import shutil
 import signal
 import time
 from collections import Counter, defaultdict
@@ -207,15 +208,18 @@ def dead_letter_requeue(logs: Path) -> JobRow:
 QUESTIONS_SENT = 40
 KILL_AT = 5.0  # seconds after the first question: mid-answer (the answers end from 5.5 s on)
 RECEIVER_UP_AT = 12.0  # the first deliveries are refused until then, and retried
-SECOND_KILL_AT = 12.5  # as the retried deliveries arrive
+SECOND_KILL_AT = 13.0  # as the retried deliveries arrive
+RECEIVER_HOLD = 3.0  # seconds the receiver takes to answer each delivery
 
 
 class Receiver:
     """A webhook receiver on a fixed loopback port: nothing listens (connections refused)
-    until `start`; then it answers 200 to every POST and notes its webhook-id and job."""
+    until `start`; then it notes each POST's webhook-id and job, and answers 200 `hold`
+    seconds later (a receiver that takes its time: a worker killed meanwhile has sent the
+    webhook but not learnt that it arrived)."""
 
-    def __init__(self, port: int) -> None:
-        self.port = port
+    def __init__(self, port: int, hold: float) -> None:
+        self.port, self.hold = port, hold
         self.received: list[tuple[str, str]] = []  # (webhook-id, job id)
         self._server: asyncio.Server | None = None
 
@@ -238,6 +242,7 @@ class Receiver:
                 body = await reader.readexactly(int(headers.get("content-length", "0")))
                 job_id = orjson.loads(body)["data"]["job_id"]
                 self.received.append((headers.get("webhook-id", ""), job_id))
+                await asyncio.sleep(self.hold)
                 writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
@@ -249,7 +254,9 @@ class Receiver:
 def webhook_down_kill(logs: Path) -> JobRow:
     """Forty questions, each with a webhook_url on a loopback port where nothing listens yet:
     the first deliveries are refused and retried with backoff. A worker is SIGKILLed
-    mid-answer (5 s in, as `kill-fast`), the receiver comes up 12 s in. Every job's webhook
+    mid-answer (5 s in, as `kill-fast`) and a replacement started; the receiver comes up 12 s
+    in, answering each delivery after 3 s, and the busier worker is SIGKILLed again 13 s in,
+    with deliveries in flight. Every job's webhook
     must be delivered at least once and none dead-lettered; a delivery made twice (same
     webhook-id) is at-least-once's allowed cost, counted in the notes."""
     row = JobRow("webhook receiver down then up, worker SIGKILL", 1)
@@ -265,7 +272,7 @@ def webhook_down_kill(logs: Path) -> JobRow:
     with services(ttft=0.3, tokens=50, tps=10.0, workers=2, env=env, logs=logs) as svc:
 
         async def go() -> None:
-            receiver = Receiver(port)
+            receiver = Receiver(port, hold=RECEIVER_HOLD)
             started = time.monotonic()
             async with httpx.AsyncClient(base_url=svc.api_url, timeout=30) as http:
 
@@ -381,6 +388,7 @@ JOB_SCENARIOS = {
 
 
 def run_job_scenario(name: str, logs: Path, rounds: int) -> JobRow:
+    shutil.rmtree(logs, ignore_errors=True)
     if name == "dead-letter-requeue":
         return dead_letter_requeue(logs)
     if name == "webhook-down-kill":
