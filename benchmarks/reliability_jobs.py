@@ -222,6 +222,7 @@ class Receiver:
         self.port, self.hold = port, hold
         self.received: list[tuple[str, str]] = []  # (webhook-id, job id)
         self._server: asyncio.Server | None = None
+        self._handlers: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
@@ -229,9 +230,15 @@ class Receiver:
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
+            for handler in self._handlers:  # idle keep-alive connections, late deliveries
+                handler.cancel()
+            await asyncio.gather(*self._handlers)
             await self._server.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        handler = asyncio.current_task()
+        assert handler is not None
+        self._handlers.add(handler)
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -247,7 +254,12 @@ class Receiver:
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
+        except asyncio.CancelledError:
+            # Stopped by `stop`: end quietly, as asyncio's streams (3.11) log a handler that
+            # ends cancelled as an error.
+            pass
         finally:
+            self._handlers.discard(handler)
             writer.close()
 
 
