@@ -1,8 +1,8 @@
-"""Faults, measured: for each way a part of the service fails, how many accepted questions
-completed, failed, were lost or answered twice, how many extra LLM calls the fault cost, and
-how long the service took to recover.
+"""Faults, measured: for each way a part of the service fails, how many accepted jobs
+completed, failed, were lost, done twice or left a document mixed, how many extra LLM calls
+the fault cost, and how long the service took to recover.
 
-    python benchmarks/reliability.py               # every scenario (about 15 minutes)
+    python benchmarks/reliability.py               # every scenario (about 10 minutes)
     python benchmarks/reliability.py -s kill -s valkey
     python benchmarks/reliability.py -s dead-letter-requeue -s reupload -n 3
 
@@ -708,10 +708,15 @@ def main() -> None:
         return serve_proxy(args.proxy)
     chosen = [s for s in SCENARIOS if not args.scenario or s.name in args.scenario]
     chosen_jobs = [n for n in JOB_SCENARIOS if not args.scenario or n in args.scenario]
+    questions = (
+        f"{RATE:g} questions/s for {SUBMIT_FOR:g} s, fault {FAULT_AT:g} s in; answers of "
+        f"{TTFT + (TOKENS - 1) / TPS:.2f} s; "
+        if chosen
+        else ""
+    )
     print(
         f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} cores; "
-        f"{RATE:g} questions/s for {SUBMIT_FOR:g} s, fault {FAULT_AT:g} s in; answers of "
-        f"{TTFT + (TOKENS - 1) / TPS:.2f} s; logs in {args.logs}",
+        f"{questions}logs in {args.logs}",
         flush=True,
     )
     rows = []
