@@ -141,13 +141,11 @@ def dead_letter_requeue(logs: Path) -> JobRow:
     """Six ingestions whose embedder fails every try (the test server answers 500 to every
     embedding request) go to the dead-letter queue after their 3 tries; the embedder comes
     back; each dead letter is requeued (POST /dead-letters/{id}/requeue), and each must end
-    complete with one version of its document. The breaker's threshold is raised so that
-    the embedder's failures spend tries rather than defer the jobs for 30 s at a time."""
+    complete with one version of its document, and be found by a question for its word."""
     row = JobRow("requeue of dead-lettered ingestions", 1)
     env = {
         "RAG_EMBED_MODEL": "test-embedding",
         "RAG_DEMO_CORPUS": "false",
-        "RAG_BREAKER_THRESHOLD": "1000",
     }
     # One worker: each worker in harness.py has an embedded store of its own, so a document
     # is searchable only through the worker that ingested it.
