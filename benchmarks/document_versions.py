@@ -38,7 +38,9 @@ from harness import services
 from redis.asyncio import Redis
 
 from rag_async.client.api import ApiError, RagClient
+from rag_async.domain.events import TERMINAL_EVENT_TYPES, event_type_of
 from rag_async.store.documents import DocumentRegistry
+from rag_async.store.events import EventLog
 from rag_async.store.keys import Keys
 
 PARAGRAPHS = 20_000  # the large version: 1.4 MB of text, a few seconds of ingestion
@@ -63,6 +65,7 @@ class Round:
     jobs: dict[str, str] = field(default_factory=dict)  # name -> job id
     sizes: dict[str, int] = field(default_factory=dict)  # name -> bytes
     document_id: str = ""
+    made: list[str] = field(default_factory=list)  # every job the round made, shared
 
     @property
     def filename(self) -> str:
@@ -72,6 +75,7 @@ class Round:
         content = text_of(f"{name}{self.n}", paragraphs)
         accepted = await self.client.upload([(self.filename, content)])
         self.jobs[name], self.sizes[name] = accepted["job_id"], len(content)
+        self.made.append(accepted["job_id"])
         self.document_id = accepted["document_id"]
 
     async def until_mid_way(self, name: str) -> bool:
@@ -80,6 +84,13 @@ class Round:
             if event.type == "progress" and event.data["stage"] == "upserted":
                 return bool(event.data["done"] < event.data["total"])
         return False
+
+    async def delete(self) -> None:
+        """Delete the document, and wait for the deletion to end."""
+        deleting = await self.client.delete_document(self.document_id)
+        self.made.append(deleting["job_id"])
+        async for _ in self.client.follow(deleting["job_id"]):
+            pass
 
     async def end(self, name: str) -> str:
         events = [event async for event in self.client.follow(self.jobs[name])]
@@ -138,6 +149,7 @@ async def delete(round_: Round) -> str:
     if not await round_.until_mid_way("old"):
         return "missed"
     deleting = await round_.client.delete_document(round_.document_id)
+    round_.made.append(deleting["job_id"])
     await round_.end("old")
     async for _ in round_.client.follow(deleting["job_id"]):
         pass
@@ -158,7 +170,7 @@ async def cancel_running(round_: Round) -> str:
 async def cancel_queued(round_: Round) -> str:
     """The worker takes one document at a time here: a document queued behind a large one
     is cancelled before it starts."""
-    blocker = Round(round_.client, round_.registry, 1000 + round_.n)
+    blocker = Round(round_.client, round_.registry, 1000 + round_.n, made=round_.made)
     await blocker.upload("old", PARAGRAPHS)
     await round_.upload("new", 20)
     cancelled = await round_.client.cancel(round_.jobs["new"])
@@ -167,9 +179,7 @@ async def cancel_queued(round_: Round) -> str:
         return "missed"
     entry = await round_.entry()
     tally = await round_.registry.stored_bytes("")
-    deleting = await round_.client.delete_document(blocker.document_id)
-    async for _ in round_.client.follow(deleting["job_id"]):
-        pass
+    await blocker.delete()
     if await round_.searchable("new"):
         return "mixed"
     if entry is not None and entry["status"] in ("queued", "ingesting"):
@@ -188,30 +198,44 @@ SCENARIOS: dict[str, tuple[str, Scenario, int]] = {
 }
 
 
-def run(name: str, rounds: int, logs: Path) -> Counter[str]:
+Ends = dict[str, tuple[str, list[str]]]  # job id -> its status and its log's final events
+
+
+def run(name: str, rounds: int, logs: Path) -> tuple[Counter[str], Ends]:
+    """The rounds' outcomes, and how every job they made ended."""
     at_once = str(SCENARIOS[name][2])
     env = {"RAG_WORKER_MAX_DOCUMENTS": at_once, "RAG_DEMO_CORPUS": "false"}
     with services(ttft=0.0, tokens=5, tps=0.0, workers=1, corpus=None, env=env, logs=logs) as svc:
 
-        async def go() -> Counter[str]:
+        async def go() -> tuple[Counter[str], Ends]:
             outcomes: Counter[str] = Counter()
+            made: list[str] = []
             redis = Redis.from_url(svc.valkey.url)
             registry = DocumentRegistry(redis, Keys(prefix=svc.prefix))
             try:
                 async with RagClient(svc.api_url) as client:
                     for n in range(rounds):
-                        round_ = Round(client, registry, n)
+                        round_ = Round(client, registry, n, made=made)
                         outcome = await SCENARIOS[name][1](round_)
                         outcomes[outcome] += 1
                         if round_.document_id and await round_.entry():
-                            deleting = await client.delete_document(round_.document_id)
-                            async for _ in client.follow(deleting["job_id"]):
-                                pass
+                            await round_.delete()
+                    ends = await job_ends(client, redis, svc.prefix, made)
             finally:
                 await redis.aclose()
-            return outcomes
+            return outcomes, ends
 
         return asyncio.run(go())
+
+
+async def job_ends(client: RagClient, redis: Redis, prefix: str, job_ids: list[str]) -> Ends:
+    log = EventLog(redis, Keys(prefix), ttl=600)
+    ends: Ends = {}
+    for job_id in job_ids:
+        types = [event_type_of(event.data) for event in await log.replay(job_id)]
+        status = (await client.job(job_id))["status"]
+        ends[job_id] = (status, [t for t in types if t in TERMINAL_EVENT_TYPES])
+    return ends
 
 
 def main() -> None:
@@ -228,7 +252,7 @@ def main() -> None:
     broken = False
     for name in chosen:
         began = time.monotonic()
-        outcomes = run(name, args.rounds, args.logs / name)
+        outcomes, _ = run(name, args.rounds, args.logs / name)
         broken |= any(outcomes[o] for o in ("mixed", "lost", "registry wrong"))
         cells = " | ".join(str(outcomes[o]) for o in OUTCOMES)
         print(f"| {SCENARIOS[name][0]} | {args.rounds} | {cells} |", flush=True)

@@ -1,15 +1,18 @@
-"""Faults, measured: for each way a part of the service fails, how many accepted questions
-completed, failed, were lost or answered twice, how many extra LLM calls the fault cost, and
-how long the service took to recover.
+"""Faults, measured: for each way a part of the service fails, how many accepted jobs
+completed, failed, were lost, done twice or left a document mixed, how many extra LLM calls
+the fault cost, and how long the service took to recover.
 
-    python benchmarks/reliability.py               # every scenario (about 6 minutes)
+    python benchmarks/reliability.py               # every scenario (about 10 minutes)
     python benchmarks/reliability.py -s kill -s valkey
+    python benchmarks/reliability.py -s dead-letter-requeue -s reupload -n 3
 
 Each scenario starts a fresh set of services (Valkey with AOF, the test LLM, the API and two
 workers, as processes: harness.py), submits questions at a steady rate, injects its fault,
 follows every accepted question to its final event over SSE (resuming after errors, as a
-patient client would), and then reads every job's event log in Valkey. docs/reliability.md
-explains the figures.
+patient client would), and then reads every job's event log in Valkey. The job and document
+scenarios (ingestions dead-lettered then requeued, webhooks to a receiver that was down, a
+document edited while it ingests) are reliability_jobs.py's, in a table of their own.
+docs/reliability.md explains the figures.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import httpx
 import orjson
 from harness import QUESTIONS, Services, percentile, services
 from redis.asyncio import Redis
+from reliability_jobs import JOB_SCENARIOS, jobs_table, run_job_scenario, version_problems
 
 from rag_async.client.api import Answer, ApiError, RagClient
 from rag_async.config import Settings
@@ -86,6 +90,10 @@ class Trial:
     notes: list[str] = field(default_factory=list)
     proxies: list[subprocess.Popen[str]] = field(default_factory=list)  # one per worker
     target: int = 0  # the worker a worker fault hits: the busier one at the fault
+    # What a fault's own jobs (not the questions) came to: uploads never ended, documents
+    # whose registry disagrees with their job (None: the scenario has no documents).
+    lost_jobs: int = 0
+    mixed: int | None = None
 
     def at_fault(self) -> None:
         self.fault_start = self.fault_end = time.monotonic()
@@ -285,6 +293,42 @@ async def upload_flood(trial: Trial) -> None:
         f"({', '.join(f'{n} {s}' for s, n in ended.items())}), "
         f"{len(accepted) - ended.total()} lost; refused: {refusals}"
     )
+    trial.lost_jobs += len(accepted) - ended.total()
+    trial.mixed = await uploads_mixed(trial, accepted)
+    await ask_after(trial, 3)
+
+
+async def uploads_mixed(trial: Trial, job_ids: list[str]) -> int:
+    """How many completed uploads' documents are not their job's one indexed version."""
+    mixed = 0
+    async with Redis.from_url(trial.svc.valkey.url) as redis:
+        for job_id in job_ids:
+            record = await trial.client.job(job_id)
+            if record["status"] != "complete":
+                continue
+            problems = await version_problems(
+                redis, trial.svc.prefix, record["document_id"], job_id
+            )
+            if problems:
+                mixed += 1
+                trial.notes.append(f"upload {job_id} mixed: {', '.join(problems)}")
+    return mixed
+
+
+async def ask_after(trial: Trial, count: int) -> None:
+    """Once the fault is over, `count` more questions, one at a time: each must be accepted
+    and answered (counted with the others: refused, lost or completed)."""
+    took = []
+    for i in range(count):
+        question = Question(submitted=time.monotonic())
+        trial.questions.append(question)
+        deadline = time.monotonic() + PATIENCE
+        await ask_and_follow(trial, question, QUESTIONS[i % len(QUESTIONS)], deadline)
+        outcome = question.refused or (
+            question.answer.final.type if question.answer.final else "lost"
+        )
+        took.append(f"{outcome} in {time.monotonic() - question.submitted:.1f} s")
+    trial.notes.append(f"questions after the fault: {', '.join(took)}")
 
 
 async def until_ended(trial: Trial, job_ids: list[str], within: float) -> Counter[str]:
@@ -444,6 +488,7 @@ class Figures:
     failed: Counter[str]
     lost: int
     duplicated: int
+    mixed: int | None
     retried: int
     extra_llm_calls: int
     recovery: float | None  # None: some question accepted before the fault never ended
@@ -527,8 +572,9 @@ async def measure(trial: Trial, scenario: Scenario) -> Figures:
         in_flight,
         completed,
         failed,
-        lost,
+        lost + trial.lost_jobs,
         duplicated,
+        trial.mixed,
         retried,
         llm_calls - len(accepted),
         recovery,
@@ -628,24 +674,28 @@ def run(scenario: Scenario, logs: Path) -> Figures:
 def table(rows: list[Figures]) -> str:
     head = (
         "| fault | accepted | refused | in flight at fault | completed | failed | lost "
-        "| duplicated | retried | extra LLM calls | recovery | p50 / p99 |\n"
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+        "| duplicated | mixed | retried | extra LLM calls | recovery | p50 / p99 |\n"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
     )
     lines = [head]
     for f in rows:
         recovery = "never" if f.recovery is None else f"{f.recovery:.1f} s"
+        mixed = "-" if f.mixed is None else f"**{f.mixed}**"
         lines.append(
             f"| {f.scenario} | {f.accepted} | {f.refused} | {f.in_flight} | {f.completed} "
-            f"| {sum(f.failed.values())} | **{f.lost}** | **{f.duplicated}** | {f.retried} "
-            f"| {f.extra_llm_calls} | {recovery} | {f.p50:.1f} / {f.p99:.1f} s |"
+            f"| {sum(f.failed.values())} | **{f.lost}** | **{f.duplicated}** | {mixed} "
+            f"| {f.retried} | {f.extra_llm_calls} | {recovery} | {f.p50:.1f} / {f.p99:.1f} s |"
         )
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    names = [s.name for s in SCENARIOS]
+    names = [s.name for s in SCENARIOS] + list(JOB_SCENARIOS)
     parser.add_argument("-s", "--scenario", action="append", choices=names, help="repeatable")
+    parser.add_argument(
+        "-n", "--rounds", type=int, default=5, help="rounds of each document edit (default 5)"
+    )
     parser.add_argument(
         "--logs",
         type=Path,
@@ -657,10 +707,16 @@ def main() -> None:
     if args.proxy:
         return serve_proxy(args.proxy)
     chosen = [s for s in SCENARIOS if not args.scenario or s.name in args.scenario]
+    chosen_jobs = [n for n in JOB_SCENARIOS if not args.scenario or n in args.scenario]
+    questions = (
+        f"{RATE:g} questions/s for {SUBMIT_FOR:g} s, fault {FAULT_AT:g} s in; answers of "
+        f"{TTFT + (TOKENS - 1) / TPS:.2f} s; "
+        if chosen
+        else ""
+    )
     print(
         f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} cores; "
-        f"{RATE:g} questions/s for {SUBMIT_FOR:g} s, fault {FAULT_AT:g} s in; answers of "
-        f"{TTFT + (TOKENS - 1) / TPS:.2f} s; logs in {args.logs}",
+        f"{questions}logs in {args.logs}",
         flush=True,
     )
     rows = []
@@ -676,8 +732,17 @@ def main() -> None:
             file=sys.stderr,
             flush=True,
         )
-    print(table(rows))
-    if any(f.lost or f.duplicated for f in rows):
+    job_rows = []
+    for name in chosen_jobs:
+        began = time.monotonic()
+        job_rows.append(run_job_scenario(name, args.logs / name, args.rounds))
+        notes = "; ".join(job_rows[-1].notes) or "-"
+        print(f"== {name} ({time.monotonic() - began:.0f} s): {notes}", file=sys.stderr)
+    if rows:
+        print(table(rows))
+    if job_rows:
+        print(jobs_table(job_rows))
+    if any(f.lost or f.duplicated or f.mixed for f in rows) or any(r.broken for r in job_rows):
         sys.exit(1)  # the promise is broken: say so to whoever runs this
 
 

@@ -14,7 +14,7 @@ echo "== load: the old store, local mode";  $PY load.py -c 50 --store local
 echo "== load: inline on the old store";    $PY load.py -c 50 --inline --store local
 echo "== load: async, 1 worker, no corpus"; $PY load.py -c 50 --corpus none
 echo "== poll delay";                     $PY poll_delay.py
-echo "== faults (docs/reliability.md)";  $PY reliability.py || echo "!! a job was lost or answered twice"
+echo "== faults (docs/reliability.md)";  $PY reliability.py || echo "!! a job was lost, done twice or a document mixed"
 # These two need Debian's python3.11-doc (the 530 pages under /usr/share/doc/python3.11/html).
 if [ -d /usr/share/doc/python3.11/html ]; then
   echo "== ingestion: the Python 3.11 docs"; $PY ingest_docs.py

@@ -137,6 +137,9 @@ class ServerConfig:
     hold_word: str | None = None
     release: asyncio.Event = field(default_factory=asyncio.Event)
     release_status: int | None = None
+    # Every embedding request fails with this HTTP status while it is set (an embedder that
+    # is down), unless the request's own headers ask for another fault.
+    embedding_fault: int | None = None
 
 
 @dataclass
@@ -342,6 +345,9 @@ class OpenAIApp:
             if not _is_status(fault.kind):
                 raise ApiError(400, "Embeddings fail only with an HTTP status", "bad_header")
             raise fault.error()
+        if (status := self.config.embedding_fault) is not None:
+            self.stats.faults["embeddings"] = self.stats.faults.get("embeddings", 0) + 1
+            raise Fault(str(status)).error()
         texts = body.get("input")
         texts = [texts] if isinstance(texts, str) else texts
         if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
@@ -389,7 +395,8 @@ class OpenAIApp:
     async def _script_faults(self, scope: Message, receive: Receive, send: Send, _: float) -> None:
         """``{"kind": "500", "count": 3, ...Fault options}`` queues faults for the next chat
         requests; ``{"clear": true}`` forgets queued ones; ``{"always": {...} | null}`` sets
-        the fault of every request."""
+        the fault of every request; ``{"embeddings": 500 | null}`` fails every embedding
+        request with that status, or no longer."""
         body = await _read_json(receive)
         try:
             if body.pop("clear", False):
@@ -397,6 +404,11 @@ class OpenAIApp:
             if "always" in body:
                 always = body.pop("always")
                 self.config.fault = Fault(**always) if always else None
+            if "embeddings" in body:
+                status = body.pop("embeddings")
+                if status is not None and not _is_status(str(status)):
+                    raise ValueError(f"embeddings: {status!r} is not an HTTP error status")
+                self.config.embedding_fault = None if status is None else int(status)
             if "kind" in body:
                 self.fail_next(body.pop("kind"), int(body.pop("count", 1)), **body)
         except (TypeError, ValueError) as exc:
