@@ -391,7 +391,7 @@ async def test_dead_letters_through_the_cli(
         llm.config.fault = None
     assert failed.returncode == 1
     assert json.loads(failed.stdout)["error"]["code"] == "dead_lettered"
-    assert listed.stdout.startswith(f"{job_id}  chat  tries=1  "), listed.stdout
+    assert listed.stdout.startswith(f"{job_id}  answer  tries=1  "), listed.stdout
     assert listed.stdout.endswith("\n1 dead letter\n")
     assert "recent failures: 1\n" in failures.stdout and job_id in failures.stdout
     assert requeued.stdout == f"requeued {job_id}\n", requeued.stderr
