@@ -16,7 +16,7 @@ from rag_async.domain.errors import LimitReached, Overloaded, RagError, StoreFul
 from rag_async.domain.identity import Principal
 from rag_async.domain.schemas import JobAccepted
 from rag_async.store.jobs import Created
-from rag_async.store.queue import JOB_KINDS, Kind
+from rag_async.store.queue import Kind
 from rag_async.tracing import traceparent_for_job
 from rag_async.webhooks import webhook_fields
 
@@ -56,8 +56,7 @@ async def enqueue(
     still runs its jobs first in, first out, whoever sent them."""
     state, request = submission.state, submission.request
     webhook = webhook_fields(state.settings, submission.webhook_url)  # 400 before all else
-    lane = JOB_KINDS[kind].lane
-    depth = (await state.queue.depth([lane]))[lane].total
+    depth = await state.queue.size(kind)
     if depth >= state.settings.max_queue_depth:
         raise Overloaded(
             f"the queue holds {depth} jobs, more than this service takes on; retry shortly",

@@ -168,6 +168,11 @@ class JobQueue:
             function, job_id, message_id, _job_id=message_id, _queue_name=self.name(kind)
         )
 
+    async def size(self, kind: Kind) -> int:
+        """Every job on the queue of `kind`, whatever its state (`LaneDepth.total`): one
+        ZCARD, for admission, which needs no more than that on every request."""
+        return int(await self._redis.zcard(self.name(kind)))
+
     async def depth(self, lanes: Sequence[Lane] = LANES) -> dict[Lane, LaneDepth]:
         """Each lane's ready, running and scheduled jobs and its oldest ready job's age, read
         in one round trip: the one count that admission, `/stats` and `/metrics` share."""
