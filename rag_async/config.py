@@ -126,6 +126,9 @@ class Settings(BaseSettings):
     # Open event streams per key, counted in each API process: each holds a connection, a
     # queue and a subscription. A page follows one job at a time.
     max_streams_per_key: int = Field(default=20, ge=0)
+    # Those opened with a job's events_url token (EventSource, which cannot send a key: the
+    # page), counted apart per key, so a token that leaked cannot use up the key's own.
+    max_token_streams_per_key: int = Field(default=20, ge=0)
     # Request headers beyond this size are refused (431): a key, a cookie or two and a
     # Last-Event-ID take a few hundred bytes.
     max_header_bytes: int = Field(default=16 * 1024, ge=1024)

@@ -232,9 +232,12 @@ async def test_open_streams_per_key(valkey: EmbeddedValkey, tmp_path: Path, llm:
 
             streams = [await open_stream(), await open_stream()]
             refused(await alice.get(f"/jobs/{job_id}/events"), 429, "too_many_streams")
-            # EventSource's token counts as the job's owner.
-            async with httpx.AsyncClient(base_url=stack.base_url) as anonymous:
-                refused(await anonymous.get(events_url), 429, "too_many_streams")
+            # EventSource's token is counted apart (test_streams_opened_by_token_...).
+            async with (
+                httpx.AsyncClient(base_url=stack.base_url) as anonymous,
+                anonymous.stream("GET", events_url) as by_token,
+            ):
+                assert by_token.status_code == 200
             # Another key streams its own.
             bobs = (await bob.post("/chat", json={"query": "me too"})).json()["job_id"]
             async with bob.stream("GET", f"/jobs/{bobs}/events") as stream:
@@ -251,3 +254,33 @@ async def test_open_streams_per_key(valkey: EmbeddedValkey, tmp_path: Path, llm:
             streams = [await open_stream(), await open_stream()]  # both slots are free
             for _, writer in streams:
                 writer.transport.abort()
+
+
+async def test_streams_opened_by_token_never_take_the_keys_own(
+    valkey: EmbeddedValkey, tmp_path: Path, llm: Any
+) -> None:
+    settings = keyed_settings(
+        valkey, tmp_path, llm, max_streams_per_key=2, max_token_streams_per_key=2
+    )
+    async with running_stack(settings, with_worker=False) as stack, as_(stack, ALICE) as alice:
+        host, _, port = stack.base_url.removeprefix("http://").partition(":")
+        accepted = (await alice.post("/chat", json={"query": "anyone?"})).json()
+        job_id, events_url = accepted["job_id"], accepted["events_url"]
+
+        async def open_stream(headers: str) -> asyncio.StreamWriter:
+            reader, writer = await asyncio.open_connection(host, int(port))
+            writer.write(f"GET {events_url} HTTP/1.1\r\nHost: {host}\r\n{headers}\r\n".encode())
+            status = await reader.readline()
+            assert b" 200 " in status, status
+            return writer
+
+        # Whoever holds a leaked token fills the streams it may open...
+        by_token = [await open_stream(""), await open_stream("")]
+        async with httpx.AsyncClient(base_url=stack.base_url) as anonymous:
+            error = refused(await anonymous.get(events_url), 429, "too_many_streams")
+        # ...and the owner still streams with the key, as many as the key may.
+        keyed = [await open_stream(f"Authorization: Bearer {ALICE}\r\n") for _ in range(2)]
+        refused(await alice.get(f"/jobs/{job_id}/events"), 429, "too_many_streams")
+        assert "opened by events token" in error["message"]
+        for writer in [*by_token, *keyed]:
+            writer.transport.abort()

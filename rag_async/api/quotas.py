@@ -27,10 +27,13 @@ __all__ = ["StreamSlots", "held_to_quotas"]
 class StreamSlots:
     """The event streams each owner holds open, counted in this API process: a stream lives
     and dies with its process, so no count can outlive it, as one kept in Valkey could after a
-    crash. With several API processes, a key may hold the limit's worth in each."""
+    crash. With several API processes, a key may hold the limit's worth in each. `noun` names
+    the streams counted in the refusal (the API keeps the ones opened by an events token apart,
+    state.py)."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, *, noun: str = "event streams") -> None:
         self._limit = limit
+        self._noun = noun
         self._open: Counter[str] = Counter()
 
     def take(self, owner: str, *, limited: bool = True) -> Callable[[], None]:
@@ -39,7 +42,7 @@ class StreamSlots:
         calling it more than once gives back one slot."""
         if limited and self._limit and self._open[owner] >= self._limit:
             raise LimitReached(
-                f"this key has {self._limit} event streams open, as many as a key may; close "
+                f"this key has {self._limit} {self._noun} open, as many as a key may; close "
                 "one, or poll GET /jobs/{id}",
                 code="too_many_streams",
                 retry_after=5,

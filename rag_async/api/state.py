@@ -34,6 +34,9 @@ class AppState(HoldsEnds):
     tokens: EventsTokens
     rate: RateLimiter  # requests a minute per key (shared through Valkey)
     streams: StreamSlots  # open event streams per key (this process's)
+    # Those opened with an events token, counted apart: a token that leaked can then take
+    # these, never the streams its owner opens with the key.
+    token_streams: StreamSlots
 
     def cluster_stores(self) -> ClusterStores:
         """What /metrics reads the service's figures from."""
@@ -60,6 +63,9 @@ class AppState(HoldsEnds):
                 redis, keys, settings.rate_limit_per_minute, settings.rate_limit_burst
             ),
             streams=StreamSlots(settings.max_streams_per_key),
+            token_streams=StreamSlots(
+                settings.max_token_streams_per_key, noun="event streams opened by events token"
+            ),
         )
 
 

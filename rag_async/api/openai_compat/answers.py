@@ -1,14 +1,21 @@
-"""The /v1 routes' side of a job: the caller's answer job by id, and waiting for its end.
+"""The /v1 routes' side of a job: the caller's answer job by id, the stream slot a request
+that follows its job holds, and waiting for the job's end.
 
 Waiting reads the job's events the way its SSE stream does (api/stream.py's `follow_job`), so
 a client that waits for a whole answer and one that streams it are told of the end at the same
 moment, and the wait holds one of the key's stream slots like a stream.
+
+A request that both queues a job and follows it takes its slot before the job is queued: one
+refused for its key's open streams then leaves no job behind, which would otherwise run (and
+call the LLM) for a client that was told no and never learnt its id.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from rag_async.api.openai_compat.wire import job_id_of
 from rag_async.api.quotas import held_to_quotas
@@ -17,6 +24,8 @@ from rag_async.api.stream import follow_job
 from rag_async.domain.errors import NotFound, RagError
 from rag_async.domain.identity import Principal
 from rag_async.domain.job import JobRecord
+
+T = TypeVar("T")
 
 
 class StillRunning(RagError):
@@ -42,24 +51,46 @@ def wait_limit(state: AppState) -> float:
     return settings.question_timeout * settings.job_max_tries
 
 
-async def wait_for_end(
-    state: AppState, caller: Principal, job_id: str, limit: float, *, counted: bool = True
-) -> JobRecord | None:
+def stream_slot(state: AppState, caller: Principal) -> Callable[[], None]:
+    """One of the caller's stream slots (429 `too_many_streams` when it has none left), and
+    what gives it back."""
+    return state.streams.take(caller.name, limited=held_to_quotas(caller))
+
+
+async def given_back_on_error(release: Callable[[], None], step: Awaitable[T]) -> T:
+    """`step`'s result; if it fails (the job refused, say), the slot taken for it is given
+    back before the error goes on."""
+    try:
+        return await step
+    except BaseException:
+        release()
+        raise
+
+
+async def wait_holding(
+    state: AppState, job_id: str, release: Callable[[], None], still_running: str
+) -> JobRecord:
+    """The job's record once it has ended, waited for while holding the slot `release` gives
+    back; `StillRunning` (with the hint `still_running`) if it has not ended in time."""
+    try:
+        record = await wait_for_end(state, job_id, wait_limit(state))
+    finally:
+        release()
+    if record is None:
+        raise StillRunning(f"the answer is still being written: {still_running}")
+    return record
+
+
+async def wait_for_end(state: AppState, job_id: str, limit: float) -> JobRecord | None:
     """The job's record once it has ended, or None if it has not within `limit` seconds.
-    Unless `counted` is False (a short wait that must not be refused), the wait holds one of
-    the caller's stream slots."""
+    Takes no stream slot: a caller that waits long holds one (`wait_holding`)."""
     record = await state.jobs.get(job_id)
     if record is None or record.status.ended:
         return record
-    limited = counted and held_to_quotas(caller)
-    release = state.streams.take(caller.name, limited=limited)
-    try:
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(limit):
-                # From the record's latest event: the end is the one event still to come.
-                async for _ in follow_job(state, job_id, record.last_event_id):
-                    pass
-    finally:
-        release()
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(limit):
+            # From the record's latest event: the end is the one event still to come.
+            async for _ in follow_job(state, job_id, record.last_event_id):
+                pass
     record = await state.jobs.get(job_id)
     return record if record is None or record.status.ended else None

@@ -19,11 +19,10 @@ from sse_starlette import ServerSentEvent
 from rag_async.api.auth import Caller
 from rag_async.api.enqueue import Submission
 from rag_async.api.errors import json_response
-from rag_async.api.openai_compat.answers import StillRunning, wait_for_end, wait_limit
+from rag_async.api.openai_compat.answers import given_back_on_error, stream_slot, wait_holding
 from rag_async.api.openai_compat.inputs import ChatCompletionsRequest, conversation_of
 from rag_async.api.openai_compat.wire import COMPLETION_PREFIX, citations, served_model
 from rag_async.api.questions import Question, submit_question
-from rag_async.api.quotas import held_to_quotas
 from rag_async.api.state import AppState, State
 from rag_async.api.stream import CountedEventSource, follow_job
 from rag_async.domain.errors import Conflict, RagError
@@ -57,18 +56,18 @@ async def chat_completions(
     conversation; `stream: true` streams the answer as chunks."""
     text, history = conversation_of(body.messages)
     question = Question(text, body.collection, history)
-    job_id = await submit_question(Submission(state, request, caller), question, idempotency_key)
+    release = stream_slot(state, caller)  # before the job: a refused request leaves none
+    submitting = submit_question(Submission(state, request, caller), question, idempotency_key)
+    job_id = await given_back_on_error(release, submitting)
     headers = {"x-rag-job-id": job_id}
     if body.stream:
         return CountedEventSource(
             completion_chunks(state, job_id),
-            release=state.streams.take(caller.name, limited=held_to_quotas(caller)),
+            release=release,
             ping=int(max(1, state.settings.sse_ping_interval)),
             headers={"Cache-Control": "no-store", **headers},
         )
-    record = await wait_for_end(state, caller, job_id, wait_limit(state))
-    if record is None:
-        raise StillRunning(f"the answer is still being written: follow /jobs/{job_id}/events")
+    record = await wait_holding(state, job_id, release, f"follow /jobs/{job_id}/events")
     return json_response(_completion(state, record), headers=headers)
 
 

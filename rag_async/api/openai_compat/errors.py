@@ -1,7 +1,9 @@
 """OpenAI's error shape on /v1: {"error": {"message", "type", "code", "param"}}.
 
 The service's one error handler (api/errors.py) still decides every error and its status;
-under /v1 its body is reshaped, so the SDKs read the message where they look for it.
+under /v1 its body is reshaped, so the SDKs read the message where they look for it, and an
+error that another try cannot change says so (`x-should-retry: false`): the SDKs otherwise
+retry every 409 and 5xx, and a retried POST is a new job (they send no Idempotency-Key).
 """
 
 from __future__ import annotations
@@ -25,6 +27,12 @@ _TYPES = {
     409: "invalid_request_error",
     429: "rate_limit_error",
 }
+
+# What may pass if tried again: a timeout, a key's limits and the queue's (429), the store
+# unreachable (503) or full (507), an unexpected failure (500). Every other error is final for
+# this request: a bad or conflicting one (4xx), an answer that failed after all its job's tries
+# (502), or one still being written (504: a retry would ask again, the job id leads to it).
+_RETRYABLE = frozenset({408, 429, 500, 503, 507})
 
 Handler = Callable[[Request, Any], Awaitable[Response] | Response]
 
@@ -67,4 +75,6 @@ def openai_error(response: Response) -> Response:
         for name, value in response.headers.items()
         if name not in ("content-length", "content-type")
     }
+    if status not in _RETRYABLE:
+        headers["x-should-retry"] = "false"
     return json_response(body, status=status, headers=headers)

@@ -4,6 +4,7 @@ POST /v1/responses/{id}/cancel. The same keys, limits, checks and queue as POST 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
@@ -11,12 +12,17 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from rag_async.api.auth import Caller
 from rag_async.api.enqueue import Submission
 from rag_async.api.errors import json_response
-from rag_async.api.openai_compat.answers import StillRunning, owned_answer, wait_for_end, wait_limit
+from rag_async.api.openai_compat.answers import (
+    given_back_on_error,
+    owned_answer,
+    stream_slot,
+    wait_for_end,
+    wait_holding,
+)
 from rag_async.api.openai_compat.inputs import ResponsesRequest, conversation_of
 from rag_async.api.openai_compat.response_events import first_logged, response_stream
 from rag_async.api.openai_compat.wire import response_object, response_status
 from rag_async.api.questions import Question, submit_question
-from rag_async.api.quotas import held_to_quotas
 from rag_async.api.state import AppState, State
 from rag_async.api.stream import CountedEventSource
 from rag_async.api.views import job_view
@@ -50,17 +56,22 @@ async def create_response(
     by id). `stream: true`: its events as they come. Neither: the completed response. The
     answer runs on a worker either way: a client that leaves loses nothing."""
     question = await _question(state, caller, body)
-    job_id = await submit_question(Submission(state, request, caller), question, idempotency_key)
-    record = await owned_answer(state, caller, job_id)
+    submission = Submission(state, request, caller)
+    if body.background:
+        job_id = await submit_question(submission, question, idempotency_key)
+        record = await owned_answer(state, caller, job_id)
+        response = response_object(record, state.settings, background=True)
+        return json_response(response, headers={"x-rag-job-id": job_id})
+    release = stream_slot(state, caller)  # before the job: a refused request leaves none
+    job_id = await given_back_on_error(
+        release, submit_question(submission, question, idempotency_key)
+    )
     headers = {"x-rag-job-id": job_id}
     if body.stream:
-        return _event_source(state, caller, record, None, headers)
-    if not body.background:
-        ended = await wait_for_end(state, caller, job_id, wait_limit(state))
-        if ended is None:
-            raise StillRunning(f"the answer is still being written: GET /v1/responses/{job_id}")
-        record = ended
-    response = response_object(record, state.settings, background=body.background)
+        record = await given_back_on_error(release, owned_answer(state, caller, job_id))
+        return _event_source(state, record, None, headers, release)
+    record = await wait_holding(state, job_id, release, f"GET /v1/responses/{job_id}")
+    response = response_object(record, state.settings, background=False)
     return json_response(response, headers=headers)
 
 
@@ -97,7 +108,7 @@ async def get_response(
     `stream=true` its events after `starting_after` (a sequence number), then live."""
     record = await owned_answer(state, caller, response_id)
     if stream:
-        return _event_source(state, caller, record, starting_after, {})
+        return _event_source(state, record, starting_after, {}, stream_slot(state, caller))
     view = await job_view(state, record)  # the answer so far, by the transcript's rule
     return json_response(response_object(record, state.settings, text=view.answer))
 
@@ -114,26 +125,29 @@ async def cancel_response(state: State, caller: Caller, response_id: str) -> Res
         )
     if not record.status.ended:
         await cancel(state.ends, record)
-        # Briefly, and never refused for the key's open streams: a cancel must get through.
-        waited = await wait_for_end(state, caller, record.job_id, CANCEL_WAIT, counted=False)
+        # Briefly, and holding no stream slot: a cancel must get through.
+        waited = await wait_for_end(state, record.job_id, CANCEL_WAIT)
         record = waited or record
     return json_response(response_object(record, state.settings))
 
 
 def _event_source(
     state: AppState,
-    caller: Principal,
     record: JobRecord,
     starting_after: int | None,
     headers: dict[str, str],
+    release: Callable[[], None],
 ) -> Response:
+    """The job's events after `starting_after`, as a stream holding the slot `release` gives
+    back."""
     after = -1 if starting_after is None else starting_after
     if record.status.ended and first_logged(after) > record.last_event_id:
         # Everything sent already; an empty stream rather than one waiting for nothing.
+        release()
         return Response(status_code=200, media_type="text/event-stream", headers=headers)
     return CountedEventSource(
         response_stream(state, record, starting_after),
-        release=state.streams.take(caller.name, limited=held_to_quotas(caller)),
+        release=release,
         ping=int(max(1, state.settings.sse_ping_interval)),
         headers={"Cache-Control": "no-store", **headers},
     )

@@ -91,8 +91,9 @@ async def job_events(
     """The job's events as Server-Sent Events, from after Last-Event-ID (header, or the
     `last_event_id` query parameter for EventSource), then live until the job ends.
     With API keys, either the key or the `token` of the job's `events_url` lets one in; the
-    stream counts as the key's (or, with a token, as the job's owner's) against
-    `RAG_MAX_STREAMS_PER_KEY`."""
+    stream counts as the key's against `RAG_MAX_STREAMS_PER_KEY`, or, with a token, as the
+    job's owner's against `RAG_MAX_TOKEN_STREAMS_PER_KEY` (apart, so that a token that leaked
+    cannot take the key's own streams)."""
     if caller is not None:
         record = await _load(state, job_id, caller)
     elif token is None:
@@ -108,8 +109,10 @@ async def job_events(
     if record.status.ended and after >= record.last_event_id:
         # The client has everything. 204 also tells EventSource to stop reconnecting.
         return Response(status_code=204)
-    owner = (record.owner or "") if caller is None else caller.name
-    release = state.streams.take(owner, limited=caller is None or held_to_quotas(caller))
+    if caller is None:  # an events token: counted apart from the owner's own streams
+        release = state.token_streams.take(record.owner or "")
+    else:
+        release = state.streams.take(caller.name, limited=held_to_quotas(caller))
     return CountedEventSource(
         follow_job(state, job_id, after),
         release=release,
