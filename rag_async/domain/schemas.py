@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from rag_async.domain.job import IngestProgress, JobStatus, WebhookDelivery
 from rag_async.domain.sources import Source
+from rag_async.domain.text import clean
 from rag_async.store.queue import Kind
 
 # A document collection's name: the same alphabet as document ids, shorter.
@@ -130,6 +131,9 @@ class DocumentView(BaseModel):
     )
     error: str | None = None
     owner: str | None = Field(default=None, description="The name of the API key that added it.")
+
+    # What its uploader wrote, without terminal control characters (domain/text.py).
+    _clean = field_validator("title", "source", "filename")(clean)
 
 
 class DocumentList(BaseModel):

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from rag_async.domain.text import clean
 
 
 class Source(BaseModel):
@@ -23,3 +25,7 @@ class Source(BaseModel):
     )
     page: int | None = Field(default=None, description="The page it starts on (PDF).")
     collection: str | None = None
+
+    # What a document and its uploader wrote reaches the page, the CLI and other clients:
+    # without terminal control characters (domain/text.py).
+    _clean = field_validator("title", "text", "source", "heading")(clean)

