@@ -41,8 +41,10 @@ local function results_add(r, id, bytes, ttl, now)
     redis.call('HINCRBY', r[2], id, bytes)
     redis.call('HINCRBY', r[2], 'total', bytes)
   end
-  redis.call('EXPIRE', r[1], ttl)
-  redis.call('EXPIRE', r[2], ttl)
+  -- The keys live as long as the latest result they count, never shorter.
+  for _, key in ipairs(r) do
+    if redis.call('TTL', key) < ttl then redis.call('EXPIRE', key, ttl) end
+  end
 end
 
 local function results_prune(r, now)
