@@ -47,9 +47,10 @@ async def enqueue(
 ) -> None:
     """Record the job and put it on its queue, in one step (jobs.py), or refuse it: 429 when
     its queue is deeper than this service takes on, when the caller has as many unfinished
-    jobs, or bytes of stored results (store/results.py), as a key may, or when uploads waiting for workers already hold their bound; 507 when
-    Valkey is nearly full (store/memory.py). All but the queue's depth are checked in the
-    step that creates the job, and a refused job leaves nothing behind.
+    jobs, or bytes of stored results (store/results.py), as a key may, or when uploads
+    waiting for workers already hold their bound; 507 when Valkey is nearly full
+    (store/memory.py). All but the queue's depth are checked in the step that creates the
+    job, and a refused job leaves nothing behind.
 
     The per-key limit sits below the queue's, so one key flooding the queue is refused before
     it fills the queue for everybody. It shares admission fairly, not execution: each queue
