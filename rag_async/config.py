@@ -116,6 +116,10 @@ class Settings(BaseSettings):
     # Bytes of documents (as uploaded) a key keeps in the registry: their chunks and vectors
     # fill Qdrant in proportion.
     max_stored_bytes_per_key: int = Field(default=1024**3, ge=0)
+    # Bytes of results a key keeps in Valkey (its jobs' records and event logs, for the
+    # result_ttl they live): beyond it new jobs are refused with 429 until old results
+    # expire. Counted with every event written (store/results.py).
+    max_result_bytes_per_key: int = Field(default=64 * 1024**2, ge=0)
     # Bytes of uploads waiting for their ingestion jobs (held in Valkey until the job ends),
     # all keys together: beyond it an upload is refused with 429 until workers catch up. One
     # upload is always let in when none is waiting. 0: no bound but the memory reserve.
@@ -185,6 +189,11 @@ class Settings(BaseSettings):
 
     # Retrieval.
     top_k: int = Field(default=4, ge=1, le=50)
+    # Characters of one retrieved passage that a question keeps (in its record and `sources`
+    # event), streams and puts in its prompt; beyond it the passage is cut, marked `truncated`.
+    # An honest chunk of chunk_tokens is far shorter: this stops a chunk that is not (a stored
+    # one from before chunks were capped) from becoming a giant result or prompt.
+    max_source_chars: int = Field(default=8000, ge=100)
     # Tokens as `retrieval.chunking.count_tokens` counts them offline (words and punctuation
     # marks, so code counts for more than its whitespace words suggest).
     chunk_tokens: int = Field(default=200, ge=16)

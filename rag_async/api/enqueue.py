@@ -47,9 +47,10 @@ async def enqueue(
 ) -> None:
     """Record the job and put it on its queue, in one step (jobs.py), or refuse it: 429 when
     its queue is deeper than this service takes on, when the caller has as many unfinished
-    jobs as a key may, or when uploads waiting for workers already hold their bound; 507 when
-    Valkey is nearly full (store/memory.py). All but the queue's depth are checked in the
-    step that creates the job, and a refused job leaves nothing behind.
+    jobs, or bytes of stored results (store/results.py), as a key may, or when uploads
+    waiting for workers already hold their bound; 507 when Valkey is nearly full
+    (store/memory.py). All but the queue's depth are checked in the step that creates the
+    job, and a refused job leaves nothing behind.
 
     The per-key limit sits below the queue's, so one key flooding the queue is refused before
     it fills the queue for everybody. It shares admission fairly, not execution: each queue
@@ -63,11 +64,23 @@ async def enqueue(
             retry_after=5,
         )
     caller = submission.caller
-    limit = state.settings.max_unfinished_jobs_per_key if held_to_quotas(caller) else 0
+    held = held_to_quotas(caller)
+    limit = state.settings.max_unfinished_jobs_per_key if held else 0
+    result_bytes = state.settings.max_result_bytes_per_key if held else 0
     fields = {**fields, **webhook, "request_id": request_id(request, job_id), "owner": caller.name}
     if traceparent := traceparent_for_job(request.headers.get("traceparent")):
         fields["traceparent"] = traceparent  # the worker's spans join the request's trace
-    created = await state.jobs.create(job_id, kind, fields, upload=upload, max_unfinished=limit)
+    created = await state.jobs.create(
+        job_id, kind, fields, upload=upload, max_unfinished=limit, max_result_bytes=result_bytes
+    )
+    if created == "too_many_result_bytes":
+        freed_in = await state.jobs.results.seconds_until_freed(caller.name)
+        raise LimitReached(
+            f"this key's results already hold {result_bytes} bytes, as many as a key keeps; "
+            "retry when older results have expired",
+            code="too_many_result_bytes",
+            retry_after=freed_in,
+        )
     if created != "created":
         raise _refusal(created, state, limit)
 

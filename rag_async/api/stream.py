@@ -18,7 +18,14 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.types import Receive, Scope, Send
 
 from rag_async.api.state import AppState
-from rag_async.domain.events import TERMINAL_EVENT_TYPES, event_type_of
+from rag_async.domain.events import (
+    TERMINAL_EVENT_TYPES,
+    SourcesEvent,
+    decode_event,
+    encode_event,
+    event_type_of,
+)
+from rag_async.domain.sources import clip_sources
 from rag_async.metrics import SSE_CONNECTIONS
 from rag_async.store.events import RESYNC, LoggedEvent
 
@@ -45,12 +52,12 @@ class CountedEventSource(EventSourceResponse):
 
 
 async def follow_job(state: AppState, job_id: str, after: int) -> AsyncIterator[ServerSentEvent]:
-    last = after
+    last, bound = after, state.settings.max_source_chars
     async with state.hub.subscribe(job_id) as live:
         # Subscribed first, replayed second: whatever is published from here on is queued,
         # so nothing falls between the replay and the live feed.
         for event in await state.events.replay(job_id, last):
-            yield _frame(event)
+            yield _frame(event, bound)
             last = event.id
             if _is_terminal(event):
                 return
@@ -61,7 +68,7 @@ async def follow_job(state: AppState, job_id: str, after: int) -> AsyncIterator[
                     if event is RESYNC or event.id > last + 1:
                         # Missed something on the live channel: the log has it.
                         for missed in await state.events.replay(job_id, last):
-                            yield _frame(missed)
+                            yield _frame(missed, bound)
                             last = missed.id
                             if _is_terminal(missed):
                                 return
@@ -70,7 +77,7 @@ async def follow_job(state: AppState, job_id: str, after: int) -> AsyncIterator[
                         if _is_terminal(event):
                             return  # the client claims to have seen even the end
                         continue  # already sent during the replay
-                    yield _frame(event)
+                    yield _frame(event, bound)
                     last = event.id
                     if _is_terminal(event):
                         return
@@ -78,10 +85,25 @@ async def follow_job(state: AppState, job_id: str, after: int) -> AsyncIterator[
             return  # the connection's life is up; the client resumes from `last`
 
 
-def _frame(event: LoggedEvent) -> ServerSentEvent:
-    return ServerSentEvent(
-        data=event.data.decode(), event=event_type_of(event.data), id=str(event.id)
-    )
+def _frame(event: LoggedEvent, max_source_chars: int) -> ServerSentEvent:
+    kind = event_type_of(event.data)
+    data = event.data
+    if kind == "sources" and len(data) > max_source_chars:
+        data = _bounded_sources(data, max_source_chars)
+    return ServerSentEvent(data=data.decode(), event=kind, id=str(event.id))
+
+
+def _bounded_sources(data: bytes, max_source_chars: int) -> bytes:
+    """A `sources` event with each passage within `max_source_chars`: the worker writes them
+    so, but a log written before passages were bounded may hold any size of them. Only an
+    event longer than one passage may hold a longer one, so most are never decoded."""
+    event = decode_event(data)
+    if not isinstance(event, SourcesEvent):
+        return data
+    sources = clip_sources(event.sources, max_source_chars)
+    if all(new is old for new, old in zip(sources, event.sources, strict=True)):
+        return data
+    return encode_event(SourcesEvent(sources=sources))
 
 
 def _is_terminal(event: LoggedEvent) -> bool:

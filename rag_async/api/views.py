@@ -8,6 +8,7 @@ from rag_async.api.state import AppState
 from rag_async.domain.events import decode_event
 from rag_async.domain.job import JobRecord, JobStatus
 from rag_async.domain.schemas import JobView
+from rag_async.domain.sources import fit_sources
 from rag_async.domain.transcript import Transcript
 
 
@@ -23,6 +24,8 @@ async def job_view(state: AppState, record: JobRecord) -> JobView:
         position = await state.queue.position(record.job_id, record.kind)
     return JobView(
         **{name: getattr(record, name) for name in _SHOWN},
+        # A record written before passages were bounded may hold any size of them.
+        sources=fit_sources(record.sources, state.settings.max_source_chars),
         answer=answer,
         answer_is_partial=partial,
         last_event_id=last_event_id,
@@ -33,7 +36,7 @@ async def job_view(state: AppState, record: JobRecord) -> JobView:
 
 # The record's fields that the view shows as they are.
 _SHOWN = {
-    "job_id", "kind", "status", "stage", "attempt", "worker", "query", "sources", "timings",
+    "job_id", "kind", "status", "stage", "attempt", "worker", "query", "timings",
     "providers", "error", "document_id", "chunks", "progress", "created_at", "started_at",
     "finished_at", "webhook",
 }  # fmt: skip

@@ -31,6 +31,8 @@ from rag_async.store.memory import LUA as MEMORY_LUA
 from rag_async.store.outcomes import LUA as OUTCOMES_LUA
 from rag_async.store.queue import LUA as QUEUE_LUA
 from rag_async.store.queue import Kind, arq_entry
+from rag_async.store.results import LUA as RESULTS_LUA
+from rag_async.store.results import ResultBytes
 from rag_async.store.uploads import LUA as UPLOADS_LUA
 from rag_async.store.uploads import Uploads
 
@@ -56,14 +58,16 @@ return redis.call('HINCRBY', KEYS[1], 'attempt', 1)
 # queue (queue.py), or nothing at all. The `#!lua` line (with no `allow-oom` flag) has Valkey
 # refuse the whole script at its memory limit; a script without it is refused only at its first
 # write, and a prune that writes first would let the rest of the job past the limit.
-# KEYS: 1 job hash, 2 the owner's unfinished jobs, 3-6 the upload's, 7-9 arq's entry's.
-# ARGV: 1 job id, 2 ttl, 3 the owner's limit (0: none), 4 the bound on pending uploads (0:
-# none), 5 '1' if there is an upload, 6 the upload, 7 the memory reserve (memory.py), 8-11
-# arq's entry, then the record's fields and values. Returns 'created', or what refused the job.
+# KEYS: 1 job hash, 2 the owner's unfinished jobs, 3-6 the upload's, 7-9 arq's entry's, 10-11
+# the owner's result bytes (results.py). ARGV: 1 job id, 2 ttl, 3 the owner's limit (0: none),
+# 4 the bound on pending uploads (0: none), 5 '1' if there is an upload, 6 the upload, 7 the
+# memory reserve (memory.py), 8-11 arq's entry, 12 the bound on the owner's result bytes (0:
+# none), then the record's fields and values. Returns 'created', or what refused the job.
 _CREATE = (
     "#!lua\n"
     + MEMORY_LUA
     + UPLOADS_LUA
+    + RESULTS_LUA
     + QUEUE_LUA
     + """
 local ttl = tonumber(ARGV[2])
@@ -74,6 +78,9 @@ local u = {KEYS[3], KEYS[4], KEYS[5], KEYS[6]}
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - ttl)
 local limit = tonumber(ARGV[3])
 if limit > 0 and redis.call('ZCARD', KEYS[2]) >= limit then return 'too_many_jobs' end
+local r = {KEYS[10], KEYS[11]}
+results_prune(r, now)
+if results_over(r, tonumber(ARGV[12])) then return 'too_many_result_bytes' end
 local size = string.len(ARGV[6])
 if memory_over(tonumber(ARGV[7]), size) then return 'store_full' end
 local upload = ARGV[5] == '1'
@@ -81,8 +88,11 @@ if upload then
   uploads_prune(u, now)
   if not uploads_fit(u, size, tonumber(ARGV[4])) then return 'uploads_pending' end
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 12))
+redis.call('HSET', KEYS[1], unpack(ARGV, 13))
 redis.call('EXPIRE', KEYS[1], ttl)
+local bytes = 0
+for i = 13, #ARGV do bytes = bytes + string.len(ARGV[i]) end
+results_add(r, ARGV[1], bytes, ttl, now)
 if upload then uploads_keep(u, ARGV[1], ARGV[6], ttl, now) end
 redis.call('ZADD', KEYS[2], now, ARGV[1])
 arq_enqueue({KEYS[7], KEYS[8], KEYS[9]}, {ARGV[8], ARGV[9], ARGV[10], ARGV[11]})
@@ -100,9 +110,11 @@ return 'created'
 # 9 the recent failures. ARGV: 1 ttl, 2 job id, 3 the prefix of the owners' unfinished-job sets
 # (the owner is read from the record, so no caller can name another), 4 '1' to keep the upload
 # for the record's life, 5 the end's event id, 6 the kind, 7 the outcome, 8 the failure's entry
-# ('' for none), 9 how many failures are kept. Returns 'settled' (now), 'done' (before), 'moot'.
+# ('' for none), 9 how many failures are kept, 10-11 the prefixes of the owners' result keys
+# (its result's bytes now expire with it). Returns 'settled' (now), 'done' (before), 'moot'.
 _SETTLE = (
     UPLOADS_LUA
+    + RESULTS_LUA
     + OUTCOMES_LUA
     + DEAD_LETTERS_LUA
     + FAILURES_LUA
@@ -120,7 +132,9 @@ if ARGV[4] == '1' then
 else
   uploads_drop(u, ARGV[2])
 end
-redis.call('ZREM', ARGV[3] .. (redis.call('HGET', KEYS[1], 'owner') or ''), ARGV[2])
+local owner = redis.call('HGET', KEYS[1], 'owner') or ''
+redis.call('ZREM', ARGV[3] .. owner, ARGV[2])
+results_add(results_of({ARGV[10], ARGV[11]}, owner), ARGV[2], 0, ttl, tonumber(t[1]))
 outcomes_count(KEYS[7], ARGV[6], ARGV[7])
 if ARGV[7] == 'dead_lettered' then dead_letters_add(KEYS[8], ARGV[2], t[1] + t[2] / 1000000) end
 if ARGV[8] ~= '' then failures_record(KEYS[9], ARGV[8], tonumber(ARGV[9])) end
@@ -140,7 +154,9 @@ return 1
 """
 
 # What refused a job's creation, or "created".
-Created = Literal["created", "too_many_jobs", "store_full", "uploads_pending"]
+Created = Literal[
+    "created", "too_many_jobs", "too_many_result_bytes", "store_full", "uploads_pending"
+]
 # What a settle found: an end it settled now, one settled before, or one that is moot.
 Settled = Literal["settled", "done", "moot"]
 
@@ -165,11 +181,13 @@ class JobStore:
         uploads: Uploads | None = None,
         *,
         memory_reserve: float = 0.0,
+        results: ResultBytes | None = None,
     ) -> None:
         self._redis = redis
         self._keys = keys
         self._ttl = ttl
         self.uploads = uploads or Uploads(redis, keys)
+        self.results = results or ResultBytes(redis, keys)
         # New jobs are refused once Valkey's used memory would pass its maxmemory less this
         # share of it (memory.py); the workers' writes use the rest.
         self._memory_reserve = memory_reserve
@@ -193,6 +211,7 @@ class JobStore:
         *,
         upload: bytes | None = None,
         max_unfinished: int = 0,
+        max_result_bytes: int = 0,
     ) -> Created:
         """Write a new job in one step: its record, the bytes it will ingest (they expire with
         the record if nobody takes the job) and its place on arq's queue. A job is never
@@ -200,7 +219,8 @@ class JobStore:
 
         The job counts as unfinished for its owner (`fields["owner"]`) until it ends. Nothing
         is written, and what refused the job is returned, when the owner already has
-        `max_unfinished` jobs, when Valkey's used memory would pass the line below its
+        `max_unfinished` jobs or `max_result_bytes` of results (results.py; 0: no bound),
+        when Valkey's used memory would pass the line below its
         maxmemory (memory.py), or when the upload would take the pending uploads past their
         bound: checked in the same step, so concurrent requests cannot overshoot any of them.
         Raises `StoreFull`, having written nothing, when Valkey is at its memory limit."""
@@ -209,11 +229,12 @@ class JobStore:
         pairs = [item for field in record.items() for item in field]
         arq = arq_entry(self._keys, job_id, kind)
         keys = [self._keys.job(job_id), self._keys.unfinished_jobs(owner)]
-        keys += [*self.uploads.script_keys(job_id), *arq.keys]
+        keys += [*self.uploads.script_keys(job_id), *arq.keys, *self.results.script_keys(owner)]
         bound = self.uploads.max_pending_bytes
         has_upload = "1" if upload is not None else ""
         args: list[str | int | float | bytes] = [job_id, self._ttl, max_unfinished, bound]
-        args += [has_upload, upload or b"", self._memory_reserve, *arq.args, *pairs]
+        args += [has_upload, upload or b"", self._memory_reserve, *arq.args]
+        args += [max_result_bytes, *pairs]
         if upload is not None and time.monotonic() < self._full_until:
             return "store_full"
         try:
@@ -256,7 +277,7 @@ class JobStore:
         keys += [self._keys.job_outcomes, self._keys.dead_letters, self._keys.failures]
         args: list[str | int | bytes] = [self._ttl, end.job_id, self._keys.unfinished_jobs("")]
         args += ["1" if keep_upload else "", end.event_id, end.kind, end.outcome, entry]
-        args.append(FAILURES_KEPT)
+        args += [FAILURES_KEPT, *self.results.prefixes()]
         settled: bytes = await self._settle(keys=keys, args=args)
         return settled.decode()  # type: ignore[return-value]
 

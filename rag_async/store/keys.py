@@ -120,6 +120,16 @@ class Keys:
         per-key storage quota; kept by the registry with every change of the entry)."""
         return f"{self.prefix}doc-bytes:{owner}"
 
+    def result_expiries(self, owner: str) -> str:
+        """Sorted set: the ids of an owner's jobs by when their results (record and event log)
+        expire, so that an expired one leaves the sum of their bytes (results.py)."""
+        return f"{self.prefix}results:{owner}"
+
+    def result_sizes(self, owner: str) -> str:
+        """Hash: job id -> the bytes written to its result, and `total` -> their sum, for each
+        of an owner's jobs (the per-key bound on stored results, results.py)."""
+        return f"{self.prefix}result-bytes:{owner}"
+
     def rate(self, owner: str) -> str:
         """Hash: an owner's request token bucket (tokens, updated), quotas.py."""
         return f"{self.prefix}rate:{owner}"

@@ -7,6 +7,7 @@ import time
 from collections.abc import AsyncIterator, Iterable
 
 from rag_async.domain.events import SourcesEvent, TokenEvent
+from rag_async.domain.sources import clip_sources
 from rag_async.providers.breaker import guarded, guarded_stream
 from rag_async.providers.llm import screen
 from rag_async.providers.retrieval import LexicalEncoder
@@ -33,7 +34,9 @@ async def _answer(run: Run) -> Finished:
     since = time.time()  # each stage's timing is its own work, not the events that tell it
     collection = record.collection or services.settings.default_collection
     search = retriever.search(query, services.settings.top_k, dense=dense, collection=collection)
-    sources = await guarded(breakers["qdrant"], qdrant_call(search))
+    found = await guarded(breakers["qdrant"], qdrant_call(search))
+    # One bound for every copy of a passage: the record, the event, the stream, the prompt.
+    sources = clip_sources(found, services.settings.max_source_chars)
     since = run.lap("retrieval", since)
     rewritten = query if query != question else None
     await run.emit(SourcesEvent(sources=sources), sources=sources, search_query=rewritten)
