@@ -18,6 +18,7 @@ from rag_async.store.idempotency import IdempotencyKeys
 from rag_async.store.keys import Keys
 from rag_async.store.pool import Connection
 from rag_async.store.rate import RateLimiter
+from rag_async.store.server_secrets import ServerSecrets
 from rag_async.worker.ends import Ends, HoldsEnds
 
 
@@ -34,6 +35,7 @@ class AppState(HoldsEnds):
     tokens: EventsTokens
     rate: RateLimiter  # requests a minute per key (shared through Valkey)
     streams: StreamSlots  # open event streams per key (this process's)
+    secrets: ServerSecrets  # made once, kept in Valkey (document ids)
 
     def cluster_stores(self) -> ClusterStores:
         """What /metrics reads the service's figures from."""
@@ -60,6 +62,7 @@ class AppState(HoldsEnds):
                 redis, keys, settings.rate_limit_per_minute, settings.rate_limit_burst
             ),
             streams=StreamSlots(settings.max_streams_per_key),
+            secrets=ServerSecrets(redis, keys),
         )
 
 

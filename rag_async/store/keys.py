@@ -120,6 +120,10 @@ class Keys:
         per-key storage quota; kept by the registry with every change of the entry)."""
         return f"{self.prefix}doc-bytes:{owner}"
 
+    def secret(self, name: str) -> str:
+        """String: a secret the service made for itself, once (server_secrets.py)."""
+        return f"{self.prefix}secret:{name}"
+
     def rate(self, owner: str) -> str:
         """Hash: an owner's request token bucket (tokens, updated), quotas.py."""
         return f"{self.prefix}rate:{owner}"
