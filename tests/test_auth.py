@@ -4,6 +4,7 @@ collections or idempotency keys, admins' routes for admins, and EventSource's si
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,11 +13,14 @@ from typing import Any
 import httpx
 import pytest
 from httpx_sse import aconnect_sse
+from redis.asyncio import Redis
 
 from rag_async.api import create_app
 from rag_async.config import Settings
 from rag_async.domain.identity import EventsTokens, KeyRing
 from rag_async.local.valkey import EmbeddedValkey
+from rag_async.store.documents import DocumentRegistry
+from rag_async.store.keys import Keys
 from tests import conftest
 from tests.conftest import (
     SAMPLE_DOCUMENT,
@@ -110,17 +114,81 @@ async def test_documents_and_collections_are_each_keys_own(keyed: Stack) -> None
         assert (await bob.get("/documents")).json()["documents"] == []
         assert (await bob.get(f"/documents/{document_id}")).status_code == 404
         assert (await bob.delete(f"/documents/{document_id}")).status_code == 404
-        taken = await bob.post("/documents", json={**document, "document_id": document_id})
-        assert taken.status_code == 409
-        assert taken.json()["error"]["code"] == "document_id_taken"
+        # Posting her id adds a document of his own, beside hers.
+        elsewhere = {**document, "collection": "other", "document_id": document_id}
+        his = await bob.post("/documents", json=elsewhere)
+        assert his.status_code == 202
+        assert his.json()["document_id"] == f"bob:{document_id}"
+        assert (await alice.get(f"/documents/{document_id}")).json()["owner"] == "alice"
         listed = (await ops.get("/documents")).json()["documents"]
-        assert [(d["owner"], d["collection"]) for d in listed] == [("alice", "notes")]
+        assert sorted((d["owner"], d["collection"]) for d in listed) == [
+            ("alice", "notes"),
+            ("bob", "other"),
+        ]
         # Bob's collection "notes" is not Alice's: his question finds nothing of hers.
         asked = {"query": "How long do I brew green tea?", "collection": "notes"}
         mine = (await alice.post("/chat", json=asked)).json()["job_id"]
         his = (await bob.post("/chat", json=asked)).json()["job_id"]
         assert (await finished(alice, mine))["sources"]
         assert (await finished(bob, his))["sources"] == []
+
+
+async def test_another_keys_document_ids_are_no_oracle(keyed: Stack) -> None:
+    """Bob can neither predict Alice's derived ids nor tell, by posting an id, whether she
+    holds it: his post of her id is answered as one of an id nobody holds, lands in his own
+    documents, and leaves hers (and her later posts of the id) alone."""
+    async with as_(keyed, ALICE) as alice, as_(keyed, BOB) as bob:
+        tea = {"text": SAMPLE_DOCUMENT, "source": "tea.md"}
+        derived = (await alice.post("/documents", json=tea)).json()["document_id"]
+        assert derived != hashlib.sha256(b"alice/default\x00tea.md").hexdigest()[:24]
+        again = (await alice.post("/documents", json=tea)).json()["document_id"]
+        assert again == derived  # the same source still replaces its document
+        chosen = (await alice.post("/documents", json={**tea, "document_id": "plan"})).json()
+        assert chosen["document_id"] == "alice:plan"
+        answers = []
+        for probe in ("plan", "alice:plan", derived, "nobody-has-this"):
+            response = await bob.post("/documents", json={**tea, "document_id": probe})
+            answers.append((response.status_code, response.json()["document_id"]))
+        assert answers == [
+            (202, "bob:plan"),
+            (202, "bob:alice:plan"),
+            (202, f"bob:{derived}"),
+            (202, "bob:nobody-has-this"),
+        ]
+        # Alice's "plan" is hers still: by the id she was answered with, or the one she chose.
+        for name in ("alice:plan", "plan"):
+            shown = (await alice.get(f"/documents/{name}")).json()
+            assert (shown["document_id"], shown["owner"]) == ("alice:plan", "alice")
+        reposted = await alice.post("/documents", json={**tea, "document_id": "alice:plan"})
+        assert reposted.json()["document_id"] == "alice:plan"
+        assert (await bob.get("/documents/plan")).json()["document_id"] == "bob:plan"
+        mine = {d["document_id"] for d in (await alice.get("/documents")).json()["documents"]}
+        assert mine == {derived, "alice:plan"}
+
+
+async def test_documents_stored_under_the_earlier_ids_are_still_found(keyed: Stack) -> None:
+    """A document stored before ids were keyed (a SHA-256 of its source, a bare chosen id)
+    keeps its id: its owner's upload of the same source or id replaces it; another key's
+    post of that id makes a document of its own."""
+    earlier = hashlib.sha256(b"alice/default\x00tea.md").hexdigest()[:24]
+    redis = Redis.from_url(keyed.settings.redis_url or "")
+    registry = DocumentRegistry(redis, Keys(keyed.settings.key_prefix))
+    for document_id, source in ((earlier, "tea.md"), ("plan", "")):
+        fields = {"owner": "alice", "collection": "alice/default", "source": source}
+        await registry.accept(document_id, "0" * 32, {**fields, "status": "indexed"}, size=1)
+    await redis.aclose()
+    async with as_(keyed, ALICE) as alice, as_(keyed, BOB) as bob:
+        tea = {"text": SAMPLE_DOCUMENT, "source": "tea.md"}
+        replaced = (await alice.post("/documents", json=tea)).json()
+        assert replaced["document_id"] == earlier
+        chosen = await alice.post("/documents", json={**tea, "document_id": "plan"})
+        assert chosen.json()["document_id"] == "plan"
+        assert (await finished(alice, replaced["job_id"]))["status"] == "complete"
+        his = await bob.post("/documents", json={**tea, "document_id": earlier})
+        assert his.json()["document_id"] == f"bob:{earlier}"
+        assert (await bob.get(f"/documents/{earlier}")).json()["document_id"] == f"bob:{earlier}"
+        mine = {d["document_id"] for d in (await alice.get("/documents")).json()["documents"]}
+        assert mine == {earlier, "plan"}
 
 
 async def test_idempotency_keys_are_each_keys_own(keyed: Stack) -> None:

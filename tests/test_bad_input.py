@@ -257,7 +257,7 @@ BAD_DOCUMENTS: list[tuple[str, dict[str, Any], str, tuple[str, ...]]] = [
     ),
     (
         "document id too long",
-        {"text": "tea", "document_id": "d" * 129},
+        {"text": "tea", "document_id": "d" * 201},
         "invalid_request",
         ("document_id",),
     ),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import stat
 import subprocess
 from pathlib import Path
 
@@ -41,6 +42,38 @@ def test_up_serves_where_its_options_say(tmp_path: Path) -> None:
         assert stats.returncode == 0, stats.stderr
         assert "workers: 1 alive" in stats.stdout, stats.stdout
         assert up.terminate(timeout=20) == 0, up.describe()
+
+
+@pytest.mark.timeout(120)
+def test_up_keeps_every_file_of_the_data_folder_private(tmp_path: Path) -> None:
+    """After a run (Valkey's AOF and log, the embedded store, an upload and a question), no
+    file in the data folder is readable by group or others, and no folder is open beyond its
+    owner: what an earlier run left open is closed too."""
+    data = tmp_path / "data"
+    data.mkdir(mode=0o700)
+    leftover = data / "valkey" / "valkey.log"  # as a run before this fix left it
+    leftover.parent.mkdir(mode=0o755)
+    leftover.write_text("an earlier run\n")
+    leftover.chmod(0o644)
+    port = free_port()
+    env = bare_env(RAG_DEMO_CORPUS="true", RAG_PORT=str(port), RAG_DATA_DIR=str(data))
+    with started("up", [*console_script("rag-async"), "up"], env, tmp_path) as up:
+        up.wait_for("rag-async is up at", stream="stdout", timeout=90)  # the demo ingested
+        api = ("--api-url", f"localhost:{port}")
+        asked = run_cli("ask", *api, "How do I handle exceptions?", env=env)
+        assert asked.returncode == 0, asked.stderr
+        assert up.terminate(timeout=30) == 0, up.describe()
+    modes = {
+        path: stat.S_IMODE(path.lstat().st_mode)
+        for path in [data, *data.rglob("*")]
+        if not path.is_symlink()
+    }
+    assert any(path.suffix == ".aof" for path in modes), sorted(modes)
+    assert any("qdrant" in path.parts for path in modes if path.is_file()), sorted(modes)
+    opened = {
+        str(path.relative_to(data)): oct(mode) for path, mode in modes.items() if mode & 0o077
+    }
+    assert opened == {}
 
 
 def test_up_refuses_bad_options_before_starting_anything(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import openai
+from redis.asyncio import Redis
 
 from rag_async.local.valkey import EmbeddedValkey
 from rag_async.providers.retrieval import LexicalEncoder
@@ -97,6 +98,37 @@ async def test_a_conversation_is_its_keys_own(
             assert joined.status_code == 404
             async with httpx.AsyncClient(base_url=stack.base_url) as nobody:
                 assert (await nobody.get("/conversations/mine")).status_code == 401
+
+
+async def test_another_keys_probe_leaves_a_conversation_as_it_was(
+    valkey: EmbeddedValkey, tmp_path: Path, llm: Any
+) -> None:
+    """A probe with another key's conversation id is a 404 that writes nothing: the owner's
+    conversation keeps the lifetime it had, and nothing is begun in its name."""
+    settings = keyed_settings(valkey, tmp_path, llm, users={"alice": ALICE, "bob": BOB}, admins={})
+    key = f"{settings.key_prefix}conversation:mine"
+    async with (
+        running_stack(settings, with_worker=False) as stack,
+        Redis.from_url(settings.redis_url or "") as redis,
+    ):
+        alice = httpx.AsyncClient(
+            base_url=stack.base_url, headers={"Authorization": f"Bearer {ALICE}"}
+        )
+        bob = httpx.AsyncClient(base_url=stack.base_url, headers={"Authorization": f"Bearer {BOB}"})
+        async with alice, bob:
+            asked = await alice.post("/chat", json={"query": "tea?", "conversation_id": "mine"})
+            assert asked.status_code == 202
+            await redis.expire(key, 120)
+            before = await redis.hgetall(key)  # type: ignore[misc]
+            for _ in range(3):
+                joined = await bob.post("/chat", json={"query": "?", "conversation_id": "mine"})
+                assert joined.status_code == 404
+            assert 0 < await redis.ttl(key) <= 120
+            assert await redis.hgetall(key) == before  # type: ignore[misc]
+            # The owner's own question still renews it.
+            again = await alice.post("/chat", json={"query": "tea?", "conversation_id": "mine"})
+            assert again.status_code == 202
+            assert await redis.ttl(key) > 120
 
 
 async def test_previous_response_id_and_chat_messages_carry_the_conversation(

@@ -31,7 +31,7 @@ from rag_async.domain.job import JobStatus, record_fields
 from rag_async.local.valkey import EmbeddedValkey, free_port
 from rag_async.store.keys import Keys
 from rag_async.webhooks import HostPolicy, WebhookRefused
-from rag_async.webhooks.policy import is_public
+from rag_async.webhooks.policy import Target, is_public
 from tests.conftest import Stack, keyed_settings, make_settings, running_stack
 from tests.support.openai_server import Fault
 
@@ -293,6 +293,54 @@ async def test_urls_are_refused_at_accept_time_with_400(
     assert answer.status_code == 400 and answer.json()["error"]["code"] == "webhooks_off"
 
 
+# Hosts that name a loopback or private address in a form other than a.b.c.d or a plain
+# IPv6 one, and a word of the 400's message for each.
+DISGUISED = {
+    "0x7f000001": "0x7f000001 (that is 127.0.0.1): a loopback address",
+    "2130706433": "2130706433 (that is 127.0.0.1): a loopback address",
+    "127.1": "127.1 (that is 127.0.0.1): a loopback address",
+    "0": "0 (that is 0.0.0.0)",
+    "0xa.0x1": "0xa.0x1 (that is 10.0.0.1): a private address",
+    "0177.0.0.1": "not a valid URL",  # octal: refused as it is parsed
+    "[::127.0.0.1]": "a loopback address (127.0.0.1) inside an IPv4-compatible address",
+    "[64:ff9b::a00:7]": "a private address (10.0.0.7) inside a NAT64 address",
+    "[64:ff9b:1::808:808]": "a local NAT64 address",
+    "[2002:7f00:1::1]": "a loopback address (127.0.0.1) inside a 6to4 address",
+    "[2002:c0a8:101::1]": "a private address (192.168.1.1) inside a 6to4 address",
+    "[::ffff:a9fe:a9fe]": "a link-local address (169.254.169.254) inside an IPv4-mapped",
+}
+
+
+async def test_disguised_addresses_are_refused_at_accept_time_with_400(
+    valkey: EmbeddedValkey, tmp_path: Path, llm: Any
+) -> None:
+    """IPv4 shorthands the resolver reads as an address, and IPv6 addresses that carry a
+    private IPv4 one, are refused when the job is asked for, saying which address they are."""
+    settings = hook_settings(valkey, tmp_path, llm, webhook_hosts=None)
+    async with (
+        running_stack(settings, with_worker=False) as stack,
+        httpx.AsyncClient(base_url=stack.base_url) as http,
+    ):
+        for host, reason in DISGUISED.items():
+            url = f"http://{host}:9/hook"
+            answer = await http.post("/chat", json={"query": "tea?", "webhook_url": url})
+            assert answer.status_code == 400, (url, answer.text)
+            assert answer.json()["error"]["code"] == "webhook_refused"
+            assert reason in answer.json()["error"]["message"], answer.text
+            document = {"text": "tea", "webhook_url": url}
+            assert (await http.post("/documents", json=document)).status_code == 400
+
+
+async def test_disguised_addresses_are_refused_at_delivery() -> None:
+    """The delivery's own check (what the host resolves to, here by the real resolver)
+    refuses them too, for a job accepted before they were refused at accept time."""
+    policy = HostPolicy("*")
+    for host in DISGUISED:
+        bare = host.removeprefix("[").removesuffix("]")
+        with pytest.raises(WebhookRefused, match="webhooks may not go to"):
+            await policy.addresses(Target(f"http://{host}/", "http", bare, 80))
+
+
 def loopback_name() -> str:
     """A name other than localhost that resolves to loopback here (the machine's own)."""
     name = socket.gethostname()
@@ -370,6 +418,10 @@ def test_the_host_policy() -> None:
     with pytest.raises(WebhookRefused, match="not in RAG_WEBHOOK_HOSTS"):
         listed.check_url("https://example.com/x")  # no "*": only what is listed
     assert is_public(ipaddress.ip_address("93.184.216.34"))
+    # A shorthand or an IPv6 carrier of a public address is as public as that address.
+    for host in ("1572395042", "[64:ff9b::5db8:d822]", "[2002:5db8:d822::1]"):
+        assert public_only.check_url(f"http://{host}/x").port == 80
+    assert not is_public(ipaddress.ip_address("::"))
     assert not is_public(ipaddress.ip_address("fe80::1"))
     assert not is_public(ipaddress.ip_address("fc00::1"))
 

@@ -18,6 +18,7 @@ from rag_async.store.idempotency import IdempotencyKeys
 from rag_async.store.keys import Keys
 from rag_async.store.pool import Connection
 from rag_async.store.rate import RateLimiter
+from rag_async.store.server_secrets import ServerSecrets
 from rag_async.worker.ends import Ends, HoldsEnds
 
 
@@ -37,6 +38,7 @@ class AppState(HoldsEnds):
     # Those opened with an events token, counted apart: a token that leaked can then take
     # these, never the streams its owner opens with the key.
     token_streams: StreamSlots
+    secrets: ServerSecrets  # made once, kept in Valkey (document ids)
 
     def cluster_stores(self) -> ClusterStores:
         """What /metrics reads the service's figures from."""
@@ -66,6 +68,7 @@ class AppState(HoldsEnds):
             token_streams=StreamSlots(
                 settings.max_token_streams_per_key, noun="event streams opened by events token"
             ),
+            secrets=ServerSecrets(redis, keys),
         )
 
 

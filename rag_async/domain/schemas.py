@@ -60,9 +60,11 @@ class DocumentIn(BaseModel):
     source: str | None = Field(default=None, max_length=2000)
     document_id: str | None = Field(
         default=None,
-        pattern=r"^[A-Za-z0-9._:-]{1,128}$",
-        description="Re-using an id replaces that document. Defaults to one derived from "
-        "`source` (or `title`), so ingesting the same file again replaces it.",
+        pattern=r"^[A-Za-z0-9._:-]{1,200}$",
+        description="Re-using an id replaces that document. An id is the key's own: stored "
+        "(and answered) as `<key name>:<id>`, which names it too. Defaults to one derived "
+        "from `source` (or `title`) and the collection, so ingesting the same file again "
+        "replaces it.",
     )
     collection: str | None = Field(
         default=None,

@@ -23,7 +23,7 @@ import httpx
 import structlog
 
 from rag_async.config import Settings
-from rag_async.datadir import open_to_others, private_folder
+from rag_async.datadir import keep_private, open_to_others
 from rag_async.local.valkey import EmbeddedValkey, stored_password
 from rag_async.redaction import redact
 
@@ -73,7 +73,7 @@ class Stop(Exception):
 
 
 def run_up(settings: Settings) -> int:
-    data_dir = private_folder(settings.data_dir)
+    data_dir = keep_private(settings.data_dir)  # its children inherit the umask
     if open_to_others(data_dir):
         log.warning("other users may read the data folder: chmod 700 it", path=str(data_dir))
     env = dict(os.environ)

@@ -96,6 +96,7 @@ class EmbeddedValkey:
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             start_new_session=True,
+            umask=0o077,  # its AOF and log hold every question, answer and document
         )
         assert self.process.stdin is not None
         try:

@@ -36,6 +36,18 @@ _TOKEN = re.compile(r"\w+|[^\w\s]")
 # the sources, which stay the larger part.
 HISTORY_TOKENS = 1000
 
+# KEYS: the conversation's hash. ARGV: the caller's name, '1' if an admin, now, the TTL.
+# Another key's conversation is answered with nothing and left as it was: neither begun nor
+# kept alive by a caller who may not join it. Else it is begun if new, and lives on.
+_JOIN = """
+local owner = redis.call('HGET', KEYS[1], 'owner')
+if owner and owner ~= ARGV[1] and ARGV[2] ~= '1' then return false end
+redis.call('HSETNX', KEYS[1], 'owner', ARGV[1])
+redis.call('HSETNX', KEYS[1], 'created_at', ARGV[3])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+return redis.call('HGETALL', KEYS[1])
+"""
+
 
 class Turn(BaseModel):
     """One question and its answer, as a later question's prompt carries it."""
@@ -64,19 +76,19 @@ class Conversations:
         self._redis = redis
         self._keys = keys
         self._ttl = ttl
+        self._join = redis.register_script(_JOIN)
 
     async def join(self, conversation_id: str, caller: Principal) -> Conversation | None:
         """The caller's conversation `conversation_id`, begun now if there is none; None when
-        it is another key's."""
+        it is another key's (whose conversation is left untouched: not even its lifetime is
+        renewed)."""
         key = self._keys.conversation(conversation_id)
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hsetnx(key, "owner", caller.name)
-            pipe.hsetnx(key, "created_at", f"{time.time():.6f}")
-            pipe.expire(key, self._ttl)
-            pipe.hgetall(key)
-            *_, raw = await pipe.execute()
-        conversation = _parsed(conversation_id, raw)
-        return conversation if caller.may_see(conversation.owner) else None
+        admin = "1" if caller.admin else "0"
+        args: list[str | int] = [caller.name, admin, f"{time.time():.6f}", self._ttl]
+        flat = await self._join(keys=[key], args=args)
+        if flat is None:
+            return None
+        return _parsed(conversation_id, dict(zip(flat[::2], flat[1::2], strict=True)))
 
     async def get(self, conversation_id: str) -> Conversation | None:
         raw = await self._redis.hgetall(self._keys.conversation(conversation_id))  # type: ignore[misc]

@@ -130,6 +130,10 @@ class Keys:
         of an owner's jobs (the per-key bound on stored results, results.py)."""
         return f"{self.prefix}result-bytes:{owner}"
 
+    def secret(self, name: str) -> str:
+        """String: a secret the service made for itself, once (server_secrets.py)."""
+        return f"{self.prefix}secret:{name}"
+
     def rate(self, owner: str) -> str:
         """Hash: an owner's request token bucket (tokens, updated), quotas.py."""
         return f"{self.prefix}rate:{owner}"

@@ -5,6 +5,13 @@ A job's URL is checked when the job is accepted (`check_url`: the scheme, the ho
 literal's address), and the addresses its host resolves to are checked again at each delivery
 (`addresses`), as a name may point anywhere by then (DNS rebinding). The delivery then
 connects to the very address checked here, not to whatever a second lookup would give.
+
+A host is judged as the address the resolver reads it as: the IPv4 shorthands that
+`getaddrinfo` (like `inet_aton`) accepts, `127.1`, `2130706433`, `0x7f000001`, `0177.0.0.1`
+(octal) or `0`, are that address at acceptance already, not names left for delivery to refuse.
+An IPv6 address that carries an IPv4 one (IPv4-mapped `::ffff:a.b.c.d`, IPv4-compatible
+`::a.b.c.d`, NAT64 `64:ff9b::a.b.c.d`, 6to4 `2002:AABB:CCDD::`) reaches that IPv4 address, so
+it is public only if that address is; a network's own NAT64 prefix (`64:ff9b:1::/48`) never is.
 """
 
 from __future__ import annotations
@@ -22,6 +29,14 @@ from rag_async.domain.errors import RagError
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 _MAX_URL = 2048
+# What an IPv4 shorthand may be made of (decimal, octal, hex parts); anything else is a name.
+_SHORTHAND = frozenset("0123456789abcdefx.")
+# IPv6 ranges whose last 32 bits are an IPv4 address that the packets go on to.
+_CARRIERS = {
+    "an IPv4-compatible": ipaddress.IPv6Network("::/96"),
+    "a NAT64": ipaddress.IPv6Network("64:ff9b::/96"),
+}
+_LOCAL_NAT64 = ipaddress.IPv6Network("64:ff9b:1::/48")  # RFC 8215: a network's own
 
 
 class WebhookRefused(RagError):
@@ -67,7 +82,9 @@ class HostPolicy:
             raise WebhookRefused(_not_public(host, "a loopback name"))
         address = _ip(host)
         if address is not None and not is_public(address):
-            raise WebhookRefused(_not_public(host, _kind(address)))
+            shorthand = address.version == 4 and str(address) != host
+            shown = f"{host} (that is {address})" if shorthand else host
+            raise WebhookRefused(_not_public(shown, _kind(address)))
         return target
 
     async def addresses(self, target: Target) -> list[IPAddress]:
@@ -87,10 +104,32 @@ class HostPolicy:
 
 def is_public(address: IPAddress) -> bool:
     """A global unicast address: not loopback, private, link-local, shared, reserved or
-    multicast (an IPv4 address mapped into IPv6 is judged as itself)."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    multicast. An IPv6 address carrying an IPv4 one is public only if that one is too (an
+    IPv4-mapped address is judged as that one alone)."""
+    if isinstance(address, ipaddress.IPv6Address):
+        if address in _LOCAL_NAT64:
+            return False
+        carried = embedded_ipv4(address)
+        if carried is not None:
+            if not is_public(carried[1]):
+                return False
+            if address.ipv4_mapped is not None:
+                return True
     return address.is_global and not address.is_multicast
+
+
+def embedded_ipv4(address: ipaddress.IPv6Address) -> tuple[str, ipaddress.IPv4Address] | None:
+    """The IPv4 address an IPv6 one carries, and how ("a 6to4", "a NAT64", ...), if it does."""
+    if address.ipv4_mapped is not None:
+        return "an IPv4-mapped", address.ipv4_mapped
+    if address.sixtofour is not None:
+        return "a 6to4", address.sixtofour
+    if address.is_loopback or address.is_unspecified:
+        return None  # ::1 and ::, themselves, not IPv4-compatible ones
+    for how, network in _CARRIERS.items():
+        if address in network:
+            return how, ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
 
 
 def _parse(url: str) -> Target:
@@ -133,13 +172,28 @@ def _bare(entry: str) -> str:
 
 
 def _ip(host: str) -> IPAddress | None:
+    """The address `host` is, as the resolver reads it (IPv4 shorthands included), or None
+    for a name."""
     try:
         return ipaddress.ip_address(host)
     except ValueError:
+        pass
+    if not set(host) <= _SHORTHAND:
         return None
+    try:
+        return ipaddress.IPv4Address(socket.inet_aton(host))
+    except OSError:
+        return None  # a name after all (say "cafe"): judged when resolved
 
 
 def _kind(address: IPAddress) -> str:
+    if isinstance(address, ipaddress.IPv6Address):
+        if address in _LOCAL_NAT64:
+            return "a local NAT64 address"
+        carried = embedded_ipv4(address)
+        if carried is not None and not is_public(carried[1]):
+            how, inner = carried
+            return f"{_kind(inner)} ({inner}) inside {how} address"
     if address.is_loopback:
         return "a loopback address"
     if address.is_link_local:

@@ -8,7 +8,6 @@ Deletion is a job too: only a worker holds the Qdrant store (embedded Qdrant is 
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import replace
 from typing import Annotated, Any
 
@@ -18,12 +17,13 @@ from starlette.datastructures import UploadFile
 
 from rag_async.api.auth import Caller
 from rag_async.api.bodies import parse_json
+from rag_async.api.document_ids import chosen_id, derived_id, scoped_id
 from rag_async.api.enqueue import Submission, enqueue
 from rag_async.api.idempotent import create_once
 from rag_async.api.quotas import held_to_quotas
 from rag_async.api.state import AppState, State
 from rag_async.domain.document import DocumentRecord, DocumentStatus
-from rag_async.domain.errors import BadRequest, Conflict, NotFound, RagError, TooLarge
+from rag_async.domain.errors import BadRequest, NotFound, RagError, TooLarge
 from rag_async.domain.identity import Principal
 from rag_async.domain.job import new_job_id
 from rag_async.domain.schemas import (
@@ -110,9 +110,10 @@ async def _add_text(
         )
     title = (body.title or body.source or "untitled").strip() or "untitled"
     collection = caller.collection(body.collection or state.settings.default_collection)
-    document_id = body.document_id or _document_id(body.source or title, collection, state)
     if body.document_id:
-        await _not_anothers(state, caller, body.document_id)
+        document_id = await chosen_id(state, caller, body.document_id)
+    else:
+        document_id = await derived_id(state, caller, body.source or title, collection)
     await _within_storage_quota(submission, document_id, size)
     job_id = new_job_id()
     fields = {"document_id": document_id, "title": title, "source": body.source or ""}
@@ -182,7 +183,8 @@ async def _add_file(
     """Check one file of an upload and queue its ingestion, or raise why it is refused (a
     limit reached on the way refuses this file, not the ones already queued)."""
     state = submission.state
-    document_id = _document_id(fields["source"], fields["collection"], state)
+    caller = submission.caller
+    document_id = await derived_id(state, caller, fields["source"], fields["collection"])
     job_id = new_job_id()
     try:
         content = await upload.read()
@@ -291,6 +293,7 @@ async def delete_document(
     deletion owns the document from now on: an ingestion of it still running cannot bring
     it back."""
     document = await _owned(state, caller, document_id)
+    document_id = document.document_id
     submission = Submission(state, request, caller)
     job_id = new_job_id()
     deleting = {"status": DocumentStatus.DELETING, "error": ""}
@@ -301,20 +304,13 @@ async def delete_document(
 
 
 async def _owned(state: AppState, caller: Principal, document_id: str) -> DocumentRecord:
-    """The caller's document: another key's is not found, exactly like an unknown one."""
-    document = await state.registry.get(document_id)
-    if document is None or not caller.may_see(document.owner):
-        raise NotFound(f"no document {document_id!r}", code="document_not_found")
-    return document
-
-
-async def _not_anothers(state: AppState, caller: Principal, document_id: str) -> None:
-    """A document id the client chose must not replace another key's document."""
-    document = await state.registry.get(document_id)
-    if document is not None and not caller.may_see(document.owner):
-        raise Conflict(
-            f"the document id {document_id!r} is taken; choose another", code="document_id_taken"
-        )
+    """The caller's document `document_id` (or the one it chose by that id): another key's
+    is not found, exactly like an unknown one."""
+    for stored in dict.fromkeys([document_id, scoped_id(caller, document_id)]):
+        document = await state.registry.get(stored)
+        if document is not None and caller.may_see(document.owner):
+            return document
+    raise NotFound(f"no document {document_id!r}", code="document_not_found")
 
 
 def _accepted_document(
@@ -332,11 +328,3 @@ def _accepted_document(
 
 def _form_text(value: object) -> str | None:
     return value.strip() or None if isinstance(value, str) else None
-
-
-def _document_id(name: str, collection: str, state: AppState) -> str:
-    """Stable per source (and collection), so ingesting the same file again replaces it
-    rather than adding."""
-    if collection != state.settings.default_collection:
-        name = f"{collection}\x00{name}"
-    return hashlib.sha256(name.encode()).hexdigest()[:24]

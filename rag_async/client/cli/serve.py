@@ -13,6 +13,7 @@ import typer
 
 from rag_async.client.cli.base import app, command, fail, settings
 from rag_async.config import Settings
+from rag_async.datadir import keep_private
 from rag_async.domain.errors import ConfigurationError
 from rag_async.logs import configure_logging
 from rag_async.redaction import redact
@@ -145,6 +146,8 @@ def worker(
     loaded = settings()
     configure_logging(loaded.log_level, json=loaded.log_json, process="worker")
     _check_redis(loaded.redis_url)
+    if not loaded.qdrant_url:
+        keep_private(loaded.data_dir)  # the embedded store's files: the owner's alone
     _use_uvloop()
 
     async def serve() -> None:
