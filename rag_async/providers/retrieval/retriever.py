@@ -11,8 +11,8 @@ from qdrant_client import models
 
 from rag_async.config import Settings
 from rag_async.domain.sources import Source
+from rag_async.providers.parsing.chunking import Chunk, chunk_text
 from rag_async.providers.parsing.limits import TooManyChunks
-from rag_async.providers.retrieval.chunking import Chunk, chunk_text
 from rag_async.providers.retrieval.embedders import EMBED_BATCH_SIZE, Embedder
 from rag_async.providers.retrieval.lexical import LexicalEncoder
 from rag_async.providers.retrieval.store import (
