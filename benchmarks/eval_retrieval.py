@@ -45,7 +45,8 @@ from rag_async.providers.parsing import ParsedDocument  # noqa: E402
 from rag_async.providers.parsing.html import parse_html  # noqa: E402
 from rag_async.providers.retrieval import Chunk, LexicalEncoder, Retriever, chunk_text, open_store  # noqa: E402
 from rag_async.providers.retrieval.lexical import STOPWORDS  # noqa: E402
-from rag_async.providers.retrieval.retriever import PER_DOCUMENT  # noqa: E402
+from rag_async.providers.retrieval.retriever import PER_DOCUMENT, ProgressCallback  # noqa: E402
+from rag_async.providers.retrieval.store import DEFAULT_COLLECTION  # noqa: E402
 
 DOCS = Path("/usr/share/doc/python3.11/html")
 QUESTIONS = Path(__file__).with_name("retrieval_questions.jsonl")
@@ -117,14 +118,30 @@ def _one_per_word(word: str) -> int:
 class WordChunks(Retriever):
     """Chunks sized in whitespace words."""
 
-    def _chunk(
-        self, text: str, page_starts: Sequence[int]
-    ) -> tuple[list[Chunk], list[int | None] | None]:
+    async def index(
+        self,
+        document_id: str,
+        title: str,
+        source: str | None,
+        text: str,
+        on_progress: ProgressCallback | None = None,
+        *,
+        collection: str = DEFAULT_COLLECTION,
+        page_starts: Sequence[int] = (),
+        version: str = "",
+    ) -> int:
         assert not page_starts, "HTML only"
+        size = self.chunking
         chunks = chunk_text(
-            text, max_tokens=self._chunk_tokens, overlap=self._chunk_overlap, count=_one_per_word
+            text,
+            max_tokens=size.max_tokens,
+            overlap=size.overlap,
+            max_chars=size.max_chars,
+            count=_one_per_word,
         )
-        return chunks, None
+        return await self.index_chunks(
+            document_id, title, source, chunks, on_progress, collection=collection, version=version
+        )
 
 
 class WordChunksHeadingOnly(WordChunks):

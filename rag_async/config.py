@@ -185,7 +185,7 @@ class Settings(BaseSettings):
     # about 8,000 chunks of 200 tokens, and a 5 MB PDF rarely 5,000 pages.
     max_pages: int = Field(default=5000, ge=1)
     max_document_chars: int = Field(default=5_000_000, ge=1)  # the text extracted from a file
-    max_chunks: int = Field(default=10_000, ge=1)  # per document, checked before it is written
+    max_chunks: int = Field(default=10_000, ge=1)  # per document, checked while it is chunked
 
     # Retrieval.
     top_k: int = Field(default=4, ge=1, le=50)
@@ -194,10 +194,13 @@ class Settings(BaseSettings):
     # An honest chunk of chunk_tokens is far shorter: this stops a chunk that is not (a stored
     # one from before chunks were capped) from becoming a giant result or prompt.
     max_source_chars: int = Field(default=8000, ge=100)
-    # Tokens as `retrieval.chunking.count_tokens` counts them offline (words and punctuation
+    # Tokens as `parsing.chunking.count_tokens` counts them offline (words and punctuation
     # marks, so code counts for more than its whitespace words suggest).
     chunk_tokens: int = Field(default=200, ge=16)
     chunk_overlap: int = Field(default=40, ge=0)
+    # A chunk's characters, whatever its tokens: a word longer than that (a file without
+    # spaces) is cut into pieces. Prose runs about five characters a token.
+    chunk_max_chars: int = Field(default=4000, ge=100)
     embed_model: str | None = None
     embed_base_url: str | None = None
     embed_api_key: SecretStr | None = None

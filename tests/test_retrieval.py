@@ -20,6 +20,14 @@ from qdrant_client import AsyncQdrantClient, models
 from rag_async.config import Settings
 from rag_async.domain.errors import ConfigurationError, ProviderError
 from rag_async.local.demo_corpus import DEMO_QUESTION, demo_documents
+from rag_async.providers.parsing.chunking import (
+    MAX_HEADING_CHARS,
+    Chunking,
+    chunk_document,
+    count_tokens,
+    iter_chunks,
+)
+from rag_async.providers.parsing.limits import TooManyChunks
 from rag_async.providers.retrieval import (
     ChunkStore,
     LexicalEncoder,
@@ -29,7 +37,6 @@ from rag_async.providers.retrieval import (
     open_qdrant,
     open_store,
 )
-from rag_async.providers.retrieval.chunking import count_tokens
 from rag_async.providers.retrieval.stemming import english_stem
 from rag_async.providers.retrieval.store import INDEX_BATCH
 from tests.support.processes import run_python
@@ -162,13 +169,45 @@ def test_chunks_are_sized_in_tokens_not_words() -> None:
     assert max(len(c.text.split()) for c in code_chunks) < max(
         len(c.text.split()) for c in prose_chunks
     )
-    # A word longer than a chunk is kept whole, in a chunk of its own.
+    # A word longer than a chunk is cut into pieces that fit, packed like any other words.
     url = "https://example.org/" + "a/" * 40
-    assert [c.text for c in chunk_text(f"See {url} now.", max_tokens=20, overlap=4)] == [
-        "See",
-        url,
-        "now.",
-    ]
+    chunks = chunk_text(f"See {url} now.", max_tokens=20, overlap=0)
+    assert len(chunks) > 1 and all(count_tokens(c.text) <= 20 for c in chunks)
+    assert "".join(c.text.replace(" ", "") for c in chunks) == f"See{url}now."
+
+
+def test_no_text_makes_a_chunk_longer_than_the_cap() -> None:
+    # One 5 MB token (a file without spaces), a run of punctuation (a token a character),
+    # and two words far apart on one line.
+    for text in ("a" * 5_000_000, "#" * 50_000, "a" + " " * 50_000 + "b"):
+        chunks = chunk_text(text, max_tokens=200, overlap=40, max_chars=4000)
+        assert chunks and max(len(c.text) for c in chunks) <= 4000
+        assert max(count_tokens(c.text) for c in chunks) <= 200
+        assert all(c.text == text[c.start : c.end] for c in chunks)
+    # A heading's title is cut too: the heading path goes with every chunk of its section.
+    (chunk, *_) = chunk_text("# " + "t" * 100_000 + "\n\nBody.", max_tokens=20, overlap=0)
+    assert chunk.heading is not None and len(chunk.heading) <= MAX_HEADING_CHARS
+
+
+def test_chunking_stops_at_the_chunk_past_the_limit_without_reading_on() -> None:
+    """The chunks are cut as the text is read, and the one past `max_chunks` ends it: a
+    hostile text costs the chunks it is allowed, not the chunks it would make."""
+    read: list[str] = []
+
+    def count(word: str) -> int:
+        read.append(word)
+        return count_tokens(word)
+
+    text = "#\n" * 2_400_000  # 4.8 MB of bare headings
+    chunking = Chunking(max_tokens=20, overlap=4, max_chunks=3)
+    with pytest.raises(TooManyChunks) as refused:
+        chunk_document(text, (), chunking, name="hashes.md", count=count)
+    assert refused.value.code == "too_many_chunks" and "limit is 3" in refused.value.message
+    # Four chunks of 20 tokens (16 new ones each after the first): about 70 words read of
+    # 2.4 million, and nothing past the fourth chunk's text.
+    assert len(read) < 100
+    chunks = list(itertools.islice(iter_chunks(text, max_tokens=20, overlap=4), 4))
+    assert chunks[-1].end < 200
 
 
 # --- lexical encoding -----------------------------------------------------------------------

@@ -29,7 +29,7 @@ from rag_async.store.keys import Keys
 
 _TURN = "turn:"
 _WORD = re.compile(r"\w+")
-# Tokens as retrieval.chunking.count_tokens counts them (words and punctuation marks), without
+# Tokens as parsing.chunking.count_tokens counts them (words and punctuation marks), without
 # importing retrieval (and Qdrant's client) into the API process.
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 # The earlier turns' share of a prompt: a few exchanges, well below any model's context with

@@ -1,17 +1,25 @@
 """The parse process: `python -m rag_async.providers.parsing.child MEMORY_MB`, started and fed by
 `parsing.isolated.ParserPool`.
 
-It parses one file at a time, for as long as its parent keeps it, under limits of its own: an
+It parses and chunks one document at a time, for as long as its parent keeps it, under limits
+of its own: an
 address space of MEMORY_MB (RLIMIT_AS, so that a blow-up raises MemoryError here rather than
 swapping the worker), a CPU-time allowance per file (RLIMIT_CPU: the kernel ends a parse that
 its parent can no longer kill, say a worker that died), and no core dumps.
 
+Chunking happens here too, for a file and for a document sent as JSON (`filename` null: its
+bytes are Markdown text, checked by the API), and stops at the chunk past `max_chunks`: a
+hostile text (megabytes of "#" lines) costs this process, not the worker's loop and memory.
+
 The wire, both ways: frames of a 4-byte big-endian length and a payload. The parent sends a
-JSON header (`filename`, `max_bytes`, `max_pages`, `max_chars`, `cpu_seconds`) and the file's
-bytes; the child answers with one JSON object: `{"document": {...}}`, `{"error": {"type",
-"code", "message"}}`, or `{"memory": true}` (after which it exits, as a process that ran out
-of memory may be in no state to go on). It says `{"ready": true}` once, when it can start.
-JSON, not pickle: the parent does not run whatever a child that parsed a hostile file sends.
+JSON header (`filename`, `name`, `max_bytes`, `max_pages`, `max_chars`, `cpu_seconds`,
+`chunking`) and the document's bytes; the child answers with one JSON object: `{"document":
+{"title", "format", "text", "chunks": [[start, end, heading, page], ...]}}` (the text once, and
+each chunk as offsets into it: overlapping chunks would send their shared text twice),
+`{"error": {"type", "code", "message"}}`, or `{"memory": true}` (after which it exits, as a
+process that ran out of memory may be in no state to go on). It says `{"ready": true}` once,
+when it can start. JSON, not pickle: the parent does not run whatever a child that parsed a
+hostile file sends.
 """
 
 from __future__ import annotations
@@ -27,8 +35,10 @@ from typing import IO, Any
 import orjson
 
 from rag_async.domain.errors import RagError
+from rag_async.providers.parsing.chunking import Chunking, chunk_document
 from rag_async.providers.parsing.document import parse
 from rag_async.providers.parsing.limits import ParseLimits
+from rag_async.providers.parsing.parsed import ParsedDocument
 
 FRAME_LENGTH = struct.Struct(">I")
 
@@ -66,28 +76,38 @@ def main() -> None:
 
 
 def _parse(request: dict[str, Any], content: bytes) -> dict[str, Any]:
-    filename = str(request["filename"])
+    name = str(request["name"])
     _allow_cpu(float(request["cpu_seconds"]))
-    limits = ParseLimits(max_pages=request["max_pages"], max_chars=request["max_chars"])
     try:
-        document = parse(filename, content, max_bytes=request["max_bytes"], limits=limits)
+        document = _read(request, content)
+        chunking = Chunking(**request["chunking"])
+        chunks = chunk_document(document.text, document.page_starts, chunking, name=name)
     except MemoryError:
         return {"memory": True}
     except RagError as error:
         return _error(type(error).__name__, error.code, error.message)
     except RecursionError:
-        return _error("TooDeep", "too_deep", f"{filename}: nested too deeply to parse")
+        return _error("TooDeep", "too_deep", f"{name}: nested too deeply to parse")
     except Exception as error:  # a parser's own bug, met on this file: it would meet it again
-        message = f"{filename}: the parser failed ({type(error).__name__}: {error})"
+        message = f"{name}: the parser failed ({type(error).__name__}: {error})"
         return _error("BadRequest", "corrupt_document", message)
     return {
         "document": {
             "title": document.title,
-            "text": document.text,
             "format": document.format,
-            "page_starts": document.page_starts,
+            "text": document.text,
+            "chunks": [[c.start, c.end, c.heading, c.page] for c in chunks],
         }
     }
+
+
+def _read(request: dict[str, Any], content: bytes) -> ParsedDocument:
+    """The file parsed, or the text of a document sent as JSON."""
+    filename = request["filename"]
+    if filename is None:
+        return ParsedDocument(title=None, text=content.decode("utf-8"), format="markdown")
+    limits = ParseLimits(max_pages=request["max_pages"], max_chars=request["max_chars"])
+    return parse(str(filename), content, max_bytes=request["max_bytes"], limits=limits)
 
 
 def _error(kind: str, code: str, message: str) -> dict[str, Any]:

@@ -3,21 +3,25 @@
 A few kilobytes of PDF can unfold into thousands of pages, and 30,000 nested `<div>`s make the
 HTML parser itself quadratic. In a thread of the worker either one would hold the GIL, the
 memory and the CPU that questions need, and could not be stopped. `ParserPool` instead runs
-`parse()` in child processes (`parsing/child.py`, a fresh interpreter: the worker runs an
-event loop and threads, and forking it would be unsafe), each under a memory limit and a
-CPU-time allowance of its own, and ends a parse that outlives its wall-clock limit by killing
-its process. A process is reused for the next file unless it was killed or ran out of memory;
-a new one is started when needed, so a bomb costs only its own process, and a file parsing
-next to it is not disturbed.
+`parse()`, and the chunking of what it returns, in child processes (`parsing/child.py`, a
+fresh interpreter: the worker runs an event loop and threads, and forking it would be
+unsafe), each under a memory limit and a CPU-time allowance of its own, and ends a parse
+that outlives its wall-clock limit by killing its process. A process is reused for the next
+file unless it was killed or ran out of memory; a new one is started when needed, so a bomb
+costs only its own process, and a file parsing next to it is not disturbed. A document sent
+as JSON is chunked there too: megabytes of hostile text cost a parse process, never the
+worker (parsing/chunking.py).
 
 Every way a parse can end is a `RagError`: the parser's own (unsupported, corrupt, empty,
-beyond `ParseLimits`), `ParseTimeout`, `ParseMemory` or `ParseCrashed`. None is retried.
+beyond `ParseLimits`, `TooManyChunks`), `ParseTimeout`, `ParseMemory` or `ParseCrashed`.
+None is retried.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import math
 import os
 import signal
@@ -31,6 +35,7 @@ import structlog
 from rag_async.config import Settings
 from rag_async.domain.errors import BadRequest, RagError, TooLarge
 from rag_async.providers.parsing.child import FRAME_LENGTH
+from rag_async.providers.parsing.chunking import MAX_HEADING_CHARS, Chunk, Chunking
 from rag_async.providers.parsing.document import UnsupportedFormat
 from rag_async.providers.parsing.limits import (
     ParseCrashed,
@@ -38,10 +43,11 @@ from rag_async.providers.parsing.limits import (
     ParseMemory,
     ParseTimeout,
     TooDeep,
+    TooManyChunks,
     TooManyPages,
     TooMuchText,
 )
-from rag_async.providers.parsing.parsed import ParsedDocument
+from rag_async.providers.parsing.parsed import ChunkedDocument
 
 log = structlog.get_logger(__name__)
 
@@ -60,11 +66,14 @@ _ERRORS: dict[str, type[RagError]] = {
         TooManyPages,
         TooDeep,
         TooMuchText,
+        TooManyChunks,
         ParseMemory,
         ParseTimeout,
         ParseCrashed,
     )
 }
+# Headings a chunk's heading path can hold (ATX headings go six deep).
+_HEADING_DEPTH = 6
 # Where `rag_async` is imported from, for the child to import the same code.
 _SOURCE_ROOT = str(Path(__file__).resolve().parents[3])
 
@@ -105,10 +114,14 @@ class ParserPool:
         """Parse processes alive now (idle or parsing)."""
         return len(self._idle) + len(self._busy)
 
-    async def parse(self, filename: str, content: bytes) -> ParsedDocument:
-        """`parse(filename, content)` in a parse process, within the pool's limits. Waiting
-        for a free process does not count against the time limit; starting one does not
-        either."""
+    async def parse(
+        self, filename: str | None, content: bytes, chunking: Chunking, *, name: str | None = None
+    ) -> ChunkedDocument:
+        """`parse(filename, content)`, chunked by `chunking`, in a parse process within the
+        pool's limits; `filename` None for a document sent as JSON (Markdown text), which
+        `name` names in errors. Waiting for a free process does not count against the time
+        limit; starting one does not either."""
+        name = name or filename or "document"
         async with self._slots:
             if self._closed:
                 raise RuntimeError("the parser pool is closed")
@@ -116,7 +129,7 @@ class ParserPool:
             self._busy.add(child)
             reusable = False
             try:
-                reply = await self._ask(child, filename, content)
+                reply = await self._ask(child, filename, name, content, chunking)
                 reusable = "memory" not in reply
             finally:
                 self._busy.discard(child)
@@ -124,7 +137,7 @@ class ParserPool:
                     self._idle.append(child)
                 else:
                     await child.kill()
-        return self._document(filename, reply)
+        return self._document(name, reply)
 
     async def close(self) -> None:
         """Stop every process: idle ones are asked to exit, busy ones are killed."""
@@ -133,40 +146,51 @@ class ParserPool:
         busy = list(self._busy)
         await asyncio.gather(*(child.stop() for child in idle), *(child.kill() for child in busy))
 
-    async def _ask(self, child: _Child, filename: str, content: bytes) -> dict[str, Any]:
+    async def _ask(
+        self, child: _Child, filename: str | None, name: str, content: bytes, chunking: Chunking
+    ) -> dict[str, Any]:
         header = {
             "filename": filename,
+            "name": name,
             "max_bytes": self._max_bytes,
             "max_pages": self._limits.max_pages,
             "max_chars": self._limits.max_chars,
             # The kernel's own stop, should the worker be unable to kill the process.
             "cpu_seconds": math.ceil(self._timeout),
+            "chunking": dataclasses.asdict(chunking),
         }
         try:
             async with asyncio.timeout(self._timeout):
-                return await child.exchange(orjson.dumps(header), content, self._max_reply())
+                max_reply = self._max_reply(chunking)
+                return await child.exchange(orjson.dumps(header), content, max_reply)
         except TimeoutError:
             raise ParseTimeout(
-                f"{filename}: parsing took longer than {self._timeout:g} s (RAG_PARSE_TIMEOUT)"
+                f"{name}: parsing took longer than {self._timeout:g} s (RAG_PARSE_TIMEOUT)"
             ) from None
         except _ReplyTooLarge:
-            raise TooMuchText.of(filename, self._limits.max_chars or 0) from None
+            raise TooMuchText.of(name, self._limits.max_chars or 0) from None
         except (asyncio.IncompleteReadError, ConnectionError):
             if self._closed:  # the worker is stopping, not the file failing: another try
                 raise RuntimeError("the parser pool closed during a parse") from None
-            raise self._died(filename, await child.exit_code()) from None
+            raise self._died(name, await child.exit_code()) from None
 
-    def _max_reply(self) -> int | None:
-        """The longest answer a child may send: the text limit, JSON-escaped, and the pages'
-        offsets. Anything longer is not read."""
-        if self._limits.max_chars is None:
+    def _max_reply(self, chunking: Chunking) -> int | None:
+        """The longest answer a child may send: the text limit, JSON-escaped, the pages'
+        offsets and the chunks' (with their heading paths). Anything longer is not read."""
+        if self._limits.max_chars is None or chunking.max_chunks is None:
             return None
-        return 6 * self._limits.max_chars + 16 * (self._limits.max_pages or 0) + (1 << 20)
+        per_chunk = 64 + 6 * _HEADING_DEPTH * (MAX_HEADING_CHARS + 8)
+        return (
+            6 * self._limits.max_chars
+            + 16 * (self._limits.max_pages or 0)
+            + per_chunk * chunking.max_chunks
+            + (1 << 20)
+        )
 
-    def _document(self, filename: str, reply: dict[str, Any]) -> ParsedDocument:
+    def _document(self, name: str, reply: dict[str, Any]) -> ChunkedDocument:
         if "memory" in reply:
             raise ParseMemory(
-                f"{filename}: parsing needed more than {self._memory_mb} MB of memory "
+                f"{name}: parsing needed more than {self._memory_mb} MB of memory "
                 "(RAG_PARSE_MEMORY_MB)"
             )
         if "error" in reply:
@@ -174,12 +198,12 @@ class ParserPool:
             kind = _ERRORS.get(str(error.get("type")), BadRequest)
             raise kind(str(error["message"]), code=str(error["code"]))
         document = reply["document"]
-        return ParsedDocument(
-            title=document["title"],
-            text=document["text"],
-            format=document["format"],
-            page_starts=tuple(document["page_starts"]),
+        text: str = document["text"]
+        chunks = tuple(
+            Chunk(i, text[start:end], start, end, heading, page)
+            for i, (start, end, heading, page) in enumerate(document["chunks"])
         )
+        return ChunkedDocument(title=document["title"], format=document["format"], chunks=chunks)
 
     def _died(self, filename: str, code: int | None) -> ParseTimeout | ParseCrashed:
         if code == -signal.SIGXCPU:

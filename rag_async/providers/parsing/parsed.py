@@ -1,10 +1,13 @@
-"""What every parser returns, and the helper they share. The parsers and `parse()` that picks
-one all import this module, and it imports none of them."""
+"""What every parser returns, what the parse process makes of it (`ChunkedDocument`), and the
+helper the parsers share. The parsers and `parse()` that picks one all import this module, and
+it imports none of them."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+
+from rag_async.providers.parsing.chunking import Chunk
 
 # A line of extracted text that the chunker would read as a heading or a code fence.
 _MARKUP_LINE = re.compile(r"^([ \t]*)(#|```|~~~)", re.MULTILINE)
@@ -19,6 +22,15 @@ class ParsedDocument:
     format: str
     # PDF: `page_starts[i]` is the offset in `text` where page i + 1 begins.
     page_starts: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkedDocument:
+    """A document as the worker indexes it: parsed and chunked in a parse process."""
+
+    title: str | None
+    format: str
+    chunks: tuple[Chunk, ...]
 
 
 def escape_markup(text: str) -> str:

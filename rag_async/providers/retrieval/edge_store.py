@@ -33,7 +33,7 @@ from qdrant_client import models
 
 from rag_async.domain.errors import ConfigurationError, ProviderError
 from rag_async.domain.sources import Source
-from rag_async.providers.retrieval.chunking import Chunk
+from rag_async.providers.parsing.chunking import Chunk
 from rag_async.providers.retrieval.store import (
     DEFAULT_COLLECTION,
     DENSE_VECTOR,

@@ -14,7 +14,7 @@ from rag_async.config import Settings
 from rag_async.datadir import private_folder
 from rag_async.domain.errors import ConfigurationError
 from rag_async.domain.sources import Source
-from rag_async.providers.retrieval.chunking import Chunk
+from rag_async.providers.parsing.chunking import Chunk
 from rag_async.providers.retrieval.store import (
     DEFAULT_COLLECTION,
     DENSE_VECTOR,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
@@ -11,8 +10,8 @@ from qdrant_client import models
 
 from rag_async.config import Settings
 from rag_async.domain.sources import Source
+from rag_async.providers.parsing.chunking import DEFAULT_MAX_CHARS, Chunk, Chunking, chunk_document
 from rag_async.providers.parsing.limits import TooManyChunks
-from rag_async.providers.retrieval.chunking import Chunk, chunk_text
 from rag_async.providers.retrieval.embedders import EMBED_BATCH_SIZE, Embedder
 from rag_async.providers.retrieval.lexical import LexicalEncoder
 from rag_async.providers.retrieval.store import (
@@ -70,14 +69,13 @@ class Retriever:
         chunk_overlap: int,
         per_document: int | None = PER_DOCUMENT,
         max_chunks: int | None = None,
+        chunk_max_chars: int = DEFAULT_MAX_CHARS,
     ) -> None:
         self._store = store
-        self._max_chunks = max_chunks
         self._per_document = per_document
         self._lexical = lexical
         self._embedder = embedder
-        self._chunk_tokens = chunk_tokens
-        self._chunk_overlap = chunk_overlap
+        self.chunking = Chunking(chunk_tokens, chunk_overlap, chunk_max_chars, max_chunks)
 
     @classmethod
     async def open(
@@ -99,6 +97,7 @@ class Retriever:
             chunk_overlap=settings.chunk_overlap,
             per_document=per_document,
             max_chunks=settings.max_chunks,
+            chunk_max_chars=settings.chunk_max_chars,
         )
         await retriever.ensure_collection()
         return retriever
@@ -113,9 +112,10 @@ class Retriever:
     def signature(self) -> str:
         """What the chunks of a document depend on besides its content: the same content
         indexed under the same signature gives the same chunks and vectors."""
+        chunking = self.chunking
         return (
             f"{self.name}; {self._lexical.signature}; "
-            f"chunks {self._chunk_tokens}/{self._chunk_overlap} tokens"
+            f"chunks {chunking.max_tokens}/{chunking.overlap} tokens, {chunking.max_chars} chars"
         )
 
     async def ensure_collection(self) -> None:
@@ -173,23 +173,46 @@ class Retriever:
         page_starts: Sequence[int] = (),
         version: str = "",
     ) -> int:
-        """Chunk, encode (and embed) a document and write it under `document_id` as
+        """Chunk `text` (`chunking`) and `index_chunks` them. `page_starts` (paged formats)
+        are the offsets in `text` where each page begins, so each chunk records its page. A
+        worker never calls this: its parse processes chunk the documents (jobs/ingest.py)."""
+        # Chunking grows with the text: for a large document, long enough to stall every
+        # other job on this loop (docs/benchmarks.md). Run it in a thread.
+        chunks = await asyncio.to_thread(
+            chunk_document, text, page_starts, self.chunking, name=source or title
+        )
+        return await self.index_chunks(
+            document_id,
+            title,
+            source,
+            chunks,
+            on_progress,
+            collection=collection,
+            version=version,
+        )
+
+    async def index_chunks(
+        self,
+        document_id: str,
+        title: str,
+        source: str | None,
+        chunks: Sequence[Chunk],
+        on_progress: ProgressCallback | None = None,
+        *,
+        collection: str = DEFAULT_COLLECTION,
+        version: str = "",
+    ) -> int:
+        """Encode (and embed) a document's chunks and write them under `document_id` as
         `version`, beside its other versions (an ingestion job deletes those once the
         registry has switched to this one: jobs/ingest.py); the unversioned "" replaces any
-        earlier unversioned write in place. Returns the number of chunks. `page_starts`
-        (paged formats) are the offsets in `text` where each page begins, so each chunk
-        records its page. A document of more than `max_chunks` chunks raises
-        `TooManyChunks`, and nothing of it is written: every chunk stored is scored on every
-        question by embedded Qdrant."""
-
+        earlier unversioned write in place. Returns the number of chunks. More than
+        `max_chunks` raises `TooManyChunks`, and nothing is written: every chunk stored is
+        scored on every question by embedded Qdrant."""
         progress = _reporter(on_progress)
-        # Chunking and encoding grow with the text: for a large document, long enough to stall
-        # every other job on this worker's loop (docs/benchmarks.md). Run them in a thread.
-        chunks, pages = await asyncio.to_thread(self._chunk, text, page_starts)
-        total = len(chunks)
-        if self._max_chunks is not None and total > self._max_chunks:
+        total, limit = len(chunks), self.chunking.max_chunks
+        if limit is not None and total > limit:
             raise TooManyChunks(
-                f"{source or title}: {total} chunks; the limit is {self._max_chunks} per "
+                f"{source or title}: {total} chunks; the limit is {limit} per "
                 "document (RAG_MAX_CHUNKS)"
             )
         await progress("chunked", total, total)
@@ -199,9 +222,8 @@ class Retriever:
         # are overwritten in place, and its surplus chunks trimmed at the end.
         target = _Target(document_id, title, source, collection, version)
         for start in range(0, total, INDEX_BATCH):
-            batch = chunks[start : start + INDEX_BATCH]
-            batch_pages = pages[start : start + INDEX_BATCH] if pages else None
-            await self._write_batch(target, batch, batch_pages, start, total, progress)
+            batch = list(chunks[start : start + INDEX_BATCH])
+            await self._write_batch(target, batch, start, total, progress)
         await self._store.trim_document(document_id, keep=total, version=version)
         await self._store.flush()  # once per document: a flush costs tens of ms in Edge
         if total == 0:
@@ -212,7 +234,6 @@ class Retriever:
         self,
         target: _Target,
         batch: list[Chunk],
-        pages: list[int | None] | None,
         start: int,
         total: int,
         progress: ProgressCallback,
@@ -234,7 +255,7 @@ class Retriever:
             sparse,
             dense,
             collection=target.collection,
-            pages=pages,
+            pages=[chunk.page for chunk in batch] if batch and batch[0].page else None,
             version=target.version,
         )
         await progress("upserted", start + len(batch), total)
@@ -270,33 +291,6 @@ class Retriever:
         # middle of a section about exceptions often never says "exception", yet is about one.
         # The stored and cited text stays the chunk itself.
         return [f"{citation_heading(title, c.heading) or ''}\n\n{c.text}" for c in chunks]
-
-    def _chunk(
-        self, text: str, page_starts: Sequence[int]
-    ) -> tuple[list[Chunk], list[int | None] | None]:
-        """The chunks, and each one's page for a paged document: pages are chunked one by
-        one, so that a chunk never straddles two and its page is exact."""
-        if not page_starts:
-            chunks = chunk_text(text, max_tokens=self._chunk_tokens, overlap=self._chunk_overlap)
-            return chunks, None
-        chunks = []
-        pages: list[int | None] = []
-        bounds = [*page_starts, len(text)]
-        for page, (start, end) in enumerate(itertools.pairwise(bounds), start=1):
-            for chunk in chunk_text(
-                text[start:end], max_tokens=self._chunk_tokens, overlap=self._chunk_overlap
-            ):
-                chunks.append(
-                    Chunk(
-                        index=len(chunks),
-                        text=chunk.text,
-                        start=start + chunk.start,
-                        end=start + chunk.end,
-                        heading=chunk.heading,
-                    )
-                )
-                pages.append(page)
-        return chunks, pages
 
 
 def diversify(sources: Sequence[Source], top_k: int, per_document: int) -> list[Source]:

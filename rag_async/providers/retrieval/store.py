@@ -24,7 +24,7 @@ from typing import Any, NamedTuple, Protocol
 from qdrant_client import models
 
 from rag_async.domain.sources import Source
-from rag_async.providers.retrieval.chunking import HEADING_SEPARATOR, Chunk
+from rag_async.providers.parsing.chunking import HEADING_SEPARATOR, Chunk
 
 LEXICAL_VECTOR = "lexical"
 DENSE_VECTOR = "dense"

@@ -1,4 +1,5 @@
-"""Ingest one uploaded document (parse, chunk, encode, upsert, with progress events), and
+"""Ingest one uploaded document (parse and chunk in a parse process, then encode and upsert,
+with progress events), and
 delete one. Both keep the document registry (store/documents.py) up to date; the job's life
 around this work (attempts, retries, the end) is worker/lifecycle.py's, and what a document
 job's failed end does to the registry is worker/kinds.py's.
@@ -22,7 +23,7 @@ from rag_async.domain.errors import RagError
 from rag_async.domain.events import ProgressEvent
 from rag_async.domain.job import IngestProgress, JobRecord
 from rag_async.providers.breaker import guarded
-from rag_async.providers.parsing import ParsedDocument
+from rag_async.providers.parsing.parsed import ChunkedDocument
 from rag_async.providers.retrieval.qdrant_calls import qdrant_call
 from rag_async.store.documents import Fields
 from rag_async.store.events import Superseded
@@ -59,8 +60,8 @@ async def _ingest(run: Run) -> Finished:
         summary = f"unchanged: {unchanged} chunks already indexed"
         return Finished(answer=summary, providers=_retrieval(services), chunks=unchanged)
     document = await _parse(services, record, raw)
-    # A big document is from here on held as its text and its chunks, not as its bytes too
-    # (and the retriever writes vectors and points a batch at a time).
+    # A big document is from here on held as its chunks, not as its bytes too (and the
+    # retriever writes vectors and points a batch at a time).
     del raw
     await _progress(run, "parsed", 1, 1)
     facts: Fields = {
@@ -77,7 +78,7 @@ async def _ingest(run: Run) -> Finished:
 
 
 async def _write_version(
-    run: Run, document_id: str, document: ParsedDocument, facts: Fields
+    run: Run, document_id: str, document: ChunkedDocument, facts: Fields
 ) -> int:
     """Write the job's version of the document and make it the current one, if the job
     still owns the document; else (or if anything fails) delete what it wrote."""
@@ -131,7 +132,7 @@ def _superseded(document_id: str) -> VersionSuperseded:
     )
 
 
-async def _index(run: Run, document_id: str, document: ParsedDocument) -> int:
+async def _index(run: Run, document_id: str, document: ChunkedDocument) -> int:
     services, record = run.services, run.record
 
     async def on_progress(stage: str, done: int, total: int) -> None:
@@ -140,14 +141,13 @@ async def _index(run: Run, document_id: str, document: ParsedDocument) -> int:
             raise _superseded(document_id)
         await _progress(run, stage, done, total)
 
-    indexing = services.retriever.index(
+    indexing = services.retriever.index_chunks(
         document_id=document_id,
         title=_title(record, document),
         source=record.source,
-        text=document.text,
+        chunks=document.chunks,
         on_progress=on_progress,
         collection=record.collection or services.settings.default_collection,
-        page_starts=document.page_starts,
         version=run.job_id,
     )
     return await guarded(services.breakers["qdrant"], qdrant_call(indexing))
@@ -179,15 +179,16 @@ async def _unchanged(services: Services, document_id: str, fingerprint: str) -> 
     return current.chunks if held else None
 
 
-async def _parse(services: Services, record: JobRecord, raw: bytes) -> ParsedDocument:
-    if not record.filename:  # a JSON body: Markdown text, checked by the API already
-        return ParsedDocument(title=None, text=raw.decode("utf-8"), format="markdown")
-    # In a parse process, within the time, memory, page and text limits: a hostile file
-    # costs its own process, not this loop (parsing/isolated.py).
-    return await services.parser.parse(record.filename, raw)
+async def _parse(services: Services, record: JobRecord, raw: bytes) -> ChunkedDocument:
+    # In a parse process, within the time, memory, page, text and chunk limits, a file and a
+    # JSON body (Markdown text, checked by the API already) alike: a hostile document costs
+    # its own process, not this loop (parsing/isolated.py).
+    name = record.filename or record.source or record.title or "document"
+    chunking = services.retriever.chunking
+    return await services.parser.parse(record.filename, raw, chunking, name=name)
 
 
-def _title(record: JobRecord, document: ParsedDocument) -> str:
+def _title(record: JobRecord, document: ChunkedDocument) -> str:
     filename = (record.filename or "").replace("\\", "/").rsplit("/", 1)[-1]
     return record.title or document.title or filename.rsplit(".", 1)[0] or "untitled"
 
