@@ -22,8 +22,8 @@ from rag_async.domain.events import DoneEvent, SourcesEvent, TokenEvent
 from rag_async.domain.job import JobStatus, record_fields
 from rag_async.domain.sources import Source
 from rag_async.local.valkey import EmbeddedValkey
+from rag_async.providers.parsing.chunking import Chunk
 from rag_async.providers.retrieval import LexicalEncoder
-from rag_async.providers.retrieval.chunking import Chunk
 from rag_async.store.events import EventLog
 from rag_async.store.jobs import JobStore
 from rag_async.store.keys import Keys
