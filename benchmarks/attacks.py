@@ -15,7 +15,7 @@ Scenarios:
   and whether /healthz still answers.
 - v1-streams: with keys, 25 concurrent `/v1/chat/completions` streams of one key through the
   openai SDK, with 20 streams allowed a key. Answers, refusals, and the LLM calls made.
-- giant-token: a 4.9 MB document without a space, then 20 questions that retrieve it. The
+- giant-token: a 4.9 MB document of one token (no space), then 20 questions that retrieve it. The
   largest job view and event stream, and how much Valkey grew.
 - hostile-chunking: a 4.8 MB JSON document of `#\\n`. The worker's peak memory, the job's end,
   and the ordinary client's answer times meanwhile.
@@ -238,17 +238,19 @@ async def wait_document(client: httpx.AsyncClient, job: str, patience: float = 3
 
 
 async def giant_token(svc: Services, questions: int = 20) -> dict[str, Any]:
-    # One whitespace-free token to a chunker that splits on spaces; words to the lexical index.
-    text = "tea-" * 1_225_000
+    # One token without a space; the title makes every chunk of it match the question.
+    text = "x" * 4_900_000
     async with ordinary(svc) as client:
         posted = await client.post(
-            "/documents", json={"text": text, "title": "giant", "collection": "giant"}
+            "/documents", json={"text": text, "title": "teapot", "collection": "giant"}
         )
         ingested = await wait_document(client, posted.json()["job_id"])
         used_before = await valkey_used(svc)
         views, streams = [], []
         for _ in range(questions):
-            job = (await client.post("/chat", json={"query": "tea?", "collection": "giant"})).json()
+            job = (
+                await client.post("/chat", json={"query": "teapot?", "collection": "giant"})
+            ).json()
             await wait_document(client, job["job_id"], patience=60)
             views.append(len((await client.get(f"/jobs/{job['job_id']}")).content))
             streams.append(len((await client.get(f"/jobs/{job['job_id']}/events")).content))
