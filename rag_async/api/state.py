@@ -59,7 +59,7 @@ class AppState(HoldsEnds):
             rate=RateLimiter(
                 redis, keys, settings.rate_limit_per_minute, settings.rate_limit_burst
             ),
-            streams=StreamSlots(settings.max_streams_per_key),
+            streams=StreamSlots(settings.max_streams_per_key, settings.max_streams_without_keys),
         )
 
 

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 
 from rag_async.api.openai_compat.wire import job_id_of
-from rag_async.api.quotas import held_to_quotas
 from rag_async.api.state import AppState
 from rag_async.api.stream import follow_job
 from rag_async.domain.errors import NotFound, RagError
@@ -51,8 +50,7 @@ async def wait_for_end(
     record = await state.jobs.get(job_id)
     if record is None or record.status.ended:
         return record
-    limited = counted and held_to_quotas(caller)
-    release = state.streams.take(caller.name, limited=limited)
+    release = state.streams.take(caller.name, limited=counted)
     try:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(limit):

@@ -23,7 +23,6 @@ from rag_async.api.openai_compat.answers import StillRunning, wait_for_end, wait
 from rag_async.api.openai_compat.inputs import ChatCompletionsRequest, conversation_of
 from rag_async.api.openai_compat.wire import COMPLETION_PREFIX, citations, served_model
 from rag_async.api.questions import Question, submit_question
-from rag_async.api.quotas import held_to_quotas
 from rag_async.api.state import AppState, State
 from rag_async.api.stream import CountedEventSource, follow_job
 from rag_async.domain.errors import Conflict, RagError
@@ -62,7 +61,7 @@ async def chat_completions(
     if body.stream:
         return CountedEventSource(
             completion_chunks(state, job_id),
-            release=state.streams.take(caller.name, limited=held_to_quotas(caller)),
+            release=state.streams.take(caller.name),
             ping=int(max(1, state.settings.sse_ping_interval)),
             headers={"Cache-Control": "no-store", **headers},
         )

@@ -16,7 +16,6 @@ from rag_async.api.openai_compat.inputs import ResponsesRequest, conversation_of
 from rag_async.api.openai_compat.response_events import first_logged, response_stream
 from rag_async.api.openai_compat.wire import response_object, response_status
 from rag_async.api.questions import Question, submit_question
-from rag_async.api.quotas import held_to_quotas
 from rag_async.api.state import AppState, State
 from rag_async.api.stream import CountedEventSource
 from rag_async.api.views import job_view
@@ -133,7 +132,7 @@ def _event_source(
         return Response(status_code=200, media_type="text/event-stream", headers=headers)
     return CountedEventSource(
         response_stream(state, record, starting_after),
-        release=state.streams.take(caller.name, limited=held_to_quotas(caller)),
+        release=state.streams.take(caller.name),
         ping=int(max(1, state.settings.sse_ping_interval)),
         headers={"Cache-Control": "no-store", **headers},
     )

@@ -8,7 +8,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Path, Query, Response
 
 from rag_async.api.auth import Caller, optional_caller
-from rag_async.api.quotas import held_to_quotas
 from rag_async.api.state import AppState, State
 from rag_async.api.stream import CountedEventSource, follow_job
 from rag_async.api.views import job_view
@@ -109,7 +108,7 @@ async def job_events(
         # The client has everything. 204 also tells EventSource to stop reconnecting.
         return Response(status_code=204)
     owner = (record.owner or "") if caller is None else caller.name
-    release = state.streams.take(owner, limited=caller is None or held_to_quotas(caller))
+    release = state.streams.take(owner)
     return CountedEventSource(
         follow_job(state, job_id, after),
         release=release,
