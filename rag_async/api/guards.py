@@ -73,6 +73,25 @@ class BodyClock:
         return self._since + self.limits.idle + self._received / self.limits.min_rate
 
 
+class RefusalLog:
+    """Refusals counted over a window of `every` seconds, opened by the first: a flood must
+    show in the logs without writing a line per connection."""
+
+    def __init__(self, every: float = 10.0) -> None:
+        self.every = every
+        self._counts: Counter[str] = Counter()
+
+    def note(self, code: str) -> bool:
+        """Count one refusal; True if it opens a window (to be closed by `take`)."""
+        opens = not self._counts
+        self._counts[code] += 1
+        return opens
+
+    def take(self) -> dict[str, int]:
+        counts, self._counts = dict(self._counts), Counter()
+        return counts
+
+
 class ConnectionCaps:
     """Connections of one server: at most `per_client` open from one peer address (0: no
     cap), and `total` in all, beyond which only probes are served, from a small reserve."""
@@ -81,6 +100,7 @@ class ConnectionCaps:
         self.total = total
         self.per_client = per_client
         self._open: Counter[str] = Counter()
+        self.refusals = RefusalLog()
 
     def admit(self, peer: str | None) -> bool:
         """Count a new connection from `peer`, or refuse it (uncounted) if it has as many as

@@ -29,6 +29,7 @@ import asyncio
 from typing import Any
 
 import httptools
+import structlog
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from rag_async.api.browser import PROBE_PATHS
@@ -37,11 +38,14 @@ from rag_async.api.guards import (
     BodyLimits,
     ConnectionCaps,
     Refusal,
+    RefusalLog,
     raw_answer,
     server_busy,
     too_many_connections,
 )
 from rag_async.config import Settings
+
+log = structlog.get_logger(__name__)
 
 # A request line's worth on top of the headers (as nginx's large header buffers allow).
 _REQUEST_LINE = 8 * 1024
@@ -75,6 +79,10 @@ def server_options(settings: Settings) -> dict[str, Any]:
         # Not uvicorn's limit_concurrency: its 503 is plain text and refuses probes too.
         "limit_concurrency": None,
     }
+
+
+def _log_refusals(refusals: RefusalLog) -> None:
+    log.warning("connections refused or cut", seconds=refusals.every, **refusals.take())
 
 
 class GuardedHttpTools(HttpToolsProtocol):
@@ -122,6 +130,7 @@ class GuardedHttpTools(HttpToolsProtocol):
         if refusal is None:
             super().on_headers_complete()
         else:
+            self._note(refusal.code)
             app, self.app = self.app, refusal
             try:
                 super().on_headers_complete()
@@ -171,6 +180,11 @@ class GuardedHttpTools(HttpToolsProtocol):
         if busy and (not probe or self.caps.busy(connections, requests, probe=True)):
             return self.busy
         return None
+
+    def _note(self, code: str) -> None:
+        refusals = self.caps.refusals
+        if refusals.note(code):
+            self.loop.call_later(refusals.every, _log_refusals, refusals)
 
     def _is_probe(self) -> bool:
         try:
@@ -224,6 +238,7 @@ class GuardedHttpTools(HttpToolsProtocol):
         """Close a connection whose body came too slowly: with a 408 if nothing has answered
         it yet, and the app (if it waits for the body) told that the client left."""
         self._stop_body()
+        self._note("body_too_slow")
         cycle = self.cycle
         if cycle is None or not cycle.response_started:
             self.transport.write(raw_answer("408 Request Timeout", "body_too_slow", reason))
