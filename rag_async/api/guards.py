@@ -105,14 +105,15 @@ class ConnectionCaps:
     def admit(self, peer: str | None) -> bool:
         """Count a new connection from `peer`, or refuse it (uncounted) if it has as many as
         one client may. A peer that is not known (a Unix socket) is not capped."""
-        if peer is None or not self.per_client:
+        if peer is None:
             return True
-        if self._open[peer] >= self.per_client:
+        if self.per_client and self._open[peer] >= self.per_client:
             return False
         self._open[peer] += 1
         return True
 
     def leave(self, peer: str) -> None:
+        """Give back the place of a connection `admit` let in."""
         self._open[peer] -= 1
         if self._open[peer] <= 0:
             del self._open[peer]
