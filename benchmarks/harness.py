@@ -194,6 +194,10 @@ def services(
                 "RAG_LLM_BASE_URL": llm_url,
                 "RAG_LLM_API_KEY": "bench",
                 "RAG_LOG_LEVEL": "WARNING",
+                # One loopback client plays every user: the caps on one client's connections
+                # and on the keyless user's streams would measure themselves.
+                "RAG_MAX_CONNECTIONS_PER_CLIENT": "0",
+                "RAG_MAX_STREAMS_WITHOUT_KEYS": "0",
                 **(env or {}),
             }
         )

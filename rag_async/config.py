@@ -133,6 +133,9 @@ class Settings(BaseSettings):
     # Those opened with a job's events_url token (EventSource, which cannot send a key: the
     # page), counted apart per key, so a token that leaked cannot use up the key's own.
     max_token_streams_per_key: int = Field(default=20, ge=0)
+    # The same for the one local user of an instance without keys: generous (it is the only
+    # user), but a runaway script of its own still leaves connections for the page and probes.
+    max_streams_without_keys: int = Field(default=100, ge=0)
     # Request headers beyond this size are refused (431): a key, a cookie or two and a
     # Last-Event-ID take a few hundred bytes.
     max_header_bytes: int = Field(default=16 * 1024, ge=1024)
@@ -144,6 +147,17 @@ class Settings(BaseSettings):
     header_timeout: float = Field(default=10.0, gt=0)
     keep_alive_timeout: int = Field(default=5, ge=1)
     max_connections: int = Field(default=1000, ge=1)
+    # A request body (whatever the route, before its key is checked) is cut, with 408, when
+    # nothing of it arrives for body_idle_timeout seconds, when past that grace it averages
+    # under body_min_rate bytes a second (0: no minimum), and when all of it has not come
+    # within body_timeout seconds: stalled bodies (slow POST) cannot hold connections.
+    body_idle_timeout: float = Field(default=10.0, gt=0)
+    body_min_rate: int = Field(default=1024, ge=0)
+    body_timeout: float = Field(default=300.0, gt=0)
+    # Connections open at once from one peer address (429 beyond it; 0: no cap), so that one
+    # client cannot hold all of max_connections. Behind a reverse proxy every client has the
+    # proxy's address: raise it (or 0) there and let the proxy cap each client.
+    max_connections_per_client: int = Field(default=250, ge=0)
 
     # The worker.
     worker_max_jobs: int = Field(default=100, ge=1)  # questions at once, per process

@@ -10,7 +10,9 @@ other. The local user of an instance without keys is not. Such an instance has o
 listens on loopback (or, with RAG_ALLOW_ANONYMOUS, sits behind a proxy that authenticates and
 should limit); limits that share a service fairly between keys would there only throttle its
 owner's own bulk ingestion or page. The global limits (queue depth, body and header sizes,
-connections) still hold for it.
+connections) still hold for it, and so does a generous stream limit of its own
+(RAG_MAX_STREAMS_WITHOUT_KEYS): each stream holds a connection, and a runaway script of its
+own must still leave some for the page and the probes.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from collections import Counter
 from collections.abc import Callable
 
 from rag_async.domain.errors import LimitReached
-from rag_async.domain.identity import held_to_quotas
+from rag_async.domain.identity import LOCAL, held_to_quotas
 
 __all__ = ["StreamSlots", "held_to_quotas"]
 
@@ -31,19 +33,23 @@ class StreamSlots:
     the streams counted in the refusal (the API keeps the ones opened by an events token apart,
     state.py)."""
 
-    def __init__(self, limit: int, *, noun: str = "event streams") -> None:
+    def __init__(self, limit: int, local_limit: int = 0, *, noun: str = "event streams") -> None:
         self._limit = limit
+        self._local_limit = local_limit
         self._noun = noun
         self._open: Counter[str] = Counter()
 
     def take(self, owner: str, *, limited: bool = True) -> Callable[[], None]:
         """Count one more stream of `owner`, or raise `LimitReached` (429 `too_many_streams`)
-        if it is `limited` and has as many as a key may. Returns what gives the slot back;
-        calling it more than once gives back one slot."""
-        if limited and self._limit and self._open[owner] >= self._limit:
+        if it is `limited` and has as many as it may: a key `limit`, the local user of an
+        instance without keys `local_limit`. Returns what gives the slot back; calling it
+        more than once gives back one slot."""
+        limit = self._local_limit if owner == LOCAL.name else self._limit
+        if limited and limit and self._open[owner] >= limit:
+            who = "this instance's user" if owner == LOCAL.name else "this key"
             raise LimitReached(
-                f"this key has {self._limit} {self._noun} open, as many as a key may; close "
-                "one, or poll GET /jobs/{id}",
+                f"{who} has {limit} {self._noun} open, as many as it may; close one, or "
+                "poll GET /jobs/{id}",
                 code="too_many_streams",
                 retry_after=5,
             )

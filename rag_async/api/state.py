@@ -64,9 +64,11 @@ class AppState(HoldsEnds):
             rate=RateLimiter(
                 redis, keys, settings.rate_limit_per_minute, settings.rate_limit_burst
             ),
-            streams=StreamSlots(settings.max_streams_per_key),
+            streams=StreamSlots(settings.max_streams_per_key, settings.max_streams_without_keys),
             token_streams=StreamSlots(
-                settings.max_token_streams_per_key, noun="event streams opened by events token"
+                settings.max_token_streams_per_key,
+                settings.max_streams_without_keys,
+                noun="event streams opened by events token",
             ),
             secrets=ServerSecrets(redis, keys),
         )

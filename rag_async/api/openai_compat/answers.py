@@ -18,7 +18,6 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from rag_async.api.openai_compat.wire import job_id_of
-from rag_async.api.quotas import held_to_quotas
 from rag_async.api.state import AppState
 from rag_async.api.stream import follow_job
 from rag_async.domain.errors import NotFound, RagError
@@ -54,7 +53,7 @@ def wait_limit(state: AppState) -> float:
 def stream_slot(state: AppState, caller: Principal) -> Callable[[], None]:
     """One of the caller's stream slots (429 `too_many_streams` when it has none left), and
     what gives it back."""
-    return state.streams.take(caller.name, limited=held_to_quotas(caller))
+    return state.streams.take(caller.name)
 
 
 async def given_back_on_error(release: Callable[[], None], step: Awaitable[T]) -> T:

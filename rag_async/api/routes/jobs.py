@@ -8,7 +8,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Path, Query, Response
 
 from rag_async.api.auth import Caller, optional_caller
-from rag_async.api.quotas import held_to_quotas
 from rag_async.api.state import AppState, State
 from rag_async.api.stream import CountedEventSource, follow_job
 from rag_async.api.views import job_view
@@ -112,7 +111,7 @@ async def job_events(
     if caller is None:  # an events token: counted apart from the owner's own streams
         release = state.token_streams.take(record.owner or "")
     else:
-        release = state.streams.take(caller.name, limited=held_to_quotas(caller))
+        release = state.streams.take(caller.name)
     return CountedEventSource(
         follow_job(state, job_id, after),
         release=release,
