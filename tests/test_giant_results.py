@@ -25,7 +25,7 @@ from rag_async.local.valkey import EmbeddedValkey
 from rag_async.providers.parsing.chunking import Chunk
 from rag_async.providers.retrieval import LexicalEncoder
 from rag_async.store.events import EventLog
-from rag_async.store.jobs import JobStore
+from rag_async.store.jobs import JobEnd, JobStore
 from rag_async.store.keys import Keys
 from rag_async.store.results import ResultBytes
 from rag_async.worker.process import WorkerProcess
@@ -131,7 +131,8 @@ async def test_a_keys_stored_results_are_bounded(
 
 
 async def test_result_bytes_are_released_when_results_expire(valkey: EmbeddedValkey) -> None:
-    """The tally follows what Valkey holds: the bytes of each event count for their owner,
+    """The tally follows what Valkey holds: the bytes of each event count for their owner
+    (when the job ends),
     are released when the result expires, though the owner's other results live on (so the
     owner is served again), and the tally's own keys go with the last result they count."""
     redis = Redis.from_url(valkey.url)
@@ -148,8 +149,12 @@ async def test_result_bytes_are_released_when_results_expire(valkey: EmbeddedVal
     small = await results.stored("alice")
     big = secrets.token_hex(16)
     assert await create(short, "alice", big) == "created"
-    await log.append(big, TokenEvent(text="x" * 2 * bound))
+    ended = await log.append(big, TokenEvent(text="x" * 2 * bound))
+    assert await results.stored("alice") < bound  # an unfinished job's events wait for its end
+    assert await short.settle(JobEnd(big, "answer", "complete", ended)) == "settled"
     assert await results.stored("alice") > 2 * bound
+    assert await short.settle(JobEnd(big, "answer", "complete", ended)) == "done"
+    assert await results.stored("alice") < 3 * bound  # a settle run again counts nothing twice
     assert await create(short, "alice") == "too_many_result_bytes"
     assert await create(short, "bob") == "created"  # another key's results are its own
     assert await results.stored("alice") > 2 * bound  # a refused job counts nothing
@@ -173,7 +178,8 @@ async def test_a_results_tally_goes_with_the_last_result_it_counts(valkey: Embed
     )
     job_id = secrets.token_hex(16)
     assert await jobs.create(job_id, "answer", {"owner": "carol"}) == "created"
-    await log.append(job_id, TokenEvent(text="tea"))
+    ended = await log.append(job_id, TokenEvent(text="tea"))
+    assert await jobs.settle(JobEnd(job_id, "answer", "complete", ended)) == "settled"
     assert await results.stored("carol") > 0
     deadline = time.monotonic() + 10
     while await redis.exists(*results.script_keys("carol")):

@@ -29,7 +29,6 @@ from rag_async.store.keys import Keys
 from rag_async.store.pool import pubsub_pool
 from rag_async.store.queue import TAKE_OFF_LUA, Kind, take_off_keys
 from rag_async.store.results import LUA as RESULTS_LUA
-from rag_async.store.results import ResultBytes
 
 log = structlog.get_logger(__name__)
 
@@ -40,13 +39,14 @@ log = structlog.get_logger(__name__)
 #   for dead, recovery.py), the older one may write no more ('0': no fence).
 # - The write id makes a resent append harmless: a client that lost the reply (Valkey restarted,
 #   the connection dropped) sends the same call again, and it must not log the event twice.
-# - What it writes counts toward the bytes of its owner's results (results.py), read from
-#   the record so that no caller can name another owner; `rp` are those keys' prefixes.
+# - What it writes waits in the record to be counted toward its owner's result bytes when the
+#   job ends (results.py): one command an event, where counting each into the owner's sum
+#   would cost several.
 # Returns the event's id (0: superseded) and whether it was logged now (not a repeat).
 LUA = (
     RESULTS_LUA
     + """
-local function events_append(k, id, rp, payload, ttl, attempt, write_id, fields)
+local function events_append(k, payload, ttl, attempt, write_id, fields)
   if attempt ~= '0' and redis.call('HGET', k[1], 'attempt') ~= attempt then
     return 0, false
   end
@@ -64,8 +64,7 @@ local function events_append(k, id, rp, payload, ttl, attempt, write_id, fields)
   redis.call('EXPIRE', k[2], ttl)
   local bytes = string.len(payload)
   for i = 2, #fields, 2 do bytes = bytes + string.len(fields[i]) end
-  local owner = redis.call('HGET', k[1], 'owner') or ''
-  results_add(results_of(rp, owner), id, bytes, tonumber(ttl), tonumber(redis.call('TIME')[1]))
+  results_pending(k[1], bytes)
   redis.call('PUBLISH', k[3], n .. ' ' .. payload)
   return n, true
 end
@@ -74,8 +73,7 @@ end
 
 # KEYS: job hash, event stream, live channel, the ending set (ending.py). ARGV: payload, ttl,
 # the writer's attempt ('0' for none), a write id ('' for none), the job id if the event ends
-# the job ('' if not), the job id, the two prefixes of the owners' result keys (results.py),
-# then field/value pairs for the job record. An event that ends the job
+# the job ('' if not), then field/value pairs for the job record. An event that ends the job
 # enters its end in the ending set in the same step: no process can die in between. A job
 # that has ended (its outcome written, until a requeue clears it) is not ended again: one end,
 # one outcome counted (but for a resend of the very write that ended it).
@@ -89,8 +87,8 @@ if ARGV[5] ~= '' then
     return 0
   end
 end
-local n, logged = events_append({KEYS[1], KEYS[2], KEYS[3]}, ARGV[6], {ARGV[7], ARGV[8]},
-  ARGV[1], ARGV[2], ARGV[3], ARGV[4], {unpack(ARGV, 9)})
+local n, logged = events_append(
+  {KEYS[1], KEYS[2], KEYS[3]}, ARGV[1], ARGV[2], ARGV[3], ARGV[4], {unpack(ARGV, 6)})
 if logged and ARGV[5] ~= '' then ending_add(KEYS[4], ARGV[5], n) end
 return n
 """
@@ -99,8 +97,8 @@ return n
 # A queued job cancelled in one step: taken off arq's queue (queue.py), its `cancelled` event
 # and record fields, its end in the ending set; or nothing at all, when a worker holds it, it
 # is no longer queued, or it has ended (its outcome written). KEYS: job hash, event stream,
-# live channel, the ending set, then `queue.take_off_keys`. ARGV: job id, payload, ttl, the
-# two prefixes of the owners' result keys, then field/value pairs. Returns the event's id, or 0.
+# live channel, the ending set, then `queue.take_off_keys`. ARGV: job id, payload, ttl, then
+# field/value pairs. Returns the event's id, or 0.
 _CANCEL_QUEUED = (
     LUA
     + ENDING_LUA
@@ -110,8 +108,7 @@ if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local outcome = redis.call('HGET', KEYS[1], 'outcome')
 if outcome and outcome ~= '' then return 0 end
 if not arq_take_off({KEYS[5], KEYS[6], KEYS[7]}, ARGV[1]) then return 0 end
-local k, rp = {KEYS[1], KEYS[2], KEYS[3]}, {ARGV[4], ARGV[5]}
-local n = events_append(k, ARGV[1], rp, ARGV[2], ARGV[3], '0', '', {unpack(ARGV, 6)})
+local n = events_append({KEYS[1], KEYS[2], KEYS[3]}, ARGV[2], ARGV[3], '0', '', {unpack(ARGV, 4)})
 ending_add(KEYS[4], ARGV[1], n)
 return n
 """
@@ -135,7 +132,6 @@ class EventLog:
         self._redis = redis
         self._keys = keys
         self._ttl = ttl
-        self._result_prefixes = ResultBytes(redis, keys).prefixes()
         self._append = redis.register_script(_APPEND)
         self._cancel_queued = redis.register_script(_CANCEL_QUEUED)
 
@@ -159,7 +155,7 @@ class EventLog:
         record = record or {}
         ends = job_id if record.get("outcome") else ""
         args: list[str | int | float | bytes] = [encode_event(event), self._ttl, attempt, write_id]
-        args += [ends, job_id, *self._result_prefixes]
+        args.append(ends)
         for field, value in record.items():
             args += [field, value]
         event_id = int(await self._append(keys=self._script_keys(job_id), args=args))
@@ -175,7 +171,6 @@ class EventLog:
         Returns the event's id; 0, having written nothing, if the job is not waiting there
         (a worker holds it, or it has ended)."""
         args: list[str | int | float | bytes] = [job_id, encode_event(event), self._ttl]
-        args += self._result_prefixes
         for field, value in record.items():
             args += [field, value]
         keys = [*self._script_keys(job_id), *take_off_keys(self._keys, job_id, kind)]

@@ -111,7 +111,8 @@ return 'created'
 # (the owner is read from the record, so no caller can name another), 4 '1' to keep the upload
 # for the record's life, 5 the end's event id, 6 the kind, 7 the outcome, 8 the failure's entry
 # ('' for none), 9 how many failures are kept, 10-11 the prefixes of the owners' result keys
-# (its result's bytes now expire with it). Returns 'settled' (now), 'done' (before), 'moot'.
+# (the bytes its events wrote now count toward its owner's results, and expire with them).
+# Returns 'settled' (now), 'done' (before), 'moot'.
 _SETTLE = (
     UPLOADS_LUA
     + RESULTS_LUA
@@ -134,7 +135,7 @@ else
 end
 local owner = redis.call('HGET', KEYS[1], 'owner') or ''
 redis.call('ZREM', ARGV[3] .. owner, ARGV[2])
-results_add(results_of({ARGV[10], ARGV[11]}, owner), ARGV[2], 0, ttl, tonumber(t[1]))
+results_settle(results_of({ARGV[10], ARGV[11]}, owner), KEYS[1], ARGV[2], ttl, tonumber(t[1]))
 outcomes_count(KEYS[7], ARGV[6], ARGV[7])
 if ARGV[7] == 'dead_lettered' then dead_letters_add(KEYS[8], ARGV[2], t[1] + t[2] / 1000000) end
 if ARGV[8] ~= '' then failures_record(KEYS[9], ARGV[8], tonumber(ARGV[9])) end

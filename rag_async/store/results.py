@@ -3,8 +3,10 @@
 A job's result is its record and its event log, kept in Valkey for `result_ttl` after it
 ends. Left alone, one key asking questions whose results are large (long passages, long
 answers) could fill Valkey for every other key within its rate and job limits. So the bytes
-written to each owner's results are summed as they are written, and new jobs of an owner at
-its bound are refused until old results expire.
+of each owner's results are summed (a record's when the job is created, its events' when it
+ends: an unfinished job's are bounded by the caps on its passages and answer, and by the
+owner's unfinished jobs), and new jobs of an owner at its bound are refused until old
+results expire.
 
 Per owner, two keys: an index of its jobs by when their results expire (a job written to
 again, or settled, moves its expiry on), and a hash of each job's bytes with their sum under
@@ -14,8 +16,9 @@ latest result they count: an owner who stops asking leaves nothing behind.
 
 This module is the one writer of these keys. Its Lua functions (`LUA`) run inside the job
 store's scripts (jobs.py: a job's creation counts its record and checks the bound, its end
-moves its expiry) and the event log's (events.py: each event counts its bytes), so the sum
-changes in the same step as what it counts.
+counts its events and moves its expiry) and the event log's (events.py: each event adds its
+bytes to its record's `result_pending`), so the sum changes in the same step as what it
+counts.
 """
 
 from __future__ import annotations
@@ -45,6 +48,18 @@ local function results_add(r, id, bytes, ttl, now)
   for _, key in ipairs(r) do
     if redis.call('TTL', key) < ttl then redis.call('EXPIRE', key, ttl) end
   end
+end
+
+-- A job's bytes written since its result was last counted wait in its record's field
+-- `result_pending` (one command an event); its end moves them into the owner's sum.
+local function results_pending(job, bytes)
+  redis.call('HINCRBY', job, 'result_pending', bytes)
+end
+
+local function results_settle(r, job, id, ttl, now)
+  local bytes = tonumber(redis.call('HGET', job, 'result_pending') or '0')
+  if bytes > 0 then redis.call('HSET', job, 'result_pending', 0) end
+  results_add(r, id, bytes, ttl, now)
 end
 
 local function results_prune(r, now)
