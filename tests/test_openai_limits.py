@@ -55,7 +55,7 @@ async def settled(settings: Settings, owner: str) -> None:
     unfinished = Keys(settings.key_prefix).unfinished_jobs(owner)
     async with Redis.from_url(settings.redis_url or "") as redis:
         for _ in range(600):
-            if not await redis.scard(unfinished):  # type: ignore[misc]
+            if not await redis.zcard(unfinished):
                 return
             await asyncio.sleep(0.05)
     raise AssertionError(f"{owner}'s jobs did not end")
