@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Sequence
+from functools import lru_cache
 from typing import overload
 
 # Whole escape sequences, so that no residue of them is shown.
@@ -82,11 +84,14 @@ def normal_form(text: str) -> str:
     return unicodedata.normalize("NFKC", kept)
 
 
-def fence_view(text: str) -> tuple[str, list[int]]:
+def fence_view(text: str) -> tuple[str, Sequence[int]]:
     """What `text` reads as, character by character, to a model looking for a fence: each
     character NFKC-normalised, invisible ones (format characters: zero-width, bidi, soft
     hyphens, tags) dropped, look-alikes folded to ASCII, lowercase. Also, for each character
-    of that view, the index in `text` of the character it came from."""
+    of that view, the index in `text` of the character it came from. ASCII text is read
+    whole (nothing in it to normalise, one character for one), sparing the walk."""
+    if text.isascii():
+        return text.translate(_FOLD).lower(), range(len(text))
     view: list[str] = []
     origin: list[int] = []
     for index, char in enumerate(text):
@@ -97,3 +102,15 @@ def fence_view(text: str) -> tuple[str, list[int]]:
             view.append(folded)
             origin.extend([index] * len(folded))
     return "".join(view), origin
+
+
+def may_open_fence(text: str) -> bool:
+    """Whether any character of `text` reads as `<` (`fence_view`'s reading): a text without
+    one holds no fence, and needs no walk character by character. Each distinct character is
+    judged once."""
+    return any(_reads_as_open(char) for char in set(text))
+
+
+@lru_cache(maxsize=4096)
+def _reads_as_open(char: str) -> bool:
+    return "<" in unicodedata.normalize("NFKC", char).translate(_FOLD)

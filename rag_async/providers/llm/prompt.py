@@ -15,7 +15,7 @@ import re
 from collections.abc import Sequence
 
 from rag_async.domain.sources import Source
-from rag_async.domain.text import fence_view, normal_form
+from rag_async.domain.text import fence_view, may_open_fence, normal_form
 from rag_async.store.conversations import Turn
 
 SYSTEM_PROMPT = (
@@ -71,6 +71,8 @@ def _fenced(source: Source) -> str:
 
 def _escaped(text: str) -> str:
     """`text` with every character that reads as the `<` of a source tag written `&lt;`."""
+    if not may_open_fence(text):
+        return text
     view, origin = fence_view(text)
     starts = {origin[match.start()] for match in _TAG_START.finditer(view)}
     if not starts:
