@@ -101,12 +101,22 @@ class RagClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def ask(self, query: str, *, collection: str | None = None) -> dict[str, Any]:
-        """Submit a question; returns the 202 body (job_id, status_url, events_url)."""
-        body = (
-            {"query": query} if collection is None else {"query": query, "collection": collection}
-        )
+    async def ask(
+        self, query: str, *, collection: str | None = None, conversation_id: str | None = None
+    ) -> dict[str, Any]:
+        """Submit a question, within conversation `conversation_id` if given (the client names
+        it; its first question begins it); returns the 202 body (job_id, status_url,
+        events_url, conversation_id)."""
+        body: dict[str, Any] = {"query": query}
+        if collection is not None:
+            body["collection"] = collection
+        if conversation_id is not None:
+            body["conversation_id"] = conversation_id
         return await self._post("/chat", body)
+
+    async def conversation(self, conversation_id: str) -> dict[str, Any]:
+        """A conversation's turns (question, search, answer, job), oldest first."""
+        return _json_or_raise(await self._http.get(f"/conversations/{_segment(conversation_id)}"))
 
     async def upload(
         self,
@@ -228,12 +238,22 @@ def _json_or_raise(response: httpx.Response) -> dict[str, Any]:
     except ValueError:
         body = None
     if response.status_code >= 400:
-        error = body.get("error", {}) if isinstance(body, dict) else {}
-        raise ApiError(
-            response.status_code,
-            str(error.get("code", "http_error")),
-            str(error.get("message", response.text[:200] or response.reason_phrase)),
-        )
+        error = body.get("error") if isinstance(body, dict) else None
+        if not isinstance(error, dict) or "message" not in error:
+            raise _not_rag_async(response)
+        raise ApiError(response.status_code, str(error.get("code", "http_error")), error["message"])
     if not isinstance(body, dict):
-        raise ApiError(response.status_code, "bad_response", "the API did not answer with JSON")
+        raise _not_rag_async(response)
     return body
+
+
+def _not_rag_async(response: httpx.Response) -> ApiError:
+    """Another program answers at the API's address (a proxy's or a web server's error page):
+    say who answered, not what its page says (a page of HTML in a terminal helps no one)."""
+    kind = response.headers.get("content-type", "").split(";")[0].strip() or "no content type"
+    return ApiError(
+        response.status_code,
+        "not_rag_async",
+        f"{response.request.url} answered HTTP {response.status_code} ({kind}), which is not "
+        "rag-async's JSON: is another program listening at that address?",
+    )

@@ -41,6 +41,24 @@ _EXIT_OF = {"done": 0, "error": 1, "cancelled": EXIT_CANCELLED}
 _STATUS_OF = {"done": "complete", "error": "failed", "cancelled": "cancelled"}
 
 Json = Annotated[bool, typer.Option("--json", help="Print the result as one JSON object.")]
+Collection = Annotated[
+    str | None,
+    typer.Option(
+        metavar="NAME",
+        help="Search this collection only (default: RAG_DEFAULT_COLLECTION, `default`).",
+        show_default=False,
+    ),
+]
+ConversationId = Annotated[
+    str | None,
+    typer.Option(
+        "--conversation",
+        metavar="ID",
+        help="Ask within this conversation (any id of letters, digits and `._:-`; its first "
+        "question begins it): the answer knows its latest turns. `chat` prints its id.",
+        show_default=False,
+    ),
+]
 
 
 def _job_id(value: str) -> str:
@@ -50,10 +68,11 @@ def _job_id(value: str) -> str:
 
 
 @dataclass
-class _Asking:
+class Asking:
     """What `ask` has seen of its job so far."""
 
     job_id: str | None = None
+    conversation_id: str | None = None
     sources: list[dict[str, Any]] = field(default_factory=list)
     final: JobEvent | None = None
     shown: bool = False  # whether answer text was printed
@@ -62,21 +81,15 @@ class _Asking:
 @command(app, rich_help_panel=ASK)
 def ask(
     question: Annotated[str, typer.Argument(help="The question to ask.")],
-    collection: Annotated[
-        str | None,
-        typer.Option(
-            metavar="NAME",
-            help="Search this collection only (default: RAG_DEFAULT_COLLECTION, `default`).",
-            show_default=False,
-        ),
-    ] = None,
+    collection: Collection = None,
+    conversation: ConversationId = None,
     json: Json = False,
     api_url: ApiUrl = None,
 ) -> None:
     """Ask a question: the answer streams as it is written, then its sources.
 
-    Exit status: 0 answered, 1 failed (or the API could not be reached), 3 cancelled. Ctrl-C
-    cancels the question.
+    Exit status: 0 answered, 1 failed (or the API could not be reached), 3 cancelled (by
+    `cancel`), 130 after Ctrl-C (which cancels the question, as a shell reports SIGINT).
     """
     import httpx
 
@@ -84,13 +97,16 @@ def ask(
 
     loaded = api_settings(api_url)
     url = loaded.api_base_url
-    asking = _Asking()
+    asking = Asking()
 
     async def run() -> None:
         async with RagClient(url, api_key=api_key(loaded)) as client:
-            accepted = await client.ask(question, collection=collection)
+            accepted = await client.ask(
+                question, collection=collection, conversation_id=conversation
+            )
             asking.job_id = accepted["job_id"]
-            await (_collect(client, asking) if json else _stream(client, asking))
+            asking.conversation_id = accepted.get("conversation_id")
+            await (_collect(client, asking) if json else stream_answer(client, asking))
 
     try:
         asyncio.run(run())
@@ -104,13 +120,13 @@ def ask(
     if final is None:  # the stream ended without a last event (it should not)
         fail(f"the answer's stream ended early; `rag-async status {asking.job_id}` tells more")
     if json:
-        print_json(_result(question, collection, asking))
+        print_json(_result(question, collection or loaded.default_collection, asking))
     elif final.type != "done":
-        _tell_end(final)
+        tell_end(final)
     raise typer.Exit(_EXIT_OF[final.type])
 
 
-async def _stream(client: RagClient, asking: _Asking) -> None:
+async def stream_answer(client: RagClient, asking: Asking) -> None:
     """Print the answer as it streams, then its sources; a spinner on a terminal until the
     first words."""
     from rag_async.client.api import Answer
@@ -142,7 +158,7 @@ async def _stream(client: RagClient, asking: _Asking) -> None:
         typer.echo("\n".join(source_lines(asking.sources)))
 
 
-async def _collect(client: RagClient, asking: _Asking) -> None:
+async def _collect(client: RagClient, asking: Asking) -> None:
     assert asking.job_id is not None
     async for event in client.follow(asking.job_id):
         if event.type == "sources":
@@ -177,14 +193,16 @@ class _Waiting:
             self._status = None
 
 
-def _result(question: str, collection: str | None, asking: _Asking) -> dict[str, Any]:
+def _result(question: str, collection: str | None, asking: Asking) -> dict[str, Any]:
     final = asking.final
     assert final is not None
     result: dict[str, Any] = {
         "job_id": asking.job_id,
         "status": _STATUS_OF[final.type],
         "query": question,
-        "collection": collection,
+        # The collection searched: the sources name it as the API does.
+        "collection": asking.sources[0]["collection"] if asking.sources else collection,
+        "conversation_id": asking.conversation_id,
         "answer": final.data.get("answer") if final.type == "done" else None,
         "sources": asking.sources,
         "error": None,
@@ -197,7 +215,7 @@ def _result(question: str, collection: str | None, asking: _Asking) -> dict[str,
     return result
 
 
-def _tell_end(final: JobEvent) -> None:
+def tell_end(final: JobEvent) -> None:
     message = plain(str(final.data.get("message", "")))
     if final.type == "cancelled":
         typer.secho(f"cancelled: {message}", fg="yellow", err=True)
@@ -205,7 +223,7 @@ def _tell_end(final: JobEvent) -> None:
         typer.secho(f"error: {message}", fg="red", err=True)
 
 
-def _interrupted(asking: _Asking, url: str, key: str | None) -> None:
+def _interrupted(asking: Asking, url: str, key: str | None) -> None:
     """Ctrl-C: the person wants the answer no more, so its job need not run on."""
     import httpx
 
