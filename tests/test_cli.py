@@ -90,6 +90,7 @@ async def test_ask_json_gives_the_final_answer_and_searches_one_collection(
 
     assert elsewhere.returncode == 0, elsewhere.stderr
     assert json.loads(elsewhere.stdout)["sources"] == [], "collections do not mix"
+    assert json.loads(elsewhere.stdout)["collection"] == "default", "the one searched"
 
 
 async def _job_of_question(settings: Settings) -> str:
@@ -191,7 +192,7 @@ async def test_status_shows_a_job_readably_or_as_json(stack: Stack) -> None:
     lines = head.splitlines()
     assert lines[:4] == [
         f"job: {job_id}",
-        "kind: question",
+        "kind: answer",
         "status: complete",
         "question: How long does green tea brew?",
     ]
@@ -205,7 +206,9 @@ async def test_status_shows_a_job_readably_or_as_json(stack: Stack) -> None:
 
     ingested = (await stack.client.document(document_id))["job_id"]
     ingest_job = await cli(stack, "status", ingested)
-    assert "kind: ingest a document" in ingest_job.stdout
+    assert json.loads(as_json.stdout)["kind"] == "answer", "the same name as --json"
+    assert json.loads(asked.stdout)["collection"] == "default", "as its sources name it"
+    assert "kind: ingest\n" in ingest_job.stdout
     assert f"document: {document_id}" in ingest_job.stdout
     assert re.search(r"^chunks: [1-9]", ingest_job.stdout, re.M), ingest_job.stdout
 
@@ -355,6 +358,8 @@ def test_help_names_values_without_type_noise_or_broken_lines() -> None:
             assert summary in line, (path, name, line)
     ask = runner.invoke(app, ["ask", "--help"], env=WIDE, prog_name="rag-async").output
     assert "Usage: rag-async ask [OPTIONS] QUESTION" in " ".join(ask.split())
+    # As the README says, and as `test_ctrl_c_cancels_the_question` sees it exit.
+    assert "130 after Ctrl-C" in " ".join(ask.replace("│", " ").split()), ask
     assert re.search(r"--collection +NAME", ask) and re.search(r"--api-url +URL", ask)
 
 
@@ -397,3 +402,30 @@ async def test_dead_letters_through_the_cli(
     assert requeued.stdout == f"requeued {job_id}\n", requeued.stderr
     assert "status: complete (attempt 2)" in shown.stdout, shown.stdout
     assert purged.stdout == "dropped 0 dead letters\n"
+
+
+# ---- another program at the API's address ----------------------------------------------------
+
+
+def test_another_program_on_the_port_is_named_not_its_error_page(tmp_path: Path) -> None:
+    """A web server that is not rag-async answers POST /chat with its HTML error page."""
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        result = run_cli("ask", "tea?", "--api-url", url, env=cli_env(Settings(_env_file=None)))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.returncode == 1
+    assert f"{url}/chat answered HTTP 501 (text/html)" in result.stderr, result.stderr
+    assert "not rag-async" in result.stderr and "another program" in result.stderr
+    assert "<" not in result.stderr, "none of its HTML"
+    no_traceback(result)

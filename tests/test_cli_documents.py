@@ -178,3 +178,14 @@ async def test_ingest_prints_no_control_sequences_of_file_names(
     assert not set(result.stdout + result.stderr) & {"\x1b", "\x07"}
     shown = await cli(stack, "ask", "--json", "fine?")
     assert json.loads(shown.stdout)["status"] == "complete"
+
+
+async def test_a_failed_file_is_named_once(stack: Stack, tmp_path: Path) -> None:
+    empty = tmp_path / "notes" / "empty.txt"
+    empty.parent.mkdir()
+    empty.write_text("")
+
+    result = await cli(stack, "ingest", str(empty))
+
+    assert result.returncode == 1
+    assert f"failed: {empty}: the file is empty\n" in result.stderr, result.stderr

@@ -165,12 +165,20 @@ class IngestReport:
 
     @property
     def failures(self) -> list[str]:
-        return [f"{outcome.file.path}: {outcome.error}" for outcome in self._in("failed")]
+        return [
+            f"{outcome.file.path}: {_without_name(outcome.error, outcome.file.path.name)}"
+            for outcome in self._in("failed")
+        ]
 
     @property
     def chunks(self) -> int:
         """Chunks indexed anew (unchanged documents' are indexed already)."""
         return sum(outcome.chunks for outcome in self.indexed)
+
+
+def _without_name(message: str, name: str) -> str:
+    """The API names the uploaded file in its message; the failure line names its path."""
+    return message.removeprefix(f"{name}: ")
 
 
 def ingest_files(

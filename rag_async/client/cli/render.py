@@ -105,7 +105,6 @@ def document_lines(entry: Mapping[str, Any]) -> list[str]:
 
 # ---- a job (GET /jobs/{id}) ----------------------------------------------------------------
 
-_KINDS = {"answer": "question", "ingest": "ingest a document", "delete": "delete a document"}
 # The worker's timings, in the order a job goes through them.
 _TIMINGS = {
     "queue_wait": "queued",
@@ -143,7 +142,7 @@ def job_lines(view: Mapping[str, Any]) -> list[str]:
     return fields(
         [
             ("job", view.get("job_id")),
-            ("kind", _KINDS.get(view.get("kind", ""), view.get("kind"))),
+            ("kind", view.get("kind")),  # as --json and `dlq list` name it
             ("status", job_status(view)),
             ("question", view.get("query")),
             ("document", view.get("document_id")),
