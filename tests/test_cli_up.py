@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import signal
+import socket
 import stat
 import subprocess
 from pathlib import Path
 
+import httpx
 import pytest
 
 from rag_async.local.valkey import free_port
@@ -85,3 +88,39 @@ def test_up_refuses_bad_options_before_starting_anything(tmp_path: Path) -> None
     assert anyone.returncode == 2, anyone.stderr
     assert "RAG_API_KEYS" in anyone.stderr and "Traceback" not in anyone.stderr
     assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.timeout(120)
+def test_up_restarts_on_its_port_at_once_after_ctrl_c_with_a_client_connected(
+    tmp_path: Path,
+) -> None:
+    """A browser tab keeps its connection open: on Ctrl-C our API closes it first, which
+    leaves the port's side of it waiting (TIME_WAIT) for a minute. Starting again at once
+    still works, as uvicorn's own bind would."""
+    port = free_port()
+    env = bare_env(RAG_DEMO_CORPUS="false", RAG_PORT=str(port))
+    command = [*console_script("rag-async"), "up"]
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as tab:
+        with started("up-1", command, env, tmp_path) as up:
+            up.wait_for("rag-async is up at", stream="stdout", timeout=60)
+            assert tab.get("/readyz").status_code == 200  # its connection stays open
+            up.process.send_signal(signal.SIGINT)
+            assert up.process.wait(30) == 0, up.describe()
+        with started("up-2", command, env, tmp_path) as again:
+            again.wait_for("rag-async is up at", stream="stdout", timeout=60)
+            assert "cannot listen" not in again.stderr(), again.describe()
+            assert again.terminate(timeout=20) == 0, again.describe()
+
+
+def test_up_still_refuses_a_port_another_server_listens_on(tmp_path: Path) -> None:
+    """Bound the way servers bind (SO_REUSEADDR, as uvicorn does), a listener is still one."""
+    with socket.socket() as busy:
+        busy.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        env = bare_env(RAG_PORT=str(port), RAG_DATA_DIR=str(tmp_path / "data"))
+        result = run_cli("up", env=env, timeout=30)
+    assert result.returncode == 1, result.stderr
+    assert f"cannot listen on 127.0.0.1:{port} (Address already in use)" in result.stderr
+    assert "Traceback" not in result.stderr

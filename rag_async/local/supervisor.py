@@ -131,10 +131,18 @@ def _stop_on_signals() -> None:
 
 def _check_port_free(settings: Settings) -> None:
     """Before anything starts: is the API's port free? Another server answering there would
-    otherwise be taken for ours, or our API would stop with a bind error among other logs."""
+    otherwise be taken for ours, or our API would stop with a bind error among other logs.
+
+    Asked the way uvicorn binds it, with SO_REUSEADDR: right after a stop, the connections
+    our API closed (a browser tab's keep-alive) linger in TIME_WAIT on this port, which a
+    plain bind counts as in use although the server's own bind succeeds. Another listener
+    still refuses it, and listening too catches one bound the same way but not yet
+    listening."""
     with socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((settings.host, settings.port))
+            probe.listen(1)
         except OSError as error:
             raise RuntimeError(
                 f"cannot listen on {settings.host}:{settings.port} ({error.strerror}): another "
