@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import stat
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -13,7 +16,7 @@ import pytest
 
 from rag_async.local.valkey import free_port
 from tests.conftest import run_cli
-from tests.support.processes import bare_env, console_script, started
+from tests.support.processes import REPOSITORY, bare_env, console_script, started
 
 
 @pytest.mark.timeout(90)
@@ -124,3 +127,53 @@ def test_up_still_refuses_a_port_another_server_listens_on(tmp_path: Path) -> No
     assert result.returncode == 1, result.stderr
     assert f"cannot listen on 127.0.0.1:{port} (Address already in use)" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+_STARTS_A_VALKEY = """
+import sys, time
+from pathlib import Path
+from rag_async.local.valkey import EmbeddedValkey
+
+server = EmbeddedValkey(Path(sys.argv[1]), appendonly=False)
+server.start()
+print(server.process.pid, server.port, flush=True)
+time.sleep(120)
+"""
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl is Linux's")
+def test_the_embedded_valkey_dies_with_the_process_that_started_it(tmp_path: Path) -> None:
+    """Killed outright, its parent cannot stop it: it must not live on, holding its port
+    and the shell's pipe."""
+    parent = subprocess.Popen(
+        [sys.executable, "-c", _STARTS_A_VALKEY, str(tmp_path / "valkey")],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPOSITORY,
+        env=bare_env(PYTHONPATH=str(REPOSITORY)),
+    )
+    assert parent.stdout is not None
+    pid, port = (int(word) for word in parent.stdout.readline().split())
+    try:
+        assert _alive(pid)
+        parent.kill()
+        parent.wait(10)
+        deadline = time.monotonic() + 20
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(pid), "valkey-server outlived the process that started it"
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    finally:
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    """Whether the process runs (a zombie waiting for its reaper does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in ("Z", "X")
