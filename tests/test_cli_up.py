@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
+import shlex
+import shutil
 import signal
 import socket
 import stat
@@ -16,7 +19,7 @@ import pytest
 
 from rag_async.local.valkey import free_port
 from tests.conftest import run_cli
-from tests.support.processes import REPOSITORY, bare_env, console_script, started
+from tests.support.processes import BIN, REPOSITORY, bare_env, console_script, started
 
 
 @pytest.mark.timeout(90)
@@ -24,6 +27,7 @@ def test_up_serves_where_its_options_say(tmp_path: Path) -> None:
     port = free_port()
     data = tmp_path / "kept-here"
     env = bare_env(RAG_DEMO_CORPUS="false", RAG_LOG_LEVEL="INFO", RAG_PORT=str(free_port()))
+    env["PATH"] = os.pathsep.join([str(BIN), env["PATH"]])  # an activated environment
     command = [
         *console_script("rag-async"),
         *("up", "--host", "localhost", "--port", str(port), "--data-dir", str(data)),
@@ -102,6 +106,7 @@ def test_up_restarts_on_its_port_at_once_after_ctrl_c_with_a_client_connected(
     still works, as uvicorn's own bind would."""
     port = free_port()
     env = bare_env(RAG_DEMO_CORPUS="false", RAG_PORT=str(port))
+    env["PATH"] = _without(BIN, env["PATH"])  # the README's set-up: .venv not activated
     command = [*console_script("rag-async"), "up"]
     with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as tab:
         with started("up-1", command, env, tmp_path) as up:
@@ -112,6 +117,7 @@ def test_up_restarts_on_its_port_at_once_after_ctrl_c_with_a_client_connected(
         with started("up-2", command, env, tmp_path) as again:
             again.wait_for("rag-async is up at", stream="stdout", timeout=60)
             assert "cannot listen" not in again.stderr(), again.describe()
+            _assert_the_suggested_command_runs(again.stdout(), env, tmp_path)
             assert again.terminate(timeout=20) == 0, again.describe()
 
 
@@ -127,6 +133,24 @@ def test_up_still_refuses_a_port_another_server_listens_on(tmp_path: Path) -> No
     assert result.returncode == 1, result.stderr
     assert f"cannot listen on 127.0.0.1:{port} (Address already in use)" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def _without(folder: Path, path: str) -> str:
+    return os.pathsep.join(entry for entry in path.split(os.pathsep) if Path(entry) != folder)
+
+
+def _assert_the_suggested_command_runs(banner: str, env: dict[str, str], cwd: Path) -> None:
+    """The banner's `try:` line names a program this shell finds, whether or not the
+    environment `rag-async` is installed in is activated."""
+    found = re.search(r"^  try: (.+) ask (--api-url \S+ )?\"", banner, re.M)
+    assert found, banner
+    program = shlex.split(found.group(1))
+    if shutil.which("rag-async", path=env["PATH"]) is None:
+        assert program != ["rag-async"], banner
+    stats = subprocess.run(
+        [*program, "stats"], env=env, cwd=cwd, capture_output=True, text=True, timeout=30
+    )
+    assert stats.returncode == 0 and "workers: 1 alive" in stats.stdout, stats.stderr
 
 
 _STARTS_A_VALKEY = """
