@@ -64,6 +64,10 @@ def configure_logging(level: LogLevel = "INFO", *, json: bool = False, process: 
     route_library_logs()
     for chatty in _CHATTY:
         logging.getLogger(chatty).setLevel(logging.WARNING)
+    arq = logging.getLogger("arq.worker")
+    for quiet in [each for each in arq.filters if isinstance(each, QuietArq)]:
+        arq.removeFilter(quiet)  # configured again (a test run): one filter, not two
+    arq.addFilter(QuietArq())
 
 
 def route_library_logs() -> None:
@@ -78,6 +82,37 @@ def route_library_logs() -> None:
         for old in logger.handlers[:]:
             logger.removeHandler(old)
         logger.propagate = True
+
+
+class QuietArq(logging.Filter):
+    """arq's lines at debug level where they repeat ours or themselves: a job's start and end
+    (our "job complete" says it once, with its kind and time), and the start-up lines each
+    of a process's arq workers (one per queue) logs again. Retries and aborts stay."""
+
+    _PER_JOB = ("→", "← ")
+    _AT_START = ("Starting worker", "redis_version=")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._started: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.INFO:
+            return True
+        template = str(record.msg)
+        at_start = next((line for line in self._AT_START if template.startswith(line)), None)
+        if at_start is not None and at_start not in self._started:
+            self._started.add(at_start)
+            return True
+        if at_start is None and not _per_job(template, self._PER_JOB):
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger().isEnabledFor(logging.DEBUG)
+
+
+def _per_job(template: str, marks: tuple[str, ...]) -> bool:
+    """arq's line of a job starting or ending: `%6.2fs → job(…)`, `%6.2fs ← job ● result`."""
+    return any(f"s {mark}" in template for mark in marks)
 
 
 def _bind_process(name: str) -> structlog.types.Processor:

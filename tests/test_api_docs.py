@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from pydantic import BaseModel
 
 from rag_async.api import create_app
 from rag_async.api.docs import ASSETS
@@ -148,3 +149,48 @@ async def test_redoc_renders_every_operation_offline(settings: Settings, tab: Of
     # ReDoc always tries its maker's logo from their CDN (and hides it when that fails): the
     # policy refuses it before any request leaves, and nothing else.
     assert [text for text in tab.refused if "cdn.redoc.ly/redoc/logo-mini.svg" not in text] == []
+
+
+async def test_every_request_bodys_example_is_valid_and_post_chats_is_accepted(
+    settings: Settings,
+) -> None:
+    """What "Try it out" fills in works as it is: a made-up collection or webhook_url (what
+    Swagger UI makes up from the schema without an example) is refused."""
+    from rag_async.api.openai_compat.inputs import ChatCompletionsRequest, ResponsesRequest
+    from rag_async.domain.schemas import ChatRequest, DocumentIn
+
+    models: dict[str, type[BaseModel]] = {
+        model.__name__: model
+        for model in (ChatRequest, DocumentIn, ResponsesRequest, ChatCompletionsRequest)
+    }
+    document = create_app(settings).openapi()
+    examples: dict[str, dict[str, Any]] = {}
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            body = operation.get("requestBody", {}).get("content", {}).get("application/json")
+            if body is None:
+                continue
+            schema = _resolved(document, body["schema"])
+            assert schema.get("examples"), (method, path, "has no example")
+            models[schema["title"]].model_validate(schema["examples"][0])
+            examples[f"{method.upper()} {path}"] = schema["examples"][0]
+    assert set(examples) >= {"POST /chat", "POST /documents", "POST /v1/chat/completions"}
+
+    async with running_api(settings) as api, httpx.AsyncClient(base_url=api) as http:
+        for operation in ("POST /chat", "POST /documents"):
+            response = await http.post(operation.split()[1], json=examples[operation])
+            assert response.status_code == 202, (operation, response.text)
+
+
+def _resolved(document: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    if "$ref" not in schema:
+        return schema
+    found: dict[str, Any] = document["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
+    return found
+
+
+async def test_the_docs_pages_fit_a_phones_screen(settings: Settings) -> None:
+    async with running_api(settings) as api, httpx.AsyncClient(base_url=api) as http:
+        for path in ("/docs", "/redoc"):
+            page = await http.get(path)
+            assert '<meta name="viewport" content="width=device-width' in page.text, path

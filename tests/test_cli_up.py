@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import os
+import re
+import shlex
+import shutil
+import signal
+import socket
 import stat
 import subprocess
+import sys
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from rag_async.local.valkey import free_port
 from tests.conftest import run_cli
-from tests.support.processes import bare_env, console_script, started
+from tests.support.processes import BIN, REPOSITORY, bare_env, console_script, started
 
 
 @pytest.mark.timeout(90)
@@ -18,6 +27,7 @@ def test_up_serves_where_its_options_say(tmp_path: Path) -> None:
     port = free_port()
     data = tmp_path / "kept-here"
     env = bare_env(RAG_DEMO_CORPUS="false", RAG_LOG_LEVEL="INFO", RAG_PORT=str(free_port()))
+    env["PATH"] = os.pathsep.join([str(BIN), env["PATH"]])  # an activated environment
     command = [
         *console_script("rag-async"),
         *("up", "--host", "localhost", "--port", str(port), "--data-dir", str(data)),
@@ -85,3 +95,109 @@ def test_up_refuses_bad_options_before_starting_anything(tmp_path: Path) -> None
     assert anyone.returncode == 2, anyone.stderr
     assert "RAG_API_KEYS" in anyone.stderr and "Traceback" not in anyone.stderr
     assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.timeout(120)
+def test_up_restarts_on_its_port_at_once_after_ctrl_c_with_a_client_connected(
+    tmp_path: Path,
+) -> None:
+    """A browser tab keeps its connection open: on Ctrl-C our API closes it first, which
+    leaves the port's side of it waiting (TIME_WAIT) for a minute. Starting again at once
+    still works, as uvicorn's own bind would."""
+    port = free_port()
+    env = bare_env(RAG_DEMO_CORPUS="false", RAG_PORT=str(port))
+    env["PATH"] = _without(BIN, env["PATH"])  # the README's set-up: .venv not activated
+    command = [*console_script("rag-async"), "up"]
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as tab:
+        with started("up-1", command, env, tmp_path) as up:
+            up.wait_for("rag-async is up at", stream="stdout", timeout=60)
+            assert tab.get("/readyz").status_code == 200  # its connection stays open
+            up.process.send_signal(signal.SIGINT)
+            assert up.process.wait(30) == 0, up.describe()
+        with started("up-2", command, env, tmp_path) as again:
+            again.wait_for("rag-async is up at", stream="stdout", timeout=60)
+            assert "cannot listen" not in again.stderr(), again.describe()
+            _assert_the_suggested_command_runs(again.stdout(), env, tmp_path)
+            assert again.terminate(timeout=20) == 0, again.describe()
+
+
+def test_up_still_refuses_a_port_another_server_listens_on(tmp_path: Path) -> None:
+    """Bound the way servers bind (SO_REUSEADDR, as uvicorn does), a listener is still one."""
+    with socket.socket() as busy:
+        busy.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        env = bare_env(RAG_PORT=str(port), RAG_DATA_DIR=str(tmp_path / "data"))
+        result = run_cli("up", env=env, timeout=30)
+    assert result.returncode == 1, result.stderr
+    assert f"cannot listen on 127.0.0.1:{port} (Address already in use)" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def _without(folder: Path, path: str) -> str:
+    return os.pathsep.join(entry for entry in path.split(os.pathsep) if Path(entry) != folder)
+
+
+def _assert_the_suggested_command_runs(banner: str, env: dict[str, str], cwd: Path) -> None:
+    """The banner's `try:` line names a program this shell finds, whether or not the
+    environment `rag-async` is installed in is activated."""
+    found = re.search(r"^  try: (.+) ask (--api-url \S+ )?\"", banner, re.M)
+    assert found, banner
+    program = shlex.split(found.group(1))
+    if shutil.which("rag-async", path=env["PATH"]) is None:
+        assert program != ["rag-async"], banner
+    stats = subprocess.run(
+        [*program, "stats"], env=env, cwd=cwd, capture_output=True, text=True, timeout=30
+    )
+    assert stats.returncode == 0 and "workers: 1 alive" in stats.stdout, stats.stderr
+
+
+_STARTS_A_VALKEY = """
+import sys, time
+from pathlib import Path
+from rag_async.local.valkey import EmbeddedValkey
+
+server = EmbeddedValkey(Path(sys.argv[1]), appendonly=False)
+server.start()
+print(server.process.pid, server.port, flush=True)
+time.sleep(120)
+"""
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl is Linux's")
+def test_the_embedded_valkey_dies_with_the_process_that_started_it(tmp_path: Path) -> None:
+    """Killed outright, its parent cannot stop it: it must not live on, holding its port
+    and the shell's pipe."""
+    parent = subprocess.Popen(
+        [sys.executable, "-c", _STARTS_A_VALKEY, str(tmp_path / "valkey")],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPOSITORY,
+        env=bare_env(PYTHONPATH=str(REPOSITORY)),
+    )
+    assert parent.stdout is not None
+    pid, port = (int(word) for word in parent.stdout.readline().split())
+    try:
+        assert _alive(pid)
+        parent.kill()
+        parent.wait(10)
+        deadline = time.monotonic() + 20
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(pid), "valkey-server outlived the process that started it"
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    finally:
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    """Whether the process runs (a zombie waiting for its reaper does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in ("Z", "X")

@@ -44,7 +44,12 @@ async def finish(client: RagClient, job_id: str) -> str:
 async def test_every_worker_line_is_json_and_a_jobs_lines_carry_its_ids(
     settings: Settings, llm: OpenAIApp, tmp_path: Path
 ) -> None:
-    env = cli_env(settings, RAG_LOG_JSON="true", RAG_DATA_DIR=str(tmp_path / "worker"))
+    env = cli_env(
+        settings,
+        RAG_LOG_JSON="true",
+        RAG_LOG_LEVEL="DEBUG",  # arq's own lines of a job too
+        RAG_DATA_DIR=str(tmp_path / "worker"),
+    )
     worker = Proc("worker", rag_async_command("worker"), env, tmp_path)
     try:
         await worker.async_wait_for('"worker ready"')
@@ -77,6 +82,32 @@ async def test_every_worker_line_is_json_and_a_jobs_lines_carry_its_ids(
         assert ours and all(line["attempt"] == 1 and line["request_id"] for line in ours), ours
     events = {line["event"] for line in lines if line.get("job_id") == failed}
     assert "job failed" in events, events
+
+
+async def test_at_info_a_job_logs_one_line_and_the_worker_starts_once(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """The default log reads like a list of what happened: a line per job (ours, with its kind
+    and time), arq's start-up lines once although a process runs an arq worker per queue."""
+    env = cli_env(settings, RAG_LOG_LEVEL="INFO", RAG_DATA_DIR=str(tmp_path / "worker"))
+    worker = Proc("worker", rag_async_command("worker"), env, tmp_path)
+    try:
+        await worker.async_wait_for("worker ready")
+        async with running_api(settings) as base_url, RagClient(base_url) as client:
+            added = await add_document(client, SAMPLE_DOCUMENT, title="Tea", source="tea.md")
+            assert await finish(client, added["job_id"]) == "done"
+            answered = (await client.ask("tea?"))["job_id"]
+            assert await finish(client, answered) == "done"
+        assert await worker.async_terminate() == 0, worker.describe()
+        logged = worker.stderr()
+    finally:
+        worker.cleanup()
+
+    assert logged.count("Starting worker") == 1, logged
+    assert logged.count("redis_version=") <= 1, logged
+    for job_id in (added["job_id"], answered):
+        mine = [line for line in logged.splitlines() if job_id in line]
+        assert len(mine) == 1 and "job complete" in mine[0], mine
 
 
 async def test_the_apis_lines_are_json_uvicorns_included(

@@ -42,6 +42,7 @@ SWAGGER_PAGE = """<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{title} - Swagger UI</title>
 <link rel="stylesheet" href="{root}{assets}/swagger-ui.css">
 <link rel="icon" href="{root}{assets}/favicon.png">
@@ -58,6 +59,7 @@ REDOC_PAGE = """<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{title} - ReDoc</title>
 <link rel="icon" href="{root}{assets}/favicon.png">
 </head>

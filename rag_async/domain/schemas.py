@@ -17,8 +17,15 @@ COLLECTION_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
 CONVERSATION_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 
 
+# What "Try it out" in /docs fills in: a body that works as it is, on a fresh `rag-async up`
+# (the fields left out take their defaults; a made-up collection or webhook would be refused).
+EXAMPLE_QUESTION = "How do I handle exceptions in Python?"
+
+
 class ChatRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"query": EXAMPLE_QUESTION}]}
+    )
 
     query: str = Field(description="The question. Its length limit is RAG_MAX_QUERY_CHARS.")
     collection: str | None = Field(
@@ -53,7 +60,18 @@ class QuestionAccepted(JobAccepted):
 
 
 class DocumentIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "text": "Green tea is steeped at 80 °C for two minutes.",
+                    "title": "Tea",
+                    "source": "tea.md",
+                }
+            ]
+        },
+    )
 
     text: str
     title: str | None = Field(default=None, max_length=500)

@@ -10,6 +10,8 @@ restarted; one that dies at start stops `up`, since restarting it would only fai
 from __future__ import annotations
 
 import os
+import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -99,7 +101,7 @@ def run_up(settings: Settings) -> int:
         print(
             f"\nrag-async is up at {settings.api_base_url}  (Ctrl-C stops it)\n"
             f"  {_who_may_call(settings)}\n"
-            f'  try: rag-async ask{_api_url_option(settings)} "{_demo_question()}"\n',
+            f'  try: {cli_command()} ask{_api_url_option(settings)} "{_demo_question()}"\n',
             flush=True,
         )
         return _supervise(children, env)
@@ -131,10 +133,18 @@ def _stop_on_signals() -> None:
 
 def _check_port_free(settings: Settings) -> None:
     """Before anything starts: is the API's port free? Another server answering there would
-    otherwise be taken for ours, or our API would stop with a bind error among other logs."""
+    otherwise be taken for ours, or our API would stop with a bind error among other logs.
+
+    Asked the way uvicorn binds it, with SO_REUSEADDR: right after a stop, the connections
+    our API closed (a browser tab's keep-alive) linger in TIME_WAIT on this port, which a
+    plain bind counts as in use although the server's own bind succeeds. Another listener
+    still refuses it, and listening too catches one bound the same way but not yet
+    listening."""
     with socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((settings.host, settings.port))
+            probe.listen(1)
         except OSError as error:
             raise RuntimeError(
                 f"cannot listen on {settings.host}:{settings.port} ({error.strerror}): another "
@@ -142,6 +152,21 @@ def _check_port_free(settings: Settings) -> None:
                 f"{settings.port + 1} (and --api-url localhost:{settings.port + 1} for the "
                 "commands you run against it)"
             ) from None
+
+
+def cli_command() -> str:
+    """How to run `rag-async` from this shell: its name if that finds this installation,
+    else its script's path (a virtual environment not activated: the README's set-up), else
+    the module through this Python."""
+    script = Path(sys.executable).parent / "rag-async"
+    if not script.is_file():
+        return f"{shlex.quote(sys.executable)} -m rag_async.client.cli"
+    found = shutil.which("rag-async")
+    if found and Path(found).resolve() == script.resolve():
+        return "rag-async"
+    here = Path.cwd()
+    # A path with a slash runs as it is; from inside this folder, the shorter one.
+    return shlex.quote(str(script.relative_to(here) if script.is_relative_to(here) else script))
 
 
 def _api_url_option(settings: Settings) -> str:

@@ -17,6 +17,7 @@ from types import TracebackType
 
 from rag_async.datadir import private_folder, stored_secret
 from rag_async.domain.errors import ConfigurationError
+from rag_async.local.orphans import ending_with_this_process
 from rag_async.store.errors import StoreError, ping
 
 # Characters that a redis:// URL and a Valkey configuration line both hold as they are.
@@ -89,13 +90,15 @@ class EmbeddedValkey:
     def start(self, timeout: float = 10.0) -> None:
         private_folder(self.data_dir)
         # Its own session, so a Ctrl-C meant for `rag-async up` does not stop Valkey before the
-        # API and workers that use it; `up` stops it last. Before it opens its log file it
-        # prints only that it reads stdin; its errors go to stderr.
+        # API and workers that use it; `up` stops it last. Yet it dies with the process that
+        # started it, should that one be killed before it can stop it. Before it opens its log
+        # file it prints only that it reads stdin; its errors go to stderr.
         self.process = subprocess.Popen(
             self._arguments(),
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=ending_with_this_process(),
             umask=0o077,  # its AOF and log hold every question, answer and document
         )
         assert self.process.stdin is not None

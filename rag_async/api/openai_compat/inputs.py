@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from rag_async.domain.errors import BadRequest
-from rag_async.domain.schemas import COLLECTION_PATTERN
+from rag_async.domain.schemas import COLLECTION_PATTERN, EXAMPLE_QUESTION
 from rag_async.store.conversations import Turn
 
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
@@ -52,6 +52,8 @@ class _Asked(_Lenient):
 class ResponsesRequest(_Asked):
     """POST /v1/responses."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [{"input": EXAMPLE_QUESTION}]})
+
     input: str | list[Message] = Field(min_length=1)
     background: StrictBool = False
     previous_response_id: str | None = Field(default=None, max_length=200)
@@ -59,6 +61,12 @@ class ResponsesRequest(_Asked):
 
 class ChatCompletionsRequest(_Asked):
     """POST /v1/chat/completions."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"messages": [{"role": "user", "content": EXAMPLE_QUESTION}]}]
+        }
+    )
 
     messages: list[Message] = Field(min_length=1)
 
