@@ -444,3 +444,19 @@ def _sample_document() -> str:
     from tests.conftest import SAMPLE_DOCUMENT
 
     return SAMPLE_DOCUMENT
+
+
+async def test_uploading_an_unchanged_file_again_says_unchanged(
+    stack: Stack, watched: Watched
+) -> None:
+    page = watched.page
+    await page.goto(stack.base_url)
+    document = "# Kettles\n\nA gooseneck kettle pours slowly, which suits pour-over coffee.\n"
+    file = {"name": "kettles.md", "mimeType": "text/markdown", "buffer": document.encode()}
+    await page.set_input_files("#file-input", files=[file])
+    await page.wait_for_selector(".upload.complete")
+    await page.set_input_files("#file-input", files=[file])
+    await page.wait_for_selector(".upload.complete >> nth=1")
+    latest, first = await page.locator(".upload.complete").all_text_contents()
+    assert "Added: 1 passage" in first
+    assert "Unchanged: 1 passage already indexed" in latest
