@@ -33,7 +33,8 @@ export async function showThread(list, conversation, jobId) {
 function earlierTurn(turn, answerText) {
   const body = h('div', { className: 'answer markdown' });
   if (answerText === undefined) {
-    body.append(h('p', { className: 'muted' }, 'No answer was kept: it was stopped, failed, or has expired.'));
+    body.append(h('p', { className: 'muted' }, 'No answer in the conversation: it was stopped, '
+      + 'failed or unfinished when the next question was asked, or has expired.'));
   } else new AnswerText(body, NO_CITATIONS).finish(answerText);
   return h('li', { className: 'card turn', 'data-job': turn.job },
     h('h2', { className: 'question' }, turn.query), body);
