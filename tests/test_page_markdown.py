@@ -308,3 +308,28 @@ async def test_no_image_or_raw_link_to_a_host_an_uploader_named(
     assert "secret" not in answer["text"] and "raw" in answer["text"], answer
     foreign = [r.url for r in watched.requests if urlsplit(r.url).hostname != "127.0.0.1"]
     assert foreign == [], foreign
+
+
+async def test_code_wraps_on_a_phone(stack: Stack, llm: Any, watched: Watched) -> None:
+    """A long line of code in an answer wraps on a phone instead of scrolling sideways."""
+    page = watched.page
+    long_line = "pip install --upgrade " + " ".join(f"package-number-{i}" for i in range(12))
+    llm.config.answer = ["Run this:\n\n```sh\n", long_line, "\n```\n"]
+    try:
+        await ingest(stack)
+        await page.set_viewport_size({"width": 375, "height": 760})
+        await page.goto(stack.base_url)
+        await ask(page, "How do I install the packages?")
+        await page.wait_for_selector(ANSWER_DONE)
+    finally:
+        llm.config.answer = None
+    code = await page.evaluate(
+        """() => {
+            const pre = document.querySelector('#answer pre');
+            return { text: pre.textContent, wraps: getComputedStyle(pre).whiteSpace,
+                     sideways: pre.scrollWidth > pre.clientWidth };
+        }"""
+    )
+    assert long_line in code["text"]
+    assert code["wraps"] == "pre-wrap" and not code["sideways"], code
+    assert await page.evaluate("() => document.documentElement.scrollWidth") <= 375

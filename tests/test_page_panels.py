@@ -192,7 +192,8 @@ async def test_the_welcome_card_shows_collections_and_questions_to_try(
         await page.select_option("#collection", "default")
         await ask(page, "How does a gooseneck kettle pour?")
         await page.wait_for_selector(ANSWER_DONE)
-        assert chats[-1] == {"query": "How does a gooseneck kettle pour?", "collection": "default"}
+        assert chats[-1]["query"] == "How does a gooseneck kettle pour?"
+        assert chats[-1]["collection"] == "default"
 
         # A new collection, for an upload.
         await page.select_option("#collection", label="New collection…")

@@ -141,3 +141,23 @@ async def test_no_citation_no_highlight(stack: Stack, browser: Browser) -> None:
         await page.locator("#source-dialog").wait_for(state="visible")
         assert await page.locator("#source-text mark").count() == 0
         assert await page.is_hidden("#source-quoted")
+
+
+@pytest.mark.parametrize(
+    ("width", "close"), [(375, "tap the ×"), (1200, "press Escape")], ids=["phone", "desktop"]
+)
+async def test_the_preview_closes_with_the_dialog(offline: Watched, width: int, close: str) -> None:
+    page, stack = offline.page, offline.stack  # type: ignore[attr-defined]
+    await page.set_viewport_size({"width": width, "height": 800})
+    await page.goto(stack.base_url)
+    await ask(page, "How long do I steep oolong, and at what degrees?")
+    await page.wait_for_selector(ANSWER_DONE)
+    await page.click("#answer button.cite >> nth=0")
+    await page.locator("#source-dialog").wait_for(state="visible")
+    if close == "tap the ×":
+        await page.click("#source-close")
+    else:
+        await page.keyboard.press("Escape")
+    await page.locator("#source-dialog").wait_for(state="hidden")
+    await page.wait_for_timeout(300)  # whatever the focus given back would show, shows by now
+    assert await page.is_hidden("#cite-preview")

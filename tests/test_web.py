@@ -96,7 +96,7 @@ async def test_reload_mid_answer_resumes_without_repeating(
     assert resumed_from and resumed_from[0] > 0, watched.event_urls
 
 
-async def test_history_reopens_an_earlier_answer_at_phone_width(
+async def test_the_recent_list_reopens_an_earlier_conversation_at_phone_width(
     stack: Stack, watched: Watched
 ) -> None:
     page = watched.page
@@ -106,12 +106,13 @@ async def test_history_reopens_an_earlier_answer_at_phone_width(
     await ask(page, "First question about tea")
     await page.wait_for_selector(ANSWER_DONE)
     first_url = page.url
+    await page.click("#new-conversation")  # a second conversation, not a follow-up
     await ask(page, "Second question about tea")
     await shows_question(page, "Second question about tea")
     await page.wait_for_selector(ANSWER_DONE)
     assert page.url != first_url
 
-    await page.reload()  # the history lives in this browser, not in the page
+    await page.reload()  # the recent conversations live in this browser, not in the page
     items = page.locator("#history a")
     assert await items.count() == 2
     assert (await items.nth(1).text_content() or "").startswith("First question about tea")
@@ -443,3 +444,19 @@ def _sample_document() -> str:
     from tests.conftest import SAMPLE_DOCUMENT
 
     return SAMPLE_DOCUMENT
+
+
+async def test_uploading_an_unchanged_file_again_says_unchanged(
+    stack: Stack, watched: Watched
+) -> None:
+    page = watched.page
+    await page.goto(stack.base_url)
+    document = "# Kettles\n\nA gooseneck kettle pours slowly, which suits pour-over coffee.\n"
+    file = {"name": "kettles.md", "mimeType": "text/markdown", "buffer": document.encode()}
+    await page.set_input_files("#file-input", files=[file])
+    await page.wait_for_selector(".upload.complete")
+    await page.set_input_files("#file-input", files=[file])
+    await page.wait_for_selector(".upload.complete >> nth=1")
+    latest, first = await page.locator(".upload.complete").all_text_contents()
+    assert "Added: 1 passage" in first
+    assert "Unchanged: 1 passage already indexed" in latest

@@ -1,18 +1,21 @@
-// The page: ask a question, follow its answer as it streams, reopen it after a reload.
-// The job id lives in the URL (?job=<id>), so a reload or a shared link finds the answer.
+// The page: a conversation of questions, each answer followed as it streams, reopened after a
+// reload. The job on screen lives in the URL (?job=<id>), so a reload or a shared link finds
+// the answer; the conversation it belongs to, and the earlier turns, in this browser's memory.
 
 import { AnswerText, h } from './answer.js';
+import { AnswerActions } from './actions.js';
 import { ApiError, followJob, getJob, request } from './api.js';
 import { retryWithKey, setupKeyPanel } from './apikey.js';
 import { setupCollections } from './collections.js';
 import {
-  forgetProgress, loadProgress, recall, recalled, remember as storeInHistory,
+  conversationOf, forgetProgress, loadProgress, recall, recalled, remember as storeInHistory,
   saveProgress as storeProgress,
 } from './memory.js';
 import { setupStats, setupUploads } from './side.js';
 import { SourceView } from './sources.js';
 import { StageLine } from './stages.js';
 import { startClock, timeAgo } from './times.js';
+import { newConversationId, showThread } from './thread.js';
 import { Transcript } from './transcript.js';
 
 const $ = (id) => document.getElementById(id);
@@ -21,7 +24,7 @@ const ui = {
   card: $('answer-card'), title: $('answer-question'), connection: $('connection'),
   answer: $('answer'), jobError: $('job-error'), providers: $('providers'),
   history: $('history'), historyEmpty: $('history-empty'), announce: $('announce'),
-  welcome: $('welcome'),
+  welcome: $('welcome'), thread: $('thread'), newConversation: $('new-conversation'),
 };
 const stages = new StageLine($('stages'));
 const sourceView = new SourceView({
@@ -35,6 +38,11 @@ const answer = new AnswerText(ui.answer, {
   preview: (button, n) => sourceView.preview(button, n),
   unpreview: () => sourceView.unpreview(),
 });
+
+const actions = new AnswerActions({
+  stop: $('stop-button'), copy: $('copy-button'), copySources: $('copy-sources-button'),
+  note: $('action-note'),
+}, announce);
 
 // The job on screen: { id, eventsUrl, stop, transcript, after, pollTimer }.
 let job = null;
@@ -57,8 +65,13 @@ ui.form.addEventListener('submit', async (event) => {
   ui.ask.disabled = true;
   ui.ask.textContent = 'Asking…';
   try {
-    const accepted = await request('POST', '/chat', withCollection({ query }));
-    remember(accepted.job_id, query);
+    // Every question belongs to a conversation: the one on screen, or one it begins. (The
+    // job on screen tells which, so two tabs keep two conversations apart.)
+    const conversationId = (job && conversationOf(job.id)?.id) ?? newConversationId();
+    const body = withCollection({ query, conversation_id: conversationId });
+    const accepted = await request('POST', '/chat', body);
+    remember(conversationId, accepted.job_id, query);
+    ui.question.value = '';
     history.pushState(null, '', `?job=${encodeURIComponent(accepted.job_id)}`);
     openJob(accepted.job_id);
   } catch (error) {
@@ -72,6 +85,12 @@ ui.form.addEventListener('submit', async (event) => {
     ui.ask.disabled = false;
     ui.ask.textContent = 'Ask';
   }
+});
+
+ui.newConversation.addEventListener('click', () => {
+  history.pushState(null, '', window.location.pathname);
+  showJobFromUrl();
+  ui.question.focus();
 });
 
 ui.question.addEventListener('keydown', (event) => {
@@ -100,6 +119,11 @@ async function openJob(jobId) {
   ui.title.textContent = recalled(jobId)?.query ?? 'Loading…';
   ui.jobError.hidden = true;
   ui.providers.textContent = '';
+  actions.finished('');
+  // A job asked elsewhere (a shared link) has none here: a follow-up begins a new one.
+  const conversation = conversationOf(jobId);
+  ui.newConversation.hidden = false;
+  showThread(ui.thread, conversation, jobId);
   answer.reset();
   setSources([]);
   stages.reset();
@@ -130,13 +154,13 @@ async function openJob(jobId) {
   setConnection('');
   current.eventsUrl = view.events_url; // with API keys, a fresh token to follow it with
   ui.title.textContent = view.query ?? '(no question)';
-  if (view.query) remember(jobId, view.query);
   setSources(view.sources);
 
   if (view.status === 'complete' || view.status === 'failed' || view.status === 'cancelled') {
     showFinal(view);
     return;
   }
+  actions.running(jobId);
   if (view.status === 'queued') {
     stages.enter('queued', view.created_at ? Math.max(0, Date.now() / 1000 - view.created_at) : 0);
     showPosition(view);
@@ -215,6 +239,7 @@ function apply(current, event) {
       stages.finish(event.timings);
       showProviders(event.providers);
       ui.answer.classList.remove('streaming');
+      actions.finished(transcript.text);
       forgetProgress(current.id);
       announce('The answer is complete.');
       return;
@@ -236,6 +261,7 @@ function showFinal(view) {
   stopPolling(job);
   forgetProgress(view.job_id);
   ui.answer.classList.remove('streaming');
+  actions.finished(view.answer ?? '');
   if (view.status === 'complete') {
     answer.finish(view.answer ?? '');
     stages.finish(view.timings);
@@ -252,6 +278,7 @@ function showFinal(view) {
 
 function showJobError(message) {
   answer.finish();
+  actions.finished(answer.text);
   ui.answer.classList.remove('streaming');
   stages.fail();
   ui.jobError.textContent = message;
@@ -310,38 +337,44 @@ function announce(text) {
 
 function setSources(sources) {
   answer.setSources(sources);
+  actions.setSources(sources);
   sourceView.set(sources);
 }
 
-// ---- the history of questions asked in this browser ---------------------------------------
+// ---- the conversations of this browser -----------------------------------------------------
 
-function remember(jobId, query) {
-  storeInHistory(jobId, query);
+function remember(conversationId, jobId, query) {
+  storeInHistory(conversationId, jobId, query);
   renderHistory();
 }
 
+/** The recent list: each conversation by its first question, opening at its latest answer. */
 function renderHistory() {
   const items = recall();
   ui.historyEmpty.hidden = items.length > 0;
-  ui.history.replaceChildren(...items.map((item) => h('li', {},
-    h('a', {
-      href: `?job=${encodeURIComponent(item.id)}`,
+  ui.history.replaceChildren(...items.map((item) => {
+    const latest = item.turns.at(-1).job;
+    const more = item.turns.length > 1 ? ` (${item.turns.length} questions)` : '';
+    return h('li', {}, h('a', {
+      href: `?job=${encodeURIComponent(latest)}`,
       className: 'history-item',
-      'data-job': item.id,
+      'data-conversation': item.id,
       onclick: (event) => {
         event.preventDefault();
-        history.pushState(null, '', `?job=${encodeURIComponent(item.id)}`);
+        history.pushState(null, '', `?job=${encodeURIComponent(latest)}`);
         showAlert(null);
-        openJob(item.id);
+        openJob(latest);
       },
-    }, h('span', { className: 'history-query' }, item.query),
-    timeAgo(item.at, 'history-time')))));
+    }, h('span', { className: 'history-query' }, item.turns[0].query + more),
+    timeAgo(item.at, 'history-time')));
+  }));
   markHistory(job?.id);
 }
 
 function markHistory(jobId) {
+  const current = jobId ? conversationOf(jobId)?.id : null;
   for (const link of ui.history.querySelectorAll('a')) {
-    if (link.dataset.job === jobId) link.setAttribute('aria-current', 'page');
+    if (link.dataset.conversation === current) link.setAttribute('aria-current', 'page');
     else link.removeAttribute('aria-current');
   }
 }
@@ -355,8 +388,11 @@ function saveProgress(current) {
 function showJobFromUrl() {
   const jobId = new URLSearchParams(window.location.search).get('job');
   if (jobId) openJob(jobId);
-  else {
+  else { // the bare page: a new conversation (the recent list reopens the earlier ones)
     closeJob();
+    actions.finished('');
+    ui.thread.replaceChildren();
+    ui.newConversation.hidden = true;
     ui.card.hidden = true;
     ui.welcome.hidden = false;
   }

@@ -49,10 +49,14 @@ async function upload(file, list, options) {
     progress.remove();
     status.textContent = message;
   };
+  // The same file again (same collection, same text) is kept as it is: the ingest job says so
+  // by an 'unchanged' progress event, as the CLI reports it.
+  let unchanged = false;
   const added = (chunks) => {
     progress.value = progress.max;
     row.classList.add('complete');
-    status.textContent = `Added: ${passages(chunks ?? 0)}`;
+    status.textContent = unchanged
+      ? `Unchanged: ${passages(chunks ?? 0)} already indexed` : `Added: ${passages(chunks ?? 0)}`;
     options.onAdded();
   };
   let accepted;
@@ -80,6 +84,7 @@ async function upload(file, list, options) {
     onEvent(event) {
       if (event.type === 'status') status.textContent = `${capitalise(event.stage ?? event.status)}…`;
       else if (event.type === 'progress') {
+        unchanged ||= event.stage === 'unchanged';
         progress.max = Math.max(1, event.total);
         progress.value = event.done;
         status.textContent = `${capitalise(event.stage)} ${event.done} of ${event.total}`;

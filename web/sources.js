@@ -38,6 +38,9 @@ export class SourceView {
     this.sources = [];
     const { dialog, close } = elements;
     close.addEventListener('click', () => dialog.close());
+    // Closing gives the focus back to the [n] that opened it, whose focus shows the preview:
+    // the preview goes with the dialog instead (the close event comes after that focus).
+    dialog.addEventListener('close', () => this.unpreview());
     dialog.addEventListener('click', (event) => {
       if (event.target === dialog) dialog.close(); // a click on the backdrop
     });
