@@ -57,6 +57,7 @@ async def test_a_follow_up_leans_on_the_question_before_it(stack: Stack, llm: An
     assert turns[1]["answer"] == expected_answer(12)
     job = await stack.client.job(turns[1]["job_id"])
     assert "80 degrees" in "".join(s["text"] for s in job["sources"])  # the green tea passage
+    assert job["conversation_id"] == "tea-talk"  # a job's view names its conversation
 
     async with httpx.AsyncClient(base_url=stack.base_url) as http:
         assert (await http.get("/conversations/never-begun")).status_code == 404

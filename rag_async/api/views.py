@@ -36,7 +36,7 @@ async def job_view(state: AppState, record: JobRecord) -> JobView:
 
 # The record's fields that the view shows as they are.
 _SHOWN = {
-    "job_id", "kind", "status", "stage", "attempt", "worker", "query", "timings",
+    "job_id", "kind", "status", "stage", "attempt", "worker", "query", "conversation_id", "timings",
     "providers", "error", "document_id", "chunks", "progress", "created_at", "started_at",
     "finished_at", "webhook",
 }  # fmt: skip

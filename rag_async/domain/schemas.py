@@ -172,6 +172,9 @@ class JobView(BaseModel):
         default=None, description='Who runs (or ran) the latest attempt, as "hostname:pid".'
     )
     query: str | None = None
+    conversation_id: str | None = Field(
+        default=None, description="The conversation a question was asked in (if any)."
+    )
     answer: str | None = None
     answer_is_partial: bool = False
     sources: list[Source] = []
