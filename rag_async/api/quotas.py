@@ -1,8 +1,9 @@
 """Per-key quotas: who is held to them, and the open event streams of this process.
 
-The other per-key limits live with what they count: unfinished jobs in store/jobs.py (a set per
-owner, kept by create, end and cancel in the same Redis step), stored bytes in store/documents.py (a
-tally per owner, kept by put and remove). The request rate is a token bucket in
+The other per-key limits live with what they count: unfinished jobs in store/jobs.py (a sorted set
+per owner, kept by create, end and cancel in the same Redis step), stored bytes in
+store/documents.py (a tally per owner, kept by put and remove), the bytes of stored results in
+store/results.py. The request rate is a token bucket in
 Valkey (store/rate.py). Open event streams are counted here, per process.
 
 Every key is held to them, admins' too: a script holding an admin key can run away like any
@@ -39,13 +40,13 @@ class StreamSlots:
         self._noun = noun
         self._open: Counter[str] = Counter()
 
-    def take(self, owner: str, *, limited: bool = True) -> Callable[[], None]:
+    def take(self, owner: str) -> Callable[[], None]:
         """Count one more stream of `owner`, or raise `LimitReached` (429 `too_many_streams`)
-        if it is `limited` and has as many as it may: a key `limit`, the local user of an
-        instance without keys `local_limit`. Returns what gives the slot back; calling it
+        if it has as many as it may: a key `limit`, the local user of an instance without
+        keys `local_limit`. Returns what gives the slot back; calling it
         more than once gives back one slot."""
         limit = self._local_limit if owner == LOCAL.name else self._limit
-        if limited and limit and self._open[owner] >= limit:
+        if limit and self._open[owner] >= limit:
             who = "this instance's user" if owner == LOCAL.name else "this key"
             raise LimitReached(
                 f"{who} has {limit} {self._noun} open, as many as it may; close one, or "
