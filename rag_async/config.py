@@ -159,6 +159,17 @@ class Settings(BaseSettings):
     # proxy's address: raise it (or 0) there and let the proxy cap each client.
     max_connections_per_client: int = Field(default=250, ge=0)
 
+    # Fair share between keys (store/fair_share.py; docs/operations.md). Each key's jobs wait
+    # in lists of their own and are handed to the workers in turn, a key of weight 2 twice as
+    # often as one of weight 1 while both have jobs waiting: "name=weight,..." (others: 1).
+    key_weights: str = ""
+    # Jobs of one key running at once, per queue (0: no cap): beyond it the key's next job
+    # waits, even with workers idle, so that no key holds every slot when others arrive.
+    max_running_jobs_per_key: int = Field(default=0, ge=0)
+    # Background jobs (background /v1 responses) handed on per interactive question at least,
+    # while both wait: interactive ones go first, and background work still moves.
+    background_share: float = Field(default=0.25, gt=0, le=1)
+
     # The worker.
     worker_max_jobs: int = Field(default=100, ge=1)  # questions at once, per process
     # Documents at once, per process: parsing and encoding use CPU, so a few are enough.

@@ -15,6 +15,7 @@ from rag_async.api.state import AppState
 from rag_async.domain.errors import LimitReached, Overloaded, RagError, StoreFull
 from rag_async.domain.identity import Principal
 from rag_async.domain.schemas import JobAccepted
+from rag_async.store.fair_share import Priority
 from rag_async.store.jobs import Created
 from rag_async.store.queue import Kind
 from rag_async.tracing import traceparent_for_job
@@ -32,6 +33,7 @@ class Submission:
     request: Request
     caller: Principal
     webhook_url: str | None = None
+    priority: Priority = "interactive"  # whether a client waits for its jobs (fair_share.py)
 
     def accepted(self, model: type[A], job_id: str, **extra: Any) -> A:
         return accepted(self.state, model, job_id, self.caller.name, **extra)
@@ -53,8 +55,8 @@ async def enqueue(
     job, and a refused job leaves nothing behind.
 
     The per-key limit sits below the queue's, so one key flooding the queue is refused before
-    it fills the queue for everybody. It shares admission fairly, not execution: each queue
-    still runs its jobs first in, first out, whoever sent them."""
+    it fills the queue for everybody; the job then waits in its key's list, and the keys with
+    jobs waiting take turns at the workers (store/fair_share.py)."""
     state, request = submission.state, submission.request
     webhook = webhook_fields(state.settings, submission.webhook_url)  # 400 before all else
     depth = await state.queue.size(kind)
@@ -71,7 +73,14 @@ async def enqueue(
     if traceparent := traceparent_for_job(request.headers.get("traceparent")):
         fields["traceparent"] = traceparent  # the worker's spans join the request's trace
     created = await state.jobs.create(
-        job_id, kind, fields, upload=upload, max_unfinished=limit, max_result_bytes=result_bytes
+        job_id,
+        kind,
+        fields,
+        upload=upload,
+        max_unfinished=limit,
+        max_result_bytes=result_bytes,
+        priority=submission.priority,
+        weight=caller.weight,
     )
     if created == "too_many_result_bytes":
         freed_in = await state.jobs.results.seconds_until_freed(caller.name)

@@ -28,7 +28,7 @@ async def create_once(
     if claimed != job_id:
         record = await state.jobs.get(claimed)
         if record is not None and record.status == JobStatus.QUEUED:
-            await state.queue.put(claimed, record.kind)
+            await state.queue.put(claimed, record.kind, record.owner, record.priority)
         return claimed
     try:
         await create()

@@ -38,7 +38,7 @@ async def job_view(state: AppState, record: JobRecord) -> JobView:
 _SHOWN = {
     "job_id", "kind", "status", "stage", "attempt", "worker", "query", "conversation_id", "timings",
     "providers", "error", "document_id", "chunks", "progress", "created_at", "started_at",
-    "finished_at", "webhook",
+    "finished_at", "webhook", "priority",
 }  # fmt: skip
 
 

@@ -14,7 +14,7 @@ import hmac
 import ipaddress
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pydantic import SecretStr
 
@@ -32,6 +32,7 @@ class Principal:
 
     name: str
     admin: bool
+    weight: float = 1.0  # its share of the workers against other keys' (RAG_KEY_WEIGHTS)
 
     def may_see(self, owner: str | None) -> bool:
         return self.admin or (owner or "") == self.name
@@ -70,7 +71,13 @@ class KeyRing:
                     raise ConfigurationError(f"{variable}: the key name {name!r} is used twice")
                 names.add(name)
                 keys[_digest(secret)] = Principal(name=name, admin=admin)
-        return cls(keys)
+        weights = _weights(settings.key_weights, names)
+        return cls(
+            {
+                digest: replace(key, weight=weights.get(key.name, 1.0))
+                for digest, key in keys.items()
+            }
+        )
 
     @property
     def enabled(self) -> bool:
@@ -147,6 +154,27 @@ def _pairs(variable: str, text: str) -> list[tuple[str, str]]:
             )
         pairs.append((name, secret))
     return pairs
+
+
+def _weights(text: str, names: set[str]) -> dict[str, float]:
+    """RAG_KEY_WEIGHTS: `name=weight` items, each naming a configured key, weights above 0."""
+    weights: dict[str, float] = {}
+    for item in re.split(r"[,\n]", text):
+        name, equals, value = (part.strip() for part in item.partition("="))
+        if not name:
+            continue
+        try:
+            weight = float(value) if equals else 0.0
+        except ValueError:
+            weight = 0.0
+        if name not in names or not 0 < weight <= 1000:
+            raise ConfigurationError(
+                f"RAG_KEY_WEIGHTS: {item.strip()!r}: each item is name=weight, naming a key of "
+                "RAG_API_KEYS, RAG_API_KEYS_FILE or RAG_ADMIN_KEYS, with a weight above 0 and "
+                "at most 1000"
+            )
+        weights[name] = weight
+    return weights
 
 
 def _digest(secret: str) -> bytes:

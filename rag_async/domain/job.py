@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict
 
 from rag_async.domain.sources import Source
 from rag_async.store.conversations import Turn
+from rag_async.store.fair_share import Priority
 from rag_async.store.queue import Kind
 
 # 128 random bits as 32 hex characters: unguessable, and easy to tell from anything else.
@@ -92,6 +93,8 @@ class JobRecord(BaseModel):
     # The W3C trace context the worker continues (tracing.py), when the request had one.
     traceparent: str | None = None
     owner: str | None = None  # the name of the API key that created it (none: the local user)
+    # Its place in the scheduler's order among its owner's jobs (store/fair_share.py).
+    priority: Priority = "interactive"
     # What was asked: a question, or a document to ingest or delete.
     query: str | None = None
     collection: str | None = None

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from rag_async.domain.job import IngestProgress, JobStatus, WebhookDelivery
 from rag_async.domain.sources import Source
 from rag_async.domain.text import clean
+from rag_async.store.fair_share import Priority
 from rag_async.store.queue import Kind
 
 # A document collection's name: the same alphabet as document ids, shorter.
@@ -193,7 +194,13 @@ class JobView(BaseModel):
     )
     queue_position: int | None = Field(
         default=None,
-        description="While queued: 1 + the unfinished jobs ahead of it (running ones included).",
+        description="While queued: 1 + the unfinished jobs ahead of it (running ones included), "
+        "in the order the fair-share scheduler will hand them to the workers.",
+    )
+    priority: Priority = Field(
+        default="interactive",
+        description="interactive (a client waits for it) or background (a background /v1 "
+        "response, an ingestion): interactive jobs are handed to the workers first.",
     )
     events_url: str
 

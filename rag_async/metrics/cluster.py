@@ -22,7 +22,7 @@ from rag_async.store.activity import Activity
 from rag_async.store.dead_letters import DeadLetters
 from rag_async.store.errors import StoreError
 from rag_async.store.outcomes import JobOutcomes
-from rag_async.store.queue import JobQueue, Lane, LaneDepth
+from rag_async.store.queue import BUSIEST_KEYS, JobQueue, Lane, LaneDepth
 
 log = structlog.get_logger(__name__)
 
@@ -30,6 +30,8 @@ log = structlog.get_logger(__name__)
 @dataclass(slots=True)
 class Figures:
     queues: dict[Lane, LaneDepth] = field(default_factory=dict)
+    # Per lane, the keys with the most jobs waiting and how many (BUSIEST_KEYS at most).
+    busiest: dict[Lane, list[tuple[str, int]]] = field(default_factory=dict)
     dead_letters: int = 0
     workers_alive: int = 0
     outcomes: dict[tuple[str, str], int] = field(default_factory=dict)
@@ -48,14 +50,16 @@ class ClusterStores:
 
 async def read_figures(stores: ClusterStores, dead_after: float) -> Figures:
     """Every figure, in one round trip's time (the reads go at once)."""
-    depths, activity, dead_letters, outcomes = await asyncio.gather(
+    depths, activity, dead_letters, outcomes, busiest = await asyncio.gather(
         stores.queue.depth(),
         stores.activity.workers(dead_after),
         stores.dead_letters.count(),
         stores.outcomes.counts(),
+        stores.queue.busiest(),
     )
     return Figures(
         queues=depths,
+        busiest=busiest,
         dead_letters=dead_letters,
         workers_alive=len(activity.workers),
         outcomes=outcomes,
@@ -127,8 +131,29 @@ def _queue_metrics(figures: Figures) -> Iterator[Metric]:
         "How long the oldest waiting job has been due (0 when none waits)",
         labels=["queue"],
     )
+    waiting = GaugeMetricFamily(
+        "rag_jobs_waiting",
+        "Jobs waiting in the keys' lists for the fair-share scheduler, by priority",
+        labels=["queue", "priority"],
+    )
+    waited = GaugeMetricFamily(
+        "rag_jobs_waiting_oldest_age_seconds",
+        "How long the oldest job of a priority has waited in its key's list (0 when none)",
+        labels=["queue", "priority"],
+    )
     for lane, queue in figures.queues.items():
         depth.add_metric([lane], queue.ready)
         in_flight.add_metric([lane], queue.running)
         oldest.add_metric([lane], queue.oldest_age)
-    yield from (depth, in_flight, oldest)
+        for priority, jobs_waiting in queue.waiting.items():
+            waiting.add_metric([lane, priority], jobs_waiting.jobs)
+            waited.add_metric([lane, priority], jobs_waiting.oldest_age)
+    by_key = GaugeMetricFamily(
+        "rag_jobs_waiting_by_key",
+        f"Jobs waiting, for the {BUSIEST_KEYS} keys with the most waiting (local: no keys)",
+        labels=["queue", "key"],
+    )
+    for lane, keys in figures.busiest.items():
+        for key, jobs in keys:
+            by_key.add_metric([lane, key or "local"], jobs)
+    yield from (depth, in_flight, oldest, waiting, waited, by_key)

@@ -57,14 +57,32 @@ class Activity:
         await self._redis.ping()
 
     async def stats(self, dead_after: float) -> dict[str, Any]:
-        """Queue depth, jobs in flight, live workers and recent failures (`GET /stats`)."""
-        depths, activity = await asyncio.gather(self._queue.depth(), self.workers(dead_after))
+        """Queue depth, jobs in flight, jobs waiting by priority, the keys with the most
+        waiting, live workers and recent failures (`GET /stats`)."""
+        depths, activity, busiest = await asyncio.gather(
+            self._queue.depth(),
+            self.workers(dead_after),
+            self._queue.busiest(),
+        )
         return {
             # Waiting: ready, or a retry waiting out its backoff; not running.
             "queue_depth": sum(depth.total - depth.running for depth in depths.values()),
             # Waiting or running, per queue: what an autoscaler of each kind of worker watches.
             "queues": {lane: depth.total for lane, depth in depths.items()},
             "jobs_in_flight": sum(depth.running for depth in depths.values()),
+            # Waiting in the keys' lists for the fair-share scheduler, per queue and priority.
+            "waiting": {
+                lane: {
+                    priority: {"jobs": waited.jobs, "oldest_age": round(waited.oldest_age, 3)}
+                    for priority, waited in depth.waiting.items()
+                }
+                for lane, depth in depths.items()
+            },
+            # The keys with the most jobs waiting, per queue: who the others wait beside.
+            "busiest_keys": {
+                lane: [{"key": key, "waiting": jobs} for key, jobs in keys]
+                for lane, keys in busiest.items()
+            },
             "workers": activity.workers,
             "recent_failures": activity.failures,
             "breakers": activity.breakers,

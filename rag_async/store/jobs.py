@@ -26,11 +26,12 @@ from rag_async.domain.errors import StoreFull
 from rag_async.domain.job import Ending, JobRecord, JobStatus, WebhookDelivery, record_fields
 from rag_async.store.activity import FAILURES_KEPT, FAILURES_LUA, failure_entry
 from rag_async.store.dead_letters import LUA as DEAD_LETTERS_LUA
+from rag_async.store.fair_share import FairSettings, Priority
 from rag_async.store.keys import Keys
 from rag_async.store.memory import LUA as MEMORY_LUA
 from rag_async.store.outcomes import LUA as OUTCOMES_LUA
+from rag_async.store.queue import JOB_KINDS, Kind, fair_context, waiting
 from rag_async.store.queue import LUA as QUEUE_LUA
-from rag_async.store.queue import Kind, arq_entry
 from rag_async.store.results import LUA as RESULTS_LUA
 from rag_async.store.results import ResultBytes
 from rag_async.store.uploads import LUA as UPLOADS_LUA
@@ -54,15 +55,19 @@ return redis.call('HINCRBY', KEYS[1], 'attempt', 1)
 # record, removed when the job ends or is cancelled off the queue. A set, so that a retried
 # job, or an end written twice (arq delivers at least once), still counts once.
 
-# A job is created in one step: its record, its upload (uploads.py) and its place on arq's
-# queue (queue.py), or nothing at all. The `#!lua` line (with no `allow-oom` flag) has Valkey
-# refuse the whole script at its memory limit; a script without it is refused only at its first
-# write, and a prune that writes first would let the rest of the job past the limit.
-# KEYS: 1 job hash, 2 the owner's unfinished jobs, 3-6 the upload's, 7-9 arq's entry's, 10-11
-# the owner's result bytes (results.py). ARGV: 1 job id, 2 ttl, 3 the owner's limit (0: none),
-# 4 the bound on pending uploads (0: none), 5 '1' if there is an upload, 6 the upload, 7 the
-# memory reserve (memory.py), 8-11 arq's entry, 12 the bound on the owner's result bytes (0:
-# none), then the record's fields and values. Returns 'created', or what refused the job.
+# A job is created in one step: its record, its upload (uploads.py) and its place in its
+# owner's waiting list, whence the scheduler hands it to arq's queue at once if the workers
+# have room (fair_share.py), or nothing at all. The `#!lua` line (with no `allow-oom` flag)
+# has Valkey refuse the whole script at its memory limit; a script without it is refused only
+# at its first write, and a prune that writes first would let the rest of the job past the
+# limit.
+# KEYS: 1 job hash, 2 the owner's unfinished jobs, 3-6 the upload's, 7-12 the scheduler's
+# (`FairContext.keys`), 13-14 the owner's result bytes (results.py). ARGV: 1 job id, 2 ttl, 3
+# the owner's limit (0: none), 4 the bound on pending uploads (0: none), 5 '1' if there is an
+# upload, 6 the upload, 7 the memory reserve (memory.py), 8 the bound on the owner's result
+# bytes (0: none), 9-13 the waiting entry (`Waiting.args`), 14-24 the scheduler's
+# (`FairContext.args`), then the record's fields and values. Returns 'created', or what
+# refused the job.
 _CREATE = (
     "#!lua\n"
     + MEMORY_LUA
@@ -78,9 +83,9 @@ local u = {KEYS[3], KEYS[4], KEYS[5], KEYS[6]}
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - ttl)
 local limit = tonumber(ARGV[3])
 if limit > 0 and redis.call('ZCARD', KEYS[2]) >= limit then return 'too_many_jobs' end
-local r = {KEYS[10], KEYS[11]}
+local r = {KEYS[13], KEYS[14]}
 results_prune(r, now)
-if results_over(r, tonumber(ARGV[12])) then return 'too_many_result_bytes' end
+if results_over(r, tonumber(ARGV[8])) then return 'too_many_result_bytes' end
 local size = string.len(ARGV[6])
 if memory_over(tonumber(ARGV[7]), size) then return 'store_full' end
 local upload = ARGV[5] == '1'
@@ -88,14 +93,16 @@ if upload then
   uploads_prune(u, now)
   if not uploads_fit(u, size, tonumber(ARGV[4])) then return 'uploads_pending' end
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 13))
+redis.call('HSET', KEYS[1], unpack(ARGV, 25))
 redis.call('EXPIRE', KEYS[1], ttl)
 local bytes = 0
-for i = 13, #ARGV do bytes = bytes + string.len(ARGV[i]) end
+for i = 25, #ARGV do bytes = bytes + string.len(ARGV[i]) end
 results_add(r, ARGV[1], bytes, ttl, now)
 if upload then uploads_keep(u, ARGV[1], ARGV[6], ttl, now) end
 redis.call('ZADD', KEYS[2], now, ARGV[1])
-arq_enqueue({KEYS[7], KEYS[8], KEYS[9]}, {ARGV[8], ARGV[9], ARGV[10], ARGV[11]})
+local f = fair_of({unpack(KEYS, 7, 12)}, {unpack(ARGV, 14, 24)})
+fair_add(f, ARGV[9], ARGV[10], tonumber(ARGV[11]), tonumber(ARGV[12]), ARGV[13])
+fair_schedule(f)
 return 'created'
 """
 )
@@ -183,12 +190,14 @@ class JobStore:
         *,
         memory_reserve: float = 0.0,
         results: ResultBytes | None = None,
+        fair: FairSettings | None = None,
     ) -> None:
         self._redis = redis
         self._keys = keys
         self._ttl = ttl
         self.uploads = uploads or Uploads(redis, keys)
         self.results = results or ResultBytes(redis, keys)
+        self._fair = fair or FairSettings()
         # New jobs are refused once Valkey's used memory would pass its maxmemory less this
         # share of it (memory.py); the workers' writes use the rest.
         self._memory_reserve = memory_reserve
@@ -213,10 +222,14 @@ class JobStore:
         upload: bytes | None = None,
         max_unfinished: int = 0,
         max_result_bytes: int = 0,
+        priority: Priority = "interactive",
+        weight: float = 1.0,
     ) -> Created:
         """Write a new job in one step: its record, the bytes it will ingest (they expire with
-        the record if nobody takes the job) and its place on arq's queue. A job is never
-        recorded but not queued, nor queued without its record.
+        the record if nobody takes the job) and its place in its owner's waiting list (with
+        the owner's `weight` and the job's `priority`, fair_share.py), handed on to arq's queue
+        in the same step if the workers have room. A job is never recorded but not queued,
+        nor queued without its record.
 
         The job counts as unfinished for its owner (`fields["owner"]`) until it ends. Nothing
         is written, and what refused the job is returned, when the owner already has
@@ -226,16 +239,23 @@ class JobStore:
         bound: checked in the same step, so concurrent requests cannot overshoot any of them.
         Raises `StoreFull`, having written nothing, when Valkey is at its memory limit."""
         owner = fields.get("owner", "")
-        record = record_fields(kind=kind, status=JobStatus.QUEUED, created_at=time.time(), **fields)
+        entry = waiting(job_id, kind, owner, priority, weight)
+        record = record_fields(
+            kind=kind,
+            status=JobStatus.QUEUED,
+            created_at=time.time(),
+            priority=entry.priority,
+            **fields,
+        )
         pairs = [item for field in record.items() for item in field]
-        arq = arq_entry(self._keys, job_id, kind)
+        fair = fair_context(self._keys, JOB_KINDS[kind].lane, self._fair)
         keys = [self._keys.job(job_id), self._keys.unfinished_jobs(owner)]
-        keys += [*self.uploads.script_keys(job_id), *arq.keys, *self.results.script_keys(owner)]
+        keys += [*self.uploads.script_keys(job_id), *fair.keys, *self.results.script_keys(owner)]
         bound = self.uploads.max_pending_bytes
         has_upload = "1" if upload is not None else ""
         args: list[str | int | float | bytes] = [job_id, self._ttl, max_unfinished, bound]
-        args += [has_upload, upload or b"", self._memory_reserve, *arq.args]
-        args += [max_result_bytes, *pairs]
+        args += [has_upload, upload or b"", self._memory_reserve, max_result_bytes]
+        args += [*entry.args, *fair.args, *pairs]
         if upload is not None and time.monotonic() < self._full_until:
             return "store_full"
         try:

@@ -142,6 +142,29 @@ class Keys:
         """An arq queue (a sorted set of job ids): `questions` or `documents` (queues.py)."""
         return f"{self.prefix}queue:{lane}"
 
+    # The fair-share scheduler's keys, per lane (fair_share.py).
+
+    def waiting_jobs(self, lane: str) -> str:
+        """Hash: every job waiting in a key's list of the lane, and what handing it on needs."""
+        return f"{self.prefix}waiting:{lane}"
+
+    def waiting_ring(self, lane: str, priority: int) -> str:
+        """Sorted set: the keys with jobs of a priority waiting, by their pass."""
+        return f"{self.prefix}waiting-ring:{lane}:{priority}"
+
+    def waiting_list_prefix(self, lane: str) -> str:
+        """Prefix of the sorted sets `<priority>:<key>`: a key's waiting jobs, in order."""
+        return f"{self.prefix}waiting-list:{lane}:"
+
+    def fair_state(self, lane: str) -> str:
+        """Hash: the scheduler's passes, credit and arrival count."""
+        return f"{self.prefix}fair:{lane}"
+
+    def running_prefix(self, lane: str) -> str:
+        """Prefix of the sorted sets `<key>`: a key's jobs handed on and not ended, kept while
+        a per-key running cap applies."""
+        return f"{self.prefix}fair-running:{lane}:"
+
     # arq's keys, fixed by arq.
 
     def arq_job(self, job_id: str) -> str:

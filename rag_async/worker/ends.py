@@ -33,6 +33,7 @@ from rag_async.store.dead_letters import DeadLetters
 from rag_async.store.documents import DocumentRegistry
 from rag_async.store.ending import EndingJobs
 from rag_async.store.events import EventLog
+from rag_async.store.fair_share import FairSettings
 from rag_async.store.jobs import JobEnd, JobStore
 from rag_async.store.keys import Keys
 from rag_async.store.outcomes import JobOutcomes
@@ -68,8 +69,13 @@ class Ends:
         ttl = settings.result_ttl
         uploads = Uploads(redis, keys, settings.max_pending_upload_bytes)
         reserve = settings.valkey_memory_reserve
-        jobs = JobStore(redis, keys, ttl, uploads, memory_reserve=reserve)
-        queue = JobQueue(redis, keys)
+        fair = FairSettings(
+            running_cap=settings.max_running_jobs_per_key,
+            background_share=settings.background_share,
+            dead_after=settings.worker_dead_after,
+        )
+        jobs = JobStore(redis, keys, ttl, uploads, memory_reserve=reserve, fair=fair)
+        queue = JobQueue(redis, keys, fair)
         return cls(
             jobs=jobs,
             events=EventLog(redis, keys, ttl),
@@ -239,7 +245,7 @@ async def requeue(ends: Ends, record: JobRecord) -> None:
             webhook=webhook,
         ),
     )
-    await ends.queue.put(job_id, record.kind)
+    await ends.queue.put(job_id, record.kind, record.owner, record.priority)
     await ends.dead_letters.remove(job_id)
 
 

@@ -42,6 +42,7 @@ class Heartbeat:
         dead_after: float,
         in_progress_ttls: Mapping[Lane, float],
         settle: Callable[[], Awaitable[object]] | None = None,
+        schedule: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         # At least three beats fit in the silence that declares a worker dead, so one late
         # beat (a busy event loop, a Valkey hiccup) never does.
@@ -51,6 +52,7 @@ class Heartbeat:
         self._reaper = DeadWorkerReaper(redis, keys, worker_id, dead_after, in_progress_ttls)
         self._running = running
         self._settle = settle
+        self._schedule = schedule
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -77,6 +79,8 @@ class Heartbeat:
                     await self._running.repair()
                     if self._settle is not None:
                         await self._settle()
+                if self._schedule is not None:
+                    await self._schedule()
                 last_beat = time.monotonic()
             except StoreError as error:  # Valkey away for a moment: the next beat will do
                 log.warning("heartbeat failed", error=str(error))

@@ -46,17 +46,23 @@ async def startup(ctx: WorkerContext) -> None:
         settings.worker_metrics_host, settings.worker_metrics_port
     )
     services = ctx["services"] = await Services.open(settings, ctx["redis"])
+    lanes = ctx.get("lanes", LANES)
+    # The slots this process offers each of its queues: the scheduler fills the room that the
+    # live workers' beats add up to (store/fair_share.py).
+    slots = {lane: lane_slots(settings, lane) for lane in lanes}
     ctx["heartbeat"] = Heartbeat(
         ctx["redis"],
         services.keys,
         services.worker,
-        services.report,
+        lambda: {**services.report(), "slots": slots},
         services.running,
         interval=settings.worker_heartbeat,
         dead_after=settings.worker_dead_after,
         in_progress_ttls={lane: in_progress_ttl(settings, lane) for lane in LANES},
         # Ends left half done by a process that died: given a dead worker's time to finish.
         settle=functools.partial(settle_stale, services.ends, settings.worker_dead_after),
+        # Jobs waiting for room that no job's end handed on (one cancelled before it ran).
+        schedule=functools.partial(services.queue.schedule, lanes),
     )
     ctx["heartbeat"].start()
     log.info(
@@ -83,7 +89,10 @@ async def job_ended(ctx: WorkerContext) -> None:
     # After arq has finished the job (deleted its in-progress key, taken it off its queue), not
     # before: a job with its key set that no job set holds is taken for one a worker died
     # holding (store/workers.py), and would be freed to run again.
-    await ctx["services"].running.discard(ctx["job_id"])
+    services = ctx["services"]
+    await services.running.discard(ctx["job_id"])
+    # Its slot is free: the next waiting job, in fair turn, takes it.
+    await services.queue.schedule(ctx.get("lanes", LANES))
 
 
 async def shutdown(ctx: WorkerContext) -> None:
@@ -143,6 +152,11 @@ def in_progress_ttl(settings: Settings, lane: Lane) -> float:
     return max(function.timeout_s or 0.0 for function in lane_functions(settings, lane)) + 10
 
 
+def lane_slots(settings: Settings, lane: Lane) -> int:
+    """How many jobs of `lane` one worker process runs at once."""
+    return settings.worker_max_jobs if lane == "questions" else settings.worker_max_documents
+
+
 def worker_options(settings: Settings, lane: Lane) -> dict[str, Any]:
     """Everything arq's Worker takes for one queue, built from our one Settings."""
     if not settings.redis_url:
@@ -155,10 +169,10 @@ def worker_options(settings: Settings, lane: Lane) -> dict[str, Any]:
         "on_job_start": job_started,
         "on_job_end": job_ending,
         "after_job_end": job_ended,
-        "ctx": {"settings": settings},
+        "ctx": {"settings": settings, "lanes": (lane,)},
         "redis_settings": arq_cli_settings(settings.redis_url),
         "queue_name": Keys(settings.key_prefix).queue(lane),
-        "max_jobs": settings.worker_max_jobs if questions else settings.worker_max_documents,
+        "max_jobs": lane_slots(settings, lane),
         "job_completion_wait": settings.worker_shutdown_grace,
         "allow_abort_jobs": True,  # DELETE /jobs/{id} of a running job
         "poll_delay": settings.worker_poll_delay
@@ -205,7 +219,7 @@ class WorkerProcess:
             raise ValueError("RAG_REDIS_URL is not set: the worker needs a Redis/Valkey server")
         self.settings = settings
         self.lanes = lanes
-        self.ctx: dict[str, Any] = {"settings": settings}
+        self.ctx: dict[str, Any] = {"settings": settings, "lanes": lanes}
         self.workers: list[RagWorker] = []
         self._stop_asked = asyncio.Event()
 

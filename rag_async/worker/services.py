@@ -28,6 +28,7 @@ from rag_async.store.conversations import Conversations
 from rag_async.store.documents import DocumentRegistry
 from rag_async.store.keys import Keys
 from rag_async.store.pool import Connection
+from rag_async.store.queue import Lane
 from rag_async.store.workers import RunningJobs
 from rag_async.webhooks import Courier
 from rag_async.worker.ends import Ends, HoldsEnds
@@ -171,6 +172,7 @@ class WorkerContext(TypedDict, total=False):
 
     redis: Connection
     settings: Settings
+    lanes: tuple[Lane, ...]  # the queues this process serves
     services: Services
     heartbeat: Heartbeat
     metrics_server: ProcessMetricsServer | None

@@ -31,6 +31,7 @@ from rag_async.domain.identity import Principal
 from rag_async.domain.job import JobRecord, JobStatus
 from rag_async.domain.schemas import ErrorBody
 from rag_async.store.conversations import Turn
+from rag_async.store.fair_share import Priority
 from rag_async.worker.ends import cancel
 
 router = APIRouter(prefix="/v1", tags=["openai"])
@@ -56,7 +57,9 @@ async def create_response(
     by id). `stream: true`: its events as they come. Neither: the completed response. The
     answer runs on a worker either way: a client that leaves loses nothing."""
     question = await _question(state, caller, body)
-    submission = Submission(state, request, caller)
+    # A background response is nobody's wait: interactive questions go first (fair_share.py).
+    priority: Priority = "background" if body.background else "interactive"
+    submission = Submission(state, request, caller, priority=priority)
     if body.background:
         job_id = await submit_question(submission, question, idempotency_key)
         record = await owned_answer(state, caller, job_id)
