@@ -94,11 +94,11 @@ return n
 """
 )
 
-# A queued job cancelled in one step: taken off arq's queue (queue.py), its `cancelled` event
-# and record fields, its end in the ending set; or nothing at all, when a worker holds it, it
-# is no longer queued, or it has ended (its outcome written). KEYS: job hash, event stream,
-# live channel, the ending set, then `queue.take_off_keys`. ARGV: job id, payload, ttl, then
-# field/value pairs. Returns the event's id, or 0.
+# A queued job cancelled in one step: taken out of its waiting list or off arq's queue
+# (queue.py), its `cancelled` event and record fields, its end in the ending set; or nothing at
+# all, when a worker holds it, it is no longer queued, or it has ended (its outcome written).
+# KEYS: job hash, event stream, live channel, the ending set, then `queue.take_off_keys` (to
+# the end). ARGV: job id, payload, ttl, then field/value pairs. Returns the event's id, or 0.
 _CANCEL_QUEUED = (
     LUA
     + ENDING_LUA
@@ -107,7 +107,7 @@ _CANCEL_QUEUED = (
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local outcome = redis.call('HGET', KEYS[1], 'outcome')
 if outcome and outcome ~= '' then return 0 end
-if not arq_take_off({KEYS[5], KEYS[6], KEYS[7]}, ARGV[1]) then return 0 end
+if not arq_take_off({unpack(KEYS, 5)}, ARGV[1]) then return 0 end
 local n = events_append({KEYS[1], KEYS[2], KEYS[3]}, ARGV[2], ARGV[3], '0', '', {unpack(ARGV, 4)})
 ending_add(KEYS[4], ARGV[1], n)
 return n

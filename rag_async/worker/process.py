@@ -91,8 +91,12 @@ async def job_ended(ctx: WorkerContext) -> None:
     # holding (store/workers.py), and would be freed to run again.
     services = ctx["services"]
     await services.running.discard(ctx["job_id"])
-    # Its slot is free: the next waiting job, in fair turn, takes it.
-    await services.queue.schedule(ctx.get("lanes", LANES))
+    # Its slot is free: the next waiting job, in fair turn, takes it. If Valkey cannot be told
+    # now, the next heartbeat hands it on.
+    try:
+        await services.queue.schedule(ctx.get("lanes", LANES))
+    except StoreError as error:
+        log.warning("could not hand on waiting jobs", error=str(error))
 
 
 async def shutdown(ctx: WorkerContext) -> None:
