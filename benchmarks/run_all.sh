@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every benchmark in docs/benchmarks.md, in one run (about 45 minutes on 2 cores).
+# Every benchmark in docs/benchmarks.md, in one run (about 50 minutes on 2 cores).
 # Run it on a quiet machine: the service, the test LLM and the load share the cores.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -14,6 +14,7 @@ echo "== load: the old store, local mode";  $PY load.py -c 50 --store local
 echo "== load: inline on the old store";    $PY load.py -c 50 --inline --store local
 echo "== load: async, 1 worker, no corpus"; $PY load.py -c 50 --corpus none
 echo "== poll delay";                     $PY poll_delay.py
+echo "== fair share between keys";       $PY fairness.py
 echo "== faults (docs/reliability.md)";  $PY reliability.py || echo "!! a job was lost, done twice or a document mixed"
 # These two need Debian's python3.11-doc (the 530 pages under /usr/share/doc/python3.11/html).
 if [ -d /usr/share/doc/python3.11/html ]; then
