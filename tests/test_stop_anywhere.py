@@ -16,11 +16,14 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from redis.asyncio import Redis
 
 from rag_async.client.api import RagClient
 from rag_async.config import Settings
 from rag_async.local.valkey import free_port
-from tests.conftest import cli_env, rag_async_command
+from rag_async.store.keys import Keys
+from rag_async.worker.ends import Ends
+from tests.conftest import cli_env, rag_async_command, running_stack, running_worker
 from tests.support.openai_server import expected_answer
 from tests.support.processes import Proc, started
 
@@ -212,3 +215,27 @@ async def test_a_queued_job_cancelled_on_another_api_never_runs(
 
 async def _holding(llm: Any, requests_before: int) -> bool:
     return bool(llm.stats.chat_requests > requests_before and llm.stats.active_streams == 1)
+
+
+async def test_a_cancel_that_arq_reads_before_the_job_starts_still_ends_it(
+    settings: Settings, llm: Any
+) -> None:
+    """The cancel of a job a worker has just taken (its in-progress key set, its function not
+    called yet) is arq's abort, and arq may read it before starting the job: it then drops
+    the run without calling the job's function. The job still ends, cancelled, and its
+    stream with it. Here the worker finds what that cancel wrote before it takes the job."""
+    requests_before = llm.stats.chat_requests
+    async with running_stack(settings, with_worker=False) as stack:
+        job_id = (await stack.client.ask("tea?"))["job_id"]
+        async with Redis.from_url(settings.redis_url or "") as redis:
+            ends = Ends.open(redis, Keys(settings.key_prefix), settings)
+            # What `ends.cancel` writes when the job is no longer waiting: asked, then aborted.
+            await ends.jobs.request_cancel(job_id)
+            await ends.queue.abort(job_id)
+            async with running_worker(settings):
+                async with asyncio.timeout(30):
+                    events = [event.type async for event in stack.client.follow(job_id)]
+        assert events == ["cancelled"]
+        view = await stack.client.job(job_id)
+        assert view["status"] == "cancelled" and view["attempt"] == 0, view
+        assert llm.stats.chat_requests == requests_before  # it never ran
