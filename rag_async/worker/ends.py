@@ -14,6 +14,7 @@ a provider: the API imports it without the worker's clients.
 
     cancel ── waiting in its queue ── one step: taken off, `cancelled` event, ending ──► ended
           └── running ─────────────── asked of its worker ────────► its lifecycle ends it
+                                      (dropped by arq before it started: `cancel_dropped`)
     requeue ── counted, tries reset, reopened, `requeued` event, queued; the dead letter cleared
 """
 
@@ -32,7 +33,7 @@ from rag_async.domain.job import Ending, JobRecord, JobStatus, WebhookDelivery, 
 from rag_async.store.dead_letters import DeadLetters
 from rag_async.store.documents import DocumentRegistry
 from rag_async.store.ending import EndingJobs
-from rag_async.store.events import EventLog
+from rag_async.store.events import EventLog, Superseded
 from rag_async.store.fair_share import FairSettings
 from rag_async.store.jobs import JobEnd, JobStore
 from rag_async.store.keys import Keys
@@ -219,6 +220,25 @@ async def cancel_waiting(ends: Ends, record: JobRecord) -> int:
         status=JobStatus.CANCELLED, stage="cancelled", finished_at=time.time(), outcome="cancelled"
     )
     return await ends.events.cancel_queued(record.job_id, record.kind, CANCELLED_WAITING, fields)
+
+
+async def cancel_dropped(ends: Ends, job_id: str) -> None:
+    """End, cancelled, a job whose run arq dropped before calling its function because a
+    cancel was asked: the API found the job just taken by a worker (its in-progress key set)
+    and asked arq to abort it, and arq read the abort before starting it ("aborted before
+    start"). No attempt ran, so none will end it. Nothing for a job that has ended or whose
+    cancel was not asked."""
+    record = await ends.jobs.get(job_id)
+    if record is None or record.status.ended or not record.cancel_requested:
+        return
+    fields = record_fields(
+        status=JobStatus.CANCELLED, stage="cancelled", finished_at=time.time(), outcome="cancelled"
+    )
+    try:
+        event_id = await ends.events.append(job_id, CANCELLED_WAITING, fields)
+    except Superseded:
+        return  # it ended meanwhile, and that end is another's
+    await ended(ends, record, "cancelled", CANCELLED_WAITING.message, event_id=event_id)
 
 
 async def requeue(ends: Ends, record: JobRecord) -> None:

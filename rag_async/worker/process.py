@@ -29,7 +29,7 @@ from rag_async.store.pool import arq_cli_settings, connect_redis
 from rag_async.store.queue import EARLIER_NAMES, JOB_KINDS, LANES, Lane
 from rag_async.store.webhooks import DELIVERY_FUNCTION
 from rag_async.tracing import setup_tracing
-from rag_async.worker.ends import settle_stale
+from rag_async.worker.ends import cancel_dropped, settle_stale
 from rag_async.worker.heartbeat import Heartbeat
 from rag_async.worker.jobs import JOBS, Services, WorkerContext, deliver_webhook, job_function
 from rag_async.worker.jobs.webhook import lost_runs_limit
@@ -189,7 +189,8 @@ def worker_options(settings: Settings, lane: Lane) -> dict[str, Any]:
 
 
 class RagWorker(Worker):
-    """arq's Worker, without re-checking the jobs it is already running at every poll.
+    """arq's Worker, without re-checking the jobs it is already running at every poll, and
+    ending a cancelled job whose run it dropped before starting it.
 
     A running job stays in arq's queue until it ends, and each poll reads the queue's ids and
     spends three Redis round trips per id to learn whether it is running somewhere. The jobs
@@ -207,6 +208,19 @@ class RagWorker(Worker):
                 if (task := running.get(job_id.decode())) is None or task.done()
             ]
         )
+
+    async def finish_failed_job(self, job_id: str, result_data: bytes | None) -> None:
+        """arq drops a run without calling its function when it reads the job's abort
+        before starting it: a cancel that found the job just taken by this worker. No
+        attempt will end that job, so it ends here, cancelled, as its attempt would have."""
+        await super().finish_failed_job(job_id, result_data)
+        services: Services | None = self.ctx.get("services")
+        if services is None:
+            return
+        try:
+            await cancel_dropped(services.ends, job_id)
+        except Exception:  # a Redis blip, say: arq's run loop must go on
+            log.exception("could not end a job whose run was dropped", job_id=job_id)
 
 
 class WorkerProcess:
