@@ -152,6 +152,7 @@ async def test_a_queued_cancel_is_one_step(settings: Settings) -> None:
         for job_id in job_ids:
             assert await ends.jobs.create(job_id, "answer", {"query": "tea?"}) == "created"
         queue = JobQueue(watcher, keys).name("answer")
+        waiting = keys.waiting_jobs("questions")  # no worker: the jobs wait their turn there
         records = [await ends.jobs.get(job_id) for job_id in job_ids]
         cancelling = asyncio.gather(*(cancel(ends, r) for r in records if r is not None))
         stranded: set[str] = set()
@@ -159,15 +160,18 @@ async def test_a_queued_cancel_is_one_step(settings: Settings) -> None:
             async with watcher.pipeline(transaction=True) as snapshot:
                 for job_id in job_ids:
                     snapshot.zscore(queue, job_id)
+                    snapshot.hexists(waiting, job_id)
                     snapshot.hget(keys.job(job_id), "status")
                 seen = await snapshot.execute()
-            for job_id, score, status in zip(job_ids, seen[::2], seen[1::2], strict=True):
-                if score is None and status == b"queued":
+            for job_id, score, waits, status in zip(
+                job_ids, seen[::3], seen[1::3], seen[2::3], strict=True
+            ):
+                if score is None and not waits and status == b"queued":
                     stranded.add(job_id)
             await asyncio.sleep(0)
         assert await cancelling == ["cancelled"] * jobs_count
         assert stranded == set()
-        assert await redis.zcard(queue) == 0
+        assert await redis.zcard(queue) == await redis.hlen(waiting) == 0
         assert await redis.hget(keys.job_outcomes, "answer:cancelled") == str(jobs_count).encode()
 
 

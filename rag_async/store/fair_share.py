@@ -11,8 +11,10 @@ Per lane (store/queue.py), in Valkey:
 - one hash of every waiting job: its key, priority, weight, when it came and arq's payload for
   it; and the scheduler's state (each priority's pass, the background's credit).
 
-The scheduling step (`fair_schedule`, one Lua script) runs when a job is created, when a job
-ends and at each worker heartbeat. It counts the room on arq's queue (the slots that the live
+A new job goes straight to arq's queue when no job waits and the workers have room (a service
+that keeps up never fills the lists: `fair_put`). Else it waits, and the scheduling step
+(`fair_schedule`, one Lua script) runs when a job is created, when a job ends and at each
+worker heartbeat. It counts the room on arq's queue (the slots that the live
 workers' heartbeats report, less the jobs due there, running or about to be) and fills it. A
 per-key running cap (`max_running_jobs_per_key`) skips a key whose jobs already hold that many
 slots; its jobs wait for one of them to end.
@@ -69,11 +71,11 @@ end
 
 -- Put a job in its key's waiting list (once: a job already waiting is left as it is).
 local function fair_add(f, id, key, class, weight, payload)
-  if redis.call('HEXISTS', f.jobs, id) == 1 then return false end
   local now = fair_now_ms()
-  local seq = redis.call('HINCRBY', f.state, 'seq', 1)
-  redis.call('HSET', f.jobs, id, cjson.encode({key, class, weight, now, payload}))
-  redis.call('ZADD', fair_list(f, class, key), seq, id)
+  if redis.call('HSETNX', f.jobs, id, cjson.encode({key, class, weight, now, payload})) == 0 then
+    return false
+  end
+  redis.call('ZADD', fair_list(f, class, key), redis.call('HINCRBY', f.state, 'seq', 1), id)
   local ring = f.rings[class + 1]
   if not redis.call('ZSCORE', ring, key) then
     redis.call('ZADD', ring, redis.call('HGET', f.state, 'pass' .. class) or 0, key)
@@ -127,9 +129,21 @@ local function fair_pick(f, class)
   return nil
 end
 
+-- Put a job on arq's queue, as held by its key (for the running cap); false if arq has it.
+local function fair_hand_on(f, id, key, payload, now)
+  local q = {f.arq_job .. id, f.arq_result .. id, f.queue}
+  if arq_taken(q) then return false end
+  arq_enqueue(q, {id, payload, now, f.expires})
+  if f.cap > 0 then
+    redis.call('ZADD', f.running .. key, now, id)
+    redis.call('PEXPIRE', f.running .. key, f.expires)
+  end
+  return true
+end
+
 -- Hand waiting jobs to arq's queue while the workers have room. Returns how many.
 local function fair_schedule(f)
-  if redis.call('ZCARD', f.rings[1]) + redis.call('ZCARD', f.rings[2]) == 0 then return 0 end
+  if redis.call('EXISTS', f.rings[1], f.rings[2]) == 0 then return 0 end
   local now, now_s = fair_now_ms()
   local room = fair_capacity(f, now_s) - redis.call('ZCOUNT', f.queue, '-inf', now)
   local sent = 0
@@ -169,19 +183,29 @@ local function fair_schedule(f)
       else
         redis.call('HSET', f.state, 'credit', 0)
       end
-      local q = {f.arq_job .. id, f.arq_result .. id, f.queue}
-      if not arq_taken(q) then
-        arq_enqueue(q, {id, e[5], now, f.expires})
+      if fair_hand_on(f, id, key, e[5], now) then
         room = room - 1
         sent = sent + 1
-        if f.cap > 0 then
-          redis.call('ZADD', f.running .. key, now, id)
-          redis.call('PEXPIRE', f.running .. key, f.expires)
-        end
       end
     end
   end
   return sent
+end
+
+-- Put a new job in line: straight on arq's queue when no job waits and the workers have room
+-- (every job, on a service that keeps up), else in its key's list, whence the scheduler hands
+-- it on in turn. False if it waits already, or arq has it.
+local function fair_put(f, id, key, class, weight, payload)
+  if redis.call('EXISTS', f.rings[1], f.rings[2]) == 0 then
+    local now, now_s = fair_now_ms()
+    if fair_capacity(f, now_s) > redis.call('ZCOUNT', f.queue, '-inf', now)
+      and (f.cap <= 0 or fair_running(f, key) < f.cap) then
+      return fair_hand_on(f, id, key, payload, now)
+    end
+  end
+  if not fair_add(f, id, key, class, weight, payload) then return false end
+  fair_schedule(f)
+  return true
 end
 
 -- How many of a priority's waiting jobs go before the job `e` (which waits `rank` places into

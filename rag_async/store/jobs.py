@@ -101,8 +101,7 @@ results_add(r, ARGV[1], bytes, ttl, now)
 if upload then uploads_keep(u, ARGV[1], ARGV[6], ttl, now) end
 redis.call('ZADD', KEYS[2], now, ARGV[1])
 local f = fair_of({unpack(KEYS, 7, 12)}, {unpack(ARGV, 14, 24)})
-fair_add(f, ARGV[9], ARGV[10], tonumber(ARGV[11]), tonumber(ARGV[12]), ARGV[13])
-fair_schedule(f)
+fair_put(f, ARGV[9], ARGV[10], tonumber(ARGV[11]), tonumber(ARGV[12]), ARGV[13])
 return 'created'
 """
 )

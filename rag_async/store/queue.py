@@ -99,9 +99,8 @@ _PUT = (
 local f = fair_of(KEYS, ARGV)
 if arq_taken({KEYS[7], KEYS[8]}) then return 0 end
 local a = {unpack(ARGV, 12)}
-if not fair_add(f, a[1], a[2], tonumber(a[3]), tonumber(a[4]), a[5]) then return 0 end
-fair_schedule(f)
-return 1
+if fair_put(f, a[1], a[2], tonumber(a[3]), tonumber(a[4]), a[5]) then return 1 end
+return 0
 """
 )
 
@@ -163,7 +162,7 @@ def fair_context(keys: Keys, lane: Lane, fair: FairSettings) -> FairContext:
 
 @dataclass(frozen=True, slots=True)
 class Waiting:
-    """A job to wait in its key's list, as `fair_add` takes it."""
+    """A job to put in line, as `fair_put` takes it."""
 
     job_id: str
     owner: str  # the key whose share it is ("" the local user of an instance without keys)

@@ -259,7 +259,9 @@ class WorkerProcess:
                 options = worker_options(settings, lane)
                 for shared in ("on_startup", "on_shutdown", "redis_settings"):
                     del options[shared]  # done once for the process, here
-                options |= {"ctx": self.ctx, "redis_pool": redis, "handle_signals": False}
+                # The process's clients, and the worker's own queue for the hooks of its jobs.
+                ctx = {**self.ctx, "lanes": (lane,)}
+                options |= {"ctx": ctx, "redis_pool": redis, "handle_signals": False}
                 self.workers.append(RagWorker(**options))
             await self._run_until_stopped()
         finally:
