@@ -26,6 +26,7 @@ from rag_async.config import Settings
 from rag_async.domain.schemas import ErrorBody
 from rag_async.local.valkey import EmbeddedValkey, free_port
 from rag_async.store.keys import Keys
+from rag_async.store.queue import JobQueue
 from tests.conftest import (
     REPO,
     Stack,
@@ -62,7 +63,8 @@ async def keys_written(settings: Settings) -> tuple[int, list[bytes]]:
     """The queue's depth, and every key under the deployment's prefix."""
     redis = Redis.from_url(settings.redis_url or "")
     try:
-        depth = await redis.zcard(Keys(settings.key_prefix).queue("questions"))
+        # Waiting in a key's list or on arq's queue.
+        depth = await JobQueue(redis, Keys(settings.key_prefix)).size("answer")
         keys = [key async for key in redis.scan_iter(match=f"{settings.key_prefix}*")]
     finally:
         await redis.aclose()

@@ -22,6 +22,7 @@ from redis.asyncio import Redis
 from rag_async.api.browser import allowed_hosts
 from rag_async.config import Settings
 from rag_async.store.keys import Keys
+from rag_async.store.queue import JobQueue
 from tests.conftest import running_api
 
 UNKNOWN_JOB = "0123456789abcdef" * 2
@@ -42,7 +43,8 @@ async def queued(settings: Settings) -> int:
     keys = Keys(settings.key_prefix)
     redis = Redis.from_url(settings.redis_url or "")
     try:
-        return sum([await redis.zcard(keys.queue(lane)) for lane in ("questions", "documents")])
+        queue = JobQueue(redis, keys)  # waiting in a key's list or on arq's queue
+        return await queue.size("answer") + await queue.size("ingest")
     finally:
         await redis.aclose()
 

@@ -57,25 +57,16 @@ async def enqueue(
     The per-key limit sits below the queue's, so one key flooding the queue is refused before
     it fills the queue for everybody; the job then waits in its key's list, and the keys with
     jobs waiting take turns at the workers (store/fair_share.py)."""
-    state, request = submission.state, submission.request
+    state, caller = submission.state, submission.caller
     webhook = webhook_fields(state.settings, submission.webhook_url)  # 400 before all else
-    depth = await state.queue.size(kind)
-    if depth >= state.settings.max_queue_depth:
-        raise Overloaded(
-            f"the queue holds {depth} jobs, more than this service takes on; retry shortly",
-            retry_after=5,
-        )
-    caller = submission.caller
+    await _shed_when_deep(state, kind)
     held = held_to_quotas(caller)
     limit = state.settings.max_unfinished_jobs_per_key if held else 0
     result_bytes = state.settings.max_result_bytes_per_key if held else 0
-    fields = {**fields, **webhook, "request_id": request_id(request, job_id), "owner": caller.name}
-    if traceparent := traceparent_for_job(request.headers.get("traceparent")):
-        fields["traceparent"] = traceparent  # the worker's spans join the request's trace
     created = await state.jobs.create(
         job_id,
         kind,
-        fields,
+        {**fields, **webhook, **_request_fields(submission, job_id)},
         upload=upload,
         max_unfinished=limit,
         max_result_bytes=result_bytes,
@@ -92,6 +83,25 @@ async def enqueue(
         )
     if created != "created":
         raise _refusal(created, state, limit)
+
+
+async def _shed_when_deep(state: AppState, kind: Kind) -> None:
+    """429 when the queue of `kind` holds as many jobs as this service takes on."""
+    depth = await state.queue.size(kind)
+    if depth >= state.settings.max_queue_depth:
+        raise Overloaded(
+            f"the queue holds {depth} jobs, more than this service takes on; retry shortly",
+            retry_after=5,
+        )
+
+
+def _request_fields(submission: Submission, job_id: str) -> dict[str, str]:
+    """What a job keeps of the request that submitted it: its id, its owner, its trace."""
+    request = submission.request
+    fields = {"request_id": request_id(request, job_id), "owner": submission.caller.name}
+    if traceparent := traceparent_for_job(request.headers.get("traceparent")):
+        fields["traceparent"] = traceparent  # the worker's spans join the request's trace
+    return fields
 
 
 def _refusal(why: Created, state: AppState, limit: int) -> RagError:

@@ -118,9 +118,12 @@ local function fair_running(f, key)
   return n
 end
 
--- The key of a priority to serve next, and its pass: the lowest pass below its running cap.
+-- The key of a priority to serve next, and its pass: the lowest pass below its running cap
+-- (without a cap, the lowest pass: one read).
 local function fair_pick(f, class)
-  local ring = redis.call('ZRANGE', f.rings[class + 1], 0, f.scan - 1, 'WITHSCORES')
+  local last = 0
+  if f.cap > 0 then last = f.scan - 1 end
+  local ring = redis.call('ZRANGE', f.rings[class + 1], 0, last, 'WITHSCORES')
   for i = 1, #ring, 2 do
     if f.cap <= 0 or fair_running(f, ring[i]) < f.cap then
       return ring[i], tonumber(ring[i + 1])

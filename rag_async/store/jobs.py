@@ -239,12 +239,9 @@ class JobStore:
         Raises `StoreFull`, having written nothing, when Valkey is at its memory limit."""
         owner = fields.get("owner", "")
         entry = waiting(job_id, kind, owner, priority, weight)
+        status, now = JobStatus.QUEUED, time.time()
         record = record_fields(
-            kind=kind,
-            status=JobStatus.QUEUED,
-            created_at=time.time(),
-            priority=entry.priority,
-            **fields,
+            kind=kind, status=status, created_at=now, priority=entry.priority, **fields
         )
         pairs = [item for field in record.items() for item in field]
         fair = fair_context(self._keys, JOB_KINDS[kind].lane, self._fair)
@@ -257,8 +254,14 @@ class JobStore:
         args += [*entry.args, *fair.args, *pairs]
         if upload is not None and time.monotonic() < self._full_until:
             return "store_full"
+        return await self._run_create(keys, args, sends_upload=upload is not None)
+
+    async def _run_create(
+        self, keys: list[str], args: list[str | int | float | bytes], *, sends_upload: bool
+    ) -> Created:
+        """`_CREATE`, an upload's one at a time; Valkey at its memory limit is `StoreFull`."""
         try:
-            if upload is None:
+            if not sends_upload:
                 created = await self._create(keys=keys, args=args)
             else:
                 async with self._sending_upload:
