@@ -42,10 +42,14 @@ def checked_query(text: str, limit: int) -> str:
 
 
 async def submit_question(
-    submission: Submission, question: Question, idempotency_key: str | None
+    submission: Submission,
+    question: Question,
+    idempotency_key: str | None,
+    job_id: str | None = None,
 ) -> str:
     """Queue the question's answer job (or find the one its Idempotency-Key stands for) and
-    return its id. The history kept is the latest that fits the prompt's budget."""
+    return its id (`job_id`, when the caller chose it). The history kept is the latest that
+    fits the prompt's budget."""
     state, caller = submission.state, submission.caller
     query = checked_query(question.text, state.settings.max_query_chars)
     collection = caller.collection(question.collection or state.settings.default_collection)
@@ -56,7 +60,7 @@ async def submit_question(
         context = record_fields(history=history, conversation_id=question.conversation_id)
         fields.update(context)
         fingerprint += "\x00" + orjson.dumps(context).decode()
-    job_id = new_job_id()
+    job_id = job_id or new_job_id()
 
     async def create() -> None:
         await enqueue(submission, job_id, "answer", fields)

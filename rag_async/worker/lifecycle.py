@@ -6,6 +6,7 @@ happens here, once:
     load the record ─── gone or ended ──────────────────────────────► nothing (at-least-once)
     tries used up by lost workers ──────────────────────────────────► dead letter
     a provider it needs is known to be down ────────────────────────► defer, no try spent
+    it must wait for another job (a conversation's earlier question) ► defer, no try spent
     start the attempt (one Lua step; refused once the job has ended) ► nothing
     status event: first stage, attempt n; logs bound to job_id, request_id, attempt
     the work, within the kind's time limit
@@ -126,6 +127,9 @@ class JobSpec:
     first_stage: Callable[[Services], str]
     # The providers whose breakers must be closed before an attempt starts.
     providers: Callable[[Services], Iterable[str]]
+    # Seconds to defer the job for (no try spent, no attempt started) while it must wait for
+    # another job to end; None when it may start.
+    waits: Callable[[Services, JobRecord], Awaitable[float | None]] | None = None
 
 
 JobFunction = Callable[[WorkerContext, str], Awaitable[None]]
@@ -174,6 +178,10 @@ async def _run(
     except BreakerOpen as error:
         await _settle(Run(services, record, record.attempt), error, job_try, max_tries)
         raise  # not reached: a deferral raises arq's Retry
+    if spec.waits is not None and (delay := await spec.waits(services, record)) is not None:
+        await services.queue.take_back_try(record.job_id)
+        log.debug("job waits for another to end, deferred", defer=delay)
+        raise Retry(defer=delay)
     with tracing.span("valkey.start_attempt", attributes=_VALKEY):
         attempt = await services.jobs.start_attempt(record.job_id)
     if not attempt:
