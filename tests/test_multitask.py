@@ -1,15 +1,18 @@
 """A conversation's second message while the first is still answering (double-texting): the
-`multitask` choice of POST /chat (reject, enqueue, interrupt, rollback), against the real app,
-worker, Valkey and the test LLM server streaming slowly, so that the first is still answering
-when the second is asked."""
+`multitask` choice of POST /chat and POST /v1/responses (reject, enqueue, interrupt, rollback),
+against the real app, worker, Valkey and the test LLM server streaming slowly, so that the
+first is still answering when the second is asked."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import httpx
+import openai
+import pytest
 from redis.asyncio import Redis
 
+from rag_async.api.openai_compat.wire import RESPONSE_PREFIX
 from rag_async.domain.identity import LOCAL
 from rag_async.store.conversations import Conversations
 from rag_async.store.keys import Keys
@@ -141,3 +144,93 @@ async def test_a_question_whose_job_is_gone_blocks_nobody(stack: Stack) -> None:
         asked = await _ask(stack, {"query": FIRST, "conversation_id": "orphan"})
         assert await _last_event(stack, asked["job_id"]) == "done"
         assert (await conversations.get("orphan")).answering == []  # type: ignore[union-attr]
+
+
+# /v1/responses: `multitask` sent with the openai SDK's `extra_body`, on a response that
+# continues one still answering (`previous_response_id`) or a conversation (`conversation`).
+
+
+def _job_id(response_id: str) -> str:
+    return response_id.removeprefix(RESPONSE_PREFIX)
+
+
+async def test_v1_a_follow_up_of_a_response_still_answering(stack: Stack, llm: Any) -> None:
+    await ingest(stack)
+    _slow(llm)
+    async with openai.AsyncOpenAI(base_url=f"{stack.base_url}/v1", api_key="x") as client:
+        first = await client.responses.create(input=FIRST, background=True)
+        with pytest.raises(openai.ConflictError) as refused:
+            await client.responses.create(
+                input=SECOND, previous_response_id=first.id, extra_body={"multitask": "reject"}
+            )
+        assert refused.value.code == "conversation_busy"
+        assert _job_id(first.id) in refused.value.message
+
+        # enqueue (the default): it waits for the first, and its prompt has the whole answer.
+        second = await client.responses.create(input=SECOND, previous_response_id=first.id)
+        assert second.status == "completed"
+        done = await client.responses.retrieve(first.id)
+        assert done.status == "completed"
+        assert _spoken(llm)[:2] == [("user", FIRST), ("assistant", done.output_text)]
+
+        # interrupt: the third cuts the fourth short, and leans on what it had said.
+        third = await client.responses.create(
+            input="Why?", previous_response_id=second.id, background=True
+        )
+        await _streaming(stack, _job_id(third.id))
+        fourth = await client.responses.create(
+            input="Really?", previous_response_id=third.id, extra_body={"multitask": "interrupt"}
+        )
+        assert fourth.status == "completed"
+        assert (await client.responses.retrieve(third.id)).status == "cancelled"
+        spoken = _spoken(llm)
+        assert [text for role, text in spoken[:6:2]] == [FIRST, SECOND, "Why?"]
+        partial = spoken[5][1]
+        assert spoken[5][0] == "assistant" and partial, spoken
+        assert expected_answer(SLOW_TOKENS).startswith(partial) and partial != done.output_text
+
+        # rollback: the fifth is cancelled and nothing of it is in the sixth's prompt.
+        fifth = await client.responses.create(
+            input="Sure?", previous_response_id=fourth.id, background=True
+        )
+        await _streaming(stack, _job_id(fifth.id))
+        sixth = await client.responses.create(
+            input="Well?", previous_response_id=fifth.id, extra_body={"multitask": "rollback"}
+        )
+        assert sixth.status == "completed"
+        assert (await client.responses.retrieve(fifth.id)).status == "cancelled"
+        asked = [text for role, text in _spoken(llm) if role == "user"]
+        assert "Sure?" not in " ".join(asked[:-1]) and asked[-1].endswith("Question: Well?")
+        assert asked[:-1] == [FIRST, SECOND, "Why?", "Really?"]
+
+
+async def test_v1_conversation_interrupt(stack: Stack, llm: Any) -> None:
+    await ingest(stack)
+    _slow(llm)
+    first = await _ask(stack, {"query": FIRST, "conversation_id": "both"})
+    await _streaming(stack, first["job_id"])
+    async with openai.AsyncOpenAI(base_url=f"{stack.base_url}/v1", api_key="x") as client:
+        second = await client.responses.create(
+            input=SECOND, extra_body={"conversation": "both", "multitask": "interrupt"}
+        )
+    assert second.status == "completed"
+    assert second.conversation is not None and second.conversation.id == "both"
+    turns = (await _conversation(stack, "both"))["turns"]
+    assert [(t["question"], t["interrupted"]) for t in turns] == [(FIRST, True), (SECOND, False)]
+    assert _spoken(llm)[:2] == [("user", FIRST), ("assistant", turns[0]["answer"])]
+
+
+async def test_a_question_cancelled_while_it_waits_frees_the_conversation(
+    stack: Stack, llm: Any
+) -> None:
+    await ingest(stack)
+    _slow(llm)
+    first = await _ask(stack, {"query": FIRST, "conversation_id": "gone"})
+    second = await _ask(stack, {"query": SECOND, "conversation_id": "gone"})
+    await _streaming(stack, first["job_id"])
+    assert (await stack.client.cancel(second["job_id"]))["status"] in ("cancelled", "cancelling")
+    assert await _last_event(stack, second["job_id"]) == "cancelled"
+    assert await _last_event(stack, first["job_id"]) == "done"
+    conversation = await _conversation(stack, "gone")
+    assert [t["question"] for t in conversation["turns"]] == [FIRST]
+    assert conversation["answering"] == []

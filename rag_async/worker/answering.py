@@ -23,9 +23,11 @@ import time
 from collections.abc import Sequence
 
 from rag_async.domain.errors import Conflict
-from rag_async.domain.job import JobRecord
+from rag_async.domain.events import decode_event
+from rag_async.domain.job import JobRecord, JobStatus
 from rag_async.domain.schemas import Multitask
-from rag_async.store.conversations import Mark
+from rag_async.domain.transcript import Transcript
+from rag_async.store.conversations import Mark, Turn
 from rag_async.worker.ends import Ends, cancel
 
 # How often a question waiting for the one before it looks again (worker/lifecycle.py defers
@@ -80,9 +82,42 @@ async def stop_earlier(
             await cancel(ends, record)
 
 
+def refuse_if_follows_busy(previous: JobRecord, multitask: Multitask) -> None:
+    """`multitask: reject` of a /v1 response that follows one still answering: 409."""
+    if multitask == "reject":
+        raise ConversationBusy(
+            f"response {previous.job_id} is still answering: ask again when it has ended, or "
+            "send multitask 'enqueue', 'interrupt' or 'rollback'"
+        )
+
+
 async def waits_for_earlier(ends: Ends, record: JobRecord, *, grace: float) -> bool:
-    """Whether the question of `record` must wait for an earlier one of its conversation."""
+    """Whether the question of `record` must wait for an earlier one: of its conversation,
+    or the /v1 response it follows."""
+    if record.follows is not None:
+        followed = await ends.jobs.get(record.follows)
+        return followed is not None and not followed.status.ended
     if record.conversation_id is None:
         return False
     before = await ends.conversations.answering_before(record.conversation_id, record.job_id)
     return bool(await still_answering(ends, record.conversation_id, before, grace=grace))
+
+
+async def followed_turns(ends: Ends, record: JobRecord) -> list[Turn]:
+    """The turns before a /v1 response asked while the one it follows was still answering,
+    read once that one has ended: its own history, then its turn (whole if it completed, what
+    it had streamed if this one interrupted it, none if rolled back, failed or cancelled by
+    someone else), then the turns this one was given."""
+    followed = await ends.jobs.get(record.follows) if record.follows else None
+    if followed is None:
+        return record.history
+    turns = list(followed.history)
+    question = followed.query or ""
+    if followed.status is JobStatus.COMPLETE:
+        turns.append(Turn(question=question, answer=followed.answer or ""))
+    elif followed.status is JobStatus.CANCELLED and record.multitask == "interrupt":
+        transcript = Transcript()
+        for event in await ends.events.replay(followed.job_id):
+            transcript.apply(decode_event(event.data))
+        turns.append(Turn(question=question, answer=transcript.text))
+    return [*turns, *record.history]

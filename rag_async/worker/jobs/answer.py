@@ -14,7 +14,7 @@ from rag_async.providers.llm import screen
 from rag_async.providers.retrieval import LexicalEncoder
 from rag_async.providers.retrieval.qdrant_calls import qdrant_call
 from rag_async.store.conversations import StoredTurn, Turn, recent_turns, search_query
-from rag_async.worker.answering import WAIT_POLL, waits_for_earlier
+from rag_async.worker.answering import WAIT_POLL, followed_turns, waits_for_earlier
 from rag_async.worker.lifecycle import Finished, JobSpec, Run
 from rag_async.worker.services import Services
 
@@ -26,6 +26,9 @@ async def _answer(run: Run) -> Finished:
     services, record = run.services, run.record
     retriever, breakers = services.retriever, services.breakers
     question, history = record.query or "", await _history(services, record)
+    # A response that followed one still answering keeps the history it resolved (the one
+    # it followed has ended): a later try, or a response that follows this one, reads it.
+    resolved = {"history": history, "follows": None} if record.follows else {}
     query = search_query(question, history, _LEXICAL.terms)
     dense = None
     if retriever.embeds_queries:
@@ -41,7 +44,9 @@ async def _answer(run: Run) -> Finished:
     sources = clip_sources(found, services.settings.max_source_chars)
     since = run.lap("retrieval", since)
     rewritten = query if query != question else None
-    await run.emit(SourcesEvent(sources=sources), sources=sources, search_query=rewritten)
+    await run.emit(
+        SourcesEvent(sources=sources), sources=sources, search_query=rewritten, **resolved
+    )
     await run.stage("generating")
 
     parts: list[str] = []
@@ -69,7 +74,10 @@ async def _answer(run: Run) -> Finished:
 
 async def _history(services: Services, record: JobRecord) -> list[Turn]:
     """The turns before the question: its conversation's as they stand now (with the answers
-    of the questions it waited for, worker/answering.py), else those it was asked with."""
+    of the questions it waited for, worker/answering.py), the response's it followed, or else
+    those it was asked with."""
+    if record.follows is not None:
+        return recent_turns(await followed_turns(services.ends, record))
     if record.conversation_id is None:
         return record.history
     conversation = await services.conversations.get(record.conversation_id)
