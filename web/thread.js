@@ -26,16 +26,22 @@ export async function showThread(list, conversation, jobId) {
     // expired, or the service is away: the questions alone still show the thread
   }
   if (mine !== shown) return;
-  const answers = new Map(held.map((turn) => [turn.job_id, turn.answer]));
-  list.replaceChildren(...earlier.map((turn) => earlierTurn(turn, answers.get(turn.job))));
+  const stored = new Map(held.map((turn) => [turn.job_id, turn]));
+  list.replaceChildren(...earlier.map((turn) => earlierTurn(turn, stored.get(turn.job))));
 }
 
-function earlierTurn(turn, answerText) {
+function earlierTurn(turn, stored) {
   const body = h('div', { className: 'answer markdown' });
-  if (answerText === undefined) {
+  if (stored === undefined) {
     body.append(h('p', { className: 'muted' }, 'No answer in the conversation: it was stopped, '
-      + 'failed or unfinished when the next question was asked, or has expired.'));
-  } else new AnswerText(body, NO_CITATIONS).finish(answerText);
+      + 'failed, rolled back by the next question, or has expired.'));
+  } else {
+    new AnswerText(body, NO_CITATIONS).finish(stored.answer);
+    // Cut short by the next question (multitask "interrupt"): the answer is what it had said.
+    if (stored.interrupted) {
+      body.append(h('p', { className: 'muted' }, 'Interrupted by the next question.'));
+    }
+  }
   return h('li', { className: 'card turn', 'data-job': turn.job },
     h('h2', { className: 'question' }, turn.query), body);
 }

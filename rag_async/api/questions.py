@@ -13,6 +13,7 @@ from rag_async.api.enqueue import Submission, enqueue
 from rag_async.api.idempotent import create_once
 from rag_async.domain.errors import BadRequest
 from rag_async.domain.job import new_job_id, record_fields
+from rag_async.domain.schemas import Multitask
 from rag_async.store.conversations import Turn, recent_turns
 
 
@@ -24,6 +25,10 @@ class Question:
     collection: str | None = None
     history: Sequence[Turn] = ()
     conversation_id: str | None = None
+    # A /v1 response it follows that was still answering when it was asked, and what it asked
+    # of it (worker/answering.py): `history` is then the turns given after that one's.
+    follows: str | None = None
+    multitask: Multitask | None = None
 
 
 def checked_query(text: str, limit: int) -> str:
@@ -42,21 +47,30 @@ def checked_query(text: str, limit: int) -> str:
 
 
 async def submit_question(
-    submission: Submission, question: Question, idempotency_key: str | None
+    submission: Submission,
+    question: Question,
+    idempotency_key: str | None,
+    job_id: str | None = None,
 ) -> str:
     """Queue the question's answer job (or find the one its Idempotency-Key stands for) and
-    return its id. The history kept is the latest that fits the prompt's budget."""
+    return its id (`job_id`, when the caller chose it). The history kept is the latest that
+    fits the prompt's budget."""
     state, caller = submission.state, submission.caller
     query = checked_query(question.text, state.settings.max_query_chars)
     collection = caller.collection(question.collection or state.settings.default_collection)
     history = recent_turns(question.history)
     fields = {"query": query, "collection": collection}
     fingerprint = f"{collection}\x00{query}"
-    if history or question.conversation_id:
-        context = record_fields(history=history, conversation_id=question.conversation_id)
+    if history or question.conversation_id or question.follows:
+        context = record_fields(
+            history=history,
+            conversation_id=question.conversation_id,
+            follows=question.follows,
+            multitask=question.multitask,
+        )
         fields.update(context)
         fingerprint += "\x00" + orjson.dumps(context).decode()
-    job_id = new_job_id()
+    job_id = job_id or new_job_id()
 
     async def create() -> None:
         await enqueue(submission, job_id, "answer", fields)

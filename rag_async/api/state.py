@@ -57,7 +57,7 @@ class AppState(HoldsEnds):
             ends=ends,
             activity=Activity(redis, keys, ends.queue),
             hub=LiveHub(redis, keys),
-            conversations=Conversations(redis, keys, ttl),
+            conversations=ends.conversations,
             idempotency=IdempotencyKeys(redis, keys, ttl),
             keyring=keyring,
             tokens=EventsTokens(keyring.token_secret(settings), settings.events_token_ttl),

@@ -103,10 +103,15 @@ class JobRecord(BaseModel):
     source: str | None = None
     filename: str | None = None
     format: str | None = None
-    # A question's conversation (if any) and the earlier turns its prompt carries, fixed when
-    # it was asked (conversations.py).
+    # A question's conversation (if any) and the earlier turns it was asked with; in a
+    # conversation its worker reads them afresh when the answer starts (conversations.py).
     conversation_id: str | None = None
     history: list[Turn] = []
+    # A /v1 response asked while the one it follows (`follows`, a job id; none in a
+    # conversation) was still answering, and its `multitask` choice: its worker waits for that
+    # one to end and puts its turn before `history` (worker/answering.py `followed_turns`).
+    follows: str | None = None
+    multitask: str | None = None
     # How it went.
     search_query: str | None = None  # what retrieval looked for, when the history changed it
     sources: list[Source] = []

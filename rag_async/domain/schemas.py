@@ -22,6 +22,18 @@ CONVERSATION_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 # (the fields left out take their defaults; a made-up collection or webhook would be refused).
 EXAMPLE_QUESTION = "How do I handle exceptions in Python?"
 
+# What a conversation's question does when an earlier one is still answering (double-texting):
+# `reject` it (409), `enqueue` it after them (their answers in its history), `interrupt` them
+# (cancelled; what they had answered stays in the history) or `rollback` them (cancelled and
+# gone from the history, questions and all). worker/answering.py.
+Multitask = Literal["reject", "enqueue", "interrupt", "rollback"]
+MULTITASK_DESCRIPTION = (
+    "When an earlier question of the conversation is still answering: `enqueue` (the default) "
+    "runs this one after it, with its answer in the history; `reject` refuses this one (409); "
+    "`interrupt` cancels it, keeping its partial answer in the history (marked `interrupted`); "
+    "`rollback` cancels it and removes it from the history."
+)
+
 
 class ChatRequest(BaseModel):
     model_config = ConfigDict(
@@ -47,6 +59,7 @@ class ChatRequest(BaseModel):
         "carries its latest turns, and the search what the previous question was about. "
         "Read it at GET /conversations/{id}.",
     )
+    multitask: Multitask = Field(default="enqueue", description=MULTITASK_DESCRIPTION)
 
 
 class JobAccepted(BaseModel):

@@ -39,6 +39,11 @@ class Keys:
         JSON), conversations.py."""
         return f"{self.prefix}conversation:{conversation_id}"
 
+    def answering(self, conversation_id: str) -> str:
+        """Sorted set: a conversation's questions not yet ended, by the order they were asked
+        (job id -> its number in the conversation), conversations.py."""
+        return f"{self.prefix}answering:{conversation_id}"
+
     def upload(self, job_id: str) -> str:
         """String: a document's bytes waiting for its ingestion job (uploads.py)."""
         return f"{self.prefix}upload:{job_id}"

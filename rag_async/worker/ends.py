@@ -30,6 +30,7 @@ import structlog
 from rag_async.config import Settings
 from rag_async.domain.events import CancelledEvent, ErrorEvent, StatusEvent, decode_event
 from rag_async.domain.job import Ending, JobRecord, JobStatus, WebhookDelivery, record_fields
+from rag_async.store.conversations import Conversations
 from rag_async.store.dead_letters import DeadLetters
 from rag_async.store.documents import DocumentRegistry
 from rag_async.store.ending import EndingJobs
@@ -64,6 +65,9 @@ class Ends:
     dead_letters: DeadLetters
     registry: DocumentRegistry  # for the document kinds' failure hook
     ending: EndingJobs  # the ends whose bookkeeping is not done yet
+    # A question's end keeps an interrupted turn, and lets the next question start
+    # (worker/answering.py).
+    conversations: Conversations
 
     @classmethod
     def open(cls, redis: Connection, keys: Keys, settings: Settings) -> Ends:
@@ -86,6 +90,7 @@ class Ends:
             dead_letters=DeadLetters(redis, keys),
             registry=DocumentRegistry(redis, keys),
             ending=EndingJobs(redis, keys),
+            conversations=Conversations(redis, keys, ttl),
         )
 
 
@@ -136,8 +141,10 @@ async def ended(
     the end and whoever wrote it: in one step and once, the upload dropped (unless its kind
     keeps it for a dead letter's requeue), the outcome counted, a dead letter kept and a
     failure listed; then the kind's hook for a job that did not complete and the webhook
-    (both safe to repeat); last, the end leaves the ending set. Run again after a crash at
-    any point, it does what is left and nothing twice."""
+    (both safe to repeat); then a question leaves its conversation's answering set (after
+    its hook kept an interrupted turn, so the next question's history holds it); last, the
+    end leaves the ending set. Run again after a crash at any point, it does what is left
+    and nothing twice."""
     policy = KIND_POLICIES[record.kind]
     keep = outcome == "dead_lettered" and policy.keeps_upload
     end = JobEnd(record.job_id, record.kind, outcome, event_id, reason)
@@ -145,6 +152,8 @@ async def ended(
         if outcome != "complete" and policy.on_failure is not None:
             await policy.on_failure(ends, record, outcome, reason)
         await ends.webhooks.job_ended(record)
+    if record.conversation_id is not None:
+        await ends.conversations.finished(record.conversation_id, record.job_id)
     await ends.ending.settled(record.job_id, event_id)
 
 

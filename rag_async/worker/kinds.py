@@ -8,12 +8,16 @@ can end a job exactly as a worker would.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from rag_async.domain.document import DocumentStatus
+from rag_async.domain.events import decode_event
 from rag_async.domain.job import JobRecord
+from rag_async.domain.transcript import Transcript
+from rag_async.store.conversations import StoredTurn
 from rag_async.store.queue import Kind
 
 if TYPE_CHECKING:
@@ -43,8 +47,30 @@ async def _document_failed(ends: Ends, record: JobRecord, outcome: str, reason: 
     await ends.registry.version_ended(document_id, record.job_id, status, reason)
 
 
+async def _answer_failed(ends: Ends, record: JobRecord, outcome: str, reason: str) -> None:
+    """A question cancelled by the next one of its conversation (`multitask: interrupt`,
+    worker/answering.py): the text it had streamed (by the transcript's rule: a dead
+    attempt's text is dropped) is kept as its turn, marked `interrupted`."""
+    conversation_id = record.conversation_id
+    if outcome != "cancelled" or conversation_id is None:
+        return
+    if await ends.conversations.marked(conversation_id, record.job_id) != "interrupted":
+        return
+    transcript = Transcript()
+    for event in await ends.events.replay(record.job_id):
+        transcript.apply(decode_event(event.data))
+    turn = StoredTurn(
+        question=record.query or "",
+        answer=transcript.text,
+        job_id=record.job_id,
+        answered_at=time.time(),
+        interrupted=True,
+    )
+    await ends.conversations.add_turn(conversation_id, turn)
+
+
 KIND_POLICIES: dict[Kind, KindPolicy] = {
-    "answer": KindPolicy(),
+    "answer": KindPolicy(on_failure=_answer_failed),
     "ingest": KindPolicy(on_failure=_document_failed, keeps_upload=True),
     "delete": KindPolicy(on_failure=_document_failed),
 }

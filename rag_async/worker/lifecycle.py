@@ -6,6 +6,7 @@ happens here, once:
     load the record ─── gone or ended ──────────────────────────────► nothing (at-least-once)
     tries used up by lost workers ──────────────────────────────────► dead letter
     a provider it needs is known to be down ────────────────────────► defer, no try spent
+    it must wait for another job (a conversation's earlier question) ► defer, no try spent
     start the attempt (one Lua step; refused once the job has ended) ► nothing
     status event: first stage, attempt n; logs bound to job_id, request_id, attempt
     the work, within the kind's time limit
@@ -46,7 +47,7 @@ from rag_async.domain.job import Ending, JobRecord, JobStatus, record_fields
 from rag_async.metrics import observe_stages
 from rag_async.providers.breaker import BreakerOpen
 from rag_async.store.events import Superseded
-from rag_async.worker.ends import ended, settle
+from rag_async.worker.ends import CANCELLED_WAITING, ended, settle
 from rag_async.worker.outcome import Outcome, decide, given_up
 from rag_async.worker.services import Services, WorkerContext
 
@@ -126,6 +127,9 @@ class JobSpec:
     first_stage: Callable[[Services], str]
     # The providers whose breakers must be closed before an attempt starts.
     providers: Callable[[Services], Iterable[str]]
+    # Seconds to defer the job for (no try spent, no attempt started) while it must wait for
+    # another job to end; None when it may start.
+    waits: Callable[[Services, JobRecord], Awaitable[float | None]] | None = None
 
 
 JobFunction = Callable[[WorkerContext, str], Awaitable[None]]
@@ -174,6 +178,15 @@ async def _run(
     except BreakerOpen as error:
         await _settle(Run(services, record, record.attempt), error, job_try, max_tries)
         raise  # not reached: a deferral raises arq's Retry
+    if spec.waits is not None:
+        waiting = Run(services, record, record.attempt)  # no attempt of its own yet
+        try:
+            if (delay := await spec.waits(services, record)) is not None:
+                await _defer_waiting(waiting, delay)
+                return
+        except asyncio.CancelledError:
+            await _end_if_cancelled(waiting)
+            raise
     with tracing.span("valkey.start_attempt", attributes=_VALKEY):
         attempt = await services.jobs.start_attempt(record.job_id)
     if not attempt:
@@ -181,6 +194,20 @@ async def _run(
     with structlog.contextvars.bound_contextvars(attempt=attempt):
         run = Run(services, record, attempt)
         await _attempt(run, spec, time_limit=time_limit, job_try=job_try, max_tries=max_tries)
+
+
+async def _defer_waiting(run: Run, delay: float) -> None:
+    """Defer a job that must wait for another to end, without spending a try (arq's Retry);
+    unless its cancel was asked meanwhile: with no attempt to stop, it ends cancelled here
+    (arq, told to abort a job it will run again, would end it inside arq, without a word to
+    the record)."""
+    fresh = await run.services.jobs.get(run.job_id)
+    if fresh is not None and fresh.cancel_requested:
+        await _end_cancelled(run, CancelledEvent(message=CANCELLED_WAITING.message))
+        return
+    await run.services.queue.take_back_try(run.job_id)
+    log.debug("job waits for another to end, deferred", defer=delay)
+    raise Retry(defer=delay)
 
 
 def _job_span(record: JobRecord) -> AbstractContextManager[object]:

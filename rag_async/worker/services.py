@@ -104,7 +104,7 @@ class Services(HoldsEnds):
                 running=RunningJobs(redis, keys, worker),
                 parser=ParserPool.from_settings(settings),
                 courier=Courier.from_settings(settings),
-                conversations=Conversations(redis, keys, settings.result_ttl),
+                conversations=ends.conversations,
             )
         except BaseException:
             await opened.aclose()

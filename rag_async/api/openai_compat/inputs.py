@@ -3,18 +3,25 @@
 Fields this service has no use for (temperature, tools, instructions, metadata, ...) are
 ignored, as OpenAI-compatible servers commonly do, so that clients' defaults do not fail; a
 field of the wrong type, text that is not text, or no question at all is a 422 that says so.
-A `collection` beside them (the SDKs' `extra_body`) picks the collection to search.
+A `collection` beside them (the SDKs' `extra_body`) picks the collection to search, and a
+`multitask` what a response continuing a conversation does to an earlier one still answering.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StringConstraints
 
 from rag_async.domain.errors import BadRequest
-from rag_async.domain.schemas import COLLECTION_PATTERN, EXAMPLE_QUESTION
+from rag_async.domain.schemas import (
+    COLLECTION_PATTERN,
+    CONVERSATION_PATTERN,
+    EXAMPLE_QUESTION,
+    MULTITASK_DESCRIPTION,
+    Multitask,
+)
 from rag_async.store.conversations import Turn
 
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
@@ -49,6 +56,13 @@ class _Asked(_Lenient):
     collection: str | None = Field(default=None, pattern=COLLECTION_PATTERN)
 
 
+ConversationId = Annotated[str, StringConstraints(pattern=CONVERSATION_PATTERN)]
+
+
+class ConversationRef(_Lenient):
+    id: ConversationId
+
+
 class ResponsesRequest(_Asked):
     """POST /v1/responses."""
 
@@ -57,6 +71,15 @@ class ResponsesRequest(_Asked):
     input: str | list[Message] = Field(min_length=1)
     background: StrictBool = False
     previous_response_id: str | None = Field(default=None, max_length=200)
+    # A conversation of POST /chat's (its `conversation_id`), by id or as {"id": ...}.
+    conversation: ConversationId | ConversationRef | None = None
+    multitask: Multitask = Field(default="enqueue", description=MULTITASK_DESCRIPTION)
+
+    @property
+    def conversation_id(self) -> str | None:
+        if isinstance(self.conversation, ConversationRef):
+            return self.conversation.id
+        return self.conversation
 
 
 class ChatCompletionsRequest(_Asked):

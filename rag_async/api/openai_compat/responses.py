@@ -25,9 +25,9 @@ from rag_async.api.openai_compat.wire import response_object, response_status
 from rag_async.api.questions import Question, submit_question
 from rag_async.api.state import AppState, State
 from rag_async.api.stream import CountedEventSource
+from rag_async.api.turns import ask_after, ask_in_conversation
 from rag_async.api.views import job_view
 from rag_async.domain.errors import Conflict
-from rag_async.domain.identity import Principal
 from rag_async.domain.job import JobRecord, JobStatus
 from rag_async.domain.schemas import ErrorBody
 from rag_async.store.conversations import Turn
@@ -56,19 +56,16 @@ async def create_response(
     """Ask a question. `background: true`: the response at once, `queued` (poll or stream it
     by id). `stream: true`: its events as they come. Neither: the completed response. The
     answer runs on a worker either way: a client that leaves loses nothing."""
-    question = await _question(state, caller, body)
     # A background response is nobody's wait: interactive questions go first (fair_share.py).
     priority: Priority = "background" if body.background else "interactive"
     submission = Submission(state, request, caller, priority=priority)
     if body.background:
-        job_id = await submit_question(submission, question, idempotency_key)
+        job_id = await _ask(submission, body, idempotency_key)
         record = await owned_answer(state, caller, job_id)
         response = response_object(record, state.settings, background=True)
         return json_response(response, headers={"x-rag-job-id": job_id})
     release = stream_slot(state, caller)  # before the job: a refused request leaves none
-    job_id = await given_back_on_error(
-        release, submit_question(submission, question, idempotency_key)
-    )
+    job_id = await given_back_on_error(release, _ask(submission, body, idempotency_key))
     headers = {"x-rag-job-id": job_id}
     if body.stream:
         record = await given_back_on_error(release, owned_answer(state, caller, job_id))
@@ -78,25 +75,39 @@ async def create_response(
     return json_response(response, headers=headers)
 
 
-async def _question(state: AppState, caller: Principal, body: ResponsesRequest) -> Question:
-    """The question of a request, with the turns before it: its input messages', or the
-    previous response's own history and turn."""
+async def _ask(submission: Submission, body: ResponsesRequest, idempotency_key: str | None) -> str:
+    """Queue the request's question with the turns before it: its input messages', and the
+    previous response's own history and turn, or its conversation's (a `conversation`, or the
+    previous response's). A response that continues one still answering goes in turn, as
+    `multitask` says (api/turns.py). The job's id."""
+    state, caller = submission.state, submission.caller
     history: list[Turn] = []
     if isinstance(body.input, str):
         text = body.input
     else:
         text, history = conversation_of(body.input)
-    if body.previous_response_id is None:
-        return Question(text, body.collection, history)
-    previous = await owned_answer(state, caller, body.previous_response_id)
-    if previous.status is not JobStatus.COMPLETE:
-        raise Conflict(
-            f"response {body.previous_response_id} is {response_status(previous.status)}: "
-            "only a completed response can be followed up",
-            code="previous_response_not_completed",
+    conversation_id = body.conversation_id
+    if body.previous_response_id is not None:
+        previous = await owned_answer(state, caller, body.previous_response_id)
+        conversation_id = conversation_id or previous.conversation_id
+        if conversation_id is None and not previous.status.ended:
+            question = Question(text, body.collection, history)
+            return await ask_after(submission, question, previous, body.multitask, idempotency_key)
+        if previous.status.ended and previous.status is not JobStatus.COMPLETE:
+            raise Conflict(
+                f"response {body.previous_response_id} is {response_status(previous.status)}: "
+                "only a completed response can be followed up",
+                code="previous_response_not_completed",
+            )
+        if conversation_id is None:
+            turn = Turn(question=previous.query or "", answer=previous.answer or "")
+            history = [*previous.history, turn, *history]
+    question = Question(text, body.collection, history)
+    if conversation_id is not None:
+        return await ask_in_conversation(
+            submission, question, conversation_id, body.multitask, idempotency_key
         )
-    earlier = [*previous.history, Turn(question=previous.query or "", answer=previous.answer or "")]
-    return Question(text, body.collection, [*earlier, *history], previous.conversation_id)
+    return await submit_question(submission, question, idempotency_key)
 
 
 @router.get("/responses/{response_id}", responses={**_SSE, **_ERRORS})

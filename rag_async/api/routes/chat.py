@@ -11,7 +11,7 @@ from rag_async.api.bodies import require_utf8
 from rag_async.api.enqueue import Submission
 from rag_async.api.questions import Question, submit_question
 from rag_async.api.state import State
-from rag_async.domain.errors import NotFound
+from rag_async.api.turns import ask_in_conversation
 from rag_async.domain.schemas import ChatRequest, ErrorBody, QuestionAccepted
 
 router = APIRouter(tags=["questions"])
@@ -25,6 +25,7 @@ router = APIRouter(tags=["questions"])
     responses={
         400: {"model": ErrorBody},  # a webhook_url refused
         404: {"model": ErrorBody},
+        409: {"model": ErrorBody},  # multitask 'reject', an earlier question still answering
         422: {"model": ErrorBody},
         429: {"model": ErrorBody},
         503: {"model": ErrorBody},
@@ -41,16 +42,16 @@ async def chat(
     """Queue a question. Follow it at `events_url` (SSE) or poll `status_url`. A repeat with
     the same `Idempotency-Key` (within the result TTL) returns the same job. With a
     `conversation_id`, the answer knows the conversation's latest turns (another key's
-    conversation is not found)."""
+    conversation is not found); `multitask` says what happens to an earlier question of the
+    conversation still answering."""
     require_utf8(body)
-    question = Question(body.query, body.collection)
-    if body.conversation_id is not None:
-        conversation = await state.conversations.join(body.conversation_id, caller)
-        if conversation is None:
-            raise NotFound(f"no conversation {body.conversation_id}")
-        question = Question(
-            body.query, body.collection, conversation.turns, conversation.conversation_id
-        )
     submission = Submission(state, request, caller, webhook_url=body.webhook_url)
-    job_id = await submit_question(submission, question, idempotency_key)
+    if body.conversation_id is None:
+        question = Question(body.query, body.collection)
+        job_id = await submit_question(submission, question, idempotency_key)
+        return submission.accepted(QuestionAccepted, job_id)
+    question = Question(body.query, body.collection)
+    job_id = await ask_in_conversation(
+        submission, question, body.conversation_id, body.multitask, idempotency_key
+    )
     return submission.accepted(QuestionAccepted, job_id, conversation_id=body.conversation_id)

@@ -7,12 +7,14 @@ import time
 from collections.abc import AsyncIterator, Iterable
 
 from rag_async.domain.events import SourcesEvent, TokenEvent
+from rag_async.domain.job import JobRecord
 from rag_async.domain.sources import clip_sources
 from rag_async.providers.breaker import guarded, guarded_stream
 from rag_async.providers.llm import screen
 from rag_async.providers.retrieval import LexicalEncoder
 from rag_async.providers.retrieval.qdrant_calls import qdrant_call
-from rag_async.store.conversations import StoredTurn, search_query
+from rag_async.store.conversations import StoredTurn, Turn, recent_turns, search_query
+from rag_async.worker.answering import WAIT_POLL, followed_turns, waits_for_earlier
 from rag_async.worker.lifecycle import Finished, JobSpec, Run
 from rag_async.worker.services import Services
 
@@ -23,7 +25,10 @@ _LEXICAL = LexicalEncoder()
 async def _answer(run: Run) -> Finished:
     services, record = run.services, run.record
     retriever, breakers = services.retriever, services.breakers
-    question, history = record.query or "", record.history
+    question, history = record.query or "", await _history(services, record)
+    # A response that followed one still answering keeps the history it resolved (the one
+    # it followed has ended): a later try, or a response that follows this one, reads it.
+    resolved = {"history": history, "follows": None} if record.follows else {}
     query = search_query(question, history, _LEXICAL.terms)
     dense = None
     if retriever.embeds_queries:
@@ -39,7 +44,9 @@ async def _answer(run: Run) -> Finished:
     sources = clip_sources(found, services.settings.max_source_chars)
     since = run.lap("retrieval", since)
     rewritten = query if query != question else None
-    await run.emit(SourcesEvent(sources=sources), sources=sources, search_query=rewritten)
+    await run.emit(
+        SourcesEvent(sources=sources), sources=sources, search_query=rewritten, **resolved
+    )
     await run.stage("generating")
 
     parts: list[str] = []
@@ -65,6 +72,26 @@ async def _answer(run: Run) -> Finished:
     return Finished(answer=text, providers=services.providers)
 
 
+async def _history(services: Services, record: JobRecord) -> list[Turn]:
+    """The turns before the question: its conversation's as they stand now (with the answers
+    of the questions it waited for, worker/answering.py), the response's it followed, or else
+    those it was asked with."""
+    if record.follows is not None:
+        return recent_turns(await followed_turns(services.ends, record))
+    if record.conversation_id is None:
+        return record.history
+    conversation = await services.conversations.get(record.conversation_id)
+    if conversation is None:  # expired meanwhile: what it was asked with is all there is
+        return record.history
+    return recent_turns([turn for turn in conversation.turns if turn.job_id != record.job_id])
+
+
+async def _waits(services: Services, record: JobRecord) -> float | None:
+    """A question waits while an earlier one of its conversation is still answering."""
+    grace = services.settings.worker_dead_after
+    return WAIT_POLL if await waits_for_earlier(services.ends, record, grace=grace) else None
+
+
 def _first_stage(services: Services) -> str:
     return "embedding" if services.retriever.embeds_queries else "retrieving"
 
@@ -73,7 +100,7 @@ def _providers(services: Services) -> Iterable[str]:
     return ("llm", "qdrant", "embedder") if services.retriever.embeds_queries else ("llm", "qdrant")
 
 
-ANSWER = JobSpec(work=_answer, first_stage=_first_stage, providers=_providers)
+ANSWER = JobSpec(work=_answer, first_stage=_first_stage, providers=_providers, waits=_waits)
 
 
 async def coalesce(pieces: AsyncIterator[str], interval: float) -> AsyncIterator[str]:
