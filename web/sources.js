@@ -31,12 +31,22 @@ export function relevance(source, sources) {
 const CITED = /\[(\d+(?:\s*,\s*\d+)*)\]/g;
 
 /** The source numbers an answer's text cites. */
-export function citedIn(text) {
+function citedIn(text) {
   const cited = new Set();
   for (const [, numbers] of (text ?? '').matchAll(CITED)) {
     for (const n of numbers.split(',')) cited.add(Number(n));
   }
   return cited;
+}
+
+/**
+ * "Sources", or what they are when the finished answer `text` cites none of them ("Nothing
+ * relevant to that was found …"): the closest passages, which did not support it.
+ */
+export function sourcesHeading(text, sources) {
+  const cited = citedIn(text);
+  return sources.length === 0 || sources.some((source) => cited.has(source.n)) ? 'Sources'
+    : 'Closest passages (the answer cites none of them)';
 }
 
 export class SourceView {
@@ -78,10 +88,7 @@ export class SourceView {
    * found …"), they did not support it and the list says what they are, the closest passages.
    */
   answered(text) {
-    const cited = citedIn(text);
-    const supported = this.sources.some((source) => cited.has(source.n));
-    this.ui.heading.textContent = supported || this.sources.length === 0 ? 'Sources'
-      : 'Closest passages (the answer cites none of them)';
+    this.ui.heading.textContent = sourcesHeading(text, this.sources);
   }
 
   #find(n) {

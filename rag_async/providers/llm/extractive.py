@@ -230,7 +230,8 @@ class ExtractiveAnswerer:
             return ""
         attribute = frozenset(self._terms(asked[0]))
         for source in sources:
-            if not attribute or attribute & set(self._terms(f"{source.heading}\n{source.text}")):
+            passage = f"{source.heading or source.title}\n{source.text}"
+            if not attribute or attribute.intersection(self._terms(passage)):
                 return ""
         return f"No passage mentions {_listed([asked[0]], 'or')}. "
 
@@ -346,9 +347,8 @@ class ExtractiveAnswerer:
         return any(wanted.intersection(self._terms(words)) for words in named)
 
     def _sentences(self, source: Source, rank: int) -> list[_Sentence]:
-        """The quotable sentences of a source's passage: prose only, not cut by the chunk's
-        edges, each with the code example it introduces and the sentences that go on about
-        it."""
+        """The quotable sentences of a passage's prose, not cut by the chunk's end, each with
+        the code example it introduces, the sentences about it and the rest of its paragraph."""
         parts = blocks(source.text)
         sentences: list[_Sentence] = []
         for b, block in enumerate(parts):
