@@ -48,7 +48,7 @@ QUESTIONS = Path(__file__).with_name("answer_questions.jsonl")
 CORPORA = ("demo", "python-docs")
 # What an answer that quotes the documents starts with; anything else quotes nothing.
 QUOTING = "From the documents:"
-_CITATION = re.compile(r"\s*\[\d+\]")
+_CITATION = re.compile(r"\s*\[\d+(?:, \d+)*\]")
 
 
 @dataclass(frozen=True)
@@ -84,10 +84,11 @@ def contains(text: str, term: str) -> bool:
 
 
 def quoted_part(answer: str) -> str:
-    """The sentences an answer quotes, without their citation marks; "" when it quotes none."""
-    if not answer.startswith(QUOTING):
+    """The sentences an answer quotes, without their citation marks; "" when it quotes none.
+    A note may come first ("No passage mentions "price". From the documents: ...")."""
+    if not answer.startswith(QUOTING) and f". {QUOTING} " not in answer:
         return ""
-    return _CITATION.sub("", answer[len(QUOTING) :]).strip()
+    return _CITATION.sub("", answer[answer.index(QUOTING) + len(QUOTING) :]).strip()
 
 
 def judge(question: Question, answer: str) -> Outcome:

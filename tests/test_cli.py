@@ -62,6 +62,39 @@ async def test_ask_streams_the_answer_then_its_sources_named_like_the_page(stack
     assert result.stderr == "", "nothing but the answer: no spinner off a terminal"
 
 
+async def test_ask_with_the_offline_answerer_tells_passages_apart_and_what_they_are(
+    valkey: EmbeddedValkey, tmp_path: Path
+) -> None:
+    settings = make_settings(valkey, tmp_path)  # no LLM: the extractive answerer
+    steps = " ".join(
+        f"Step {i}: rinse the descaled kettle and boil fresh water." for i in range(60)
+    )
+    manual = f"# Kettle\n\n## Descaling\n\nDescale the kettle with vinegar. {steps}\n"
+    async with running_stack(settings) as stack:
+        await ingest(stack, manual, title="Kettle")
+
+        # Two passages of one section: the same place, told apart by their numbers.
+        result = await cli(stack, "ask", "How do I descale the kettle?")
+        assert result.returncode == 0, result.stderr
+        answer, sources = result.stdout.split("\n\nSources:\n")
+        lines = sources.splitlines()
+        places = {line.split("] ", 1)[1] for line in lines}
+        assert len(lines) > 1 and len(places) == len(lines), lines
+        assert all(
+            re.fullmatch(r"  \[\d\] Kettle › Descaling \(Kettle\.md, passage \d+\)", line)
+            for line in lines
+        ), lines
+
+        # Nothing relevant: the passages listed are the closest ones, not the answer's sources.
+        result = await cli(stack, "ask", "Who painted the kettle in Paris in 1998?")
+        assert result.returncode == 0, result.stderr
+        answer, closest = result.stdout.split(
+            "\n\nClosest passages (the answer cites none of them):\n"
+        )
+        assert answer.startswith("Nothing relevant to that was found"), answer
+        assert "Sources:" not in result.stdout and closest.startswith("  [1] Kettle")
+
+
 async def test_ask_json_gives_the_final_answer_and_searches_one_collection(
     stack: Stack,
 ) -> None:

@@ -146,3 +146,150 @@ async def test_the_service_names_the_collection_and_counts_its_documents(
         answer = await stack.client.answer(job["job_id"])
         assert answer.final is not None
         assert {"try", "except"} <= words(quoted(answer.final.data["answer"]))
+
+
+# ---- honest answers to a newcomer's own documents, among the demo corpus --------------------
+
+NEWCOMER_DOCUMENTS = {
+    "Garden notes": (
+        "garden-notes.md",
+        "# Garden notes\n\nThe tomatoes went in on the south bed in early May. They need "
+        "watering every second day in July.\n\nThe compost heap behind the shed is turned once "
+        "a month.\n\nSlugs ate most of the lettuce last year.\n",
+    ),
+    "Office map": (
+        "office-map.md",
+        "# Office map\n\nThe office takes the third floor of the building. Reception is by the "
+        "lifts.\n\nThe kitchen is at the end of the east corridor.\n\nFire exits are at both "
+        "ends of the floor.\n",
+    ),
+    "Bread recipe": (
+        "bread-recipe.md",
+        "# Bread recipe\n\nMix 500 g of strong flour, 10 g of salt, 7 g of yeast and 350 ml of "
+        "warm water into a soft dough.\n\nKnead it for ten minutes, then leave it to rise for "
+        "an hour.\n\nBake it at 220 °C for 30 minutes.\n",
+    ),
+    "Brewmaster 3000 kettle manual": (
+        "brewmaster-3000.md",
+        "# Brewmaster 3000 kettle manual\n\nThe Brewmaster 3000 is an electric kettle with a "
+        "1.7 litre jug.\n\n## Descaling\n\nDescale the kettle every four weeks in hard water "
+        "areas. Fill it half with water and half with white vinegar, bring it to the boil and "
+        "leave it overnight. Rinse it twice with clean water.\n\n## Warranty\n\nThe kettle "
+        "comes with a two-year warranty. The warranty does not cover damage from descaling "
+        "with anything but vinegar.\n",
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+async def mixed(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Retriever]:
+    """The demo corpus and a newcomer's notes in one collection, as `rag-async up` then an
+    upload leave it."""
+    settings = Settings(_env_file=None, data_dir=tmp_path_factory.mktemp("mixed"))
+    store = await open_store(settings)
+    try:
+        retriever = await Retriever.open(store, settings, lexical=LexicalEncoder())
+        for title, source, text in demo_documents():
+            await retriever.index(source, title, source, text)
+        for title, (source, text) in NEWCOMER_DOCUMENTS.items():
+            await retriever.index(source, title, source, text)
+        yield retriever
+    finally:
+        await store.close()
+
+
+def cited_sources(answer: str, sources: list[Source]) -> set[str | None]:
+    cited = {int(n) for found in re.findall(r"\[([\d, ]+)\]", answer) for n in found.split(",")}
+    return {source.source for source in sources if source.n in cited}
+
+
+@pytest.mark.parametrize(
+    ("question", "document", "opening"),
+    [
+        # The web page's suggestions (web/collections.js), and the same asked otherwise.
+        ("What is “Garden notes” about?", "garden-notes.md", "The tomatoes went in"),
+        ("Give me an overview of Bread recipe.", "bread-recipe.md", "Mix 500 g of strong"),
+        ("Give me an overview of “Bread recipe”.", "bread-recipe.md", "Mix 500 g of strong"),
+        ("What are the key points of “Office map”?", "office-map.md", "The office takes"),
+        ("Summarise the office map", "office-map.md", "The office takes"),
+    ],
+)
+async def test_a_question_about_a_document_by_its_title_quotes_that_document(
+    mixed: Retriever, question: str, document: str, opening: str
+) -> None:
+    answerer = ExtractiveAnswerer(LexicalEncoder().terms)
+    sources = await sources_for(mixed, question)
+    answer = answerer.answer(question, sources)
+    said = quoted(answer)
+    assert said.lstrip().startswith(opening), answer
+    assert cited_sources(answer, sources) == {document}, answer
+    # Its paragraphs' first sentences, not one paragraph's: what the document is about.
+    assert len(re.findall(r"\[\d+\]", said)) == 3, answer
+
+
+async def test_a_title_no_document_bears_is_answered_as_any_question(mixed: Retriever) -> None:
+    answerer = ExtractiveAnswerer(LexicalEncoder().terms)
+    question = "What is “Sourdough starters” about?"
+    answer = answerer.answer(question, await sources_for(mixed, question), documents=10)
+    assert answer.startswith("Nothing relevant to that was found"), answer
+
+
+async def test_a_price_no_passage_mentions_is_said_to_be_missing(mixed: Retriever) -> None:
+    answerer = ExtractiveAnswerer(LexicalEncoder().terms)
+    question = "What is the price of the Brewmaster 3000?"
+    answer = answerer.answer(question, await sources_for(mixed, question))
+    assert answer.startswith(f'No passage mentions "price". {QUOTING} '), answer
+    # When a passage has the word, nothing is said missing.
+    question = "What is the warranty of the Brewmaster 3000?"
+    answer = answerer.answer(question, await sources_for(mixed, question))
+    assert answer.startswith(QUOTING) and "two-year warranty" in answer, answer
+
+
+async def test_how_do_i_quotes_the_method_not_only_when(mixed: Retriever) -> None:
+    answerer = ExtractiveAnswerer(LexicalEncoder().terms)
+    question = "How do I descale the kettle?"
+    answer = answerer.answer(question, await sources_for(mixed, question))
+    assert (
+        "Descale the kettle every four weeks in hard water areas. Fill it half with water and "
+        "half with white vinegar, bring it to the boil and leave it overnight. Rinse it twice "
+        "with clean water. [" in answer
+    ), answer
+
+
+def passage(n: int, chunk: int, text: str) -> Source:
+    return Source(
+        n=n, document_id="errors", title="Errors", chunk=chunk, score=1.0, text=text,
+        source="errors.md", heading="Errors › Handling",
+    )  # fmt: skip
+
+
+def test_a_sentence_cut_at_a_chunks_start_is_quoted_whole_or_after_a_whole_one() -> None:
+    answerer = ExtractiveAnswerer(LexicalEncoder().terms)
+    whole = (
+        "Exception handlers do not handle only exceptions that occur immediately in the try "
+        "clause, but also those raised inside functions."
+    )
+    before = passage(2, 3, f"A try statement may have more than one except clause. {whole}")
+    example = "\n\n    try:\n        f()\n    except OSError:\n        pass\n\nThen go on.\n"
+    cut = passage(1, 4, whole[len("Exception ") :] + " For example:" + example)
+    question = "How do I handle exceptions?"
+    # The chunk before it is a source too: the sentence whole, citing both.
+    answer = answerer.answer(question, [cut, before])
+    assert f"{QUOTING} {whole} For example: [1, 2]" in answer, answer
+    assert answer.count("Exception handlers do not handle") == 1, answer
+    # It is not: quoted as cut, after a whole sentence, not to start the answer mid-sentence.
+    other = passage(2, 9, "To handle exceptions that a library raises, catch its base class.")
+    answer = answerer.answer(question, [cut, other])
+    assert answer.startswith(f"{QUOTING} To handle exceptions that a library raises"), answer
+    assert "[2] …handlers do not handle only" in answer, answer
+
+
+async def test_the_readme_answer_starts_with_a_sentence(demo: Retriever) -> None:
+    answerer = ExtractiveAnswerer(LexicalEncoder().terms)
+    answer = answerer.answer(DEMO_QUESTION, await sources_for(demo, DEMO_QUESTION))
+    said = quoted(answer).lstrip()
+    assert said[:1].isupper(), answer
+    # A "how do I" answer shows the example a quoted sentence introduces, or omits the sentence.
+    for introduces in re.findall(r"[^.]*: \[[\d, ]+\]", said):
+        after = said[said.index(introduces) + len(introduces) :]
+        assert after.startswith("\n\n```"), (introduces, answer)

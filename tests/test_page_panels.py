@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from rag_async.local.demo_corpus import demo_documents
 from rag_async.providers.parsing import FORMATS, UnsupportedFormat, format_of
 from tests.conftest import Stack, ingest, make_settings, running_stack, running_worker
 from tests.support.browser import (  # skips the module without chromium or playwright
@@ -18,6 +19,7 @@ from tests.support.browser import (  # skips the module without chromium or play
     Page,
     Watched,
     ask,
+    shows_question,
 )
 from tests.support.documents import add_document
 from tests.support.hostile import assemble_pdf
@@ -244,3 +246,57 @@ async def test_the_welcome_card_follows_documents_still_being_added(
         async with running_worker(settings):
             await listed.filter(has_text="default 1 document").wait_for(timeout=10_000)
             await page.locator("#examples button", has_text="Tea").wait_for()
+
+
+async def test_every_question_the_welcome_card_suggests_is_answered_from_its_document(
+    valkey: Any, tmp_path: Any, watched: Watched
+) -> None:
+    page = watched.page
+    settings = make_settings(valkey, tmp_path)  # the offline answerer: it quotes its sources
+    notes = {
+        "Garden notes": "The tomatoes went in on the south bed in early May.\n\nThe compost "
+        "heap is turned once a month.\n",
+        "Office map": "The office takes the third floor.\n\nThe kitchen is at the end of the "
+        "east corridor.\n",
+        "Bread recipe": "Mix the flour, salt, yeast and warm water into a soft dough.\n\nBake "
+        "it at 220 °C for 30 minutes.\n",
+    }
+    async with running_stack(settings) as stack:
+        # Among passages that share the questions' own words ("overview", "notes", "points").
+        for title, source, text in demo_documents():
+            if source in ("tutorial-inputoutput.md", "tutorial-errors.md"):
+                await ingest(stack, text, title=title)
+        for title, text in notes.items():
+            await ingest(stack, f"# {title}\n\n{text}", title=title)
+        long_title = "A title far too long to be named whole in a question " * 2
+        await ingest(stack, "The long one says little.\n", title=long_title.strip())
+
+        await page.goto(stack.base_url)
+        await page.wait_for_selector("#examples button >> nth=2")
+        examples = await page.locator("#examples button").all_text_contents()
+        assert not [e for e in examples if "far too long" in e], "a title cut names nothing"
+        for title in notes:
+            suggested = [example for example in examples if title in example]
+            assert len(suggested) == 1, (title, examples)
+            await page.goto(stack.base_url)
+            await page.locator("#examples button", has_text=title).click()
+            await page.wait_for_selector(ANSWER_DONE)
+            answer = str(await page.text_content("#answer"))
+            assert answer.startswith("From the documents:"), (suggested, answer)
+            assert notes[title].split(".")[0] in answer, (suggested, answer)
+            # Every passage it cites is of that document.
+            cited = {int(n) for n in re.findall(r"\[(\d+)\]", answer)}
+            assert cited, answer
+            for n in cited:
+                listed = await page.locator(f"#sources li[value='{n}']").text_content()
+                assert f"{title}.md" in str(listed), (suggested, n, listed)
+            assert await page.text_content("#sources-title") == "Sources"
+
+        # Nothing relevant: the list says the passages are only the closest ones.
+        await ask(page, "Who painted the kitchen of the office in Paris in 1998?")
+        await shows_question(page, "Who painted the kitchen of the office in Paris in 1998?")
+        await page.wait_for_selector(ANSWER_DONE)
+        assert str(await page.text_content("#answer")).startswith("Nothing relevant")
+        assert await page.is_visible("#sources-section")
+        heading = await page.text_content("#sources-title")
+        assert heading == "Closest passages (the answer cites none of them)"

@@ -62,7 +62,7 @@ def _ask_cli(env: Mapping[str, str], cwd: Path) -> str:
 def _assert_cited_answer_with_sources(output: str) -> None:
     answer, _, listing = output.strip().partition("\n\nSources:\n")
     assert re.search(r"\[\d+\]", answer), output  # cited: which sources it quotes is its own
-    assert re.search(r"^\s+\[1\] .+ \(.+\.md\)$", listing, re.M), output
+    assert re.search(r"^\s+\[1\] .+ \(.+\.md(, passage \d+)?\)$", listing, re.M), output
 
 
 def _ask_http(base_url: str, question: str) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 // copy it once it is there, with or without the list of its sources.
 
 import { request } from './api.js';
+import { sourcesHeading } from './sources.js';
 
 export class AnswerActions {
   /** elements: { stop, copy, copySources, note }; `say` announces to screen readers. */
@@ -56,7 +57,8 @@ export class AnswerActions {
   async #copy(withSources) {
     const lines = this.sources.map((source) => `[${source.n}] ${source.title}`
       + (source.source ? ` (${source.source})` : ''));
-    const text = withSources ? `${this.text}\n\nSources:\n${lines.join('\n')}\n` : this.text;
+    const heading = sourcesHeading(this.text, this.sources);
+    const text = withSources ? `${this.text}\n\n${heading}:\n${lines.join('\n')}\n` : this.text;
     try {
       await navigator.clipboard.writeText(text);
       this.ui.note.textContent = 'Copied.';

@@ -28,7 +28,8 @@ const ui = {
 };
 const stages = new StageLine($('stages'));
 const sourceView = new SourceView({
-  section: $('sources-section'), list: $('sources'), dialog: $('source-dialog'),
+  section: $('sources-section'), heading: $('sources-title'), list: $('sources'),
+  dialog: $('source-dialog'),
   title: $('source-title'), meta: $('source-meta'), quoted: $('source-quoted'),
   text: $('source-text'), close: $('source-close'), preview: $('cite-preview'),
   previewTitle: $('cite-preview-title'), previewText: $('cite-preview-text'),
@@ -236,6 +237,7 @@ function apply(current, event) {
       break;
     case 'done':
       answer.finish(transcript.text);
+      sourceView.answered(transcript.text);
       stages.finish(event.timings);
       showProviders(event.providers);
       ui.answer.classList.remove('streaming');
@@ -264,6 +266,7 @@ function showFinal(view) {
   actions.finished(view.answer ?? '');
   if (view.status === 'complete') {
     answer.finish(view.answer ?? '');
+    sourceView.answered(view.answer ?? '');
     stages.finish(view.timings);
     showProviders(view.providers);
   } else {

@@ -11,11 +11,15 @@ const NEW = '+ new'; // the picker's "New collection…" (a space: no collection
 const NAME = /^[A-Za-z0-9._-]{1,64}$/;
 const EXAMPLES = 4;
 const PENDING_POLL = 3000;
+// Questions about a document by its title: the offline answerer answers them from the
+// document so named (providers/llm/asking.py reads these shapes), an LLM from its passages.
 const ASKING = [
   (title) => `What is “${title}” about?`,
-  (title) => `Give me an overview of ${title}.`,
+  (title) => `Give me an overview of “${title}”.`,
   (title) => `What are the key points of “${title}”?`,
 ];
+// A longer title would be cut in the question, and a cut title names no document.
+const LONGEST_TITLE = 60;
 
 /**
  * elements: { select, newName, welcome, empty, list, examplesTitle, examples };
@@ -121,13 +125,18 @@ function renderWelcome(elements, collections, documents, ask) {
     }, question))));
 }
 
-/** A few questions about the most recently indexed documents, one per title. */
+/**
+ * A few questions about the most recently indexed documents, one per title: only questions
+ * that can be answered, so of documents with text to quote and a title the question can
+ * name whole.
+ */
 function exampleQuestions(documents) {
   const seen = new Set();
   const picked = [];
   for (const document of documents) {
     const title = cleanTitle(document.title);
     if (document.status !== 'indexed' || !title || seen.has(title.toLowerCase())) continue;
+    if (document.chunks === 0 || title.length > LONGEST_TITLE || !/\w/.test(title)) continue;
     seen.add(title.toLowerCase());
     picked.push({ question: ASKING[picked.length % ASKING.length](title), collection: document.collection });
     if (picked.length === EXAMPLES) break;
@@ -135,11 +144,9 @@ function exampleQuestions(documents) {
   return picked;
 }
 
-/** "8. Errors and Exceptions" → "Errors and Exceptions"; long titles cut at a word. */
+/** "8. Errors and Exceptions" → "Errors and Exceptions", quotes off (the question adds its own). */
 function cleanTitle(title) {
-  const text = (title ?? '').replace(/^\s*[\d.]+\s+/, '').replace(/\s+/g, ' ').trim();
-  if (text.length <= 60) return text;
-  return `${text.slice(0, 60).replace(/\s+\S*$/, '')}…`;
+  return (title ?? '').replace(/^\s*[\d.]+\s+/, '').replace(/["“”]/g, '').replace(/\s+/g, ' ').trim();
 }
 
 export const documentsCount = (n) => `${n} document${n === 1 ? '' : 's'}`;

@@ -27,9 +27,31 @@ export function relevance(source, sources) {
   return `ranked ${rank} of ${sources.length}${share}`;
 }
 
+// "[1]" or "[1, 3]", as answer.js reads the marks.
+const CITED = /\[(\d+(?:\s*,\s*\d+)*)\]/g;
+
+/** The source numbers an answer's text cites. */
+function citedIn(text) {
+  const cited = new Set();
+  for (const [, numbers] of (text ?? '').matchAll(CITED)) {
+    for (const n of numbers.split(',')) cited.add(Number(n));
+  }
+  return cited;
+}
+
+/**
+ * "Sources", or what they are when the finished answer `text` cites none of them ("Nothing
+ * relevant to that was found …"): the closest passages, which did not support it.
+ */
+export function sourcesHeading(text, sources) {
+  const cited = citedIn(text);
+  return sources.length === 0 || sources.some((source) => cited.has(source.n)) ? 'Sources'
+    : 'Closest passages (the answer cites none of them)';
+}
+
 export class SourceView {
   /**
-   * elements: { section, list, dialog, title, meta, quoted, text, close, preview,
+   * elements: { section, heading, list, dialog, title, meta, quoted, text, close, preview,
    * previewTitle, previewText }; `answer` is the answer's element (what was quoted).
    */
   constructor(elements, answer) {
@@ -51,13 +73,22 @@ export class SourceView {
 
   set(sources) {
     this.sources = sources;
-    const { section, list } = this.ui;
+    const { section, list, heading } = this.ui;
     section.hidden = sources.length === 0;
+    heading.textContent = 'Sources';
     list.replaceChildren(...sources.map((source) => h('li', { value: source.n },
       h('button', { type: 'button', className: 'source-link', onclick: () => this.open(source.n) },
         h('span', { className: 'source-title' }, whereIn(source)),
         h('span', { className: 'source-origin' },
           [source.source, `passage ${source.chunk + 1}`].filter(Boolean).join(' · '))))));
+  }
+
+  /**
+   * The answer is complete: if it cites none of its sources ("Nothing relevant to that was
+   * found …"), they did not support it and the list says what they are, the closest passages.
+   */
+  answered(text) {
+    this.ui.heading.textContent = sourcesHeading(text, this.sources);
   }
 
   #find(n) {

@@ -26,7 +26,7 @@ from rag_async.client.cli.base import (
     unreachable,
     with_client,
 )
-from rag_async.client.cli.render import job_lines, source_lines
+from rag_async.client.cli.render import job_lines, source_lines, sources_heading
 
 if TYPE_CHECKING:
     from rich.status import Status
@@ -154,7 +154,8 @@ async def stream_answer(client: RagClient, asking: Asking) -> None:
     if asking.shown:
         typer.echo()
     if answer.final is not None and answer.final.type == "done" and asking.sources:
-        typer.echo("\nSources:")
+        said = answer.final.data.get("answer")
+        typer.echo("\n" + sources_heading(said if isinstance(said, str) else None, asking.sources))
         typer.echo("\n".join(source_lines(asking.sources)))
 
 
@@ -269,7 +270,8 @@ def status(
             partial = " (so far)" if view.get("answer_is_partial") else ""
             typer.echo(f"\nanswer{partial}:\n{plain(view['answer']).strip()}")
         if view.get("sources") and view.get("kind") == "answer":
-            typer.echo("\nSources:\n" + "\n".join(source_lines(view["sources"])))
+            heading = sources_heading(view.get("answer"), view["sources"])
+            typer.echo(f"\n{heading}\n" + "\n".join(source_lines(view["sources"])))
 
     with_client(api_url, show)
 

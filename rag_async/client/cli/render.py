@@ -3,6 +3,7 @@ the API's JSON, every string of it passed through `plain` (a document wrote it).
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterable, Mapping
 from datetime import datetime
@@ -32,7 +33,30 @@ def where(source: Mapping[str, Any]) -> str:
 
 
 def source_lines(sources: Iterable[Mapping[str, Any]]) -> list[str]:
-    return [f"  [{source['n']}] {where(source)}" for source in sources]
+    """One line a source; two passages of one section (which `where` names alike) are told
+    apart by their passage numbers, as the web page shows them."""
+    sources = list(sources)
+    places = [where(source) for source in sources]
+    lines = []
+    for source, place in zip(sources, places, strict=True):
+        if places.count(place) > 1:
+            passage = f"passage {int(source.get('chunk', 0)) + 1}"
+            place = f"{place[:-1]}, {passage})" if place.endswith(")") else f"{place} ({passage})"
+        lines.append(f"  [{source['n']}] {place}")
+    return lines
+
+
+# "[1]" or "[1, 3]": the citation marks of an answer (the page reads them alike).
+_CITATION = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
+
+
+def sources_heading(answer: str | None, sources: Iterable[Mapping[str, Any]]) -> str:
+    """ "Sources:", or what they are when the answer cites none of them ("Nothing relevant
+    to that was found ..."): the closest passages, which did not support it."""
+    cited = {int(n) for found in _CITATION.findall(answer or "") for n in found.split(",")}
+    if any(source.get("n") in cited for source in sources):
+        return "Sources:"
+    return "Closest passages (the answer cites none of them):"
 
 
 def seconds(value: float) -> str:

@@ -14,7 +14,17 @@ What it prefers, with the project's own tokenizer and stemmer (`LexicalEncoder.t
   signature), and the short code example that a quoted sentence introduces ("For
   example:"), quoted whole or not at all.
 - A sentence comes with the next one when that one goes on about it ("They are written
-  like regular functions but ...").
+  like regular functions but ..."); for "how do I descale ..." a sentence that tells to
+  descale comes with the rest of its paragraph: the method.
+- A sentence that a chunk's start cut ("…handlers do not handle ...") is quoted whole when
+  another source holds its beginning (overlapping chunks), citing both; otherwise it is
+  quoted "…" after the whole ones, so that an answer does not start mid-sentence.
+- In a "how do I" answer, no sentence that introduces an example the passage cuts off.
+- A question about a document by its title ("What is “Garden notes” about?", "Give me an
+  overview of Bread recipe.") is answered with that document's opening sentences: they
+  rarely name the document, so no term of the question would find them.
+- "What is the price of X?" when no passage mentions a price says so before quoting what
+  the passages say of X.
 """
 
 from __future__ import annotations
@@ -26,6 +36,7 @@ from dataclasses import dataclass, field
 
 from rag_async.domain.identity import shown_collection
 from rag_async.domain.sources import Source
+from rag_async.providers.llm.asking import attribute_asked, document_asked_about
 from rag_async.providers.llm.passages import blocks, code_quote, items
 from rag_async.store.conversations import Turn, search_query
 
@@ -84,7 +95,15 @@ class _Sentence:
     terms: frozenset[str]
     code: str | None = None  # the code example it introduces
     continued: list[str] = field(default_factory=list)  # sentences that go on about it
+    following: list[str] = field(default_factory=list)  # the rest of its paragraph
+    also: Source | None = None  # another source it is quoted from (its start, or its end)
+    repeated: bool = False  # quoted as another sentence (a fragment it completes)
     score: float = 0.0
+
+    @property
+    def cited(self) -> str:
+        numbers = [self.source.n] + ([self.also.n] if self.also is not None else [])
+        return f"[{', '.join(str(n) for n in sorted(set(numbers)))}]"
 
 
 class ExtractiveAnswerer:
@@ -141,19 +160,106 @@ class ExtractiveAnswerer:
 
     def quotes(self, question: str, sources: Sequence[Source]) -> str:
         """The answer that quotes the sources, or "" when none is relevant enough."""
+        subject = document_asked_about(question)
+        if subject is not None:
+            about = self._about_document(subject, sources)
+            if about:
+                return about
         how = bool(_HOW.search(question))
         candidates = self._scored(question, sources, how=how)
         if not candidates:
             return ""
         best = sorted(candidates, key=lambda s: (-s.score, s.order))[:_MOST_QUOTES]
-        best.sort(key=lambda s: s.order)  # back into reading order
+        # Back into reading order; the end of a sentence whose beginning no source holds
+        # last, so that the answer does not start "…handlers do not handle".
+        best.sort(key=lambda s: (s.text.startswith("…"), s.order))
+        action = self._action(question) if how else None
+        quoted = {sentence.text for sentence in best}
         parts: list[str] = []
         for sentence in best:
-            quote = " ".join([sentence.text, *sentence.continued])
-            parts.append(f"{quote} [{sentence.source.n}]")
+            said = [sentence.text, *sentence.continued]
+            if action and sentence.code is None and self._first_term(sentence.text) == action:
+                said += self._method(sentence, quoted, len(" ".join(said)))
+            parts.append(f"{' '.join(said)} {sentence.cited}")
             if how and sentence.code:
                 parts[-1] += f"\n\n{sentence.code}\n\n"
-        return f"{QUOTING} " + " ".join(parts).replace("\n\n ", "\n\n").rstrip()
+        answer = f"{QUOTING} " + " ".join(parts).replace("\n\n ", "\n\n").rstrip()
+        return self._missing_attribute(question, sources) + answer
+
+    def _about_document(self, subject: str, sources: Sequence[Source]) -> str:
+        """The opening sentences of the document (or section) named `subject`, in reading
+        order, the first sentence of each paragraph first; "" when no source bears the name."""
+        wanted = frozenset(self._terms(subject))
+        named = [source for source in sources if wanted and self._named(source, wanted)]
+        if not named:
+            return ""
+        document = named[0].document_id  # the best-ranked one, if several bear the name
+        chosen = sorted((s for s in named if s.document_id == document), key=lambda s: s.chunk)
+        sentences: list[_Sentence] = []
+        seen: set[str] = set()
+        for position, source in enumerate(chosen):
+            for sentence in self._sentences(source, position):
+                key = sentence.text[:60].lower()
+                if key not in seen and not sentence.text.startswith("…"):
+                    seen.add(key)
+                    sentences.append(sentence)
+        # A paragraph's first sentence says what it is about; then the ones after it.
+        picked = sorted(sentences, key=lambda s: (s.order[2] > 0, s.order))[:_MOST_QUOTES]
+        picked.sort(key=lambda s: s.order)
+        if not picked:
+            return ""
+        parts = [f"{' '.join([s.text, *s.continued])} {s.cited}" for s in picked]
+        return f"{QUOTING} " + " ".join(parts)
+
+    def _named(self, source: Source, wanted: frozenset[str]) -> bool:
+        """The source's title or one of its headings is `wanted` (its terms), or most of it:
+        "Brewmaster 3000" names "Brewmaster 3000 kettle manual"."""
+        labels = [source.title, *(source.heading or "").split(" › ")]
+        for label in labels:
+            terms = set(self._terms(label))
+            if terms and wanted <= terms and 2 * len(wanted) >= len(terms):
+                return True
+        return False
+
+    def _missing_attribute(self, question: str, sources: Sequence[Source]) -> str:
+        """ "No passage mentions "price". " when the question asks for the price of something
+        and no passage has the word: the quotes that follow are about the thing, not its
+        price."""
+        asked = attribute_asked(question)
+        if asked is None:
+            return ""
+        attribute = frozenset(self._terms(asked[0]))
+        for source in sources:
+            passage = f"{source.heading or source.title}\n{source.text}"
+            if not attribute or attribute.intersection(self._terms(passage)):
+                return ""
+        return f"No passage mentions {_listed([asked[0]], 'or')}. "
+
+    def _action(self, question: str) -> str | None:
+        """The term of what a "how do I" question asks to do: "descale" in "How do I descale
+        the kettle?"."""
+        found = _HOW.search(question)
+        if found is None:
+            return None
+        rest = question[found.end() :]
+        rest = re.sub(r"^\W*(?:i|we|you|one)\b", "", rest, flags=re.IGNORECASE)
+        return self._first_term(rest)
+
+    def _first_term(self, text: str) -> str | None:
+        word = _WORD.search(text)
+        terms = self._terms(word[0]) if word else []
+        return terms[0] if terms else None
+
+    def _method(self, sentence: _Sentence, quoted: set[str], length: int) -> list[str]:
+        """The rest of the paragraph of a sentence that tells to do what was asked: the
+        method ("Descale the kettle every four weeks. Fill it half with water ...")."""
+        method: list[str] = []
+        for text in sentence.following[len(sentence.continued) :]:
+            length += len(text) + 1
+            if text in quoted or length > _LONGEST_QUOTE or not _ENDS_SENTENCE.search(text):
+                break
+            method.append(text)
+        return method
 
     def _scored(self, question: str, sources: Sequence[Source], *, how: bool) -> list[_Sentence]:
         """Every quotable sentence of the relevant sources, scored."""
@@ -162,14 +268,21 @@ class ExtractiveAnswerer:
             return []
         what = bool(_WHAT.search(question))
         needed = len(wanted) if len(wanted) <= 2 else math.ceil(len(wanted) / 2)
-        candidates: list[_Sentence] = []
-        seen: set[str] = set()  # overlapping chunks repeat sentences: quote each once
+        relevant: list[tuple[int, int, list[_Sentence]]] = []
         for rank, source in enumerate(sources):
             passage = self._terms(f"{source.heading or source.title}\n{source.text}")
             matched = len(wanted.intersection(passage))
-            if matched < needed:
-                continue
-            for sentence in self._sentences(source, rank):
+            if matched >= needed:
+                relevant.append((rank, matched, self._sentences(source, rank)))
+        _complete_fragments([sentence for _, _, found in relevant for sentence in found])
+        candidates: list[_Sentence] = []
+        seen: set[str] = set()  # overlapping chunks repeat sentences: quote each once
+        for rank, matched, found in relevant:
+            for sentence in found:
+                # Not quoted: a repeat, or a sentence that introduces an example cut off (a
+                # "how do I" answer shows the examples it promises).
+                if sentence.repeated or (how and _dangling(sentence)):
+                    continue
                 key = sentence.text[:60].lower()
                 shown = _CODE_IN_SENTENCE.search(sentence.text) is not None
                 overlap = len(wanted & sentence.terms) / len(wanted)
@@ -179,10 +292,10 @@ class ExtractiveAnswerer:
                 score = overlap + _CHUNK_WEIGHT * matched / len(wanted) - _RANK_STEP * rank
                 if how:
                     score += self._code_bonus(sentence, shown, wanted)
-                if sentence.text.startswith("…"):
-                    score -= _FRAGMENT_PENALTY
                 if self._defines(sentence.text, wanted):
                     score += _DEFINITION_BONUS * (2 if what else 1)
+                if sentence.text.startswith("…"):
+                    score -= _FRAGMENT_PENALTY
                 sentence.score = score
                 candidates.append(sentence)
         return candidates
@@ -234,9 +347,8 @@ class ExtractiveAnswerer:
         return any(wanted.intersection(self._terms(words)) for words in named)
 
     def _sentences(self, source: Source, rank: int) -> list[_Sentence]:
-        """The quotable sentences of a source's passage: prose only, not cut by the chunk's
-        edges, each with the code example it introduces and the sentences that go on about
-        it."""
+        """The quotable sentences of a passage's prose, not cut by the chunk's end, each with
+        the code example it introduces, the sentences about it and the rest of its paragraph."""
         parts = blocks(source.text)
         sentences: list[_Sentence] = []
         for b, block in enumerate(parts):
@@ -279,10 +391,37 @@ class ExtractiveAnswerer:
                     (rank, b, s),
                     frozenset(self._terms(text)),
                     code=code_quote(after, text) if last and after is not None else None,
+                    following=pieces[s + 1 :],
                 )
                 sentences.append(sentence)
                 previous = sentence
         return sentences
+
+
+def _complete_fragments(sentences: Sequence[_Sentence]) -> None:
+    """A sentence cut at its chunk's start ("…handlers do not handle ...") takes the whole
+    sentence from a source that holds it (the chunk before, overlapping), and cites both; the
+    whole one is then a repeat, and left out."""
+    whole = [s for s in sentences if not s.text.startswith("…")]
+    for fragment in sentences:
+        if not fragment.text.startswith("…"):
+            continue
+        tail = fragment.text[1:]
+        for sentence in whole:
+            if sentence.text.endswith(tail) and sentence.source.n != fragment.source.n:
+                fragment.text = sentence.text
+                fragment.terms = sentence.terms
+                fragment.also = sentence.source
+                fragment.order = min(fragment.order, sentence.order)
+                sentence.repeated = True  # quoted as the fragment, with its code example
+                break
+
+
+def _dangling(sentence: _Sentence) -> bool:
+    """A sentence that introduces an example the passage does not hold whole ("… as well):"
+    and the chunk ends): quoted, it would promise what the answer cannot show."""
+    last = sentence.continued[-1] if sentence.continued else sentence.text
+    return sentence.code is None and last.rstrip("*_`").endswith(":")
 
 
 def _introduces(text: str) -> bool:
