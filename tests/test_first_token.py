@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from rag_async.local.valkey import EmbeddedValkey
+from rag_async.providers.llm.prompt import SYSTEM_PROMPT
 from rag_async.providers.llm.raw_html import HtmlGuard
-from rag_async.providers.llm.safety import MAX_LINK, LinkGuard, screen
+from rag_async.providers.llm.safety import MAX_LINK, REDACTED, EchoGuard, LinkGuard, screen
 from rag_async.worker.jobs.answer import screened_batches
 from tests.conftest import SAMPLE_DOCUMENT, make_settings, running_stack
 from tests.support.documents import add_document
@@ -179,3 +180,25 @@ async def test_the_first_token_event_does_not_wait_for_a_flush_interval(
     assert answer == "".join(words) == "".join(tokens)
     assert tokens[0] == "The kettle", tokens
     assert still_streaming
+
+
+ECHOES = [
+    f"The answer is: {SYSTEM_PROMPT[:200]} and the documents say so [1]. {SYSTEM_PROMPT[-120:]}",
+    "You answer questions using only the numbered sources given, the answer [1]. Cite the "
+    "sources you use with their numbers in square brackets, like that.",
+]
+
+
+@pytest.mark.parametrize("answer", ECHOES)
+def test_an_echo_is_judged_alike_however_its_words_are_cut(answer: str) -> None:
+    def guarded(pieces: list[str]) -> str:
+        guard = EchoGuard(SYSTEM_PROMPT)
+        return "".join(guard.feed(piece) for piece in pieces) + guard.feed("", final=True)
+
+    whole = guarded([answer])
+    assert REDACTED in whole
+    for cut in range(len(answer) + 1):
+        for other in range(cut, len(answer) + 1, 11):
+            pieces = [answer[:cut], answer[cut:other], answer[other:]]
+            assert guarded(pieces) == whole, pieces
+    assert guarded(list(answer)) == whole  # a character at a time

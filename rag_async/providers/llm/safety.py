@@ -66,6 +66,9 @@ class _Secret:
     runs: frozenset[tuple[str, ...]]  # every run of ECHO_WORDS words
     starts: frozenset[tuple[str, ...]]  # every shorter run: what the start of an echo looks like
     word_starts: frozenset[str]  # every prefix of a word: what a word cut by a batch looks like
+    # Every shorter run followed by the prefix of its next word: what the start of an echo
+    # looks like when the stream has cut its last word.
+    cut_starts: frozenset[tuple[str, ...]]
 
 
 @functools.cache
@@ -79,6 +82,12 @@ def _secret(text: str) -> _Secret:
         runs=frozenset(runs(ECHO_WORDS)),
         starts=frozenset().union(*(runs(n) for n in range(1, ECHO_WORDS))),
         word_starts=frozenset(word[:k] for word in words for k in range(1, len(word) + 1)),
+        cut_starts=frozenset(
+            (*words[i : i + n], words[i + n][:k])
+            for n in range(ECHO_WORDS)
+            for i in range(len(words) - n)
+            for k in range(1, len(words[i + n]) + 1)
+        ),
     )
 
 
@@ -128,14 +137,16 @@ class EchoGuard:
     ) -> int:
         """Where the tail that may begin an echo starts (the end of `pending` if none does):
         the longest run of the last words, from `i` on, that is the start of one."""
-        if complete < len(words) and keys[complete] not in self._secret.word_starts:
-            # The last word goes on as no word of the secret: no run of it reaches past it.
+        if complete < len(words):
+            # The last word may go on: a run that it does not go on cannot become an echo.
+            cut = keys[complete]
+            for k in range(max(i, complete + 1 - ECHO_WORDS), complete + 1):
+                if (*keys[k:complete], cut) in self._secret.cut_starts:
+                    return words[k].start()
             return len(pending)
         for k in range(i, complete):
             if tuple(keys[k:complete]) in self._secret.starts:
                 return words[k].start()
-        if complete < len(words) and keys[complete] in self._secret.word_starts:
-            return words[complete].start()
         return len(pending)
 
 
