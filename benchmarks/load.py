@@ -7,8 +7,10 @@ server (300 ms to first token, 40 tokens at 100 tokens/s: about 690 ms of LLM pe
     python benchmarks/load.py -c 50 --corpus docs --store local   # the 530 pages, old store
 
 Reports answers/s, client-seen latency p50/p99, the pipeline's overhead (latency minus the
-LLM's own time), POST /chat latency, CPU seconds per answer of each process, and the Redis
-connections the API holds (sampled from CLIENT LIST while C streams are open).
+LLM's own time), the first token's delay (when the client sees the first text, from its POST,
+minus the LLM's own 300 ms to its first token), POST /chat latency, CPU seconds per answer of
+each process, and the Redis connections the API holds (sampled from CLIENT LIST while C streams
+are open).
 """
 
 from __future__ import annotations
@@ -34,35 +36,51 @@ LLM_SECONDS = TTFT + (TOKENS - 1) / TPS  # when the fake LLM sends its last toke
 class Run:
     latencies: list[float] = field(default_factory=list)
     posts: list[float] = field(default_factory=list)
+    first_tokens: list[float] = field(default_factory=list)
     errors: int = 0
 
 
-async def ask_async(http: aiohttp.ClientSession, question: str) -> tuple[float, bool]:
-    """Submit, then follow the events to the end. Returns when the POST was answered, and
-    whether the answer ended with `done`."""
+@dataclass
+class Asked:
+    """When one question's POST was answered and its first text arrived, and whether its answer
+    ended with `done`."""
+
+    posted: float
+    first_token: float | None = None
+    done: bool = False
+
+
+async def ask_async(http: aiohttp.ClientSession, question: str) -> Asked:
+    """Submit, then follow the events to the end."""
     async with http.post("/chat", data=orjson.dumps({"query": question})) as response:
         job_id = (await response.json())["job_id"]
-    posted = time.monotonic()
+    asked = Asked(posted=time.monotonic())
     async with http.get(f"/jobs/{job_id}/events") as stream:
         # The stream ends after its final event; only its type matters here.
         async for line in stream.content:
+            if asked.first_token is None and line.startswith(b"event: token"):
+                asked.first_token = time.monotonic()
             if line.startswith((b"event: done", b"event: error")):
-                return posted, line.startswith(b"event: done")
-    return posted, False
+                asked.done = line.startswith(b"event: done")
+                return asked
+    return asked
 
 
-async def ask_inline(http: aiohttp.ClientSession, question: str) -> tuple[float, bool]:
+async def ask_inline(http: aiohttp.ClientSession, question: str) -> Asked:
     """The replaced design: the POST itself streams the answer back."""
     async with http.post("/chat-inline", data=orjson.dumps({"query": question})) as stream:
-        posted = time.monotonic()
+        asked = Asked(posted=time.monotonic())
         async for line in stream.content:
+            if asked.first_token is None and line.startswith(b"event: token"):
+                asked.first_token = time.monotonic()
             if line.startswith(b"event: done"):
-                return posted, True
-    return posted, False
+                asked.done = True
+                return asked
+    return asked
 
 
 async def user(
-    ask: Callable[[aiohttp.ClientSession, str], Awaitable[tuple[float, bool]]],
+    ask: Callable[[aiohttp.ClientSession, str], Awaitable[Asked]],
     http: aiohttp.ClientSession,
     n: int,
     until: float,
@@ -77,15 +95,17 @@ async def user(
         i += 1
         started = time.monotonic()
         try:
-            posted, done = await ask(http, question)
+            asked = await ask(http, question)
         except (aiohttp.ClientError, KeyError, TimeoutError):
             run.errors += 1
             continue
         finished = time.monotonic()
         if started >= measure_from and finished <= until:
-            if done:
+            if asked.done:
                 run.latencies.append(finished - started)
-                run.posts.append(posted - started)
+                run.posts.append(asked.posted - started)
+                if asked.first_token is not None:
+                    run.first_tokens.append(asked.first_token - started - TTFT)
             else:
                 run.errors += 1
 
@@ -135,6 +155,8 @@ async def load(
         "latency_p99_ms": percentile(run.latencies, 99) * 1000,
         "overhead_p50_ms": percentile(overhead, 50) * 1000,
         "overhead_p99_ms": percentile(overhead, 99) * 1000,
+        "first_token_delay_p50_ms": percentile(run.first_tokens, 50) * 1000,
+        "first_token_delay_p99_ms": percentile(run.first_tokens, 99) * 1000,
         "post_chat_p50_ms": percentile(run.posts, 50) * 1000,
         "post_chat_p99_ms": percentile(run.posts, 99) * 1000,
         "api_redis_connections_max": max(connections, default=0),

@@ -30,6 +30,15 @@ _RAW_HTML = re.compile(
     r"|<!\[CDATA\[.*?\]\]>",
     re.DOTALL,
 )
+# What an open or closing tag, or an autolink, looks like while it is still coming: text after
+# a "<" that matches none of these is no HTML, whatever follows, and need not wait for a ">".
+_VALUE_SO_FAR = r"""(?:[^\s"'=<>`]*|'[^']*|"[^"]*)"""
+_UNFINISHED = re.compile(
+    rf"<{_NAME}(?:{_ATTRIBUTE})*"
+    rf"(?:\s+[A-Za-z_:][A-Za-z0-9_.:-]*(?:\s*=\s*{_VALUE_SO_FAR})?|\s*/?)?\Z"
+    rf"|</(?:{_NAME}\s*)?\Z"
+    r"|<[A-Za-z][A-Za-z0-9+.\-]*:[^\s<>]*\Z"
+)
 _CANDIDATE = re.compile(r"<(?=[A-Za-z/!?]|\Z)")
 _AUTOLINK = re.compile(r"<[A-Za-z][A-Za-z0-9+.\-]{1,31}:[^\s<>]*>")
 _BLANK_LINE = re.compile(r"\n[ \t]*\n")
@@ -97,4 +106,8 @@ def _may_grow(text: str, start: int) -> bool:
     rest = text[start:]
     if any(opening.startswith(rest) for opening in _ENDS):
         return True  # "<!-" may become a comment
-    return len(rest) < MAX_TAG and not _BLANK_LINE.search(rest)
+    if len(rest) >= MAX_TAG or _BLANK_LINE.search(rest):
+        return False
+    # A comment, instruction or declaration ends only at its closing mark; a tag may be
+    # ruled out at once ("a <b, c" holds no tag, whatever comes next).
+    return rest.startswith(("<!", "<?")) or _UNFINISHED.match(rest) is not None

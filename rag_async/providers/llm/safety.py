@@ -17,10 +17,13 @@ when it does not:
   a definition goes;
 - no raw HTML (llm/raw_html.py).
 
-All run on the stream (the answer job's coalesced batches), so that every `token` event, the
-`done` answer and /job-status carry the same clean text. Each holds back only the tail that may
-still turn out to be an echo, a link or a tag (usually nothing, at most a paragraph), so each
-batch costs one scan of itself and of that tail.
+All run on the stream, each piece as the LLM sends it (the answer job coalesces what comes
+out), so that every `token` event, the `done` answer and /job-status carry the same clean text.
+Each holds back only the tail that may still turn out to be an echo, a link or a tag (usually
+nothing; at most a few words, or `MAX_LINK` / raw_html.py's `MAX_TAG` characters), and gives it
+out with the first piece that decides it: text that can start none of them goes out at once, so
+the answer's first words never wait for a timer. Each piece costs one scan of itself and of
+that tail.
 """
 
 from __future__ import annotations
@@ -38,16 +41,17 @@ from rag_async.providers.llm.raw_html import HtmlGuard
 
 ECHO_WORDS = 10  # shorter runs occur in honest answers ("could not find it in the documents")
 REDACTED = "[redacted]"
+MAX_LINK = 2000  # characters held back waiting for a link to be decided: more and it is text
 
 
-async def screen(batches: AsyncIterator[str], sources: Sequence[Source]) -> AsyncIterator[str]:
-    """The answer's batches without control characters, echoes of the system prompt, images,
-    links to foreign hosts or raw HTML; text held back goes out with a later batch, or at the
-    end."""
+async def screen(pieces: AsyncIterator[str], sources: Sequence[Source]) -> AsyncIterator[str]:
+    """The answer's pieces without control characters, echoes of the system prompt, images,
+    links to foreign hosts or raw HTML: one string for each piece, what is now known to be
+    clean (held text goes out with the piece that decides it, or at the end). A piece that
+    gives out nothing yields "", so that a consumer batching by time sees time pass."""
     echo, links, tags = EchoGuard(SYSTEM_PROMPT), LinkGuard(source_locations(sources)), HtmlGuard()
-    async for batch in batches:
-        if text := tags.feed(links.feed(echo.feed(without_controls(batch)))):
-            yield text
+    async for piece in pieces:
+        yield tags.feed(links.feed(echo.feed(without_controls(piece))))
     if text := tags.feed(links.feed(echo.feed("", final=True), final=True), final=True):
         yield text
 
@@ -62,6 +66,9 @@ class _Secret:
     runs: frozenset[tuple[str, ...]]  # every run of ECHO_WORDS words
     starts: frozenset[tuple[str, ...]]  # every shorter run: what the start of an echo looks like
     word_starts: frozenset[str]  # every prefix of a word: what a word cut by a batch looks like
+    # Every shorter run followed by the prefix of its next word: what the start of an echo
+    # looks like when the stream has cut its last word.
+    cut_starts: frozenset[tuple[str, ...]]
 
 
 @functools.cache
@@ -75,6 +82,12 @@ def _secret(text: str) -> _Secret:
         runs=frozenset(runs(ECHO_WORDS)),
         starts=frozenset().union(*(runs(n) for n in range(1, ECHO_WORDS))),
         word_starts=frozenset(word[:k] for word in words for k in range(1, len(word) + 1)),
+        cut_starts=frozenset(
+            (*words[i : i + n], words[i + n][:k])
+            for n in range(ECHO_WORDS)
+            for i in range(len(words) - n)
+            for k in range(1, len(words[i + n]) + 1)
+        ),
     )
 
 
@@ -124,11 +137,16 @@ class EchoGuard:
     ) -> int:
         """Where the tail that may begin an echo starts (the end of `pending` if none does):
         the longest run of the last words, from `i` on, that is the start of one."""
+        if complete < len(words):
+            # The last word may go on: a run that it does not go on cannot become an echo.
+            cut = keys[complete]
+            for k in range(max(i, complete + 1 - ECHO_WORDS), complete + 1):
+                if (*keys[k:complete], cut) in self._secret.cut_starts:
+                    return words[k].start()
+            return len(pending)
         for k in range(i, complete):
             if tuple(keys[k:complete]) in self._secret.starts:
                 return words[k].start()
-        if complete < len(words) and keys[complete] in self._secret.word_starts:
-            return words[complete].start()
         return len(pending)
 
 
@@ -149,6 +167,7 @@ _AUTOLINK = re.compile(r"<([A-Za-z][A-Za-z0-9+.\-]{1,31}:[^\s<>]*)>")
 _AUTOLINK_START = re.compile(r"<(?:[A-Za-z][A-Za-z0-9+.\-]{0,31}(?::[^\s<>]*)?)?\Z")
 _BLANK_LINE = re.compile(r"\n[ \t]*\n")  # no link, image or definition spans one
 _TITLE = re.compile(r'"[^"]*"|\'[^\']*\'|\([^()]*\)', re.DOTALL)
+_DESTINATION = re.compile(r"\S*")
 _URL_FIRST = re.compile(r"\s*<?((?:[A-Za-z][A-Za-z0-9+.\-]*:|//)[^\s<>]*)")
 _HOLD = ("", -1)  # what `_link_at` says when a link may still be coming
 
@@ -160,17 +179,22 @@ class LinkGuard:
     def __init__(self, locations: frozenset[str]) -> None:
         self._locations = locations
         self._pending = ""
+        # The start of the line given out so far: whether the held text may begin a reference
+        # definition depends on it (" [1]:" in mid-sentence is none).
+        self._line = ""
 
     def feed(self, text: str, *, final: bool = False) -> str:
         """The text that is now known to be clean (all of it when `final`)."""
         pending = self._pending + text
-        out, hold = _unlinked(pending, self._locations, final)
+        out, hold = _unlinked(pending, self._locations, final, self._line)
         self._pending = pending[hold:]
+        self._line = _line_start(self._line + out)
         return out
 
 
-def _unlinked(text: str, locations: frozenset[str], final: bool) -> tuple[str, int]:
-    """`text` cleaned up to where a link may still be unfinished, and that place."""
+def _unlinked(text: str, locations: frozenset[str], final: bool, line: str = "") -> tuple[str, int]:
+    """`text` cleaned up to where a link may still be unfinished, and that place. `line` is the
+    start of the line that `text` goes on (clean text given out before it)."""
     out: list[str] = []
     i = 0
     while opener := _OPENER.search(text, i):
@@ -187,7 +211,12 @@ def _unlinked(text: str, locations: frozenset[str], final: bool) -> tuple[str, i
                 return "".join(out), start
         elif token == "!" and not final:  # the last character: an image may follow
             return "".join(out), start
-        found = None if token in ("<", "!") else _link_at(text, start, locations, final)
+        found = None
+        if token not in ("<", "!"):
+            # Where a definition may start is judged on the clean text, as a renderer sees it.
+            before = _line_start(line + "".join(out))
+            starts_line = len(before) <= 3 and not before.strip()
+            found = _link_at(text, start, locations, final, starts_line)
         if found is _HOLD:
             return "".join(out), start
         if found is not None:
@@ -201,15 +230,22 @@ def _unlinked(text: str, locations: frozenset[str], final: bool) -> tuple[str, i
 
 
 def _link_at(
-    text: str, start: int, locations: frozenset[str], final: bool
+    text: str, start: int, locations: frozenset[str], final: bool, starts_line: bool
 ) -> tuple[str, int] | None:
-    """At a "[" or "![": the clean form of the link, image or definition that starts there and
-    where it ends, `_HOLD` if one may still be coming, None if there is none."""
+    """At a "[" or "![" (`starts_line` if only up to three spaces precede it on its line): the
+    clean form of the link, image or definition that starts there and where it ends, `_HOLD` if
+    one may still be coming, None if there is none."""
     image = text[start] == "!"
     opening = start + image
-    may_grow = not final and not _BLANK_LINE.search(text, start)
+    blank_line = _BLANK_LINE.search(text, start) is not None
+    too_long = not final and len(text) - start >= MAX_LINK
+    may_grow = not final and not too_long and not blank_line
     close = _closing(text, opening, "[", "]")
     if close < 0 or close + 1 == len(text):
+        if too_long and not blank_line:
+            # Undecided for too long: escaped, the bracket cannot open a link that the rest
+            # of the stream would close (Markdown shows "\[" as "[").
+            return text[start:opening] + "\\[", opening + 1
         return _HOLD if may_grow else None
     if text[close + 1] == "(":  # an inline link or image
         end = _closing(text, close + 1, "(", ")")
@@ -227,12 +263,15 @@ def _link_at(
         if not image and _allowed(url, locations):
             return f"[{label}]{text[close + 1 : end + 1]}", end + 1
         return label, end + 1
-    if text[close + 1] == ":" and not image and _starts_line(text, start):  # a definition
+    if text[close + 1] == ":" and not image and starts_line:  # a definition
         end = text.find("\n", close)
         if end >= 0 and not text[close + 2 : end].strip():
             end = text.find("\n", end + 1)  # its URL may be on the next line
         if end < 0 and not final:
-            return _HOLD
+            if not _may_drop_definition(text[close + 2 :], locations):
+                return None  # kept whatever the rest of its line says: no need to wait for it
+            if may_grow:
+                return _HOLD
         end = len(text) if end < 0 else end + 1
         url = _target(text[close + 2 : end])
         if url and not _allowed(url, locations):
@@ -274,9 +313,31 @@ def _target(inside: str) -> str | None:
     return None
 
 
-def _starts_line(text: str, at: int) -> bool:
-    line_start = text.rfind("\n", 0, at) + 1
-    return at - line_start <= 3 and not text[line_start:at].strip()
+def _may_drop_definition(after: str, locations: frozenset[str]) -> bool:
+    """Whether the line of a definition whose text after the colon begins with `after` may
+    still be dropped once it ends (`_target` finding a URL that is not allowed), whatever
+    comes next: if not, it is kept as it is, and need not be held until its newline."""
+    rest = after.lstrip()
+    if rest.startswith("<"):
+        url, closed, _ = rest[1:].partition(">")
+        return not (closed and _allowed(url, locations))
+    destination = _DESTINATION.match(rest)
+    assert destination is not None  # it matches the empty string too
+    url = destination.group()
+    if not url or destination.end() == len(rest):
+        return True  # the destination is still to come, or may go on
+    if _allowed(url, locations):
+        return False
+    if _URL_FIRST.match(url):
+        return True  # a definition, whatever follows on its line
+    title = rest[destination.end() :].lstrip()
+    return not title or title[0] in "\"'("  # a title may be coming; anything else is text
+
+
+def _line_start(text: str) -> str:
+    """The first characters of `text`'s last line: enough to tell whether a "[" after it may
+    begin a reference definition (at most three spaces before it)."""
+    return text[text.rfind("\n") + 1 :][:4]
 
 
 def _allowed(url: str, locations: frozenset[str]) -> bool:

@@ -3,12 +3,13 @@ life around this work (attempts, retries, the end) is jobs/lifecycle.py's."""
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 
 from rag_async.domain.events import SourcesEvent, TokenEvent
 from rag_async.domain.job import JobRecord
-from rag_async.domain.sources import clip_sources
+from rag_async.domain.sources import Source, clip_sources
 from rag_async.providers.breaker import guarded, guarded_stream
 from rag_async.providers.llm import screen
 from rag_async.providers.retrieval import LexicalEncoder
@@ -52,8 +53,8 @@ async def _answer(run: Run) -> Finished:
     parts: list[str] = []
     answer = services.llm.stream(question, sources, collection=collection, history=history)
     answer_stream = guarded_stream(breakers["llm"], answer)
-    batches = coalesce(answer_stream, services.settings.token_flush_interval)
-    async for batch in screen(batches, sources):  # what the answer must not carry (llm/safety)
+    interval = services.settings.token_flush_interval
+    async for batch in screened_batches(answer_stream, sources, interval):
         if not parts:
             run.lap("time_to_first_token", record.created_at or run.started)
         parts.append(batch)
@@ -103,19 +104,31 @@ def _providers(services: Services) -> Iterable[str]:
 ANSWER = JobSpec(work=_answer, first_stage=_first_stage, providers=_providers, waits=_waits)
 
 
+def screened_batches(
+    pieces: AsyncIterator[str], sources: Sequence[Source], interval: float
+) -> AsyncIterator[str]:
+    """The LLM's pieces without what an answer must not carry (llm/safety.py), in batches at
+    most one per `interval`. Screened piece by piece, then coalesced: text the screen holds
+    (what may yet be a link, a tag or an echo) goes out with the piece that decides it, not a
+    flush interval later, and the first clean text goes out at once."""
+    return coalesce(screen(pieces, sources), interval)
+
+
 async def coalesce(pieces: AsyncIterator[str], interval: float) -> AsyncIterator[str]:
     """Join streamed pieces into batches at most one per `interval` seconds.
 
-    The first piece goes out at once (time to first token is what users feel); later ones
-    wait until `interval` has passed since the last batch. A piece is only ever held until the
-    next one arrives or the stream ends, so nothing is delayed by more than one gap.
+    The first text goes out at once (time to first token is what users feel); later text
+    waits until `interval` has passed since the last batch. A piece is only ever held until the
+    next one arrives or the stream ends, so nothing is delayed by more than one gap. An empty
+    piece (the screen holding everything back) carries no text but still lets a batch out.
     """
     buffer: list[str] = []
-    last_flush = 0.0
+    last_flush = -math.inf  # not 0: the monotonic clock may be younger than `interval`
     async for piece in pieces:
-        buffer.append(piece)
+        if piece:
+            buffer.append(piece)
         now = time.monotonic()
-        if now - last_flush >= interval:
+        if buffer and now - last_flush >= interval:
             yield "".join(buffer)
             buffer.clear()
             last_flush = now
