@@ -9,6 +9,7 @@ it from the jobs' `started_at` rather than time anything."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,11 +17,18 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
+from redis.asyncio import Redis
 
 from rag_async.domain.errors import ConfigurationError
 from rag_async.domain.identity import KeyRing
 from rag_async.local.valkey import EmbeddedValkey
+from rag_async.store.errors import StoreError
+from rag_async.store.jobs import JobStore
+from rag_async.store.keys import Keys
+from rag_async.store.queue import JobQueue
+from rag_async.store.workers import WorkerBeats
 from tests import conftest
 from tests.conftest import Stack, running_stack
 
@@ -290,3 +298,39 @@ async def test_operators_see_the_waiting_by_priority_and_the_busiest_keys(
     assert seen["queue_depth"] == 4
     assert counts["waiting"]["questions"]["background"]["jobs"] == 1
     assert "busiest_keys" not in counts
+
+
+async def test_a_waiting_job_survives_valkey_at_its_memory_limit(tmp_path: Path) -> None:
+    """At Valkey's memory limit a scheduling step is one step still: the job it hands on is
+    either still waiting in its key's list or wholly on arq's queue (its payload with it),
+    never out of the one and not on the other; and it is on arq's queue once there is room."""
+    server = EmbeddedValkey(tmp_path / "small-valkey", appendonly=False, maxmemory="8mb")
+    server.start()
+    try:
+        async with Redis.from_url(server.url) as redis:
+            keys = Keys("full:")
+            queue = JobQueue(redis, keys)
+            job_id = "f" * 32
+            assert await JobStore(redis, keys, 60).create(job_id, "answer", {}) == "created"
+            assert await redis.hexists(keys.waiting_jobs("questions"), job_id)  # no worker
+
+            async def waits() -> bool:
+                return bool(await redis.hexists(keys.waiting_jobs("questions"), job_id))
+
+            async def on_arqs_queue() -> bool:
+                score = await redis.zscore(keys.queue("questions"), job_id)
+                return score is not None and bool(await redis.exists(keys.arq_job(job_id)))
+
+            # A worker offers a slot, as its heartbeat does.
+            await WorkerBeats(redis, keys, "w1").beat(orjson.dumps({"slots": {"questions": 1}}))
+            await redis.config_set("maxmemory", 1)  # far past its limit
+            try:
+                with contextlib.suppress(StoreError):
+                    await queue.schedule()
+                assert await waits() != await on_arqs_queue()
+            finally:
+                await redis.config_set("maxmemory", "8mb")
+            await queue.schedule()
+            assert await on_arqs_queue() and not await waits()
+    finally:
+        server.stop()
