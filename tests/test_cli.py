@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
+from rag_async.client.cli.render import stats_lines
 from rag_async.config import Settings
 from rag_async.local.valkey import EmbeddedValkey, free_port
 from rag_async.store.keys import Keys
@@ -462,3 +463,26 @@ def test_another_program_on_the_port_is_named_not_its_error_page(tmp_path: Path)
     assert "not rag-async" in result.stderr and "another program" in result.stderr
     assert "<" not in result.stderr, "none of its HTML"
     no_traceback(result)
+
+
+def test_stats_tells_the_jobs_waiting_their_turn_and_who_has_the_most() -> None:
+    figures = {
+        "queue_depth": 4,
+        "jobs_in_flight": 4,
+        "workers": [],
+        "waiting": {
+            "questions": {
+                "interactive": {"jobs": 3, "oldest_age": 1.25},
+                "background": {"jobs": 1, "oldest_age": 0.5},
+            },
+            "documents": {"interactive": {"jobs": 0, "oldest_age": 0.0}},
+        },
+        "busiest_keys": {"questions": [{"key": "heavy", "waiting": 3}, {"key": "", "waiting": 1}]},
+    }
+    lines = stats_lines(figures)
+    assert lines[3] == (
+        "waiting their turn: questions interactive 3 (oldest 1.2 s), "
+        "questions background 1 (oldest 0.5 s)"
+    )
+    assert lines[4] == "  most waiting, questions: heavy 3, local 1"
+    assert not any("waiting their turn" in line for line in stats_lines({"waiting": {}}))

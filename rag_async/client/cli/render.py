@@ -194,6 +194,25 @@ def _providers(providers: Mapping[str, str]) -> list[tuple[str, str]]:
 # ---- the service (GET /stats) --------------------------------------------------------------
 
 
+def waiting_lines(stats: Mapping[str, Any]) -> list[str]:
+    """The jobs waiting their turn (fair share), per queue and priority, and for an admin key
+    the keys with the most waiting; nothing when none waits."""
+    parts = [
+        f"{lane} {priority} {waited['jobs']} (oldest {waited['oldest_age']:.1f} s)"
+        for lane, priorities in (stats.get("waiting") or {}).items()
+        for priority, waited in priorities.items()
+        if waited.get("jobs")
+    ]
+    if not parts:
+        return []
+    lines = [f"waiting their turn: {plain(', '.join(parts))}"]
+    for lane, keys in (stats.get("busiest_keys") or {}).items():
+        if keys:
+            named = ", ".join(f"{one_line(key['key'] or 'local')} {key['waiting']}" for key in keys)
+            lines.append(f"  most waiting, {plain(lane)}: {named}")
+    return lines
+
+
 def stats_lines(stats: Mapping[str, Any], now: float | None = None) -> list[str]:
     queues = ", ".join(f"{lane} {count}" for lane, count in (stats.get("queues") or {}).items())
     workers = stats.get("workers")
@@ -204,6 +223,7 @@ def stats_lines(stats: Mapping[str, Any], now: float | None = None) -> list[str]
         f"in flight: {plural(stats.get('jobs_in_flight', 0), 'job')}",
         f"workers: {alive} alive",
     ]
+    lines += waiting_lines(stats)
     for worker in workers or []:
         running = plural(int(worker.get("in_flight", 0)), "job")
         seen = ago(worker["last_seen"], now) if worker.get("last_seen") else "never"
