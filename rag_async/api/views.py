@@ -5,11 +5,9 @@ from __future__ import annotations
 
 from rag_async.api.enqueue import events_url
 from rag_async.api.state import AppState
-from rag_async.domain.events import decode_event
 from rag_async.domain.job import JobRecord, JobStatus
 from rag_async.domain.schemas import JobView
 from rag_async.domain.sources import fit_sources
-from rag_async.domain.transcript import Transcript
 
 
 async def job_view(state: AppState, record: JobRecord) -> JobView:
@@ -17,7 +15,7 @@ async def job_view(state: AppState, record: JobRecord) -> JobView:
     if record.kind == "answer" and record.status is JobStatus.IN_PROGRESS:
         # Text and id from the same read of the log, so that resuming after `last_event_id`
         # continues exactly where `answer` stops.
-        answer, last_event_id = await _partial_answer(state, record)
+        answer, last_event_id = await state.events.answer_so_far(record.job_id)
         partial = True
     position = None
     if record.status is JobStatus.QUEUED:
@@ -40,14 +38,3 @@ _SHOWN = {
     "providers", "error", "document_id", "chunks", "progress", "created_at", "started_at",
     "finished_at", "webhook", "priority",
 }  # fmt: skip
-
-
-async def _partial_answer(state: AppState, record: JobRecord) -> tuple[str, int]:
-    """The answer so far by the rule of `transcript.Transcript` (a dead attempt's text is
-    dropped), and the id of the last event it includes."""
-    transcript = Transcript()
-    last_event_id = 0
-    for event in await state.events.replay(record.job_id):
-        last_event_id = event.id
-        transcript.apply(decode_event(event.data))
-    return transcript.text, last_event_id

@@ -23,7 +23,8 @@ from redis.asyncio.client import PubSub
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from rag_async.domain.events import _Event, encode_event
+from rag_async.domain.events import _Event, decode_event, encode_event
+from rag_async.domain.transcript import Transcript
 from rag_async.store.ending import LUA as ENDING_LUA
 from rag_async.store.keys import Keys
 from rag_async.store.pool import pubsub_pool
@@ -184,6 +185,17 @@ class EventLog:
         """Every logged event with an id greater than `after`, in order."""
         entries = await self._redis.xrange(self._keys.events(job_id), min=f"0-{after + 1}")
         return [LoggedEvent(_event_id(entry_id), fields[b"e"]) for entry_id, fields in entries]
+
+    async def answer_so_far(self, job_id: str) -> tuple[str, int]:
+        """The job's answer as its logged events tell it (domain/transcript.py's one rule: a
+        dead attempt's text is dropped), and the id of the last event it includes, so that
+        resuming after that id continues exactly where the text stops."""
+        transcript = Transcript()
+        last_event_id = 0
+        for event in await self.replay(job_id):
+            last_event_id = event.id
+            transcript.apply(decode_event(event.data))
+        return transcript.text, last_event_id
 
 
 def _event_id(stream_id: bytes | str) -> int:

@@ -23,10 +23,8 @@ import time
 from collections.abc import Sequence
 
 from rag_async.domain.errors import Conflict
-from rag_async.domain.events import decode_event
 from rag_async.domain.job import JobRecord, JobStatus
 from rag_async.domain.schemas import Multitask
-from rag_async.domain.transcript import Transcript
 from rag_async.store.conversations import Mark, Turn
 from rag_async.worker.ends import Ends, cancel
 
@@ -116,8 +114,6 @@ async def followed_turns(ends: Ends, record: JobRecord) -> list[Turn]:
     if followed.status is JobStatus.COMPLETE:
         turns.append(Turn(question=question, answer=followed.answer or ""))
     elif followed.status is JobStatus.CANCELLED and record.multitask == "interrupt":
-        transcript = Transcript()
-        for event in await ends.events.replay(followed.job_id):
-            transcript.apply(decode_event(event.data))
-        turns.append(Turn(question=question, answer=transcript.text))
+        answer, _ = await ends.events.answer_so_far(followed.job_id)
+        turns.append(Turn(question=question, answer=answer))
     return [*turns, *record.history]

@@ -14,9 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from rag_async.domain.document import DocumentStatus
-from rag_async.domain.events import decode_event
 from rag_async.domain.job import JobRecord
-from rag_async.domain.transcript import Transcript
 from rag_async.store.conversations import StoredTurn
 from rag_async.store.queue import Kind
 
@@ -56,12 +54,10 @@ async def _answer_failed(ends: Ends, record: JobRecord, outcome: str, reason: st
         return
     if await ends.conversations.marked(conversation_id, record.job_id) != "interrupted":
         return
-    transcript = Transcript()
-    for event in await ends.events.replay(record.job_id):
-        transcript.apply(decode_event(event.data))
+    answer, _ = await ends.events.answer_so_far(record.job_id)
     turn = StoredTurn(
         question=record.query or "",
-        answer=transcript.text,
+        answer=answer,
         job_id=record.job_id,
         answered_at=time.time(),
         interrupted=True,

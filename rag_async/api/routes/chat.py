@@ -46,11 +46,10 @@ async def chat(
     conversation still answering."""
     require_utf8(body)
     submission = Submission(state, request, caller, webhook_url=body.webhook_url)
+    question = Question(body.query, body.collection)
     if body.conversation_id is None:
-        question = Question(body.query, body.collection)
         job_id = await submit_question(submission, question, idempotency_key)
         return submission.accepted(QuestionAccepted, job_id)
-    question = Question(body.query, body.collection)
     job_id = await ask_in_conversation(
         submission, question, body.conversation_id, body.multitask, idempotency_key
     )
