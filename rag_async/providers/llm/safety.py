@@ -65,7 +65,6 @@ _WORD = re.compile(r"\w+")
 class _Secret:
     runs: frozenset[tuple[str, ...]]  # every run of ECHO_WORDS words
     starts: frozenset[tuple[str, ...]]  # every shorter run: what the start of an echo looks like
-    word_starts: frozenset[str]  # every prefix of a word: what a word cut by a batch looks like
     # Every shorter run followed by the prefix of its next word: what the start of an echo
     # looks like when the stream has cut its last word.
     cut_starts: frozenset[tuple[str, ...]]
@@ -81,7 +80,6 @@ def _secret(text: str) -> _Secret:
     return _Secret(
         runs=frozenset(runs(ECHO_WORDS)),
         starts=frozenset().union(*(runs(n) for n in range(1, ECHO_WORDS))),
-        word_starts=frozenset(word[:k] for word in words for k in range(1, len(word) + 1)),
         cut_starts=frozenset(
             (*words[i : i + n], words[i + n][:k])
             for n in range(ECHO_WORDS)
