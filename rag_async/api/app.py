@@ -33,6 +33,7 @@ from rag_async.api.routes import (
     health,
     jobs,
     metrics,
+    search,
     stats,
 )
 from rag_async.api.state import AppState
@@ -57,6 +58,7 @@ REPOSITORY_WEB_DIR = Path(__file__).resolve().parents[2] / "web"
 _KEYED, _WRITES = (401, 429), (409, 413, 415)
 _ROUTERS = [
     (chat, _KEYED + _WRITES),
+    (search, _KEYED + _WRITES),
     (conversations, _KEYED),
     (responses, _KEYED + _WRITES),
     (chat_completions, _KEYED + _WRITES),

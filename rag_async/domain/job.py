@@ -98,6 +98,10 @@ class JobRecord(BaseModel):
     # What was asked: a question, or a document to ingest or delete.
     query: str | None = None
     collection: str | None = None
+    # A search's own bounds (POST /search); an answer's are the settings'. (Its metadata
+    # `filters`, domain/filters.py, belong here too.)
+    top_k: int | None = None
+    score_threshold: float | None = None
     document_id: str | None = None
     title: str | None = None
     source: str | None = None
