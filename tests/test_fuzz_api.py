@@ -141,6 +141,8 @@ def api(
         # Hundreds of requests in seconds: the default bucket would answer most of them with
         # 429 before they reach a route (tests/test_quotas.py tests the limit).
         rate_limit_per_minute=1_000_000,
+        # No worker runs: POST /search answers 202 once this wait for its job is up.
+        search_wait=0.05,
     )
     app = create_app(app_settings)
     try:

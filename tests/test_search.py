@@ -69,6 +69,8 @@ BAD_BODIES: list[Any] = [
     {"query": "tea", "collection": "*"},
     {"query": "tea", "collection": "a/b"},
     {"query": "tea", "score_threshold": "inf"},
+    {"query": "tea", "score_threshold": False},
+    {"query": "tea", "top_k": "5"},
     {"query": "tea", "filter": {"a": 1}},
     ["tea"],
 ]

@@ -75,6 +75,7 @@ class SearchRequest(BaseModel):
     )
     top_k: int | None = Field(
         default=None,
+        strict=True,  # 5, not "5" or true
         ge=1,
         le=VIEW_MAX_SOURCES,
         description="How many passages, best first; RAG_TOP_K (what an answer gets) when not "
@@ -82,6 +83,7 @@ class SearchRequest(BaseModel):
     )
     score_threshold: float | None = Field(
         default=None,
+        strict=True,
         allow_inf_nan=False,
         description="Leave out passages scoring below this. The scale is the retrieval's: BM25 "
         "offline, reciprocal rank fusion when hybrid (the job's `providers.retrieval` says).",
