@@ -9,6 +9,7 @@ import typer
 
 from rag_async.client.cli.base import ApiUrl, app, command, fail, one_line, print_json, with_client
 from rag_async.client.cli.documents import DOCUMENTS
+from rag_async.client.cli.questions import Json
 from rag_async.client.cli.render import plural
 
 if TYPE_CHECKING:
@@ -21,29 +22,31 @@ if TYPE_CHECKING:
 DEFAULT_TOP_K = 20
 
 
+QuestionFile = Annotated[
+    Path, typer.Argument(metavar="QUESTIONS.jsonl", help="The question file (JSON Lines).")
+]
+Collection = Annotated[
+    str | None,
+    typer.Option(
+        metavar="NAME",
+        help="Search this collection, for the lines that name none (default: "
+        "RAG_DEFAULT_COLLECTION, `default`).",
+        show_default=False,
+    ),
+]
+TopK = Annotated[
+    int, typer.Option("--top-k", metavar="K", min=1, max=50, help="Passages per search.")
+]
+Concurrency = Annotated[int, typer.Option(metavar="N", min=1, max=16, help="Searches at once.")]
+
+
 @command(app, "eval", rich_help_panel=DOCUMENTS)
 def evaluate(
-    questions: Annotated[
-        Path, typer.Argument(metavar="QUESTIONS.jsonl", help="The question file (JSON Lines).")
-    ],
-    collection: Annotated[
-        str | None,
-        typer.Option(
-            metavar="NAME",
-            help="Search this collection, for the lines that name none (default: "
-            "RAG_DEFAULT_COLLECTION, `default`).",
-            show_default=False,
-        ),
-    ] = None,
-    top_k: Annotated[
-        int, typer.Option("--top-k", metavar="K", min=1, max=50, help="Passages per search.")
-    ] = DEFAULT_TOP_K,
-    concurrency: Annotated[
-        int, typer.Option(metavar="N", min=1, max=16, help="Searches at once.")
-    ] = 4,
-    json: Annotated[
-        bool, typer.Option("--json", help="Print the report as one JSON object.")
-    ] = False,
+    questions: QuestionFile,
+    collection: Collection = None,
+    top_k: TopK = DEFAULT_TOP_K,
+    concurrency: Concurrency = 4,
+    json: Json = False,
     api_url: ApiUrl = None,
 ) -> None:
     """Measure retrieval on your own questions: recall@k, MRR@10 and the misses.
