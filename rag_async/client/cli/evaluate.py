@@ -7,7 +7,16 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from rag_async.client.cli.base import ApiUrl, app, command, fail, one_line, print_json, with_client
+from rag_async.client.cli.base import (
+    EXIT_INTERRUPTED,
+    ApiUrl,
+    app,
+    command,
+    fail,
+    one_line,
+    print_json,
+    with_client,
+)
 from rag_async.client.cli.documents import DOCUMENTS
 from rag_async.client.cli.questions import Json
 from rag_async.client.cli.render import plural
@@ -81,7 +90,10 @@ def evaluate(
                 on_done=advance,
             )
 
-    evaluation = with_client(api_url, run)
+    try:
+        evaluation = with_client(api_url, run)
+    except KeyboardInterrupt:  # the searches asked are read-only: nothing to cancel
+        fail("interrupted", code=EXIT_INTERRUPTED)
     if json:
         print_json(_report(evaluation, collection))
     else:
