@@ -122,3 +122,21 @@ async def test_a_key_searches_its_own_collections_only(
             assert (await alice.get(f"/jobs/{job_id}")).status_code == 200
         async with as_(stack, None) as nobody:
             assert (await nobody.post("/search", json=query)).status_code == 401
+
+
+async def test_a_hybrid_search_embeds_the_query_once_and_times_it(
+    valkey: EmbeddedValkey, tmp_path: Path, llm: Any
+) -> None:
+    settings = make_settings(
+        valkey, tmp_path, llm_base_url=llm.base_url, llm_api_key="k", embed_model="test-embed"
+    )
+    async with running_stack(settings) as stack:
+        await ingest(stack)
+        embedded, chats = llm.stats.embedding_requests, llm.stats.chat_requests
+        async with httpx.AsyncClient(base_url=stack.base_url, timeout=30) as http:
+            body = (await http.post("/search", json={"query": "How long does tea brew?"})).json()
+            assert body["results"][0]["title"] == "Tea"
+            view = (await http.get(f"/jobs/{body['job_id']}")).json()
+        assert llm.stats.embedding_requests == embedded + 1 and llm.stats.chat_requests == chats
+        assert {"embedding", "retrieval"} <= set(view["timings"])
+        assert view["providers"]["retrieval"].startswith("hybrid")
