@@ -90,15 +90,22 @@ async def test_a_search_still_queued_answers_202_and_its_results_follow(
 ) -> None:
     settings = make_settings(valkey, tmp_path, llm_base_url=llm.base_url, search_wait=0.3)
     async with running_stack(settings, with_worker=False) as stack:
+        async with running_worker(settings):
+            await ingest(stack)
+        # No worker now: the searches wait in the queue beyond the API's wait.
         async with httpx.AsyncClient(base_url=stack.base_url, timeout=30) as http:
             response = await http.post("/search", json={"query": "green tea"})
             assert response.status_code == 202, response.text
             accepted = response.json()
             assert accepted["status_url"] == f"/job-status?job_id={accepted['job_id']}"
+            # The Python client (what `rag-async eval` uses) gets the same 202, and waits.
+            later = await stack.client.search("green tea", top_k=1)
+            assert set(later) >= {"job_id", "status_url"} and "results" not in later
             async with running_worker(settings):
-                await ingest(stack)
                 view = await finished(http, accepted["job_id"])
+                found = await stack.client.searched(later["job_id"])
         assert view["status"] == "complete" and view["kind"] == "search"
+        assert view["sources"][0]["title"] == "Tea" and [s["title"] for s in found] == ["Tea"]
 
 
 async def test_a_key_searches_its_own_collections_only(

@@ -107,15 +107,17 @@ async def _search(
 ) -> list[Source]:
     """The passages found, waiting for a search the API answered 202 to; a refusal worth
     another try (a key's limits, say) is tried again after a growing pause."""
-    for attempt in range(_TRIES):
+    tries = 0
+    while True:
+        tries += 1
         try:
             body = await client.search(query, collection=collection, top_k=top_k)
-            results = (
-                body["results"] if "results" in body else await client.searched(body["job_id"])
-            )
+            if "results" in body:
+                results = body["results"]
+            else:  # still queued when the API's wait was up
+                results = await client.searched(body["job_id"])
             return [Source.model_validate(result) for result in results]
         except ApiError as error:
-            if error.status not in _AGAIN or attempt == _TRIES - 1:
+            if error.status not in _AGAIN or tries == _TRIES:
                 raise
-            await asyncio.sleep(0.5 * 2**attempt)
-    raise AssertionError("unreachable")
+            await asyncio.sleep(0.25 * 2**tries)
