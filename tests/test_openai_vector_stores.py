@@ -15,9 +15,10 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from redis.asyncio import Redis
 
 from rag_async.local.valkey import EmbeddedValkey
-from tests.conftest import SAMPLE_DOCUMENT, Stack, keyed_settings, running_stack
+from tests.conftest import SAMPLE_DOCUMENT, Stack, keyed_settings, make_settings, running_stack
 
 ALICE, BOB = "alice-secret-0123456789", "bob-secret-0123456789ab"
 # Long enough to make many chunks of 100 tokens and few of the default 200.
@@ -125,9 +126,7 @@ async def test_a_static_chunking_strategy_is_honoured_per_document(
     )
     assert small.status == "completed", small.last_error
     assert small.chunking_strategy.static.max_chunk_size_tokens == 100  # type: ignore[union-attr]
-    chunks = {
-        d["collection"]: d["chunks"] for d in await stack.client.documents()
-    }
+    chunks = {d["collection"]: d["chunks"] for d in await stack.client.documents()}
     assert chunks[small_store.id] > chunks[store.id]
 
 
@@ -185,7 +184,9 @@ async def test_a_cancelled_batch_stops_the_files_not_yet_ingested(
     # No worker: every ingestion waits in its queue, so the cancel finds them all there.
     async with running_stack(settings, with_worker=False) as stack, sdk(stack) as client:
         store = await client.vector_stores.create(name="cancel")
-        file = await client.files.create(file=named("tea.md", SAMPLE_DOCUMENT), purpose="assistants")
+        file = await client.files.create(
+            file=named("tea.md", SAMPLE_DOCUMENT), purpose="assistants"
+        )
         batch = await client.vector_stores.file_batches.create(
             vector_store_id=store.id, file_ids=[file.id]
         )
@@ -255,6 +256,35 @@ async def test_files_count_in_the_keys_storage_quota(
         await alice.files.create(file=named("b.md", text), purpose="assistants")
 
 
+async def test_a_nearly_full_valkey_refuses_new_files_and_stores_and_keeps_no_bytes(
+    tmp_path: Path, llm: Any
+) -> None:
+    server = EmbeddedValkey(tmp_path / "valkey", appendonly=False, maxmemory="64mb")
+    server.start()
+    try:
+        settings = make_settings(server, tmp_path / "data")
+        async with (
+            running_stack(settings, with_worker=False) as stack,
+            sdk(stack) as client,
+            Redis.from_url(server.url) as redis,
+        ):
+            kept = await client.files.create(file=named("a.md", "Tea."), purpose="assistants")
+            used = int((await redis.info("memory"))["used_memory"])
+            # Within its limit (writes work), but past the line that keeps a reserve free.
+            await redis.config_set("maxmemory", used + used // 10)
+            with pytest.raises(openai.APIStatusError) as full:
+                await client.files.create(file=named("b.md", "Tea."), purpose="assistants")
+            assert full.value.status_code == 507 and full.value.code == "insufficient_storage"
+            with pytest.raises(openai.APIStatusError) as no_store:
+                await client.vector_stores.create(name="full")
+            assert no_store.value.status_code == 507
+            assert [p.name for p in (tmp_path / "data" / "files").iterdir()] == [kept.id]
+            await redis.config_set("maxmemory", "64mb")
+            await client.files.create(file=named("b.md", "Tea."), purpose="assistants")
+    finally:
+        server.stop()
+
+
 async def test_bad_input_gets_openai_shaped_errors(
     stack: Stack, client: openai.AsyncOpenAI
 ) -> None:
@@ -289,17 +319,24 @@ async def test_bad_input_gets_openai_shaped_errors(
                 vector_store_id=store.id, file_id=file.id, chunking_strategy=strategy
             )
         assert invalid.value.type == "invalid_request_error"
-    beyond = {"type": "static", "static": {"max_chunk_size_tokens": 4000, "chunk_overlap_tokens": 0}}
+    beyond = {
+        "type": "static",
+        "static": {"max_chunk_size_tokens": 4000, "chunk_overlap_tokens": 0},
+    }
     with pytest.raises(openai.BadRequestError) as unhonoured:
         await client.vector_stores.files.create(
-            vector_store_id=store.id, file_id=file.id, chunking_strategy=beyond  # type: ignore[arg-type]
+            vector_store_id=store.id,
+            file_id=file.id,
+            chunking_strategy=beyond,  # type: ignore[arg-type]
         )
     assert unhonoured.value.code == "chunking_unsupported"
     with pytest.raises(openai.BadRequestError):
         await client.vector_stores.create(expires_after={"anchor": "last_active_at", "days": 1})
     with pytest.raises(openai.UnprocessableEntityError):
         await client.vector_stores.files.create(
-            vector_store_id=store.id, file_id=file.id, attributes={"k": {"nested": 1}}  # type: ignore[dict-item]
+            vector_store_id=store.id,
+            file_id=file.id,
+            attributes={"k": {"nested": 1}},  # type: ignore[dict-item]
         )
     with pytest.raises(openai.UnprocessableEntityError):
         await client.vector_stores.search(store.id, query="tea", max_num_results=51)

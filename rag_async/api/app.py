@@ -113,11 +113,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(
         BodySizeLimit,
         default_limit=64 * 1024 + 4 * settings.max_query_chars,
-        limits={
-            "/documents": 2 * settings.max_document_bytes + 64 * 1024,
-            # One file, and room for its form's other fields and boundaries.
-            "/v1/files": settings.max_document_bytes + 64 * 1024,
-        },
+        limits=_body_limits(settings),
     )
     _browser_safety(app, settings)
     # Added last, so it runs first: nothing reads an oversized header before it is refused.
@@ -137,6 +133,15 @@ def create_app(settings: Settings) -> FastAPI:
             return FileResponse(web_dir / "index.html", headers={"Cache-Control": "no-cache"})
 
     return app
+
+
+def _body_limits(settings: Settings) -> dict[str, int]:
+    """The routes that take files, and how many bytes their bodies may hold."""
+    return {
+        "/documents": 2 * settings.max_document_bytes + 64 * 1024,
+        # One file, and room for its form's other fields and boundaries.
+        "/v1/files": settings.max_document_bytes + 64 * 1024,
+    }
 
 
 def _browser_safety(app: FastAPI, settings: Settings) -> None:

@@ -78,9 +78,9 @@ class AppState(HoldsEnds):
                 noun="event streams opened by events token",
             ),
             secrets=ServerSecrets(redis, keys),
-            files=FileStore(redis, keys),
+            files=FileStore(redis, keys, settings.valkey_memory_reserve),
             file_bytes=FileBytes(settings.data_dir / "files"),
-            vector_stores=VectorStores(redis, keys),
+            vector_stores=VectorStores(redis, keys, settings.valkey_memory_reserve),
         )
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from rag_async.api.quotas import held_to_quotas
 from rag_async.api.state import AppState
-from rag_async.domain.errors import TooLarge
+from rag_async.domain.errors import StoreFull, TooLarge
 from rag_async.domain.identity import Principal
 
 
@@ -29,3 +29,12 @@ async def within_storage_quota(
             f"its quota of {quota}: delete some first",
             code="quota_exceeded",
         )
+
+
+def store_full() -> StoreFull:
+    """The refusal of a record that Valkey, nearly full, does not take (store/memory.py)."""
+    return StoreFull(
+        "the job store (Valkey) is nearly full, so nothing new is recorded while the jobs "
+        "already accepted finish and free memory; try again shortly",
+        retry_after=10,
+    )

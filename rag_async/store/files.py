@@ -4,7 +4,7 @@ for its ingestion job (uploads.py) lives only as long as the job.
 
 A hash per file (`Keys.file`), a sorted set of each owner's file ids by upload time
 (`Keys.files`, for listing) and each owner's sizes (`Keys.file_bytes`, for the storage
-quota), written together in one transaction.
+quota), written together in one step.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict
 from redis.asyncio import Redis
 
 from rag_async.store.keys import Keys
+from rag_async.store.memory import LUA as MEMORY_LUA
 
 
 def new_file_id() -> str:
@@ -36,19 +37,36 @@ class StoredFile(BaseModel):
     created_at: int  # seconds, as OpenAI's objects have it
 
 
+# KEYS: the file's hash, the owner's ids, the owner's sizes. ARGV: the memory reserve, the
+# file id, its creation time, its size, then its fields and values.
+_PUT = (
+    MEMORY_LUA
+    + """
+if memory_over(tonumber(ARGV[1]), 1024) then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
+redis.call('HSET', KEYS[3], ARGV[2], ARGV[4])
+return 1
+"""
+)
+
+
 class FileStore:
-    def __init__(self, redis: Redis, keys: Keys) -> None:
+    def __init__(self, redis: Redis, keys: Keys, memory_reserve: float = 0.0) -> None:
         self._redis = redis
         self._keys = keys
+        self._memory_reserve = memory_reserve
+        self._put = redis.register_script(_PUT)
 
-    async def put(self, file: StoredFile) -> None:
+    async def put(self, file: StoredFile) -> bool:
+        """Record the file; False, writing nothing, when Valkey is nearly full (memory.py):
+        its bytes are on disk, but every file is a record here too."""
         keys = self._keys
-        fields = {name: str(value) for name, value in file.model_dump().items()}
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(keys.file(file.file_id), mapping=fields)
-            pipe.zadd(keys.files(file.owner), {file.file_id: file.created_at})
-            pipe.hset(keys.file_bytes(file.owner), file.file_id, str(file.size))
-            await pipe.execute()
+        pairs = [str(item) for pair in file.model_dump().items() for item in pair]
+        args: list[str | float] = [self._memory_reserve, file.file_id, file.created_at]
+        args += [file.size, *pairs]
+        owner_keys = [keys.files(file.owner), keys.file_bytes(file.owner)]
+        return bool(await self._put(keys=[keys.file(file.file_id), *owner_keys], args=args))
 
     async def get(self, file_id: str) -> StoredFile | None:
         raw: dict[bytes, bytes] = await self._redis.hgetall(self._keys.file(file_id))  # type: ignore[misc]

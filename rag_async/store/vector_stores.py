@@ -18,8 +18,10 @@ from pydantic import BaseModel, ConfigDict
 from redis.asyncio import Redis
 
 from rag_async.store.keys import Keys
+from rag_async.store.memory import LUA as MEMORY_LUA
 
-Attributes = dict[str, str | float | bool]
+# Booleans first, then numbers, so that a stored `true` or `2024` reads back as it was sent.
+Attributes = dict[str, bool | int | float | str]
 
 
 def new_vector_store_id() -> str:
@@ -70,18 +72,34 @@ class FileBatch(BaseModel):
     cancelled: bool = False
 
 
+# KEYS: the store's record, the owner's ids. ARGV: the memory reserve, the store id, its
+# creation time, its record.
+_PUT = (
+    MEMORY_LUA
+    + """
+if memory_over(tonumber(ARGV[1]), string.len(ARGV[4])) then return 0 end
+redis.call('SET', KEYS[1], ARGV[4])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
+return 1
+"""
+)
+
+
 class VectorStores:
-    def __init__(self, redis: Redis, keys: Keys) -> None:
+    def __init__(self, redis: Redis, keys: Keys, memory_reserve: float = 0.0) -> None:
         self._redis = redis
         self._keys = keys
+        self._memory_reserve = memory_reserve
+        self._put = redis.register_script(_PUT)
 
-    async def put(self, store: VectorStore) -> None:
-        """Create or update the store's record."""
+    async def put(self, store: VectorStore) -> bool:
+        """Create or update the store's record; False, writing nothing, when Valkey is
+        nearly full (memory.py)."""
         keys = self._keys
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.set(keys.vector_store(store.store_id), store.model_dump_json())
-            pipe.zadd(keys.vector_stores(store.owner), {store.store_id: store.created_at})
-            await pipe.execute()
+        record = store.model_dump_json()
+        args: list[str | float] = [self._memory_reserve, store.store_id, store.created_at, record]
+        stored = [keys.vector_store(store.store_id), keys.vector_stores(store.owner)]
+        return bool(await self._put(keys=stored, args=args))
 
     async def get(self, store_id: str) -> VectorStore | None:
         raw: bytes | None = await self._redis.get(self._keys.vector_store(store_id))

@@ -15,7 +15,7 @@ from starlette.datastructures import UploadFile
 from rag_async.api.auth import Caller
 from rag_async.api.openai_compat.pages import PageQuery, list_object, page, page_query
 from rag_async.api.state import AppState, State
-from rag_async.api.storage import within_storage_quota
+from rag_async.api.storage import store_full, within_storage_quota
 from rag_async.domain.errors import BadRequest, NotFound, Unsupported
 from rag_async.domain.identity import Principal
 from rag_async.domain.schemas import ErrorBody
@@ -46,7 +46,7 @@ _UPLOAD: dict[str, Any] = {
     }
 }
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    s: {"model": ErrorBody} for s in (400, 404, 413, 415, 422)
+    s: {"model": ErrorBody} for s in (400, 404, 413, 415, 422, 507)
 }
 
 
@@ -98,7 +98,9 @@ async def create_file(request: Request, state: State, caller: Caller) -> dict[st
         created_at=int(time.time()),
     )
     await state.file_bytes.write(file.file_id, content)  # first: a record always has its bytes
-    await state.files.put(file)
+    if not await state.files.put(file):
+        await state.file_bytes.delete(file.file_id)
+        raise store_full()
     return file_object(file)
 
 

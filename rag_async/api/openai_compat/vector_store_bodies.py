@@ -6,7 +6,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StringConstraints,
+    model_validator,
+)
 
 from rag_async.config import Settings
 from rag_async.domain.errors import Unsupported
@@ -15,7 +24,9 @@ _Name = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 _Value = Annotated[str, StringConstraints(max_length=512)]
 Metadata = Annotated[dict[_Name, _Value], Field(max_length=16)]
 # Booleans first: a JSON `true` stays a boolean, never becomes 1.0.
-AttributeValues = Annotated[dict[_Name, bool | float | _Value], Field(max_length=16)]
+AttributeValues = Annotated[
+    dict[_Name, StrictBool | StrictFloat | StrictInt | _Value], Field(max_length=16)
+]
 FileId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 
 # A chunk's characters are capped too (RAG_CHUNK_MAX_CHARS): a size in tokens whose chunks
@@ -23,13 +34,17 @@ FileId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 CHARS_PER_TOKEN = 4
 
 
+# What "Try it out" in /docs shows: an id of OpenAI's shape (upload a file for a real one).
+_FILE = "file-0123456789abcdef01234567"
+
+
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
 class StaticSizes(_Body):
-    max_chunk_size_tokens: int = Field(ge=100, le=4096)
-    chunk_overlap_tokens: int = Field(ge=0)
+    max_chunk_size_tokens: int = Field(strict=True, ge=100, le=4096)
+    chunk_overlap_tokens: int = Field(strict=True, ge=0)
 
     @model_validator(mode="after")
     def _overlap_within_half(self) -> StaticSizes:
@@ -51,6 +66,11 @@ ChunkingStrategy = Annotated[AutoChunking | StaticChunking, Field(discriminator=
 
 
 class VectorStoreCreate(_Body):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"name": "Handbook", "metadata": {"team": "support"}}]},
+    )
+
     name: Annotated[str, StringConstraints(max_length=256)] | None = None
     file_ids: Annotated[list[FileId], Field(max_length=500)] = []
     metadata: Metadata | None = None
@@ -59,18 +79,31 @@ class VectorStoreCreate(_Body):
 
 
 class VectorStoreUpdate(_Body):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"name": "Handbook 2"}]}
+    )
+
     name: Annotated[str, StringConstraints(max_length=256)] | None = None
     metadata: Metadata | None = None
     expires_after: dict[str, Any] | None = None
 
 
 class VectorStoreFileCreate(_Body):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"file_id": _FILE, "attributes": {"topic": "tea"}}]},
+    )
+
     file_id: FileId
     attributes: AttributeValues | None = None
     chunking_strategy: ChunkingStrategy | None = None
 
 
 class VectorStoreFileUpdate(_Body):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"attributes": {"topic": "tea"}}]}
+    )
+
     attributes: AttributeValues | None
 
 
@@ -81,6 +114,10 @@ class BatchFile(_Body):
 
 
 class FileBatchCreate(_Body):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"file_ids": [_FILE]}]}
+    )
+
     """`file_ids` sharing `attributes` and `chunking_strategy`, or `files` each with its own."""
 
     file_ids: Annotated[list[FileId], Field(max_length=500)] | None = None

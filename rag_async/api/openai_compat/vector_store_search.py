@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StringConstraints
 
 from rag_async.api.auth import Caller
 from rag_async.api.openai_compat.vector_stores import ERRORS, owned_store
@@ -33,18 +33,20 @@ class RankingOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     ranker: Literal["none", "auto", "default-2024-11-15"] | None = None
-    score_threshold: float | None = Field(default=None, ge=0, le=1)
+    score_threshold: float | None = Field(default=None, strict=True, ge=0, le=1)
 
 
 class SearchRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"query": "How do I brew tea?"}]}
+    )
 
     query: _Query | Annotated[list[_Query], Field(min_length=1, max_length=10)]
     # OpenAI's comparison and compound filters: checked by domain/filters.py when wired.
     filters: dict[str, Any] | None = None
-    max_num_results: int = Field(default=10, ge=1, le=50)
+    max_num_results: int = Field(default=10, strict=True, ge=1, le=50)
     ranking_options: RankingOptions | None = None
-    rewrite_query: bool = False
+    rewrite_query: StrictBool = False
 
 
 class TextContent(BaseModel):

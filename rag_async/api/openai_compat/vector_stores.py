@@ -22,6 +22,7 @@ from rag_async.api.openai_compat.vector_store_bodies import (
 )
 from rag_async.api.openai_compat.vector_store_objects import file_states, vector_store_object
 from rag_async.api.state import AppState, State
+from rag_async.api.storage import store_full
 from rag_async.domain.errors import NotFound
 from rag_async.domain.identity import Principal
 from rag_async.domain.schemas import ErrorBody
@@ -30,7 +31,7 @@ from rag_async.store.vector_stores import VectorStore, new_vector_store_id
 router = APIRouter(prefix="/v1", tags=["openai"])
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    s: {"model": ErrorBody} for s in (400, 404, 413, 422, 429)
+    s: {"model": ErrorBody} for s in (400, 404, 413, 422, 429, 507)
 }
 
 
@@ -55,7 +56,8 @@ async def create_vector_store(
     )
     submission = Submission(state, request, caller)
     await check_files(submission, wanted)  # before the store exists
-    await state.vector_stores.put(store)
+    if not await state.vector_stores.put(store):
+        raise store_full()
     attached = await attach_all(submission, store, wanted)
     return vector_store_object(store, await file_states(state, attached))
 
@@ -96,7 +98,8 @@ async def update_vector_store(
     if "metadata" in body.model_fields_set:
         changes["metadata"] = body.metadata or {}
     store = store.model_copy(update=changes)
-    await state.vector_stores.put(store)
+    if not await state.vector_stores.put(store):
+        raise store_full()
     return await shown(state, store)
 
 
