@@ -101,6 +101,14 @@ async def test_a_vector_store_file_is_ingested_by_a_worker_into_its_collection(
 
     files = await client.vector_stores.files.list(vector_store_id=store.id, filter="completed")
     assert [f.id for f in files.data] == [attached.id]
+    none = await client.vector_stores.files.list(vector_store_id=store.id, filter="failed")
+    assert none.data == []
+    relabelled = await client.vector_stores.files.update(
+        attached.id, vector_store_id=store.id, attributes={"topic": "green tea"}
+    )
+    assert relabelled.attributes == {"topic": "green tea"}
+    again_file = await client.vector_stores.files.retrieve(attached.id, vector_store_id=store.id)
+    assert again_file.attributes == {"topic": "green tea"} and again_file.status == "completed"
     updated = await client.vector_stores.update(store.id, name="Teas")
     assert updated.name == "Teas" and updated.metadata == {"team": "kitchen"}
     assert [s.id async for s in client.vector_stores.list()] == [store.id]

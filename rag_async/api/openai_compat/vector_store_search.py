@@ -2,9 +2,16 @@
 
 The search itself is a retrieval-only job (no answer), over the store's collection, with the
 metadata `filters` applied in the store: until that job exists the route checks the request
-and the store, then answers 501. Wiring it: run the job for `store.store_id`'s collection
-(`Principal.collection`), each chunk found a `SearchResult` (file id: the chunk's `source`,
-file name: its `title`, attributes: its attachment's, store/vector_stores.py)."""
+and the store, then answers 501.
+
+Wiring it (the `search` branch's routes/search.py): `submit_search(submission,
+SearchRequest(query=…, collection=store.store_id, top_k=max_num_results,
+score_threshold=ranking_options.score_threshold, filters=…))` then `wait_for_end`, and each
+`Source` found becomes a `SearchResult`: file id its `source`, file name its `title`, text its
+`text`, score its `score`, attributes the attachment's (store/vector_stores.py), its
+`document_id` being `attaching.document_id_of(store, file)`. A list `query` is several
+searches, merged by score.
+"""
 
 from __future__ import annotations
 
