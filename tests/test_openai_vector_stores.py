@@ -300,6 +300,13 @@ async def test_bad_input_gets_openai_shaped_errors(
         await client.files.create(file=named("tea.md", "Tea."), purpose="fine-tune")
     assert purpose.value.code == "unsupported_purpose"
     assert purpose.value.type == "invalid_request_error"
+    with pytest.raises(openai.BadRequestError) as expiring:
+        await client.files.create(
+            file=named("tea.md", "Tea."),
+            purpose="assistants",
+            expires_after={"anchor": "created_at", "seconds": 3600},
+        )
+    assert expiring.value.code == "expiry_unsupported"
     too_big = "x" * (stack.settings.max_document_bytes + 1)
     with pytest.raises(openai.APIStatusError) as big:
         await client.files.create(file=named("big.txt", too_big), purpose="assistants")

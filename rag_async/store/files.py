@@ -38,14 +38,15 @@ class StoredFile(BaseModel):
 
 
 # KEYS: the file's hash, the owner's ids, the owner's sizes. ARGV: the memory reserve, the
-# file id, its creation time, its size, then its fields and values.
+# file id, its size, then its fields and values.
 _PUT = (
     MEMORY_LUA
     + """
 if memory_over(tonumber(ARGV[1]), 1024) then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 5))
-redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
-redis.call('HSET', KEYS[3], ARGV[2], ARGV[4])
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+local now = redis.call('TIME')
+redis.call('ZADD', KEYS[2], 'NX', now[1] * 1000000 + now[2], ARGV[2])
+redis.call('HSET', KEYS[3], ARGV[2], ARGV[3])
 return 1
 """
 )
@@ -63,8 +64,7 @@ class FileStore:
         its bytes are on disk, but every file is a record here too."""
         keys = self._keys
         pairs = [str(item) for pair in file.model_dump().items() for item in pair]
-        args: list[str | float] = [self._memory_reserve, file.file_id, file.created_at]
-        args += [file.size, *pairs]
+        args: list[str | float] = [self._memory_reserve, file.file_id, file.size, *pairs]
         owner_keys = [keys.files(file.owner), keys.file_bytes(file.owner)]
         return bool(await self._put(keys=[keys.file(file.file_id), *owner_keys], args=args))
 

@@ -133,7 +133,7 @@ class Keys:
         return f"{self.prefix}file:{file_id}"
 
     def files(self, owner: str) -> str:
-        """Sorted set: an owner's file ids, by when they were uploaded (ms)."""
+        """Sorted set: an owner's file ids, by when they were uploaded (Valkey's clock, µs)."""
         return f"{self.prefix}files:{owner}"
 
     def file_bytes(self, owner: str) -> str:
@@ -145,7 +145,8 @@ class Keys:
         return f"{self.prefix}vs:{store_id}"
 
     def vector_stores(self, owner: str) -> str:
-        """Sorted set: an owner's vector store ids, by when they were created (ms)."""
+        """Sorted set: an owner's vector store ids, by when they were created (Valkey's clock,
+        µs; an update keeps its place)."""
         return f"{self.prefix}vss:{owner}"
 
     def vector_store_files(self, store_id: str) -> str:

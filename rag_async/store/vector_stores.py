@@ -53,6 +53,7 @@ class Attachment(BaseModel):
     document_id: str
     job_id: str
     created_at: int
+    attached_at: float = 0.0  # the API's clock, finer than `created_at`: the list's order
     attributes: Attributes = {}
     max_chunk_size_tokens: int
     chunk_overlap_tokens: int
@@ -73,13 +74,14 @@ class FileBatch(BaseModel):
 
 
 # KEYS: the store's record, the owner's ids. ARGV: the memory reserve, the store id, its
-# creation time, its record.
+# record.
 _PUT = (
     MEMORY_LUA
     + """
-if memory_over(tonumber(ARGV[1]), string.len(ARGV[4])) then return 0 end
-redis.call('SET', KEYS[1], ARGV[4])
-redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
+if memory_over(tonumber(ARGV[1]), string.len(ARGV[3])) then return 0 end
+redis.call('SET', KEYS[1], ARGV[3])
+local now = redis.call('TIME')
+redis.call('ZADD', KEYS[2], 'NX', now[1] * 1000000 + now[2], ARGV[2])
 return 1
 """
 )
@@ -97,7 +99,7 @@ class VectorStores:
         nearly full (memory.py)."""
         keys = self._keys
         record = store.model_dump_json()
-        args: list[str | float] = [self._memory_reserve, store.store_id, store.created_at, record]
+        args: list[str | float] = [self._memory_reserve, store.store_id, record]
         stored = [keys.vector_store(store.store_id), keys.vector_stores(store.owner)]
         return bool(await self._put(keys=stored, args=args))
 
@@ -134,7 +136,7 @@ class VectorStores:
         key = self._keys.vector_store_files(store_id)
         raw: list[bytes] = await self._redis.hvals(key)  # type: ignore[misc]
         found = [Attachment.model_validate_json(value) for value in raw]
-        return sorted(found, key=lambda a: (a.created_at, a.file_id))
+        return sorted(found, key=lambda a: (a.created_at, a.attached_at, a.file_id))
 
     async def detach(self, store_id: str, file_id: str) -> bool:
         key = self._keys.vector_store_files(store_id)

@@ -71,6 +71,11 @@ async def create_file(request: Request, state: State, caller: Caller) -> dict[st
     vector stores: `purpose` assistants or user_data."""
     form = await request.form(max_files=1, max_fields=10)
     upload, purpose = form.get("file"), form.get("purpose")
+    if any(name.startswith("expires_after") for name in form):
+        raise Unsupported(
+            "expires_after is not supported: files here last until deleted",
+            code="expiry_unsupported",
+        )
     if not isinstance(upload, UploadFile):
         raise BadRequest("the upload holds no `file`", code="no_file")
     if not isinstance(purpose, str) or not purpose:
