@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from starlette.datastructures import UploadFile
 
 from rag_async.api.auth import Caller
-from rag_async.api.openai_compat.pages import PageQuery, list_object, page, page_query
+from rag_async.api.openai_compat.pages import PageQuery, file_page_query, list_object, page
 from rag_async.api.state import AppState, State
 from rag_async.api.storage import store_full, within_storage_quota
 from rag_async.domain.errors import BadRequest, NotFound, Unsupported
@@ -113,7 +113,7 @@ async def create_file(request: Request, state: State, caller: Caller) -> dict[st
 async def list_files(
     state: State,
     caller: Caller,
-    query: Annotated[PageQuery, Depends(page_query)],
+    query: Annotated[PageQuery, Depends(file_page_query)],
     purpose: str | None = None,
 ) -> dict[str, Any]:
     """The key's files, newest first unless `order=asc`."""

@@ -32,6 +32,15 @@ def page_query(
     return PageQuery(limit, order, after, before)
 
 
+def file_page_query(
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 10_000,
+    order: Literal["asc", "desc"] = "desc",
+    after: Annotated[str | None, Query(max_length=200)] = None,
+) -> PageQuery:
+    """GET /v1/files' own bounds, OpenAI's: up to 10,000 files a page, all by default."""
+    return PageQuery(limit, order, after, None)
+
+
 def page(items: Sequence[T], query: PageQuery, id_of: Callable[[T], str]) -> tuple[list[T], bool]:
     """The page of `items` (oldest first) that `query` asks for, and whether more follow.
     A cursor that names no item is refused (422): the item it named is gone."""
