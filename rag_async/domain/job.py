@@ -107,6 +107,10 @@ class JobRecord(BaseModel):
     source: str | None = None
     filename: str | None = None
     format: str | None = None
+    # A document's own chunk size and overlap, in tokens (a vector store file's static
+    # `chunking_strategy`); none: the retriever's (RAG_CHUNK_TOKENS, RAG_CHUNK_OVERLAP).
+    chunk_tokens: int | None = None
+    chunk_overlap: int | None = None
     # A question's conversation (if any) and the earlier turns it was asked with; in a
     # conversation its worker reads them afresh when the answer starts (conversations.py).
     conversation_id: str | None = None
