@@ -135,6 +135,7 @@ class JobRecord(BaseModel):
     outcome: Ending | None = None
     settled: int = 0
     cancel_requested: bool = False
+    deleted: bool = False  # deleted by its owner: read by nobody until it expires
     webhook: WebhookDelivery | None = None  # its URL is given when the job is created only
     created_at: float | None = None
     started_at: float | None = None
