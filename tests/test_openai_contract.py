@@ -169,7 +169,7 @@ async def test_store_false_and_background(stack: Stack, client: openai.AsyncOpen
     assert created.background is True
     assert (await completed(client, created.id)).background is True
     stream = await client.responses.retrieve(created.id, stream=True)
-    first = [e async for e in stream][0]
+    first = [e async for e in stream][0]  # noqa: RUF015 - the stream is read to its end
     assert first.type == "response.created" and first.response.background is True
 
 
@@ -269,3 +269,48 @@ async def test_delete_and_input_items_under_the_same_keys(
             job = response.id.removeprefix("resp_")
             native = await http.get(f"/jobs/{job}", headers={"Authorization": f"Bearer {ALICE}"})
             assert native.status_code == 404
+
+
+async def test_conversations_api_over_the_services_conversations(
+    valkey: EmbeddedValkey, tmp_path: Path, llm: Any
+) -> None:
+    settings = keyed_settings(valkey, tmp_path, llm, users={"alice": ALICE, "bob": BOB}, admins={})
+    async with running_stack(settings) as stack, sdk(stack, ALICE) as alice, sdk(stack, BOB) as bob:
+        seeded: Any = [
+            {"type": "message", "role": "user", "content": "Green tea?"},
+            {"type": "message", "role": "assistant", "content": "Eighty degrees."},
+        ]
+        conversation = await alice.conversations.create(metadata={"topic": "tea"}, items=seeded)
+        assert conversation.id.startswith("conv_") and conversation.metadata == {"topic": "tea"}
+        response = await alice.responses.create(input=QUESTION, conversation=conversation.id)
+        sent = llm.stats.last_chat_request["messages"]
+        assert {"role": "assistant", "content": "Eighty degrees."} in sent
+        items = [i async for i in alice.conversations.items.list(conversation.id, order="asc")]
+        assert [i.role for i in items] == ["user", "assistant", "user", "assistant"]  # type: ignore[union-attr]
+        assert items[-1].id == response.output[0].id
+        item = await alice.conversations.items.retrieve(
+            items[-1].id, conversation_id=conversation.id
+        )
+        assert item.content[0].text == response.output_text  # type: ignore[union-attr]
+        updated = await alice.conversations.update(conversation.id, metadata={"topic": "green"})
+        assert updated.metadata == {"topic": "green"}
+        for refused in (
+            bob.conversations.retrieve(conversation.id),
+            bob.conversations.items.list(conversation.id),
+            bob.conversations.delete(conversation.id),
+            bob.responses.create(input="more?", conversation=conversation.id),
+        ):
+            with pytest.raises(openai.NotFoundError):
+                await refused
+        with pytest.raises(openai.BadRequestError) as unpaired:
+            await alice.conversations.items.create(
+                conversation.id, items=[{"type": "message", "role": "user", "content": "lone"}]
+            )
+        assert unpaired.value.param == "items"
+        await alice.conversations.items.delete(items[0].id, conversation_id=conversation.id)
+        left = [i async for i in alice.conversations.items.list(conversation.id)]
+        assert len(left) == 2
+        deleted = await alice.conversations.delete(conversation.id)
+        assert deleted.deleted is True
+        with pytest.raises(openai.NotFoundError):
+            await alice.conversations.retrieve(conversation.id)

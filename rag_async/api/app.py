@@ -23,7 +23,13 @@ from rag_async.api.browser import (
 from rag_async.api.docs import install_docs
 from rag_async.api.errors import install_error_handlers
 from rag_async.api.middleware import BodySizeLimit, HeaderSizeLimit
-from rag_async.api.openai_compat import chat_completions, install_openai_errors, models, responses
+from rag_async.api.openai_compat import (
+    chat_completions,
+    install_openai_errors,
+    models,
+    responses,
+    v1_conversations,
+)
 from rag_async.api.request_ids import RequestIds
 from rag_async.api.routes import (
     chat,
@@ -60,6 +66,7 @@ _ROUTERS = [
     (conversations, _KEYED),
     (responses, _KEYED + _WRITES),
     (chat_completions, _KEYED + _WRITES),
+    (v1_conversations, _KEYED + _WRITES),
     (models, _KEYED),
     (documents, _KEYED + _WRITES),
     (jobs, _KEYED),

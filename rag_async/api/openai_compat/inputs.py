@@ -34,14 +34,14 @@ INSTRUCTIONS_CHARS = 20_000
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
 
 
-class _Lenient(BaseModel):
+class Lenient(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
 _TEXT_PARTS = frozenset({"input_text", "output_text", "text", "refusal"})
 
 
-class ContentPart(_Lenient):
+class ContentPart(Lenient):
     """A part of a message: text (`input_text`/`output_text` in Responses, `text` in chat),
     or another kind (an image, a file, audio) that honoured.py refuses."""
 
@@ -53,7 +53,7 @@ class ContentPart(_Lenient):
         return self.type in _TEXT_PARTS and self.text is not None
 
 
-class Message(_Lenient):
+class Message(Lenient):
     type: Literal["message"] = "message"
     role: Role
     content: str | list[ContentPart] | None = None
@@ -72,7 +72,7 @@ class Message(_Lenient):
         return [part.type for part in self.content if not part.is_text]
 
 
-class ItemReference(_Lenient):
+class ItemReference(Lenient):
     """An earlier output item by its id (`msg_<job>`: that job's answer), as clients that let
     the server store responses send the previous turns (items.py resolves it)."""
 
@@ -83,7 +83,7 @@ class ItemReference(_Lenient):
 Metadata = Annotated[dict[str, str], Field(max_length=16)]
 
 
-class _Asked(_Lenient):
+class _Asked(Lenient):
     model: str | None = None
     stream: StrictBool = False
     collection: str | None = Field(default=None, pattern=COLLECTION_PATTERN)
@@ -107,21 +107,21 @@ class _Asked(_Lenient):
         return metadata
 
 
-class TextOptions(_Lenient):
+class TextOptions(Lenient):
     """The Responses API's `text`: its `format` (`{"type": "text"}` is what is written)."""
 
     format: dict[str, Any] | None = None
     verbosity: str | None = None
 
 
-class StreamOptions(_Lenient):
+class StreamOptions(Lenient):
     include_usage: StrictBool = False
 
 
 ConversationId = Annotated[str, StringConstraints(pattern=CONVERSATION_PATTERN)]
 
 
-class ConversationRef(_Lenient):
+class ConversationRef(Lenient):
     id: ConversationId
 
 
