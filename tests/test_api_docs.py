@@ -156,12 +156,25 @@ async def test_every_request_bodys_example_is_valid_and_post_chats_is_accepted(
 ) -> None:
     """What "Try it out" fills in works as it is: a made-up collection or webhook_url (what
     Swagger UI makes up from the schema without an example) is refused."""
+    from rag_async.api.openai_compat.conversations import (
+        ConversationUpdate,
+        NewConversation,
+        NewItems,
+    )
     from rag_async.api.openai_compat.inputs import ChatCompletionsRequest, ResponsesRequest
     from rag_async.domain.schemas import ChatRequest, DocumentIn
 
     models: dict[str, type[BaseModel]] = {
         model.__name__: model
-        for model in (ChatRequest, DocumentIn, ResponsesRequest, ChatCompletionsRequest)
+        for model in (
+            ChatRequest,
+            DocumentIn,
+            ResponsesRequest,
+            ChatCompletionsRequest,
+            NewConversation,
+            ConversationUpdate,
+            NewItems,
+        )
     }
     document = create_app(settings).openapi()
     examples: dict[str, dict[str, Any]] = {}

@@ -16,7 +16,7 @@ import time
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from rag_async.api.auth import Caller
 from rag_async.api.openai_compat.inputs import ItemReference, Lenient, Message, Metadata
@@ -39,15 +39,44 @@ _MOST_ITEMS = 20
 
 
 class NewConversation(Lenient):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "metadata": {"topic": "tea"},
+                    "items": [
+                        {"role": "user", "content": "How long do I brew green tea?"},
+                        {"role": "assistant", "content": "Two minutes [1]."},
+                    ],
+                }
+            ]
+        }
+    )
+
     metadata: Metadata | None = None
     items: list[Message | ItemReference] = Field(default=[], max_length=_MOST_ITEMS)
 
 
 class ConversationUpdate(Lenient):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"metadata": {"topic": "tea"}}]})
+
     metadata: Metadata
 
 
 class NewItems(Lenient):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "items": [
+                        {"role": "user", "content": "And black tea?"},
+                        {"role": "assistant", "content": "Four minutes [1]."},
+                    ]
+                }
+            ]
+        }
+    )
+
     items: list[Message | ItemReference] = Field(min_length=1, max_length=_MOST_ITEMS)
 
 
