@@ -63,7 +63,7 @@ class AnswerFailed(RagError):
     "/chat/completions",
     responses={
         200: {"content": {"application/json": {}, "text/event-stream": {}}},
-        **{status: {"model": ErrorBody} for status in (409, 422, 502, 504)},
+        **{status: {"model": ErrorBody} for status in (400, 409, 422, 502, 504)},
     },
 )
 async def chat_completions(

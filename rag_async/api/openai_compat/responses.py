@@ -53,7 +53,10 @@ _SSE: dict[int | str, dict[str, Any]] = {
 _ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": ErrorBody} for s in (404, 409, 422)}
 
 
-@router.post("/responses", responses={**_SSE, **_ERRORS, 504: {"model": ErrorBody}})
+@router.post(
+    "/responses",
+    responses={**_SSE, **_ERRORS, **{s: {"model": ErrorBody} for s in (400, 504)}},
+)
 async def create_response(
     body: ResponsesRequest,
     request: Request,

@@ -59,7 +59,7 @@ def accepted_tools(tools: Sequence[Any] | None, param: str = "tools") -> list[di
 
 def check_tool_choice(choice: Any, tools: Sequence[dict[str, Any]]) -> None:
     """`none` and `auto` always pass; `required`, or a named tool, only for a tool given."""
-    if choice is None or choice in _FREE_CHOICES:
+    if choice is None or (isinstance(choice, str) and choice in _FREE_CHOICES):
         return
     named = choice.get("type") if isinstance(choice, dict) else choice
     if named == "required" and tools:
