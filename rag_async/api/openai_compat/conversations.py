@@ -207,10 +207,11 @@ def _turns(messages: list[Message], param: str) -> list[StoredTurn]:
     """Question-and-answer pairs as turns (a system message is no turn: refused)."""
     spoken = [(m.role, m.text) for m in messages]
     pairs = list(zip(spoken[::2], spoken[1::2], strict=False))
-    if len(spoken) % 2 or any(q[0] != "user" or a[0] != "assistant" for q, a in pairs):
+    unpaired = any(q[0] != "user" or a[0] != "assistant" for q, a in pairs)
+    if len(spoken) % 2 or unpaired or any(m.other_parts for m in messages):
         raise Refused(
             param,
-            "items are kept as turns: each user message followed by the assistant's answer",
+            "items are kept as turns: each user message (text) followed by the assistant's answer",
             code="unsupported_items",
         )
     now = time.time()
