@@ -66,6 +66,12 @@ async def test_streamed_citations_and_an_exact_resume(
     assert note.item_id == events[-1].response.output[0].id
     text = events[-1].response.output_text
     assert text[cited.start_index : cited.end_index] == "[1]"  # type: ignore[union-attr]
+    # The SDK's stream helper, which checks the events' order and identities, is content.
+    async with client.responses.stream(model="any", input=QUESTION) as helper:
+        async for _ in helper:
+            pass
+        final = await helper.get_final_response()
+    assert final.output[0].content[0].annotations[0].url == TEA_URL  # type: ignore[union-attr]
     # A resume from any point sends exactly what the original stream sent after it.
     response_id = events[0].response.id
     for cut in range(len(events) - 1):
@@ -140,6 +146,10 @@ async def test_parameters_that_map_are_honoured_and_echoed(
         assert echoed.metadata == {"ticket": "T-42"} and echoed.instructions == "Answer in French."
         assert (echoed.max_output_tokens, echoed.temperature, echoed.store) == (5, 0.3, True)
         assert echoed.text is not None and echoed.text.format.type == "text"
+    stream = await client.responses.create(input=QUESTION, max_output_tokens=5, stream=True)
+    streamed = [e async for e in stream]
+    assert streamed[-1].type == "response.incomplete"
+    assert streamed[-1].response.incomplete_details.reason == "max_output_tokens"  # type: ignore[union-attr]
     follow = await client.responses.create(input="and?", previous_response_id=cut.id)
     assert follow.previous_response_id == cut.id and follow.background is False
     chat = await client.chat.completions.create(
