@@ -157,6 +157,11 @@ async def test_every_request_bodys_example_is_valid_and_post_chats_is_accepted(
     """What "Try it out" fills in works as it is: a made-up collection or webhook_url (what
     Swagger UI makes up from the schema without an example) is refused."""
     from rag_async.api.openai_compat import vector_store_bodies as bodies
+    from rag_async.api.openai_compat.conversations import (
+        ConversationUpdate,
+        NewConversation,
+        NewItems,
+    )
     from rag_async.api.openai_compat.inputs import ChatCompletionsRequest, ResponsesRequest
     from rag_async.api.openai_compat.vector_store_search import VectorStoreSearchRequest
     from rag_async.domain.schemas import ChatRequest, DocumentIn, SearchRequest
@@ -169,8 +174,11 @@ async def test_every_request_bodys_example_is_valid_and_post_chats_is_accepted(
         bodies.FileBatchCreate,
         VectorStoreSearchRequest,
     )
+    conversations = (NewConversation, ConversationUpdate, NewItems)
     native = (ChatRequest, DocumentIn, SearchRequest, ResponsesRequest, ChatCompletionsRequest)
-    models: dict[str, type[BaseModel]] = {model.__name__: model for model in native + openai_files}
+    models: dict[str, type[BaseModel]] = {
+        model.__name__: model for model in native + openai_files + conversations
+    }
     document = create_app(settings).openapi()
     examples: dict[str, dict[str, Any]] = {}
     for path, operations in document["paths"].items():

@@ -167,7 +167,11 @@ async def test_previous_response_id_and_chat_messages_carry_the_conversation(
         spoken = _spoken(llm)
         assert spoken[:2] == [("user", FIRST), ("assistant", "Two minutes.")]
         assert spoken[2][1].endswith(f"Question: {FOLLOW_UP}")
-        assert "Be brief." not in str(llm.stats.last_chat_request["messages"])
+        # The system message is the client's instructions: after the service's own system
+        # prompt (which keeps the answer grounded), never instead of it.
+        sent = llm.stats.last_chat_request["messages"]
+        assert sent[0]["role"] == "system" and "only the numbered sources" in sent[0]["content"]
+        assert sent[1] == {"role": "system", "content": "Be brief."}
 
 
 def test_the_history_is_the_latest_turns_within_the_budget() -> None:

@@ -54,7 +54,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 async def _rag_error(_: Request, error: RagError) -> Response:
-    return error_response(error.status_code, error.code, error.message, headers=error.headers())
+    return error_response(
+        error.status_code, error.code, error.message, error.details(), headers=error.headers()
+    )
 
 
 async def _invalid_request(_: Request, error: RequestValidationError) -> Response:

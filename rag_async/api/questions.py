@@ -3,8 +3,9 @@ routes): its checks, its Idempotency-Key, and its job on the queue (enqueue.py).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
@@ -12,6 +13,7 @@ from rag_async.api.bodies import utf8_problem
 from rag_async.api.enqueue import Submission, enqueue
 from rag_async.api.idempotent import create_once
 from rag_async.domain.errors import BadRequest
+from rag_async.domain.generation import Generation
 from rag_async.domain.job import new_job_id, record_fields
 from rag_async.domain.schemas import Multitask
 from rag_async.store.conversations import Turn, recent_turns
@@ -29,6 +31,9 @@ class Question:
     # of it (worker/answering.py): `history` is then the turns given after that one's.
     follows: str | None = None
     multitask: Multitask | None = None
+    # What the client asks of the generation, and what a /v1 response echoes (job.py).
+    generation: Generation | None = None
+    v1: Mapping[str, Any] | None = None
 
 
 def checked_query(text: str, limit: int) -> str:
@@ -61,15 +66,19 @@ async def submit_question(
     history = recent_turns(question.history)
     fields = {"query": query, "collection": collection}
     fingerprint = f"{collection}\x00{query}"
-    if history or question.conversation_id or question.follows:
+    if history or question.conversation_id or question.follows or question.generation:
         context = record_fields(
             history=history,
             conversation_id=question.conversation_id,
             follows=question.follows,
             multitask=question.multitask,
+            generation=question.generation,
         )
         fields.update(context)
         fingerprint += "\x00" + orjson.dumps(context).decode()
+    if question.v1:
+        # Echoed only: a retry with other metadata is still the same question.
+        fields.update(record_fields(v1=dict(question.v1)))
     job_id = job_id or new_job_id()
 
     async def create() -> None:

@@ -21,6 +21,10 @@ class RagError(Exception):
         """HTTP headers the answer to this error carries."""
         return None
 
+    def details(self) -> list[dict[str, str]] | None:
+        """The fields at fault ({"field", "problem"}), when the error is about some."""
+        return None
+
 
 class BadRequest(RagError):
     status_code = 422

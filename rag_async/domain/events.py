@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from rag_async.domain.generation import Incomplete, Usage
 from rag_async.domain.job import JobStatus
 from rag_async.domain.sources import Source
 
@@ -60,6 +61,9 @@ class DoneEvent(_Event):
     timings: dict[str, float]
     providers: dict[str, str]
     chunks: int | None = None
+    # An answer's tokens as its LLM counted them, and why it stopped short, if it did.
+    usage: Usage | None = None
+    incomplete: Incomplete | None = None
 
 
 class ErrorEvent(_Event):

@@ -16,6 +16,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict
 
+from rag_async.domain.generation import Generation, Incomplete, Usage
 from rag_async.domain.sources import Source
 from rag_async.store.conversations import Turn
 from rag_async.store.fair_share import Priority
@@ -120,11 +121,18 @@ class JobRecord(BaseModel):
     # one to end and puts its turn before `history` (worker/answering.py `followed_turns`).
     follows: str | None = None
     multitask: str | None = None
+    # What the client asked of the generation (instructions, token limit, temperature, stop).
+    generation: Generation | None = None
+    # What a /v1 request asked that only its response object echoes (metadata, store,
+    # background, previous_response_id, text, truncation): api/openai_compat/echo.py.
+    v1: dict[str, Any] = {}
     # How it went.
     search_query: str | None = None  # what retrieval looked for, when the history changed it
     sources: list[Source] = []
     answer: str | None = None
     chunks: int | None = None
+    usage: Usage | None = None  # the tokens the answer took, as its LLM counted them
+    incomplete: Incomplete | None = None  # why the answer stopped short, if it did
     progress: IngestProgress | None = None
     timings: dict[str, float] = {}
     providers: dict[str, str] = {}
@@ -135,6 +143,7 @@ class JobRecord(BaseModel):
     outcome: Ending | None = None
     settled: int = 0
     cancel_requested: bool = False
+    deleted: bool = False  # deleted by its owner: read by nobody until it expires
     webhook: WebhookDelivery | None = None  # its URL is given when the job is created only
     created_at: float | None = None
     started_at: float | None = None
@@ -156,7 +165,19 @@ class JobRecord(BaseModel):
         return self.seq
 
 
-_JSON_FIELDS = frozenset({"sources", "progress", "timings", "providers", "webhook", "history"})
+_JSON_FIELDS = frozenset(
+    {
+        "sources",
+        "progress",
+        "timings",
+        "providers",
+        "webhook",
+        "history",
+        "generation",
+        "v1",
+        "usage",
+    }
+)
 
 
 def record_fields(**values: Any) -> dict[str, str]:

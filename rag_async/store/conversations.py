@@ -69,13 +69,24 @@ return {redis.call('HGETALL', KEYS[1]), before}
 # KEYS: the conversation's hash. ARGV: the turn's field, its JSON, the TTL, '1' to keep a turn
 # already there (an interrupted turn never overwrites the whole answer of a job that finished),
 # the field of its job's mark. A rolled-back job's turn is not kept.
+# A conversation deleted (or expired) meanwhile is not brought back, ownerless, by a turn.
 _ADD_TURN = """
+if redis.call('HEXISTS', KEYS[1], 'owner') == 0 then return 0 end
 if redis.call('HGET', KEYS[1], ARGV[5]) == 'rolled_back' then return 0 end
 if ARGV[4] == '1' then
   if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
 else
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 end
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
+# KEYS: the conversation's hash. ARGV: the field, its value, the TTL. Only a conversation
+# that still exists: a write must not begin an ownerless one.
+_SET_IF_KEPT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 return 1
 """
@@ -107,6 +118,7 @@ class Conversation(BaseModel):
     owner: str | None = None
     created_at: float | None = None
     turns: list[StoredTurn] = []
+    metadata: dict[str, str] = {}  # a client's labels (OpenAI's Conversations API)
     # The jobs of its questions that had not ended (as far as the answering set knew), in the
     # order asked; joining, the ones before the question that joined.
     answering: list[str] = []
@@ -119,6 +131,7 @@ class Conversations:
         self._ttl = ttl
         self._join = redis.register_script(_JOIN)
         self._add_turn = redis.register_script(_ADD_TURN)
+        self._set_if_kept = redis.register_script(_SET_IF_KEPT)
 
     async def join(
         self, conversation_id: str, caller: Principal, job_id: str | None = None
@@ -163,6 +176,24 @@ class Conversations:
         kept = await self._add_turn(keys=[self._keys.conversation(conversation_id)], args=args)
         return bool(kept)
 
+    async def set_metadata(self, conversation_id: str, metadata: dict[str, str]) -> bool:
+        """Replace its metadata; False if it no longer exists."""
+        args: list[str | bytes | int] = ["metadata", orjson.dumps(metadata), self._ttl]
+        key = self._keys.conversation(conversation_id)
+        return bool(await self._set_if_kept(keys=[key], args=args))
+
+    async def remove_turn(self, conversation_id: str, job_id: str) -> bool:
+        """Forget the turn of `job_id`; False if there was none."""
+        removed = await self._redis.hdel(
+            self._keys.conversation(conversation_id), f"{_TURN}{job_id}"
+        )  # type: ignore[misc]
+        return bool(removed)
+
+    async def delete(self, conversation_id: str) -> None:
+        """Forget it all. A question of it still answering keeps no turn (`_ADD_TURN`)."""
+        key = self._keys.conversation(conversation_id)
+        await self._redis.delete(key, self._keys.answering(conversation_id))
+
     async def answering_before(self, conversation_id: str, job_id: str) -> list[str]:
         """The jobs of the questions asked before `job_id`'s that had not ended when last
         seen, in order; none if `job_id` is not in the answering set (asked before it
@@ -206,11 +237,13 @@ def _parsed(conversation_id: str, raw: dict[bytes, bytes]) -> Conversation:
     turns.sort(key=lambda turn: turn.answered_at or 0.0)
     created = fields.get("created_at")
     owner = fields.get("owner")
+    metadata = fields.get("metadata")
     return Conversation(
         conversation_id=conversation_id,
         owner=owner.decode() if owner is not None else None,
         created_at=float(created) if created else None,
         turns=turns,
+        metadata=orjson.loads(metadata) if metadata else {},
     )
 
 

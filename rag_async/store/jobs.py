@@ -154,9 +154,10 @@ _FULL_FOR = 1.0
 
 # KEYS: job hash. ARGV: the field's new value. A record that has expired stays gone, rather
 # than coming back as a hash of one field without a TTL.
-_SAVE_WEBHOOK = """
+# One field of a record that may have expired meanwhile (an HSET would recreate it, forever).
+_SET_IF_KEPT = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], 'webhook', ARGV[1])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return 1
 """
 
@@ -210,7 +211,7 @@ class JobStore:
         self._start_attempt = redis.register_script(_START_ATTEMPT)
         self._create = redis.register_script(_CREATE)
         self._settle = redis.register_script(_SETTLE)
-        self._save_webhook = redis.register_script(_SAVE_WEBHOOK)
+        self._set_if_kept = redis.register_script(_SET_IF_KEPT)
 
     async def create(
         self,
@@ -317,4 +318,11 @@ class JobStore:
     async def save_webhook(self, job_id: str, delivery: WebhookDelivery) -> bool:
         """Write the state of the job's webhook delivery; False if the record has expired."""
         value = record_fields(webhook=delivery)["webhook"]
-        return bool(await self._save_webhook(keys=[self._keys.job(job_id)], args=[value]))
+        return bool(await self._set_if_kept(keys=[self._keys.job(job_id)], args=["webhook", value]))
+
+    async def hide(self, job_id: str) -> bool:
+        """Mark the job deleted for its readers (DELETE /v1/responses/{id}): its record
+        expires with its result's time to live, as any, but is read by nobody meanwhile.
+        False if it has expired already."""
+        value = record_fields(deleted=True)["deleted"]
+        return bool(await self._set_if_kept(keys=[self._keys.job(job_id)], args=["deleted", value]))

@@ -43,6 +43,7 @@ from arq import Retry
 from rag_async import tracing
 from rag_async.domain.errors import RagError
 from rag_async.domain.events import CancelledEvent, DoneEvent, ErrorEvent, StatusEvent, _Event
+from rag_async.domain.generation import Incomplete, Usage
 from rag_async.domain.job import Ending, JobRecord, JobStatus, record_fields
 from rag_async.metrics import observe_stages
 from rag_async.providers.breaker import BreakerOpen
@@ -74,6 +75,8 @@ class Finished:
     answer: str
     providers: Mapping[str, str]
     chunks: int | None = None
+    usage: Usage | None = None
+    incomplete: Incomplete | None = None
 
 
 class Run:
@@ -276,6 +279,8 @@ async def _complete(run: Run, finished: Finished) -> None:
         timings=run.timings,
         providers=dict(finished.providers),
         chunks=finished.chunks,
+        usage=finished.usage,
+        incomplete=finished.incomplete,
     )
     with tracing.span("valkey.complete", attributes=_VALKEY):
         event_id = await run.emit(
@@ -287,6 +292,8 @@ async def _complete(run: Run, finished: Finished) -> None:
             timings=run.timings,
             providers=finished.providers,
             chunks=finished.chunks,
+            usage=finished.usage,
+            incomplete=finished.incomplete,
             finished_at=finished_at,
         )
     await _ended(run, "complete", "", event_id)

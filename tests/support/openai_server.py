@@ -304,6 +304,12 @@ class OpenAIApp:
         pieces = self.config.answer
         if pieces is not None:
             tokens = len(pieces)
+        # A request's token limit cuts the answer, as a model's does ("length").
+        limit = body.get("max_completion_tokens") or body.get("max_tokens")
+        finish = "stop"
+        if isinstance(limit, int) and 0 <= limit < tokens:
+            tokens, finish = limit, "length"
+            pieces = None if pieces is None else pieces[:limit]
         usage = _usage(body["messages"], tokens)
         outcome = "disconnected"  # unless the response ends
         with _cancel_on_disconnect(receive, self.stats):
@@ -316,7 +322,7 @@ class OpenAIApp:
                 try:
                     outcome = await _stream(
                         send, head, usage if with_usage else None, started + ttft, tokens, tps,
-                        fault, pieces,
+                        fault, pieces, finish,
                     )  # fmt: skip
                 finally:
                     self.stats.active_streams -= 1
@@ -329,7 +335,7 @@ class OpenAIApp:
             await _sleep_until(started + ttft + (max(tokens - 1, 0) / tps if tps else 0.0))
             content = expected_answer(tokens) if pieces is None else "".join(pieces)
             message = {"role": "assistant", "content": content, "refusal": None}
-            choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": "stop"}
+            choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
             reply = orjson.dumps({**head, "choices": [choice], "usage": usage})
             if fault is not None and fault.kind in ("drop", "truncate", "malformed"):
                 await _respond(send, reply[: len(reply) // 2])  # JSON cut in half
@@ -427,6 +433,7 @@ async def _stream(
     tps: float,
     fault: Fault | None = None,
     pieces: list[str] | None = None,
+    finish: str = "stop",
 ) -> str:
     """Send the role chunk now, then token i (or ``pieces[i]``) at ``first_at + i / tps``;
     returns how it ended.
@@ -473,7 +480,7 @@ async def _stream(
             await send({"type": "http.response.body", "body": frames, "more_body": True})
             frames = b""
     # the last tokens, the stop chunk, the usage chunk and [DONE] share one write
-    choice = {"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}
+    choice = {"index": 0, "delta": {}, "logprobs": None, "finish_reason": finish}
     stop = {**head, "choices": [choice], **({"usage": None} if usage else {})}
     last = [frames, b"data: ", orjson.dumps(stop), b"\n\n"]
     if usage:

@@ -36,11 +36,19 @@ class StillRunning(RagError):
 
 async def owned_answer(state: AppState, caller: Principal, given_id: str) -> JobRecord:
     """The caller's question job named by a response or job id: another key's, a document
-    job, or an unknown or expired id is not found, all alike."""
+    job, an unknown or expired id, or a response asked with `store: false` that has been
+    delivered (honoured.py) is not found, all alike."""
     job_id = job_id_of(given_id)
     record = None if job_id is None else await state.jobs.get(job_id)
-    if record is None or record.kind != "answer" or not caller.may_see(record.owner):
+    if (
+        record is None
+        or record.deleted
+        or record.kind != "answer"
+        or not caller.may_see(record.owner)
+    ):
         raise NotFound(f"no response {given_id[:80]!r}: it never existed, or has expired")
+    if record.v1.get("store") is False and record.status.ended:
+        raise NotFound(f"no response {given_id[:80]!r}: it was asked with store false")
     return record
 
 

@@ -21,7 +21,13 @@ from typing import Any
 import orjson
 from sse_starlette import ServerSentEvent
 
-from rag_async.api.openai_compat.wire import output_message, output_text, response_object
+from rag_async.api.openai_compat.wire import (
+    MESSAGE_PREFIX,
+    citations,
+    output_message,
+    output_text,
+    response_object,
+)
 from rag_async.api.state import AppState
 from rag_async.api.stream import follow_job
 from rag_async.config import Settings
@@ -39,19 +45,27 @@ from rag_async.domain.job import JobRecord
 from rag_async.domain.sources import Source
 from rag_async.domain.transcript import Transcript
 
-# Room for the Responses events that one logged event becomes (a `done` makes four).
+# Room for the Responses events that one logged event becomes (a `done` makes four, and
+# the citations still to announce go before them).
 PARTS = 10
+_ENDING = 4
 
 
 class ResponseEvents:
-    """Turns a job's logged events, in order, into Responses events (without numbers)."""
+    """Turns a job's logged events, in order, into Responses events (without numbers).
+
+    Each citation is announced once its `[n]` is whole (`response.output_text.annotation
+    .added`, after the delta that closed it), numbered in the order of the text; those that
+    a logged event has no room left for go with the next one. A new attempt starts the
+    numbering over, as its deltas start the text over."""
 
     def __init__(self, record: JobRecord, settings: Settings) -> None:
         self._record = record
         self._settings = settings
         self._sources: list[Source] = list(record.sources)
         self._transcript = Transcript()  # the answer so far, by the one rule
-        self._item = f"msg_{record.job_id}"
+        self._item = f"{MESSAGE_PREFIX}{record.job_id}"
+        self._announced = 0  # the citations of the answer so far announced
 
     def created(self) -> dict[str, Any]:
         return {"type": "response.created", "response": self._response("queued")}
@@ -62,6 +76,7 @@ class ResponseEvents:
         if isinstance(event, StatusEvent):
             if self._transcript.attempt == attempt:
                 return []  # a stage of the same attempt: nothing OpenAI tells
+            self._announced = 0
             return [{"type": "response.in_progress", "response": self._response("in_progress")}]
         if isinstance(event, SourcesEvent):
             self._sources = list(event.sources)
@@ -72,15 +87,29 @@ class ResponseEvents:
                 {**self._at_part(), "type": "response.content_part.added", "part": part},
             ]
         if isinstance(event, TokenEvent):
-            return [
-                {
-                    **self._at_part(),
-                    "type": "response.output_text.delta",
-                    "delta": event.text,
-                    "logprobs": [],
-                }
-            ]
+            delta = {
+                **self._at_part(),
+                "type": "response.output_text.delta",
+                "delta": event.text,
+                "logprobs": [],
+            }
+            return [delta, *self._annotations(self._transcript.text, PARTS - 1)]
         return self._end(event)
+
+    def _annotations(self, text: str, room: int) -> list[dict[str, Any]]:
+        """The citations of `text` not announced yet, at most `room` of them."""
+        found = citations(text, self._sources)[self._announced : self._announced + room]
+        events = [
+            {
+                **self._at_part(),
+                "type": "response.output_text.annotation.added",
+                "annotation_index": self._announced + i,
+                "annotation": annotation,
+            }
+            for i, annotation in enumerate(found)
+        ]
+        self._announced += len(found)
+        return events
 
     def _end(self, event: Event) -> list[dict[str, Any]]:
         if isinstance(event, ErrorEvent):
@@ -94,20 +123,32 @@ class ResponseEvents:
         text = event.answer
         part = output_text(text, self._sources)
         item = output_message(self._record.job_id, text, self._sources, done=True)
+        ended = self._response("completed", text, event)
+        if ended["status"] == "incomplete":
+            item["status"] = "incomplete"
         return [
+            *self._annotations(text, PARTS - _ENDING),
             {**self._at_part(), "type": "response.output_text.done", "text": text, "logprobs": []},
             {**self._at_part(), "type": "response.content_part.done", "part": part},
             {"type": "response.output_item.done", "output_index": 0, "item": item},
-            {"type": "response.completed", "response": self._response("completed", text)},
+            {"type": f"response.{ended['status']}", "response": ended},
         ]
 
     def _at_part(self) -> dict[str, Any]:
         return {"item_id": self._item, "output_index": 0, "content_index": 0}
 
-    def _response(self, status: str, text: str | None = None) -> dict[str, Any]:
+    def _response(
+        self, status: str, text: str | None = None, done: DoneEvent | None = None
+    ) -> dict[str, Any]:
         """The response object as of this event: its output only once the answer is done."""
         response = response_object(
-            self._record, self._settings, status=status, text=text, sources=self._sources
+            self._record,
+            self._settings,
+            status=status,
+            text=text,
+            sources=self._sources,
+            usage=done.usage if done is not None else None,
+            incomplete=done.incomplete if done is not None else None,
         )
         if text is None:
             response["output"] = []
@@ -122,8 +163,10 @@ async def response_stream(
     after = -1 if starting_after is None else starting_after
     if after < 0:
         yield _frame(0, events.created())
-    # The logged event that `after` falls in may have parts still to send: read from it.
-    async for logged in follow_job(state, record.job_id, first_logged(after) - 1):
+    # From the first logged event, whatever `after`: the mapping carries state (the attempt,
+    # the citations announced) that a resume must rebuild to send exactly what the original
+    # stream sent after it.
+    async for logged in follow_job(state, record.job_id, 0):
         number = int(logged.id or 0) * PARTS
         mapped = events.map(decode_event(logged.data or "{}"))
         for part, event in enumerate(mapped):

@@ -4,8 +4,9 @@ POST /v1/responses/{id}/cancel. The same keys, limits, checks and queue as POST 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query, Request, Response
 
@@ -19,15 +20,22 @@ from rag_async.api.openai_compat.answers import (
     wait_for_end,
     wait_holding,
 )
+from rag_async.api.openai_compat.honoured import (
+    refuse_unhonoured_response,
+    response_echo,
+    response_generation,
+)
 from rag_async.api.openai_compat.inputs import ResponsesRequest, conversation_of
+from rag_async.api.openai_compat.items import input_items, resolved_items
 from rag_async.api.openai_compat.response_events import first_logged, response_stream
+from rag_async.api.openai_compat.wire import response_id as response_id_of
 from rag_async.api.openai_compat.wire import response_object, response_status
 from rag_async.api.questions import Question, submit_question
 from rag_async.api.state import AppState, State
 from rag_async.api.stream import CountedEventSource
 from rag_async.api.turns import ask_after, ask_in_conversation
 from rag_async.api.views import job_view
-from rag_async.domain.errors import Conflict
+from rag_async.domain.errors import Conflict, NotFound
 from rag_async.domain.job import JobRecord, JobStatus
 from rag_async.domain.schemas import ErrorBody
 from rag_async.store.conversations import Turn
@@ -45,7 +53,10 @@ _SSE: dict[int | str, dict[str, Any]] = {
 _ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": ErrorBody} for s in (404, 409, 422)}
 
 
-@router.post("/responses", responses={**_SSE, **_ERRORS, 504: {"model": ErrorBody}})
+@router.post(
+    "/responses",
+    responses={**_SSE, **_ERRORS, **{s: {"model": ErrorBody} for s in (400, 504)}},
+)
 async def create_response(
     body: ResponsesRequest,
     request: Request,
@@ -56,13 +67,14 @@ async def create_response(
     """Ask a question. `background: true`: the response at once, `queued` (poll or stream it
     by id). `stream: true`: its events as they come. Neither: the completed response. The
     answer runs on a worker either way: a client that leaves loses nothing."""
+    refuse_unhonoured_response(body)
     # A background response is nobody's wait: interactive questions go first (fair_share.py).
     priority: Priority = "background" if body.background else "interactive"
     submission = Submission(state, request, caller, priority=priority)
     if body.background:
         job_id = await _ask(submission, body, idempotency_key)
         record = await owned_answer(state, caller, job_id)
-        response = response_object(record, state.settings, background=True)
+        response = response_object(record, state.settings)
         return json_response(response, headers={"x-rag-job-id": job_id})
     release = stream_slot(state, caller)  # before the job: a refused request leaves none
     job_id = await given_back_on_error(release, _ask(submission, body, idempotency_key))
@@ -71,7 +83,7 @@ async def create_response(
         record = await given_back_on_error(release, owned_answer(state, caller, job_id))
         return _event_source(state, record, None, headers, release)
     record = await wait_holding(state, job_id, release, f"GET /v1/responses/{job_id}")
-    response = response_object(record, state.settings, background=False)
+    response = response_object(record, state.settings)
     return json_response(response, headers=headers)
 
 
@@ -85,13 +97,17 @@ async def _ask(submission: Submission, body: ResponsesRequest, idempotency_key: 
     if isinstance(body.input, str):
         text = body.input
     else:
-        text, history = conversation_of(body.input)
+        text, history = conversation_of(await resolved_items(state, caller, body.input))
+    echo = {**response_echo(body), "input_turns": len(history)}
+    asked = functools.partial(
+        Question, generation=response_generation(body), v1=echo, collection=body.collection
+    )
     conversation_id = body.conversation_id
     if body.previous_response_id is not None:
         previous = await owned_answer(state, caller, body.previous_response_id)
         conversation_id = conversation_id or previous.conversation_id
         if conversation_id is None and not previous.status.ended:
-            question = Question(text, body.collection, history)
+            question = asked(text, history=history)
             return await ask_after(submission, question, previous, body.multitask, idempotency_key)
         if previous.status.ended and previous.status is not JobStatus.COMPLETE:
             raise Conflict(
@@ -102,7 +118,7 @@ async def _ask(submission: Submission, body: ResponsesRequest, idempotency_key: 
         if conversation_id is None:
             turn = Turn(question=previous.query or "", answer=previous.answer or "")
             history = [*previous.history, turn, *history]
-    question = Question(text, body.collection, history)
+    question = asked(text, history=history)
     if conversation_id is not None:
         return await ask_in_conversation(
             submission, question, conversation_id, body.multitask, idempotency_key
@@ -142,7 +158,51 @@ async def cancel_response(state: State, caller: Caller, response_id: str) -> Res
         # Briefly, and holding no stream slot: a cancel must get through.
         waited = await wait_for_end(state, record.job_id, CANCEL_WAIT)
         record = waited or record
-    return json_response(response_object(record, state.settings))
+    view = await job_view(state, record)  # what it had written, as GET shows it
+    return json_response(response_object(record, state.settings, text=view.answer))
+
+
+@router.delete("/responses/{response_id}", responses=_ERRORS)
+async def delete_response(state: State, caller: Caller, response_id: str) -> Response:
+    """Delete a response: one still answering is cancelled first; then nobody can read it
+    again (this route, its events, `previous_response_id`, `item_reference`, /jobs/{id})."""
+    record = await owned_answer(state, caller, response_id)
+    if not record.status.ended:
+        await cancel(state.ends, record)
+    if not await state.jobs.hide(record.job_id):
+        raise NotFound(f"no response {response_id[:80]!r}: it has expired")
+    return json_response(
+        {"id": response_id_of(record.job_id), "object": "response", "deleted": True}
+    )
+
+
+@router.get("/responses/{response_id}/input_items", responses=_ERRORS)
+async def list_input_items(
+    state: State,
+    caller: Caller,
+    response_id: str,
+    order: Literal["asc", "desc"] = "desc",
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    after: Annotated[str | None, Query(max_length=200)] = None,
+) -> Response:
+    """The response's input messages (its question, and the turns given with it), in
+    OpenAI's list shape, paged by `after` an item id."""
+    record = await owned_answer(state, caller, response_id)
+    items = input_items(record)
+    if order == "asc":
+        items.reverse()
+    ids = [item["id"] for item in items]
+    start = ids.index(after) + 1 if after in ids else 0
+    page = items[start : start + limit]
+    return json_response(
+        {
+            "object": "list",
+            "data": page,
+            "first_id": page[0]["id"] if page else None,
+            "last_id": page[-1]["id"] if page else None,
+            "has_more": start + limit < len(items),
+        }
+    )
 
 
 def _event_source(

@@ -12,10 +12,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from rag_async.config import Settings
+from rag_async.domain.generation import Generation, Usage
 from rag_async.domain.job import JobRecord, JobStatus, is_job_id
 from rag_async.domain.sources import Source
 
 RESPONSE_PREFIX = "resp_"
+MESSAGE_PREFIX = "msg_"
 COMPLETION_PREFIX = "chatcmpl-"
 # The offline answerer has no model name of its own; clients need one to send back.
 OFFLINE_MODEL = "extractive"
@@ -80,6 +82,26 @@ def citations(text: str, sources: Sequence[Source]) -> list[dict[str, Any]]:
     return found
 
 
+def chat_citations(text: str, sources: Sequence[Source], base_url: str) -> list[dict[str, Any]]:
+    """The citations of `text` as chat completions carry them. OpenAI's chat completions know
+    one annotation type, `url_citation` (the SDKs type it so), so a document of the
+    collection is cited by its address on this service (GET /documents/{id}, with the key
+    that may read it) rather than with a type that typed clients would choke on."""
+    by_number = {source.n: source for source in sources}
+    found: list[dict[str, Any]] = []
+    for match in _CITATION.finditer(text):
+        source = by_number.get(int(match[1]))
+        if source is None:
+            continue
+        url = source.source
+        if not (url and url.startswith(("http://", "https://"))):
+            url = f"{base_url.rstrip('/')}/documents/{source.document_id}"
+        cited: dict[str, Any] = {"url": url, "title": source.title}
+        cited.update(start_index=match.start(), end_index=match.end())
+        found.append({"type": "url_citation", "url_citation": cited})
+    return found
+
+
 def output_text(text: str, sources: Sequence[Source]) -> dict[str, Any]:
     return {
         "type": "output_text",
@@ -94,7 +116,7 @@ def output_message(
 ) -> dict[str, Any]:
     """The assistant's message item: its one text part, when there is text."""
     return {
-        "id": f"msg_{job_id}",
+        "id": f"{MESSAGE_PREFIX}{job_id}",
         "type": "message",
         "role": "assistant",
         "status": "completed" if done else "in_progress",
@@ -109,16 +131,20 @@ def response_object(
     status: str | None = None,
     text: str | None = None,
     sources: Sequence[Source] | None = None,
-    background: bool | None = None,
+    usage: Usage | None = None,
+    incomplete: str | None = None,
 ) -> dict[str, Any]:
-    """The response object for a job: its status, and its output message once it has text
-    (`text`; the record's answer when not given)."""
+    """The response object for a job: its status, its output message once it has text
+    (`text`; the record's answer when not given), and what the request asked, echoed."""
+    incomplete = incomplete or record.incomplete
     status = status or response_status(record.status)
+    if status == "completed" and incomplete:
+        status = "incomplete"
     text = text if text is not None else record.answer
     sources = record.sources if sources is None else sources
     output = [] if text is None else [output_message(record.job_id, text, sources, done=True)]
-    if status in ("queued", "in_progress") and text is not None:
-        output[0]["status"] = "in_progress"
+    if output and status in ("queued", "in_progress", "incomplete"):
+        output[0]["status"] = "in_progress" if status != "incomplete" else "incomplete"
     error = None
     if status == "failed":
         error = {"code": "server_error", "message": record.error or "the answer failed"}
@@ -127,18 +153,61 @@ def response_object(
         "object": "response",
         "created_at": int(record.created_at or 0),
         "status": status,
-        "background": background,
         "model": served_model(settings),
         "output": output,
         "error": error,
-        "incomplete_details": None,
-        "instructions": None,
-        "metadata": {},
+        "incomplete_details": {"reason": incomplete} if status == "incomplete" else None,
+        "usage": response_usage(usage or record.usage) if status in _ENDED else None,
         "parallel_tool_calls": False,
         "tool_choice": "none",
         "tools": [],
-        "usage": None,
         "conversation": (
             {"id": record.conversation_id} if record.conversation_id is not None else None
         ),
+        **echoed(record),
+    }
+
+
+_ENDED = frozenset({"completed", "incomplete", "failed", "cancelled"})
+
+
+def echoed(record: JobRecord) -> dict[str, Any]:
+    """What the request asked, as the response object echoes it (honoured.py keeps it)."""
+    generation = record.generation or Generation()
+    v1 = record.v1
+    return {
+        "background": bool(v1.get("background", False)),
+        "instructions": generation.instructions,
+        "max_output_tokens": generation.max_output_tokens,
+        "temperature": generation.temperature,
+        "top_p": None,
+        "metadata": v1.get("metadata") or {},
+        "previous_response_id": v1.get("previous_response_id"),
+        "store": v1.get("store", True),
+        "text": v1.get("text") or {"format": {"type": "text"}},
+        "truncation": v1.get("truncation", "disabled"),
+    }
+
+
+def response_usage(usage: Usage | None) -> dict[str, Any] | None:
+    if usage is None:
+        return None
+    return {
+        "input_tokens": usage.input_tokens,
+        "input_tokens_details": {"cached_tokens": usage.cached_tokens},
+        "output_tokens": usage.output_tokens,
+        "output_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
+        "total_tokens": usage.total_tokens,
+    }
+
+
+def chat_usage(usage: Usage | None) -> dict[str, Any] | None:
+    if usage is None:
+        return None
+    return {
+        "prompt_tokens": usage.input_tokens,
+        "completion_tokens": usage.output_tokens,
+        "total_tokens": usage.total_tokens,
+        "prompt_tokens_details": {"cached_tokens": usage.cached_tokens},
+        "completion_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
     }

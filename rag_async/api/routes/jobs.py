@@ -35,7 +35,7 @@ async def _record(state: AppState, job_id: str) -> JobRecord:
     if not is_job_id(job_id):
         raise NotFound(f"{job_id[:80]!r} is not a job id (job ids are 32 hex characters)")
     record = await state.jobs.get(job_id)
-    if record is None:
+    if record is None or record.deleted:  # deleted as a /v1 response: gone for every reader
         raise _not_found(job_id)
     return record
 

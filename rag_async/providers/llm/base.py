@@ -3,6 +3,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
 
+from rag_async.domain.generation import Generation, GenerationReport
 from rag_async.domain.sources import Source
 from rag_async.store.conversations import Turn
 
@@ -19,10 +20,14 @@ class LLM(Protocol):
         *,
         collection: str | None = None,
         history: Sequence[Turn] = (),
+        generation: Generation | None = None,
+        report: GenerationReport | None = None,
     ) -> AsyncIterator[str]:
         """The answer's text in pieces. `collection`: the (stored) name of the collection that
         was searched, for an answerer that says where it found nothing. `history`: the
-        conversation's earlier turns."""
+        conversation's earlier turns. `generation`: the client's wishes (instructions, token
+        limit, temperature, stop); `report`, filled in as it ends: the tokens counted, and
+        whether the token limit cut the answer."""
         ...
 
     async def aclose(self) -> None: ...

@@ -34,6 +34,7 @@ import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
+from rag_async.domain.generation import Generation, GenerationReport, Usage, approximate_tokens
 from rag_async.domain.identity import shown_collection
 from rag_async.domain.sources import Source
 from rag_async.providers.llm.asking import attribute_asked, document_asked_about
@@ -126,7 +127,31 @@ class ExtractiveAnswerer:
         *,
         collection: str | None = None,
         history: Sequence[Turn] = (),
+        generation: Generation | None = None,
+        report: GenerationReport | None = None,
     ) -> AsyncIterator[str]:
+        """The quotes, word by word. Of the client's wishes it honours the token limit and
+        the stop sequences; instructions and temperature mean nothing to a quote. Its token
+        counts are approximate (domain/generation.py): it has no tokenizer of a model."""
+        generation = generation or Generation()
+        text = await self._text(question, sources, collection, history)
+        text, cut = limited(text, generation)
+        if report is not None:
+            given = [question, *(s.text for s in sources), generation.instructions or ""]
+            given += [f"{turn.question}\n{turn.answer}" for turn in history]
+            report.usage = Usage.counted("\n".join(given), text)
+            report.incomplete = "max_output_tokens" if cut else None
+        # Word-sized pieces, like a model's tokens, so clients exercise the same code path.
+        for piece in _PIECE.findall(text):
+            yield piece
+
+    async def _text(
+        self,
+        question: str,
+        sources: Sequence[Source],
+        collection: str | None,
+        history: Sequence[Turn],
+    ) -> str:
         # A follow-up ("and at what temperature?") is quoted for with what it follows up on,
         # as it was searched for (conversations.py).
         quotes = self.quotes(search_query(question, history, self._terms), sources)
@@ -138,9 +163,7 @@ class ExtractiveAnswerer:
             if collection is not None and self._documents is not None:
                 count = await self._documents(collection)
             text = self.nothing_found(question, sources, collection=collection, documents=count)
-        # Word-sized pieces, like a model's tokens, so clients exercise the same code path.
-        for piece in _PIECE.findall(text):
-            yield piece
+        return text
 
     def answer(
         self,
@@ -396,6 +419,25 @@ class ExtractiveAnswerer:
                 sentences.append(sentence)
                 previous = sentence
         return sentences
+
+
+def limited(text: str, generation: Generation) -> tuple[str, bool]:
+    """`text` up to its first stop sequence, and within the token limit (approximate
+    tokens, whole words kept); whether the limit cut it."""
+    for stop in generation.stop:
+        if stop and stop in text:
+            text = text[: text.index(stop)]
+    limit = generation.max_output_tokens
+    if limit is None or approximate_tokens(text) <= limit:
+        return text, False
+    kept: list[str] = []
+    count = 0
+    for piece in _PIECE.findall(text):
+        count += approximate_tokens(piece)
+        if count > limit:
+            break
+        kept.append(piece)
+    return "".join(kept).rstrip(), True
 
 
 def _complete_fragments(sentences: Sequence[_Sentence]) -> None:

@@ -27,6 +27,7 @@ import structlog
 
 from rag_async import tracing
 from rag_async.domain.errors import ProviderError
+from rag_async.domain.generation import Generation, GenerationReport, Usage
 from rag_async.domain.sources import Source
 from rag_async.metrics import count_tokens
 from rag_async.providers.llm.prompt import build_messages
@@ -81,15 +82,19 @@ class OpenAIChat:
         *,
         collection: str | None = None,
         history: Sequence[Turn] = (),
+        generation: Generation | None = None,
+        report: GenerationReport | None = None,
     ) -> AsyncIterator[str]:
-        messages = build_messages(question, sources, history)
+        generation = generation or Generation()
+        messages = build_messages(question, sources, history, generation.instructions)
+        request = _Request(messages, generation, generation.token_limit(self._max_tokens), report)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeouts.total
         retry = 0
         while True:
             yielded = False
             try:
-                async with contextlib.aclosing(self._one_try(messages, deadline)) as pieces:
+                async with contextlib.aclosing(self._one_try(request, deadline)) as pieces:
                     async for piece in pieces:
                         yielded = True
                         yield piece
@@ -105,7 +110,7 @@ class OpenAIChat:
                 log.info("LLM call failed, retrying", error=error.message, pause=round(pause, 2))
                 await asyncio.sleep(pause)
 
-    async def _one_try(self, messages: Any, deadline: float) -> AsyncGenerator[str, None]:
+    async def _one_try(self, request: _Request, deadline: float) -> AsyncGenerator[str, None]:
         """One request: its first token within `first_token`, each next one within `idle`,
         all before `deadline`.
 
@@ -123,7 +128,7 @@ class OpenAIChat:
         try:
             with call as span:
                 async with contextlib.AsyncExitStack() as stack:
-                    body = await self._open(stack, messages, progress)
+                    body = await self._open(stack, request, progress)
                     texts = self._texts(body, progress, deadline)
                     async with contextlib.aclosing(texts):
                         async for text in texts:
@@ -138,6 +143,7 @@ class OpenAIChat:
             raise _connection_error(error, progress) from error
         if progress.usage is not None:
             count_tokens(progress.usage)
+        request.tell(progress)
         if not progress.finished:
             # A proxy or a crashed server can end the body cleanly mid-answer: without the
             # stop chunk or [DONE] the text may be cut anywhere, so it is not an answer.
@@ -148,7 +154,7 @@ class OpenAIChat:
             )
 
     async def _open(
-        self, stack: contextlib.AsyncExitStack, messages: Any, progress: _Progress
+        self, stack: contextlib.AsyncExitStack, request: _Request, progress: _Progress
     ) -> AsyncIterator[bytes]:
         """Sends the request and, once its response has started (within the first-token
         wait), returns its body; `stack` closes the response."""
@@ -156,12 +162,14 @@ class OpenAIChat:
             response = await stack.enter_async_context(
                 self._client.chat.completions.with_streaming_response.create(
                     model=self._model,
-                    messages=messages,
-                    max_tokens=self._max_tokens,
+                    messages=request.messages,
                     stream=True,
                     # The token counts come in a last chunk (no choices): rag_llm_tokens_total.
                     # A server that knows no such option ignores it.
                     stream_options={"include_usage": True},
+                    max_tokens=request.max_tokens,
+                    temperature=_given(request.generation.temperature),
+                    stop=request.generation.stop or openai.omit,
                 )
             )
         progress.responded = True
@@ -200,6 +208,25 @@ class OpenAIChat:
 
 
 @dataclass(frozen=True, slots=True)
+class _Request:
+    """One answer's request: its messages, its options (token limit, temperature, stop) and
+    where to report how it ended."""
+
+    messages: Any  # the SDK's typed message params, built as plain dicts
+    generation: Generation
+    max_tokens: int
+    report: GenerationReport | None
+
+    def tell(self, progress: _Progress) -> None:
+        if self.report is None:
+            return
+        if progress.usage is not None:
+            self.report.usage = Usage.from_chat(progress.usage)
+        if progress.finish_reason == "length":
+            self.report.incomplete = "max_output_tokens"
+
+
+@dataclass(frozen=True, slots=True)
 class _Wait:
     """What a call is waiting for (its first token, or the next after `idle`) and until when."""
 
@@ -227,22 +254,25 @@ class _Progress:
     responded: bool = False
     received: int = 0
     finished: bool = False
+    finish_reason: str | None = None  # "length": the token limit cut the answer
     usage: dict[str, Any] | None = None  # the token counts, if the server sent them
 
     def take(self, line: bytes) -> str | None:
         """The text of one stream line, counted."""
         text, end, usage = _parse(line)
-        self.finished = self.finished or end
+        self.finished = self.finished or bool(end)
+        if isinstance(end, str):
+            self.finish_reason = end
         self.usage = usage or self.usage
         if text:
             self.received += len(text)
         return text
 
 
-def _parse(line: bytes) -> tuple[str | None, bool, dict[str, Any] | None]:
+def _parse(line: bytes) -> tuple[str | None, bool | str, dict[str, Any] | None]:
     """The delta text of one line of a chat-completions SSE stream (None if it has none),
-    whether the line says the answer is finished ([DONE], or a choice's finish_reason), and
-    the token usage it reports, if any."""
+    whether the line says the answer is finished ([DONE], or a choice's finish_reason, given
+    as such), and the token usage it reports, if any."""
     if not line.startswith(b"data:"):
         return None, False, None  # blank separators, comments and other fields carry no text
     data = line[5:].strip()
@@ -273,7 +303,12 @@ def _parse(line: bytes) -> tuple[str | None, bool, dict[str, Any] | None]:
     delta = choice.get("delta")
     content = delta.get("content") if isinstance(delta, dict) else None
     text = content if isinstance(content, str) else None
-    return text, bool(choice.get("finish_reason")), usage
+    finish = choice.get("finish_reason")
+    return text, (finish if isinstance(finish, str) else bool(finish)), usage
+
+
+def _given(value: float | None) -> float | openai.Omit:
+    return openai.omit if value is None else value
 
 
 def _trace_usage(span: Any, usage: dict[str, Any] | None) -> None:

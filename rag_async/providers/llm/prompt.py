@@ -35,11 +35,15 @@ _TAG_START = re.compile(r"<(?=\s*/?\s*sources?\b)")  # on `fence_view`'s lowerca
 
 
 def build_messages(
-    question: str, sources: Sequence[Source], history: Sequence[Turn] = ()
+    question: str,
+    sources: Sequence[Source],
+    history: Sequence[Turn] = (),
+    instructions: str | None = None,
 ) -> list[dict[str, str]]:
-    """The system prompt, the conversation's earlier turns (as the question's job record
-    holds them, already within their budget: conversations.py), then the sources and the
-    question."""
+    """The system prompt, the client's instructions (after it, so that they shape the answer
+    within its rules rather than replace them), the conversation's earlier turns (as the
+    question's job record holds them, already within their budget: conversations.py), then
+    the sources and the question."""
     if sources:
         context = "\n".join(_fenced(s) for s in sources)
         context = f"<sources>\n{context}\n</sources>"
@@ -50,8 +54,10 @@ def build_messages(
     for turn in history:
         earlier.append({"role": "user", "content": turn.question})
         earlier.append({"role": "assistant", "content": turn.answer})
+    given = [{"role": "system", "content": instructions}] if instructions else []
     return [
         {"role": "system", "content": SYSTEM_PROMPT},
+        *given,
         *earlier,
         {"role": "user", "content": user},
     ]

@@ -8,6 +8,7 @@ import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 
 from rag_async.domain.events import SourcesEvent, TokenEvent
+from rag_async.domain.generation import GenerationReport
 from rag_async.domain.job import JobRecord
 from rag_async.domain.sources import Source
 from rag_async.providers.breaker import guarded_stream
@@ -40,17 +41,9 @@ async def _answer(run: Run) -> Finished:
     )
     await run.stage("generating")
 
-    parts: list[str] = []
-    answer = services.llm.stream(question, sources, collection=collection, history=history)
-    answer_stream = guarded_stream(services.breakers["llm"], answer)
-    interval = services.settings.token_flush_interval
-    async for batch in screened_batches(answer_stream, sources, interval):
-        if not parts:
-            run.lap("time_to_first_token", record.created_at or run.started)
-        parts.append(batch)
-        await run.emit(TokenEvent(text=batch))
+    report = GenerationReport()
+    text = await _generate(run, question, sources, history, report)
     run.lap("generation", since)
-    text = "".join(parts)
     if record.conversation_id:
         turn = StoredTurn(
             question=question,
@@ -60,7 +53,40 @@ async def _answer(run: Run) -> Finished:
             answered_at=time.time(),
         )
         await services.conversations.add_turn(record.conversation_id, turn)
-    return Finished(answer=text, providers=services.providers)
+    return Finished(
+        answer=text,
+        providers=services.providers,
+        usage=report.usage,
+        incomplete=report.incomplete,
+    )
+
+
+async def _generate(
+    run: Run,
+    question: str,
+    sources: Sequence[Source],
+    history: Sequence[Turn],
+    report: GenerationReport,
+) -> str:
+    """The answer, streamed as token events as the LLM writes it (screened, in batches)."""
+    services, record = run.services, run.record
+    answer = services.llm.stream(
+        question,
+        sources,
+        collection=record.collection or services.settings.default_collection,
+        history=history,
+        generation=record.generation,
+        report=report,
+    )
+    answer_stream = guarded_stream(services.breakers["llm"], answer)
+    parts: list[str] = []
+    interval = services.settings.token_flush_interval
+    async for batch in screened_batches(answer_stream, sources, interval):
+        if not parts:
+            run.lap("time_to_first_token", record.created_at or run.started)
+        parts.append(batch)
+        await run.emit(TokenEvent(text=batch))
+    return "".join(parts)
 
 
 async def _history(services: Services, record: JobRecord) -> list[Turn]:
