@@ -24,6 +24,12 @@ install: $(VENV)/.installed
 
 install-test: $(VENV)/.installed-test
 
+# The JavaScript clients the tests drive /v1 with (tests/test_js_clients.py), from the lock file.
+JS_CLIENTS := tests/js_clients
+$(JS_CLIENTS)/node_modules/.installed: $(JS_CLIENTS)/package-lock.json
+	npm ci --prefix $(JS_CLIENTS) --no-audit --no-fund --loglevel=error
+	touch $@
+
 up: install
 	$(BIN)/rag-async up
 
@@ -32,11 +38,11 @@ lint: install-test
 	$(BIN)/ruff format --check rag_async workers tests benchmarks
 	$(BIN)/mypy
 
-test: lint
+test: lint $(JS_CLIENTS)/node_modules/.installed
 	$(BIN)/python -m pytest -q
 
 bench: install-test
 	PYTHON=../$(BIN)/python benchmarks/run_all.sh 2>/dev/null | tee docs/benchmarks-latest.txt
 
 clean:
-	rm -rf $(VENV) .rag-async .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(JS_CLIENTS)/node_modules .rag-async .mypy_cache .ruff_cache .pytest_cache
