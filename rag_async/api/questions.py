@@ -8,12 +8,12 @@ from dataclasses import dataclass
 
 import orjson
 
-from rag_async.api.bodies import utf8_problem
 from rag_async.api.enqueue import Submission, enqueue
 from rag_async.api.idempotent import create_once
 from rag_async.domain.errors import BadRequest
 from rag_async.domain.job import new_job_id, record_fields
 from rag_async.domain.schemas import Multitask
+from rag_async.domain.text import utf8_problem
 from rag_async.store.conversations import Turn, recent_turns
 
 

@@ -24,7 +24,7 @@ import asyncio
 import itertools
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -32,8 +32,11 @@ import qdrant_edge as edge
 from qdrant_client import models
 
 from rag_async.domain.errors import ConfigurationError, ProviderError
+from rag_async.domain.filters import AttributeValue, Filter
 from rag_async.domain.sources import Source
 from rag_async.providers.parsing.chunking import Chunk
+from rag_async.providers.retrieval.edge_filters import edge_filter
+from rag_async.providers.retrieval.payload_filters import search_filter
 from rag_async.providers.retrieval.store import (
     DEFAULT_COLLECTION,
     DENSE_VECTOR,
@@ -167,6 +170,7 @@ class EdgeChunkStore:
         collection: str = DEFAULT_COLLECTION,
         pages: Sequence[int | None] | None = None,
         version: str = "",
+        attributes: Mapping[str, AttributeValue] | None = None,
     ) -> None:
         records = chunk_points(
             document_id,
@@ -178,6 +182,7 @@ class EdgeChunkStore:
             collection=collection,
             pages=pages,
             version=version,
+            attributes=attributes,
         )
         self.write_points(records)
 
@@ -243,16 +248,14 @@ class EdgeChunkStore:
         limit: int,
         *,
         collection: str | None = None,
+        filters: Filter | None = None,
     ) -> list[Source]:
         # On the loop: a search takes under a millisecond, less than a thread hand-off.
         if dense is None and not sparse.indices:
             return []  # only stopwords: a lexical search has nothing to match
         check_sparse(sparse)
-        where = None
-        if collection is not None:
-            where = edge.Filter(
-                must=[edge.FieldCondition("collection", match=edge.MatchValue(collection))]
-            )
+        wanted = search_filter(collection, filters)
+        where = None if wanted is None else edge_filter(wanted)
         lexical = edge.Query.Nearest(
             edge.SparseVector(sparse.indices, sparse.values), using=LEXICAL_VECTOR
         )
