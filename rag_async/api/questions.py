@@ -11,6 +11,7 @@ import orjson
 from rag_async.api.enqueue import Submission, enqueue
 from rag_async.api.idempotent import create_once
 from rag_async.domain.errors import BadRequest
+from rag_async.domain.filters import Filter
 from rag_async.domain.job import new_job_id, record_fields
 from rag_async.domain.schemas import Multitask
 from rag_async.domain.text import utf8_problem
@@ -29,6 +30,8 @@ class Question:
     # of it (worker/answering.py): `history` is then the turns given after that one's.
     follows: str | None = None
     multitask: Multitask | None = None
+    # What the search keeps to: documents whose attributes match.
+    filters: Filter | None = None
 
 
 def checked_query(text: str, limit: int) -> str:
@@ -61,6 +64,9 @@ async def submit_question(
     history = recent_turns(question.history)
     fields = {"query": query, "collection": collection}
     fingerprint = f"{collection}\x00{query}"
+    if question.filters is not None:
+        fields |= record_fields(filters=question.filters)
+        fingerprint += "\x00" + fields["filters"]
     if history or question.conversation_id or question.follows:
         context = record_fields(
             history=history,

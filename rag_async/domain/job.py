@@ -16,6 +16,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict
 
+from rag_async.domain.filters import AttributeValue, Filter
 from rag_async.domain.sources import Source
 from rag_async.store.conversations import Turn
 from rag_async.store.fair_share import Priority
@@ -98,11 +99,13 @@ class JobRecord(BaseModel):
     # What was asked: a question, or a document to ingest or delete.
     query: str | None = None
     collection: str | None = None
+    filters: Filter | None = None  # what a question's search keeps to
     document_id: str | None = None
     title: str | None = None
     source: str | None = None
     filename: str | None = None
     format: str | None = None
+    attributes: dict[str, AttributeValue] | None = None  # what an ingestion gives its chunks
     # A question's conversation (if any) and the earlier turns it was asked with; in a
     # conversation its worker reads them afresh when the answer starts (conversations.py).
     conversation_id: str | None = None
@@ -148,7 +151,9 @@ class JobRecord(BaseModel):
         return self.seq
 
 
-_JSON_FIELDS = frozenset({"sources", "progress", "timings", "providers", "webhook", "history"})
+_JSON_FIELDS = frozenset(
+    {"sources", "progress", "timings", "providers", "webhook", "history", "filters", "attributes"}
+)
 
 
 def record_fields(**values: Any) -> dict[str, str]:

@@ -39,7 +39,13 @@ async def _answer(run: Run) -> Finished:
         await run.stage("retrieving")
     since = time.time()  # each stage's timing is its own work, not the events that tell it
     collection = record.collection or services.settings.default_collection
-    search = retriever.search(query, services.settings.top_k, dense=dense, collection=collection)
+    search = retriever.search(
+        query,
+        services.settings.top_k,
+        dense=dense,
+        collection=collection,
+        filters=record.filters,
+    )
     found = await guarded(breakers["qdrant"], qdrant_call(search))
     # One bound for every copy of a passage: the record, the event, the stream, the prompt.
     sources = clip_sources(found, services.settings.max_source_chars)
