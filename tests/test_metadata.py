@@ -6,7 +6,9 @@ embedded Qdrant."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,6 +18,7 @@ import pytest
 from rag_async.config import Settings
 from tests.conftest import Stack, running_api
 from tests.test_bad_input import assert_error, assert_nothing_written
+from tests.test_cli import cli, no_traceback
 
 TEA = """# Tea notes
 
@@ -117,6 +120,40 @@ async def test_a_reupload_replaces_the_attributes(stack: Stack) -> None:
     )
     assert (await stack.client.document(blue))["attributes"] == {}
     assert (await _cited(stack, green))[0] == set()
+
+
+async def test_the_cli_ingests_with_attributes_and_asks_with_filters(
+    stack: Stack, tmp_path: Path
+) -> None:
+    (tmp_path / "blue.md").write_text(TEA)
+    (tmp_path / "red.md").write_text(MORE_TEA)
+    for name, year in (("blue", "2023"), ("red", "2020")):
+        ingested = await cli(
+            stack, "ingest", str(tmp_path / f"{name}.md"), "--attribute", f"team={name}",
+            "--attribute", f"year={year}",
+        )  # fmt: skip
+        assert ingested.returncode == 0, ingested.stderr
+    red = next(d for d in await stack.client.documents() if d["source"] == "red.md")
+    assert red["attributes"] == {"team": "red", "year": 2020}
+    shown = await cli(stack, "documents", "show", red["document_id"])
+    assert "team=red, year=2020" in shown.stdout
+
+    asked = await cli(stack, "ask", "--json", "--filter", "team=red", "How is tea brewed?")
+    assert asked.returncode == 0, asked.stderr
+    assert {s["title"] for s in json.loads(asked.stdout)["sources"]} == {"More tea notes"}
+    recent = '{"type": "gt", "key": "year", "value": 2021}'
+    asked = await cli(stack, "ask", "--json", "--filter", recent, "How is tea brewed?")
+    assert {s["title"] for s in json.loads(asked.stdout)["sources"]} == {"Tea notes"}
+    both = await cli(
+        stack, "ask", "--json", "--filter", "team=red", "--filter", "year=2023", "tea?"
+    )
+    assert json.loads(both.stdout)["sources"] == []
+
+    bad = await cli(stack, "ask", "--filter", "team", "tea?")
+    assert bad.returncode == 2 and "--filter: 'team' is not key=value" in bad.stderr
+    refused = await cli(stack, "ask", "--filter", "a.b=1", "tea?")
+    assert refused.returncode == 1 and "letters, digits" in refused.stderr
+    no_traceback(bad), no_traceback(refused)
 
 
 # --- bad input ----------------------------------------------------------------------------

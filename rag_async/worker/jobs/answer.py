@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
 
 from rag_async.domain.events import SourcesEvent, TokenEvent
 from rag_async.domain.job import JobRecord
@@ -39,13 +39,7 @@ async def _answer(run: Run) -> Finished:
         await run.stage("retrieving")
     since = time.time()  # each stage's timing is its own work, not the events that tell it
     collection = record.collection or services.settings.default_collection
-    search = retriever.search(
-        query,
-        services.settings.top_k,
-        dense=dense,
-        collection=collection,
-        filters=record.filters,
-    )
+    search = _search(services, record, query, dense, collection)
     found = await guarded(breakers["qdrant"], qdrant_call(search))
     # One bound for every copy of a passage: the record, the event, the stream, the prompt.
     sources = clip_sources(found, services.settings.max_source_chars)
@@ -77,6 +71,21 @@ async def _answer(run: Run) -> Finished:
         )
         await services.conversations.add_turn(record.conversation_id, turn)
     return Finished(answer=text, providers=services.providers)
+
+
+def _search(
+    services: Services,
+    record: JobRecord,
+    query: str,
+    dense: list[float] | None,
+    collection: str,
+) -> Awaitable[list[Source]]:
+    """The question's search: the best chunks of `collection` among those of the documents
+    its `filters` keep."""
+    top_k, filters = services.settings.top_k, record.filters
+    return services.retriever.search(
+        query, top_k, dense=dense, collection=collection, filters=filters
+    )
 
 
 async def _history(services: Services, record: JobRecord) -> list[Turn]:
