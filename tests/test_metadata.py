@@ -100,6 +100,9 @@ async def test_a_question_with_filters_cites_only_the_matching_document(stack: S
 
 async def test_a_reupload_replaces_the_attributes(stack: Stack) -> None:
     blue, _ = await _add_two(stack)
+    same = await _post_json(stack, _tea({"year": 2023, "team": "blue"}))  # in another order
+    events = await _ended(stack, same["job_id"])
+    assert "unchanged" in [e.data.get("stage") for e in events if e.type == "progress"]
     again = await _post_json(
         stack,
         {"text": TEA, "title": "Tea notes", "source": "blue.md", "attributes": {"team": "green"}},

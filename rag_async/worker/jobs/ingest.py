@@ -17,6 +17,7 @@ import hashlib
 import time
 from collections.abc import Iterable, Sequence
 
+import orjson
 import structlog
 
 from rag_async.domain.errors import RagError
@@ -169,7 +170,7 @@ def _fingerprint(content_sha256: str, record: JobRecord, signature: str) -> str:
     named = (record.filename, record.title, record.source, record.collection)
     parts = [content_sha256, signature, *(value or "" for value in named)]
     if record.attributes:  # none: the fingerprint of a version written before attributes
-        parts.append(stored_value(record.attributes))
+        parts.append(orjson.dumps(record.attributes, option=orjson.OPT_SORT_KEYS).decode())
     return hashlib.sha256("\x00".join(parts).encode()).hexdigest()
 
 
