@@ -15,7 +15,13 @@ from qdrant_client import models
 
 from rag_async.domain.filters import MAX_CONDITIONS, MAX_DEPTH, Attributes, Filter
 from rag_async.providers.retrieval import ChunkStore, LexicalEncoder, Retriever
-from rag_async.providers.retrieval.payload_filters import index_schemas, search_filter
+from rag_async.providers.retrieval.edge_store import EdgeChunkStore
+from rag_async.providers.retrieval.payload_filters import (
+    MAX_ATTRIBUTE_INDEXES,
+    AttributeIndexes,
+    index_schemas,
+    search_filter,
+)
 from tests.test_retrieval import HashingEmbedder
 from tests.test_stores import BACKENDS, _opened
 
@@ -145,6 +151,42 @@ async def test_a_new_version_carries_its_own_attributes(indexed: Retriever) -> N
     await indexed.index("a", "A", None, "The orchard of a grows pears.", attributes={"k": 1})
     assert await _found(indexed, eq("author", "alice")) == set()
     assert await _found(indexed, eq("k", 1)) == {"a"}
+
+
+async def test_edge_indexes_an_attribute_on_its_first_filter(tmp_path: Path) -> None:
+    store = await _opened(tmp_path, "edge")
+    assert isinstance(store, EdgeChunkStore)
+    try:
+        retriever = Retriever(store, LexicalEncoder(), None, chunk_tokens=120, chunk_overlap=24)
+        await retriever.index("a", "A", None, "The orchard.", attributes=DOCUMENTS["a"])
+        assert not any(f.startswith("attribute") for f in store.shard.info().payload_schema)
+        where = {"type": "and", "filters": [eq("author", "alice"), eq("draft", True)]}
+        assert await _found(retriever, where) == {"a"}
+        indexed = store.shard.info().payload_schema
+        assert indexed["attributes.author"].points == 1
+        assert indexed["attribute_flags.draft"].points == 1
+        # Written after the index was made, and found through it.
+        await retriever.index("b", "B", None, "The orchard.", attributes=DOCUMENTS["b"])
+        assert await _found(retriever, eq("author", "bob")) == {"b"}
+        assert store.shard.info().payload_schema["attributes.author"].points == 2
+    finally:
+        await store.close()
+    reopened = await _opened(tmp_path, "edge")  # the indexes are the shard's: kept
+    assert isinstance(reopened, EdgeChunkStore)
+    assert "attributes.author" in reopened.shard.info().payload_schema
+    await reopened.close()
+
+
+def test_past_the_cap_a_filter_adds_no_index() -> None:
+    indexes = AttributeIndexes()
+    indexes.learn(["document_id", "attributes.k0"])
+    many = FILTER.validate_python(
+        {"type": "or", "filters": [eq(f"k{n}", "x") for n in range(MAX_ATTRIBUTE_INDEXES + 2)]}
+    )
+    assert indexes.stale(many)
+    created = indexes.missing(many)
+    assert len(created) == MAX_ATTRIBUTE_INDEXES - 1 and "attributes.k0" not in created
+    assert not indexes.stale(many) and indexes.missing(many) == {}
 
 
 def test_a_server_is_sent_the_same_filter_and_its_indexes() -> None:

@@ -66,3 +66,15 @@ def _range(bounds: models.Range | models.DatetimeRange) -> edge.RangeFloat | edg
     moments = (bounds.gte, bounds.gt, bounds.lte, bounds.lt)
     gte, gt, lte, lt = (None if m is None else m.isoformat() for m in moments)
     return edge.RangeDateTime(gte=gte, gt=gt, lte=lte, lt=lt)
+
+
+_SCHEMAS = {
+    models.PayloadSchemaType.KEYWORD: edge.PayloadSchemaType.Keyword,
+    models.PayloadSchemaType.FLOAT: edge.PayloadSchemaType.Float,
+    models.PayloadSchemaType.DATETIME: edge.PayloadSchemaType.Datetime,
+}
+
+
+def edge_schema(schema: models.PayloadSchemaType) -> edge.PayloadSchemaType:
+    """The index kind `schema` (one that payload_filters.index_schemas picks) for Edge."""
+    return _SCHEMAS[schema]

@@ -14,9 +14,10 @@ them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
+import structlog
 from qdrant_client import models
 
 from rag_async.domain.filters import (
@@ -30,10 +31,15 @@ from rag_async.domain.filters import (
     comparisons,
 )
 
+log = structlog.get_logger(__name__)
+
 ATTRIBUTES = "attributes"
 FLAGS = "attribute_flags"
 # The payload fields of attributes, as a prefix.
 ATTRIBUTE_FIELDS = (f"{ATTRIBUTES}.", f"{FLAGS}.")
+# Attributes a store indexes at most per collection (each filtered on the first time gets
+# one): an index costs memory for every point, and the keys are the users'.
+MAX_ATTRIBUTE_INDEXES = 32
 
 
 def attribute_payload(attributes: Mapping[str, AttributeValue]) -> dict[str, Any]:
@@ -124,3 +130,47 @@ def index_schemas(where: Filter) -> dict[str, models.PayloadSchemaType]:
                 schema = models.PayloadSchemaType.DATETIME
         schemas.setdefault(attribute_path(comparison.key, first), schema)
     return schemas
+
+
+class AttributeIndexes:
+    """Which attributes of a collection have a payload index, and which a filter should add.
+
+    A filter on an attribute without an index checks the payload of every candidate (the
+    chunk's text included): many times the cost of an unfiltered search (docs/benchmarks.md).
+    So the first filter on an attribute indexes it, up to `MAX_ATTRIBUTE_INDEXES`; past that
+    a filter still works, unindexed, and a warning names the field once.
+    """
+
+    def __init__(self) -> None:
+        self._indexed: set[str] | None = None  # None: not read from the store yet
+        self._declined: set[str] = set()
+
+    def stale(self, where: Filter) -> bool:
+        """Whether the store's own list should be read first (`learn`): never read, or a
+        field this process has not seen indexed (another process may have made it)."""
+        if self._indexed is None:
+            return True
+        return any(
+            path not in self._indexed and path not in self._declined
+            for path in index_schemas(where)
+        )
+
+    def learn(self, fields: Iterable[str]) -> None:
+        """The fields the store has an index on."""
+        self._indexed = {field for field in fields if field.startswith(ATTRIBUTE_FIELDS)}
+
+    def missing(self, where: Filter) -> dict[str, models.PayloadSchemaType]:
+        """The indexes to create for `where`, counted as made from now on."""
+        indexed = self._indexed if self._indexed is not None else set()
+        create: dict[str, models.PayloadSchemaType] = {}
+        for path, schema in index_schemas(where).items():
+            if path in indexed or path in self._declined:
+                continue
+            if len(indexed) >= MAX_ATTRIBUTE_INDEXES:
+                self._declined.add(path)
+                log.warning("attribute not indexed", field=path, indexed=len(indexed))
+                continue
+            indexed.add(path)
+            create[path] = schema
+        self._indexed = indexed
+        return create

@@ -17,11 +17,7 @@ from rag_async.domain.errors import ConfigurationError
 from rag_async.domain.filters import AttributeValue, Filter
 from rag_async.domain.sources import Source
 from rag_async.providers.parsing.chunking import Chunk
-from rag_async.providers.retrieval.payload_filters import (
-    ATTRIBUTE_FIELDS,
-    index_schemas,
-    search_filter,
-)
+from rag_async.providers.retrieval.payload_filters import AttributeIndexes, search_filter
 from rag_async.providers.retrieval.store import (
     DEFAULT_COLLECTION,
     DENSE_VECTOR,
@@ -35,10 +31,6 @@ from rag_async.providers.retrieval.store import (
 )
 
 log = structlog.get_logger(__name__)
-
-# Attributes a Qdrant server indexes at most per collection (each filtered on the first time
-# creates one): an index costs the server memory for every point, and keys are the users'.
-MAX_ATTRIBUTE_INDEXES = 32
 
 
 async def open_qdrant(settings: Settings) -> AsyncQdrantClient:
@@ -80,10 +72,7 @@ class QdrantChunkStore:
         # holds, and skip the filter when there is only the one asked for. With a server,
         # other workers write too, so the (indexed, cheap) filter always applies.
         self._known_collections: set[str] | None = None
-        # A server's payload indexes of attributes (all of them, as last read, with the
-        # ones this process asked for), and those it will not ask for (past the cap).
-        self._indexed: set[str] | None = None
-        self._not_indexed: set[str] = set()
+        self._attribute_indexes = AttributeIndexes()
 
     async def ensure_collection(self, dense_dim: int | None) -> None:
         """Create the collection if missing; check that an existing one fits `dense_dim`."""
@@ -289,27 +278,14 @@ class QdrantChunkStore:
         ]
 
     async def _index_attributes(self, filters: Filter) -> None:
-        """On a server, index the attributes `filters` compares that have no index yet (up to
-        `MAX_ATTRIBUTE_INDEXES`). Not waited for: this search, and those until the index is
-        built, filter without it. (Embedded Qdrant has no indexes to make.)"""
-        wanted = {
-            path: schema
-            for path, schema in index_schemas(filters).items()
-            if path not in self._not_indexed
-        }
-        if self._indexed is None or not wanted.keys() <= self._indexed:
+        """On a server, index the attributes `filters` compares that have none yet
+        (payload_filters.AttributeIndexes). Not waited for: this search, and those until the
+        index is built, filter without it. (Embedded Qdrant has no indexes to make.)"""
+        indexes = self._attribute_indexes
+        if indexes.stale(filters):
             info = await self._client.get_collection(self._collection)
-            self._indexed = {
-                path for path in info.payload_schema if path.startswith(ATTRIBUTE_FIELDS)
-            }
-        for path, schema in wanted.items():
-            if path in self._indexed:
-                continue
-            if len(self._indexed) >= MAX_ATTRIBUTE_INDEXES:
-                self._not_indexed.add(path)
-                log.warning("attribute not indexed", field=path, indexed=len(self._indexed))
-                continue
-            self._indexed.add(path)
+            indexes.learn(info.payload_schema)
+        for path, schema in indexes.missing(filters).items():
             await self._client.create_payload_index(self._collection, path, schema, wait=False)
 
     async def count(self) -> int:
