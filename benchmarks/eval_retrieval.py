@@ -12,6 +12,8 @@ score is at page level: the chunks returned are folded into pages in rank order,
   chunks, the sources an answer is written from (what a per-document cap can change: it does
   not change the order in which pages first appear).
 
+Pages are ranked and scored as `rag-async eval` does it (rag_async/client/evaluation/scoring.py).
+
 Each variant is a way of chunking and scoring; running several side by side shows what each
 change did on the same corpus and questions. The questions were written from the pages
 before any change was measured against them.
@@ -40,6 +42,7 @@ sys.path.insert(0, str(REPO))
 
 from harness import percentile  # noqa: E402
 
+from rag_async.client.evaluation.scoring import mrr_at, rank_of, ranked_documents, recall_at  # noqa: E402
 from rag_async.config import Settings  # noqa: E402
 from rag_async.providers.parsing import ParsedDocument  # noqa: E402
 from rag_async.providers.parsing.html import parse_html  # noqa: E402
@@ -278,13 +281,13 @@ class Result:
     in_sources: list[bool]  # an answering page among the first TOP_K chunks
 
     def recall(self, k: int) -> float:
-        return sum(1 for r in self.ranks if r is not None and r <= k) / len(self.ranks)
+        return recall_at(self.ranks, k)
 
     def answered(self) -> float:
         return sum(self.in_sources) / len(self.in_sources)
 
     def mrr(self, k: int) -> float:
-        return sum(1 / r for r in self.ranks if r is not None and r <= k) / len(self.ranks)
+        return mrr_at(self.ranks, k)
 
 
 async def evaluate(
@@ -316,11 +319,9 @@ async def evaluate(
                 started = time.perf_counter()
                 sources = await retriever.search(question.text, DEPTH)
                 search_seconds.append(time.perf_counter() - started)
-                pages = list(dict.fromkeys(source.document_id for source in sources))
-                in_sources.append(any(s.document_id in question.pages for s in sources[:TOP_K]))
-                rankings.append(pages)
-                hits = [pages.index(p) + 1 for p in question.pages if p in pages]
-                ranks.append(min(hits) if hits else None)
+                in_sources.append(rank_of(question.pages, sources[:TOP_K]) is not None)
+                rankings.append([source.document_id for source in ranked_documents(sources)])
+                ranks.append(rank_of(question.pages, sources))
         finally:
             await store.close()
     return Result(name, chunks, index_seconds, search_seconds, ranks, in_sources), rankings

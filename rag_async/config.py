@@ -214,6 +214,10 @@ class Settings(BaseSettings):
 
     # Retrieval.
     top_k: int = Field(default=4, ge=1, le=50)
+    # How long POST /search waits for its job to end before it answers 202 with the job's id
+    # (the job goes on; GET /jobs/{id} has its results). A search takes milliseconds: this
+    # only rides out a queue of questions ahead of it.
+    search_wait: float = Field(default=30.0, gt=0, le=600)
     # Characters of one retrieved passage that a question keeps (in its record and `sources`
     # event), streams and puts in its prompt; beyond it the passage is cut, marked `truncated`.
     # An honest chunk of chunk_tokens is far shorter: this stops a chunk that is not (a stored

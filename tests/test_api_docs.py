@@ -156,13 +156,21 @@ async def test_every_request_bodys_example_is_valid_and_post_chats_is_accepted(
 ) -> None:
     """What "Try it out" fills in works as it is: a made-up collection or webhook_url (what
     Swagger UI makes up from the schema without an example) is refused."""
+    from rag_async.api.openai_compat import vector_store_bodies as bodies
     from rag_async.api.openai_compat.inputs import ChatCompletionsRequest, ResponsesRequest
-    from rag_async.domain.schemas import ChatRequest, DocumentIn
+    from rag_async.api.openai_compat.vector_store_search import VectorStoreSearchRequest
+    from rag_async.domain.schemas import ChatRequest, DocumentIn, SearchRequest
 
-    models: dict[str, type[BaseModel]] = {
-        model.__name__: model
-        for model in (ChatRequest, DocumentIn, ResponsesRequest, ChatCompletionsRequest)
-    }
+    openai_files = (
+        bodies.VectorStoreCreate,
+        bodies.VectorStoreUpdate,
+        bodies.VectorStoreFileCreate,
+        bodies.VectorStoreFileUpdate,
+        bodies.FileBatchCreate,
+        VectorStoreSearchRequest,
+    )
+    native = (ChatRequest, DocumentIn, SearchRequest, ResponsesRequest, ChatCompletionsRequest)
+    models: dict[str, type[BaseModel]] = {model.__name__: model for model in native + openai_files}
     document = create_app(settings).openapi()
     examples: dict[str, dict[str, Any]] = {}
     for path, operations in document["paths"].items():
@@ -174,10 +182,17 @@ async def test_every_request_bodys_example_is_valid_and_post_chats_is_accepted(
             assert schema.get("examples"), (method, path, "has no example")
             models[schema["title"]].model_validate(schema["examples"][0])
             examples[f"{method.upper()} {path}"] = schema["examples"][0]
-    assert set(examples) >= {"POST /chat", "POST /documents", "POST /v1/chat/completions"}
+    assert set(examples) >= {
+        "POST /chat",
+        "POST /search",
+        "POST /documents",
+        "POST /v1/chat/completions",
+    }
 
+    # No worker runs: a search is still queued when its (shortened) wait is up.
+    settings = settings.model_copy(update={"search_wait": 0.1})
     async with running_api(settings) as api, httpx.AsyncClient(base_url=api) as http:
-        for operation in ("POST /chat", "POST /documents"):
+        for operation in ("POST /chat", "POST /search", "POST /documents"):
             response = await http.post(operation.split()[1], json=examples[operation])
             assert response.status_code == 202, (operation, response.text)
 

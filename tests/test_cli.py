@@ -291,6 +291,7 @@ CLIENT_COMMANDS = [
     ["documents", "list"],
     ["documents", "show", "abc"],
     ["documents", "delete", "abc"],
+    ["eval", str(REPO / "benchmarks" / "retrieval_questions.jsonl")],
     ["dlq", "list"],
     ["dlq", "requeue", "0" * 32],
     ["dlq", "purge"],

@@ -96,6 +96,14 @@ async def test_a_question_with_filters_cites_only_the_matching_document(stack: S
     either = {"type": "or", "filters": [{"type": "eq", "key": "draft", "value": True}, recent]}
     assert (await _cited(stack, either))[0] == {"Tea notes", "More tea notes"}
     assert (await _cited(stack, {"type": "eq", "key": "team", "value": "green"}))[0] == set()
+    # POST /search keeps to the same filters, and its job records them.
+    async with httpx.AsyncClient(base_url=stack.base_url, timeout=60) as http:
+        body = {"query": "How is tea brewed?", "filters": only_red}
+        found = (await http.post("/search", json=body)).json()
+        assert {r["title"] for r in found["results"]} == {"More tea notes"}
+        assert (await stack.client.job(found["job_id"]))["filters"] == only_red
+        bad = {"query": "tea?", "filters": {"type": "gt", "key": "team", "value": "red"}}
+        assert_error(await http.post("/search", json=bad), 422, "invalid_request", "ISO 8601")
 
 
 async def test_a_reupload_replaces_the_attributes(stack: Stack) -> None:

@@ -23,7 +23,17 @@ from rag_async.api.browser import (
 from rag_async.api.docs import install_docs
 from rag_async.api.errors import install_error_handlers
 from rag_async.api.middleware import BodySizeLimit, HeaderSizeLimit
-from rag_async.api.openai_compat import chat_completions, install_openai_errors, models, responses
+from rag_async.api.openai_compat import (
+    chat_completions,
+    files,
+    install_openai_errors,
+    models,
+    responses,
+    vector_store_batches,
+    vector_store_files,
+    vector_store_search,
+    vector_stores,
+)
 from rag_async.api.request_ids import RequestIds
 from rag_async.api.routes import (
     chat,
@@ -33,6 +43,7 @@ from rag_async.api.routes import (
     health,
     jobs,
     metrics,
+    search,
     stats,
 )
 from rag_async.api.state import AppState
@@ -57,10 +68,16 @@ REPOSITORY_WEB_DIR = Path(__file__).resolve().parents[2] / "web"
 _KEYED, _WRITES = (401, 429), (409, 413, 415)
 _ROUTERS = [
     (chat, _KEYED + _WRITES),
+    (search, _KEYED + _WRITES),
     (conversations, _KEYED),
     (responses, _KEYED + _WRITES),
     (chat_completions, _KEYED + _WRITES),
     (models, _KEYED),
+    (files, _KEYED + _WRITES),
+    (vector_stores, _KEYED + _WRITES),
+    (vector_store_files, _KEYED + _WRITES),
+    (vector_store_batches, _KEYED + _WRITES),
+    (vector_store_search, _KEYED),
     (documents, _KEYED + _WRITES),
     (jobs, _KEYED),
     (deadletters, (*_KEYED, 403)),
@@ -98,7 +115,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(
         BodySizeLimit,
         default_limit=64 * 1024 + 4 * settings.max_query_chars,
-        limits={"/documents": 2 * settings.max_document_bytes + 64 * 1024},
+        limits=_body_limits(settings),
     )
     _browser_safety(app, settings)
     # Added last, so it runs first: nothing reads an oversized header before it is refused.
@@ -118,6 +135,15 @@ def create_app(settings: Settings) -> FastAPI:
             return FileResponse(web_dir / "index.html", headers={"Cache-Control": "no-cache"})
 
     return app
+
+
+def _body_limits(settings: Settings) -> dict[str, int]:
+    """The routes that take files, and how many bytes their bodies may hold."""
+    return {
+        "/documents": 2 * settings.max_document_bytes + 64 * 1024,
+        # One file, and room for its form's other fields and boundaries.
+        "/v1/files": settings.max_document_bytes + 64 * 1024,
+    }
 
 
 def _browser_safety(app: FastAPI, settings: Settings) -> None:

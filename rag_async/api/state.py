@@ -14,11 +14,14 @@ from rag_async.metrics import ClusterStores
 from rag_async.store.activity import Activity
 from rag_async.store.conversations import Conversations
 from rag_async.store.events import LiveHub
+from rag_async.store.file_bytes import FileBytes
+from rag_async.store.files import FileStore
 from rag_async.store.idempotency import IdempotencyKeys
 from rag_async.store.keys import Keys
 from rag_async.store.pool import Connection
 from rag_async.store.rate import RateLimiter
 from rag_async.store.server_secrets import ServerSecrets
+from rag_async.store.vector_stores import VectorStores
 from rag_async.worker.ends import Ends, HoldsEnds
 
 
@@ -39,6 +42,10 @@ class AppState(HoldsEnds):
     # these, never the streams its owner opens with the key.
     token_streams: StreamSlots
     secrets: ServerSecrets  # made once, kept in Valkey (document ids)
+    # OpenAI's files (records in Valkey, bytes on disk) and vector stores (/v1).
+    files: FileStore
+    file_bytes: FileBytes
+    vector_stores: VectorStores
 
     def cluster_stores(self) -> ClusterStores:
         """What /metrics reads the service's figures from."""
@@ -71,6 +78,9 @@ class AppState(HoldsEnds):
                 noun="event streams opened by events token",
             ),
             secrets=ServerSecrets(redis, keys),
+            files=FileStore(redis, keys, settings.valkey_memory_reserve),
+            file_bytes=FileBytes(settings.data_dir / "files"),
+            vector_stores=VectorStores(redis, keys, settings.valkey_memory_reserve),
         )
 
 

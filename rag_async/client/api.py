@@ -122,6 +122,34 @@ class RagClient:
             body["filters"] = filters
         return await self._post("/chat", body)
 
+    async def search(
+        self,
+        query: str,
+        *,
+        collection: str | None = None,
+        top_k: int | None = None,
+        score_threshold: float | None = None,
+    ) -> dict[str, Any]:
+        """The passages best matching `query` (`POST /search`): `{job_id, results}`, or, for
+        a search still queued when the API's wait was up, the 202 body (`job_id`,
+        `status_url`, ...) whose job has the results once it ends (`searched`)."""
+        body: dict[str, Any] = {"query": query}
+        given = {"collection": collection, "top_k": top_k, "score_threshold": score_threshold}
+        body.update({name: value for name, value in given.items() if value is not None})
+        return await self._post("/search", body)
+
+    async def searched(self, job_id: str) -> list[dict[str, Any]]:
+        """A search job's results, once it has ended (followed to its end); raises `ApiError`
+        if it failed."""
+        final = None
+        async for event in self.follow(job_id):
+            final = event
+        if final is None or final.type != "done":
+            message = str(final.data.get("message")) if final else "its events ended early"
+            raise ApiError(502, "search_failed", f"search {job_id}: {message}")
+        sources: list[dict[str, Any]] = (await self.job(job_id))["sources"]
+        return sources
+
     async def conversation(self, conversation_id: str) -> dict[str, Any]:
         """A conversation's turns (question, search, answer, job), oldest first."""
         return _json_or_raise(await self._http.get(f"/conversations/{_segment(conversation_id)}"))

@@ -27,6 +27,14 @@ class BadRequest(RagError):
     code = "invalid_request"
 
 
+class Unsupported(RagError):
+    """400: a well-formed request this service understands but cannot carry out as asked (an
+    OpenAI option it cannot honour), as OpenAI answers what it will not do."""
+
+    status_code = 400
+    code = "unsupported"
+
+
 class TooLarge(RagError):
     status_code = 413
     code = "payload_too_large"

@@ -99,13 +99,21 @@ class JobRecord(BaseModel):
     # What was asked: a question, or a document to ingest or delete.
     query: str | None = None
     collection: str | None = None
-    filters: Filter | None = None  # what a question's search keeps to
+    # What a question's or a search's retrieval keeps to: documents whose attributes match.
+    filters: Filter | None = None
+    # A search's own bounds (POST /search); an answer's are the settings'.
+    top_k: int | None = None
+    score_threshold: float | None = None
     document_id: str | None = None
     title: str | None = None
     source: str | None = None
     filename: str | None = None
     format: str | None = None
     attributes: dict[str, AttributeValue] | None = None  # what an ingestion gives its chunks
+    # A document's own chunk size and overlap, in tokens (a vector store file's static
+    # `chunking_strategy`); none: the retriever's (RAG_CHUNK_TOKENS, RAG_CHUNK_OVERLAP).
+    chunk_tokens: int | None = None
+    chunk_overlap: int | None = None
     # A question's conversation (if any) and the earlier turns it was asked with; in a
     # conversation its worker reads them afresh when the answer starts (conversations.py).
     conversation_id: str | None = None

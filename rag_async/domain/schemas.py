@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from rag_async.domain.filters import FILTERS_DESCRIPTION, Attributes, AttributeValue, Filter
 from rag_async.domain.job import IngestProgress, JobStatus, WebhookDelivery
-from rag_async.domain.sources import Source
+from rag_async.domain.sources import VIEW_MAX_SOURCES, Source
 from rag_async.domain.text import clean
 from rag_async.store.fair_share import Priority
 from rag_async.store.queue import Kind
@@ -62,6 +62,42 @@ class ChatRequest(BaseModel):
     )
     multitask: Multitask = Field(default="enqueue", description=MULTITASK_DESCRIPTION)
     filters: Filter | None = Field(default=None, description=FILTERS_DESCRIPTION)
+
+
+class SearchRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"query": EXAMPLE_QUESTION, "top_k": 5}]}
+    )
+
+    query: str = Field(description="What to look for. Its length limit is RAG_MAX_QUERY_CHARS.")
+    collection: str | None = Field(
+        default=None,
+        pattern=COLLECTION_PATTERN,
+        description="Search this collection only; RAG_DEFAULT_COLLECTION when not given.",
+    )
+    top_k: int | None = Field(
+        default=None,
+        strict=True,  # 5, not "5" or true
+        ge=1,
+        le=VIEW_MAX_SOURCES,
+        description="How many passages, best first; RAG_TOP_K (what an answer gets) when not "
+        "given.",
+    )
+    score_threshold: float | None = Field(
+        default=None,
+        strict=True,
+        allow_inf_nan=False,
+        description="Leave out passages scoring below this. The scale is the retrieval's: BM25 "
+        "offline, reciprocal rank fusion when hybrid (the job's `providers.retrieval` says).",
+    )
+    filters: Filter | None = Field(default=None, description=FILTERS_DESCRIPTION)
+
+
+class SearchResults(BaseModel):
+    """The passages found, best first, numbered as an answer would cite them."""
+
+    job_id: str = Field(description="The search's job: GET /jobs/{id} shows it, timings too.")
+    results: list[Source]
 
 
 class JobAccepted(BaseModel):

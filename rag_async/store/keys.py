@@ -125,6 +125,39 @@ class Keys:
         per-key storage quota; kept by the registry with every change of the entry)."""
         return f"{self.prefix}doc-bytes:{owner}"
 
+    # OpenAI's Files and Vector Stores (/v1): their records; a file's bytes are on disk
+    # (file_bytes.py), a vector store's chunks are a collection's (files.py, vector_stores.py).
+
+    def file(self, file_id: str) -> str:
+        """Hash: an uploaded file's record (owner, filename, bytes, purpose, created_at)."""
+        return f"{self.prefix}file:{file_id}"
+
+    def files(self, owner: str) -> str:
+        """Sorted set: an owner's file ids, by when they were uploaded (Valkey's clock, µs)."""
+        return f"{self.prefix}files:{owner}"
+
+    def file_bytes(self, owner: str) -> str:
+        """Hash: file id -> its size, for each of an owner's files (the storage quota)."""
+        return f"{self.prefix}file-bytes:{owner}"
+
+    def vector_store(self, store_id: str) -> str:
+        """String: JSON of a vector store's record (owner, name, metadata, created_at)."""
+        return f"{self.prefix}vs:{store_id}"
+
+    def vector_stores(self, owner: str) -> str:
+        """Sorted set: an owner's vector store ids, by when they were created (Valkey's clock,
+        µs; an update keeps its place)."""
+        return f"{self.prefix}vss:{owner}"
+
+    def vector_store_files(self, store_id: str) -> str:
+        """Hash: file id -> JSON of the file's attachment to the vector store (its document,
+        attributes, chunking, batch)."""
+        return f"{self.prefix}vs-files:{store_id}"
+
+    def file_batch(self, batch_id: str) -> str:
+        """String: JSON of a vector store's file batch (its store, file ids, cancelled)."""
+        return f"{self.prefix}vs-batch:{batch_id}"
+
     def result_expiries(self, owner: str) -> str:
         """Sorted set: the ids of an owner's jobs by when their results (record and event log)
         expire, so that an expired one leaves the sum of their bytes (results.py)."""

@@ -32,7 +32,7 @@ BUSIEST_KEYS = 5
 
 # A kind of job is one name everywhere: the job record's `kind`, the arq function that runs
 # it, its lifecycle spec (worker/jobs/) and its policy (worker/kinds.py).
-Kind = Literal["answer", "ingest", "delete"]
+Kind = Literal["answer", "search", "ingest", "delete"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,12 +42,15 @@ class JobKind:
 
 JOB_KINDS: dict[Kind, JobKind] = {
     "answer": JobKind("questions"),
+    # Retrieval alone (POST /search): a client waits for it, as for an answer.
+    "search": JobKind("questions"),
     "ingest": JobKind("documents"),
     "delete": JobKind("documents"),
 }
 
 # The arq function names of the kinds before they were given one name: jobs an earlier
-# version queued still find their function (worker/process.py registers both).
+# version queued still find their function (worker/process.py registers both). A kind born
+# after that has its one name only.
 EARLIER_NAMES: dict[Kind, str] = {
     "answer": "answer_question",
     "ingest": "ingest_document",

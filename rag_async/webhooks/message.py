@@ -12,14 +12,15 @@ from rag_async.domain.job import JobRecord
 
 
 def payload(record: JobRecord, event: str) -> str:
-    """`{type, timestamp, data: {job_id, kind, status, error, answer | document_id}}`."""
+    """`{type, timestamp, data: {job_id, kind, status, error, answer | document_id}}` (a
+    search's `answer` says how many sources it found; they are at GET /jobs/{id})."""
     data: dict[str, Any] = {
         "job_id": record.job_id,
         "kind": record.kind,
         "status": record.status.value,
         "error": record.error,
     }
-    if record.kind == "answer":
+    if record.kind in ("answer", "search"):
         data["answer"] = record.answer
     else:
         data["document_id"] = record.document_id

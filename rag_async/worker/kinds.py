@@ -67,6 +67,7 @@ async def _answer_failed(ends: Ends, record: JobRecord, outcome: str, reason: st
 
 KIND_POLICIES: dict[Kind, KindPolicy] = {
     "answer": KindPolicy(on_failure=_answer_failed),
+    "search": KindPolicy(),  # read-only: an end leaves nothing to undo
     "ingest": KindPolicy(on_failure=_document_failed, keeps_upload=True),
     "delete": KindPolicy(on_failure=_document_failed),
 }

@@ -128,7 +128,7 @@ def lane_functions(settings: Settings, lane: Lane) -> list[Function]:
         )
         for kind, job_kind in JOB_KINDS.items()
         if job_kind.lane == lane
-        for name in (kind, EARLIER_NAMES[kind])
+        for name in dict.fromkeys((kind, EARLIER_NAMES.get(kind, kind)))
     ] + [webhook_function(settings)]
 
 

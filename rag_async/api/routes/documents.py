@@ -8,6 +8,7 @@ Deletion is a job too: only a worker holds the Qdrant store (embedded Qdrant is 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Annotated, Any
 
@@ -21,8 +22,8 @@ from rag_async.api.bodies import parse_json
 from rag_async.api.document_ids import chosen_id, derived_id, scoped_id
 from rag_async.api.enqueue import Submission, enqueue
 from rag_async.api.idempotent import create_once
-from rag_async.api.quotas import held_to_quotas
 from rag_async.api.state import AppState, State
+from rag_async.api.storage import within_storage_quota
 from rag_async.domain.document import DocumentRecord, DocumentStatus
 from rag_async.domain.errors import BadRequest, NotFound, RagError, TooLarge
 from rag_async.domain.filters import Attributes, AttributeValue
@@ -125,11 +126,11 @@ async def _add_text(
     await _within_storage_quota(submission, document_id, size)
     job_id = new_job_id()
     fields = {"document_id": document_id, "title": title, "source": body.source or ""}
-    fields |= _attribute_fields(body.attributes)
+    fields |= attribute_fields(body.attributes)
 
     async def create() -> None:
         content = body.text.encode()
-        await _enqueue_ingest(submission, job_id, content, fields | {"collection": collection})
+        await enqueue_ingest(submission, job_id, content, fields | {"collection": collection})
 
     request = body.model_dump_json().encode()
     claimed = await create_once(submission, idempotency_key, request, job_id, create)
@@ -156,7 +157,7 @@ async def _add_files(submission: Submission) -> DocumentAccepted:
             code="too_many_files",
         )
     collection = _form_collection(form.get("collection"), submission)
-    attributes = _attribute_fields(_form_attributes(form.get("attributes")))
+    attributes = attribute_fields(_form_attributes(form.get("attributes")))
     webhook_url = _form_text(form.get("webhook_url"))
     webhook_fields(state.settings, webhook_url)  # a URL refused once, not once per file
     submission = replace(submission, webhook_url=webhook_url)
@@ -202,7 +203,7 @@ async def _add_file(
         kind = check_upload(filename, content, max_bytes=state.settings.max_document_bytes)
         await _within_storage_quota(submission, document_id, len(content))
         fields = {**fields, "document_id": document_id, "filename": filename, "format": kind}
-        await _enqueue_ingest(submission, job_id, content, fields)
+        await enqueue_ingest(submission, job_id, content, fields)
     finally:
         await upload.close()
     return _accepted_document(submission, document_id, job_id, filename)
@@ -243,9 +244,9 @@ def _form_attributes(value: object) -> dict[str, AttributeValue] | None:
         raise BadRequest(problems, code="invalid_attributes") from None
 
 
-def _attribute_fields(attributes: dict[str, AttributeValue] | None) -> dict[str, str]:
+def attribute_fields(attributes: Mapping[str, AttributeValue] | None) -> dict[str, str]:
     """An ingestion job's record fields for a document's attributes (none: it has none, and
-    a new version of it drops those of the one it replaces)."""
+    a new version of it drops those of the one it replaces); a vector store's file's too."""
     return record_fields(attributes=attributes) if attributes else {}
 
 
@@ -273,25 +274,14 @@ _LIMITS = frozenset(
 
 
 async def _within_storage_quota(submission: Submission, document_id: str, size: int) -> None:
-    """413 `quota_exceeded` if the caller's documents and this one (replacing its earlier
-    version, if any) would pass the key's stored bytes. Uploads running at the same moment
-    may each pass it by one document: the check and the registry's write are two steps."""
-    state, caller = submission.state, submission.caller
-    quota = state.settings.max_stored_bytes_per_key
-    if not quota or not held_to_quotas(caller):
-        return
-    stored = await state.registry.stored_bytes(caller.name, besides=document_id)
-    if stored + size > quota:
-        raise TooLarge(
-            f"this key stores {stored} bytes of documents; {size} more would pass its quota "
-            f"of {quota}: delete some first",
-            code="quota_exceeded",
-        )
+    await within_storage_quota(submission.state, submission.caller, size, replacing=document_id)
 
 
-async def _enqueue_ingest(
+async def enqueue_ingest(
     submission: Submission, job_id: str, content: bytes, fields: dict[str, str]
 ) -> None:
+    """Queue the ingestion of `content` as the document `fields["document_id"]` (also what
+    a vector store's file runs, openai_compat/vector_store_files.py)."""
     # The job owns the document before it is queued (so that it finds itself the owner),
     # and gives it back if it cannot be queued.
     registry, document_id = submission.state.registry, fields["document_id"]
@@ -337,12 +327,18 @@ async def delete_document(
     document = await _owned(state, caller, document_id)
     document_id = document.document_id
     submission = Submission(state, request, caller)
-    job_id = new_job_id()
-    deleting = {"status": DocumentStatus.DELETING, "error": ""}
-    async with state.registry.owned_by(document_id, job_id, deleting):
-        await enqueue(submission, job_id, "delete", {"document_id": document_id})
+    job_id = await enqueue_deletion(submission, document_id)
     one = _accepted_document(submission, document_id, job_id, document.filename)
     return submission.accepted(DocumentAccepted, job_id, document_id=document_id, documents=[one])
+
+
+async def enqueue_deletion(submission: Submission, document_id: str) -> str:
+    """Queue the removal of the document's chunks; the job's id."""
+    job_id = new_job_id()
+    deleting = {"status": DocumentStatus.DELETING, "error": ""}
+    async with submission.state.registry.owned_by(document_id, job_id, deleting):
+        await enqueue(submission, job_id, "delete", {"document_id": document_id})
+    return job_id
 
 
 async def _owned(state: AppState, caller: Principal, document_id: str) -> DocumentRecord:

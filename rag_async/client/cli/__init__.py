@@ -6,7 +6,7 @@ commands when imported, so they are imported in the order `rag-async --help` lis
 
 # isort: off
 from rag_async.client.cli.base import app, main
-from rag_async.client.cli import serve, questions, chat, documents, operate  # noqa: F401
+from rag_async.client.cli import serve, questions, chat, documents, evaluate, operate  # noqa: F401
 # isort: on
 
 __all__ = ["app", "main"]

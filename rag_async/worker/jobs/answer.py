@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 
 from rag_async.domain.events import SourcesEvent, TokenEvent
 from rag_async.domain.job import JobRecord
-from rag_async.domain.sources import Source, clip_sources
-from rag_async.providers.breaker import guarded, guarded_stream
+from rag_async.domain.sources import Source
+from rag_async.providers.breaker import guarded_stream
 from rag_async.providers.llm import screen
 from rag_async.providers.retrieval import LexicalEncoder
-from rag_async.providers.retrieval.qdrant_calls import qdrant_call
 from rag_async.store.conversations import StoredTurn, Turn, recent_turns, search_query
 from rag_async.worker.answering import WAIT_POLL, followed_turns, waits_for_earlier
+from rag_async.worker.jobs.retrieval import Lookup, first_stage, retrieval_providers, retrieve
 from rag_async.worker.lifecycle import Finished, JobSpec, Run
 from rag_async.worker.services import Services
 
@@ -25,25 +25,15 @@ _LEXICAL = LexicalEncoder()
 
 async def _answer(run: Run) -> Finished:
     services, record = run.services, run.record
-    retriever, breakers = services.retriever, services.breakers
     question, history = record.query or "", await _history(services, record)
     # A response that followed one still answering keeps the history it resolved (the one
     # it followed has ended): a later try, or a response that follows this one, reads it.
     resolved = {"history": history, "follows": None} if record.follows else {}
     query = search_query(question, history, _LEXICAL.terms)
-    dense = None
-    if retriever.embeds_queries:
-        since = time.time()
-        dense = await guarded(breakers["embedder"], retriever.embed_query(query))
-        run.lap("embedding", since)
-        await run.stage("retrieving")
-    since = time.time()  # each stage's timing is its own work, not the events that tell it
     collection = record.collection or services.settings.default_collection
-    search = _search(services, record, query, dense, collection)
-    found = await guarded(breakers["qdrant"], qdrant_call(search))
-    # One bound for every copy of a passage: the record, the event, the stream, the prompt.
-    sources = clip_sources(found, services.settings.max_source_chars)
-    since = run.lap("retrieval", since)
+    lookup = Lookup(query, collection, services.settings.top_k, filters=record.filters)
+    sources = await retrieve(run, lookup)
+    since = time.time()
     rewritten = query if query != question else None
     await run.emit(
         SourcesEvent(sources=sources), sources=sources, search_query=rewritten, **resolved
@@ -52,7 +42,7 @@ async def _answer(run: Run) -> Finished:
 
     parts: list[str] = []
     answer = services.llm.stream(question, sources, collection=collection, history=history)
-    answer_stream = guarded_stream(breakers["llm"], answer)
+    answer_stream = guarded_stream(services.breakers["llm"], answer)
     interval = services.settings.token_flush_interval
     async for batch in screened_batches(answer_stream, sources, interval):
         if not parts:
@@ -71,21 +61,6 @@ async def _answer(run: Run) -> Finished:
         )
         await services.conversations.add_turn(record.conversation_id, turn)
     return Finished(answer=text, providers=services.providers)
-
-
-def _search(
-    services: Services,
-    record: JobRecord,
-    query: str,
-    dense: list[float] | None,
-    collection: str,
-) -> Awaitable[list[Source]]:
-    """The question's search: the best chunks of `collection` among those of the documents
-    its `filters` keep."""
-    top_k, filters = services.settings.top_k, record.filters
-    return services.retriever.search(
-        query, top_k, dense=dense, collection=collection, filters=filters
-    )
 
 
 async def _history(services: Services, record: JobRecord) -> list[Turn]:
@@ -108,15 +83,11 @@ async def _waits(services: Services, record: JobRecord) -> float | None:
     return WAIT_POLL if await waits_for_earlier(services.ends, record, grace=grace) else None
 
 
-def _first_stage(services: Services) -> str:
-    return "embedding" if services.retriever.embeds_queries else "retrieving"
-
-
 def _providers(services: Services) -> Iterable[str]:
-    return ("llm", "qdrant", "embedder") if services.retriever.embeds_queries else ("llm", "qdrant")
+    return ("llm", *retrieval_providers(services))
 
 
-ANSWER = JobSpec(work=_answer, first_stage=_first_stage, providers=_providers, waits=_waits)
+ANSWER = JobSpec(work=_answer, first_stage=first_stage, providers=_providers, waits=_waits)
 
 
 def screened_batches(

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 
 import orjson
 import structlog
@@ -24,6 +25,7 @@ from rag_async.domain.errors import RagError
 from rag_async.domain.events import ProgressEvent
 from rag_async.domain.job import IngestProgress, JobRecord, stored_value
 from rag_async.providers.breaker import guarded
+from rag_async.providers.parsing.chunking import Chunking
 from rag_async.providers.parsing.parsed import ChunkedDocument
 from rag_async.providers.retrieval.qdrant_calls import qdrant_call
 from rag_async.store.documents import Fields
@@ -51,7 +53,7 @@ async def _ingest(run: Run) -> Finished:
         raise UploadExpired("the uploaded text expired before it was ingested")
     size = len(raw)
     content_sha256 = hashlib.sha256(raw).hexdigest()
-    fingerprint = _fingerprint(content_sha256, record, services.retriever.signature)
+    fingerprint = _fingerprint(content_sha256, record, _signature(services, record))
     unchanged = await _unchanged(services, document_id, fingerprint)
     if unchanged is not None:
         # The same version is indexed already: nothing is written, the job says so.
@@ -190,8 +192,26 @@ async def _parse(services: Services, record: JobRecord, raw: bytes) -> ChunkedDo
     # JSON body (Markdown text, checked by the API already) alike: a hostile document costs
     # its own process, not this loop (parsing/isolated.py).
     name = record.filename or record.source or record.title or "document"
+    return await services.parser.parse(record.filename, raw, _chunking(services, record), name=name)
+
+
+def _chunking(services: Services, record: JobRecord) -> Chunking:
+    """The retriever's chunking, with the document's own size and overlap if it has them."""
     chunking = services.retriever.chunking
-    return await services.parser.parse(record.filename, raw, chunking, name=name)
+    if record.chunk_tokens is None:
+        return chunking
+    overlap = chunking.overlap if record.chunk_overlap is None else record.chunk_overlap
+    return replace(chunking, max_tokens=record.chunk_tokens, overlap=overlap)
+
+
+def _signature(services: Services, record: JobRecord) -> str:
+    """The retriever's signature, and the document's own chunking if it has one: the same
+    content chunked otherwise is another version."""
+    signature = services.retriever.signature
+    if record.chunk_tokens is None:
+        return signature
+    chunking = _chunking(services, record)
+    return f"{signature}; own chunks {chunking.max_tokens}/{chunking.overlap} tokens"
 
 
 def _title(record: JobRecord, document: ChunkedDocument) -> str:

@@ -1,0 +1,71 @@
+"""The retrieval step of a job, the one way an answer and a search both find their sources:
+the query embedded (a stage of its own, timed), the store searched through its breakers, the
+passages bounded, each step's time in the job's timings."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from rag_async.domain.filters import Filter
+from rag_async.domain.sources import Source, clip_sources
+from rag_async.providers.breaker import guarded
+from rag_async.providers.retrieval.qdrant_calls import qdrant_call
+from rag_async.worker.lifecycle import Run
+from rag_async.worker.services import Services
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """What to look for, and where: the query, the stored collection name, how many sources,
+    the lowest score kept (none: every one of the `top_k`), and which documents' chunks
+    (`filters` on their attributes; none: all)."""
+
+    query: str
+    collection: str
+    top_k: int
+    score_threshold: float | None = None
+    filters: Filter | None = None
+
+
+async def retrieve(run: Run, lookup: Lookup) -> list[Source]:
+    """The sources for `lookup`, numbered 1..n, each passage within the service's bound."""
+    services = run.services
+    retriever, breakers = services.retriever, services.breakers
+    dense = None
+    if retriever.embeds_queries:
+        since = time.time()
+        dense = await guarded(breakers["embedder"], retriever.embed_query(lookup.query))
+        run.lap("embedding", since)
+        await run.stage("retrieving")
+    since = time.time()  # each stage's timing is its own work, not the events that tell it
+    search = retriever.search(
+        lookup.query,
+        lookup.top_k,
+        dense=dense,
+        collection=lookup.collection,
+        filters=lookup.filters,
+    )
+    found = await guarded(breakers["qdrant"], qdrant_call(search))
+    if lookup.score_threshold is not None:
+        found = above(found, lookup.score_threshold)
+    # One bound for every copy of a passage: the record, the event, the stream, the prompt.
+    sources = clip_sources(found, services.settings.max_source_chars)
+    run.lap("retrieval", since)
+    return sources
+
+
+def above(sources: Sequence[Source], threshold: float) -> list[Source]:
+    """The sources scoring at least `threshold`, in their order, numbered 1..n again."""
+    kept = [source for source in sources if source.score >= threshold]
+    return [source.model_copy(update={"n": n}) for n, source in enumerate(kept, start=1)]
+
+
+def first_stage(services: Services) -> str:
+    return "embedding" if services.retriever.embeds_queries else "retrieving"
+
+
+def retrieval_providers(services: Services) -> Iterable[str]:
+    """The providers a search calls, whose breakers must be closed for it to start."""
+    return ("qdrant", "embedder") if services.retriever.embeds_queries else ("qdrant",)
