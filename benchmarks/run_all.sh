@@ -25,6 +25,7 @@ if [ -d /usr/share/doc/python3.11/html ]; then
     $PY load.py -c 50 --corpus docs --store $store $design
   done; done
   echo "== retrieval evaluation";          $PY eval_retrieval.py
+  echo "== metadata filters in Edge";      $PY filtered_search.py
 else
   echo "== ingestion and retrieval evaluation: skipped (apt-get install python3.11-doc)"
 fi

@@ -98,6 +98,12 @@ async def test_a_vector_store_file_is_ingested_by_a_worker_into_its_collection(
     sources = (await stack.client.job(asked["job_id"]))["sources"]
     assert sources, "the store's chunks are found by a question in its collection"
     assert {s["source"] for s in sources} == {attached.id}
+    # The file's attributes are its document's, carried into its chunks for `filters`.
+    assert document["attributes"] == {"topic": "tea", "year": 2024, "draft": False}
+    wrong = {"type": "eq", "key": "topic", "value": "coffee"}
+    asked = await stack.client.ask("How long?", collection=store.id, filters=wrong)
+    await stack.client.answer(asked["job_id"])
+    assert (await stack.client.job(asked["job_id"]))["sources"] == []
 
     files = await client.vector_stores.files.list(vector_store_id=store.id, filter="completed")
     assert [f.id for f in files.data] == [attached.id]

@@ -14,19 +14,9 @@ from typing import Any, TypeVar
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 
+from rag_async.domain.text import utf8_problem
+
 M = TypeVar("M", bound=BaseModel)
-
-
-def utf8_problem(text: str) -> str | None:
-    """Why `text` cannot be encoded as UTF-8, or None when it can."""
-    try:
-        text.encode()
-    except UnicodeEncodeError as error:
-        return (
-            f"cannot be encoded as UTF-8: a lone surrogate {text[error.start]!a} at character "
-            f"{error.start} (a \\ud800-\\udfff escape must be one half of a pair)"
-        )
-    return None
 
 
 def require_utf8(body: BaseModel) -> None:

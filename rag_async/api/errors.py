@@ -12,9 +12,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from rag_async.api.bodies import utf8_problem
 from rag_async.domain.errors import RagError
 from rag_async.domain.schemas import ErrorBody
+from rag_async.domain.text import utf8_problem
 from rag_async.store.errors import StoreOutOfMemory, StoreUnreachable
 
 log = structlog.get_logger(__name__)
@@ -158,7 +158,7 @@ def _detail(error: dict[str, Any]) -> dict[str, Any]:
         position = error["loc"][-1]
         where = f" at character {position}" if isinstance(position, int) else ""
         return {"field": "body", "problem": f"not valid JSON: {reason}{where}"}
-    problem = error["msg"]
+    problem = error["msg"].removeprefix("Value error, ")  # our validators' words are enough
     if error["type"] == "string_unicode" and isinstance(error.get("input"), str):
         # Text with a lone surrogate, where pydantic checks a pattern or a field's name.
         problem = utf8_problem(error["input"]) or problem

@@ -9,13 +9,14 @@ from typing import Any
 
 import orjson
 
-from rag_async.api.bodies import utf8_problem
 from rag_async.api.enqueue import Submission, enqueue
 from rag_async.api.idempotent import create_once
 from rag_async.domain.errors import BadRequest
+from rag_async.domain.filters import Filter
 from rag_async.domain.generation import Generation
 from rag_async.domain.job import new_job_id, record_fields
 from rag_async.domain.schemas import Multitask
+from rag_async.domain.text import utf8_problem
 from rag_async.store.conversations import Turn, recent_turns
 
 
@@ -34,6 +35,8 @@ class Question:
     # What the client asks of the generation, and what a /v1 response echoes (job.py).
     generation: Generation | None = None
     v1: Mapping[str, Any] | None = None
+    # What the search keeps to: documents whose attributes match.
+    filters: Filter | None = None
 
 
 def checked_query(text: str, limit: int) -> str:
@@ -66,6 +69,9 @@ async def submit_question(
     history = recent_turns(question.history)
     fields = {"query": query, "collection": collection}
     fingerprint = f"{collection}\x00{query}"
+    if question.filters is not None:
+        fields |= record_fields(filters=question.filters)
+        fingerprint += "\x00" + fields["filters"]
     if history or question.conversation_id or question.follows or question.generation:
         context = record_fields(
             history=history,

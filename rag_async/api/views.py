@@ -36,5 +36,5 @@ async def job_view(state: AppState, record: JobRecord) -> JobView:
 _SHOWN = {
     "job_id", "kind", "status", "stage", "attempt", "worker", "query", "conversation_id", "timings",
     "providers", "error", "document_id", "chunks", "progress", "created_at", "started_at",
-    "finished_at", "webhook", "priority",
+    "finished_at", "webhook", "priority", "filters", "attributes",
 }  # fmt: skip

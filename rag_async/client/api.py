@@ -102,16 +102,24 @@ class RagClient:
         await self._http.aclose()
 
     async def ask(
-        self, query: str, *, collection: str | None = None, conversation_id: str | None = None
+        self,
+        query: str,
+        *,
+        collection: str | None = None,
+        conversation_id: str | None = None,
+        filters: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Submit a question, within conversation `conversation_id` if given (the client names
-        it; its first question begins it); returns the 202 body (job_id, status_url,
-        events_url, conversation_id)."""
+        it; its first question begins it), searching the documents whose attributes match
+        `filters` (if given); returns the 202 body (job_id, status_url, events_url,
+        conversation_id)."""
         body: dict[str, Any] = {"query": query}
         if collection is not None:
             body["collection"] = collection
         if conversation_id is not None:
             body["conversation_id"] = conversation_id
+        if filters is not None:
+            body["filters"] = filters
         return await self._post("/chat", body)
 
     async def search(
@@ -152,10 +160,14 @@ class RagClient:
         *,
         collection: str | None = None,
         source: str | None = None,
+        attributes: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Upload `(filename, content)` files in one multipart request; returns the 202 body
-        (`documents` accepted, `rejected` files)."""
+        """Upload `(filename, content)` files in one multipart request, each with
+        `attributes` (if given); returns the 202 body (`documents` accepted, `rejected`
+        files)."""
         data = {k: v for k, v in (("collection", collection), ("source", source)) if v}
+        if attributes:
+            data["attributes"] = orjson.dumps(attributes).decode()
         response = await self._http.post(
             "/documents",
             files=[("files", (name, content)) for name, content in files],

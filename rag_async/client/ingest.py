@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -188,13 +188,23 @@ def ingest_files(
     collection: str | None = None,
     show_progress: bool = True,
     api_key: str | None = None,
+    attributes: dict[str, Any] | None = None,
 ) -> IngestReport:
-    """Upload files (one request each, so one bad file fails alone) and wait for their jobs.
-    A plain Path is ingested under its file name. The progress bar goes to stderr, and only
-    to a terminal."""
+    """Upload files (one request each, so one bad file fails alone), each with `attributes`
+    (if any), and wait for their jobs. A plain Path is ingested under its file name. The
+    progress bar goes to stderr, and only to a terminal."""
     client = RagClient(api_url, api_key=api_key)
     named = [item if isinstance(item, Found) else Found(item, item.name) for item in files]
-    return asyncio.run(_ingest_files(client, named, collection, show_progress))
+    target = _Target(collection, attributes)
+    return asyncio.run(_ingest_files(client, named, target, show_progress))
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """Where the files go, and what they carry."""
+
+    collection: str | None
+    attributes: dict[str, Any] | None
 
 
 def _progress(show: bool) -> Progress:
@@ -212,7 +222,7 @@ def _progress(show: bool) -> Progress:
 
 
 async def _ingest_files(
-    client: RagClient, files: Sequence[Found], collection: str | None, show_progress: bool
+    client: RagClient, files: Sequence[Found], target: _Target, show_progress: bool
 ) -> IngestReport:
     report = IngestReport()
     started = time.monotonic()
@@ -224,7 +234,7 @@ async def _ingest_files(
 
             async def one(file: Found) -> None:
                 async with limit:
-                    report.outcomes.append(await _ingest_one(client, file, collection))
+                    report.outcomes.append(await _ingest_one(client, file, target))
                 elapsed = max(time.monotonic() - started, 1e-6)
                 done = len(report.outcomes)
                 rate = f"{done / elapsed:.1f} documents/s, {report.chunks / elapsed:.0f} chunks/s"
@@ -234,11 +244,14 @@ async def _ingest_files(
     return report
 
 
-async def _ingest_one(client: RagClient, file: Found, collection: str | None) -> Outcome:
+async def _ingest_one(client: RagClient, file: Found, target: _Target) -> Outcome:
     try:
         content = await asyncio.to_thread(file.path.read_bytes)
         accepted = await client.upload(
-            [(file.path.name, content)], collection=collection, source=file.name
+            [(file.path.name, content)],
+            collection=target.collection,
+            source=file.name,
+            attributes=target.attributes,
         )
         unchanged = False
         async for event in client.follow(accepted["job_id"]):

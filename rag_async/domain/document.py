@@ -16,8 +16,10 @@ from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any
 
+import orjson
 from pydantic import BaseModel, ConfigDict
 
+from rag_async.domain.filters import AttributeValue
 from rag_async.domain.identity import shown_collection
 from rag_async.domain.schemas import DocumentView
 
@@ -61,6 +63,7 @@ class DocumentRecord(BaseModel):
     content_sha256: str | None = None
     ingested_at: float | None = None
     error: str | None = None
+    attributes: dict[str, AttributeValue] = {}  # the current version's (JSON)
     versions: frozenset[str] = frozenset()
 
     @classmethod
@@ -71,6 +74,8 @@ class DocumentRecord(BaseModel):
             name, text = key.decode(), value.decode()
             if name.startswith(VERSION_FIELD):
                 versions.add(name.removeprefix(VERSION_FIELD))
+            elif name == "attributes":
+                fields[name] = orjson.loads(text or "{}")
             elif text:
                 fields[name] = text
         return cls.model_validate(fields | {"versions": frozenset(versions)})
@@ -92,4 +97,5 @@ class DocumentRecord(BaseModel):
             version=self.version,
             error=self.error,
             owner=self.owner,
+            attributes=self.attributes,
         )

@@ -16,6 +16,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict
 
+from rag_async.domain.filters import AttributeValue, Filter
 from rag_async.domain.generation import Generation, Incomplete, Usage
 from rag_async.domain.sources import Source
 from rag_async.store.conversations import Turn
@@ -99,8 +100,9 @@ class JobRecord(BaseModel):
     # What was asked: a question, or a document to ingest or delete.
     query: str | None = None
     collection: str | None = None
-    # A search's own bounds (POST /search); an answer's are the settings'. (Its metadata
-    # `filters`, domain/filters.py, belong here too.)
+    # What a question's or a search's retrieval keeps to: documents whose attributes match.
+    filters: Filter | None = None
+    # A search's own bounds (POST /search); an answer's are the settings'.
     top_k: int | None = None
     score_threshold: float | None = None
     document_id: str | None = None
@@ -108,6 +110,7 @@ class JobRecord(BaseModel):
     source: str | None = None
     filename: str | None = None
     format: str | None = None
+    attributes: dict[str, AttributeValue] | None = None  # what an ingestion gives its chunks
     # A document's own chunk size and overlap, in tokens (a vector store file's static
     # `chunking_strategy`); none: the retriever's (RAG_CHUNK_TOKENS, RAG_CHUNK_OVERLAP).
     chunk_tokens: int | None = None
@@ -176,6 +179,8 @@ _JSON_FIELDS = frozenset(
         "generation",
         "v1",
         "usage",
+        "filters",
+        "attributes",
     }
 )
 

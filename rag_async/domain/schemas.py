@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from rag_async.domain.filters import FILTERS_DESCRIPTION, Attributes, AttributeValue, Filter
 from rag_async.domain.job import IngestProgress, JobStatus, WebhookDelivery
 from rag_async.domain.sources import VIEW_MAX_SOURCES, Source
 from rag_async.domain.text import clean
@@ -60,6 +61,7 @@ class ChatRequest(BaseModel):
         "Read it at GET /conversations/{id}.",
     )
     multitask: Multitask = Field(default="enqueue", description=MULTITASK_DESCRIPTION)
+    filters: Filter | None = Field(default=None, description=FILTERS_DESCRIPTION)
 
 
 class SearchRequest(BaseModel):
@@ -88,7 +90,7 @@ class SearchRequest(BaseModel):
         description="Leave out passages scoring below this. The scale is the retrieval's: BM25 "
         "offline, reciprocal rank fusion when hybrid (the job's `providers.retrieval` says).",
     )
-    # The metadata `filters` of POST /chat (domain/filters.py) belong here as well.
+    filters: Filter | None = Field(default=None, description=FILTERS_DESCRIPTION)
 
 
 class SearchResults(BaseModel):
@@ -139,6 +141,7 @@ class DocumentIn(BaseModel):
         pattern=COLLECTION_PATTERN,
         description="The collection to add it to; RAG_DEFAULT_COLLECTION when not given.",
     )
+    attributes: Attributes | None = None
     webhook_url: str | None = Field(
         default=None,
         max_length=2048,
@@ -201,6 +204,9 @@ class DocumentView(BaseModel):
     )
     error: str | None = None
     owner: str | None = Field(default=None, description="The name of the API key that added it.")
+    attributes: dict[str, AttributeValue] = Field(
+        default={}, description="The current version's: what a search's `filters` compare."
+    )
 
     # What its uploader wrote, without terminal control characters (domain/text.py).
     _clean = field_validator("title", "source", "filename")(clean)
@@ -224,6 +230,12 @@ class JobView(BaseModel):
     query: str | None = None
     conversation_id: str | None = Field(
         default=None, description="The conversation a question was asked in (if any)."
+    )
+    filters: Filter | None = Field(
+        default=None, description="What a question's search kept to (`POST /chat`'s)."
+    )
+    attributes: dict[str, AttributeValue] | None = Field(
+        default=None, description="What an ingestion gives its document's chunks."
     )
     answer: str | None = None
     answer_is_partial: bool = False

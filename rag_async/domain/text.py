@@ -114,3 +114,15 @@ def may_open_fence(text: str) -> bool:
 @lru_cache(maxsize=4096)
 def _reads_as_open(char: str) -> bool:
     return "<" in unicodedata.normalize("NFKC", char).translate(_FOLD)
+
+
+def utf8_problem(text: str) -> str | None:
+    """Why `text` cannot be encoded as UTF-8, or None when it can."""
+    try:
+        text.encode()
+    except UnicodeEncodeError as error:
+        return (
+            f"cannot be encoded as UTF-8: a lone surrogate {text[error.start]!a} at character "
+            f"{error.start} (a \\ud800-\\udfff escape must be one half of a pair)"
+        )
+    return None

@@ -18,7 +18,7 @@ from rag_async.api.document_ids import scoped_id
 from rag_async.api.enqueue import Submission
 from rag_async.api.openai_compat.files import owned_file
 from rag_async.api.openai_compat.vector_store_bodies import BatchFile, chunk_sizes
-from rag_async.api.routes.documents import enqueue_deletion, enqueue_ingest
+from rag_async.api.routes.documents import attribute_fields, enqueue_deletion, enqueue_ingest
 from rag_async.api.storage import within_storage_quota
 from rag_async.domain.errors import NotFound, RagError
 from rag_async.domain.job import new_job_id
@@ -49,9 +49,8 @@ async def attach(
     if own:
         fields |= {"chunk_tokens": str(tokens), "chunk_overlap": str(overlap)}
     attributes: Attributes = dict(wanted.attributes or {})
-    # ATTRIBUTES: the one place where a file's attributes are to join its ingestion, once
-    # POST /documents takes `attributes` (carried into each chunk's payload, for `filters`).
-    # Until then they are kept with the attachment only.
+    # Carried into each chunk's payload, as POST /documents' attributes, for `filters`.
+    fields |= attribute_fields(attributes)
     await enqueue_ingest(submission, job_id, content, fields)
     attachment = Attachment(
         file_id=file.file_id,

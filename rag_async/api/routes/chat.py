@@ -46,7 +46,7 @@ async def chat(
     conversation still answering."""
     require_utf8(body)
     submission = Submission(state, request, caller, webhook_url=body.webhook_url)
-    question = Question(body.query, body.collection)
+    question = Question(body.query, body.collection, filters=body.filters)
     if body.conversation_id is None:
         job_id = await submit_question(submission, question, idempotency_key)
         return submission.accepted(QuestionAccepted, job_id)

@@ -8,11 +8,13 @@ Deletion is a job too: only a worker holds the Qdrant store (embedded Qdrant is 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Header, Request
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 from starlette.datastructures import UploadFile
 
 from rag_async.api.auth import Caller
@@ -24,8 +26,9 @@ from rag_async.api.state import AppState, State
 from rag_async.api.storage import within_storage_quota
 from rag_async.domain.document import DocumentRecord, DocumentStatus
 from rag_async.domain.errors import BadRequest, NotFound, RagError, TooLarge
+from rag_async.domain.filters import Attributes, AttributeValue
 from rag_async.domain.identity import Principal
-from rag_async.domain.job import new_job_id
+from rag_async.domain.job import new_job_id, record_fields
 from rag_async.domain.schemas import (
     AcceptedDocument,
     DocumentAccepted,
@@ -54,6 +57,10 @@ _UPLOAD_BODY: dict[str, Any] = {
                         "title": {"type": "string", "description": "single-file uploads"},
                         "source": {"type": "string", "description": "single-file uploads"},
                         "webhook_url": {"type": "string", "description": "called as each ends"},
+                        "attributes": {
+                            "type": "string",
+                            "description": "a JSON object: every file's attributes",
+                        },
                     },
                 }
             },
@@ -84,8 +91,10 @@ async def add_documents(
     idempotency_key: Annotated[str | None, Header(alias="idempotency-key")] = None,
 ) -> DocumentAccepted:
     """Queue documents for ingestion: a JSON body `{text, title, source, document_id,
-    collection, webhook_url}`, or multipart files (any field name; text, Markdown, HTML, PDF)
-    with optional `collection` and `webhook_url` form fields. Each document's progress
+    collection, attributes, webhook_url}`, or multipart files (any field name; text,
+    Markdown, HTML, PDF) with optional `collection`, `webhook_url` and `attributes` (a JSON
+    object, given to every file) form fields. A document's `attributes` are what a search's
+    `filters` compare; uploading it again replaces them. Each document's progress
     streams at its `events_url`; its `webhook_url` is called when its job ends.
     `Idempotency-Key` applies to JSON bodies."""
     submission = Submission(state, request, caller)
@@ -117,6 +126,7 @@ async def _add_text(
     await _within_storage_quota(submission, document_id, size)
     job_id = new_job_id()
     fields = {"document_id": document_id, "title": title, "source": body.source or ""}
+    fields |= attribute_fields(body.attributes)
 
     async def create() -> None:
         content = body.text.encode()
@@ -147,6 +157,7 @@ async def _add_files(submission: Submission) -> DocumentAccepted:
             code="too_many_files",
         )
     collection = _form_collection(form.get("collection"), submission)
+    attributes = attribute_fields(_form_attributes(form.get("attributes")))
     webhook_url = _form_text(form.get("webhook_url"))
     webhook_fields(state.settings, webhook_url)  # a URL refused once, not once per file
     submission = replace(submission, webhook_url=webhook_url)
@@ -160,6 +171,7 @@ async def _add_files(submission: Submission) -> DocumentAccepted:
     for upload in files:
         filename = upload.filename or "upload"
         fields = {"title": title, "source": given_source or filename, "collection": collection}
+        fields |= attributes
         try:
             documents.append(await _add_file(submission, upload, filename, fields))
         except RagError as error:
@@ -208,6 +220,36 @@ def _form_collection(value: object, submission: Submission) -> str:
     return submission.caller.collection(collection)
 
 
+_ATTRIBUTES: TypeAdapter[dict[str, AttributeValue]] = TypeAdapter(Attributes)
+
+
+def _form_attributes(value: object) -> dict[str, AttributeValue] | None:
+    """The `attributes` form field, a JSON object; 422 saying what is wrong with it."""
+    text = _form_text(value)
+    if text is None:
+        return None
+    try:
+        return _ATTRIBUTES.validate_python(orjson.loads(text))
+    except orjson.JSONDecodeError as error:
+        raise BadRequest(
+            f"attributes: not a JSON object ({error})", code="invalid_attributes"
+        ) from None
+    except ValidationError as error:
+        problems = "; ".join(
+            ".".join(["attributes", *map(str, e["loc"])])
+            + ": "
+            + e["msg"].removeprefix("Value error, ")
+            for e in error.errors()
+        )
+        raise BadRequest(problems, code="invalid_attributes") from None
+
+
+def attribute_fields(attributes: Mapping[str, AttributeValue] | None) -> dict[str, str]:
+    """An ingestion job's record fields for a document's attributes (none: it has none, and
+    a new version of it drops those of the one it replaces); a vector store's file's too."""
+    return record_fields(attributes=attributes) if attributes else {}
+
+
 def _rejected(filename: str, error: RagError) -> RejectedFile:
     return RejectedFile(
         filename=filename, status=error.status_code, code=error.code, message=error.message
@@ -243,7 +285,8 @@ async def enqueue_ingest(
     # The job owns the document before it is queued (so that it finds itself the owner),
     # and gives it back if it cannot be queued.
     registry, document_id = submission.state.registry, fields["document_id"]
-    owned = {k: v for k, v in fields.items() if v and k != "document_id"}
+    # Attributes are the version's: the registry takes them when the version is indexed.
+    owned = {k: v for k, v in fields.items() if v and k not in ("document_id", "attributes")}
     owned |= {"status": DocumentStatus.QUEUED, "owner": submission.caller.name, "error": ""}
     async with registry.owned_by(document_id, job_id, owned, size=len(content)):
         await enqueue(submission, job_id, "ingest", fields, upload=content)

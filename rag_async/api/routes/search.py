@@ -65,7 +65,7 @@ async def submit_search(submission: Submission, body: SearchRequest) -> str:
         collection=collection,
         top_k=body.top_k or state.settings.top_k,
         score_threshold=body.score_threshold,
-        # filters=body.filters, once the body has them (domain/filters.py)
+        filters=body.filters,
     )
     job_id = new_job_id()
     await enqueue(submission, job_id, "search", fields)

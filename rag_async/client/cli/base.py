@@ -7,7 +7,7 @@ import asyncio
 import json
 import re
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
@@ -149,6 +149,14 @@ def settings() -> Settings:
 def fail(message: str, code: int = 1) -> NoReturn:
     typer.secho(f"error: {plain(message)}", fg="red", err=True)
     raise typer.Exit(code)
+
+
+def read_option(read: Callable[[Sequence[str]], T], given: list[str] | None, option: str) -> T:
+    """An option's values as `read` reads them, or exit 2 saying what is wrong with them."""
+    try:
+        return read(given or ())
+    except ValueError as error:
+        fail(f"{option}: {error}", code=2)
 
 
 def note(message: str) -> None:

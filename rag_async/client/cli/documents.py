@@ -19,6 +19,7 @@ from rag_async.client.cli.base import (
     one_line,
     plain,
     print_table,
+    read_option,
     typer_app,
     unreachable,
     with_client,
@@ -45,6 +46,17 @@ Collection = Annotated[
 ]
 
 
+AttributeOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--attribute",
+        metavar="KEY=VALUE",
+        help="An attribute of every file, for `ask --filter` (repeatable): a number, "
+        "true/false or text (`year=2024`, `team=red`).",
+    ),
+]
+
+
 @command(app, rich_help_panel=DOCUMENTS)
 def ingest(
     paths: Annotated[
@@ -60,6 +72,7 @@ def ingest(
         list[str] | None,
         typer.Option(metavar="GLOB", help="In folders, skip files matching this (repeatable)."),
     ] = None,
+    attribute: AttributeOption = None,
     api_url: ApiUrl = None,
 ) -> None:
     """Add documents: uploads them, shows progress until they are searchable, then a summary.
@@ -70,8 +83,10 @@ def ingest(
     """
     import httpx
 
+    from rag_async.client import metadata
     from rag_async.client.ingest import find_documents, ingest_files
 
+    attributes = read_option(metadata.attributes, attribute, "--attribute")
     loaded = api_settings(api_url)
     files, skipped = find_documents(paths, include=include or (), exclude=exclude or ())
     _tell_skipped(skipped)
@@ -79,7 +94,9 @@ def ingest(
         fail("no text, Markdown, HTML or PDF files to ingest", code=2)
     url = loaded.api_base_url
     try:
-        report = ingest_files(url, files, collection=collection, api_key=api_key(loaded))
+        report = ingest_files(
+            url, files, collection=collection, api_key=api_key(loaded), attributes=attributes
+        )
     except httpx.TransportError as error:
         unreachable(url, error)
     typer.echo(_summary(report, len(files)))

@@ -22,6 +22,7 @@ from rag_async.client.cli.base import (
     note,
     plain,
     print_json,
+    read_option,
     stderr_console,
     unreachable,
     with_client,
@@ -47,6 +48,15 @@ Collection = Annotated[
         metavar="NAME",
         help="Search this collection only (default: RAG_DEFAULT_COLLECTION, `default`).",
         show_default=False,
+    ),
+]
+FilterOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--filter",
+        metavar="KEY=VALUE",
+        help="Search only documents with this attribute (repeatable: all of them), as "
+        "`ingest --attribute` gave it; or a JSON filter as POST /chat takes it.",
     ),
 ]
 ConversationId = Annotated[
@@ -83,6 +93,7 @@ def ask(
     question: Annotated[str, typer.Argument(help="The question to ask.")],
     collection: Collection = None,
     conversation: ConversationId = None,
+    filter_: FilterOption = None,
     json: Json = False,
     api_url: ApiUrl = None,
 ) -> None:
@@ -93,8 +104,10 @@ def ask(
     """
     import httpx
 
+    from rag_async.client import metadata
     from rag_async.client.api import ApiError, RagClient
 
+    filters = read_option(metadata.filters, filter_, "--filter")
     loaded = api_settings(api_url)
     url = loaded.api_base_url
     asking = Asking()
@@ -102,7 +115,7 @@ def ask(
     async def run() -> None:
         async with RagClient(url, api_key=api_key(loaded)) as client:
             accepted = await client.ask(
-                question, collection=collection, conversation_id=conversation
+                question, collection=collection, conversation_id=conversation, filters=filters
             )
             asking.job_id = accepted["job_id"]
             asking.conversation_id = accepted.get("conversation_id")

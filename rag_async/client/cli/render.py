@@ -9,6 +9,8 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
+import orjson
+
 from rag_async.client.cli.base import one_line, plain
 
 
@@ -108,6 +110,12 @@ def document_lines(entry: Mapping[str, Any]) -> list[str]:
     if status == "indexed" and chunks is not None:
         status = f"indexed, {plural(chunks, 'chunk')}"
     source, file = entry.get("source"), entry.get("filename")
+    attributes = entry.get("attributes") or {}
+    # As `ingest --attribute` takes them (text as it is: JSON would quote it).
+    shown = ", ".join(
+        f"{key}={value if isinstance(value, str) else orjson.dumps(value).decode()}"
+        for key, value in attributes.items()
+    )
     return fields(
         [
             ("id", entry.get("document_id")),
@@ -116,6 +124,7 @@ def document_lines(entry: Mapping[str, Any]) -> list[str]:
             ("file", file if file and not (source or "").endswith(file) else None),
             ("format", entry.get("format")),
             ("collection", entry.get("collection")),
+            ("attributes", shown or None),
             ("status", status),
             ("size", size(entry["size"]) if entry.get("size") is not None else None),
             ("ingested", moment(entry["ingested_at"]) if entry.get("ingested_at") else None),

@@ -4,17 +4,20 @@ qdrant-client's local mode on disk (`RAG_STORE=local`), which scores in Python."
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+import structlog
 from qdrant_client import AsyncQdrantClient, models
 from qdrant_client.http.exceptions import UnexpectedResponse
 
 from rag_async.config import Settings
 from rag_async.datadir import private_folder
 from rag_async.domain.errors import ConfigurationError
+from rag_async.domain.filters import AttributeValue, Filter
 from rag_async.domain.sources import Source
 from rag_async.providers.parsing.chunking import Chunk
+from rag_async.providers.retrieval.payload_filters import AttributeIndexes, search_filter
 from rag_async.providers.retrieval.store import (
     DEFAULT_COLLECTION,
     DENSE_VECTOR,
@@ -26,6 +29,8 @@ from rag_async.providers.retrieval.store import (
     point_id,
     source_of,
 )
+
+log = structlog.get_logger(__name__)
 
 
 async def open_qdrant(settings: Settings) -> AsyncQdrantClient:
@@ -67,6 +72,7 @@ class QdrantChunkStore:
         # holds, and skip the filter when there is only the one asked for. With a server,
         # other workers write too, so the (indexed, cheap) filter always applies.
         self._known_collections: set[str] | None = None
+        self._attribute_indexes = AttributeIndexes()
 
     async def ensure_collection(self, dense_dim: int | None) -> None:
         """Create the collection if missing; check that an existing one fits `dense_dim`."""
@@ -148,6 +154,7 @@ class QdrantChunkStore:
         collection: str = DEFAULT_COLLECTION,
         pages: Sequence[int | None] | None = None,
         version: str = "",
+        attributes: Mapping[str, AttributeValue] | None = None,
     ) -> None:
         points = []
         for point in chunk_points(
@@ -160,6 +167,7 @@ class QdrantChunkStore:
             collection=collection,
             pages=pages,
             version=version,
+            attributes=attributes,
         ):
             vector: dict[str, Any] = {LEXICAL_VECTOR: point.sparse}
             if point.dense is not None:
@@ -228,21 +236,27 @@ class QdrantChunkStore:
         limit: int,
         *,
         collection: str | None = None,
+        filters: Filter | None = None,
     ) -> list[Source]:
-        """The best `limit` chunks of `collection` (all of them when None), numbered 1..k in
-        rank order.
+        """The best `limit` chunks of `collection` (all of them when None) that match
+        `filters`, numbered 1..k in rank order.
 
         With a dense vector the search is hybrid: a lexical and a dense candidate list, fused
         by reciprocal rank (RRF), which needs no calibration between the two kinds of score.
         """
         if dense is None and not sparse.indices:
             return []  # only stopwords: a lexical search has nothing to match
-        where = None if collection is None else collection_filter(collection)
         if collection is not None and self._known_collections is not None:
             if collection not in self._known_collections:
                 return []  # nothing was ever stored in it
             if self._known_collections == {collection}:
-                where = None  # everything here is of that collection
+                collection = None  # everything here is of that collection
+        if filters is not None and not _is_embedded(self._client):
+            try:
+                await self._index_attributes(filters)
+            except Exception as error:  # an index only speeds filters up: search without
+                log.warning("attribute index not created", error=str(error))
+        where = search_filter(collection, filters)
         if dense is None:
             response = await self._client.query_points(
                 self._collection,
@@ -262,6 +276,17 @@ class QdrantChunkStore:
             source_of(n, point.payload, point.score)
             for n, point in enumerate(response.points, start=1)
         ]
+
+    async def _index_attributes(self, filters: Filter) -> None:
+        """On a server, index the attributes `filters` compares that have none yet
+        (payload_filters.AttributeIndexes). Not waited for: this search, and those until the
+        index is built, filter without it. (Embedded Qdrant has no indexes to make.)"""
+        indexes = self._attribute_indexes
+        if indexes.stale(filters):
+            info = await self._client.get_collection(self._collection)
+            indexes.learn(info.payload_schema)
+        for path, schema in indexes.missing(filters).items():
+            await self._client.create_payload_index(self._collection, path, schema, wait=False)
 
     async def count(self) -> int:
         result = await self._client.count(self._collection, exact=True)
@@ -295,15 +320,6 @@ def _document_filter(
 def _is_embedded(client: AsyncQdrantClient) -> bool:
     options = client.init_options
     return options.get("path") is not None or options.get("location") == ":memory:"
-
-
-def collection_filter(collection: str) -> models.Filter:
-    """Points of `collection`. Every chunk carries its collection, so one condition does:
-    embedded Qdrant checks each condition point by point in Python (docs/benchmarks.md), a
-    server through its keyword index."""
-    return models.Filter(
-        must=[models.FieldCondition(key="collection", match=models.MatchValue(value=collection))]
-    )
 
 
 def _hybrid_prefetch(

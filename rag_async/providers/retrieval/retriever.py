@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from qdrant_client import models
 
 from rag_async.config import Settings
+from rag_async.domain.filters import AttributeValue, Filter
 from rag_async.domain.sources import Source
 from rag_async.providers.parsing.chunking import DEFAULT_MAX_CHARS, Chunk, Chunking, chunk_document
 from rag_async.providers.parsing.limits import TooManyChunks
@@ -41,6 +42,7 @@ class _Target:
     source: str | None
     collection: str
     version: str
+    attributes: Mapping[str, AttributeValue] = field(default_factory=dict)
 
 
 # Chunks of one document among the first results before the other documents' chunks come
@@ -142,10 +144,12 @@ class Retriever:
         *,
         dense: list[float] | None = None,
         collection: str | None = DEFAULT_COLLECTION,
+        filters: Filter | None = None,
     ) -> list[Source]:
         """The `top_k` best chunks of `collection` for `query` (None searches every
-        collection), at most `per_document` of one document ahead of the others (see
-        `diversify`); pass `dense` if `embed_query` already ran."""
+        collection) among those whose document's attributes match `filters`, at most
+        `per_document` of one document ahead of the others (see `diversify`); pass `dense` if
+        `embed_query` already ran."""
         sparse = self._lexical.query(query)  # a handful of terms: cheap enough for the loop
         if dense is None:
             dense = await self.embed_query(query)
@@ -155,9 +159,11 @@ class Retriever:
         # corpus and blocking every other job meanwhile (docs/benchmarks.md has both ends).
         # Its state is not safe to use from a thread pool either.
         if self._per_document is None:
-            return await self._store.search(sparse, dense, top_k, collection=collection)
+            return await self._store.search(
+                sparse, dense, top_k, collection=collection, filters=filters
+            )
         candidates = await self._store.search(
-            sparse, dense, top_k * DIVERSITY_DEPTH, collection=collection
+            sparse, dense, top_k * DIVERSITY_DEPTH, collection=collection, filters=filters
         )
         return diversify(candidates, top_k, self._per_document)
 
@@ -172,6 +178,7 @@ class Retriever:
         collection: str = DEFAULT_COLLECTION,
         page_starts: Sequence[int] = (),
         version: str = "",
+        attributes: Mapping[str, AttributeValue] | None = None,
     ) -> int:
         """Chunk `text` (`chunking`) and `index_chunks` them. `page_starts` (paged formats)
         are the offsets in `text` where each page begins, so each chunk records its page. A
@@ -189,6 +196,7 @@ class Retriever:
             on_progress,
             collection=collection,
             version=version,
+            attributes=attributes,
         )
 
     async def index_chunks(
@@ -201,13 +209,15 @@ class Retriever:
         *,
         collection: str = DEFAULT_COLLECTION,
         version: str = "",
+        attributes: Mapping[str, AttributeValue] | None = None,
     ) -> int:
         """Encode (and embed) a document's chunks and write them under `document_id` as
-        `version`, beside its other versions (an ingestion job deletes those once the
-        registry has switched to this one: jobs/ingest.py); the unversioned "" replaces any
-        earlier unversioned write in place. Returns the number of chunks. More than
-        `max_chunks` raises `TooManyChunks`, and nothing is written: every chunk stored is
-        scored on every question by embedded Qdrant."""
+        `version`, each with the document's `attributes`, beside its other versions (an
+        ingestion job deletes those once the registry has switched to this one:
+        jobs/ingest.py); the unversioned "" replaces any earlier unversioned write in place.
+        Returns the number of chunks. More than `max_chunks` raises `TooManyChunks`, and
+        nothing is written: every chunk stored is scored on every question by embedded
+        Qdrant."""
         progress = _reporter(on_progress)
         total, limit = len(chunks), self.chunking.max_chunks
         if limit is not None and total > limit:
@@ -220,7 +230,7 @@ class Retriever:
         # and dense vectors and Qdrant points (several times the text's size together) never
         # exist all at once. Chunks of an earlier write of the same version (a retried job)
         # are overwritten in place, and its surplus chunks trimmed at the end.
-        target = _Target(document_id, title, source, collection, version)
+        target = _Target(document_id, title, source, collection, version, attributes or {})
         for start in range(0, total, INDEX_BATCH):
             batch = list(chunks[start : start + INDEX_BATCH])
             await self._write_batch(target, batch, start, total, progress)
@@ -257,6 +267,7 @@ class Retriever:
             collection=target.collection,
             pages=[chunk.page for chunk in batch] if batch and batch[0].page else None,
             version=target.version,
+            attributes=target.attributes,
         )
         await progress("upserted", start + len(batch), total)
 

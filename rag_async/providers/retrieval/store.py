@@ -23,8 +23,10 @@ from typing import Any, NamedTuple, Protocol
 
 from qdrant_client import models
 
+from rag_async.domain.filters import AttributeValue, Filter
 from rag_async.domain.sources import Source
 from rag_async.providers.parsing.chunking import HEADING_SEPARATOR, Chunk
+from rag_async.providers.retrieval.payload_filters import attribute_payload
 
 LEXICAL_VECTOR = "lexical"
 DENSE_VECTOR = "dense"
@@ -59,10 +61,11 @@ class ChunkStore(Protocol):
         collection: str = DEFAULT_COLLECTION,
         pages: Sequence[int | None] | None = None,
         version: str = "",
+        attributes: Mapping[str, AttributeValue] | None = None,
     ) -> None:
         """Write chunks of a document's `version` (a batch of them: see `INDEX_BATCH`),
         overwriting the chunks of the same index. `pages` is each chunk's page, for paged
-        formats."""
+        formats; `attributes` the document's, which a search's `filters` compare."""
 
     async def trim_document(self, document_id: str, *, keep: int, version: str = "") -> None:
         """Drop the chunks of `version` numbered `keep` and beyond: what is left of a longer
@@ -94,9 +97,11 @@ class ChunkStore(Protocol):
         limit: int,
         *,
         collection: str | None = None,
+        filters: Filter | None = None,
     ) -> list[Source]:
-        """The best `limit` chunks of `collection` (all of them when None), numbered 1..k in
-        rank order; hybrid (RRF of a lexical and a dense list) with a dense vector."""
+        """The best `limit` chunks of `collection` (all of them when None) whose document's
+        attributes match `filters` (payload_filters.py), numbered 1..k in rank order; hybrid
+        (RRF of a lexical and a dense list) with a dense vector."""
 
     async def count(self) -> int:
         """How many chunks the collection holds."""
@@ -136,12 +141,15 @@ def chunk_points(
     collection: str,
     pages: Sequence[int | None] | None,
     version: str = "",
+    attributes: Mapping[str, AttributeValue] | None = None,
 ) -> list[ChunkPoint]:
     """The points of `upsert_chunks`'s arguments, each with one sparse (and dense, if any)
     vector of its own."""
     if len(sparse) != len(chunks) or (dense is not None and len(dense) != len(chunks)):
         raise ValueError("one sparse (and dense, if any) vector per chunk is required")
-    stamp = {"version": version} if version else {}
+    stamp: dict[str, Any] = {"version": version} if version else {}
+    if attributes:
+        stamp |= attribute_payload(attributes)
     return [
         ChunkPoint(
             id=point_id(document_id, chunk.index, version),

@@ -32,7 +32,7 @@ async def _answer(run: Run) -> Finished:
     resolved = {"history": history, "follows": None} if record.follows else {}
     query = search_query(question, history, _LEXICAL.terms)
     collection = record.collection or services.settings.default_collection
-    lookup = Lookup(query, collection, services.settings.top_k)
+    lookup = Lookup(query, collection, services.settings.top_k, filters=record.filters)
     sources = await retrieve(run, lookup)
     since = time.time()
     rewritten = query if query != question else None

@@ -18,11 +18,12 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 
+import orjson
 import structlog
 
 from rag_async.domain.errors import RagError
 from rag_async.domain.events import ProgressEvent
-from rag_async.domain.job import IngestProgress, JobRecord
+from rag_async.domain.job import IngestProgress, JobRecord, stored_value
 from rag_async.providers.breaker import guarded
 from rag_async.providers.parsing.chunking import Chunking
 from rag_async.providers.parsing.parsed import ChunkedDocument
@@ -72,6 +73,8 @@ async def _ingest(run: Run) -> Finished:
         "format": document.format,
         "content_sha256": content_sha256,
         "fingerprint": fingerprint,
+        # The version's own, even none: a new version drops the attributes of the old.
+        "attributes": stored_value(record.attributes or {}),
     }
     chunks = await _write_version(run, document_id, document, facts)
     return Finished(
@@ -151,6 +154,7 @@ async def _index(run: Run, document_id: str, document: ChunkedDocument) -> int:
         on_progress=on_progress,
         collection=record.collection or services.settings.default_collection,
         version=run.job_id,
+        attributes=record.attributes,
     )
     return await guarded(services.breakers["qdrant"], qdrant_call(indexing))
 
@@ -163,10 +167,12 @@ async def _progress(run: Run, stage: str, done: int, total: int) -> None:
 
 def _fingerprint(content_sha256: str, record: JobRecord, signature: str) -> str:
     """What the stored chunks of a document follow from: its bytes, how they are read (the
-    file name's extension picks the parser), the title and source they are cited by, and
-    how the retriever chunks and encodes."""
+    file name's extension picks the parser), the title and source they are cited by, the
+    attributes they carry, and how the retriever chunks and encodes."""
     named = (record.filename, record.title, record.source, record.collection)
     parts = [content_sha256, signature, *(value or "" for value in named)]
+    if record.attributes:  # none: the fingerprint of a version written before attributes
+        parts.append(orjson.dumps(record.attributes, option=orjson.OPT_SORT_KEYS).decode())
     return hashlib.sha256("\x00".join(parts).encode()).hexdigest()
 
 

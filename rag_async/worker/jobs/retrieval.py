@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from rag_async.domain.filters import Filter
 from rag_async.domain.sources import Source, clip_sources
 from rag_async.providers.breaker import guarded
 from rag_async.providers.retrieval.qdrant_calls import qdrant_call
@@ -18,13 +19,14 @@ from rag_async.worker.services import Services
 @dataclass(frozen=True, slots=True)
 class Lookup:
     """What to look for, and where: the query, the stored collection name, how many sources,
-    and the lowest score kept (none: every one of the `top_k`)."""
+    the lowest score kept (none: every one of the `top_k`), and which documents' chunks
+    (`filters` on their attributes; none: all)."""
 
     query: str
     collection: str
     top_k: int
     score_threshold: float | None = None
-    # The metadata filters (domain/filters.py) go here, passed on to `Retriever.search`.
+    filters: Filter | None = None
 
 
 async def retrieve(run: Run, lookup: Lookup) -> list[Source]:
@@ -38,7 +40,13 @@ async def retrieve(run: Run, lookup: Lookup) -> list[Source]:
         run.lap("embedding", since)
         await run.stage("retrieving")
     since = time.time()  # each stage's timing is its own work, not the events that tell it
-    search = retriever.search(lookup.query, lookup.top_k, dense=dense, collection=lookup.collection)
+    search = retriever.search(
+        lookup.query,
+        lookup.top_k,
+        dense=dense,
+        collection=lookup.collection,
+        filters=lookup.filters,
+    )
     found = await guarded(breakers["qdrant"], qdrant_call(search))
     if lookup.score_threshold is not None:
         found = above(found, lookup.score_threshold)

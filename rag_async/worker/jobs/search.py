@@ -16,6 +16,7 @@ async def _search(run: Run) -> Finished:
         collection=record.collection or settings.default_collection,
         top_k=record.top_k or settings.top_k,
         score_threshold=record.score_threshold,
+        filters=record.filters,
     )
     sources = await retrieve(run, lookup)
     await run.emit(SourcesEvent(sources=sources), sources=sources)
