@@ -229,6 +229,16 @@ class Settings(BaseSettings):
     embed_model: str | None = None
     embed_base_url: str | None = None
     embed_api_key: SecretStr | None = None
+    # Without RAG_EMBED_MODEL, the dense half of hybrid retrieval is a static model shipped in
+    # a package (retrieval/static_embedder.py, the `dense` extra); "off": lexical only.
+    offline_embedder: Literal["static", "off"] = "static"
+    # Hybrid search fuses the lexical and the dense ranking by reciprocal rank; a branch's
+    # weight scales its ranks' share (docs/benchmarks.md has the weights measured).
+    rrf_lexical_weight: float = Field(default=1.0, ge=0)
+    rrf_dense_weight: float = Field(default=1.0, ge=0)
+    # Results scoring below it are dropped. The score is BM25's for lexical retrieval and the
+    # fused reciprocal-rank score (at most the sum of the weights, over k + 1) for hybrid.
+    score_threshold: float | None = Field(default=None, ge=0)
 
     # Generation. With neither a base URL nor a key, the offline extractive answerer runs.
     llm_base_url: str | None = None

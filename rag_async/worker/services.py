@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 from contextlib import AsyncExitStack
@@ -17,6 +18,7 @@ from rag_async.metrics import ProcessMetricsServer
 from rag_async.providers.breaker import CircuitBreaker
 from rag_async.providers.llm import LLM, ExtractiveAnswerer, OpenAIChat, StreamTimeouts
 from rag_async.providers.parsing.isolated import ParserPool
+from rag_async.providers.retrieval import static_embedder
 from rag_async.providers.retrieval import (
     ChunkStore,
     LexicalEncoder,
@@ -87,7 +89,16 @@ class Services(HoldsEnds):
                     settings, http, settings.embed_base_url, settings.embed_api_key
                 )
                 embedder = OpenAIEmbedder(embed_client, settings.embed_model)
-            retriever = await Retriever.open(store, settings, lexical=lexical, embedder=embedder)
+            elif settings.offline_embedder == "static":
+                # Reads the model's files: a blocking quarter of a second, off the loop.
+                embedder = await asyncio.to_thread(static_embedder.load_default)
+            retriever = await Retriever.open(
+                store,
+                settings,
+                lexical=lexical,
+                embedder=embedder,
+                dense_optional=not settings.embed_model,
+            )
             keys = Keys(settings.key_prefix)
             worker = worker_name()
             ends = Ends.open(redis, keys, settings)
