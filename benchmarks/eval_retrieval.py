@@ -43,10 +43,17 @@ from harness import percentile  # noqa: E402
 from rag_async.config import Settings  # noqa: E402
 from rag_async.providers.parsing import ParsedDocument  # noqa: E402
 from rag_async.providers.parsing.html import parse_html  # noqa: E402
-from rag_async.providers.retrieval import Chunk, Embedder, LexicalEncoder, Retriever, chunk_text, open_store  # noqa: E402
-from rag_async.providers.retrieval.static_embedder import StaticEmbedder  # noqa: E402
+from rag_async.providers.retrieval import (  # noqa: E402
+    Chunk,
+    Embedder,
+    LexicalEncoder,
+    Retriever,
+    chunk_text,
+    open_store,
+)
 from rag_async.providers.retrieval.lexical import STOPWORDS  # noqa: E402
 from rag_async.providers.retrieval.retriever import PER_DOCUMENT, ProgressCallback  # noqa: E402
+from rag_async.providers.retrieval.static_embedder import StaticEmbedder  # noqa: E402
 from rag_async.providers.retrieval.store import DEFAULT_COLLECTION  # noqa: E402
 
 DOCS = Path("/usr/share/doc/python3.11/html")
@@ -216,7 +223,8 @@ VARIANTS: dict[str, Variant] = {
         per_document=None,
     ),
     "lexical": Variant(
-        f"+ at most {PER_DOCUMENT} chunks of a page ahead of other pages' (RAG_OFFLINE_EMBEDDER=off)"
+        f"+ at most {PER_DOCUMENT} chunks of a page ahead of other pages': lexical only "
+        "(RAG_OFFLINE_EMBEDDER=off)"
     ),
     "default": Variant(
         "+ hybrid: BM25 and the static dense model (WordLlama) fused by RRF: the default now",
@@ -232,14 +240,16 @@ VARIANTS: dict[str, Variant] = {
         settings={"store": "local"},
     ),
     "+dt": Variant(
-        "the lexical default + a <dt> with an id (an API signature, a glossary term) starts a section",
+        "the lexical default + a <dt> with an id (an API signature, a glossary term) starts "
+        "a section",
         parse=DT_PARSE,
     ),
     "cap=1": Variant(
         "the lexical default with at most 1 chunk of a page ahead of other pages'", per_document=1
     ),
     "k1=0.9,b=0.4": Variant(
-        "the lexical default with Anserini's passage-retrieval BM25 constants instead of 1.2 / 0.75",
+        "the lexical default with Anserini's passage-retrieval BM25 constants instead of "
+        "1.2 / 0.75",
         partial(LexicalEncoder, k1=0.9, b=0.4),
     ),
 }

@@ -18,13 +18,14 @@ from rag_async.metrics import ProcessMetricsServer
 from rag_async.providers.breaker import CircuitBreaker
 from rag_async.providers.llm import LLM, ExtractiveAnswerer, OpenAIChat, StreamTimeouts
 from rag_async.providers.parsing.isolated import ParserPool
-from rag_async.providers.retrieval import static_embedder
 from rag_async.providers.retrieval import (
     ChunkStore,
+    Embedder,
     LexicalEncoder,
     OpenAIEmbedder,
     Retriever,
     open_store,
+    static_embedder,
 )
 from rag_async.store.conversations import Conversations
 from rag_async.store.documents import DocumentRegistry
@@ -83,7 +84,7 @@ class Services(HoldsEnds):
             store = await open_store(settings)
             opened.push_async_callback(store.close)
             lexical = LexicalEncoder()
-            embedder = None
+            embedder: Embedder | None = None
             if settings.embed_model:
                 embed_client = _openai_client(
                     settings, http, settings.embed_base_url, settings.embed_api_key

@@ -49,7 +49,9 @@ async def open_store(settings: Settings) -> ChunkStore:
 
 
 def fusion_of(settings: Settings) -> Fusion:
-    return Fusion(lexical_weight=settings.rrf_lexical_weight, dense_weight=settings.rrf_dense_weight)
+    return Fusion(
+        lexical_weight=settings.rrf_lexical_weight, dense_weight=settings.rrf_dense_weight
+    )
 
 
 def store_folder(settings: Settings) -> Path:
