@@ -98,8 +98,8 @@ class StaticEmbedder:
             sums[filled] = np.add.reduceat(self._table[ids], starts, axis=0)
         # A text with no token at all (nothing but spaces) still needs a unit vector.
         sums[~filled, 0] = 1.0
-        norms = np.linalg.norm(sums, axis=1, keepdims=True)
-        return sums / np.maximum(norms, 1e-12)
+        sums /= np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
+        return sums
 
 
 def load_default() -> StaticEmbedder | None:
