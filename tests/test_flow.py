@@ -168,8 +168,7 @@ async def test_offline_providers_answer_from_the_documents(valkey: Any, tmp_path
         assert done.type == "done"
         assert "four minutes" in done.data["answer"] and "[1]" in done.data["answer"]
         assert done.data["providers"]["llm"].startswith("extractive (offline")
-        # Hybrid by default: BM25 and the static dense model shipped in the `dense` extra.
-        assert done.data["providers"]["retrieval"].startswith("hybrid: lexical-bm25 + wordllama")
+        assert done.data["providers"]["retrieval"].startswith("lexical")
 
 
 async def test_hybrid_retrieval_with_an_embeddings_model(
