@@ -60,6 +60,21 @@ def test_the_shipped_model_loads_and_encodes_with_no_network(tmp_path: Path) -> 
     assert not (tmp_path / ".cache").exists() and not (tmp_path / "xdg").exists()
 
 
+def test_without_the_package_retrieval_is_lexical() -> None:
+    # `None` in sys.modules is how Python blocks an import: as if wordllama were not installed.
+    code = (
+        "import sys\n"
+        "sys.modules['wordllama'] = None\n"
+        "from rag_async.providers.retrieval.static_embedder import load_default\n"
+        "print(load_default())\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.splitlines()[-1] == "None"
+    assert "rag-async[dense]" in result.stdout + result.stderr
+
+
 async def test_vectors_are_unit_length_and_near_for_synonyms() -> None:
     embedder = StaticEmbedder.load()
     car, automobile, tea = await embedder.embed(["car", "automobile", "green tea"])

@@ -14,7 +14,6 @@ download ever happens, and without the package retrieval stays lexical.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import itertools
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -30,11 +29,6 @@ MODEL = "l2_supercat"
 DIMENSION = 256
 # Texts encoded per call into the model: bounds the token vectors one call gathers.
 BATCH = 32
-
-
-def available() -> bool:
-    """Whether the package holding the weights is installed."""
-    return importlib.util.find_spec("wordllama") is not None
 
 
 class StaticEmbedder:
@@ -104,11 +98,12 @@ class StaticEmbedder:
 
 def load_default() -> StaticEmbedder | None:
     """The offline embedder, or None (lexical retrieval) when its package is missing."""
-    if not available():
+    try:
+        return StaticEmbedder.load()
+    except ImportError as error:
         log.info(
             "retrieval.lexical_only",
-            reason="the offline dense model is not installed",
+            reason=f"the offline dense model cannot be loaded ({error})",
             hint="pip install 'rag-async[dense]' for hybrid retrieval",
         )
         return None
-    return StaticEmbedder.load()
