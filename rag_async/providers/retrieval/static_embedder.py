@@ -3,8 +3,9 @@
 WordLlama's `l2_supercat` model (MIT) is a table of token vectors (256 dimensions) taken
 from a large language model's embedding layer and trained for similarity: a text's vector is
 the mean of its tokens' vectors. No transformer runs, so a passage costs about what
-tokenising it does and ingestion keeps its pace, yet words that share no letters ("sort" and
-"order", "missing file" and "FileNotFoundError") land near each other, which BM25 cannot do.
+tokenising it does and ingestion keeps its pace, yet texts that share no word ("stop my
+script" and "halt a running program", "vehicle" and "car") land near each other, which BM25
+cannot do.
 docs/benchmarks.md has the candidates measured and why this one.
 
 The weights and the tokenizer are files of the `wordllama` package (the `dense` extra): no
@@ -78,7 +79,8 @@ class StaticEmbedder:
 
     def _pool(self, texts: list[str]) -> np.ndarray[Any, Any]:
         # WordLlama's own `embed` pads every text to the batch's longest and averages under a
-        # mask: several times the memory and time of summing each text's tokens directly.
+        # mask, gathering a vector for every padding token too: summing each text's own
+        # tokens gives the same vectors without them.
         encodings = self._tokenizer.encode_batch(texts, add_special_tokens=False)
         lengths = np.array([len(encoding.ids) for encoding in encodings])
         ids = np.fromiter(
