@@ -75,6 +75,18 @@ def test_without_the_package_retrieval_is_lexical() -> None:
     assert "rag-async[dense]" in result.stdout + result.stderr
 
 
+def test_vectors_are_the_packages_own() -> None:
+    """Our pooling (no padding) gives the vectors WordLlama's own `embed` gives."""
+    import numpy as np
+    import wordllama
+
+    texts = ["How do I stop my script?", "Press Control-C. " * 200, "x"]
+    folder = Path(wordllama.__file__).parent
+    model = wordllama.WordLlama.load(dim=DIMENSION, cache_dir=folder, disable_download=True)
+    expected = model.embed(texts, norm=True)
+    assert np.allclose(StaticEmbedder.load().encode(texts), expected, atol=1e-5)
+
+
 async def test_vectors_are_unit_length_and_near_for_synonyms() -> None:
     embedder = StaticEmbedder.load()
     car, automobile, tea = await embedder.embed(["car", "automobile", "green tea"])

@@ -15,7 +15,6 @@ download ever happens, and without the package retrieval stays lexical.
 from __future__ import annotations
 
 import asyncio
-import itertools
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -79,21 +78,18 @@ class StaticEmbedder:
 
     def _pool(self, texts: list[str]) -> np.ndarray[Any, Any]:
         # WordLlama's own `embed` pads every text to the batch's longest and averages under a
-        # mask, gathering a vector for every padding token too: summing each text's own
-        # tokens gives the same vectors without them.
+        # mask, gathering a vector for every padding token too; a text's own tokens summed
+        # give the same vector without them (and a row-wise `np.add.reduceat` or a 0/1
+        # matrix product is slower than this loop: docs/benchmarks.md).
         encodings = self._tokenizer.encode_batch(texts, add_special_tokens=False)
-        lengths = np.array([len(encoding.ids) for encoding in encodings])
-        ids = np.fromiter(
-            itertools.chain.from_iterable(encoding.ids for encoding in encodings), dtype=np.int64
-        )
-        np.clip(ids, 0, len(self._table) - 1, out=ids)
         sums = np.zeros((len(texts), self._table.shape[1]), dtype=np.float32)
-        filled = lengths > 0
-        if ids.size:
-            starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))[filled]
-            sums[filled] = np.add.reduceat(self._table[ids], starts, axis=0)
-        # A text with no token at all (nothing but spaces) still needs a unit vector.
-        sums[~filled, 0] = 1.0
+        last = len(self._table) - 1
+        for row, encoding in enumerate(encodings):
+            if encoding.ids:
+                ids = np.minimum(np.asarray(encoding.ids, dtype=np.int64), last)
+                sums[row] = self._table[ids].sum(axis=0)
+            else:
+                sums[row, 0] = 1.0  # no token at all: it still needs a unit vector
         sums /= np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
         return sums
 
