@@ -232,8 +232,10 @@ class Settings(BaseSettings):
     # Without RAG_EMBED_MODEL, the dense half of hybrid retrieval is a static model shipped in
     # a package (retrieval/static_embedder.py, the `dense` extra); "off": lexical only.
     offline_embedder: Literal["static", "off"] = "static"
-    # Hybrid search fuses the lexical and the dense ranking by reciprocal rank; a branch's
-    # weight scales its ranks' share (docs/benchmarks.md has the weights measured).
+    # Hybrid search fuses the lexical and the dense ranking by Qdrant's weighted reciprocal
+    # rank: a chunk at rank r (from 0) of a list weighted w gets 1 / ((r + 1) / w + 1). A
+    # weight above 1 lifts what that list found over what only the other found; it barely
+    # reorders what both found (docs/benchmarks.md has weights measured).
     rrf_lexical_weight: float = Field(default=1.0, ge=0)
     rrf_dense_weight: float = Field(default=1.0, ge=0)
     # Results scoring below it are dropped. The score is BM25's for lexical retrieval and the

@@ -199,3 +199,52 @@ async def test_the_worker_default_is_hybrid_and_can_be_turned_off(
         assert ("embedding" in stages) == (kind == "hybrid")
         assert ("embedding" in done.data["timings"]) == (kind == "hybrid")
         assert "four minutes" in done.data["answer"]
+
+
+def _rrf(rank: int, weight: float, k: int = 2) -> float:
+    """Qdrant's weighted reciprocal rank fusion: the share of a list's `rank`th (from 0)."""
+    return 1 / ((rank + 1) / weight + k - 1)
+
+
+@pytest.mark.parametrize("store", ["edge", "local"])
+@pytest.mark.parametrize(("lexical_weight", "dense_weight"), [(3.0, 1.0), (1.0, 3.0)])
+async def test_fusion_weights_reach_the_engine(
+    tmp_path: Path, store: str, lexical_weight: float, dense_weight: float
+) -> None:
+    # "water" is a word of the tea passage, "engine" of the car's: BM25 ranks tea before
+    # car, the dense model car before tea, and equal weights tie them. The weights decide,
+    # the way Qdrant's weighted RRF scores (each backend alike).
+    question = "water for the engine"
+    settings = _settings(tmp_path, store=store)
+    chunks = await open_store(settings)
+    try:
+        retriever = await Retriever.open(chunks, settings, per_document=None)
+        await _index(retriever)
+        assert [s.document_id for s in await retriever.search(question, 4)] == ["tea", "car"]
+    finally:
+        await chunks.close()
+    embedder = StaticEmbedder.load()
+    query, tea, car = embedder.encode(
+        [question, *(f"{t}\n\n{x}" for t, x in (PASSAGES["tea"], PASSAGES["car"]))]
+    )
+    assert sum(q * c for q, c in zip(query, car, strict=True)) > sum(
+        q * t for q, t in zip(query, tea, strict=True)
+    )
+    tea_score = _rrf(0, lexical_weight) + _rrf(1, dense_weight)
+    car_score = _rrf(1, lexical_weight) + _rrf(0, dense_weight)
+    expected = ["tea", "car"] if tea_score > car_score else ["car", "tea"]
+
+    settings = _settings(
+        tmp_path / "weighted",
+        store=store,
+        rrf_lexical_weight=lexical_weight,
+        rrf_dense_weight=dense_weight,
+    )
+    chunks = await open_store(settings)
+    try:
+        retriever = await Retriever.open(chunks, settings, embedder=embedder, per_document=None)
+        await _index(retriever)
+        found = await retriever.search(question, 2)
+        assert [source.document_id for source in found] == expected
+    finally:
+        await chunks.close()

@@ -49,8 +49,9 @@ _POINT_NAMESPACE = uuid.UUID("6f1f7a8e-43b1-5c0e-9d1a-2b7c3f0d5e41")
 
 @dataclass(frozen=True, slots=True)
 class Fusion:
-    """How a hybrid search merges its lexical and dense candidate lists: reciprocal rank
-    fusion, each list's ranks weighted (a weight of 2 counts a list's rank r as r/2)."""
+    """How a hybrid search merges its lexical and dense candidate lists: Qdrant's weighted
+    reciprocal rank fusion, where a chunk at rank r (from 0) of a list of weight w scores
+    1 / ((r + 1) / w + k - 1), summed over the lists."""
 
     lexical_weight: float = 1.0
     dense_weight: float = 1.0
