@@ -19,7 +19,7 @@ from rag_async.providers.retrieval import LexicalEncoder, Retriever, open_store
 from rag_async.providers.retrieval.static_embedder import DIMENSION, StaticEmbedder
 from tests.conftest import ingest, running_stack
 
-# Passages none of whose words a question below uses: only meaning connects them.
+# The vocabulary-gap questions below share no word with the passage that answers them.
 PASSAGES = {
     "tea": ("Tea", "Steep black tea for four minutes in water that has just boiled."),
     "car": ("Car care", "Change the engine oil of your car every ten thousand kilometres."),
