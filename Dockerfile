@@ -12,7 +12,7 @@ ENV PYTHONUNBUFFERED=1 \
 COPY pyproject.toml README.md /tmp/src/
 COPY rag_async /tmp/src/rag_async
 COPY workers /tmp/src/workers
-RUN pip install /tmp/src && rm -rf /tmp/src
+RUN pip install "/tmp/src[dense]" && rm -rf /tmp/src
 COPY web /opt/rag-async/web
 ENV RAG_WEB_DIR=/opt/rag-async/web
 

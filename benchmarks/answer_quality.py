@@ -43,6 +43,7 @@ from rag_async.domain.sources import Source  # noqa: E402
 from rag_async.local.demo_corpus import demo_documents  # noqa: E402
 from rag_async.providers.llm import ExtractiveAnswerer  # noqa: E402
 from rag_async.providers.retrieval import LexicalEncoder, Retriever, open_store  # noqa: E402
+from rag_async.providers.retrieval.static_embedder import load_default  # noqa: E402
 
 QUESTIONS = Path(__file__).with_name("answer_questions.jsonl")
 CORPORA = ("demo", "python-docs")
@@ -133,7 +134,10 @@ async def run_corpus(
         store = await open_store(settings)
         try:
             lexical = LexicalEncoder()
-            retriever = await Retriever.open(store, settings, lexical=lexical)
+            # As a worker retrieves: hybrid with the offline dense model unless
+            # RAG_OFFLINE_EMBEDDER=off (or its package is missing).
+            embedder = load_default() if settings.offline_embedder == "static" else None
+            retriever = await Retriever.open(store, settings, lexical=lexical, embedder=embedder)
             started = time.perf_counter()
             for document_id, title, text in documents:
                 await retriever.index(document_id, title, document_id, text)

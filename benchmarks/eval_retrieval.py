@@ -46,9 +46,17 @@ from rag_async.client.evaluation.scoring import mrr_at, rank_of, ranked_document
 from rag_async.config import Settings  # noqa: E402
 from rag_async.providers.parsing import ParsedDocument  # noqa: E402
 from rag_async.providers.parsing.html import parse_html  # noqa: E402
-from rag_async.providers.retrieval import Chunk, LexicalEncoder, Retriever, chunk_text, open_store  # noqa: E402
+from rag_async.providers.retrieval import (  # noqa: E402
+    Chunk,
+    Embedder,
+    LexicalEncoder,
+    Retriever,
+    chunk_text,
+    open_store,
+)
 from rag_async.providers.retrieval.lexical import STOPWORDS  # noqa: E402
 from rag_async.providers.retrieval.retriever import PER_DOCUMENT, ProgressCallback  # noqa: E402
+from rag_async.providers.retrieval.static_embedder import StaticEmbedder  # noqa: E402
 from rag_async.providers.retrieval.store import DEFAULT_COLLECTION  # noqa: E402
 
 DOCS = Path("/usr/share/doc/python3.11/html")
@@ -171,6 +179,7 @@ class Variant:
     settings: dict[str, object] = field(default_factory=dict)
     parse: ParseOptions = NEW_PARSE
     per_document: int | None = PER_DOCUMENT
+    embedder: Callable[[], Embedder] | None = None
 
 
 _WORDS = {"chunk_tokens": 120, "chunk_overlap": 24}
@@ -216,22 +225,34 @@ VARIANTS: dict[str, Variant] = {
         "+ HTML blocks that are mostly link text dropped as navigation",
         per_document=None,
     ),
+    "lexical": Variant(
+        f"+ at most {PER_DOCUMENT} chunks of a page ahead of other pages': lexical only "
+        "(RAG_OFFLINE_EMBEDDER=off)"
+    ),
     "default": Variant(
-        f"+ at most {PER_DOCUMENT} chunks of a page ahead of other pages': the default now"
+        "+ hybrid: BM25 and the static dense model (WordLlama) fused by RRF: the default now",
+        embedder=StaticEmbedder.load,
+    ),
+    "dense-half": Variant(
+        "the default with the dense ranking weighted 0.5 (RAG_RRF_DENSE_WEIGHT=0.5)",
+        settings={"rrf_dense_weight": 0.5},
+        embedder=StaticEmbedder.load,
     ),
     "local-mode": Variant(
-        "the default on qdrant-client's local mode (the embedded store before Qdrant Edge)",
+        "the lexical default on qdrant-client's local mode (the embedded store before Edge)",
         settings={"store": "local"},
     ),
     "+dt": Variant(
-        "the default + a <dt> with an id (an API signature, a glossary term) starts a section",
+        "the lexical default + a <dt> with an id (an API signature, a glossary term) starts "
+        "a section",
         parse=DT_PARSE,
     ),
     "cap=1": Variant(
-        "the default with at most 1 chunk of a page ahead of other pages'", per_document=1
+        "the lexical default with at most 1 chunk of a page ahead of other pages'", per_document=1
     ),
     "k1=0.9,b=0.4": Variant(
-        "the default with Anserini's passage-retrieval BM25 constants instead of 1.2 / 0.75",
+        "the lexical default with Anserini's passage-retrieval BM25 constants instead of "
+        "1.2 / 0.75",
         partial(LexicalEncoder, k1=0.9, b=0.4),
     ),
 }
@@ -298,7 +319,11 @@ async def evaluate(
         store = await open_store(settings)
         try:
             retriever = await variant.retriever.open(
-                store, settings, lexical=variant.encoder(), per_document=variant.per_document
+                store,
+                settings,
+                lexical=variant.encoder(),
+                embedder=variant.embedder() if variant.embedder else None,
+                per_document=variant.per_document,
             )
             started = time.perf_counter()
             chunks = 0

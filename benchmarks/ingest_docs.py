@@ -5,7 +5,8 @@ local mode, the store before it).
 
 Valkey, the API and one worker run as processes (harness.py); the pages are uploaded and
 followed to the end the way `rag-async ingest` does it (one upload per file, 16 in flight),
-offline: lexical retrieval, embedded Qdrant. Reported: pages/s and chunks/s from the first
+offline: hybrid retrieval with the static dense model (`--offline-embedder off`: lexical),
+embedded Qdrant. Reported: pages/s and chunks/s from the first
 upload to the last job's end, the worker's RSS after startup and its peak (VmHWM); the
 retrieval stage of the 100 questions of retrieval_questions.jsonl asked one at a time, as
 the worker times it (the job's `timings.retrieval`: encoding the query and the search); then the
@@ -39,9 +40,13 @@ BIG_BYTES = 4_500_000  # under the default 5 MB document limit
 
 
 def ingest(
-    files: Sequence[Found | Path], store: str = "edge", questions: Sequence[str] = ()
+    files: Sequence[Found | Path],
+    store: str = "edge",
+    questions: Sequence[str] = (),
+    offline_embedder: str = "static",
 ) -> None:
     env = {"RAG_DEMO_CORPUS": "false", "RAG_LOG_LEVEL": "WARNING", "RAG_STORE": store}
+    env["RAG_OFFLINE_EMBEDDER"] = offline_embedder
     with services(ttft=0.0, tokens=1, tps=0, corpus=None, env=env) as svc:
         worker = svc.workers[0].pid
         idle = rss_mib(worker, "VmRSS")
@@ -52,7 +57,7 @@ def ingest(
         elapsed = time.perf_counter() - started
         cpu = {name: svc.cpu()[name] - cpu_before[name] for name in ("api", "worker", "valkey")}
         peak, end = rss_mib(worker, "VmHWM"), rss_mib(worker, "VmRSS")
-        searches = retrieval_times(svc.api_url, questions)
+        searches, encodings = retrieval_times(svc.api_url, questions)
     paths = [file.path if isinstance(file, Found) else file for file in files]
     size = sum(path.stat().st_size for path in paths) / 1e6
     print(f"  {len(files)} files, {size:.1f} MB, {chunks} chunks in {elapsed:.1f} s")
@@ -64,13 +69,17 @@ def ingest(
         print(
             f"  retrieval in the worker, {len(searches)} questions: p50 {p50:.2f}, p99 {p99:.2f} ms"
         )
+    if encodings:
+        p50, p99 = (percentile(encodings, q) * 1000 for q in (50, 99))
+        print(f"  query encoding (the embedding stage): p50 {p50:.2f}, p99 {p99:.2f} ms")
     for failure in failures:
         print(f"  FAILED {failure}")
 
 
-def retrieval_times(api_url: str, questions: Sequence[str]) -> list[float]:
-    """Each question asked and answered in turn; the worker's own retrieval time for each."""
-    times = []
+def retrieval_times(api_url: str, questions: Sequence[str]) -> tuple[list[float], list[float]]:
+    """Each question asked and answered in turn; the worker's own retrieval time for each,
+    and its query encoding's (the embedding stage, when there is a dense model)."""
+    times, encodings = [], []
     with httpx.Client(base_url=api_url, timeout=60) as http:
         for question in questions:
             job_id = (
@@ -81,7 +90,9 @@ def retrieval_times(api_url: str, questions: Sequence[str]) -> list[float]:
                     pass  # to the stream's end: the job is over
             view = http.get(f"/jobs/{job_id}").raise_for_status().json()
             times.append(view["timings"]["retrieval"])
-    return times
+            if "embedding" in view["timings"]:
+                encodings.append(view["timings"]["embedding"])
+    return times, encodings
 
 
 def big_document(root: Path, folder: Path) -> Path:
@@ -148,6 +159,12 @@ def main() -> None:
     parser.add_argument("--docs", type=Path, default=DOCS)
     parser.add_argument("--no-big", action="store_true", help="skip the one-big-document run")
     parser.add_argument("--store", choices=["edge", "local"], action="append")
+    parser.add_argument(
+        "--offline-embedder",
+        choices=["static", "off"],
+        default="static",
+        help="hybrid with the static dense model (the default), or lexical only",
+    )
     args = parser.parse_args()
     if not args.docs.is_dir():
         raise SystemExit(f"{args.docs}: not found (Debian: apt-get install python3.11-doc)")
@@ -158,8 +175,11 @@ def main() -> None:
         if line.strip()
     ]
     for store in args.store or ["edge", "local"]:
-        print(f"== the Python 3.11 docs: {len(files)} HTML pages, one worker, store: {store}")
-        ingest(files, store, questions)
+        print(
+            f"== the Python 3.11 docs: {len(files)} HTML pages, one worker, store: {store}, "
+            f"offline embedder: {args.offline_embedder}"
+        )
+        ingest(files, store, questions, args.offline_embedder)
     if not args.no_big:
         with tempfile.TemporaryDirectory(prefix="rag-big-") as tmp:
             big = big_document(args.docs, Path(tmp))

@@ -233,6 +233,18 @@ class Settings(BaseSettings):
     embed_model: str | None = None
     embed_base_url: str | None = None
     embed_api_key: SecretStr | None = None
+    # Without RAG_EMBED_MODEL, the dense half of hybrid retrieval is a static model shipped in
+    # a package (retrieval/static_embedder.py, the `dense` extra); "off": lexical only.
+    offline_embedder: Literal["static", "off"] = "static"
+    # Hybrid search fuses the lexical and the dense ranking by Qdrant's weighted reciprocal
+    # rank: a chunk at rank r (from 0) of a list weighted w gets 1 / ((r + 1) / w + 1). A
+    # weight above 1 lifts what that list found over what only the other found; it barely
+    # reorders what both found (docs/benchmarks.md has weights measured).
+    rrf_lexical_weight: float = Field(default=1.0, ge=0)
+    rrf_dense_weight: float = Field(default=1.0, ge=0)
+    # Results scoring below it are dropped. The score is BM25's for lexical retrieval and the
+    # fused reciprocal-rank score (at most the sum of the weights, over k + 1) for hybrid.
+    score_threshold: float | None = Field(default=None, ge=0)
 
     # Generation. With neither a base URL nor a key, the offline extractive answerer runs.
     llm_base_url: str | None = None

@@ -66,6 +66,10 @@ def make_settings(valkey: EmbeddedValkey, data_dir: Path, **overrides: Any) -> S
         "key_prefix": f"t{secrets.token_hex(4)}:",
         "worker_poll_delay": 0.01,
         "demo_corpus": False,
+        # Lexical retrieval, which these tests' expectations were written against (sources,
+        # stages, timings); the default, hybrid with the offline dense model, is tested in
+        # test_dense.py by asking for it.
+        "offline_embedder": "off",
         **overrides,
     }
     return Settings(_env_file=None, **values)
@@ -188,6 +192,7 @@ def cli_env(settings: Settings, **extra: str) -> dict[str, str]:
             "RAG_LLM_BASE_URL": settings.llm_base_url or "",
             "RAG_LLM_API_KEY": key.get_secret_value() if (key := settings.llm_api_key) else "",
             "RAG_DEMO_CORPUS": "false",
+            "RAG_OFFLINE_EMBEDDER": settings.offline_embedder,
             "PYTHONUNBUFFERED": "1",
         }
     )

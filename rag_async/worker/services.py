@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 from contextlib import AsyncExitStack
@@ -19,10 +20,12 @@ from rag_async.providers.llm import LLM, ExtractiveAnswerer, OpenAIChat, StreamT
 from rag_async.providers.parsing.isolated import ParserPool
 from rag_async.providers.retrieval import (
     ChunkStore,
+    Embedder,
     LexicalEncoder,
     OpenAIEmbedder,
     Retriever,
     open_store,
+    static_embedder,
 )
 from rag_async.store.conversations import Conversations
 from rag_async.store.documents import DocumentRegistry
@@ -81,13 +84,22 @@ class Services(HoldsEnds):
             store = await open_store(settings)
             opened.push_async_callback(store.close)
             lexical = LexicalEncoder()
-            embedder = None
+            embedder: Embedder | None = None
             if settings.embed_model:
                 embed_client = _openai_client(
                     settings, http, settings.embed_base_url, settings.embed_api_key
                 )
                 embedder = OpenAIEmbedder(embed_client, settings.embed_model)
-            retriever = await Retriever.open(store, settings, lexical=lexical, embedder=embedder)
+            elif settings.offline_embedder == "static":
+                # Reads the model's files: a blocking quarter of a second, off the loop.
+                embedder = await asyncio.to_thread(static_embedder.load_default)
+            retriever = await Retriever.open(
+                store,
+                settings,
+                lexical=lexical,
+                embedder=embedder,
+                dense_optional=not settings.embed_model,
+            )
             keys = Keys(settings.key_prefix)
             worker = worker_name()
             ends = Ends.open(redis, keys, settings)

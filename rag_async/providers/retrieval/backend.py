@@ -20,7 +20,7 @@ from rag_async.config import Settings
 from rag_async.datadir import private_folder
 from rag_async.domain.errors import ConfigurationError
 from rag_async.providers.retrieval.qdrant_store import QdrantChunkStore, open_qdrant
-from rag_async.providers.retrieval.store import ChunkStore
+from rag_async.providers.retrieval.store import ChunkStore, Fusion
 
 log = structlog.get_logger(__name__)
 
@@ -36,22 +36,29 @@ _LOCAL_MARKER = "meta.json"
 
 async def open_store(settings: Settings) -> ChunkStore:
     """The chunk store `settings` describe; call `ensure_collection` before using it."""
+    fusion = fusion_of(settings)
     if settings.qdrant_url:
-        return QdrantChunkStore(await open_qdrant(settings), settings.collection)
+        return QdrantChunkStore(await open_qdrant(settings), settings.collection, fusion)
     folder = store_folder(settings)
     if settings.store == "edge":
-        return await _open_edge(folder, settings.collection)
+        return await _open_edge(folder, settings.collection, fusion)
     check_format(folder, "local")
-    store = QdrantChunkStore(await open_qdrant(settings), settings.collection)
+    store = QdrantChunkStore(await open_qdrant(settings), settings.collection, fusion)
     write_format(folder, "local")
     return store
+
+
+def fusion_of(settings: Settings) -> Fusion:
+    return Fusion(
+        lexical_weight=settings.rrf_lexical_weight, dense_weight=settings.rrf_dense_weight
+    )
 
 
 def store_folder(settings: Settings) -> Path:
     return private_folder(settings.data_dir) / "qdrant"
 
 
-async def _open_edge(folder: Path, collection: str) -> ChunkStore:
+async def _open_edge(folder: Path, collection: str, fusion: Fusion) -> ChunkStore:
     try:
         from rag_async.providers.retrieval import migration
         from rag_async.providers.retrieval.edge_store import EdgeChunkStore
@@ -66,7 +73,7 @@ async def _open_edge(folder: Path, collection: str) -> ChunkStore:
         await _migrate(folder)
     check_format(folder, "edge")
     write_format(folder, "edge")
-    return EdgeChunkStore(folder / migration.EDGE_SHARDS, collection)
+    return EdgeChunkStore(folder / migration.EDGE_SHARDS, collection, fusion)
 
 
 async def _migrate(folder: Path) -> None:

@@ -45,6 +45,7 @@ from rag_async.providers.retrieval.store import (
     LEXICAL_VECTOR,
     PREFETCH_FACTOR,
     ChunkPoint,
+    Fusion,
     chunk_points,
     count_probes,
     point_id,
@@ -55,9 +56,6 @@ T = TypeVar("T")
 
 log = structlog.get_logger(__name__)
 
-# The reciprocal-rank-fusion constant of Qdrant's server and of qdrant-client's local mode.
-# Edge has no default: hybrid results match the other backends only with the same one.
-RRF_K = 2
 # Sparse indices are u32 in the engine.
 _MAX_INDEX = 2**32
 # IDF over the points a filter matches, and an empty filter matches every live point: deleted
@@ -102,9 +100,10 @@ def edge_call(call: Callable[..., T], *args: Any) -> T:
 class EdgeChunkStore:
     """A `ChunkStore` in a Qdrant Edge shard at `folder / collection`."""
 
-    def __init__(self, folder: Path, collection: str) -> None:
+    def __init__(self, folder: Path, collection: str, fusion: Fusion | None = None) -> None:
         self._path = folder / collection
         self._collection = collection
+        self._fusion = fusion or Fusion()
         self._shard: edge.EdgeShard | None = None
         self._flushed_at = -math.inf
         self._attribute_indexes = AttributeIndexes()
@@ -132,7 +131,10 @@ class EdgeChunkStore:
             },
         )
         if (self._path / "segments").exists():
-            self._shard = self._open(lambda: edge.EdgeShard.load(str(self._path), config))
+            # Lexical search works on any shard of ours, dense vectors or not: without an
+            # embedder the shard opens with the configuration it was created with.
+            stored = config if dense_dim else None
+            self._shard = self._open(lambda: edge.EdgeShard.load(str(self._path), stored))
             return
         self._shard = self._open(lambda: edge.EdgeShard.create(str(self._path), config))
         for field, schema in (
@@ -286,7 +288,9 @@ class EdgeChunkStore:
             request = edge.QueryRequest(
                 limit=limit,
                 # The stub types `query` as `Fusion`, whose variants are its nested classes.
-                query=edge.Fusion.Rrf(k=RRF_K),  # type: ignore[arg-type]
+                query=edge.Fusion.Rrf(  # type: ignore[arg-type]
+                    k=self._fusion.k, weights=self._fusion.weights(bool(sparse.indices))
+                ),
                 prefetches=prefetches,
                 with_payload=True,
             )

@@ -1,6 +1,7 @@
 """Dense embedders: one small protocol, and an OpenAI-compatible implementation.
 
-Without an embedder, retrieval is lexical only (see `lexical`); with one, it is hybrid.
+Without an embedder, retrieval is lexical only (see `lexical`); with one, it is hybrid. With
+no embeddings model configured, the worker uses the offline one (`static_embedder`).
 """
 
 from __future__ import annotations

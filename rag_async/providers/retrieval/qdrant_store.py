@@ -24,6 +24,7 @@ from rag_async.providers.retrieval.store import (
     INDEX_BATCH,
     LEXICAL_VECTOR,
     PREFETCH_FACTOR,
+    Fusion,
     chunk_points,
     count_probes,
     point_id,
@@ -64,9 +65,12 @@ async def open_qdrant(settings: Settings) -> AsyncQdrantClient:
 class QdrantChunkStore:
     """A `ChunkStore` in one Qdrant collection, through qdrant-client."""
 
-    def __init__(self, client: AsyncQdrantClient, collection: str) -> None:
+    def __init__(
+        self, client: AsyncQdrantClient, collection: str, fusion: Fusion | None = None
+    ) -> None:
         self._client = client
         self._collection = collection
+        self._fusion = fusion or Fusion()
         # Embedded Qdrant checks a filter point by point in Python (docs/benchmarks.md has its
         # cost). This process is its only user, so it can know which collections the store
         # holds, and skip the filter when there is only the one asked for. With a server,
@@ -269,7 +273,7 @@ class QdrantChunkStore:
             response = await self._client.query_points(
                 self._collection,
                 prefetch=_hybrid_prefetch(sparse, dense, limit * PREFETCH_FACTOR, where),
-                query=models.FusionQuery(fusion=models.Fusion.RRF),
+                query=_fusion_query(self._fusion, bool(sparse.indices)),
                 limit=limit,
             )
         return [
@@ -337,3 +341,11 @@ def _hybrid_prefetch(
             models.Prefetch(query=sparse, using=LEXICAL_VECTOR, limit=candidates, filter=where)
         )
     return prefetch
+
+
+def _fusion_query(fusion: Fusion, with_lexical: bool) -> models.Query:
+    """Plain RRF when the fusion is the default one, which every Qdrant server since hybrid
+    queries understands; weighted RRF (a newer server's) only when weights were set."""
+    if fusion == Fusion():
+        return models.FusionQuery(fusion=models.Fusion.RRF)
+    return models.RrfQuery(rrf=models.Rrf(k=fusion.k, weights=fusion.weights(with_lexical)))

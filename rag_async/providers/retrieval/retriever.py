@@ -6,9 +6,11 @@ import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+import structlog
 from qdrant_client import models
 
 from rag_async.config import Settings
+from rag_async.domain.errors import ConfigurationError
 from rag_async.domain.filters import AttributeValue, Filter
 from rag_async.domain.sources import Source
 from rag_async.providers.parsing.chunking import DEFAULT_MAX_CHARS, Chunk, Chunking, chunk_document
@@ -21,6 +23,8 @@ from rag_async.providers.retrieval.store import (
     ChunkStore,
     citation_heading,
 )
+
+log = structlog.get_logger(__name__)
 
 ProgressCallback = Callable[[str, int, int], Awaitable[None]]
 
@@ -72,8 +76,12 @@ class Retriever:
         per_document: int | None = PER_DOCUMENT,
         max_chunks: int | None = None,
         chunk_max_chars: int = DEFAULT_MAX_CHARS,
+        dense_optional: bool = False,
+        score_threshold: float | None = None,
     ) -> None:
         self._store = store
+        self._dense_optional = dense_optional
+        self.score_threshold = score_threshold
         self._per_document = per_document
         self._lexical = lexical
         self._embedder = embedder
@@ -88,9 +96,11 @@ class Retriever:
         lexical: LexicalEncoder | None = None,
         embedder: Embedder | None = None,
         per_document: int | None = PER_DOCUMENT,
+        dense_optional: bool = False,
     ) -> Retriever:
         """The retriever `settings` describe over `store`, its collection created if
-        missing."""
+        missing. A `dense_optional` embedder (the offline default, not one the user asked
+        for) is dropped, with a warning, for a collection created without dense vectors."""
         retriever = cls(
             store,
             lexical or LexicalEncoder(),
@@ -100,6 +110,8 @@ class Retriever:
             per_document=per_document,
             max_chunks=settings.max_chunks,
             chunk_max_chars=settings.chunk_max_chars,
+            dense_optional=dense_optional,
+            score_threshold=settings.score_threshold,
         )
         await retriever.ensure_collection()
         return retriever
@@ -125,7 +137,22 @@ class Retriever:
         dense_dim = None
         if self._embedder is not None:
             dense_dim = len((await self._embedder.embed([_DIMENSION_PROBE]))[0])
-        await self._store.ensure_collection(dense_dim)
+        try:
+            await self._store.ensure_collection(dense_dim)
+        except ConfigurationError:
+            if dense_dim is None or not self._dense_optional:
+                raise
+            # A store written before hybrid was the default: it keeps answering, lexically,
+            # rather than stop the worker over a model nobody configured.
+            log.warning(
+                "retrieval.lexical_only",
+                reason="the collection was created without dense vectors",
+                hint="for hybrid retrieval, ingest the documents into a new collection "
+                "(RAG_COLLECTION) or data folder (RAG_DATA_DIR); RAG_OFFLINE_EMBEDDER=off "
+                "silences this",
+            )
+            self._embedder = None
+            await self._store.ensure_collection(None)
 
     @property
     def embeds_queries(self) -> bool:
@@ -159,13 +186,17 @@ class Retriever:
         # corpus and blocking every other job meanwhile (docs/benchmarks.md has both ends).
         # Its state is not safe to use from a thread pool either.
         if self._per_document is None:
-            return await self._store.search(
+            found = await self._store.search(
                 sparse, dense, top_k, collection=collection, filters=filters
             )
-        candidates = await self._store.search(
-            sparse, dense, top_k * DIVERSITY_DEPTH, collection=collection, filters=filters
-        )
-        return diversify(candidates, top_k, self._per_document)
+        else:
+            candidates = await self._store.search(
+                sparse, dense, top_k * DIVERSITY_DEPTH, collection=collection, filters=filters
+            )
+            found = diversify(candidates, top_k, self._per_document)
+        if self.score_threshold is None:
+            return found
+        return [source for source in found if source.score >= self.score_threshold]
 
     async def index(
         self,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
 from qdrant_client import models
@@ -37,10 +38,31 @@ INDEX_BATCH = 256
 # chunk ranked well by one branch only still gets its chance.
 PREFETCH_FACTOR = 4
 
+# The reciprocal-rank-fusion constant of Qdrant's server and of qdrant-client's local mode,
+# given to every backend: Edge has no default, and hybrid results are the same everywhere
+# only with the same one.
+RRF_K = 2
+
 # The collection of documents ingested without one.
 DEFAULT_COLLECTION = "default"
 
 _POINT_NAMESPACE = uuid.UUID("6f1f7a8e-43b1-5c0e-9d1a-2b7c3f0d5e41")
+
+
+@dataclass(frozen=True, slots=True)
+class Fusion:
+    """How a hybrid search merges its lexical and dense candidate lists: Qdrant's weighted
+    reciprocal rank fusion, where a chunk at rank r (from 0) of a list of weight w scores
+    1 / ((r + 1) / w + k - 1), summed over the lists."""
+
+    lexical_weight: float = 1.0
+    dense_weight: float = 1.0
+    k: int = RRF_K
+
+    def weights(self, with_lexical: bool) -> list[float]:
+        """The weights of the prefetches in the order every backend sends them: dense first,
+        then lexical unless the query was only stopwords."""
+        return [self.dense_weight, self.lexical_weight] if with_lexical else [self.dense_weight]
 
 
 class ChunkStore(Protocol):
