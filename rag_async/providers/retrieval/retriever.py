@@ -172,11 +172,13 @@ class Retriever:
         dense: list[float] | None = None,
         collection: str | None = DEFAULT_COLLECTION,
         filters: Filter | None = None,
+        score_threshold: float | None = None,
     ) -> list[Source]:
         """The `top_k` best chunks of `collection` for `query` (None searches every
         collection) among those whose document's attributes match `filters`, at most
-        `per_document` of one document ahead of the others (see `diversify`); pass `dense` if
-        `embed_query` already ran."""
+        `per_document` of one document ahead of the others (see `diversify`), none scoring
+        under `score_threshold` (None: the retriever's own, RAG_SCORE_THRESHOLD); pass `dense`
+        if `embed_query` already ran."""
         sparse = self._lexical.query(query)  # a handful of terms: cheap enough for the loop
         if dense is None:
             dense = await self.embed_query(query)
@@ -194,9 +196,8 @@ class Retriever:
                 sparse, dense, top_k * DIVERSITY_DEPTH, collection=collection, filters=filters
             )
             found = diversify(candidates, top_k, self._per_document)
-        if self.score_threshold is None:
-            return found
-        return [source for source in found if source.score >= self.score_threshold]
+        threshold = self.score_threshold if score_threshold is None else score_threshold
+        return found if threshold is None else above(found, threshold)
 
     async def index(
         self,
@@ -333,6 +334,12 @@ class Retriever:
         # middle of a section about exceptions often never says "exception", yet is about one.
         # The stored and cited text stays the chunk itself.
         return [f"{citation_heading(title, c.heading) or ''}\n\n{c.text}" for c in chunks]
+
+
+def above(sources: Sequence[Source], threshold: float) -> list[Source]:
+    """The sources scoring at least `threshold`, in their order, numbered 1..n again."""
+    kept = [source for source in sources if source.score >= threshold]
+    return [source.model_copy(update={"n": n}) for n, source in enumerate(kept, start=1)]
 
 
 def diversify(sources: Sequence[Source], top_k: int, per_document: int) -> list[Source]:

@@ -5,7 +5,7 @@ passages bounded, each step's time in the job's timings."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from rag_async.domain.filters import Filter
@@ -19,7 +19,7 @@ from rag_async.worker.services import Services
 @dataclass(frozen=True, slots=True)
 class Lookup:
     """What to look for, and where: the query, the stored collection name, how many sources,
-    the lowest score kept (none: every one of the `top_k`), and which documents' chunks
+    the lowest score kept (none: RAG_SCORE_THRESHOLD's, if set), and which documents' chunks
     (`filters` on their attributes; none: all)."""
 
     query: str
@@ -46,20 +46,13 @@ async def retrieve(run: Run, lookup: Lookup) -> list[Source]:
         dense=dense,
         collection=lookup.collection,
         filters=lookup.filters,
+        score_threshold=lookup.score_threshold,
     )
     found = await guarded(breakers["qdrant"], qdrant_call(search))
-    if lookup.score_threshold is not None:
-        found = above(found, lookup.score_threshold)
     # One bound for every copy of a passage: the record, the event, the stream, the prompt.
     sources = clip_sources(found, services.settings.max_source_chars)
     run.lap("retrieval", since)
     return sources
-
-
-def above(sources: Sequence[Source], threshold: float) -> list[Source]:
-    """The sources scoring at least `threshold`, in their order, numbered 1..n again."""
-    kept = [source for source in sources if source.score >= threshold]
-    return [source.model_copy(update={"n": n}) for n, source in enumerate(kept, start=1)]
 
 
 def first_stage(services: Services) -> str:
