@@ -207,12 +207,18 @@ def _event_id(stream_id: bytes | str) -> int:
 # events published meanwhile were missed, so each follower re-reads the log.
 RESYNC = LoggedEvent(-1, b"")
 
+# How long a channel that lost its last follower stays subscribed: the channels let go meanwhile
+# leave together, in one UNSUBSCRIBE, rather than one round trip each (a stream's end is every
+# answer's), and a follower that comes back meanwhile (a reconnect) needs no SUBSCRIBE.
+UNSUBSCRIBE_DELAY = 0.5
+
 
 class LiveHub:
     """One pub/sub connection shared by every SSE client of this process.
 
     `subscribe(job_id)` yields a queue of `LoggedEvent`s published for that job from the moment
-    Redis confirmed the subscription, so a replay done afterwards cannot miss anything.
+    Redis confirmed the subscription, so a replay done afterwards cannot miss anything. A
+    channel without followers is let go with the others let go within `UNSUBSCRIBE_DELAY`.
 
     The connection is the hub's own, outside `redis`'s pool and without its health check
     (`redis_pool.pubsub_pool`), so a SUBSCRIBE from a request task only writes to it and the
@@ -227,12 +233,16 @@ class LiveHub:
         self._confirmations: dict[str, asyncio.Future[None]] = {}
         self._reader: asyncio.Task[None] | None = None
         self._subscription_lock = asyncio.Lock()
+        # Channels still subscribed that have no followers, and the task that lets them go.
+        self._idle: set[str] = set()
+        self._sweeper: asyncio.Task[None] | None = None
 
     async def close(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
+        for task in (self._reader, self._sweeper):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         with contextlib.suppress(Exception):
             await self._pubsub.aclose()  # type: ignore[no-untyped-call]
         await self._pool.aclose()
@@ -245,13 +255,14 @@ class LiveHub:
             async with self._subscription_lock:
                 followers = self._queues.setdefault(channel, set())
                 followers.add(queue)
-                if len(followers) == 1:
+                if len(followers) > 1 or channel in self._idle:
+                    self._idle.discard(channel)  # still subscribed: nothing to ask Redis
+                    confirmed = self._confirmations.get(channel) or _done_future()
+                else:
                     confirmed = asyncio.get_running_loop().create_future()
                     self._confirmations[channel] = confirmed
                     await self._pubsub.subscribe(channel)
                     self._ensure_reader()
-                else:
-                    confirmed = self._confirmations.get(channel) or _done_future()
             await asyncio.wait_for(asyncio.shield(confirmed), timeout=5.0)
             yield queue
         finally:
@@ -263,12 +274,23 @@ class LiveHub:
             if followers is None:
                 return
             followers.discard(queue)
-            if followers:
-                return
-            del self._queues[channel]
-            self._confirmations.pop(channel, None)
-            with contextlib.suppress(RedisConnectionError, RedisTimeoutError):
-                await self._pubsub.unsubscribe(channel)
+            if not followers:
+                self._idle.add(channel)
+                if self._sweeper is None or self._sweeper.done():
+                    self._sweeper = asyncio.create_task(self._sweep(), name="live-hub-sweeper")
+
+    async def _sweep(self) -> None:
+        """After `UNSUBSCRIBE_DELAY`, lets go of every channel still without followers, in
+        one command."""
+        await asyncio.sleep(UNSUBSCRIBE_DELAY)
+        async with self._subscription_lock:
+            channels, self._idle = self._idle, set()
+            for channel in channels:
+                del self._queues[channel]
+                self._confirmations.pop(channel, None)
+            if channels:
+                with contextlib.suppress(RedisConnectionError, RedisTimeoutError):
+                    await self._pubsub.unsubscribe(*channels)
 
     def _ensure_reader(self) -> None:
         if self._reader is None or self._reader.done():
