@@ -25,6 +25,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from rag_async.domain.events import _Event, decode_event, encode_event
 from rag_async.domain.transcript import Transcript
+from rag_async.store.batched import BatchedScript
 from rag_async.store.ending import LUA as ENDING_LUA
 from rag_async.store.keys import Keys
 from rag_async.store.pool import pubsub_pool
@@ -140,7 +141,8 @@ class EventLog:
         self._redis = redis
         self._keys = keys
         self._ttl = ttl
-        self._append = redis.register_script(_APPEND)
+        # Appends of the jobs running at once share round trips (batched.py).
+        self._append = BatchedScript(redis, _APPEND)
         self._cancel_queued = redis.register_script(_CANCEL_QUEUED)
 
     async def append(
@@ -168,7 +170,7 @@ class EventLog:
         args += [encode_event(one) for one in events]
         for field, value in record.items():
             args += [field, value]
-        event_id = int(await self._append(keys=self._script_keys(job_id), args=args))
+        event_id = int(await self._append(self._script_keys(job_id), args))
         if event_id == 0:
             raise Superseded(f"job {job_id}: attempt {attempt} was superseded by a newer one")
         return event_id
