@@ -4,6 +4,7 @@
 #
 #   benchmarks/compare_commits.sh c5ddf12            # 2 rounds of load.py -c 10 -c 50
 #   ROUNDS=3 benchmarks/compare_commits.sh c5ddf12 -c 50 -d 30
+#   INLINE=1 benchmarks/compare_commits.sh c5ddf12 -c 50 -c 200   # and the inline design too
 #
 # The earlier commit is checked out beside this one as a git worktree and run with this
 # checkout's environment (.venv), its own code first on PYTHONPATH. Prints load.py's JSON lines,
@@ -24,4 +25,8 @@ for round in $(seq "${ROUNDS:-2}"); do
     echo "== $name round $round"
     (cd "$tree/benchmarks" && PYTHONPATH=$tree "$py" load.py "${options[@]}" --json)
   done
+  if [ -n "${INLINE:-}" ]; then  # the replaced design (inline_app.py), this checkout's
+    echo "== inline round $round"
+    (cd "$here/benchmarks" && PYTHONPATH=$here "$py" load.py "${options[@]}" --inline --json)
+  fi
 done

@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 
 from rag_async.config import Settings
 from rag_async.store import pool as redis_pool
+from rag_async.store.events import UNSUBSCRIBE_DELAY, LiveHub
 from rag_async.store.keys import Keys
 from tests.conftest import running_stack
 from tests.support.openai_server import expected_answer
@@ -87,3 +88,37 @@ async def test_a_failure_in_the_hubs_reader_does_not_end_the_streams_it_feeds(
         assert "".join(data["text"] for kind, data, _ in events if kind == "token") == (
             expected_answer(tokens)
         )
+
+
+async def test_the_channels_of_ended_streams_leave_together_and_a_returning_one_stays(
+    settings: Settings,
+) -> None:
+    # Every answer's stream ends: one UNSUBSCRIBE each was a round trip an answer. The channels
+    # let go within UNSUBSCRIBE_DELAY leave in one command, and a follower that comes back
+    # meanwhile finds its channel still subscribed (and gets what is published on it).
+    keys = Keys(settings.key_prefix)
+    async with Redis.from_url(settings.redis_url or "") as redis:
+        hub = LiveHub(redis, keys)
+        try:
+            jobs = [f"job{i}" for i in range(10)]
+
+            async def follow(job_id: str) -> None:
+                async with hub.subscribe(job_id):
+                    pass
+
+            before = await _calls(redis, "unsubscribe")
+            await asyncio.gather(*(follow(job_id) for job_id in jobs))
+            async with hub.subscribe(jobs[0]) as live:  # back before its channel was let go
+                await redis.publish(keys.live(jobs[0]), b"7 {}")
+                assert (await asyncio.wait_for(live.get(), 5)).id == 7
+            await asyncio.sleep(UNSUBSCRIBE_DELAY + 0.5)
+            numsub = dict(await redis.pubsub_numsub(*(keys.live(job_id) for job_id in jobs)))
+            assert set(numsub.values()) == {0}, numsub
+            assert await _calls(redis, "unsubscribe") - before == 1
+        finally:
+            await hub.close()
+
+
+async def _calls(redis: Redis, command: str) -> int:
+    stats = await redis.info("commandstats")
+    return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))

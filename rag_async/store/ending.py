@@ -9,7 +9,8 @@ it ended, and `ended` removes it last. Whoever finds an end still here finishes 
 that arq hands the ended job again, or any worker's heartbeat once the end is older than a
 grace (a queued job cancelled by an API process that died, which no worker will run again).
 
-This module is the one writer of the key: its Lua (`LUA`) runs inside the event log's scripts.
+This module is the one writer of the key: its Lua (`LUA`) runs inside the event log's scripts,
+and inside the job store's settle when that is an end's last step.
 """
 
 from __future__ import annotations
@@ -23,6 +24,10 @@ LUA = """
 local function ending_add(key, job_id, event_id)
   local t = redis.call('TIME')
   redis.call('ZADD', key, t[1] * 1000 + math.floor(t[2] / 1000), job_id .. ':' .. event_id)
+end
+
+local function ending_remove(key, job_id, event_id)
+  redis.call('ZREM', key, job_id .. ':' .. event_id)
 end
 """
 
@@ -65,11 +70,15 @@ class EndingJobs:
 
     async def settled(self, job_id: str, event_id: int) -> None:
         """The end's bookkeeping is done (or moot: the job ended again, or expired)."""
-        await self._redis.zrem(self._key, f"{job_id}:{event_id}")
+        await self._redis.zrem(self._key, _member(job_id, event_id))
 
     async def postpone(self, job_id: str, event_id: int) -> None:
         """Try this end again after the others (settling it failed for now)."""
         await self._postpone(keys=[self._key], args=[job_id, event_id])
+
+
+def _member(job_id: str, event_id: int) -> str:
+    return f"{job_id}:{event_id}"
 
 
 def _parsed(member: bytes) -> tuple[str, int]:

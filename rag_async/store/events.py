@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import structlog
@@ -25,6 +25,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from rag_async.domain.events import _Event, decode_event, encode_event
 from rag_async.domain.transcript import Transcript
+from rag_async.store.batched import BatchedScript
 from rag_async.store.ending import LUA as ENDING_LUA
 from rag_async.store.keys import Keys
 from rag_async.store.pool import pubsub_pool
@@ -33,21 +34,22 @@ from rag_async.store.results import LUA as RESULTS_LUA
 
 log = structlog.get_logger(__name__)
 
-# Appending one event, as a Lua function (`LUA`) that this module's scripts compose. `k`: the
-# job hash, its event stream, its live channel; `fields`: field/value pairs for the record.
-# The seq counter lives in the job record so a retried attempt continues numbering.
+# Appending events, as a Lua function (`LUA`) that this module's scripts compose. `k`: the
+# job hash, its event stream, its live channel; `payloads`: the events, in order (one, or a few
+# that follow one another at once: one step, one round trip); `fields`: field/value pairs for
+# the record. The seq counter lives in the job record so a retried attempt continues numbering.
 # - The attempt is a fence: once a newer attempt of the job has started (its worker was taken
 #   for dead, recovery.py), the older one may write no more ('0': no fence).
 # - The write id makes a resent append harmless: a client that lost the reply (Valkey restarted,
-#   the connection dropped) sends the same call again, and it must not log the event twice.
+#   the connection dropped) sends the same call again, and it must not log the events twice.
 # - What it writes waits in the record to be counted toward its owner's result bytes when the
-#   job ends (results.py): one command an event, where counting each into the owner's sum
+#   job ends (results.py): one command an append, where counting each into the owner's sum
 #   would cost several.
-# Returns the event's id (0: superseded) and whether it was logged now (not a repeat).
+# Returns the last event's id (0: superseded) and whether they were logged now (not a repeat).
 LUA = (
     RESULTS_LUA
     + """
-local function events_append(k, payload, ttl, attempt, write_id, fields)
+local function events_append(k, payloads, ttl, attempt, write_id, fields)
   if attempt ~= '0' and redis.call('HGET', k[1], 'attempt') ~= attempt then
     return 0, false
   end
@@ -57,40 +59,45 @@ local function events_append(k, payload, ttl, attempt, write_id, fields)
     end
     redis.call('HSET', k[1], 'last_write', write_id)
   end
-  local n = redis.call('HINCRBY', k[1], 'seq', 1)
-  redis.call('XADD', k[2], '0-' .. n, 'e', payload)
+  local n = 0
+  local bytes = 0
+  for _, payload in ipairs(payloads) do
+    n = redis.call('HINCRBY', k[1], 'seq', 1)
+    redis.call('XADD', k[2], '0-' .. n, 'e', payload)
+    redis.call('PUBLISH', k[3], n .. ' ' .. payload)
+    bytes = bytes + string.len(payload)
+  end
   if #fields > 0 then
     redis.call('HSET', k[1], unpack(fields))
   end
   redis.call('EXPIRE', k[2], ttl)
-  local bytes = string.len(payload)
   for i = 2, #fields, 2 do bytes = bytes + string.len(fields[i]) end
   results_pending(k[1], bytes)
-  redis.call('PUBLISH', k[3], n .. ' ' .. payload)
   return n, true
 end
 """
 )
 
-# KEYS: job hash, event stream, live channel, the ending set (ending.py). ARGV: payload, ttl,
-# the writer's attempt ('0' for none), a write id ('' for none), the job id if the event ends
-# the job ('' if not), then field/value pairs for the job record. An event that ends the job
-# enters its end in the ending set in the same step: no process can die in between. A job
-# that has ended (its outcome written, until a requeue clears it) is not ended again: one end,
-# one outcome counted (but for a resend of the very write that ended it).
+# KEYS: job hash, event stream, live channel, the ending set (ending.py). ARGV: ttl, the
+# writer's attempt ('0' for none), a write id ('' for none), the job id if the events end the
+# job ('' if not), how many events, the events, then field/value pairs for the job record. Events
+# that end the job enter its end in the ending set in the same step: no process can die in
+# between. A job that has ended (its outcome written, until a requeue clears it) is not ended
+# again: one end, one outcome counted (but for a resend of the very write that ended it).
 _APPEND = (
     LUA
     + ENDING_LUA
     + """
-if ARGV[5] ~= '' then
+if ARGV[4] ~= '' then
   local outcome = redis.call('HGET', KEYS[1], 'outcome')
-  if outcome and outcome ~= '' and redis.call('HGET', KEYS[1], 'last_write') ~= ARGV[4] then
+  if outcome and outcome ~= '' and redis.call('HGET', KEYS[1], 'last_write') ~= ARGV[3] then
     return 0
   end
 end
-local n, logged = events_append(
-  {KEYS[1], KEYS[2], KEYS[3]}, ARGV[1], ARGV[2], ARGV[3], ARGV[4], {unpack(ARGV, 6)})
-if logged and ARGV[5] ~= '' then ending_add(KEYS[4], ARGV[5], n) end
+local count = tonumber(ARGV[5])
+local n, logged = events_append({KEYS[1], KEYS[2], KEYS[3]}, {unpack(ARGV, 6, 5 + count)},
+  ARGV[1], ARGV[2], ARGV[3], {unpack(ARGV, 6 + count)})
+if logged and ARGV[4] ~= '' then ending_add(KEYS[4], ARGV[4], n) end
 return n
 """
 )
@@ -109,7 +116,8 @@ if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local outcome = redis.call('HGET', KEYS[1], 'outcome')
 if outcome and outcome ~= '' then return 0 end
 if not arq_take_off({unpack(KEYS, 5)}, ARGV[1]) then return 0 end
-local n = events_append({KEYS[1], KEYS[2], KEYS[3]}, ARGV[2], ARGV[3], '0', '', {unpack(ARGV, 4)})
+local n = events_append(
+  {KEYS[1], KEYS[2], KEYS[3]}, {ARGV[2]}, ARGV[3], '0', '', {unpack(ARGV, 4)})
 ending_add(KEYS[4], ARGV[1], n)
 return n
 """
@@ -133,19 +141,21 @@ class EventLog:
         self._redis = redis
         self._keys = keys
         self._ttl = ttl
-        self._append = redis.register_script(_APPEND)
+        # Appends of the jobs running at once share round trips (batched.py).
+        self._append = BatchedScript(redis, _APPEND)
         self._cancel_queued = redis.register_script(_CANCEL_QUEUED)
 
     async def append(
         self,
         job_id: str,
-        event: _Event,
+        event: _Event | Sequence[_Event],
         record: Mapping[str, str | int | float] | None = None,
         *,
         attempt: int = 0,
         write_id: str = "",
     ) -> int:
-        """Append `event` to the job's log, publish it, update `record` fields; return its id.
+        """Append `event` (or several, in order, in one step) to the job's log, publish it,
+        update `record` fields; return its id (the last one's).
 
         With `attempt`, only while that is still the job's latest attempt: else `Superseded`.
         With `write_id`, a repeat of the job's latest write is not appended again. An event
@@ -154,12 +164,13 @@ class EventLog:
         already is not ended again (`Superseded`: its end is another's).
         """
         record = record or {}
+        events = [event] if isinstance(event, _Event) else event
         ends = job_id if record.get("outcome") else ""
-        args: list[str | int | float | bytes] = [encode_event(event), self._ttl, attempt, write_id]
-        args.append(ends)
+        args: list[str | int | float | bytes] = [self._ttl, attempt, write_id, ends, len(events)]
+        args += [encode_event(one) for one in events]
         for field, value in record.items():
             args += [field, value]
-        event_id = int(await self._append(keys=self._script_keys(job_id), args=args))
+        event_id = int(await self._append(self._script_keys(job_id), args))
         if event_id == 0:
             raise Superseded(f"job {job_id}: attempt {attempt} was superseded by a newer one")
         return event_id
@@ -207,12 +218,18 @@ def _event_id(stream_id: bytes | str) -> int:
 # events published meanwhile were missed, so each follower re-reads the log.
 RESYNC = LoggedEvent(-1, b"")
 
+# How long a channel that lost its last follower stays subscribed: the channels let go meanwhile
+# leave together, in one UNSUBSCRIBE, rather than one round trip each (a stream's end is every
+# answer's), and a follower that comes back meanwhile (a reconnect) needs no SUBSCRIBE.
+UNSUBSCRIBE_DELAY = 0.5
+
 
 class LiveHub:
     """One pub/sub connection shared by every SSE client of this process.
 
     `subscribe(job_id)` yields a queue of `LoggedEvent`s published for that job from the moment
-    Redis confirmed the subscription, so a replay done afterwards cannot miss anything.
+    Redis confirmed the subscription, so a replay done afterwards cannot miss anything. A
+    channel without followers is let go with the others let go within `UNSUBSCRIBE_DELAY`.
 
     The connection is the hub's own, outside `redis`'s pool and without its health check
     (`redis_pool.pubsub_pool`), so a SUBSCRIBE from a request task only writes to it and the
@@ -227,12 +244,16 @@ class LiveHub:
         self._confirmations: dict[str, asyncio.Future[None]] = {}
         self._reader: asyncio.Task[None] | None = None
         self._subscription_lock = asyncio.Lock()
+        # Channels still subscribed that have no followers, and the task that lets them go.
+        self._idle: set[str] = set()
+        self._sweeper: asyncio.Task[None] | None = None
 
     async def close(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
+        for task in (self._reader, self._sweeper):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         with contextlib.suppress(Exception):
             await self._pubsub.aclose()  # type: ignore[no-untyped-call]
         await self._pool.aclose()
@@ -245,13 +266,14 @@ class LiveHub:
             async with self._subscription_lock:
                 followers = self._queues.setdefault(channel, set())
                 followers.add(queue)
-                if len(followers) == 1:
+                if len(followers) > 1 or channel in self._idle:
+                    self._idle.discard(channel)  # still subscribed: nothing to ask Redis
+                    confirmed = self._confirmations.get(channel) or _done_future()
+                else:
                     confirmed = asyncio.get_running_loop().create_future()
                     self._confirmations[channel] = confirmed
                     await self._pubsub.subscribe(channel)
                     self._ensure_reader()
-                else:
-                    confirmed = self._confirmations.get(channel) or _done_future()
             await asyncio.wait_for(asyncio.shield(confirmed), timeout=5.0)
             yield queue
         finally:
@@ -263,12 +285,23 @@ class LiveHub:
             if followers is None:
                 return
             followers.discard(queue)
-            if followers:
-                return
-            del self._queues[channel]
-            self._confirmations.pop(channel, None)
-            with contextlib.suppress(RedisConnectionError, RedisTimeoutError):
-                await self._pubsub.unsubscribe(channel)
+            if not followers:
+                self._idle.add(channel)
+                if self._sweeper is None or self._sweeper.done():
+                    self._sweeper = asyncio.create_task(self._sweep(), name="live-hub-sweeper")
+
+    async def _sweep(self) -> None:
+        """After `UNSUBSCRIBE_DELAY`, lets go of every channel still without followers, in
+        one command."""
+        await asyncio.sleep(UNSUBSCRIBE_DELAY)
+        async with self._subscription_lock:
+            channels, self._idle = self._idle, set()
+            for channel in channels:
+                del self._queues[channel]
+                self._confirmations.pop(channel, None)
+            if channels:
+                with contextlib.suppress(RedisConnectionError, RedisTimeoutError):
+                    await self._pubsub.unsubscribe(*channels)
 
     def _ensure_reader(self) -> None:
         if self._reader is None or self._reader.done():

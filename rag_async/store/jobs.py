@@ -26,6 +26,7 @@ from rag_async.domain.errors import StoreFull
 from rag_async.domain.job import Ending, JobRecord, JobStatus, WebhookDelivery, record_fields
 from rag_async.store.activity import FAILURES_KEPT, FAILURES_LUA, failure_entry
 from rag_async.store.dead_letters import LUA as DEAD_LETTERS_LUA
+from rag_async.store.ending import LUA as ENDING_LUA
 from rag_async.store.fair_share import FairSettings, Priority
 from rag_async.store.keys import Keys
 from rag_async.store.memory import LUA as MEMORY_LUA
@@ -117,15 +118,19 @@ return 'created'
 # (the owner is read from the record, so no caller can name another), 4 '1' to keep the upload
 # for the record's life, 5 the end's event id, 6 the kind, 7 the outcome, 8 the failure's entry
 # ('' for none), 9 how many failures are kept, 10-11 the prefixes of the owners' result keys
-# (the bytes its events wrote now count toward its owner's results, and expire with them).
+# (the bytes its events wrote now count toward its owner's results, and expire with them), 12
+# '1' when this is the end's last step: the end leaves the ending set (KEYS 10, ending.py) in it,
+# whatever the settle finds, rather than in a round trip of its own.
 # Returns 'settled' (now), 'done' (before), 'moot'.
 _SETTLE = (
-    UPLOADS_LUA
+    ENDING_LUA
+    + UPLOADS_LUA
     + RESULTS_LUA
     + OUTCOMES_LUA
     + DEAD_LETTERS_LUA
     + FAILURES_LUA
     + """
+if ARGV[12] == '1' then ending_remove(KEYS[10], ARGV[2], ARGV[5]) end
 if redis.call('HGET', KEYS[1], 'seq') ~= ARGV[5] then return 'moot' end
 if redis.call('HGET', KEYS[1], 'settled') == ARGV[5] then return 'done' end
 redis.call('HSET', KEYS[1], 'settled', ARGV[5])
@@ -287,21 +292,25 @@ class JobStore:
         job has ended meanwhile. Conditional and atomic, so an ended job never runs again."""
         return int(await self._start_attempt(keys=[self._keys.job(job_id)], args=_ENDED))
 
-    async def settle(self, end: JobEnd, *, keep_upload: bool = False) -> Settled:
+    async def settle(
+        self, end: JobEnd, *, keep_upload: bool = False, last_step: bool = False
+    ) -> Settled:
         """Settle the job's end once, in one step (`_SETTLE`): its result lives `ttl` from
         now, it no longer counts as its owner's unfinished job, the bytes it was given, if
         any, are dropped (or with `keep_upload`, a dead letter's, live as long as its record),
         its outcome is counted, a dead letter added and a failure listed. Safe to repeat:
         'done' if this end was settled before, 'moot' if the job has ended again since (or
-        its record is gone), when nothing is written."""
+        its record is gone), when nothing is written. With `last_step`, nothing is left of
+        the end's bookkeeping after this: the end leaves the ending set in the same step."""
         failed = end.outcome in ("failed", "dead_lettered")
         entry = failure_entry(end.job_id, end.reason) if failed else b""
         keys = [self._keys.job(end.job_id), self._keys.events(end.job_id)]
         keys += self.uploads.script_keys(end.job_id)
         keys += [self._keys.job_outcomes, self._keys.dead_letters, self._keys.failures]
+        keys.append(self._keys.ending)
         args: list[str | int | bytes] = [self._ttl, end.job_id, self._keys.unfinished_jobs("")]
         args += ["1" if keep_upload else "", end.event_id, end.kind, end.outcome, entry]
-        args += [FAILURES_KEPT, *self.results.prefixes()]
+        args += [FAILURES_KEPT, *self.results.prefixes(), "1" if last_step else ""]
         settled: bytes = await self._settle(keys=keys, args=args)
         return settled.decode()  # type: ignore[return-value]
 

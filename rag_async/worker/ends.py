@@ -148,13 +148,17 @@ async def ended(
     policy = KIND_POLICIES[record.kind]
     keep = outcome == "dead_lettered" and policy.keeps_upload
     end = JobEnd(record.job_id, record.kind, outcome, event_id, reason)
-    if await ends.jobs.settle(end, keep_upload=keep) != "moot":
-        if outcome != "complete" and policy.on_failure is not None:
-            await policy.on_failure(ends, record, outcome, reason)
+    hook = policy.on_failure if outcome != "complete" else None
+    # With nothing to do after the settle, the end leaves the ending set in its step.
+    last = hook is None and record.webhook is None and record.conversation_id is None
+    if await ends.jobs.settle(end, keep_upload=keep, last_step=last) != "moot":
+        if hook is not None:
+            await hook(ends, record, outcome, reason)
         await ends.webhooks.job_ended(record)
     if record.conversation_id is not None:
         await ends.conversations.finished(record.conversation_id, record.job_id)
-    await ends.ending.settled(record.job_id, event_id)
+    if not last:
+        await ends.ending.settled(record.job_id, event_id)
 
 
 async def settle(ends: Ends, record: JobRecord) -> None:

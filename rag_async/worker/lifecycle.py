@@ -32,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
@@ -77,6 +77,8 @@ class Finished:
     chunks: int | None = None
     usage: Usage | None = None
     incomplete: Incomplete | None = None
+    # Events to write in the `done` event's step, before it (the answer's last text).
+    before_done: Sequence[_Event] = ()
 
 
 class Run:
@@ -96,22 +98,26 @@ class Run:
     def job_id(self) -> str:
         return self.record.job_id
 
-    async def emit(self, event: _Event, **fields: Any) -> int:
-        """Append `event` (and set the record's `fields`) while this is the job's latest
-        attempt, else raise `Superseded`. Each write has an id, so an append resent after a
-        lost reply is logged once (eventlog.py). An event whose fields give the job's
-        `outcome` is its last, and enters the job's end in the ending set (store/ending.py)."""
+    async def emit(self, event: _Event | Sequence[_Event], **fields: Any) -> int:
+        """Append `event` (or several in one step, in order) and set the record's `fields`
+        while this is the job's latest attempt, else raise `Superseded`. Each write has an id,
+        so an append resent after a lost reply is logged once (eventlog.py). An event whose
+        fields give the job's `outcome` is its last, and enters the job's end in the ending set
+        (store/ending.py)."""
         write_id = f"{self.attempt}:{next(self._writes)}"
         return await self.services.events.append(
             self.job_id, event, record_fields(**fields), attempt=self.attempt, write_id=write_id
         )
 
-    async def stage(self, stage: str, **fields: Any) -> None:
-        """Tell that the attempt entered `stage`. The record keeps the timings of the stages
-        passed so far, so a page reopened mid-job shows how long each took."""
+    async def stage(self, stage: str, *before: _Event, **fields: Any) -> None:
+        """Tell that the attempt entered `stage`, after the events `before` (written with it,
+        in one step: what ends a stage and the next stage's start cost one round trip). The
+        record keeps the timings of the stages passed so far, so a page reopened mid-job shows
+        how long each took."""
         status = JobStatus.IN_PROGRESS
         event = StatusEvent(status=status, stage=stage, attempt=self.attempt)
-        await self.emit(event, status=status, stage=stage, timings=self.timings, **fields)
+        fields.update(status=status, stage=stage, timings=self.timings)
+        await self.emit([*before, event], **fields)
 
     def lap(self, timing: str, since: float) -> float:
         """Record the seconds since `since` as `timing`; return the time now."""
@@ -284,7 +290,7 @@ async def _complete(run: Run, finished: Finished) -> None:
     )
     with tracing.span("valkey.complete", attributes=_VALKEY):
         event_id = await run.emit(
-            done,
+            [*finished.before_done, done],
             outcome="complete",
             status=JobStatus.COMPLETE,
             stage="done",

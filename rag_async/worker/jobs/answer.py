@@ -36,13 +36,19 @@ async def _answer(run: Run) -> Finished:
     sources = await retrieve(run, lookup)
     since = time.time()
     rewritten = query if query != question else None
-    await run.emit(
-        SourcesEvent(sources=sources), sources=sources, search_query=rewritten, **resolved
-    )
-    await run.stage("generating")
+    found_event = SourcesEvent(sources=sources)
+    await run.stage("generating", found_event, sources=sources, search_query=rewritten, **resolved)
 
     report = GenerationReport()
-    text = await _generate(run, question, sources, history, report)
+    answer = services.llm.stream(
+        question,
+        sources,
+        collection=collection,
+        history=history,
+        generation=record.generation,
+        report=report,
+    )
+    text, tail = await _generate(run, guarded_stream(services.breakers["llm"], answer), sources)
     run.lap("generation", since)
     if record.conversation_id:
         turn = StoredTurn(
@@ -58,35 +64,26 @@ async def _answer(run: Run) -> Finished:
         providers=services.providers,
         usage=report.usage,
         incomplete=report.incomplete,
+        before_done=tail,
     )
 
 
 async def _generate(
-    run: Run,
-    question: str,
-    sources: Sequence[Source],
-    history: Sequence[Turn],
-    report: GenerationReport,
-) -> str:
-    """The answer, streamed as token events as the LLM writes it (screened, in batches)."""
-    services, record = run.services, run.record
-    answer = services.llm.stream(
-        question,
-        sources,
-        collection=record.collection or services.settings.default_collection,
-        history=history,
-        generation=record.generation,
-        report=report,
-    )
-    answer_stream = guarded_stream(services.breakers["llm"], answer)
+    run: Run, answer: AsyncIterator[str], sources: Sequence[Source]
+) -> tuple[str, list[TokenEvent]]:
+    """Streams the answer as token events; returns all its text, and the event of the text
+    left when the stream ended, which goes out in the `done` event's step (one round trip)."""
     parts: list[str] = []
-    interval = services.settings.token_flush_interval
-    async for batch in screened_batches(answer_stream, sources, interval):
+    tail: list[str] = []
+    interval = run.services.settings.token_flush_interval
+    async for batch in screened_batches(answer, sources, interval, tail=tail):
         if not parts:
-            run.lap("time_to_first_token", record.created_at or run.started)
+            run.lap("time_to_first_token", run.record.created_at or run.started)
         parts.append(batch)
         await run.emit(TokenEvent(text=batch))
-    return "".join(parts)
+    if tail and not parts:
+        run.lap("time_to_first_token", run.record.created_at or run.started)
+    return "".join(parts + tail), [TokenEvent(text=text) for text in tail]
 
 
 async def _history(services: Services, record: JobRecord) -> list[Turn]:
@@ -117,22 +114,30 @@ ANSWER = JobSpec(work=_answer, first_stage=first_stage, providers=_providers, wa
 
 
 def screened_batches(
-    pieces: AsyncIterator[str], sources: Sequence[Source], interval: float
+    pieces: AsyncIterator[str],
+    sources: Sequence[Source],
+    interval: float,
+    *,
+    tail: list[str] | None = None,
 ) -> AsyncIterator[str]:
     """The LLM's pieces without what an answer must not carry (llm/safety.py), in batches at
     most one per `interval`. Screened piece by piece, then coalesced: text the screen holds
     (what may yet be a link, a tag or an echo) goes out with the piece that decides it, not a
-    flush interval later, and the first clean text goes out at once."""
-    return coalesce(screen(pieces, sources), interval)
+    flush interval later, and the first clean text goes out at once. `tail`: see `coalesce`."""
+    return coalesce(screen(pieces, sources), interval, tail=tail)
 
 
-async def coalesce(pieces: AsyncIterator[str], interval: float) -> AsyncIterator[str]:
+async def coalesce(
+    pieces: AsyncIterator[str], interval: float, *, tail: list[str] | None = None
+) -> AsyncIterator[str]:
     """Join streamed pieces into batches at most one per `interval` seconds.
 
     The first text goes out at once (time to first token is what users feel); later text
     waits until `interval` has passed since the last batch. A piece is only ever held until the
     next one arrives or the stream ends, so nothing is delayed by more than one gap. An empty
     piece (the screen holding everything back) carries no text but still lets a batch out.
+    With `tail`, the text still held when the stream ends is put there rather than yielded,
+    for a caller that sends it along with its own last word.
     """
     buffer: list[str] = []
     last_flush = -math.inf  # not 0: the monotonic clock may be younger than `interval`
@@ -145,4 +150,7 @@ async def coalesce(pieces: AsyncIterator[str], interval: float) -> AsyncIterator
             buffer.clear()
             last_flush = now
     if buffer:
-        yield "".join(buffer)
+        if tail is None:
+            yield "".join(buffer)
+        else:
+            tail.append("".join(buffer))
