@@ -5,6 +5,7 @@
 #   benchmarks/compare_commits.sh c5ddf12            # 2 rounds of load.py -c 10 -c 50
 #   ROUNDS=3 benchmarks/compare_commits.sh c5ddf12 -c 50 -d 30
 #   SCRIPT=poll_delay.py benchmarks/compare_commits.sh ae5f932 --delays 0.01 0.1
+#   BENCH=this benchmarks/compare_commits.sh ae5f932 -c 10   # this checkout's load.py on both
 #
 # The earlier commit is checked out beside this one as a git worktree and run with this
 # checkout's environment (.venv, or $PYTHON), its own code first on PYTHONPATH. Prints the
@@ -27,6 +28,8 @@ for round in $(seq "${ROUNDS:-2}"); do
   for tree in "$base_tree" "$here"; do
     name=$([ "$tree" = "$here" ] && echo this || echo "$base")
     echo "== $name round $round"
-    (cd "$tree/benchmarks" && PYTHONPATH=$tree "$py" "$script" "${options[@]}")
+    # BENCH=this: this checkout's scripts (newer columns) against either tree's code.
+    bench=$([ "${BENCH:-own}" = this ] && echo "$here/benchmarks" || echo "$tree/benchmarks")
+    (cd "$bench" && PYTHONPATH=$tree "$py" "$script" "${options[@]}")
   done
 done
