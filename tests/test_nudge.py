@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -58,17 +59,29 @@ async def queue_wait(client: RagClient, job_id: str) -> float:
     return float(view["started_at"] - view["created_at"])
 
 
+async def until(check: Callable[[], Awaitable[bool]], within: float = 30.0) -> None:
+    deadline = time.monotonic() + within
+    while not await check():
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+
+
+async def listened(redis: Redis, keys: Keys, lanes: tuple[Lane, ...]) -> bool:
+    """Whether some process listens to each lane's nudges."""
+    channels = [keys.nudge(lane) for lane in lanes]
+    counts = dict(await redis.pubsub_numsub(*channels))
+    return all(counts.get(channel.encode(), 0) > 0 for channel in channels)
+
+
 async def wait_subscribed(redis: Redis, keys: Keys, lanes: tuple[Lane, ...]) -> None:
-    """Until some process listens to each lane's nudges, then a moment more, so that the
-    worker's first poll (at its start) is behind it."""
-    async with asyncio.timeout(30):
-        while True:
-            counts = dict(await redis.pubsub_numsub(*(keys.nudge(lane) for lane in lanes)))
-            if all(counts.get(keys.nudge(lane).encode(), 0) > 0 for lane in lanes):
-                break
-            await asyncio.sleep(0.05)
-        while not await redis.hlen(keys.workers):  # its beat: the room it offers
-            await asyncio.sleep(0.05)
+    """Until the worker listens to each lane's nudges and has beaten (the room it offers), then
+    a moment more, so that its first poll (at its start) is behind it."""
+    await until(lambda: listened(redis, keys, lanes))
+
+    async def beaten() -> bool:
+        return bool(await redis.hlen(keys.workers))
+
+    await until(beaten)
     await asyncio.sleep(0.5)
 
 
@@ -135,7 +148,6 @@ async def test_a_lost_nudge_subscription_is_taken_again(
         assert stack.worker is not None and stack.worker.nudges is not None
         await wait_subscribed(redis, keys, ("questions",))
         # Valkey drops the worker's subscriber connection (a restart, a proxy's idle cut).
-        channel = keys.nudge("questions").encode()
         listeners = [
             client
             for client in await redis.client_list()
@@ -143,10 +155,7 @@ async def test_a_lost_nudge_subscription_is_taken_again(
         ]
         assert len(listeners) == 1, listeners
         await redis.client_kill_filter(_id=listeners[0]["id"])
-        async with asyncio.timeout(30):
-            while not dict(await redis.pubsub_numsub(channel)).get(channel):
-                await asyncio.sleep(0.05)
-        await asyncio.sleep(0.5)
+        await wait_subscribed(redis, keys, ("questions",))
         started = time.monotonic()
         wait = await queue_wait(stack.client, (await stack.client.ask("tea?"))["job_id"])
         assert wait < AT_ONCE, (wait, time.monotonic() - started)
