@@ -190,3 +190,24 @@ async def test_a_nudge_wakes_only_the_workers_of_its_queue(
         finally:
             await listener.close()
     assert wait < AT_ONCE and document_wait < AT_ONCE, (wait, document_wait)
+
+
+@pytest.mark.timeout(90)
+async def test_a_job_waiting_for_room_starts_at_once_when_a_slot_frees(
+    valkey: EmbeddedValkey, tmp_path: Path, llm: Any
+) -> None:
+    """A full worker (one slot here): the second question waits for the first's end, then
+    starts without waiting for the poll. Two roads lead there, each enough alone: the
+    scheduler's hand-on at the first's end nudges, and a worker that was full wakes itself
+    when a slot frees (for a due job that no nudge announced)."""
+    llm.config.ttft = 0.5  # the first still runs when the second comes
+    settings = slow_poll_settings(valkey, tmp_path, llm, worker_max_jobs=1)
+    keys = Keys(settings.key_prefix)
+    async with running_stack(settings) as stack, Redis.from_url(valkey.url) as redis:
+        await wait_subscribed(redis, keys, ("questions",))
+        first, second = [(await stack.client.ask(f"tea {i}?"))["job_id"] for i in range(2)]
+        await queue_wait(stack.client, first)
+        await queue_wait(stack.client, second)
+        first_view, second_view = stack.client.job(first), stack.client.job(second)
+        ended, started = (await first_view)["finished_at"], (await second_view)["started_at"]
+    assert started - ended < AT_ONCE, (ended, started)
