@@ -211,3 +211,27 @@ async def test_a_job_waiting_for_room_starts_at_once_when_a_slot_frees(
         first_view, second_view = stack.client.job(first), stack.client.job(second)
         ended, started = (await first_view)["finished_at"], (await second_view)["started_at"]
     assert started - ended < AT_ONCE, (ended, started)
+
+
+@pytest.mark.timeout(90)
+async def test_a_running_job_is_cancelled_at_once_by_a_worker_polling_every_few_seconds(
+    valkey: EmbeddedValkey, tmp_path: Path, llm: Any
+) -> None:
+    """arq reads a running job's abort at its poll: the cancel nudges the worker too."""
+    settings = slow_poll_settings(valkey, tmp_path, llm)
+    llm.config.ttft, llm.config.tokens, llm.config.tokens_per_second = 0.0, 400, 20
+    keys = Keys(settings.key_prefix)
+    async with running_stack(settings) as stack, Redis.from_url(valkey.url) as redis:
+        await wait_subscribed(redis, keys, ("questions",))
+        job_id = (await stack.client.ask("tea?"))["job_id"]
+        seen: list[str] = []
+        asked = 0.0
+        async for event in stack.client.follow(job_id):
+            seen.append(event.type)
+            if event.type == "token" and seen.count("token") == 1:
+                await asyncio.sleep(0.5)  # the worker back in its sleep between polls
+                asked = time.monotonic()
+                assert (await stack.client.cancel(job_id))["status"] == "cancelling"
+        stopped = time.monotonic() - asked
+    assert seen[-1] == "cancelled", seen
+    assert stopped < AT_ONCE, stopped
