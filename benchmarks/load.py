@@ -8,7 +8,8 @@ server (300 ms to first token, 40 tokens at 100 tokens/s: about 690 ms of LLM pe
 
 Reports answers/s, client-seen latency p50/p99, the pipeline's overhead (latency minus the
 LLM's own time), the first token's delay (when the client sees the first text, from its POST,
-minus the LLM's own 300 ms to its first token), POST /chat latency, CPU seconds per answer of
+minus the LLM's own 300 ms to its first token), the queue wait (a job's start minus its
+creation, read from the job records after the run), POST /chat latency, CPU per answer of
 each process, and the Redis connections the API holds (sampled from CLIENT LIST while C streams
 are open).
 """
@@ -28,6 +29,8 @@ import redis
 import uvloop
 from harness import QUESTIONS, Services, median, percentile, services
 
+from rag_async.store.keys import Keys
+
 TTFT, TOKENS, TPS = 0.3, 40, 100.0
 LLM_SECONDS = TTFT + (TOKENS - 1) / TPS  # when the fake LLM sends its last token
 
@@ -37,6 +40,7 @@ class Run:
     latencies: list[float] = field(default_factory=list)
     posts: list[float] = field(default_factory=list)
     first_tokens: list[float] = field(default_factory=list)
+    job_ids: list[str] = field(default_factory=list)  # the measured answers' (async design)
     errors: int = 0
 
 
@@ -48,13 +52,14 @@ class Asked:
     posted: float
     first_token: float | None = None
     done: bool = False
+    job_id: str | None = None
 
 
 async def ask_async(http: aiohttp.ClientSession, question: str) -> Asked:
     """Submit, then follow the events to the end."""
     async with http.post("/chat", data=orjson.dumps({"query": question})) as response:
         job_id = (await response.json())["job_id"]
-    asked = Asked(posted=time.monotonic())
+    asked = Asked(posted=time.monotonic(), job_id=job_id)
     async with http.get(f"/jobs/{job_id}/events") as stream:
         # The stream ends after its final event; only its type matters here.
         async for line in stream.content:
@@ -106,8 +111,24 @@ async def user(
                 run.posts.append(asked.posted - started)
                 if asked.first_token is not None:
                     run.first_tokens.append(asked.first_token - started - TTFT)
+                if asked.job_id is not None:
+                    run.job_ids.append(asked.job_id)
             else:
                 run.errors += 1
+
+
+def queue_waits(svc: Services, job_ids: list[str]) -> list[float]:
+    """Each job's start minus its creation, read from the job records once the run is over (so
+    the reading adds nothing to the load)."""
+    client = redis.Redis.from_url(svc.valkey.url)
+    try:
+        with client.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.hmget(Keys(svc.prefix).job(job_id), "created_at", "started_at")
+            records = pipe.execute()
+    finally:
+        client.close()
+    return [float(started) - float(created) for created, started in records if created and started]
 
 
 def api_connections(svc: Services) -> int:
@@ -159,6 +180,12 @@ async def load(
         "first_token_delay_p99_ms": percentile(run.first_tokens, 99) * 1000,
         "post_chat_p50_ms": percentile(run.posts, 50) * 1000,
         "post_chat_p99_ms": percentile(run.posts, 99) * 1000,
+    }
+    if run.job_ids:
+        waits = await asyncio.to_thread(queue_waits, svc, run.job_ids)
+        result["queue_wait_p50_ms"] = percentile(waits, 50) * 1000
+        result["queue_wait_p90_ms"] = percentile(waits, 90) * 1000
+    result |= {
         "api_redis_connections_max": max(connections, default=0),
         "api_redis_connections_median": median(connections),
     }

@@ -174,13 +174,17 @@ class Settings(BaseSettings):
     worker_max_jobs: int = Field(default=100, ge=1)  # questions at once, per process
     # Documents at once, per process: parsing and encoding use CPU, so a few are enough.
     worker_max_documents: int = Field(default=4, ge=1)
-    # arq polls its queue: a shorter delay starts jobs sooner and costs idle CPU in the worker
-    # and in Valkey (figures per delay: docs/benchmarks.md, "arq's poll delay"). With dozens
-    # of workers on one Valkey, a longer delay trades a little wait for much less polling.
-    worker_poll_delay: float = Field(default=0.01, gt=0)
-    # The document queue's worker polls less often: an upload does not notice 100 ms, and a
-    # second 10 ms poller would double the idle cost.
-    worker_document_poll_delay: float = Field(default=0.1, gt=0)
+    # A job put on a queue nudges its workers (pub/sub, store/nudge.py), which start it at
+    # once; arq's poll of the queue is then only the fallback, for what no nudge announces: a
+    # deferred or retried job coming due, a nudge lost while Valkey was away. Off, the workers
+    # only poll (a proxy without pub/sub), and want a short poll delay.
+    worker_nudge: bool = True
+    # arq polls its queue: a shorter delay starts unannounced jobs sooner and costs idle CPU
+    # in the worker and in Valkey (figures per delay: docs/benchmarks.md, "arq's poll delay",
+    # and "Nudged workers"). Without nudges, the delay is every job's queue wait.
+    worker_poll_delay: float = Field(default=0.1, gt=0)
+    # The document queue's worker polls less often: an upload does not notice a second.
+    worker_document_poll_delay: float = Field(default=1.0, gt=0)
     # A job running longer than this is stopped and retried (then dead-lettered). A question's
     # limit stays short because it also bounds recovery if every worker is lost (recovery.py).
     question_timeout: float = Field(default=180.0, gt=0)

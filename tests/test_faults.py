@@ -457,7 +457,11 @@ async def test_a_worker_with_few_connections_waits_for_them_and_answers_everythi
     async with Redis.from_url(settings.redis_url or "") as redis:
 
         async def worker_connections() -> int:
-            return sum(client["name"] == "rag-worker" for client in await redis.client_list())
+            # The pool's: the nudge subscription (store/nudge.py) is one more, outside it.
+            return sum(
+                client["name"] == "rag-worker" and int(client.get("sub", 0)) == 0
+                for client in await redis.client_list()
+            )
 
         before = await worker_connections()  # other tests' workers, on the shared Valkey
         async with running_stack(settings) as stack:

@@ -186,11 +186,13 @@ async def test_up_is_up_once_the_demo_corpus_is_searchable_even_if_the_worker_di
     tmp_path: Path,
 ) -> None:
     port = free_port()
-    # The demo jobs wait in the queue (the documents worker polls every 30 s) long enough for
-    # the worker to be killed under them; one poll of the next worker takes all six.
+    # The demo jobs wait in the queue (the documents worker polls every 30 s, and is not
+    # nudged) long enough for the worker to be killed under them; one poll of the next worker
+    # takes all six.
     env = bare_env(
         RAG_PORT=str(port),
         RAG_LOG_LEVEL="INFO",
+        RAG_WORKER_NUDGE="false",
         RAG_WORKER_DOCUMENT_POLL_DELAY="30",
         RAG_WORKER_MAX_DOCUMENTS="8",
     )

@@ -231,7 +231,7 @@ async def test_a_cancel_that_arq_reads_before_the_job_starts_still_ends_it(
             ends = Ends.open(redis, Keys(settings.key_prefix), settings)
             # What `ends.cancel` writes when the job is no longer waiting: asked, then aborted.
             await ends.jobs.request_cancel(job_id)
-            await ends.queue.abort(job_id)
+            await ends.queue.abort(job_id, "answer")
             async with running_worker(settings):
                 async with asyncio.timeout(30):
                     events = [event.type async for event in stack.client.follow(job_id)]

@@ -205,8 +205,8 @@ class RagClient:
         return _json_or_raise(response)
 
     async def cancel(self, job_id: str) -> dict[str, Any]:
-        """Cancel a job; returns its `status`: `cancelled` (it was queued) or `cancelling` (a
-        worker stops it within a poll, and its stream ends with a `cancelled` event)."""
+        """Cancel a job; returns its `status`: `cancelled` (it was queued) or `cancelling` (its
+        worker stops it as soon as it hears of it, and its stream ends with a `cancelled` event)."""
         return _json_or_raise(await self._http.delete(f"/jobs/{_segment(job_id)}"))
 
     async def stats(self) -> dict[str, Any]:

@@ -180,6 +180,13 @@ class Keys:
         """An arq queue (a sorted set of job ids): `questions` or `documents` (queues.py)."""
         return f"{self.prefix}queue:{lane}"
 
+    def nudge(self, lane: str) -> str:
+        """Pub/sub channel: a job was put on the lane's arq queue, for its workers to start it
+        now rather than at their next poll (store/nudge.py). The queue's own name (channels and
+        keys do not share a namespace), so the Lua that puts a job on a queue knows its
+        channel without another argument."""
+        return self.queue(lane)
+
     # The fair-share scheduler's keys, per lane (fair_share.py).
 
     def waiting_jobs(self, lane: str) -> str:

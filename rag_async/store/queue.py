@@ -68,9 +68,18 @@ local function arq_taken(q)
   return redis.call('EXISTS', q[1], q[2]) > 0
 end
 
+-- Each queue put on is announced once per step on its channel (`Keys.nudge`: the queue's own
+-- name), so that its workers start the job now rather than at their next poll (store/nudge.py).
+-- A local of the script's body: a new table at each call.
+local arq_nudged = {}
+
 local function arq_enqueue(q, a)
   redis.call('PSETEX', q[1], a[4], a[2])
   redis.call('ZADD', q[3], a[3], a[1])
+  if not arq_nudged[q[3]] then
+    arq_nudged[q[3]] = true
+    redis.call('PUBLISH', q[3], '')
+  end
 end
 """
 LUA = _ARQ_LUA + FAIR_LUA
@@ -261,9 +270,13 @@ class JobQueue:
             args += context.args
         return int(await self._schedule(keys=keys, args=args))
 
-    async def abort(self, job_id: str) -> None:
-        """Ask the worker running the job to cancel its task (arq's allow_abort_jobs)."""
-        await self._redis.zadd(self._keys.arq_aborts, {job_id: int(time.time() * 1000)})
+    async def abort(self, job_id: str, kind: Kind) -> None:
+        """Ask the worker running the job to cancel its task (arq's allow_abort_jobs), which it
+        reads at its next poll: nudged, now."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.zadd(self._keys.arq_aborts, {job_id: int(time.time() * 1000)})
+            pipe.publish(self._keys.nudge(JOB_KINDS[kind].lane), b"")
+            await pipe.execute()
 
     async def take_back_try(self, job_id: str) -> None:
         """Uncount arq's latest start of the job: it was deferred, not tried."""
@@ -279,6 +292,7 @@ class JobQueue:
         await self._redis.enqueue_job(
             function, job_id, message_id, _job_id=message_id, _queue_name=self.name(kind)
         )
+        await self._redis.publish(self._keys.nudge(JOB_KINDS[kind].lane), b"")
 
     async def size(self, kind: Kind) -> int:
         """Every job of the lane of `kind`, waiting or on arq's queue whatever its state

@@ -215,7 +215,7 @@ async def cancel(ends: Ends, record: JobRecord) -> Literal["cancelled", "cancell
     await ends.jobs.request_cancel(job_id)
     event_id = await cancel_waiting(ends, record)
     if not event_id:
-        await ends.queue.abort(job_id)
+        await ends.queue.abort(job_id, record.kind)
         return "cancelling"
     await ended(ends, record, "cancelled", CANCELLED_WAITING.message, event_id=event_id)
     return "cancelled"

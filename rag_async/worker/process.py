@@ -25,6 +25,7 @@ from rag_async.logs import configure_logging, route_library_logs
 from rag_async.metrics import serve_process_metrics
 from rag_async.store.errors import StoreError
 from rag_async.store.keys import Keys
+from rag_async.store.nudge import NudgeListener
 from rag_async.store.pool import arq_cli_settings, connect_redis
 from rag_async.store.queue import EARLIER_NAMES, JOB_KINDS, LANES, Lane
 from rag_async.store.webhooks import DELIVERY_FUNCTION
@@ -189,8 +190,13 @@ def worker_options(settings: Settings, lane: Lane) -> dict[str, Any]:
 
 
 class RagWorker(Worker):
-    """arq's Worker, without re-checking the jobs it is already running at every poll, and
-    ending a cancelled job whose run it dropped before starting it.
+    """arq's Worker, woken between polls by a nudge, without re-checking the jobs it is already
+    running at every poll, and ending a cancelled job whose run it dropped before starting it.
+
+    With `wake` (an event the process's nudge listener sets, store/nudge.py), the sleep
+    between two polls is ours: up to arq's poll delay, cut short when the event is set. A job
+    put on the queue then starts at once, and the poll is only the fallback for what no nudge
+    announces (a deferred job coming due, a nudge lost with its connection).
 
     A running job stays in arq's queue until it ends, and each poll reads the queue's ids and
     spends three Redis round trips per id to learn whether it is running somewhere. The jobs
@@ -198,6 +204,36 @@ class RagWorker(Worker):
     With answers in flight and a short poll delay that was a large share of the worker's CPU,
     and of Valkey's (docs/benchmarks.md, "arq's poll delay").
     """
+
+    def __init__(self, *args: Any, wake: asyncio.Event | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.wake = wake
+        self.fallback_poll = self.poll_delay_s
+        self._polled = False
+        if wake is not None:
+            self.poll_delay_s = 0.0  # arq's loop sleeps no more: `_poll_iteration` waits
+
+    async def _poll_iteration(self) -> None:
+        # The wait comes first, except before the first poll, as arq's own loop sleeps after
+        # each: so a burst run (tests) still ends once its first poll finds the queue empty.
+        if self.wake is not None:
+            if self._polled:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.fallback_poll):
+                        await self.wake.wait()
+            self._polled = True
+            # Cleared before the read: a nudge from here on is for a job this read may miss,
+            # and makes the next wait return at once.
+            self.wake.clear()
+        await super()._poll_iteration()
+
+    def _release_sem_dec_counter_on_complete(self) -> None:
+        # A worker that was full read nothing at its last polls: jobs due meanwhile, which
+        # another worker had no room for either, are read now that a slot is free.
+        full = self.job_counter >= self.max_jobs
+        super()._release_sem_dec_counter_on_complete()
+        if full and self.wake is not None:
+            self.wake.set()
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         running = self.tasks
@@ -239,6 +275,9 @@ class WorkerProcess:
         self.lanes = lanes
         self.ctx: dict[str, Any] = {"settings": settings, "lanes": lanes}
         self.workers: list[RagWorker] = []
+        # Each lane's worker is woken by the process's one nudge subscription (store/nudge.py).
+        self.wakes: dict[Lane, asyncio.Event] = {}
+        self.nudges: NudgeListener | None = None
         self._stop_asked = asyncio.Event()
 
     @property
@@ -255,6 +294,10 @@ class WorkerProcess:
         self.ctx["redis"] = redis
         try:
             await startup(cast(WorkerContext, self.ctx))
+            if settings.worker_nudge:
+                self.wakes = {lane: asyncio.Event() for lane in self.lanes}
+                self.nudges = NudgeListener(redis, Keys(settings.key_prefix), self.wakes)
+                self.nudges.start()
             for lane in self.lanes:
                 options = worker_options(settings, lane)
                 for shared in ("on_startup", "on_shutdown", "redis_settings"):
@@ -262,9 +305,11 @@ class WorkerProcess:
                 # The process's clients, and the worker's own queue for the hooks of its jobs.
                 ctx = {**self.ctx, "lanes": (lane,)}
                 options |= {"ctx": ctx, "redis_pool": redis, "handle_signals": False}
-                self.workers.append(RagWorker(**options))
+                self.workers.append(RagWorker(**options, wake=self.wakes.get(lane)))
             await self._run_until_stopped()
         finally:
+            if self.nudges is not None:
+                await self.nudges.close()
             await shutdown(cast(WorkerContext, self.ctx))
             await redis.aclose(close_connection_pool=True)  # ours: nobody else uses it
 

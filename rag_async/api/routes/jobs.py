@@ -61,8 +61,8 @@ async def get_job(state: State, caller: Caller, job_id: Annotated[str, Path()]) 
     responses={**_NOT_FOUND, 409: {"model": ErrorBody}},
 )
 async def cancel_job(state: State, caller: Caller, job_id: Annotated[str, Path()]) -> JobCancelled:
-    """Cancel a job: a queued one at once (`cancelled`), a running one within a poll of its
-    worker (`cancelling`; its stream then ends with a `cancelled` event and its LLM stream is
+    """Cancel a job: a queued one at once (`cancelled`), a running one as soon as its worker
+    hears of it (`cancelling`; its stream then ends with a `cancelled` event and its LLM stream is
     closed). A client that merely disconnects cancels nothing."""
     record = await _load(state, job_id, caller)
     if record.status.ended:
