@@ -39,6 +39,7 @@ from pydantic import (
     StrictStr,
     ValidationError,
     ValidatorFunctionWrapHandler,
+    WithJsonSchema,
     WrapValidator,
     model_validator,
 )
@@ -199,7 +200,19 @@ class CompoundFilter(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     type: Literal["and", "or"]
-    filters: list[Filter] = Field(min_length=1)
+    # Documented without recursion: a schema that refers to itself cannot be walked by every
+    # client generator or fuzzer (schemathesis finds no instance), and the bounds are ours.
+    filters: Annotated[
+        list[Filter],
+        WithJsonSchema(
+            {
+                "type": "array",
+                "minItems": 1,
+                "items": {"type": "object"},
+                "description": "Comparison or compound filters, as this one.",
+            }
+        ),
+    ] = Field(min_length=1)
 
     @property
     def depth(self) -> int:
