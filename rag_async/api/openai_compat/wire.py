@@ -11,6 +11,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from rag_async.api.openai_compat.cited_files import call_item, file_of, searched
 from rag_async.config import Settings
 from rag_async.domain.generation import Generation, Usage
 from rag_async.domain.job import JobRecord, JobStatus, is_job_id
@@ -71,11 +72,12 @@ def citations(text: str, sources: Sequence[Source]) -> list[dict[str, Any]]:
                 }
             )
         else:
+            file_id, filename = file_of(source)
             found.append(
                 {
                     "type": "file_citation",
-                    "file_id": source.document_id,
-                    "filename": source.source or source.title,
+                    "file_id": file_id,
+                    "filename": filename,
                     "index": match.start(),
                 }
             )
@@ -145,6 +147,8 @@ def response_object(
     output = [] if text is None else [output_message(record.job_id, text, sources, done=True)]
     if output and status in ("queued", "in_progress", "incomplete"):
         output[0]["status"] = "in_progress" if status != "incomplete" else "incomplete"
+    if output and searched(record):  # the search that found the sources comes first
+        output.insert(0, call_item(record, sources, done=True))
     error = None
     if status == "failed":
         error = {"code": "server_error", "message": record.error or "the answer failed"}
@@ -159,8 +163,8 @@ def response_object(
         "incomplete_details": {"reason": incomplete} if status == "incomplete" else None,
         "usage": response_usage(usage or record.usage) if status in _ENDED else None,
         "parallel_tool_calls": False,
-        "tool_choice": "none",
-        "tools": [],
+        "tool_choice": record.v1.get("tool_choice", "auto"),
+        "tools": record.v1.get("tools", []),
         "conversation": (
             {"id": record.conversation_id} if record.conversation_id is not None else None
         ),
