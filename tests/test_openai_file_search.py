@@ -265,3 +265,42 @@ async def test_hybrid_relevance_is_the_score_over_the_best_fused_score(
         assert [s.n for s in at_least(scaled, 0.999)] == [1]
     finally:
         await store.close()
+
+
+async def test_file_search_over_two_stores_merges_their_sources(alice: openai.AsyncOpenAI) -> None:
+    first, green, _ = await tea_store(alice)
+    other = await alice.vector_stores.create(name="Herbal")
+    mint = await alice.vector_stores.files.upload_and_poll(
+        vector_store_id=other.id,
+        file=("mint.md", io.BytesIO(b"# Mint tea\n\nBrew mint tea for five minutes.")),
+        attributes={"colour": "green"},
+    )
+    tool: Any = {
+        "type": "file_search",
+        "vector_store_ids": [first, other.id],
+        "filters": {"type": "eq", "key": "colour", "value": "green"},
+    }
+    response = await alice.responses.create(
+        input=QUESTION, tools=[tool], include=["file_search_call.results"]
+    )
+    results = response.output[0].results  # type: ignore[union-attr]
+    assert results and {r.file_id for r in results} == {green, mint.id}
+    scores = [r.score for r in results]
+    assert scores == sorted(scores, reverse=True)
+
+
+async def test_chat_completions_cite_a_vector_stores_files(
+    keyed: Stack, alice: openai.AsyncOpenAI
+) -> None:
+    store, _, black = await tea_store(alice)
+    whole = await alice.chat.completions.create(
+        model="any",
+        messages=[{"role": "user", "content": "How long does black tea brew?"}],
+        extra_body={"collection": store},
+    )
+    cited = whole.choices[0].message.annotations
+    assert cited and cited[0].type == "url_citation"
+    assert cited[0].url_citation.url.endswith(f"/v1/files/{black}/content")
+    assert cited[0].url_citation.title == "black.md"
+    content = await alice.files.content(black)  # the address cited reads the file
+    assert content.read() == BLACK.encode()

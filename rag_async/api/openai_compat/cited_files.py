@@ -18,9 +18,14 @@ def file_of(source: Source) -> tuple[str, str]:
     """The file id and file name a source is cited by: a vector store file's own (its chunks
     are sourced from its `file-…` id and titled with its name, attaching.py), else the
     document's id and its name."""
-    if source.source and source.source.startswith(FILE_PREFIX):
+    if is_file(source) and source.source is not None:
         return source.source, source.title
     return source.document_id, source.source or source.title
+
+
+def is_file(source: Source) -> bool:
+    """Whether the source is a chunk of a /v1 file (attached to a vector store)."""
+    return bool(source.source and source.source.startswith(FILE_PREFIX))
 
 
 def searched(record: JobRecord) -> bool:

@@ -11,7 +11,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from rag_async.api.openai_compat.cited_files import call_item, file_of, searched
+from rag_async.api.openai_compat.cited_files import call_item, file_of, is_file, searched
 from rag_async.config import Settings
 from rag_async.domain.generation import Generation, Usage
 from rag_async.domain.job import JobRecord, JobStatus, is_job_id
@@ -88,7 +88,8 @@ def chat_citations(text: str, sources: Sequence[Source], base_url: str) -> list[
     """The citations of `text` as chat completions carry them. OpenAI's chat completions know
     one annotation type, `url_citation` (the SDKs type it so), so a document of the
     collection is cited by its address on this service (GET /documents/{id}, with the key
-    that may read it) rather than with a type that typed clients would choke on."""
+    that may read it; a vector store's file, by its `GET /v1/files/{id}/content`) rather than
+    with a type that typed clients would choke on."""
     by_number = {source.n: source for source in sources}
     found: list[dict[str, Any]] = []
     for match in _CITATION.finditer(text):
@@ -96,7 +97,9 @@ def chat_citations(text: str, sources: Sequence[Source], base_url: str) -> list[
         if source is None:
             continue
         url = source.source
-        if not (url and url.startswith(("http://", "https://"))):
+        if is_file(source):
+            url = f"{base_url.rstrip('/')}/v1/files/{source.source}/content"
+        elif not (url and url.startswith(("http://", "https://"))):
             url = f"{base_url.rstrip('/')}/documents/{source.document_id}"
         cited: dict[str, Any] = {"url": url, "title": source.title}
         cited.update(start_index=match.start(), end_index=match.end())
