@@ -56,14 +56,10 @@ async def search(body: SearchRequest, request: Request, state: State, caller: Ca
 
 
 async def submit_search(
-    submission: Submission,
-    body: SearchRequest,
-    *,
-    also: tuple[str, ...] = (),
-    min_relevance: float | None = None,
+    submission: Submission, body: SearchRequest, *, min_relevance: float | None = None
 ) -> str:
-    """Queue the search's job in the caller's collection (and those named `also`, merged),
-    keeping sources of `min_relevance` at least (domain/relevance.py); its id."""
+    """Queue the search's job in the caller's collection, keeping the sources of
+    `min_relevance` at least (/v1's threshold: domain/relevance.py); its id."""
     state, caller = submission.state, submission.caller
     query = checked_query(body.query, state.settings.max_query_chars)
     collection = caller.collection(body.collection or state.settings.default_collection)
@@ -73,7 +69,6 @@ async def submit_search(
         top_k=body.top_k or state.settings.top_k,
         score_threshold=body.score_threshold,
         filters=body.filters,
-        more_collections=[caller.collection(name) for name in also] or None,
         min_relevance=min_relevance,
     )
     job_id = new_job_id()
