@@ -247,7 +247,8 @@ class Settings(BaseSettings):
     rrf_lexical_weight: float = Field(default=1.0, ge=0)
     rrf_dense_weight: float = Field(default=1.0, ge=0)
     # Results scoring below it are dropped. The score is BM25's for lexical retrieval and the
-    # fused reciprocal-rank score (at most the sum of the weights, over k + 1) for hybrid.
+    # fused reciprocal-rank score for hybrid (at most `Fusion.best()`: 1 with equal weights).
+    # /v1 compares its 0..1 relevance instead (domain/relevance.py).
     score_threshold: float | None = Field(default=None, ge=0)
 
     # Generation. With neither a base URL nor a key, the offline extractive answerer runs.

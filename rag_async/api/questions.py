@@ -37,6 +37,11 @@ class Question:
     v1: Mapping[str, Any] | None = None
     # What the search keeps to: documents whose attributes match.
     filters: Filter | None = None
+    # A /v1 file_search's: the collections searched with `collection`, how many sources, and
+    # the lowest relevance kept (domain/relevance.py); without them, the settings'.
+    more_collections: Sequence[str] = ()
+    top_k: int | None = None
+    min_relevance: float | None = None
 
 
 def checked_query(text: str, limit: int) -> str:
@@ -72,6 +77,14 @@ async def submit_question(
     if question.filters is not None:
         fields |= record_fields(filters=question.filters)
         fingerprint += "\x00" + fields["filters"]
+    if question.more_collections or question.top_k or question.min_relevance is not None:
+        bounds = record_fields(
+            more_collections=[caller.collection(name) for name in question.more_collections],
+            top_k=question.top_k,
+            min_relevance=question.min_relevance,
+        )
+        fields |= bounds
+        fingerprint += "\x00" + orjson.dumps(bounds).decode()
     if history or question.conversation_id or question.follows or question.generation:
         context = record_fields(
             history=history,

@@ -102,9 +102,14 @@ class JobRecord(BaseModel):
     collection: str | None = None
     # What a question's or a search's retrieval keeps to: documents whose attributes match.
     filters: Filter | None = None
-    # A search's own bounds (POST /search); an answer's are the settings'.
+    # The collections searched with `collection`, their results merged (a /v1 file_search
+    # over several vector stores).
+    more_collections: list[str] = []
+    # A search's own bounds (POST /search), and a /v1 search's or file_search's (with the
+    # lowest relevance, domain/relevance.py); without them, the settings'.
     top_k: int | None = None
     score_threshold: float | None = None
+    min_relevance: float | None = None
     document_id: str | None = None
     title: str | None = None
     source: str | None = None
@@ -181,6 +186,7 @@ _JSON_FIELDS = frozenset(
         "usage",
         "filters",
         "attributes",
+        "more_collections",
     }
 )
 

@@ -44,6 +44,14 @@ class Source(BaseModel):
     )
     page: int | None = Field(default=None, description="The page it starts on (PDF).")
     collection: str | None = None
+    attributes: dict[str, bool | int | float | str] | None = Field(
+        default=None, description="The document's attributes, which `filters` compare."
+    )
+    relevance: float | None = Field(
+        default=None,
+        description="The score on a scale from 0 to 1 (domain/relevance.py): what /v1 "
+        "reports as a result's score.",
+    )
     truncated: bool = Field(
         default=False,
         description="The passage was longer than the service keeps (RAG_MAX_SOURCE_CHARS): "

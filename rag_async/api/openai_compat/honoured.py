@@ -84,7 +84,8 @@ def refuse_unhonoured_chat(body: ChatCompletionsRequest) -> None:
         _check_format(body.response_format.get("type"), "response_format")
     if body.n is not None and body.n > 1:
         raise Refused("n", f"n {body.n} cannot be honoured: one answer is written per question")
-    check_tool_choice(body.tool_choice, accepted_tools(body.tools))
+    # OpenAI's chat completions have no file_search: only function tools, refused here.
+    check_tool_choice(body.tool_choice, accepted_tools(body.tools, runs={}))
     _check_text_only(body.messages, "messages")
 
 

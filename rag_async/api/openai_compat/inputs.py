@@ -1,7 +1,7 @@
 """What OpenAI clients send, read into a question, its history and its generation wishes.
 
 Each field is honoured (instructions, token limits, temperature, stop, metadata, store),
-ignored because it changes nothing a client relies on (reasoning, truncation, include, top_p,
+ignored because it changes nothing a client relies on (reasoning, truncation, top_p,
 user, ...: extra fields are ignored too, as OpenAI-compatible servers commonly do), or refused
 with a 400 naming it because the reply could not keep its contract (honoured.py). A field of
 the wrong type, text that is not text, or no question at all is a 422 that says so. A
@@ -143,6 +143,9 @@ class ResponsesRequest(_Asked):
     # A conversation of POST /chat's (its `conversation_id`), by id or as {"id": ...}.
     conversation: ConversationId | ConversationRef | None = None
     multitask: Multitask = Field(default="enqueue", description=MULTITASK_DESCRIPTION)
+    # "file_search_call.results" puts the passages found in the file_search_call item; what
+    # else may be asked changes nothing here.
+    include: list[str] | None = None
 
     @property
     def conversation_id(self) -> str | None:

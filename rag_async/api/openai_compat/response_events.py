@@ -21,6 +21,8 @@ from typing import Any
 import orjson
 from sse_starlette import ServerSentEvent
 
+from rag_async.api.openai_compat.cited_files import searched
+from rag_async.api.openai_compat.file_search import call_events
 from rag_async.api.openai_compat.wire import (
     MESSAGE_PREFIX,
     citations,
@@ -46,7 +48,7 @@ from rag_async.domain.sources import Source
 from rag_async.domain.transcript import Transcript
 
 # Room for the Responses events that one logged event becomes (a `done` makes four, and
-# the citations still to announce go before them).
+# the citations still to announce go before them; `sources` with a file_search, seven).
 PARTS = 10
 _ENDING = 4
 
@@ -66,6 +68,9 @@ class ResponseEvents:
         self._transcript = Transcript()  # the answer so far, by the one rule
         self._item = f"{MESSAGE_PREFIX}{record.job_id}"
         self._announced = 0  # the citations of the answer so far announced
+        # A file_search's call item comes first (file_search.py): the message is then second.
+        self._searched = searched(record)
+        self._at = 1 if self._searched else 0
 
     def created(self) -> dict[str, Any]:
         return {"type": "response.created", "response": self._response("queued")}
@@ -82,8 +87,10 @@ class ResponseEvents:
             self._sources = list(event.sources)
             item = output_message(self._record.job_id, None, (), done=False)
             part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+            search = call_events(self._record, self._sources) if self._searched else []
             return [
-                {"type": "response.output_item.added", "output_index": 0, "item": item},
+                *search,
+                {"type": "response.output_item.added", "output_index": self._at, "item": item},
                 {**self._at_part(), "type": "response.content_part.added", "part": part},
             ]
         if isinstance(event, TokenEvent):
@@ -130,12 +137,12 @@ class ResponseEvents:
             *self._annotations(text, PARTS - _ENDING),
             {**self._at_part(), "type": "response.output_text.done", "text": text, "logprobs": []},
             {**self._at_part(), "type": "response.content_part.done", "part": part},
-            {"type": "response.output_item.done", "output_index": 0, "item": item},
+            {"type": "response.output_item.done", "output_index": self._at, "item": item},
             {"type": f"response.{ended['status']}", "response": ended},
         ]
 
     def _at_part(self) -> dict[str, Any]:
-        return {"item_id": self._item, "output_index": 0, "content_index": 0}
+        return {"item_id": self._item, "output_index": self._at, "content_index": 0}
 
     def _response(
         self, status: str, text: str | None = None, done: DoneEvent | None = None

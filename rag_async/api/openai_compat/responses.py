@@ -4,7 +4,7 @@ POST /v1/responses/{id}/cancel. The same keys, limits, checks and queue as POST 
 
 from __future__ import annotations
 
-import functools
+import dataclasses
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
@@ -20,6 +20,8 @@ from rag_async.api.openai_compat.answers import (
     wait_for_end,
     wait_holding,
 )
+from rag_async.api.openai_compat.file_search import echo as tools_echo
+from rag_async.api.openai_compat.file_search import search_bounds, used_tool
 from rag_async.api.openai_compat.honoured import (
     refuse_unhonoured_response,
     response_echo,
@@ -98,10 +100,15 @@ async def _ask(submission: Submission, body: ResponsesRequest, idempotency_key: 
         text = body.input
     else:
         text, history = conversation_of(await resolved_items(state, caller, body.input))
-    echo = {**response_echo(body), "input_turns": len(history)}
-    asked = functools.partial(
-        Question, generation=response_generation(body), v1=echo, collection=body.collection
-    )
+    tool = used_tool(body)
+    where = await search_bounds(state, caller, tool) if tool is not None else {}
+    echo = {**response_echo(body), **tools_echo(body, tool), "input_turns": len(history)}
+
+    def asked(text: str, history: list[Turn]) -> Question:
+        generation = response_generation(body)
+        question = Question(text, body.collection, history, generation=generation, v1=echo)
+        return dataclasses.replace(question, **where)  # the file_search tool's stores'
+
     conversation_id = body.conversation_id
     if body.previous_response_id is not None:
         previous = await owned_answer(state, caller, body.previous_response_id)

@@ -8,16 +8,20 @@ the model to call it, and an answer that silently never does would look like a m
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Annotated, Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+from rag_async.api.openai_compat.vector_store_search import RankingOptions
 from rag_async.domain.errors import RagError
+from rag_async.domain.filters import Filter
 
 ToolCheck = Callable[[dict[str, Any], str], dict[str, Any]]
 
-# The tool types that are run here, each with its checker (`param`: where the tool was, for
-# the error). None yet: `file_search` comes with the vector stores.
-TOOLS: dict[str, ToolCheck] = {}
+# OpenAI's limit on the vector stores one file_search tool searches.
+MAX_VECTOR_STORES = 2
+_StoreId = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 
 # What `tool_choice` may say when no tool is given or every given tool is optional.
 _FREE_CHOICES = frozenset({"none", "auto"})
@@ -38,18 +42,51 @@ class Refused(RagError):
         return [{"field": self.param, "problem": self.message}]
 
 
-def accepted_tools(tools: Sequence[Any] | None, param: str = "tools") -> list[dict[str, Any]]:
-    """The request's tools, each checked by its type's checker; 400 for any other."""
+class FileSearchTool(BaseModel):
+    """The Responses API's `file_search` tool: the answer's sources are searched for in these
+    vector stores (each the caller's: api/openai_compat/file_search.py checks it)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["file_search"]
+    vector_store_ids: list[_StoreId] = Field(min_length=1, max_length=MAX_VECTOR_STORES)
+    filters: Filter | None = None
+    max_num_results: int | None = Field(default=None, strict=True, ge=1, le=50)
+    ranking_options: RankingOptions | None = None
+
+
+def _file_search(tool: dict[str, Any], param: str) -> dict[str, Any]:
+    try:
+        checked = FileSearchTool.model_validate(tool)
+    except ValidationError as error:
+        problem = error.errors()[0]
+        where = ".".join(str(part) for part in (param, *problem["loc"]))
+        raise Refused(
+            where, f"file_search tool: {where}: {problem['msg']}", code="invalid_tool"
+        ) from None
+    return checked.model_dump(mode="json", exclude_none=True)
+
+
+# The tool types that are run here, each with its checker (`param`: where the tool was, for
+# the error).
+TOOLS: dict[str, ToolCheck] = {"file_search": _file_search}
+
+
+def accepted_tools(
+    tools: Sequence[Any] | None, param: str = "tools", runs: Mapping[str, ToolCheck] = TOOLS
+) -> list[dict[str, Any]]:
+    """The request's tools, each checked by its type's checker (those of `runs`: chat
+    completions run none); 400 for any other."""
     accepted: list[dict[str, Any]] = []
     for i, tool in enumerate(tools or ()):
         where = f"{param}[{i}]"
         kind = tool.get("type") if isinstance(tool, dict) else None
-        check = TOOLS.get(kind) if isinstance(kind, str) else None
+        check = runs.get(kind) if isinstance(kind, str) else None
         if check is None:
-            runs = ", ".join(sorted(TOOLS)) or "none"
+            names = ", ".join(sorted(runs)) or "none"
             raise Refused(
                 where,
-                f"tool type {str(kind)[:40]!r} is not supported here (tools run: {runs}): "
+                f"tool type {str(kind)[:40]!r} is not supported here (tools run: {names}): "
                 "this service answers from its documents and calls no client function",
                 code="unsupported_tool",
             )

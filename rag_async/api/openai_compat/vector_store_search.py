@@ -1,39 +1,36 @@
 """POST /v1/vector_stores/{id}/search in OpenAI's shape: the request and the page of results.
 
-The search itself is a retrieval-only job (no answer), over the store's collection, with the
-metadata `filters` applied in the store: until that job exists the route checks the request
-and the store, then answers 501.
-
-Wiring it (the `search` branch's routes/search.py): `submit_search(submission,
-VectorStoreSearchRequest(query=…, collection=store.store_id, top_k=max_num_results,
-score_threshold=ranking_options.score_threshold, filters=…))` then `wait_for_end`, and each
-`Source` found becomes a `SearchResult`: file id its `source`, file name its `title`, text its
-`text`, score its `score`, attributes the attachment's (store/vector_stores.py), its
-`document_id` being `attaching.document_id_of(store, file)`. A list `query` is several
-searches, merged by score.
+The search is a retrieval-only job (routes/search.py's, no answer) over the store's collection,
+with the metadata `filters` applied in the store and at most `max_num_results` results. Each
+result's `score` is the chunk's relevance, from 0 to 1 (domain/relevance.py, the one rule), and
+`ranking_options.score_threshold` is compared with it. A list `query` is one search per query,
+merged by score. A result names the file its chunk is of (file id, name, and the attributes it
+was attached with, which the chunk's payload carries).
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+import asyncio
+from typing import Annotated, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StringConstraints
 
 from rag_async.api.auth import Caller
+from rag_async.api.enqueue import Submission
+from rag_async.api.openai_compat.answers import StillRunning, stream_slot, wait_for_end
+from rag_async.api.openai_compat.cited_files import file_of
 from rag_async.api.openai_compat.vector_stores import ERRORS, owned_store
+from rag_async.api.routes.search import search_results, submit_search
 from rag_async.api.state import State
-from rag_async.domain.errors import RagError
+from rag_async.domain.filters import FILTERS_DESCRIPTION, Filter
+from rag_async.domain.schemas import SearchRequest
+from rag_async.domain.sources import Source
 from rag_async.store.vector_stores import Attributes
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
 _Query = Annotated[str, StringConstraints(min_length=1, max_length=4000)]
-
-
-class SearchUnavailable(RagError):
-    status_code = 501
-    code = "not_implemented"
 
 
 class RankingOptions(BaseModel):
@@ -49,8 +46,7 @@ class VectorStoreSearchRequest(BaseModel):
     )
 
     query: _Query | Annotated[list[_Query], Field(min_length=1, max_length=10)]
-    # OpenAI's comparison and compound filters: checked by domain/filters.py when wired.
-    filters: dict[str, Any] | None = None
+    filters: Filter | None = Field(default=None, description=FILTERS_DESCRIPTION)
     max_num_results: int = Field(default=10, strict=True, ge=1, le=50)
     ranking_options: RankingOptions | None = None
     rewrite_query: StrictBool = False
@@ -80,15 +76,64 @@ class SearchPage(BaseModel):
 @router.post(
     "/vector_stores/{vector_store_id}/search",
     response_model=SearchPage,
-    responses={**ERRORS, 501: {"model": ERRORS[400]["model"]}},
+    responses={
+        **ERRORS,
+        502: {"model": ERRORS[400]["model"]},
+        504: {"model": ERRORS[400]["model"]},
+    },
 )
 async def search_vector_store(
-    vector_store_id: str, body: VectorStoreSearchRequest, state: State, caller: Caller
+    vector_store_id: str,
+    body: VectorStoreSearchRequest,
+    request: Request,
+    state: State,
+    caller: Caller,
 ) -> SearchPage:
     """The store's chunks nearest the query, best first (at most `max_num_results`, none
     scoring under `ranking_options.score_threshold`), filtered on their attributes."""
-    await owned_store(state, caller, vector_store_id)
-    raise SearchUnavailable(
-        "searching a vector store is not available yet: ask a question of it with "
-        f"POST /chat and collection {vector_store_id!r}"
+    store = await owned_store(state, caller, vector_store_id)
+    queries = [body.query] if isinstance(body.query, str) else body.query
+    threshold = body.ranking_options.score_threshold if body.ranking_options else None
+    submission = Submission(state, request, caller)
+    release = stream_slot(state, caller)  # one, as one request waits for its searches
+    try:
+        found = await asyncio.gather(
+            *(_search(submission, store.store_id, query, body, threshold) for query in queries)
+        )
+    finally:
+        release()
+    best = sorted(
+        (source for sources in found for source in sources),
+        key=lambda source: source.relevance or 0.0,
+        reverse=True,
+    )[: body.max_num_results]
+    return SearchPage(search_query=queries, data=[_result(source) for source in best])
+
+
+async def _search(
+    submission: Submission,
+    store_id: str,
+    query: str,
+    body: VectorStoreSearchRequest,
+    threshold: float | None,
+) -> list[Source]:
+    asked = SearchRequest(
+        query=query, collection=store_id, top_k=body.max_num_results, filters=body.filters
+    )
+    job_id = await submit_search(submission, asked, min_relevance=threshold)
+    state = submission.state
+    record = await wait_for_end(state, job_id, state.settings.search_wait)
+    if record is None:
+        raise StillRunning(f"the search is still queued: its results will be at /jobs/{job_id}")
+    return search_results(state, record).results
+
+
+def _result(source: Source) -> SearchResult:
+    file_id, filename = file_of(source)
+    return SearchResult(
+        file_id=file_id,
+        filename=filename,
+        score=source.relevance or 0.0,
+        attributes=source.attributes,
+        content=[TextContent(text=source.text)],
     )

@@ -11,6 +11,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from rag_async.api.openai_compat.cited_files import call_item, file_of, is_file, searched
 from rag_async.config import Settings
 from rag_async.domain.generation import Generation, Usage
 from rag_async.domain.job import JobRecord, JobStatus, is_job_id
@@ -71,11 +72,12 @@ def citations(text: str, sources: Sequence[Source]) -> list[dict[str, Any]]:
                 }
             )
         else:
+            file_id, filename = file_of(source)
             found.append(
                 {
                     "type": "file_citation",
-                    "file_id": source.document_id,
-                    "filename": source.source or source.title,
+                    "file_id": file_id,
+                    "filename": filename,
                     "index": match.start(),
                 }
             )
@@ -86,7 +88,8 @@ def chat_citations(text: str, sources: Sequence[Source], base_url: str) -> list[
     """The citations of `text` as chat completions carry them. OpenAI's chat completions know
     one annotation type, `url_citation` (the SDKs type it so), so a document of the
     collection is cited by its address on this service (GET /documents/{id}, with the key
-    that may read it) rather than with a type that typed clients would choke on."""
+    that may read it; a vector store's file, by its `GET /v1/files/{id}/content`) rather than
+    with a type that typed clients would choke on."""
     by_number = {source.n: source for source in sources}
     found: list[dict[str, Any]] = []
     for match in _CITATION.finditer(text):
@@ -94,7 +97,9 @@ def chat_citations(text: str, sources: Sequence[Source], base_url: str) -> list[
         if source is None:
             continue
         url = source.source
-        if not (url and url.startswith(("http://", "https://"))):
+        if is_file(source):
+            url = f"{base_url.rstrip('/')}/v1/files/{source.source}/content"
+        elif not (url and url.startswith(("http://", "https://"))):
             url = f"{base_url.rstrip('/')}/documents/{source.document_id}"
         cited: dict[str, Any] = {"url": url, "title": source.title}
         cited.update(start_index=match.start(), end_index=match.end())
@@ -145,6 +150,8 @@ def response_object(
     output = [] if text is None else [output_message(record.job_id, text, sources, done=True)]
     if output and status in ("queued", "in_progress", "incomplete"):
         output[0]["status"] = "in_progress" if status != "incomplete" else "incomplete"
+    if output and searched(record):  # the search that found the sources comes first
+        output.insert(0, call_item(record, sources, done=True))
     error = None
     if status == "failed":
         error = {"code": "server_error", "message": record.error or "the answer failed"}
@@ -159,8 +166,8 @@ def response_object(
         "incomplete_details": {"reason": incomplete} if status == "incomplete" else None,
         "usage": response_usage(usage or record.usage) if status in _ENDED else None,
         "parallel_tool_calls": False,
-        "tool_choice": "none",
-        "tools": [],
+        "tool_choice": record.v1.get("tool_choice", "auto"),
+        "tools": record.v1.get("tools", []),
         "conversation": (
             {"id": record.conversation_id} if record.conversation_id is not None else None
         ),

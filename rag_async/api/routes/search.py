@@ -52,11 +52,14 @@ async def search(body: SearchRequest, request: Request, state: State, caller: Ca
     if record is None:
         accepted = submission.accepted(JobAccepted, job_id)
         return json_response(accepted.model_dump(), status=202)
-    return json_response(_results(state, record).model_dump(mode="json"))
+    return json_response(search_results(state, record).model_dump(mode="json"))
 
 
-async def submit_search(submission: Submission, body: SearchRequest) -> str:
-    """Queue the search's job in the caller's collection; its id."""
+async def submit_search(
+    submission: Submission, body: SearchRequest, *, min_relevance: float | None = None
+) -> str:
+    """Queue the search's job in the caller's collection, keeping the sources of
+    `min_relevance` at least (/v1's threshold: domain/relevance.py); its id."""
     state, caller = submission.state, submission.caller
     query = checked_query(body.query, state.settings.max_query_chars)
     collection = caller.collection(body.collection or state.settings.default_collection)
@@ -66,13 +69,15 @@ async def submit_search(submission: Submission, body: SearchRequest) -> str:
         top_k=body.top_k or state.settings.top_k,
         score_threshold=body.score_threshold,
         filters=body.filters,
+        min_relevance=min_relevance,
     )
     job_id = new_job_id()
     await enqueue(submission, job_id, "search", fields)
     return job_id
 
 
-def _results(state: AppState, record: JobRecord) -> SearchResults:
+def search_results(state: AppState, record: JobRecord) -> SearchResults:
+    """An ended search's results; 409 if it was cancelled, 502 if it failed."""
     if record.status is JobStatus.CANCELLED:
         raise Conflict(f"search {record.job_id} was cancelled", code="cancelled")
     if record.status is not JobStatus.COMPLETE:

@@ -49,6 +49,15 @@ def attribute_payload(attributes: Mapping[str, AttributeValue]) -> dict[str, Any
     return {name: part for name, part in ((ATTRIBUTES, plain), (FLAGS, flags)) if part}
 
 
+def payload_attributes(payload: Mapping[str, Any]) -> dict[str, AttributeValue] | None:
+    """The attributes a chunk's payload holds (`attribute_payload` undone); None if none."""
+    plain, flags = payload.get(ATTRIBUTES), payload.get(FLAGS)
+    found: dict[str, AttributeValue] = dict(plain) if isinstance(plain, Mapping) else {}
+    if isinstance(flags, Mapping):
+        found |= {key: value == "true" for key, value in flags.items()}
+    return found or None
+
+
 def _flag(value: bool) -> str:
     return "true" if value else "false"
 

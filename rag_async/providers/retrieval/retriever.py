@@ -15,12 +15,14 @@ from rag_async.domain.filters import AttributeValue, Filter
 from rag_async.domain.sources import Source
 from rag_async.providers.parsing.chunking import DEFAULT_MAX_CHARS, Chunk, Chunking, chunk_document
 from rag_async.providers.parsing.limits import TooManyChunks
+from rag_async.providers.retrieval.backend import fusion_of
 from rag_async.providers.retrieval.embedders import EMBED_BATCH_SIZE, Embedder
 from rag_async.providers.retrieval.lexical import LexicalEncoder
 from rag_async.providers.retrieval.store import (
     DEFAULT_COLLECTION,
     INDEX_BATCH,
     ChunkStore,
+    Fusion,
     citation_heading,
 )
 
@@ -78,8 +80,10 @@ class Retriever:
         chunk_max_chars: int = DEFAULT_MAX_CHARS,
         dense_optional: bool = False,
         score_threshold: float | None = None,
+        fusion: Fusion | None = None,
     ) -> None:
         self._store = store
+        self._fusion = fusion or Fusion()
         self._dense_optional = dense_optional
         self.score_threshold = score_threshold
         self._per_document = per_document
@@ -112,6 +116,7 @@ class Retriever:
             chunk_max_chars=settings.chunk_max_chars,
             dense_optional=dense_optional,
             score_threshold=settings.score_threshold,
+            fusion=fusion_of(settings),
         )
         await retriever.ensure_collection()
         return retriever
@@ -121,6 +126,12 @@ class Retriever:
         if self._embedder is None:
             return self._lexical.name
         return f"hybrid: lexical-bm25 + {self._embedder.name} (RRF)"
+
+    @property
+    def best_score(self) -> float | None:
+        """The highest score a search can give when it has one (hybrid: the fusion's), None
+        when it has none (lexical: BM25's grows with the query). domain/relevance.py."""
+        return self._fusion.best() if self._embedder is not None else None
 
     @property
     def signature(self) -> str:

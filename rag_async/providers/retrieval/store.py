@@ -27,7 +27,7 @@ from qdrant_client import models
 from rag_async.domain.filters import AttributeValue, Filter
 from rag_async.domain.sources import Source
 from rag_async.providers.parsing.chunking import HEADING_SEPARATOR, Chunk
-from rag_async.providers.retrieval.payload_filters import attribute_payload
+from rag_async.providers.retrieval.payload_filters import attribute_payload, payload_attributes
 
 LEXICAL_VECTOR = "lexical"
 DENSE_VECTOR = "dense"
@@ -63,6 +63,11 @@ class Fusion:
         """The weights of the prefetches in the order every backend sends them: dense first,
         then lexical unless the query was only stopwords."""
         return [self.dense_weight, self.lexical_weight] if with_lexical else [self.dense_weight]
+
+    def best(self) -> float:
+        """The highest fused score: a chunk ranked first by both lists (domain/relevance.py
+        scales scores by it)."""
+        return sum(1 / (1 / w + self.k - 1) for w in self.weights(True) if w > 0)
 
 
 class ChunkStore(Protocol):
@@ -231,4 +236,5 @@ def source_of(n: int, payload: Mapping[str, Any] | None, score: float) -> Source
         heading=citation_heading(title, heading if isinstance(heading, str) else None),
         page=page if isinstance(page, int) else None,
         collection=str(payload.get("collection") or DEFAULT_COLLECTION),
+        attributes=payload_attributes(payload),
     )

@@ -32,7 +32,14 @@ async def _answer(run: Run) -> Finished:
     resolved = {"history": history, "follows": None} if record.follows else {}
     query = search_query(question, history, _LEXICAL.terms)
     collection = record.collection or services.settings.default_collection
-    lookup = Lookup(query, collection, services.settings.top_k, filters=record.filters)
+    lookup = Lookup(
+        query,
+        collection,
+        record.top_k or services.settings.top_k,
+        filters=record.filters,
+        also=tuple(record.more_collections),
+        min_relevance=record.min_relevance,
+    )
     sources = await retrieve(run, lookup)
     since = time.time()
     rewritten = query if query != question else None

@@ -17,6 +17,8 @@ async def _search(run: Run) -> Finished:
         top_k=record.top_k or settings.top_k,
         score_threshold=record.score_threshold,
         filters=record.filters,
+        also=tuple(record.more_collections),
+        min_relevance=record.min_relevance,
     )
     sources = await retrieve(run, lookup)
     await run.emit(SourcesEvent(sources=sources), sources=sources)
