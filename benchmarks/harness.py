@@ -113,7 +113,8 @@ class Services:
         data_dir = self.data / f"w{n}"
         if self.corpus and not data_dir.exists():
             store = self.env.get("RAG_STORE", "edge")
-            shutil.copytree(_indexed_corpus(self.corpus, store), data_dir)
+            dense = self.env.get("RAG_OFFLINE_EMBEDDER", "static")
+            shutil.copytree(_indexed_corpus(self.corpus, store, dense), data_dir)
         worker = self._popen(
             f"worker{n}",
             [sys.executable, "-m", "rag_async.client.cli", "worker"],
@@ -209,7 +210,8 @@ def services(
             if inline:  # the replaced design: one process does it all, no worker
                 if corpus:
                     store = base_env.get("RAG_STORE", "edge")
-                    asyncio.run(_index_corpus(data, corpus, store))
+                    dense = base_env.get("RAG_OFFLINE_EMBEDDER", "static")
+                    asyncio.run(_index_corpus(data, corpus, store, dense))
                 command = [sys.executable, str(REPO / "benchmarks" / "inline_app.py")]
                 workers = 0
             else:
@@ -248,18 +250,19 @@ def services(
 
 # The Python 3.11 documentation as Debian's python3.11-doc installs it: 530 HTML pages.
 PYTHON_DOCS = Path("/usr/share/doc/python3.11/html")
-_corpora: dict[tuple[str, str], Path] = {}
+_corpora: dict[tuple[str, str, str], Path] = {}
 
 
-def _indexed_corpus(corpus: str, store: str) -> Path:
-    """A data folder with `corpus` indexed in `store`, built once per process and copied for
-    each worker: indexing takes seconds, copying a moment."""
-    if (corpus, store) not in _corpora:
+def _indexed_corpus(corpus: str, store: str, dense: str) -> Path:
+    """A data folder with `corpus` indexed in `store` (with the offline dense model, or
+    lexical only: `dense` is RAG_OFFLINE_EMBEDDER's value), built once per process and copied
+    for each worker: indexing takes seconds, copying a moment."""
+    if (corpus, store, dense) not in _corpora:
         folder = Path(tempfile.mkdtemp(prefix="rag-bench-corpus-"))
         atexit.register(shutil.rmtree, folder, ignore_errors=True)
-        asyncio.run(_index_corpus(folder / "data", corpus, store))
-        _corpora[corpus, store] = folder / "data"
-    return _corpora[corpus, store]
+        asyncio.run(_index_corpus(folder / "data", corpus, store, dense))
+        _corpora[corpus, store, dense] = folder / "data"
+    return _corpora[corpus, store, dense]
 
 
 def corpus_documents(corpus: str) -> Iterator[tuple[str, str, str]]:
@@ -280,13 +283,15 @@ def corpus_documents(corpus: str) -> Iterator[tuple[str, str, str]]:
         yield document.title or source, source, document.text
 
 
-async def _index_corpus(data_dir: Path, corpus: str, store: str) -> None:
+async def _index_corpus(data_dir: Path, corpus: str, store: str, dense: str) -> None:
+    """Index as a worker would: hybrid with the offline dense model unless `dense` is off."""
     from rag_async.config import Settings
-    from rag_async.providers.retrieval import Retriever, open_store
+    from rag_async.providers.retrieval import Retriever, open_store, static_embedder
 
-    settings = Settings(_env_file=None, data_dir=data_dir, store=store)  # type: ignore[arg-type]
+    settings = Settings(_env_file=None, data_dir=data_dir, store=store, offline_embedder=dense)
     chunk_store = await open_store(settings)
-    retriever = await Retriever.open(chunk_store, settings)
+    embedder = static_embedder.load_default() if settings.offline_embedder == "static" else None
+    retriever = await Retriever.open(chunk_store, settings, embedder=embedder)
     for title, source, text in corpus_documents(corpus):
         await retriever.index(source, title, source, text)
     await chunk_store.close()

@@ -222,6 +222,12 @@ def main() -> None:
         default="edge",
         help="the embedded store: Qdrant Edge, or qdrant-client's local mode (the one before)",
     )
+    parser.add_argument(
+        "--offline-embedder",
+        choices=["static", "off"],
+        default="static",
+        help="hybrid retrieval with the shipped dense model (the default), or lexical only",
+    )
     args = parser.parse_args()
     levels = args.concurrency or [10, 50, 200]
     with services(
@@ -231,7 +237,7 @@ def main() -> None:
         workers=args.workers,
         corpus=None if args.corpus == "none" else args.corpus,
         inline=args.inline,
-        env={"RAG_STORE": args.store},
+        env={"RAG_STORE": args.store, "RAG_OFFLINE_EMBEDDER": args.offline_embedder},
     ) as svc:
         for concurrency in levels:
             design = "inline (replaced)" if args.inline else f"async, {args.workers} worker(s)"

@@ -97,7 +97,8 @@ def test_up_answers_the_demo_question_stops_cleanly_and_persists(tmp_path: Path)
         first = _ask_http(base_url, DEMO_QUESTION)
         assert first["status"] == "complete", first
         assert first["providers"]["llm"].startswith("extractive (offline")
-        assert first["providers"]["retrieval"].startswith("lexical")
+        # Offline defaults: hybrid retrieval with the shipped static model, extractive answers.
+        assert first["providers"]["retrieval"].startswith("hybrid: lexical-bm25 + wordllama")
 
         # Everything lives in the data folder of the folder it was started from.
         aof = data / "valkey" / "appendonlydir"
