@@ -27,6 +27,7 @@ from collections.abc import Mapping
 import orjson
 import structlog
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
 from rag_async.store.keys import Keys
@@ -55,6 +56,22 @@ for i = 2, #ARGV do
   redis.call('DEL', ARGV[1] .. ARGV[i])
   redis.call('SREM', KEYS[1], ARGV[i])
 end
+"""
+
+
+# A job taken by this worker in one step: what arq's `start_jobs` does in four round trips
+# (WATCH its in-progress key, EXISTS, ZSCORE, MULTI/PSETEX/EXEC), with the job entered in the
+# worker's job set in the same step, so that no worker can die holding a job that no job set
+# names. KEYS: the job's in-progress key, the queue, the worker's job set. ARGV: job id, now
+# (ms), the in-progress TTL (ms). Returns the job's score, or nothing: running elsewhere, or
+# no longer queued, or re-queued for later.
+_CLAIM = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return false end
+local score = redis.call('ZSCORE', KEYS[2], ARGV[1])
+if not score or tonumber(score) > tonumber(ARGV[2]) then return false end
+redis.call('PSETEX', KEYS[1], ARGV[3], '1')
+redis.call('SADD', KEYS[3], ARGV[1])
+return score
 """
 
 
@@ -107,13 +124,32 @@ class RunningJobs:
         self._in_progress_prefix = keys.arq_in_progress("")
         self._here: set[str] = set()
         self._suspects: set[str] = set()
+        self._claimed: set[str] = set()  # taken by `claim`, not started yet
+        self._released: set[str] = set()  # left the job set with arq's finish (`release`)
         self._free_own = redis.register_script(_FREE_OWN_JOBS)
+        self._claim = redis.register_script(_CLAIM)
 
     def __len__(self) -> int:
         return len(self._here)
 
+    async def claim(self, job_id: str, queue: str, now_ms: int, ttl_ms: int) -> int | None:
+        """Take a queued job for this worker, as arq's `start_jobs` does, and record it as
+        running here, in one step (`_CLAIM`); its score, or None if it is not to be run now."""
+        keys = [self._in_progress_prefix + job_id, queue, self._key]
+        score: bytes | None = await self._claim(keys=keys, args=[job_id, now_ms, ttl_ms])
+        if score is None:
+            return None
+        self._claimed.add(job_id)
+        return int(float(score))
+
     async def add(self, job_id: str) -> None:
+        """The job runs here (arq's start hook). Recorded in Valkey now, unless `claim` took
+        it (RagWorker): then it was, in the claim's step (arq's own Worker, from its CLI,
+        takes jobs without it)."""
         self._here.add(job_id)
+        if job_id in self._claimed:
+            self._claimed.discard(job_id)
+            return
         try:
             await self._redis.sadd(self._key, job_id)  # type: ignore[misc]
         except RedisError as error:
@@ -124,8 +160,20 @@ class RunningJobs:
         finished it. Should arq fail to (Valkey away), `repair` frees the job."""
         self._here.discard(job_id)
 
+    def release(self, pipe: Pipeline, job_id: str) -> None:
+        """Take the job out of the job set within `pipe`: arq's finish of the job, which
+        deletes its in-progress key in the same step (RagWorker.finish_job)."""
+        pipe.srem(self._key, job_id)
+        self._released.add(job_id)
+
     async def discard(self, job_id: str) -> None:
+        """The job is over here (arq's end hook, once arq has finished it). Taken out of the
+        job set in Valkey now, unless arq's finish did it (`release`)."""
         self._here.discard(job_id)
+        self._claimed.discard(job_id)
+        if job_id in self._released:
+            self._released.discard(job_id)
+            return
         try:
             await self._redis.srem(self._key, job_id)  # type: ignore[misc]
         except RedisError as error:
