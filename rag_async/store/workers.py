@@ -162,22 +162,27 @@ class RunningJobs:
 
     def release(self, pipe: Pipeline, job_id: str) -> None:
         """Take the job out of the job set within `pipe`: arq's finish of the job, which
-        deletes its in-progress key in the same step (RagWorker.finish_job)."""
+        deletes its in-progress key in the same step (RagWorker.finish_job); `released` once
+        the step is done, and its slot handed on."""
         pipe.srem(self._key, job_id)
+
+    def released(self, job_id: str) -> None:
         self._released.add(job_id)
 
-    async def discard(self, job_id: str) -> None:
+    async def discard(self, job_id: str) -> bool:
         """The job is over here (arq's end hook, once arq has finished it). Taken out of the
-        job set in Valkey now, unless arq's finish did it (`release`)."""
+        job set in Valkey now, unless arq's finish did it and handed on its slot (`release`,
+        `released`): then True, and nothing is left to do."""
         self._here.discard(job_id)
         self._claimed.discard(job_id)
         if job_id in self._released:
             self._released.discard(job_id)
-            return
+            return True
         try:
             await self._redis.srem(self._key, job_id)  # type: ignore[misc]
         except RedisError as error:
             log.warning("could not record a job's end", job_id=job_id, error=str(error))
+        return False
 
     async def repair(self) -> list[str]:
         """Free the jobs recorded as running here that have not run here for a whole beat,

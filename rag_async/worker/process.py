@@ -100,7 +100,8 @@ async def job_ended(ctx: WorkerContext) -> None:
     # before: a job with its key set that no job set holds is taken for one a worker died
     # holding (store/workers.py), and would be freed to run again.
     services = ctx["services"]
-    await services.running.discard(ctx["job_id"])
+    if await services.running.discard(ctx["job_id"]):
+        return  # RagWorker did both in arq's finish of the job
     # Its slot is free: the next waiting job, in fair turn, takes it. If Valkey cannot be told
     # now, the next heartbeat hands it on.
     try:
@@ -287,17 +288,16 @@ class RagWorker(Worker):
         incr_score: int | None,
         keep_in_progress: float | None,
     ) -> None:
-        """arq's `finish_job`, with the job taken out of this worker's job set in its step
-        (`RunningJobs.release`) rather than in a round trip of its own from the end hook: the
-        in-progress key and the job set's entry go together."""
+        """arq's `finish_job`, with what the end hook did in two round trips of its own done in
+        its step: the job out of this worker's job set (`RunningJobs.release`: the in-progress
+        key and the job set's entry go together) and its slot handed on (`schedule_in`)."""
         services: Services | None = self.ctx.get("services")
+        freed = keep_in_progress is None and services is not None
         async with self.pool.pipeline(transaction=True) as tr:
             delete_keys = []
             in_progress_key = in_progress_key_prefix + job_id
             if keep_in_progress is None:
                 delete_keys.append(in_progress_key)
-                if services is not None:
-                    services.running.release(tr, job_id)
             else:
                 tr.pexpire(in_progress_key, to_ms(keep_in_progress))
             if finish:
@@ -311,7 +311,16 @@ class RagWorker(Worker):
                 tr.zincrby(self.queue_name, incr_score, job_id)
             if delete_keys:
                 tr.delete(*delete_keys)
-            await tr.execute()
+            if freed and services is not None:
+                services.running.release(tr, job_id)
+                services.queue.schedule_in(tr, self.ctx.get("lanes", LANES))
+            results = await tr.execute(raise_on_error=False)
+        # arq's commands raise as they would; a failed schedule is the end hook's to redo.
+        arq_results = results[:-2] if freed else results
+        if errors := [error for error in arq_results if isinstance(error, Exception)]:
+            raise errors[0]
+        if freed and services is not None and not isinstance(results[-1], Exception):
+            services.running.released(job_id)
 
     async def finish_failed_job(self, job_id: str, result_data: bytes | None) -> None:
         """arq drops a run without calling its function when it reads the job's abort
