@@ -11,9 +11,10 @@ So every worker records the ids of the jobs it runs in a set of its own, and bea
 silent one's in-progress keys, and the jobs start again at the next poll of any worker. arq
 counts the lost run as a try, which is true: the job was started and did not finish.
 
-A worker killed between arq's take of a job (the in-progress key) and the job's record in its
-set (two round trips later) leaves a key that no set names; the reaper frees such keys once
-they are older than a live worker could take to record its job (`DeadWorkerReaper`).
+Our worker (RagWorker) takes a job and records it in its set in one step (`RunningJobs.claim`).
+arq's own Worker (its CLI) records it two round trips later: a worker killed in between leaves
+a key that no set names; the reaper frees such keys once they are older than a live worker
+could take to record its job (`DeadWorkerReaper`).
 
 A worker that was only slow, its event loop blocked for longer than `worker_dead_after`, may
 then run a job at the same time as the job's new owner. The event log's attempt fence
@@ -206,9 +207,10 @@ class DeadWorkerReaper:
     """Finds workers whose heartbeat went silent and frees the jobs they held, and the jobs
     that a worker took but died before recording.
 
-    arq sets a job's in-progress key when it takes the job; the job enters the worker's job
-    set two round trips later (`RunningJobs.add`, from arq's job start hook). A worker killed
-    in between leaves a key that no job set names. Such a key is freed once it is older than
+    arq sets a job's in-progress key when it takes the job; under arq's own Worker (its CLI)
+    the job enters the worker's job set two round trips later (`RunningJobs.add`, from arq's
+    job start hook; RagWorker does both in one step). A worker killed in between leaves a key
+    that no job set names. Such a key is freed once it is older than
     `dead_after`: its age is the TTL arq gave it (`in_progress_ttls`, per queue) less what is
     left of it, and a live worker records its job within milliseconds. Only due jobs can be
     running, and running jobs sit at the head of their queue, so `HEAD` of them are looked at.

@@ -182,7 +182,9 @@ def job_function(spec: JobSpec, *, timeout: float, max_tries: int) -> JobFunctio
                 return
             ids = {"request_id": record.request_id, "attempt": record.attempt}
             with structlog.contextvars.bound_contextvars(**ids), _job_span(record):
-                if not attempt:
+                if attempt:  # its step came before the job's span, which needs the record
+                    tracing.stage_span("valkey.start_attempt", started, time.time(), _VALKEY)
+                else:
                     await _run(services, record, spec, job_try, timeout, max_tries)
                     return
                 with structlog.contextvars.bound_contextvars(attempt=attempt):
@@ -204,8 +206,7 @@ async def _begin(
     fields = record_fields(
         status=status, stage=first, timings={}, started_at=started, worker=services.worker
     )
-    with tracing.span("valkey.begin_attempt", attributes=_VALKEY):
-        return await services.events.begin(job_id, first, fields, waits_on=spec.waits_on)
+    return await services.events.begin(job_id, first, fields, waits_on=spec.waits_on)
 
 
 def _starts_at_once(services: Services, spec: JobSpec, job_try: int, max_tries: int) -> bool:
