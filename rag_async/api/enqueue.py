@@ -51,15 +51,14 @@ async def enqueue(
     its queue is deeper than this service takes on, when the caller has as many unfinished
     jobs, or bytes of stored results (store/results.py), as a key may, or when uploads
     waiting for workers already hold their bound; 507 when Valkey is nearly full
-    (store/memory.py). All but the queue's depth are checked in the step that creates the
-    job, and a refused job leaves nothing behind.
+    (store/memory.py). All are checked in the step that creates the job, and a refused job
+    leaves nothing behind.
 
     The per-key limit sits below the queue's, so one key flooding the queue is refused before
     it fills the queue for everybody; the job then waits in its key's list, and the keys with
     jobs waiting take turns at the workers (store/fair_share.py)."""
     state, caller = submission.state, submission.caller
     webhook = webhook_fields(state.settings, submission.webhook_url)  # 400 before all else
-    await _shed_when_deep(state, kind)
     held = held_to_quotas(caller)
     limit = state.settings.max_unfinished_jobs_per_key if held else 0
     result_bytes = state.settings.max_result_bytes_per_key if held else 0
@@ -70,6 +69,7 @@ async def enqueue(
         upload=upload,
         max_unfinished=limit,
         max_result_bytes=result_bytes,
+        max_depth=state.settings.max_queue_depth,
         priority=submission.priority,
         weight=caller.weight,
     )
@@ -85,16 +85,6 @@ async def enqueue(
         raise _refusal(created, state, limit)
 
 
-async def _shed_when_deep(state: AppState, kind: Kind) -> None:
-    """429 when the queue of `kind` holds as many jobs as this service takes on."""
-    depth = await state.queue.size(kind)
-    if depth >= state.settings.max_queue_depth:
-        raise Overloaded(
-            f"the queue holds {depth} jobs, more than this service takes on; retry shortly",
-            retry_after=5,
-        )
-
-
 def _request_fields(submission: Submission, job_id: str) -> dict[str, str]:
     """What a job keeps of the request that submitted it: its id, its owner, its trace."""
     request = submission.request
@@ -106,6 +96,12 @@ def _request_fields(submission: Submission, job_id: str) -> dict[str, str]:
 
 def _refusal(why: Created, state: AppState, limit: int) -> RagError:
     """The error for a job that `JobStore.create` refused, and why."""
+    if why == "queue_full":
+        return Overloaded(
+            f"the queue holds {state.settings.max_queue_depth} jobs or more, more than this "
+            "service takes on; retry shortly",
+            retry_after=5,
+        )
     if why == "too_many_jobs":
         return LimitReached(
             f"this key has {limit} unfinished jobs, as many as a key may; retry when some "

@@ -23,7 +23,8 @@ from redis.asyncio.client import PubSub
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from rag_async.domain.events import _Event, decode_event, encode_event
+from rag_async.domain.events import StatusEvent, _Event, decode_event, encode_event
+from rag_async.domain.job import JobRecord, JobStatus
 from rag_async.domain.transcript import Transcript
 from rag_async.store.batched import BatchedScript
 from rag_async.store.ending import LUA as ENDING_LUA
@@ -124,6 +125,35 @@ return n
 )
 
 
+# An attempt started in the step that reads the job's record: the attempt counted and its first
+# status event appended (fenced to it, write id '<attempt>:0'), unless the record is gone, the
+# job has ended, or the record holds one of the fields that make the job ask first whether it
+# must wait for another (`JobSpec.waits_on`): then the record alone, read as HGETALL reads it.
+# KEYS: job hash, event stream, live channel. ARGV: 1 ttl, 2-3 the event's JSON before and
+# after its attempt number, 4 the ending statuses, 5 the holding fields (each between spaces),
+# then field/value pairs for the record. Returns the attempt's number (0: not started) and the
+# record as it was before.
+_BEGIN = (
+    LUA
+    + """
+local raw = redis.call('HGETALL', KEYS[1])
+local status, hold = nil, false
+for i = 1, #raw, 2 do
+  if raw[i] == 'status' then status = raw[i + 1] end
+  if raw[i + 1] ~= '' and string.find(ARGV[5], ' ' .. raw[i] .. ' ', 1, true) then hold = true end
+end
+if not status or hold or string.find(ARGV[4], ' ' .. status .. ' ', 1, true) then
+  return {0, raw}
+end
+local attempt = tostring(redis.call('HINCRBY', KEYS[1], 'attempt', 1))
+events_append({KEYS[1], KEYS[2], KEYS[3]}, {ARGV[2] .. attempt .. ARGV[3]}, ARGV[1], attempt,
+  attempt .. ':0', {unpack(ARGV, 6)})
+return {tonumber(attempt), raw}
+"""
+)
+_ENDED = " " + " ".join(status.value for status in JobStatus if status.ended) + " "
+
+
 class Superseded(Exception):
     """A newer attempt of the job is running elsewhere: this one must stop without a word."""
 
@@ -144,6 +174,7 @@ class EventLog:
         # Appends of the jobs running at once share round trips (batched.py).
         self._append = BatchedScript(redis, _APPEND)
         self._cancel_queued = redis.register_script(_CANCEL_QUEUED)
+        self._begin = redis.register_script(_BEGIN)
 
     async def append(
         self,
@@ -187,6 +218,30 @@ class EventLog:
             args += [field, value]
         keys = [*self._script_keys(job_id), *take_off_keys(self._keys, job_id, kind)]
         return int(await self._cancel_queued(keys=keys, args=args))
+
+    async def begin(
+        self,
+        job_id: str,
+        stage: str,
+        record: Mapping[str, str],
+        *,
+        waits_on: Sequence[str] = (),
+    ) -> tuple[JobRecord | None, int]:
+        """Read the job's record and, in the same step, start its next attempt: the attempt
+        counted and its first status event (`stage`) appended with `record`'s fields. Not
+        started (0) when the record is gone, the job has ended, or the record holds any of
+        `waits_on` (the job must first ask whether to wait). Returns the record as it was
+        read, before the attempt, and the attempt's number."""
+        event = StatusEvent(status=JobStatus.IN_PROGRESS, stage=stage, attempt=0)
+        head, _, tail = encode_event(event).rpartition(b"0")
+        holding = " " + " ".join(waits_on) + " "
+        args: list[str | int | bytes] = [self._ttl, head, tail, _ENDED, holding]
+        for field, value in record.items():
+            args += [field, value]
+        keys = self._script_keys(job_id)[:3]
+        attempt, raw = await self._begin(keys=keys, args=args)
+        fields = dict(zip(raw[::2], raw[1::2], strict=True))
+        return (JobRecord.from_hash(job_id, fields) if fields else None), int(attempt)
 
     def _script_keys(self, job_id: str) -> list[str]:
         keys = self._keys

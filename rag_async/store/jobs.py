@@ -67,8 +67,8 @@ return redis.call('HINCRBY', KEYS[1], 'attempt', 1)
 # the owner's limit (0: none), 4 the bound on pending uploads (0: none), 5 '1' if there is an
 # upload, 6 the upload, 7 the memory reserve (memory.py), 8 the bound on the owner's result
 # bytes (0: none), 9-13 the waiting entry (`Waiting.args`), 14-24 the scheduler's
-# (`FairContext.args`), then the record's fields and values. Returns 'created', or what
-# refused the job.
+# (`FairContext.args`), 25 the bound on the lane's jobs, queued or waiting (0: none), then the
+# record's fields and values. Returns 'created', or what refused the job.
 _CREATE = (
     "#!lua\n"
     + MEMORY_LUA
@@ -77,6 +77,10 @@ _CREATE = (
     + QUEUE_LUA
     + """
 local ttl = tonumber(ARGV[2])
+local deepest = tonumber(ARGV[25])
+if deepest > 0 and redis.call('ZCARD', KEYS[11]) + redis.call('HLEN', KEYS[7]) >= deepest then
+  return 'queue_full'
+end
 local now = tonumber(redis.call('TIME')[1])
 local u = {KEYS[3], KEYS[4], KEYS[5], KEYS[6]}
 -- A job still unfinished a result's life after it was created has lost its record (which
@@ -94,10 +98,10 @@ if upload then
   uploads_prune(u, now)
   if not uploads_fit(u, size, tonumber(ARGV[4])) then return 'uploads_pending' end
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 25))
+redis.call('HSET', KEYS[1], unpack(ARGV, 26))
 redis.call('EXPIRE', KEYS[1], ttl)
 local bytes = 0
-for i = 25, #ARGV do bytes = bytes + string.len(ARGV[i]) end
+for i = 26, #ARGV do bytes = bytes + string.len(ARGV[i]) end
 results_add(r, ARGV[1], bytes, ttl, now)
 if upload then uploads_keep(u, ARGV[1], ARGV[6], ttl, now) end
 redis.call('ZADD', KEYS[2], now, ARGV[1])
@@ -168,7 +172,12 @@ return 1
 
 # What refused a job's creation, or "created".
 Created = Literal[
-    "created", "too_many_jobs", "too_many_result_bytes", "store_full", "uploads_pending"
+    "created",
+    "queue_full",
+    "too_many_jobs",
+    "too_many_result_bytes",
+    "store_full",
+    "uploads_pending",
 ]
 # What a settle found: an end it settled now, one settled before, or one that is moot.
 Settled = Literal["settled", "done", "moot"]
@@ -227,6 +236,7 @@ class JobStore:
         upload: bytes | None = None,
         max_unfinished: int = 0,
         max_result_bytes: int = 0,
+        max_depth: int = 0,
         priority: Priority = "interactive",
         weight: float = 1.0,
     ) -> Created:
@@ -237,7 +247,8 @@ class JobStore:
         nor queued without its record.
 
         The job counts as unfinished for its owner (`fields["owner"]`) until it ends. Nothing
-        is written, and what refused the job is returned, when the owner already has
+        is written, and what refused the job is returned, when its lane already holds
+        `max_depth` jobs, queued or waiting (`LaneDepth.total`; 0: no bound), the owner has
         `max_unfinished` jobs or `max_result_bytes` of results (results.py; 0: no bound),
         when Valkey's used memory would pass the line below its
         maxmemory (memory.py), or when the upload would take the pending uploads past their
@@ -257,7 +268,7 @@ class JobStore:
         has_upload = "1" if upload is not None else ""
         args: list[str | int | float | bytes] = [job_id, self._ttl, max_unfinished, bound]
         args += [has_upload, upload or b"", self._memory_reserve, max_result_bytes]
-        args += [*entry.args, *fair.args, *pairs]
+        args += [*entry.args, *fair.args, max_depth, *pairs]
         if upload is not None and time.monotonic() < self._full_until:
             return "store_full"
         return await self._run_create(keys, args, sends_upload=upload is not None)

@@ -18,6 +18,7 @@ import orjson
 from arq.connections import ArqRedis
 from arq.constants import expires_extra_ms
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from rag_async.store.fair_share import BATCH, PRIORITIES, SCAN, FairContext, FairSettings, Priority
 from rag_async.store.fair_share import LUA as FAIR_LUA
@@ -262,13 +263,25 @@ class JobQueue:
     async def schedule(self, lanes: Sequence[Lane] = LANES) -> int:
         """Hand waiting jobs to arq's queues while the workers have room (a job has ended, a
         worker has started or beaten); how many."""
+        keys, args = self._schedule_call(lanes)
+        return int(await self._schedule(keys=keys, args=args))
+
+    def schedule_in(self, pipe: Pipeline, lanes: Sequence[Lane] = LANES) -> None:
+        """`schedule` as a command of `pipe` (arq's finish of a job, whose slot it hands on):
+        by its script's hash alone, so that the pipeline sends no SCRIPT EXISTS first; a
+        Valkey that has lost its scripts answers that command with NOSCRIPT, and the caller
+        schedules apart."""
+        keys, args = self._schedule_call(lanes)
+        pipe.evalsha(self._schedule.sha, len(keys), *keys, *map(str, args))
+
+    def _schedule_call(self, lanes: Sequence[Lane]) -> tuple[list[str], list[str | int | float]]:
         keys: list[str] = []
         args: list[str | int | float] = []
         for lane in lanes:
             context = self.context(lane)
             keys += context.keys
             args += context.args
-        return int(await self._schedule(keys=keys, args=args))
+        return keys, args
 
     async def abort(self, job_id: str, kind: Kind) -> None:
         """Ask the worker running the job to cancel its task (arq's allow_abort_jobs), which it

@@ -11,9 +11,10 @@ So every worker records the ids of the jobs it runs in a set of its own, and bea
 silent one's in-progress keys, and the jobs start again at the next poll of any worker. arq
 counts the lost run as a try, which is true: the job was started and did not finish.
 
-A worker killed between arq's take of a job (the in-progress key) and the job's record in its
-set (two round trips later) leaves a key that no set names; the reaper frees such keys once
-they are older than a live worker could take to record its job (`DeadWorkerReaper`).
+Our worker (RagWorker) takes a job and records it in its set in one step (`RunningJobs.claim`).
+arq's own Worker (its CLI) records it two round trips later: a worker killed in between leaves
+a key that no set names; the reaper frees such keys once they are older than a live worker
+could take to record its job (`DeadWorkerReaper`).
 
 A worker that was only slow, its event loop blocked for longer than `worker_dead_after`, may
 then run a job at the same time as the job's new owner. The event log's attempt fence
@@ -27,6 +28,7 @@ from collections.abc import Mapping
 import orjson
 import structlog
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
 from rag_async.store.keys import Keys
@@ -55,6 +57,22 @@ for i = 2, #ARGV do
   redis.call('DEL', ARGV[1] .. ARGV[i])
   redis.call('SREM', KEYS[1], ARGV[i])
 end
+"""
+
+
+# A job taken by this worker in one step: what arq's `start_jobs` does in four round trips
+# (WATCH its in-progress key, EXISTS, ZSCORE, MULTI/PSETEX/EXEC), with the job entered in the
+# worker's job set in the same step, so that no worker can die holding a job that no job set
+# names. KEYS: the job's in-progress key, the queue, the worker's job set. ARGV: job id, now
+# (ms), the in-progress TTL (ms). Returns the job's score, or nothing: running elsewhere, or
+# no longer queued, or re-queued for later.
+_CLAIM = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return false end
+local score = redis.call('ZSCORE', KEYS[2], ARGV[1])
+if not score or tonumber(score) > tonumber(ARGV[2]) then return false end
+redis.call('PSETEX', KEYS[1], ARGV[3], '1')
+redis.call('SADD', KEYS[3], ARGV[1])
+return score
 """
 
 
@@ -107,13 +125,32 @@ class RunningJobs:
         self._in_progress_prefix = keys.arq_in_progress("")
         self._here: set[str] = set()
         self._suspects: set[str] = set()
+        self._claimed: set[str] = set()  # taken by `claim`, not started yet
+        self._released: set[str] = set()  # left the job set with arq's finish (`release`)
         self._free_own = redis.register_script(_FREE_OWN_JOBS)
+        self._claim = redis.register_script(_CLAIM)
 
     def __len__(self) -> int:
         return len(self._here)
 
+    async def claim(self, job_id: str, queue: str, now_ms: int, ttl_ms: int) -> int | None:
+        """Take a queued job for this worker, as arq's `start_jobs` does, and record it as
+        running here, in one step (`_CLAIM`); its score, or None if it is not to be run now."""
+        keys = [self._in_progress_prefix + job_id, queue, self._key]
+        score: bytes | None = await self._claim(keys=keys, args=[job_id, now_ms, ttl_ms])
+        if score is None:
+            return None
+        self._claimed.add(job_id)
+        return int(float(score))
+
     async def add(self, job_id: str) -> None:
+        """The job runs here (arq's start hook). Recorded in Valkey now, unless `claim` took
+        it (RagWorker): then it was, in the claim's step (arq's own Worker, from its CLI,
+        takes jobs without it)."""
         self._here.add(job_id)
+        if job_id in self._claimed:
+            self._claimed.discard(job_id)
+            return
         try:
             await self._redis.sadd(self._key, job_id)  # type: ignore[misc]
         except RedisError as error:
@@ -124,12 +161,29 @@ class RunningJobs:
         finished it. Should arq fail to (Valkey away), `repair` frees the job."""
         self._here.discard(job_id)
 
-    async def discard(self, job_id: str) -> None:
+    def release(self, pipe: Pipeline, job_id: str) -> None:
+        """Take the job out of the job set within `pipe`: arq's finish of the job, which
+        deletes its in-progress key in the same step (RagWorker.finish_job); `released` once
+        the step is done, and its slot handed on."""
+        pipe.srem(self._key, job_id)
+
+    def released(self, job_id: str) -> None:
+        self._released.add(job_id)
+
+    async def discard(self, job_id: str) -> bool:
+        """The job is over here (arq's end hook, once arq has finished it). Taken out of the
+        job set in Valkey now, unless arq's finish did it and handed on its slot (`release`,
+        `released`): then True, and nothing is left to do."""
         self._here.discard(job_id)
+        self._claimed.discard(job_id)
+        if job_id in self._released:
+            self._released.discard(job_id)
+            return True
         try:
             await self._redis.srem(self._key, job_id)  # type: ignore[misc]
         except RedisError as error:
             log.warning("could not record a job's end", job_id=job_id, error=str(error))
+        return False
 
     async def repair(self) -> list[str]:
         """Free the jobs recorded as running here that have not run here for a whole beat,
@@ -153,9 +207,10 @@ class DeadWorkerReaper:
     """Finds workers whose heartbeat went silent and frees the jobs they held, and the jobs
     that a worker took but died before recording.
 
-    arq sets a job's in-progress key when it takes the job; the job enters the worker's job
-    set two round trips later (`RunningJobs.add`, from arq's job start hook). A worker killed
-    in between leaves a key that no job set names. Such a key is freed once it is older than
+    arq sets a job's in-progress key when it takes the job; under arq's own Worker (its CLI)
+    the job enters the worker's job set two round trips later (`RunningJobs.add`, from arq's
+    job start hook; RagWorker does both in one step). A worker killed in between leaves a key
+    that no job set names. Such a key is freed once it is older than
     `dead_after`: its age is the TTL arq gave it (`in_progress_ttls`, per queue) less what is
     left of it, and a live worker records its job within milliseconds. Only due jobs can be
     running, and running jobs sit at the head of their queue, so `HEAD` of them are looked at.

@@ -85,14 +85,25 @@ class Run:
     """One attempt of a job, as its work sees it: the record it started from, the worker's
     clients, its timings, and writes to the job's log fenced to this attempt."""
 
-    def __init__(self, services: Services, record: JobRecord, attempt: int) -> None:
+    def __init__(
+        self,
+        services: Services,
+        record: JobRecord,
+        attempt: int,
+        *,
+        started: float | None = None,
+        first_written: bool = False,
+    ) -> None:
         self.services = services
         self.record = record
         self.attempt = attempt
-        self.started = time.time()
+        self.started = time.time() if started is None else started
         self.timings: dict[str, float] = {}
         self.laps: list[tuple[str, float, float]] = []  # (timing, from, to): trace spans
-        self._writes = itertools.count()
+        # With `first_written`, the attempt's first status event was written as it started
+        # (`EventLog.begin`), with write id 0.
+        self.first_written = first_written
+        self._writes = itertools.count(1 if first_written else 0)
 
     @property
     def job_id(self) -> str:
@@ -139,6 +150,10 @@ class JobSpec:
     # Seconds to defer the job for (no try spent, no attempt started) while it must wait for
     # another job to end; None when it may start.
     waits: Callable[[Services, JobRecord], Awaitable[float | None]] | None = None
+    # The record's fields without which `waits` always says None: a record with none of them
+    # starts its attempt in the step that reads it (`EventLog.begin`). Empty, with `waits`:
+    # `waits` is always asked, the record read first.
+    waits_on: tuple[str, ...] = ()
 
 
 JobFunction = Callable[[WorkerContext, str], Awaitable[None]]
@@ -149,11 +164,16 @@ def job_function(spec: JobSpec, *, timeout: float, max_tries: int) -> JobFunctio
 
     async def run_job(ctx: WorkerContext, job_id: str) -> None:
         services = ctx["services"]
+        job_try = ctx.get("job_try", 1)
         # Bound for the whole run, so every line of the job (the record's load, a give-up, a
         # deferral, the attempt) carries the job's ids; `attempt` is the latest one until
         # this run starts its own.
         with structlog.contextvars.bound_contextvars(job_id=job_id):
-            record = await services.jobs.get(job_id)
+            started = time.time()
+            if _starts_at_once(services, spec, job_try, max_tries):
+                record, attempt = await _begin(services, spec, job_id, started)
+            else:
+                record, attempt = await services.jobs.get(job_id), 0
             if record is None:
                 return
             if record.status.ended:
@@ -162,9 +182,41 @@ def job_function(spec: JobSpec, *, timeout: float, max_tries: int) -> JobFunctio
                 return
             ids = {"request_id": record.request_id, "attempt": record.attempt}
             with structlog.contextvars.bound_contextvars(**ids), _job_span(record):
-                await _run(services, record, spec, ctx.get("job_try", 1), timeout, max_tries)
+                if attempt:  # its step came before the job's span, which needs the record
+                    tracing.stage_span("valkey.start_attempt", started, time.time(), _VALKEY)
+                else:
+                    await _run(services, record, spec, job_try, timeout, max_tries)
+                    return
+                with structlog.contextvars.bound_contextvars(attempt=attempt):
+                    run = Run(services, record, attempt, started=started, first_written=True)
+                    await _attempt(
+                        run, spec, time_limit=timeout, job_try=job_try, max_tries=max_tries
+                    )
 
     return run_job
+
+
+async def _begin(
+    services: Services, spec: JobSpec, job_id: str, started: float
+) -> tuple[JobRecord | None, int]:
+    """The record, and the attempt started in the same step with its first status event
+    (0: not started, `_run` decides)."""
+    first = spec.first_stage(services)
+    status = JobStatus.IN_PROGRESS
+    fields = record_fields(
+        status=status, stage=first, timings={}, started_at=started, worker=services.worker
+    )
+    return await services.events.begin(job_id, first, fields, waits_on=spec.waits_on)
+
+
+def _starts_at_once(services: Services, spec: JobSpec, job_try: int, max_tries: int) -> bool:
+    """Whether the attempt may start in the step that reads the record (`EventLog.begin`):
+    a try left, the providers it needs not known to be down, and what would make it wait for
+    another job readable in the record (`JobSpec.waits_on`). Otherwise `_run` decides, with
+    the record read first."""
+    if job_try > max_tries or (spec.waits is not None and not spec.waits_on):
+        return False
+    return all(services.breakers[name].state == "closed" for name in spec.providers(services))
 
 
 async def _run(
@@ -257,8 +309,9 @@ async def _attempt(
     deadline = asyncio.timeout(time_limit)
     try:
         async with deadline:
-            first_stage = spec.first_stage(run.services)
-            await run.stage(first_stage, started_at=run.started, worker=run.services.worker)
+            if not run.first_written:
+                first_stage = spec.first_stage(run.services)
+                await run.stage(first_stage, started_at=run.started, worker=run.services.worker)
             await _complete(run, await spec.work(run))
     except Superseded:
         log.warning("attempt superseded by a newer one, stopping")

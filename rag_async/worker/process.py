@@ -16,7 +16,15 @@ from typing import Any, cast
 
 import orjson
 import structlog
+from arq.constants import (
+    abort_jobs_ss,
+    in_progress_key_prefix,
+    job_key_prefix,
+    result_key_prefix,
+    retry_key_prefix,
+)
 from arq.typing import WorkerCoroutine
+from arq.utils import timestamp_ms, to_ms
 from arq.worker import Function, Worker, func
 
 from rag_async.config import Settings, load_settings
@@ -78,7 +86,8 @@ async def job_started(ctx: WorkerContext) -> None:
     # Bound in the task arq runs the job in, so arq's own lines of the job carry its id too
     # (the lifecycle binds the rest once it has read the record).
     structlog.contextvars.bind_contextvars(job_id=ctx["job_id"])
-    # Before the job runs, so a worker that dies from here on leaves the job findable.
+    # Before the job runs (RagWorker: as it was taken), so a worker that dies from here on
+    # leaves the job findable.
     await ctx["services"].running.add(ctx["job_id"])
 
 
@@ -91,7 +100,8 @@ async def job_ended(ctx: WorkerContext) -> None:
     # before: a job with its key set that no job set holds is taken for one a worker died
     # holding (store/workers.py), and would be freed to run again.
     services = ctx["services"]
-    await services.running.discard(ctx["job_id"])
+    if await services.running.discard(ctx["job_id"]):
+        return  # RagWorker did both in arq's finish of the job
     # Its slot is free: the next waiting job, in fair turn, takes it. If Valkey cannot be told
     # now, the next heartbeat hands it on.
     try:
@@ -236,14 +246,81 @@ class RagWorker(Worker):
             self.wake.set()
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
+        """arq's `start_jobs`, each job taken and recorded in this worker's job set in one
+        step (`RunningJobs.claim`) rather than arq's four round trips and a fifth for the set;
+        the jobs running here skipped before any."""
         running = self.tasks
-        await super().start_jobs(
-            [
-                job_id
-                for job_id in job_ids
-                if (task := running.get(job_id.decode())) is None or task.done()
-            ]
-        )
+        services: Services = self.ctx["services"]
+        for job_id_b in job_ids:
+            job_id = job_id_b.decode()
+            if (task := running.get(job_id)) is not None and not task.done():
+                continue
+            await self.sem.acquire()
+            if self.job_counter >= self.max_jobs:
+                self.sem.release()
+                return
+            self.job_counter += 1
+            ttl_ms = int(self.in_progress_timeout_s * 1000)
+            try:
+                score = await services.running.claim(
+                    job_id, self.queue_name, timestamp_ms(), ttl_ms
+                )
+            except BaseException:
+                score = None
+                raise
+            finally:
+                if score is None:  # elsewhere, finished, re-queued for later, or Valkey away
+                    self.job_counter -= 1
+                    self.sem.release()
+            if score is None:
+                continue
+            task = self.loop.create_task(self.run_job(job_id, score))
+            task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
+            running[job_id] = task
+
+    async def finish_job(
+        self,
+        job_id: str,
+        finish: bool,
+        result_data: bytes | None,
+        result_timeout_s: float | None,
+        keep_result_forever: bool,
+        incr_score: int | None,
+        keep_in_progress: float | None,
+    ) -> None:
+        """arq's `finish_job`, with what the end hook did in two round trips of its own done in
+        its step: the job out of this worker's job set (`RunningJobs.release`: the in-progress
+        key and the job set's entry go together) and its slot handed on (`schedule_in`)."""
+        services: Services | None = self.ctx.get("services")
+        freed = keep_in_progress is None and services is not None
+        async with self.pool.pipeline(transaction=True) as tr:
+            delete_keys = []
+            in_progress_key = in_progress_key_prefix + job_id
+            if keep_in_progress is None:
+                delete_keys.append(in_progress_key)
+            else:
+                tr.pexpire(in_progress_key, to_ms(keep_in_progress))
+            if finish:
+                if result_data:
+                    expire = None if keep_result_forever else result_timeout_s
+                    tr.set(result_key_prefix + job_id, result_data, px=to_ms(expire))
+                delete_keys += [retry_key_prefix + job_id, job_key_prefix + job_id]
+                tr.zrem(abort_jobs_ss, job_id)
+                tr.zrem(self.queue_name, job_id)
+            elif incr_score:
+                tr.zincrby(self.queue_name, incr_score, job_id)
+            if delete_keys:
+                tr.delete(*delete_keys)
+            if freed and services is not None:
+                services.running.release(tr, job_id)
+                services.queue.schedule_in(tr, self.ctx.get("lanes", LANES))
+            results = await tr.execute(raise_on_error=False)
+        # arq's commands raise as they would; a failed schedule is the end hook's to redo.
+        arq_results = results[:-2] if freed else results
+        if errors := [error for error in arq_results if isinstance(error, Exception)]:
+            raise errors[0]
+        if freed and services is not None and not isinstance(results[-1], Exception):
+            services.running.released(job_id)
 
     async def finish_failed_job(self, job_id: str, result_data: bytes | None) -> None:
         """arq drops a run without calling its function when it reads the job's abort
@@ -253,6 +330,8 @@ class RagWorker(Worker):
         services: Services | None = self.ctx.get("services")
         if services is None:
             return
+        # Taken (`start_jobs` recorded it), but never started: no end hook will discard it.
+        await services.running.discard(job_id)
         try:
             await cancel_dropped(services.ends, job_id)
         except Exception:  # a Redis blip, say: arq's run loop must go on

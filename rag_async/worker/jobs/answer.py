@@ -117,7 +117,13 @@ def _providers(services: Services) -> Iterable[str]:
     return ("llm", *retrieval_providers(services))
 
 
-ANSWER = JobSpec(work=_answer, first_stage=first_stage, providers=_providers, waits=_waits)
+ANSWER = JobSpec(
+    work=_answer,
+    first_stage=first_stage,
+    providers=_providers,
+    waits=_waits,
+    waits_on=("follows", "conversation_id"),  # what `_waits` reads first
+)
 
 
 def screened_batches(
