@@ -21,6 +21,7 @@ from pydantic import ConfigDict, Field
 from rag_async.api.auth import Caller
 from rag_async.api.openai_compat.inputs import ItemReference, Lenient, Message, Metadata
 from rag_async.api.openai_compat.items import resolved_items
+from rag_async.api.openai_compat.pages import PageQuery, list_object, page
 from rag_async.api.openai_compat.tools import Refused
 from rag_async.api.openai_compat.wire import MESSAGE_PREFIX
 from rag_async.api.state import AppState, State
@@ -131,18 +132,8 @@ async def list_items(
 ) -> dict[str, Any]:
     """Its items, the latest first unless `order=asc`, paged by `after` an item id."""
     items = _items(await _owned(state, caller, conversation_id))
-    if order == "desc":
-        items.reverse()
-    ids = [item["id"] for item in items]
-    start = ids.index(after) + 1 if after in ids else 0
-    page = items[start : start + limit]
-    return {
-        "object": "list",
-        "data": page,
-        "first_id": page[0]["id"] if page else None,
-        "last_id": page[-1]["id"] if page else None,
-        "has_more": start + limit < len(items),
-    }
+    data, more = page(items, PageQuery(limit, order, after, None), _item_id)
+    return list_object(data, more)
 
 
 @router.post("/conversations/{conversation_id}/items", responses=_ERRORS)
@@ -154,14 +145,7 @@ async def add_items(
     turns = _turns(await resolved_items(state, caller, body.items), "items")
     for turn in turns:
         await state.conversations.add_turn(conversation_id, turn)
-    added = [item for turn in turns for item in _turn_items(turn)]
-    return {
-        "object": "list",
-        "data": added,
-        "first_id": added[0]["id"],
-        "last_id": added[-1]["id"],
-        "has_more": False,
-    }
+    return list_object([item for turn in turns for item in _turn_items(turn)], False)
 
 
 @router.get("/conversations/{conversation_id}/items/{item_id}", responses=_ERRORS)
@@ -220,6 +204,10 @@ def _turns(messages: list[Message], param: str) -> list[StoredTurn]:
         StoredTurn(question=q[1], answer=a[1], job_id=new_job_id(), answered_at=now + i * 1e-6)
         for i, (q, a) in enumerate(pairs)
     ]
+
+
+def _item_id(item: dict[str, Any]) -> str:
+    return str(item["id"])
 
 
 def _items(conversation: Conversation) -> list[dict[str, Any]]:

@@ -29,6 +29,7 @@ from rag_async.api.openai_compat.honoured import (
 )
 from rag_async.api.openai_compat.inputs import ResponsesRequest, conversation_of
 from rag_async.api.openai_compat.items import input_items, resolved_items
+from rag_async.api.openai_compat.pages import PageQuery, list_object, page
 from rag_async.api.openai_compat.response_events import first_logged, response_stream
 from rag_async.api.openai_compat.wire import response_id as response_id_of
 from rag_async.api.openai_compat.wire import response_object, response_status
@@ -195,21 +196,10 @@ async def list_input_items(
     """The response's input messages (its question, and the turns given with it), in
     OpenAI's list shape, paged by `after` an item id."""
     record = await owned_answer(state, caller, response_id)
-    items = input_items(record)
-    if order == "asc":
-        items.reverse()
-    ids = [item["id"] for item in items]
-    start = ids.index(after) + 1 if after in ids else 0
-    page = items[start : start + limit]
-    return json_response(
-        {
-            "object": "list",
-            "data": page,
-            "first_id": page[0]["id"] if page else None,
-            "last_id": page[-1]["id"] if page else None,
-            "has_more": start + limit < len(items),
-        }
-    )
+    oldest_first = input_items(record)[::-1]
+    query = PageQuery(limit, order, after, None)
+    data, more = page(oldest_first, query, lambda item: str(item["id"]))
+    return json_response(list_object(data, more))
 
 
 def _event_source(
