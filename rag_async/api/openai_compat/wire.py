@@ -8,7 +8,7 @@ client holds leads back to the job (and to /jobs/{id} and its events).
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from rag_async.api.openai_compat.cited_files import call_item, file_of, is_file, searched
@@ -52,15 +52,19 @@ def response_status(status: JobStatus) -> str:
     return _STATUS[status]
 
 
+def _cited(text: str, sources: Sequence[Source]) -> Iterator[tuple[re.Match[str], Source]]:
+    """Each `[n]` of `text` that names one of `sources`, with that source, in order."""
+    by_number = {source.n: source for source in sources}
+    for match in _CITATION.finditer(text):
+        if (source := by_number.get(int(match[1]))) is not None:
+            yield match, source
+
+
 def citations(text: str, sources: Sequence[Source]) -> list[dict[str, Any]]:
     """The citations of `text`: each `[n]` naming a source becomes a `url_citation` (a source
     with a web address) or a `file_citation` (a document of the collection) at its place."""
-    by_number = {source.n: source for source in sources}
     found: list[dict[str, Any]] = []
-    for match in _CITATION.finditer(text):
-        source = by_number.get(int(match[1]))
-        if source is None:
-            continue
+    for match, source in _cited(text, sources):
         if source.source and source.source.startswith(("http://", "https://")):
             found.append(
                 {
@@ -90,12 +94,8 @@ def chat_citations(text: str, sources: Sequence[Source], base_url: str) -> list[
     collection is cited by its address on this service (GET /documents/{id}, with the key
     that may read it; a vector store's file, by its `GET /v1/files/{id}/content`) rather than
     with a type that typed clients would choke on."""
-    by_number = {source.n: source for source in sources}
     found: list[dict[str, Any]] = []
-    for match in _CITATION.finditer(text):
-        source = by_number.get(int(match[1]))
-        if source is None:
-            continue
+    for match, source in _cited(text, sources):
         url = source.source
         if is_file(source):
             url = f"{base_url.rstrip('/')}/v1/files/{source.source}/content"
