@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from rag_async.domain.sources import Source
+from rag_async.domain.sources import Source, renumbered
 
 
 def with_relevance(sources: Sequence[Source], best_possible: float | None) -> list[Source]:
@@ -34,4 +34,4 @@ def at_least(sources: Sequence[Source], threshold: float | None) -> list[Source]
     if threshold is None:
         return list(sources)
     kept = [source for source in sources if (source.relevance or 0.0) >= threshold]
-    return [source.model_copy(update={"n": n}) for n, source in enumerate(kept, start=1)]
+    return renumbered(kept)

@@ -9,7 +9,7 @@ and what a job view shows of a record written before the bound (`fit_sources`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -76,6 +76,12 @@ class Source(BaseModel):
     # What a document and its uploader wrote reaches the page, the CLI and other clients:
     # without terminal control characters (domain/text.py).
     _clean = field_validator("title", "text", "source", "heading")(clean)
+
+
+def renumbered(sources: Iterable[Source]) -> list[Source]:
+    """`sources` in their order, numbered 1..n: what is left once some were dropped or
+    others merged in, so that an answer's `[n]` keep naming them."""
+    return [source.model_copy(update={"n": n}) for n, source in enumerate(sources, start=1)]
 
 
 def clip_sources(sources: Sequence[Source], max_chars: int) -> list[Source]:

@@ -12,7 +12,7 @@ from qdrant_client import models
 from rag_async.config import Settings
 from rag_async.domain.errors import ConfigurationError
 from rag_async.domain.filters import AttributeValue, Filter
-from rag_async.domain.sources import Source
+from rag_async.domain.sources import Source, renumbered
 from rag_async.providers.parsing.chunking import DEFAULT_MAX_CHARS, Chunk, Chunking, chunk_document
 from rag_async.providers.parsing.limits import TooManyChunks
 from rag_async.providers.retrieval.backend import fusion_of
@@ -350,7 +350,7 @@ class Retriever:
 def above(sources: Sequence[Source], threshold: float) -> list[Source]:
     """The sources scoring at least `threshold`, in their order, numbered 1..n again."""
     kept = [source for source in sources if source.score >= threshold]
-    return [source.model_copy(update={"n": n}) for n, source in enumerate(kept, start=1)]
+    return renumbered(kept)
 
 
 def diversify(sources: Sequence[Source], top_k: int, per_document: int) -> list[Source]:
@@ -365,4 +365,4 @@ def diversify(sources: Sequence[Source], top_k: int, per_document: int) -> list[
         seen[source.document_id] = seen.get(source.document_id, 0) + 1
         (first if seen[source.document_id] <= per_document else rest).append(source)
     ranked = [*first, *rest][:top_k]
-    return [source.model_copy(update={"n": n}) for n, source in enumerate(ranked, start=1)]
+    return renumbered(ranked)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from rag_async.domain.filters import Filter
 from rag_async.domain.relevance import at_least, with_relevance
-from rag_async.domain.sources import Source, clip_sources
+from rag_async.domain.sources import Source, clip_sources, renumbered
 from rag_async.providers.breaker import guarded
 from rag_async.providers.retrieval.qdrant_calls import qdrant_call
 from rag_async.worker.lifecycle import Run
@@ -68,7 +68,7 @@ def _merged(found: list[Source], top_k: int) -> list[Source]:
     """The best `top_k` of several collections' results, by score (the scale is the same:
     one retriever's), numbered 1..k."""
     ranked = sorted(found, key=lambda source: source.score, reverse=True)[:top_k]
-    return [source.model_copy(update={"n": n}) for n, source in enumerate(ranked, start=1)]
+    return renumbered(ranked)
 
 
 def first_stage(services: Services) -> str:
