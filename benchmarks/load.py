@@ -56,31 +56,40 @@ class Asked:
 
 
 async def ask_async(http: aiohttp.ClientSession, question: str) -> Asked:
-    """Submit, then follow the events to the end."""
+    """Submit, then follow the events to the end: two requests."""
     async with http.post("/chat", data=orjson.dumps({"query": question})) as response:
         job_id = (await response.json())["job_id"]
     asked = Asked(posted=time.monotonic(), job_id=job_id)
     async with http.get(f"/jobs/{job_id}/events") as stream:
-        # The stream ends after its final event; only its type matters here.
-        async for line in stream.content:
-            if asked.first_token is None and line.startswith(b"event: token"):
-                asked.first_token = time.monotonic()
-            if line.startswith((b"event: done", b"event: error")):
-                asked.done = line.startswith(b"event: done")
-                return asked
-    return asked
+        return await _follow(stream, asked)
+
+
+async def ask_async_one_request(http: aiohttp.ClientSession, question: str) -> Asked:
+    """Submit asking for `text/event-stream`: the POST itself streams the job's events."""
+    body = orjson.dumps({"query": question})
+    async with http.post("/chat", data=body, headers=_EVENT_STREAM) as stream:
+        asked = Asked(posted=time.monotonic(), job_id=stream.headers["x-job-id"])
+        return await _follow(stream, asked)
 
 
 async def ask_inline(http: aiohttp.ClientSession, question: str) -> Asked:
     """The replaced design: the POST itself streams the answer back."""
     async with http.post("/chat-inline", data=orjson.dumps({"query": question})) as stream:
-        asked = Asked(posted=time.monotonic())
-        async for line in stream.content:
-            if asked.first_token is None and line.startswith(b"event: token"):
-                asked.first_token = time.monotonic()
-            if line.startswith(b"event: done"):
-                asked.done = True
-                return asked
+        return await _follow(stream, Asked(posted=time.monotonic()))
+
+
+_EVENT_STREAM = {"accept": "text/event-stream"}
+ASKERS = {"async": ask_async, "async-one-request": ask_async_one_request, "inline": ask_inline}
+
+
+async def _follow(stream: aiohttp.ClientResponse, asked: Asked) -> Asked:
+    """Read an event stream to its final event; only the events' types matter here."""
+    async for line in stream.content:
+        if asked.first_token is None and line.startswith(b"event: token"):
+            asked.first_token = time.monotonic()
+        if line.startswith((b"event: done", b"event: error")):
+            asked.done = line.startswith(b"event: done")
+            return asked
     return asked
 
 
@@ -140,7 +149,7 @@ def api_connections(svc: Services) -> int:
 
 
 async def load(
-    svc: Services, concurrency: int, duration: float, warmup: float, *, inline: bool = False
+    svc: Services, concurrency: int, duration: float, warmup: float, *, design: str = "async"
 ) -> dict[str, float]:
     async with aiohttp.ClientSession(
         base_url=svc.api_url,
@@ -151,7 +160,7 @@ async def load(
         run = Run()
         now = time.monotonic()
         measure_from, until = now + warmup, now + warmup + duration
-        ask = ask_inline if inline else ask_async
+        ask = ASKERS[design]
         tasks = [
             asyncio.create_task(user(ask, http, n, until, measure_from, run))
             for n in range(concurrency)
@@ -210,6 +219,13 @@ def main() -> None:
         help="measure the replaced design instead: retrieval and the LLM inside the request",
     )
     parser.add_argument(
+        "--one-request",
+        action="store_true",
+        help="the async design with one request per question: POST /chat with `Accept: "
+        "text/event-stream` streams the job's events (default: the POST's 202, then "
+        "GET /jobs/{id}/events)",
+    )
+    parser.add_argument(
         "--corpus",
         choices=["demo", "docs", "none"],
         default="demo",
@@ -228,7 +244,15 @@ def main() -> None:
         default="static",
         help="hybrid retrieval with the shipped dense model (the default), or lexical only",
     )
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="RAG_NAME=VALUE",
+        help="a setting for the service's processes (repeat for more), e.g. to compare values",
+    )
     args = parser.parse_args()
+    settings = dict(pair.split("=", 1) for pair in args.env)
     levels = args.concurrency or [10, 50, 200]
     with services(
         ttft=TTFT,
@@ -237,13 +261,21 @@ def main() -> None:
         workers=args.workers,
         corpus=None if args.corpus == "none" else args.corpus,
         inline=args.inline,
-        env={"RAG_STORE": args.store, "RAG_OFFLINE_EMBEDDER": args.offline_embedder},
+        env={
+            "RAG_STORE": args.store,
+            "RAG_OFFLINE_EMBEDDER": args.offline_embedder,
+            **settings,
+        },
     ) as svc:
         for concurrency in levels:
-            design = "inline (replaced)" if args.inline else f"async, {args.workers} worker(s)"
-            measured = load(svc, concurrency, args.duration, args.warmup, inline=args.inline)
+            design = (
+                "inline" if args.inline else "async-one-request" if args.one_request else "async"
+            )
+            measured = load(svc, concurrency, args.duration, args.warmup, design=design)
             result = {
-                "design": design,
+                "design": "inline (replaced)"
+                if args.inline
+                else f"{design}, {args.workers} worker(s)",
                 "corpus": args.corpus,
                 "store": args.store,
                 **uvloop.run(measured),

@@ -158,7 +158,7 @@ def _browser_safety(app: FastAPI, settings: Settings) -> None:
             allow_origins=origins,
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"],
-            expose_headers=["Retry-After"],
+            expose_headers=["Retry-After", "X-Job-ID"],
             max_age=600,
         )
     app.add_middleware(OriginCheck, origins=origins)

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
 from rag_async.api.state import AppState
@@ -28,6 +29,12 @@ from rag_async.domain.events import (
 from rag_async.domain.sources import clip_sources
 from rag_async.metrics import SSE_CONNECTIONS
 from rag_async.store.events import RESYNC, LoggedEvent
+
+
+def wants_event_stream(request: Request) -> bool:
+    """Whether the client asked for the answer as an event stream (`Accept:
+    text/event-stream`) rather than a 202 with the job's URLs."""
+    return "text/event-stream" in request.headers.get("accept", "").lower()
 
 
 class CountedEventSource(EventSourceResponse):

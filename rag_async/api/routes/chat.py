@@ -1,16 +1,18 @@
-"""POST /chat: accept a question, enqueue it, answer 202 at once."""
+"""POST /chat: accept a question, enqueue it, and answer 202 at once, or, asked for
+`text/event-stream`, answer with the job's event stream on the same request."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Header, Request, Response
 
 from rag_async.api.auth import Caller
 from rag_async.api.bodies import require_utf8
 from rag_async.api.enqueue import Submission
 from rag_async.api.questions import Question, submit_question
 from rag_async.api.state import State
+from rag_async.api.stream import CountedEventSource, follow_job, wants_event_stream
 from rag_async.api.turns import ask_in_conversation
 from rag_async.domain.schemas import ChatRequest, ErrorBody, QuestionAccepted
 
@@ -23,6 +25,7 @@ router = APIRouter(tags=["questions"])
     response_model=QuestionAccepted,
     response_model_exclude_none=True,
     responses={
+        200: {"content": {"text/event-stream": {}}},  # with `Accept: text/event-stream`
         400: {"model": ErrorBody},  # a webhook_url refused
         404: {"model": ErrorBody},
         409: {"model": ErrorBody},  # multitask 'reject', an earlier question still answering
@@ -38,19 +41,43 @@ async def chat(
     state: State,
     caller: Caller,
     idempotency_key: Annotated[str | None, Header(alias="idempotency-key")] = None,
-) -> QuestionAccepted:
+) -> QuestionAccepted | Response:
     """Queue a question. Follow it at `events_url` (SSE) or poll `status_url`. A repeat with
     the same `Idempotency-Key` (within the result TTL) returns the same job. With a
     `conversation_id`, the answer knows the conversation's latest turns (another key's
     conversation is not found); `multitask` says what happens to an earlier question of the
-    conversation still answering."""
+    conversation still answering.
+
+    With `Accept: text/event-stream`, the answer is the job's event stream itself (200, as
+    `GET /jobs/{id}/events` sends it, from its first event), with the job's id in the
+    `X-Job-ID` header: one request instead of two. The job does not depend on the request:
+    a client that leaves resumes at `/jobs/{id}/events` with its Last-Event-ID. The stream
+    counts against `RAG_MAX_STREAMS_PER_KEY`, checked before the question is queued."""
     require_utf8(body)
     submission = Submission(state, request, caller, webhook_url=body.webhook_url)
     question = Question(body.query, body.collection, filters=body.filters)
+    if not wants_event_stream(request):
+        job_id = await _submit(submission, question, body, idempotency_key)
+        return submission.accepted(QuestionAccepted, job_id, conversation_id=body.conversation_id)
+    release = state.streams.take(caller.name)  # 429 before anything is queued
+    try:
+        job_id = await _submit(submission, question, body, idempotency_key)
+    except BaseException:
+        release()
+        raise
+    return CountedEventSource(
+        follow_job(state, job_id, 0),
+        release=release,
+        ping=int(max(1, state.settings.sse_ping_interval)),
+        headers={"Cache-Control": "no-store", "X-Job-ID": job_id},
+    )
+
+
+async def _submit(
+    submission: Submission, question: Question, body: ChatRequest, idempotency_key: str | None
+) -> str:
     if body.conversation_id is None:
-        job_id = await submit_question(submission, question, idempotency_key)
-        return submission.accepted(QuestionAccepted, job_id)
-    job_id = await ask_in_conversation(
+        return await submit_question(submission, question, idempotency_key)
+    return await ask_in_conversation(
         submission, question, body.conversation_id, body.multitask, idempotency_key
     )
-    return submission.accepted(QuestionAccepted, job_id, conversation_id=body.conversation_id)
