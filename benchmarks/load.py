@@ -68,7 +68,7 @@ async def ask_async_one_request(http: aiohttp.ClientSession, question: str) -> A
     """Submit asking for `text/event-stream`: the POST itself streams the job's events."""
     body = orjson.dumps({"query": question})
     async with http.post("/chat", data=body, headers=_EVENT_STREAM) as stream:
-        asked = Asked(posted=time.monotonic(), job_id=stream.headers["x-job-id"])
+        asked = Asked(posted=time.monotonic(), job_id=stream.headers["x-rag-job-id"])
         return await _follow(stream, asked)
 
 

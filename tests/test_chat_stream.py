@@ -38,7 +38,7 @@ async def test_the_post_streams_the_answer_as_the_events_route_does(stack: Stack
     async with httpx.AsyncClient(base_url=stack.base_url, timeout=30) as http:
         response, events = await _post_and_follow(http, {"query": "How long do I brew tea?"})
         assert response.status_code == 200
-        job_id = response.headers["x-job-id"]
+        job_id = response.headers["x-rag-job-id"]
         kinds = [kind for _, kind, _ in events]
         assert [i for i, _, _ in events] == list(range(1, len(events) + 1))
         assert kinds[0] == "status" and kinds[-1] == "done" and "sources" in kinds
@@ -58,7 +58,7 @@ async def test_a_client_that_leaves_resumes_where_it_left(stack: Stack, llm: Any
     async with httpx.AsyncClient(base_url=stack.base_url, timeout=30) as http:
         seen: list[tuple[int, str]] = []
         async with aconnect_sse(http, "POST", "/chat", json={"query": "tea?"}, headers=STREAM) as s:
-            job_id = s.response.headers["x-job-id"]
+            job_id = s.response.headers["x-rag-job-id"]
             async for sse in s.aiter_sse():
                 seen.append((int(sse.id), sse.event))
                 if sse.event == "token":

@@ -48,6 +48,7 @@ from rag_async.api.routes import (
     stats,
 )
 from rag_async.api.state import AppState
+from rag_async.api.stream import JOB_ID_HEADER
 from rag_async.config import Settings
 from rag_async.domain.identity import KeyRing
 from rag_async.domain.schemas import ErrorBody
@@ -158,7 +159,7 @@ def _browser_safety(app: FastAPI, settings: Settings) -> None:
             allow_origins=origins,
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"],
-            expose_headers=["Retry-After", "X-Job-ID"],
+            expose_headers=["Retry-After", JOB_ID_HEADER],
             max_age=600,
         )
     app.add_middleware(OriginCheck, origins=origins)

@@ -34,7 +34,7 @@ from rag_async.api.openai_compat.wire import (
 )
 from rag_async.api.questions import Question, submit_question
 from rag_async.api.state import AppState, State
-from rag_async.api.stream import CountedEventSource, follow_job
+from rag_async.api.stream import JOB_ID_HEADER, CountedEventSource, follow_job
 from rag_async.domain.errors import Conflict, RagError
 from rag_async.domain.events import (
     CancelledEvent,
@@ -82,7 +82,7 @@ async def chat_completions(
     release = stream_slot(state, caller)  # before the job: a refused request leaves none
     submitting = submit_question(Submission(state, request, caller), question, idempotency_key)
     job_id = await given_back_on_error(release, submitting)
-    headers = {"x-rag-job-id": job_id}
+    headers = {JOB_ID_HEADER: job_id}
     if body.stream:
         with_usage = body.stream_options is not None and body.stream_options.include_usage
         return CountedEventSource(

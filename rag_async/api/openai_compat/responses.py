@@ -35,7 +35,7 @@ from rag_async.api.openai_compat.wire import response_id as response_id_of
 from rag_async.api.openai_compat.wire import response_object, response_status
 from rag_async.api.questions import Question, submit_question
 from rag_async.api.state import AppState, State
-from rag_async.api.stream import CountedEventSource
+from rag_async.api.stream import JOB_ID_HEADER, CountedEventSource
 from rag_async.api.turns import ask_after, ask_in_conversation
 from rag_async.api.views import job_view
 from rag_async.domain.errors import Conflict, NotFound
@@ -78,10 +78,10 @@ async def create_response(
         job_id = await _ask(submission, body, idempotency_key)
         record = await owned_answer(state, caller, job_id)
         response = response_object(record, state.settings)
-        return json_response(response, headers={"x-rag-job-id": job_id})
+        return json_response(response, headers={JOB_ID_HEADER: job_id})
     release = stream_slot(state, caller)  # before the job: a refused request leaves none
     job_id = await given_back_on_error(release, _ask(submission, body, idempotency_key))
-    headers = {"x-rag-job-id": job_id}
+    headers = {JOB_ID_HEADER: job_id}
     if body.stream:
         record = await given_back_on_error(release, owned_answer(state, caller, job_id))
         return _event_source(state, record, None, headers, release)

@@ -12,7 +12,12 @@ from rag_async.api.bodies import require_utf8
 from rag_async.api.enqueue import Submission
 from rag_async.api.questions import Question, submit_question
 from rag_async.api.state import State
-from rag_async.api.stream import CountedEventSource, follow_job, wants_event_stream
+from rag_async.api.stream import (
+    JOB_ID_HEADER,
+    CountedEventSource,
+    follow_job,
+    wants_event_stream,
+)
 from rag_async.api.turns import ask_in_conversation
 from rag_async.domain.schemas import ChatRequest, ErrorBody, QuestionAccepted
 
@@ -50,7 +55,7 @@ async def chat(
 
     With `Accept: text/event-stream`, the answer is the job's event stream itself (200, as
     `GET /jobs/{id}/events` sends it, from its first event), with the job's id in the
-    `X-Job-ID` header: one request instead of two. The job does not depend on the request:
+    `x-rag-job-id` header: one request instead of two. The job does not depend on the request:
     a client that leaves resumes at `/jobs/{id}/events` with its Last-Event-ID. The stream
     counts against `RAG_MAX_STREAMS_PER_KEY`, checked before the question is queued."""
     require_utf8(body)
@@ -69,7 +74,7 @@ async def chat(
         follow_job(state, job_id, 0),
         release=release,
         ping=int(max(1, state.settings.sse_ping_interval)),
-        headers={"Cache-Control": "no-store", "X-Job-ID": job_id},
+        headers={"Cache-Control": "no-store", JOB_ID_HEADER: job_id},
     )
 
 
