@@ -14,8 +14,10 @@ from redis.asyncio import Redis
 
 from rag_async.config import Settings
 from rag_async.local.valkey import EmbeddedValkey
+from rag_async.client.api import RagClient
 from tests.conftest import Stack, ingest, running_stack
 from tests.support.openai_server import expected_answer
+from tests.support.tcp_proxy import TcpProxy
 from tests.test_auth import ALICE, as_, keyed_settings
 from tests.test_quotas import refused
 
@@ -67,6 +69,27 @@ async def test_a_client_that_leaves_resumes_where_it_left(stack: Stack, llm: Any
         async with aconnect_sse(http, "GET", f"/jobs/{job_id}/events", headers=headers) as s:
             rest = [(int(sse.id), sse.event) async for sse in s.aiter_sse()]
         assert rest[0][0] == seen[-1][0] + 1 and rest[-1][1] == "done"
+
+
+async def test_the_client_asks_in_one_request_and_resumes_a_cut_stream(
+    stack: Stack, llm: Any
+) -> None:
+    """RagClient.asking (what `rag-async ask` and `chat` use): the POST's own stream, then,
+    once the connection is cut mid-answer, the rest from /jobs/{id}/events: every event once."""
+    llm.config.tokens, llm.config.tokens_per_second = 30, 50
+    host, _, port = stack.base_url.removeprefix("http://").partition(":")
+    async with TcpProxy(host, int(port)) as proxy, RagClient(f"http://{proxy.address}") as client:
+        async with client.asking("How long do I brew tea?") as asked:
+            events = []
+            async for event in asked.events:
+                events.append(event)
+                if [e.type for e in events].count("token") == 2:
+                    proxy.drop()
+    assert [event.id for event in events] == list(range(1, len(events) + 1))
+    assert events[-1].type == "done"
+    tokens = "".join(event.data["text"] for event in events if event.type == "token")
+    assert tokens == expected_answer(30)
+    assert (await stack.client.answer(asked.job_id)).text == tokens
 
 
 async def test_refusals_are_answered_before_anything_is_queued(stack: Stack) -> None:

@@ -48,9 +48,9 @@ from rag_async.api.routes import (
     stats,
 )
 from rag_async.api.state import AppState
-from rag_async.api.stream import JOB_ID_HEADER
 from rag_async.config import Settings
 from rag_async.domain.identity import KeyRing
+from rag_async.domain.job import JOB_ID_HEADER
 from rag_async.domain.schemas import ErrorBody
 from rag_async.metrics import ClusterCollector, RequestTimer
 from rag_async.redaction import redact

@@ -30,11 +30,6 @@ from rag_async.domain.sources import clip_sources
 from rag_async.metrics import SSE_CONNECTIONS
 from rag_async.store.events import RESYNC, LoggedEvent
 
-# The header that names the job whose answer a response carries, where the body cannot: a
-# stream started on the request that queued the job (POST /chat, the /v1 routes). A client
-# that drops resumes at /jobs/{id}/events.
-JOB_ID_HEADER = "x-rag-job-id"
-
 
 def wants_event_stream(request: Request) -> bool:
     """Whether the client asked for the answer as an event stream (`Accept:

@@ -8,6 +8,7 @@ a job may be retried, and each new attempt starts its answer over.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -16,9 +17,10 @@ from urllib.parse import quote
 
 import httpx
 import orjson
-from httpx_sse import aconnect_sse
+from httpx_sse import EventSource, aconnect_sse
 
 from rag_async.domain.events import TERMINAL_EVENT_TYPES, parse_event
+from rag_async.domain.job import JOB_ID_HEADER
 from rag_async.domain.transcript import Transcript
 
 # Statuses that mean "not now" rather than "no": the API, or a proxy before it, is restarting.
@@ -42,6 +44,14 @@ class JobEvent:
     id: int
     type: str
     data: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Asked:
+    """A question asked with `RagClient.asking`: its job, and the job's events to its end."""
+
+    job_id: str
+    events: AsyncIterator[JobEvent]
 
 
 class Answer:
@@ -113,14 +123,49 @@ class RagClient:
         it; its first question begins it), searching the documents whose attributes match
         `filters` (if given); returns the 202 body (job_id, status_url, events_url,
         conversation_id)."""
-        body: dict[str, Any] = {"query": query}
-        if collection is not None:
-            body["collection"] = collection
-        if conversation_id is not None:
-            body["conversation_id"] = conversation_id
-        if filters is not None:
-            body["filters"] = filters
-        return await self._post("/chat", body)
+        return await self._post("/chat", _question(query, collection, conversation_id, filters))
+
+    @contextlib.asynccontextmanager
+    async def asking(
+        self,
+        query: str,
+        *,
+        collection: str | None = None,
+        conversation_id: str | None = None,
+        filters: dict[str, Any] | None = None,
+    ) -> AsyncIterator[Asked]:
+        """Ask as `ask` does, in one request: the POST answers with the job's event stream
+        (`Accept: text/event-stream`), which `Asked.events` follows to its end, resuming at
+        /jobs/{id}/events if the connection drops. An API that answers 202 instead is
+        followed as `follow` does."""
+        body = _question(query, collection, conversation_id, filters)
+        headers = {"content-type": "application/json", "accept": "text/event-stream"}
+        async with aconnect_sse(
+            self._http, "POST", "/chat", content=orjson.dumps(body), headers=headers
+        ) as source:
+            response = source.response
+            if response.status_code != 200:
+                await response.aread()
+                yield Asked(job_id := _json_or_raise(response)["job_id"], self.follow(job_id))
+                return
+            job_id = response.headers[JOB_ID_HEADER]
+            yield Asked(job_id, self._rest_of(job_id, source))
+
+    async def _rest_of(self, job_id: str, source: EventSource) -> AsyncIterator[JobEvent]:
+        """The events of a stream already open, then, if it ends before the job's last event,
+        the rest from /jobs/{id}/events."""
+        last = 0
+        with contextlib.suppress(httpx.TransportError):
+            async for sse in source.aiter_sse():
+                if not sse.data:
+                    continue  # the blank line after a keep-alive comment
+                event = JobEvent(int(sse.id), sse.event, orjson.loads(sse.data))
+                last = event.id
+                yield event
+                if event.type in TERMINAL_EVENT_TYPES:
+                    return
+        async for event in self.follow(job_id, last):
+            yield event
 
     async def search(
         self,
@@ -265,6 +310,17 @@ class RagClient:
             path, content=orjson.dumps(body), headers={"content-type": "application/json"}
         )
         return _json_or_raise(response)
+
+
+def _question(
+    query: str,
+    collection: str | None,
+    conversation_id: str | None,
+    filters: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The body of POST /chat."""
+    given = {"collection": collection, "conversation_id": conversation_id, "filters": filters}
+    return {"query": query} | {name: value for name, value in given.items() if value is not None}
 
 
 def _segment(value: str) -> str:

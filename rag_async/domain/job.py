@@ -31,6 +31,12 @@ def new_job_id() -> str:
     return secrets.token_hex(16)
 
 
+# The header that names the job whose answer a response carries, where the body cannot: a
+# stream started on the request that queued the job (POST /chat, the /v1 routes). A client
+# that drops resumes at /jobs/{id}/events.
+JOB_ID_HEADER = "x-rag-job-id"
+
+
 def is_job_id(value: str) -> bool:
     return _JOB_ID.fullmatch(value) is not None
 

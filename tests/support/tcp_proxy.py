@@ -37,6 +37,11 @@ class TcpProxy:
     def resume(self) -> None:
         self._flowing.set()
 
+    def drop(self) -> None:
+        """Cut every connection open now (both sides see it closed); new ones still pass."""
+        for pump in list(self._pumps):
+            pump.cancel()
+
     async def _connect(
         self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter
     ) -> None:

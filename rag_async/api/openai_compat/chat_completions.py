@@ -34,7 +34,7 @@ from rag_async.api.openai_compat.wire import (
 )
 from rag_async.api.questions import Question, submit_question
 from rag_async.api.state import AppState, State
-from rag_async.api.stream import JOB_ID_HEADER, CountedEventSource, follow_job
+from rag_async.api.stream import CountedEventSource, follow_job
 from rag_async.domain.errors import Conflict, RagError
 from rag_async.domain.events import (
     CancelledEvent,
@@ -44,7 +44,7 @@ from rag_async.domain.events import (
     TokenEvent,
     decode_event,
 )
-from rag_async.domain.job import JobRecord, JobStatus
+from rag_async.domain.job import JOB_ID_HEADER, JobRecord, JobStatus
 from rag_async.domain.schemas import ErrorBody
 from rag_async.domain.sources import Source
 

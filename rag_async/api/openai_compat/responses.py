@@ -35,11 +35,11 @@ from rag_async.api.openai_compat.wire import response_id as response_id_of
 from rag_async.api.openai_compat.wire import response_object, response_status
 from rag_async.api.questions import Question, submit_question
 from rag_async.api.state import AppState, State
-from rag_async.api.stream import JOB_ID_HEADER, CountedEventSource
+from rag_async.api.stream import CountedEventSource
 from rag_async.api.turns import ask_after, ask_in_conversation
 from rag_async.api.views import job_view
 from rag_async.domain.errors import Conflict, NotFound
-from rag_async.domain.job import JobRecord, JobStatus
+from rag_async.domain.job import JOB_ID_HEADER, JobRecord, JobStatus
 from rag_async.domain.schemas import ErrorBody
 from rag_async.store.conversations import Turn
 from rag_async.store.fair_share import Priority

@@ -13,12 +13,12 @@ from rag_async.api.enqueue import Submission
 from rag_async.api.questions import Question, submit_question
 from rag_async.api.state import State
 from rag_async.api.stream import (
-    JOB_ID_HEADER,
     CountedEventSource,
     follow_job,
     wants_event_stream,
 )
 from rag_async.api.turns import ask_in_conversation
+from rag_async.domain.job import JOB_ID_HEADER
 from rag_async.domain.schemas import ChatRequest, ErrorBody, QuestionAccepted
 
 router = APIRouter(tags=["questions"])

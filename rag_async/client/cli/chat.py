@@ -108,11 +108,11 @@ def _turn(
 
 
 async def _ask(client: RagClient, asking: Asking, question: str, collection: str | None) -> None:
-    accepted = await client.ask(
+    async with client.asking(
         question, collection=collection, conversation_id=asking.conversation_id
-    )
-    asking.job_id = accepted["job_id"]
-    await stream_answer(client, asking)
+    ) as asked:
+        asking.job_id = asked.job_id
+        await stream_answer(asked, asking)
 
 
 async def _stop(client: RagClient, asking: Asking) -> None:

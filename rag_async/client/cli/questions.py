@@ -32,7 +32,7 @@ from rag_async.client.cli.render import job_lines, source_lines, sources_heading
 if TYPE_CHECKING:
     from rich.status import Status
 
-    from rag_async.client.api import JobEvent, RagClient
+    from rag_async.client.api import Asked, JobEvent, RagClient
 
 ASK = "Ask"
 _JOB_ID = re.compile(r"[0-9a-f]{32}")
@@ -113,13 +113,14 @@ def ask(
     asking = Asking()
 
     async def run() -> None:
-        async with RagClient(url, api_key=api_key(loaded)) as client:
-            accepted = await client.ask(
+        async with (
+            RagClient(url, api_key=api_key(loaded)) as client,
+            client.asking(
                 question, collection=collection, conversation_id=conversation, filters=filters
-            )
-            asking.job_id = accepted["job_id"]
-            asking.conversation_id = accepted.get("conversation_id")
-            await (_collect(client, asking) if json else stream_answer(client, asking))
+            ) as asked,
+        ):
+            asking.job_id, asking.conversation_id = asked.job_id, conversation
+            await (_collect(asked, asking) if json else stream_answer(asked, asking))
 
     try:
         asyncio.run(run())
@@ -139,16 +140,15 @@ def ask(
     raise typer.Exit(_EXIT_OF[final.type])
 
 
-async def stream_answer(client: RagClient, asking: Asking) -> None:
+async def stream_answer(asked: Asked, asking: Asking) -> None:
     """Print the answer as it streams, then its sources; a spinner on a terminal until the
     first words."""
     from rag_async.client.api import Answer
 
-    assert asking.job_id is not None
     answer = Answer()  # drops the text of an attempt that died
-    waiting = _Waiting(asking.job_id)
+    waiting = _Waiting(asked.job_id)
     try:
-        async for event in client.follow(asking.job_id):
+        async for event in asked.events:
             if answer.apply(event):
                 # A terminal cannot take back printed text: say it starts over.
                 typer.echo("\n[that attempt failed; the answer starts over]")
@@ -172,9 +172,8 @@ async def stream_answer(client: RagClient, asking: Asking) -> None:
         typer.echo("\n".join(source_lines(asking.sources)))
 
 
-async def _collect(client: RagClient, asking: Asking) -> None:
-    assert asking.job_id is not None
-    async for event in client.follow(asking.job_id):
+async def _collect(asked: Asked, asking: Asking) -> None:
+    async for event in asked.events:
         if event.type == "sources":
             asking.sources = event.data["sources"]
         if event.type in _EXIT_OF:
