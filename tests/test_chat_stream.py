@@ -12,9 +12,9 @@ import orjson
 from httpx_sse import aconnect_sse
 from redis.asyncio import Redis
 
+from rag_async.client.api import RagClient
 from rag_async.config import Settings
 from rag_async.local.valkey import EmbeddedValkey
-from rag_async.client.api import RagClient
 from tests.conftest import Stack, ingest, running_stack
 from tests.support.openai_server import expected_answer
 from tests.support.tcp_proxy import TcpProxy
@@ -78,13 +78,16 @@ async def test_the_client_asks_in_one_request_and_resumes_a_cut_stream(
     once the connection is cut mid-answer, the rest from /jobs/{id}/events: every event once."""
     llm.config.tokens, llm.config.tokens_per_second = 30, 50
     host, _, port = stack.base_url.removeprefix("http://").partition(":")
-    async with TcpProxy(host, int(port)) as proxy, RagClient(f"http://{proxy.address}") as client:
-        async with client.asking("How long do I brew tea?") as asked:
-            events = []
-            async for event in asked.events:
-                events.append(event)
-                if [e.type for e in events].count("token") == 2:
-                    proxy.drop()
+    events = []
+    async with (
+        TcpProxy(host, int(port)) as proxy,
+        RagClient(f"http://{proxy.address}") as client,
+        client.asking("How long do I brew tea?") as asked,
+    ):
+        async for event in asked.events:
+            events.append(event)
+            if [e.type for e in events].count("token") == 2:
+                proxy.drop()
     assert [event.id for event in events] == list(range(1, len(events) + 1))
     assert events[-1].type == "done"
     tokens = "".join(event.data["text"] for event in events if event.type == "token")
