@@ -11,7 +11,7 @@ A stream holds one of its key's slots (quotas.StreamSlots) from its start to its
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from sse_starlette import EventSourceResponse, ServerSentEvent
@@ -56,6 +56,22 @@ class CountedEventSource(EventSourceResponse):
         finally:
             SSE_CONNECTIONS.dec()
             self._release()
+
+
+def counted_stream(
+    state: AppState,
+    content: AsyncIterator[ServerSentEvent],
+    release: Callable[[], None],
+    headers: Mapping[str, str] | None = None,
+) -> CountedEventSource:
+    """An event stream as every route sends one: a keep-alive ping every
+    `RAG_SSE_PING_INTERVAL`, never cached, its slot given back by `release` when it ends."""
+    return CountedEventSource(
+        content,
+        release=release,
+        ping=int(max(1, state.settings.sse_ping_interval)),
+        headers={"Cache-Control": "no-store", **(headers or {})},
+    )
 
 
 async def follow_job(state: AppState, job_id: str, after: int) -> AsyncIterator[ServerSentEvent]:

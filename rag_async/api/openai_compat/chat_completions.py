@@ -34,7 +34,7 @@ from rag_async.api.openai_compat.wire import (
 )
 from rag_async.api.questions import Question, submit_question
 from rag_async.api.state import AppState, State
-from rag_async.api.stream import CountedEventSource, follow_job
+from rag_async.api.stream import counted_stream, follow_job
 from rag_async.domain.errors import Conflict, RagError
 from rag_async.domain.events import (
     CancelledEvent,
@@ -85,12 +85,8 @@ async def chat_completions(
     headers = {JOB_ID_HEADER: job_id}
     if body.stream:
         with_usage = body.stream_options is not None and body.stream_options.include_usage
-        return CountedEventSource(
-            completion_chunks(state, job_id, str(request.base_url), with_usage=with_usage),
-            release=release,
-            ping=int(max(1, state.settings.sse_ping_interval)),
-            headers={"Cache-Control": "no-store", **headers},
-        )
+        chunks = completion_chunks(state, job_id, str(request.base_url), with_usage=with_usage)
+        return counted_stream(state, chunks, release, headers)
     record = await wait_holding(state, job_id, release, f"follow /jobs/{job_id}/events")
     return json_response(_completion(state, record, str(request.base_url)), headers=headers)
 

@@ -35,7 +35,7 @@ from rag_async.api.openai_compat.wire import response_id as response_id_of
 from rag_async.api.openai_compat.wire import response_object, response_status
 from rag_async.api.questions import Question, submit_question
 from rag_async.api.state import AppState, State
-from rag_async.api.stream import CountedEventSource
+from rag_async.api.stream import counted_stream
 from rag_async.api.turns import ask_after, ask_in_conversation
 from rag_async.api.views import job_view
 from rag_async.domain.errors import Conflict, NotFound
@@ -216,9 +216,4 @@ def _event_source(
         # Everything sent already; an empty stream rather than one waiting for nothing.
         release()
         return Response(status_code=200, media_type="text/event-stream", headers=headers)
-    return CountedEventSource(
-        response_stream(state, record, starting_after),
-        release=release,
-        ping=int(max(1, state.settings.sse_ping_interval)),
-        headers={"Cache-Control": "no-store", **headers},
-    )
+    return counted_stream(state, response_stream(state, record, starting_after), release, headers)

@@ -10,13 +10,10 @@ from fastapi import APIRouter, Header, Request, Response
 from rag_async.api.auth import Caller
 from rag_async.api.bodies import require_utf8
 from rag_async.api.enqueue import Submission
+from rag_async.api.openai_compat.answers import given_back_on_error, stream_slot
 from rag_async.api.questions import Question, submit_question
 from rag_async.api.state import State
-from rag_async.api.stream import (
-    CountedEventSource,
-    follow_job,
-    wants_event_stream,
-)
+from rag_async.api.stream import counted_stream, follow_job, wants_event_stream
 from rag_async.api.turns import ask_in_conversation
 from rag_async.domain.job import JOB_ID_HEADER
 from rag_async.domain.schemas import ChatRequest, ErrorBody, QuestionAccepted
@@ -64,18 +61,10 @@ async def chat(
     if not wants_event_stream(request):
         job_id = await _submit(submission, question, body, idempotency_key)
         return submission.accepted(QuestionAccepted, job_id, conversation_id=body.conversation_id)
-    release = state.streams.take(caller.name)  # 429 before anything is queued
-    try:
-        job_id = await _submit(submission, question, body, idempotency_key)
-    except BaseException:
-        release()
-        raise
-    return CountedEventSource(
-        follow_job(state, job_id, 0),
-        release=release,
-        ping=int(max(1, state.settings.sse_ping_interval)),
-        headers={"Cache-Control": "no-store", JOB_ID_HEADER: job_id},
-    )
+    release = stream_slot(state, caller)  # before the job: a refused request leaves none
+    submitting = _submit(submission, question, body, idempotency_key)
+    job_id = await given_back_on_error(release, submitting)
+    return counted_stream(state, follow_job(state, job_id, 0), release, {JOB_ID_HEADER: job_id})
 
 
 async def _submit(

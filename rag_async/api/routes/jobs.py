@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Response
 
 from rag_async.api.auth import Caller, optional_caller
 from rag_async.api.state import AppState, State
-from rag_async.api.stream import CountedEventSource, follow_job
+from rag_async.api.stream import counted_stream, follow_job
 from rag_async.api.views import job_view
 from rag_async.domain.errors import BadRequest, Conflict, NotFound, Unauthorized
 from rag_async.domain.identity import Principal
@@ -112,12 +112,7 @@ async def job_events(
         release = state.token_streams.take(record.owner or "")
     else:
         release = state.streams.take(caller.name)
-    return CountedEventSource(
-        follow_job(state, job_id, after),
-        release=release,
-        ping=int(max(1, state.settings.sse_ping_interval)),
-        headers={"Cache-Control": "no-store"},
-    )
+    return counted_stream(state, follow_job(state, job_id, after), release)
 
 
 def _parse_last_event_id(value: str | None) -> int:
