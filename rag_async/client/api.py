@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 import httpx
 import orjson
-from httpx_sse import EventSource, aconnect_sse
+from httpx_sse import EventSource, ServerSentEvent, aconnect_sse
 
 from rag_async.domain.events import TERMINAL_EVENT_TYPES, parse_event
 from rag_async.domain.job import JOB_ID_HEADER
@@ -157,9 +157,8 @@ class RagClient:
         last = 0
         with contextlib.suppress(httpx.TransportError):
             async for sse in source.aiter_sse():
-                if not sse.data:
-                    continue  # the blank line after a keep-alive comment
-                event = JobEvent(int(sse.id), sse.event, orjson.loads(sse.data))
+                if (event := _job_event(sse)) is None:
+                    continue
                 last = event.id
                 yield event
                 if event.type in TERMINAL_EVENT_TYPES:
@@ -281,9 +280,8 @@ class RagClient:
                         _json_or_raise(source.response)
                     async for sse in source.aiter_sse():
                         failures, deadline = 0, None
-                        if not sse.data:
-                            continue  # the blank line after a keep-alive comment
-                        event = JobEvent(int(sse.id), sse.event, orjson.loads(sse.data))
+                        if (event := _job_event(sse)) is None:
+                            continue
                         last = event.id
                         yield event
                         if event.type in TERMINAL_EVENT_TYPES:
@@ -310,6 +308,13 @@ class RagClient:
             path, content=orjson.dumps(body), headers={"content-type": "application/json"}
         )
         return _json_or_raise(response)
+
+
+def _job_event(sse: ServerSentEvent) -> JobEvent | None:
+    """One event of a job's stream; None for the blank line after a keep-alive comment."""
+    if not sse.data:
+        return None
+    return JobEvent(int(sse.id), sse.event, orjson.loads(sse.data))
 
 
 def _question(
