@@ -9,7 +9,7 @@ import os
 import secrets
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,12 +104,14 @@ class Stack:
 
 
 @asynccontextmanager
-async def running_api(settings: Settings) -> AsyncIterator[str]:
+async def running_api(
+    settings: Settings, *, when_ready: Callable[[], None] | None = None
+) -> AsyncIterator[str]:
     """The real app under uvicorn on a free port, in this event loop, with the server options
     `rag-async api` gives it."""
     port = free_port()
     config = uvicorn.Config(
-        create_app(settings),
+        create_app(settings, when_ready=when_ready),
         host="127.0.0.1",
         port=port,
         log_level="warning",

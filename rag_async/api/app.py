@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
 import structlog
@@ -90,26 +90,14 @@ _ROUTERS = [
 ]
 
 
-def create_app(settings: Settings) -> FastAPI:
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, object]]:
-        setup_tracing(settings, "rag-async-api")
-        redis = connect_redis(settings, client_name="rag-api", ride_out_outages=False)
-        state = AppState.open(settings, redis)
-        log.info("api ready", redis=redact(settings.redis_url or ""))
-        try:
-            cluster = ClusterCollector(state.cluster_stores(), settings.worker_dead_after)
-            yield {"rag": state, "metrics": cluster}
-        finally:
-            await state.hub.close()
-            await redis.aclose(close_connection_pool=True)  # ours: nobody else uses it
-
+def create_app(settings: Settings, *, when_ready: Callable[[], None] | None = None) -> FastAPI:
+    """The app; `when_ready` is called once it has started, before it serves a request."""
     app = FastAPI(
         title="rag-async",
         summary="Ask questions about your documents; answers are computed by background "
         "workers and streamed back.",
         version="0.1.0",
-        lifespan=lifespan,
+        lifespan=_lifespan(settings, when_ready),
         docs_url=None,  # FastAPI's pages load Swagger UI and ReDoc from a CDN: api/docs.py's
         redoc_url=None,  # serve them from an installed package instead
     )
@@ -138,6 +126,27 @@ def create_app(settings: Settings) -> FastAPI:
             return FileResponse(web_dir / "index.html", headers={"Cache-Control": "no-cache"})
 
     return app
+
+
+def _lifespan(
+    settings: Settings, when_ready: Callable[[], None] | None
+) -> Callable[[FastAPI], AbstractAsyncContextManager[dict[str, object]]]:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, object]]:
+        setup_tracing(settings, "rag-async-api")
+        redis = connect_redis(settings, client_name="rag-api", ride_out_outages=False)
+        state = AppState.open(settings, redis)
+        log.info("api ready", redis=redact(settings.redis_url or ""))
+        if when_ready is not None:
+            when_ready()
+        try:
+            cluster = ClusterCollector(state.cluster_stores(), settings.worker_dead_after)
+            yield {"rag": state, "metrics": cluster}
+        finally:
+            await state.hub.close()
+            await redis.aclose(close_connection_pool=True)  # ours: nobody else uses it
+
+    return lifespan
 
 
 def _body_limits(settings: Settings) -> dict[str, int]:

@@ -106,13 +106,15 @@ def api() -> None:
 
     from rag_async.api import create_app
     from rag_async.api.server import server_options
+    from rag_async.heap import settle_heap
 
     loaded = settings()
     _check_exposure(loaded)
     configure_logging(loaded.log_level, json=loaded.log_json, process="api")
     _check_redis(loaded.redis_url)
     uvicorn.run(
-        create_app(loaded),
+        # The app started, what the process keeps is built: collections skip it from then on.
+        create_app(loaded, when_ready=settle_heap),
         host=loaded.host,
         port=loaded.port,
         log_level=loaded.log_level.lower(),
