@@ -254,6 +254,8 @@ def main() -> None:
     args = parser.parse_args()
     settings = dict(pair.split("=", 1) for pair in args.env)
     levels = args.concurrency or [10, 50, 200]
+    design = "inline" if args.inline else "async-one-request" if args.one_request else "async"
+    label = "inline (replaced)" if args.inline else f"{design}, {args.workers} worker(s)"
     with services(
         ttft=TTFT,
         tokens=TOKENS,
@@ -268,14 +270,9 @@ def main() -> None:
         },
     ) as svc:
         for concurrency in levels:
-            design = (
-                "inline" if args.inline else "async-one-request" if args.one_request else "async"
-            )
             measured = load(svc, concurrency, args.duration, args.warmup, design=design)
             result = {
-                "design": "inline (replaced)"
-                if args.inline
-                else f"{design}, {args.workers} worker(s)",
+                "design": label,
                 "corpus": args.corpus,
                 "store": args.store,
                 **uvloop.run(measured),

@@ -144,9 +144,10 @@ class RagClient:
             self._http, "POST", "/chat", content=orjson.dumps(body), headers=headers
         ) as source:
             response = source.response
-            if response.status_code != 200:
+            if response.status_code != 200:  # an error, or the 202 of an API that does not stream
                 await response.aread()
-                yield Asked(job_id := _json_or_raise(response)["job_id"], self.follow(job_id))
+                job_id = _json_or_raise(response)["job_id"]
+                yield Asked(job_id, self.follow(job_id))
                 return
             job_id = response.headers[JOB_ID_HEADER]
             yield Asked(job_id, self._rest_of(job_id, source))
