@@ -7,6 +7,7 @@ PY=${PYTHON:-../.venv/bin/python}
 echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p')"
 echo "== hot path";                       $PY hot_path.py
 echo "== first token through the screen"; $PY first_token.py
+echo "== one answer at a time";           $PY critical_path.py
 echo "== 1,000 SSE streams, one API";     $PY connections.py -n 1000
 echo "== load: async, 1 worker";          $PY load.py -c 10 -c 50 -c 200
 echo "== load: async, 2 workers";         $PY load.py -c 50 -c 200 --workers 2
