@@ -5,14 +5,17 @@ of the subscription then releases the channel), pings keep idle connections aliv
 connection's life is capped (the client reconnects with its Last-Event-ID and loses nothing),
 and a finished job's stream always ends with its final event.
 
-A stream holds one of its key's slots (quotas.StreamSlots) from its start to its end.
+A stream holds one of its key's slots (quotas.StreamSlots) from its start to its end. A
+request that both queues a job and follows it takes its slot before the job is queued: one
+refused for its key's open streams then leaves no job behind, which would otherwise run (and
+call the LLM) for a client that was told no and never learnt its id.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any, TypeVar
 
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.requests import Request
@@ -26,9 +29,12 @@ from rag_async.domain.events import (
     encode_event,
     event_type_of,
 )
+from rag_async.domain.identity import Principal
 from rag_async.domain.sources import clip_sources
 from rag_async.metrics import SSE_CONNECTIONS
 from rag_async.store.events import RESYNC, LoggedEvent
+
+T = TypeVar("T")
 
 
 def wants_event_stream(request: Request) -> bool:
@@ -72,6 +78,22 @@ def counted_stream(
         ping=int(max(1, state.settings.sse_ping_interval)),
         headers={"Cache-Control": "no-store", **(headers or {})},
     )
+
+
+def stream_slot(state: AppState, caller: Principal) -> Callable[[], None]:
+    """One of the caller's stream slots (429 `too_many_streams` when it has none left), and
+    what gives it back."""
+    return state.streams.take(caller.name)
+
+
+async def given_back_on_error(release: Callable[[], None], step: Awaitable[T]) -> T:
+    """`step`'s result; if it fails (the job refused, say), the slot taken for it is given
+    back before the error goes on."""
+    try:
+        return await step
+    except BaseException:
+        release()
+        raise
 
 
 async def follow_job(state: AppState, job_id: str, after: int) -> AsyncIterator[ServerSentEvent]:

@@ -1,21 +1,16 @@
-"""The /v1 routes' side of a job: the caller's answer job by id, the stream slot a request
-that follows its job holds, and waiting for the job's end.
+"""The /v1 routes' side of a job: the caller's answer job by id, and waiting for the job's
+end.
 
 Waiting reads the job's events the way its SSE stream does (api/stream.py's `follow_job`), so
 a client that waits for a whole answer and one that streams it are told of the end at the same
-moment, and the wait holds one of the key's stream slots like a stream.
-
-A request that both queues a job and follows it takes its slot before the job is queued: one
-refused for its key's open streams then leaves no job behind, which would otherwise run (and
-call the LLM) for a client that was told no and never learnt its id.
+moment, and the wait holds one of the key's stream slots like a stream (`stream_slot`, taken
+before the job is queued).
 """
-
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Callable
 
 from rag_async.api.openai_compat.wire import job_id_of
 from rag_async.api.state import AppState
@@ -23,8 +18,6 @@ from rag_async.api.stream import follow_job
 from rag_async.domain.errors import NotFound, RagError
 from rag_async.domain.identity import Principal
 from rag_async.domain.job import JobRecord
-
-T = TypeVar("T")
 
 
 class StillRunning(RagError):
@@ -56,22 +49,6 @@ def wait_limit(state: AppState) -> float:
     """How long a client may wait for a whole answer: every try of the job at its longest."""
     settings = state.settings
     return settings.question_timeout * settings.job_max_tries
-
-
-def stream_slot(state: AppState, caller: Principal) -> Callable[[], None]:
-    """One of the caller's stream slots (429 `too_many_streams` when it has none left), and
-    what gives it back."""
-    return state.streams.take(caller.name)
-
-
-async def given_back_on_error(release: Callable[[], None], step: Awaitable[T]) -> T:
-    """`step`'s result; if it fails (the job refused, say), the slot taken for it is given
-    back before the error goes on."""
-    try:
-        return await step
-    except BaseException:
-        release()
-        raise
 
 
 async def wait_holding(

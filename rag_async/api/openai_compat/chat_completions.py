@@ -19,7 +19,7 @@ from sse_starlette import ServerSentEvent
 from rag_async.api.auth import Caller
 from rag_async.api.enqueue import Submission
 from rag_async.api.errors import json_response
-from rag_async.api.openai_compat.answers import given_back_on_error, stream_slot, wait_holding
+from rag_async.api.openai_compat.answers import wait_holding
 from rag_async.api.openai_compat.honoured import chat_generation, refuse_unhonoured_chat
 from rag_async.api.openai_compat.inputs import (
     ChatCompletionsRequest,
@@ -34,7 +34,7 @@ from rag_async.api.openai_compat.wire import (
 )
 from rag_async.api.questions import Question, submit_question
 from rag_async.api.state import AppState, State
-from rag_async.api.stream import counted_stream, follow_job
+from rag_async.api.stream import counted_stream, follow_job, given_back_on_error, stream_slot
 from rag_async.domain.errors import Conflict, RagError
 from rag_async.domain.events import (
     CancelledEvent,

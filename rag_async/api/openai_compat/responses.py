@@ -13,13 +13,7 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from rag_async.api.auth import Caller
 from rag_async.api.enqueue import Submission
 from rag_async.api.errors import json_response
-from rag_async.api.openai_compat.answers import (
-    given_back_on_error,
-    owned_answer,
-    stream_slot,
-    wait_for_end,
-    wait_holding,
-)
+from rag_async.api.openai_compat.answers import owned_answer, wait_for_end, wait_holding
 from rag_async.api.openai_compat.file_search import echo as tools_echo
 from rag_async.api.openai_compat.file_search import search_bounds, used_tool
 from rag_async.api.openai_compat.honoured import (
@@ -35,7 +29,7 @@ from rag_async.api.openai_compat.wire import response_id as response_id_of
 from rag_async.api.openai_compat.wire import response_object, response_status
 from rag_async.api.questions import Question, submit_question
 from rag_async.api.state import AppState, State
-from rag_async.api.stream import counted_stream
+from rag_async.api.stream import counted_stream, given_back_on_error, stream_slot
 from rag_async.api.turns import ask_after, ask_in_conversation
 from rag_async.api.views import job_view
 from rag_async.domain.errors import Conflict, NotFound

@@ -18,11 +18,12 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StringConstraints
 
 from rag_async.api.auth import Caller
 from rag_async.api.enqueue import Submission
-from rag_async.api.openai_compat.answers import StillRunning, stream_slot, wait_for_end
+from rag_async.api.openai_compat.answers import StillRunning, wait_for_end
 from rag_async.api.openai_compat.cited_files import file_of
 from rag_async.api.openai_compat.vector_stores import ERRORS, owned_store
 from rag_async.api.routes.search import search_results, submit_search
 from rag_async.api.state import State
+from rag_async.api.stream import stream_slot
 from rag_async.domain.filters import FILTERS_DESCRIPTION, Filter
 from rag_async.domain.schemas import SearchRequest
 from rag_async.domain.sources import Source

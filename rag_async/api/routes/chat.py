@@ -10,10 +10,15 @@ from fastapi import APIRouter, Header, Request, Response
 from rag_async.api.auth import Caller
 from rag_async.api.bodies import require_utf8
 from rag_async.api.enqueue import Submission
-from rag_async.api.openai_compat.answers import given_back_on_error, stream_slot
 from rag_async.api.questions import Question, submit_question
 from rag_async.api.state import State
-from rag_async.api.stream import counted_stream, follow_job, wants_event_stream
+from rag_async.api.stream import (
+    counted_stream,
+    follow_job,
+    given_back_on_error,
+    stream_slot,
+    wants_event_stream,
+)
 from rag_async.api.turns import ask_in_conversation
 from rag_async.domain.job import JOB_ID_HEADER
 from rag_async.domain.schemas import ChatRequest, ErrorBody, QuestionAccepted

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Response
 
 from rag_async.api.auth import Caller, optional_caller
 from rag_async.api.state import AppState, State
-from rag_async.api.stream import counted_stream, follow_job
+from rag_async.api.stream import counted_stream, follow_job, stream_slot
 from rag_async.api.views import job_view
 from rag_async.domain.errors import BadRequest, Conflict, NotFound, Unauthorized
 from rag_async.domain.identity import Principal
@@ -111,7 +111,7 @@ async def job_events(
     if caller is None:  # an events token: counted apart from the owner's own streams
         release = state.token_streams.take(record.owner or "")
     else:
-        release = state.streams.take(caller.name)
+        release = stream_slot(state, caller)
     return counted_stream(state, follow_job(state, job_id, after), release)
 
 

@@ -12,9 +12,10 @@ from rag_async.api.auth import Caller
 from rag_async.api.bodies import require_utf8
 from rag_async.api.enqueue import Submission, enqueue
 from rag_async.api.errors import json_response
-from rag_async.api.openai_compat.answers import given_back_on_error, stream_slot, wait_for_end
+from rag_async.api.openai_compat.answers import wait_for_end
 from rag_async.api.questions import checked_query
 from rag_async.api.state import AppState, State
+from rag_async.api.stream import given_back_on_error, stream_slot
 from rag_async.domain.errors import Conflict, RagError
 from rag_async.domain.job import JobRecord, JobStatus, new_job_id, record_fields
 from rag_async.domain.schemas import ErrorBody, JobAccepted, SearchRequest, SearchResults
