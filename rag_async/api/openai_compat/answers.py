@@ -6,6 +6,7 @@ a client that waits for a whole answer and one that streams it are told of the e
 moment, and the wait holds one of the key's stream slots like a stream (`stream_slot`, taken
 before the job is queued).
 """
+
 from __future__ import annotations
 
 import asyncio
